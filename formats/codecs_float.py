@@ -1,0 +1,65 @@
+"""Float formats: F32, F16, BF16 (bit copies) and MXFP4 (e2m1 values with a shared E8M0 exponent).
+
+Every kernel here and in the other codecs_* modules has the same signature: kernel(out, raw, rows, *tables) with
+out float32 (n, cols), raw uint8 (R, row_bytes), rows int64 (n,): out[i] = the decoded row raw[rows[i]].
+"""
+import numpy as np
+from gguf.quants import MXFP4
+from numba import njit, prange
+
+from .codecs_common import F16_TO_F32, u16, u32
+
+# ggml_e8m0_to_fp32_half: 2**(e-127) / 2 as float32 bits; e < 2 lands in the subnormals.
+_E = np.arange(256, dtype=np.uint32)
+E8M0_HALF = np.where(_E < 2, np.uint32(0x00200000) << _E, (_E - 1) << np.uint32(23)).astype(np.uint32).view(np.float32)
+KVALUES_MXFP4 = np.array(MXFP4.kvalues, dtype=np.float32)  # e2m1 values, doubled
+
+
+@njit(parallel=True, cache=True)
+def dequant_f32(out, raw, rows):
+    bits = out.view(np.uint32)
+    for i in prange(rows.shape[0]):
+        src = raw[rows[i]]
+        for j in range(out.shape[1]):
+            bits[i, j] = u32(src, 4 * j)
+
+
+@njit(parallel=True, cache=True)
+def dequant_f16(out, raw, rows, f16):
+    for i in prange(rows.shape[0]):
+        src = raw[rows[i]]
+        for j in range(out.shape[1]):
+            out[i, j] = f16[u16(src, 2 * j)]
+
+
+@njit(parallel=True, cache=True)
+def dequant_bf16(out, raw, rows):
+    bits = out.view(np.uint32)
+    for i in prange(rows.shape[0]):
+        src = raw[rows[i]]
+        for j in range(out.shape[1]):
+            bits[i, j] = u16(src, 2 * j) << 16
+
+
+@njit(parallel=True, cache=True)
+def dequant_mxfp4(out, raw, rows, e8m0_half, kvalues):
+    nb = raw.shape[1] // 17
+    for i in prange(rows.shape[0]):
+        src = raw[rows[i]]
+        dst = out[i]
+        for b in range(nb):
+            s = b * 17
+            o = b * 32
+            d = e8m0_half[src[s]]
+            for j in range(16):
+                q = src[s + 1 + j]
+                dst[o + j] = d * kvalues[q & 15]
+                dst[o + 16 + j] = d * kvalues[q >> 4]
+
+
+CODECS = {
+    "F32": (dequant_f32, ()),
+    "F16": (dequant_f16, (F16_TO_F32,)),
+    "BF16": (dequant_bf16, ()),
+    "MXFP4": (dequant_mxfp4, (E8M0_HALF, KVALUES_MXFP4)),
+}

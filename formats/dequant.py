@@ -1,0 +1,81 @@
+"""Dequantization: one registry of numba codecs (type name -> kernel, tables) and the shared layer around it.
+
+The codecs (codecs_float, codecs_legacy, codecs_kquants, codecs_iq, codecs_ternary) only do block work on 2-D
+arrays; here the input is checked and reshaped once, and an unknown or codec-less type is refused by name.
+All results are bit-exact with gguf.quants.dequantize.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import codecs_float, codecs_iq, codecs_kquants, codecs_legacy, codecs_ternary
+from .ggml_types import GGMLType, ggml_type
+
+CODECS: dict[str, tuple] = {
+    **codecs_float.CODECS, **codecs_legacy.CODECS, **codecs_kquants.CODECS, **codecs_iq.CODECS,
+    **codecs_ternary.CODECS,
+}
+DEQUANT_TYPES: tuple[str, ...] = tuple(CODECS)
+
+
+class NoCodecError(ValueError):
+    """A known ggml type that kvant cannot dequantize (Q8_1, Q8_K, the integer types...)."""
+
+
+def _codec(t) -> tuple[GGMLType, tuple]:
+    gt = ggml_type(t)  # raises UnknownTypeError naming the bad value
+    codec = CODECS.get(gt.name)
+    if codec is None:
+        raise NoCodecError(f"no dequantizer for ggml type {gt.name}")
+    return gt, codec
+
+
+def _as_rows(raw: np.ndarray, gt: GGMLType) -> np.ndarray:
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint8:
+        raw = raw.view(np.uint8)
+    if raw.ndim == 0 or raw.shape[-1] % gt.type_size:
+        raise ValueError(f"{gt.name} rows must be whole blocks of {gt.type_size} bytes, got an array of shape "
+                         f"{raw.shape}")
+    raw = np.ascontiguousarray(raw.reshape(-1, raw.shape[-1]))
+    if raw.flags.writeable:  # one numba specialisation for every input: the mmap's rows are read-only
+        raw = raw.view()
+        raw.flags.writeable = False
+    return raw
+
+
+def _run(raw2d: np.ndarray, gt: GGMLType, codec: tuple, rows: np.ndarray) -> np.ndarray:
+    kernel, tables = codec
+    n_cols = raw2d.shape[1] // gt.type_size * gt.block_size
+    out = np.empty((rows.shape[0], n_cols), dtype=np.float32)
+    if out.size:
+        kernel(out, raw2d, rows, *tables)
+    return out
+
+
+def dequantize(raw: np.ndarray, ggml_type) -> np.ndarray:
+    """Decode raw bytes (..., row_bytes) of a type (GGMLType, name or id) to float32 (..., cols)."""
+    gt, codec = _codec(ggml_type)
+    raw2d = _as_rows(raw, gt)
+    out = _run(raw2d, gt, codec, np.arange(raw2d.shape[0], dtype=np.int64))
+    shape = np.shape(raw)
+    return out.reshape(*shape[:-1], out.shape[1])
+
+
+def dequantize_rows(raw: np.ndarray, ggml_type, rows) -> np.ndarray:
+    """Decode only the given rows (e.g. token ids for an embedding lookup) of a 2-D raw tensor: float32
+    (len(rows), cols). Negative indices count from the end, as in numpy."""
+    gt, codec = _codec(ggml_type)
+    raw = np.asarray(raw)
+    if raw.ndim != 2:
+        raise ValueError(f"dequantize_rows needs a 2-D (rows, row_bytes) array, got shape {raw.shape}")
+    raw2d = _as_rows(raw, gt)
+    n = raw2d.shape[0]
+    idx = np.asarray(rows).reshape(-1)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"row indices must be integers, got {idx.dtype}")
+    idx = idx.astype(np.int64)
+    bad = (idx < -n) | (idx >= n)
+    if bad.any():
+        raise IndexError(f"row {int(idx[bad][0])} out of range for a tensor of {n} rows")
+    return _run(raw2d, gt, codec, np.where(idx < 0, idx + n, idx))
