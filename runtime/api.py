@@ -1,0 +1,250 @@
+"""kvant.runtime's public API: load a GGUF model and tokenize, generate, chat and measure perplexity.
+
+    from kvant.runtime import Model
+    model = Model("smollm2")                      # a path, or the name of a known small model (fetched once)
+    print(model.generate("The capital of France is", max_tokens=16, temperature=0))
+    for piece in model.chat([{"role": "user", "content": "Hi!"}], stream=True):
+        print(piece, end="", flush=True)
+    print(model.perplexity(open("wiki.txt").read(), n_ctx=512).ppl)
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kvant.formats.gguf_file import open_gguf
+from kvant.runtime import threads
+from kvant.runtime.chat_template import ChatTemplate
+from kvant.runtime.config import Config
+from kvant.runtime.model import ContextFullError, KVCache, Transformer
+from kvant.runtime.model_cache import resolve_model
+from kvant.runtime.sampling import Sampler, SamplerSettings
+from kvant.runtime.textstream import TextStream
+from kvant.runtime.tokenizer import Tokenizer
+
+DEFAULT_N_CTX = 4096
+
+
+@dataclass
+class Stats:
+    """What the last generate/chat call did: tokens reused from the cache, prefilled and generated, and timings."""
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass
+class PerplexityResult:
+    ppl: float
+    nll: float
+    n_chunks: int
+    n_ctx: int
+    n_tokens_scored: int
+    chunk_ppl: list = field(default_factory=list)
+
+
+class Model:
+    """A GGUF model ready to run on the CPU. The KV cache keeps the tokens of the last call, so a following call
+    whose prompt extends them (the next turn of a chat) only computes its new tokens."""
+
+    def __init__(self, model: str, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512):
+        t0 = time.perf_counter()
+        self.path = resolve_model(model)
+        threads.configure(n_threads)
+        self.file = open_gguf(self.path)
+        md = self.file.metadata
+        self.tokenizer = Tokenizer.from_metadata(md)
+        self.config = Config.from_metadata(md, n_vocab=self.tokenizer.n_vocab)
+        self.transformer = Transformer(self.file, self.config)
+        self.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, self.config.n_ctx_train))
+        self.n_batch = int(n_batch)
+        self.cache = KVCache(self.config, self.n_ctx)
+        self.template = ChatTemplate(md.get("tokenizer.chat_template"),
+                                     self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
+        self.stop_ids = frozenset(self.tokenizer.eog_ids)
+        self._tokens: list[int] = []          # tokens whose keys and values are in the cache, in order
+        self.stats = Stats()
+        self.load_seconds = time.perf_counter() - t0
+
+    @property
+    def metadata(self):
+        return self.file.metadata
+
+    def _token_text(self, token_id):
+        return "" if token_id is None or token_id < 0 else self.tokenizer.token_bytes(token_id).decode(
+            "utf-8", "replace")
+
+    # -- tokens ----------------------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        """Token ids of text. add_bos: None follows the file (tokenizer.ggml.add_bos_token)."""
+        ids = self.tokenizer.encode(text, add_special=False, parse_special=special)
+        if add_bos if add_bos is not None else self.tokenizer.add_bos:
+            ids = [self.tokenizer.bos_id] + ids
+        return ids
+
+    def detokenize(self, ids) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    # -- evaluation --------------------------------------------------------------------------------------------
+    def reset(self):
+        """Forget the cached tokens."""
+        self._tokens = []
+
+    def eval(self, tokens) -> np.ndarray:
+        """Bring the cache to exactly `tokens` and return the logits after the last one (float32, n_vocab).
+        The longest prefix already in the cache is reused."""
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("nothing to evaluate: the prompt is empty")
+        if len(tokens) > self.n_ctx:
+            raise ContextFullError(f"context full: the prompt has {len(tokens)} tokens, n_ctx is {self.n_ctx}")
+        keep = _common_prefix(self._tokens, tokens)
+        keep = min(keep, len(tokens) - 1)     # the last token is always run: its logits are needed
+        self._tokens = self._tokens[:keep]
+        t0 = time.perf_counter()
+        logits = None
+        for start in range(keep, len(tokens), self.n_batch):
+            batch = tokens[start:start + self.n_batch]
+            logits = self.transformer.forward(batch, start, self.cache)
+            self._tokens.extend(batch)
+        self.stats = Stats(prompt_tokens=len(tokens), reused_tokens=keep, prefilled_tokens=len(tokens) - keep,
+                           prefill_seconds=time.perf_counter() - t0)
+        return logits[-1]
+
+    def _step(self, token):
+        if len(self._tokens) >= self.n_ctx:
+            raise ContextFullError(f"context full: n_ctx={self.n_ctx} tokens are used (start a new chat or "
+                                   f"raise -c)")
+        logits = self.transformer.forward([token], len(self._tokens), self.cache)
+        self._tokens.append(token)
+        return logits[-1]
+
+    # -- generation --------------------------------------------------------------------------------------------
+    def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None):
+        """Yield token ids sampled after prompt_tokens until an end-of-generation token or max_tokens."""
+        sampler = sampler or Sampler()
+        logits = self.eval(prompt_tokens)
+        history = list(prompt_tokens)
+        t0 = time.perf_counter()
+        try:
+            for i in range(max_tokens):
+                token = sampler(logits, history)
+                if token in self.stop_ids:
+                    break
+                history.append(token)
+                self.stats.generated_tokens += 1
+                yield token
+                if i + 1 < max_tokens:
+                    logits = self._step(token)
+        finally:
+            self.stats.decode_seconds = time.perf_counter() - t0
+
+    def _stream_text(self, prompt_tokens, max_tokens, settings, stop):
+        stream = TextStream(stop)
+        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings)):
+            piece = stream.feed(self.tokenizer.token_bytes(token, special=False))
+            if piece:
+                yield piece
+            if stream.stopped:
+                return
+        tail = stream.flush()
+        if tail:
+            yield tail
+
+    def generate(self, prompt: str, max_tokens: int = 128, *, temperature: float = 0.8, top_k: int = 40,
+                 top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
+                 stop=(), stream: bool = False, add_bos: bool | None = None):
+        """Continue prompt. stream=True returns an iterator of text pieces; otherwise the whole text."""
+        settings = SamplerSettings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                   repeat_penalty=repeat_penalty, seed=seed)
+        pieces = self._stream_text(self.tokenize(prompt, add_bos=add_bos, special=True), max_tokens, settings, stop)
+        return pieces if stream else "".join(pieces)
+
+    def chat(self, messages, max_tokens: int = 512, *, stream: bool = False, stop=(), **sampling):
+        """Answer the last message of a conversation [{"role": ..., "content": ...}, ...] using the file's chat
+        template. Earlier turns still in the cache are not computed again."""
+        text = self.template.render(messages, add_generation_prompt=True)
+        # the template writes BOS itself where the model wants one
+        tokens = self.tokenizer.encode(text, add_special=False, parse_special=True)
+        settings = SamplerSettings(**sampling)
+        pieces = self._stream_text(tokens, max_tokens, settings, stop)
+        return pieces if stream else "".join(pieces)
+
+    # -- perplexity ----------------------------------------------------------------------------------------------
+    def perplexity(self, text: str, n_ctx: int = 512, n_chunks: int | None = None, progress=None):
+        """llama-perplexity's method: the text's tokens cut into chunks of n_ctx (BOS first where the vocab adds
+        one), each run from an empty cache, the negative log-likelihood scored on the second half of each."""
+        tokens = self.tokenize(text, add_bos=None)
+        if len(tokens) < 2 * n_ctx:
+            raise ValueError(f"perplexity needs at least {2 * n_ctx} tokens for n_ctx={n_ctx}; "
+                             f"the text has {len(tokens)}")
+        n_total = len(tokens) // n_ctx
+        n_chunks = n_total if n_chunks is None or n_chunks <= 0 else min(n_chunks, n_total)
+        cache = KVCache(self.config, n_ctx)
+        first = n_ctx // 2
+        nll, count, chunk_ppl = 0.0, 0, []
+        for c in range(n_chunks):
+            chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
+            if self.tokenizer.add_bos:
+                chunk[0] = self.tokenizer.bos_id
+            rows = []
+            for start in range(0, n_ctx, self.n_batch):
+                batch = chunk[start:start + self.n_batch]
+                end = start + len(batch)
+                if end <= first:
+                    self.transformer.forward(batch, start, cache)
+                    continue
+                rows.append(self.transformer.forward(batch, start, cache, logits_from=max(0, first - start)))
+            logits = np.concatenate(rows)[:n_ctx - 1 - first]
+            targets = np.asarray(chunk[first + 1:], np.int64)
+            chunk_nll = _nll(logits, targets)
+            nll += chunk_nll
+            count += len(targets)
+            chunk_ppl.append(math.exp(nll / count))
+            if progress:
+                progress(c + 1, n_chunks, chunk_ppl[-1])
+        return PerplexityResult(ppl=math.exp(nll / count), nll=nll / count, n_chunks=n_chunks, n_ctx=n_ctx,
+                                n_tokens_scored=count, chunk_ppl=chunk_ppl)
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _common_prefix(a, b):
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _nll(logits, targets):
+    """Sum of -log softmax(logits)[target] per row, in float64."""
+    x = logits.astype(np.float64)
+    m = x.max(axis=1, keepdims=True)
+    logsum = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
+    return float(np.sum(logsum - x[np.arange(len(targets)), targets]))
+
+
+def load_tokenizer(model: str) -> Tokenizer:
+    """The tokenizer of a model file alone, without loading its weights."""
+    with open_gguf(resolve_model(model)) as f:
+        return Tokenizer.from_metadata(f.metadata)
+
+
+def load(model: str, **kwargs) -> Model:
+    """Model(model, **kwargs)."""
+    return Model(model, **kwargs)
+
+
+__all__ = ["Model", "load", "load_tokenizer", "Stats", "PerplexityResult", "ContextFullError"]

@@ -1,0 +1,203 @@
+"""qrun: run GGUF models on the CPU. Subcommands dispatch to kvant.runtime's API; flags follow llama.cpp."""
+import json
+import sys
+import time
+
+import click
+
+from kvant.runtime.model_cache import DEFAULT_MODEL, KNOWN_MODELS
+
+MODEL_HELP = f"a GGUF file, or a known model name ({', '.join(sorted(KNOWN_MODELS))}), fetched once"
+
+
+def sampling_options(f):
+    """llama.cpp's sampling flags and defaults."""
+    for decorator in reversed([
+        click.option("--temp", "temperature", type=float, default=0.8, show_default=True, help="0 = greedy"),
+        click.option("--top-k", type=int, default=40, show_default=True),
+        click.option("--top-p", type=float, default=0.95, show_default=True),
+        click.option("--min-p", type=float, default=0.05, show_default=True),
+        click.option("--repeat-penalty", type=float, default=1.0, show_default=True),
+        click.option("--seed", type=int, default=None, help="random seed (default: random)"),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def runtime_options(f):
+    for decorator in reversed([
+        click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
+                     help="threads (default: physical cores)"),
+        click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=8), default=None,
+                     help="context size in tokens (default: 4096 or the model's, if smaller)"),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _sampling(kw):
+    return {k: kw.pop(k) for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")}
+
+
+def _load(model, threads=None, n_ctx=None):
+    from kvant.runtime import compile_notice
+    from kvant.runtime.api import Model
+    with compile_notice.announce():
+        return Model(model, n_ctx=n_ctx, n_threads=threads)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def qrun():
+    """Run GGUF language models on the CPU."""
+
+
+@qrun.command()
+@click.argument("model", required=False, default=None)
+@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@click.option("-p", "--prompt", required=True, help="the text to continue")
+@click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=0), default=128, show_default=True)
+@click.option("--stop", multiple=True, help="stop at this string (repeatable)")
+@sampling_options
+@runtime_options
+def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, **kw):
+    """Continue PROMPT; prints only the generated text."""
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
+    for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **_sampling(kw)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@qrun.command()
+@click.argument("model", required=False, default=None)
+@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@click.option("-s", "--system", default=None, help="system prompt")
+@click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--stats", is_flag=True, help="after each answer print token counts and speed on stderr")
+@sampling_options
+@runtime_options
+def chat(model, model_opt, system, max_tokens, stats, threads, n_ctx, **kw):
+    """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
+    sampling = _sampling(kw)
+    interactive = sys.stdin.isatty()
+    messages = [{"role": "system", "content": system}] if system else []
+    if interactive:
+        click.echo("kvant chat: type a message; /exit or Ctrl-D ends.", err=True)
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            line = ""
+        if not line and not interactive:
+            break
+        if line == "" and interactive:
+            break
+        text = line.rstrip("\n")
+        if text.strip() in ("/exit", "/quit"):
+            break
+        if not text.strip():
+            continue
+        messages.append({"role": "user", "content": text})
+        answer = []
+        for piece in m.chat(messages, max_tokens, stream=True, **sampling):
+            answer.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(answer)})
+        if stats:
+            s = m.stats
+            speed = s.generated_tokens / s.decode_seconds if s.decode_seconds > 0 else 0.0
+            click.echo(f"[prompt {s.prompt_tokens} tokens: {s.reused_tokens} reused, {s.prefilled_tokens} prefilled; "
+                       f"{s.generated_tokens} generated, {speed:.1f} tok/s]", err=True)
+
+
+@qrun.command()
+@click.argument("model", required=False, default=None)
+@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@click.option("-f", "--file", "text_file", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=8), default=512, show_default=True)
+@click.option("--chunks", type=click.IntRange(min=0), default=0, help="chunks to score (0 = all)")
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def perplexity(model, model_opt, text_file, n_ctx, chunks, threads, as_json):
+    """Perplexity of a text file, by llama-perplexity's method."""
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
+    text = _read_text(text_file)
+
+    def progress(done, total, ppl):
+        if not as_json:
+            click.echo(f"[{done}]{ppl:.4f},", nl=done == total)
+
+    t0 = time.perf_counter()
+    r = m.perplexity(text, n_ctx=n_ctx, n_chunks=chunks or None, progress=progress)
+    seconds = time.perf_counter() - t0
+    if as_json:
+        click.echo(json.dumps({"ppl": r.ppl, "nll": r.nll, "n_chunks": r.n_chunks, "n_ctx": r.n_ctx,
+                               "n_tokens_scored": r.n_tokens_scored, "chunk_ppl": r.chunk_ppl,
+                               "seconds": seconds}))
+    else:
+        click.echo(f"Final estimate: PPL = {r.ppl:.4f}")
+
+
+@qrun.command()
+@click.argument("model", required=False, default=None)
+@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@click.option("-f", "--file", "text_file", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("-p", "--prompt", default=None, help="text to tokenize (instead of -f)")
+@click.option("--ids", is_flag=True, help="print the ids as one JSON list")
+@click.option("--add-bos", is_flag=True, help="prepend BOS where the model uses one")
+@click.option("--special", is_flag=True, help="parse special-token text such as <|im_start|>")
+def tokenize(model, model_opt, text_file, prompt, ids, add_bos, special):
+    """Token ids of a text (no BOS unless asked)."""
+    if (text_file is None) == (prompt is None):
+        raise click.UsageError("give exactly one of -f FILE or -p TEXT")
+    from kvant.runtime.api import load_tokenizer
+    tok = load_tokenizer(model_opt or model or DEFAULT_MODEL)
+    text = _read_text(text_file) if text_file else prompt
+    out = tok.encode(text, add_special=False, parse_special=special)
+    if add_bos and tok.add_bos:
+        out = [tok.bos_id] + out
+    if ids:
+        click.echo(json.dumps(out))
+    else:
+        for i in out:
+            click.echo(f"{i:6d} -> {tok.token_bytes(i)!r}")
+
+
+@qrun.command()
+@click.argument("model", required=False, default=None)
+@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("-n", "--n-gen", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def bench(model, model_opt, n_prompt, n_gen, repetitions, threads, as_json):
+    """Prompt processing and generation speed, as llama-bench measures them (random tokens)."""
+    from kvant.runtime.bench import run_bench
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_prompt + n_gen + 8)
+    result = run_bench(m, n_prompt, n_gen, repetitions)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"model {result['model']}  threads {result['threads']}  load {result['load_s']:.2f} s")
+        click.echo(f"pp{n_prompt}: {result['pp_tok_s']:.1f} tok/s   tg{n_gen}: {result['tg_tok_s']:.1f} tok/s "
+                   f"({result['tg_gb_s']:.1f} GB/s of weights)   RSS {result['rss_mb']:.0f} MB")
+
+
+def _read_text(path):
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
+
+
+def main(argv=None):
+    """Entry point: every error ends in one line on stderr and a non-zero exit, never a traceback."""
+    from kvant.formats.errors import run_cli
+    return run_cli(qrun, "qrun", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

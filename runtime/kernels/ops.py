@@ -1,0 +1,188 @@
+"""The non-matmul kernels of a transformer layer: norms, RoPE, activations, attention over an f16 KV cache.
+
+Arrays and scalars in, output first, no config objects. Activations are float32 (n_tokens, width).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# numba has no float16: the KV cache stores f16 bit patterns as uint16, widened through this table.
+F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+@njit(cache=True, fastmath=True)
+def rmsnorm(out, x, weight, eps):
+    """out[t] = x[t] / rms(x[t]) * weight, per row (token)."""
+    n, d = x.shape
+    for t in range(n):
+        ss = 0.0
+        for i in range(d):
+            ss += x[t, i] * x[t, i]
+        scale = np.float32(1.0 / math.sqrt(ss / d + eps))
+        for i in range(d):
+            out[t, i] = x[t, i] * scale * weight[i]
+
+
+@njit(cache=True, fastmath=True)
+def rmsnorm_heads(x, weight, eps):
+    """In-place RMSNorm of every head vector: x (n, n_heads, head_dim), weight (head_dim,) (qwen3/gemma3 q/k norm)."""
+    n, h, d = x.shape
+    for t in range(n):
+        for j in range(h):
+            ss = 0.0
+            for i in range(d):
+                ss += x[t, j, i] * x[t, j, i]
+            scale = np.float32(1.0 / math.sqrt(ss / d + eps))
+            for i in range(d):
+                x[t, j, i] = x[t, j, i] * scale * weight[i]
+
+
+def rope_tables(n_ctx, n_rot, freq_base, freq_scale=1.0, freq_factors=None):
+    """cos, sin tables (n_ctx, n_rot // 2) float32, computed as ggml does: theta starts at the position and is
+    multiplied by freq_base ** (-2 / n_rot) in float32 for each pair, so positions rotate exactly as in llama.cpp."""
+    half = n_rot // 2
+    theta_scale = np.float32(np.power(np.float32(freq_base), np.float32(-2.0) / np.float32(n_rot)))
+    factors = np.ones(half, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
+    return _rope_tables(n_ctx, half, theta_scale, np.float32(freq_scale), factors)
+
+
+@njit(cache=True)
+def _rope_tables(n_ctx, half, theta_scale, freq_scale, freq_factors):
+    cos = np.empty((n_ctx, half), dtype=np.float32)
+    sin = np.empty((n_ctx, half), dtype=np.float32)
+    for pos in range(n_ctx):
+        theta = np.float32(pos)
+        for i in range(half):
+            t = np.float32(freq_scale * np.float32(theta / freq_factors[i]))
+            cos[pos, i] = np.float32(math.cos(t))
+            sin[pos, i] = np.float32(math.sin(t))
+            theta = np.float32(theta * theta_scale)
+    return cos, sin
+
+
+@njit(cache=True, fastmath=True)
+def rope(x, positions, cos, sin, n_rot, neox):
+    """In-place rotary embedding of x (n, n_heads, head_dim) at positions (n,).
+    neox: rotate pairs (i, i + n_rot/2) (qwen, gemma); else adjacent pairs (2i, 2i+1) (llama)."""
+    n, h, _ = x.shape
+    half = n_rot // 2
+    for t in range(n):
+        pos = positions[t]
+        for j in range(h):
+            for i in range(half):
+                c = cos[pos, i]
+                s = sin[pos, i]
+                if neox:
+                    a = i
+                    b = i + half
+                else:
+                    a = 2 * i
+                    b = 2 * i + 1
+                x0 = x[t, j, a]
+                x1 = x[t, j, b]
+                x[t, j, a] = x0 * c - x1 * s
+                x[t, j, b] = x0 * s + x1 * c
+
+
+@njit(cache=True, fastmath=True)
+def silu_mul(gate, up):
+    """gate = silu(gate) * up, in place (SwiGLU)."""
+    n, d = gate.shape
+    for t in range(n):
+        for i in range(d):
+            g = gate[t, i]
+            gate[t, i] = g / (np.float32(1.0) + math.exp(-g)) * up[t, i]
+
+
+_GELU_A = np.float32(0.044715)
+_SQRT_2_OVER_PI = np.float32(0.7978845608028654)
+
+
+@njit(cache=True, fastmath=True)
+def gelu_mul(gate, up):
+    """gate = gelu(gate) * up, in place (GeGLU, tanh approximation as ggml_gelu)."""
+    n, d = gate.shape
+    for t in range(n):
+        for i in range(d):
+            g = gate[t, i]
+            gate[t, i] = np.float32(0.5) * g * (np.float32(1.0) + math.tanh(
+                _SQRT_2_OVER_PI * g * (np.float32(1.0) + _GELU_A * g * g))) * up[t, i]
+
+
+@njit(cache=True, fastmath=True)
+def relu2_mul(gate, up):
+    """gate = relu(gate)^2 * up, in place (BitNet's squared ReLU)."""
+    n, d = gate.shape
+    for t in range(n):
+        for i in range(d):
+            g = max(gate[t, i], np.float32(0.0))
+            gate[t, i] = g * g * up[t, i]
+
+
+ACTIVATIONS = {"silu": silu_mul, "gelu": gelu_mul, "relu2": relu2_mul}
+
+
+def store_kv(cache, start, values):
+    """Write values (n, n_kv_heads, head_dim) float32 into cache (n_kv_heads, n_ctx, head_dim) uint16 (f16 bits)
+    at positions start.. start+n; numpy's conversion rounds to nearest even like ggml's."""
+    n = values.shape[0]
+    cache[:, start:start + n, :] = values.astype(np.float16).view(np.uint16).transpose(1, 0, 2)
+
+
+@njit(cache=True, fastmath=True)
+def _widen(dst, src, f16_to_f32):
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = f16_to_f32[src[i, j]]
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f32):
+    """Causal attention of n query tokens at positions start..start+n-1 over the cache.
+    out (n, n_head, dv), q (n, n_head, dk), k_cache (n_kv, n_ctx, dk), v_cache (n_kv, n_ctx, dv) as f16 bits.
+    window > 0: a query at p sees keys at p - window < j <= p (sliding-window layers). softcap > 0: tanh cap."""
+    n, n_head, dk = q.shape
+    n_kv = k_cache.shape[0]
+    dv = v_cache.shape[2]
+    group = n_head // n_kv
+    end = start + n
+    for h in prange(n_head):
+        kvh = h // group
+        lo = 0
+        if window > 0:
+            lo = max(0, start - window + 1)
+        keys = np.empty((end - lo, dk), dtype=np.float32)
+        vals = np.empty((end - lo, dv), dtype=np.float32)
+        _widen(keys, k_cache[kvh, lo:end], f16_to_f32)
+        _widen(vals, v_cache[kvh, lo:end], f16_to_f32)
+        scores = np.empty(end - lo, dtype=np.float32)
+        acc = np.empty(dv, dtype=np.float32)
+        for t in range(n):
+            pos = start + t
+            first = lo
+            if window > 0:
+                first = max(lo, pos - window + 1)
+            m = -np.inf
+            for j in range(first, pos + 1):
+                s = np.float32(0.0)
+                for i in range(dk):
+                    s += q[t, h, i] * keys[j - lo, i]
+                s *= scale
+                if softcap > 0:
+                    s = softcap * math.tanh(s / softcap)
+                scores[j - lo] = s
+                m = max(m, s)
+            total = np.float32(0.0)
+            for j in range(first, pos + 1):
+                e = np.float32(math.exp(scores[j - lo] - m))
+                scores[j - lo] = e
+                total += e
+            acc[:] = 0.0
+            for j in range(first, pos + 1):
+                w = scores[j - lo]
+                for i in range(dv):
+                    acc[i] += w * vals[j - lo, i]
+            inv = np.float32(1.0) / total
+            for i in range(dv):
+                out[t, h, i] = acc[i] * inv

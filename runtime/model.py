@@ -1,0 +1,213 @@
+"""The transformer: weights as kernel-ready views of the GGUF file, a KV cache, prefill and decode.
+
+One forward pass serves every supported architecture; the differences are Config fields and which optional tensors
+the file holds (biases, q/k norms, post-norms, sub-norms).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvant.formats.dequant import dequantize, dequantize_rows
+from kvant.runtime import kernels
+from kvant.runtime.config import Config, UnsupportedModelError
+from kvant.runtime.kernels import ops
+
+# Per-layer tensors: field -> (GGUF name under blk.{i}., required). Matrices become QMatrix, vectors float32.
+LAYER_TENSORS = {
+    "attn_norm": ("attn_norm.weight", True),
+    "wq": ("attn_q.weight", True),
+    "wk": ("attn_k.weight", True),
+    "wv": ("attn_v.weight", True),
+    "wo": ("attn_output.weight", True),
+    "bq": ("attn_q.bias", False),
+    "bk": ("attn_k.bias", False),
+    "bv": ("attn_v.bias", False),
+    "bo": ("attn_output.bias", False),
+    "q_norm": ("attn_q_norm.weight", False),
+    "k_norm": ("attn_k_norm.weight", False),
+    "attn_sub_norm": ("attn_sub_norm.weight", False),
+    "attn_post_norm": ("post_attention_norm.weight", False),
+    "ffn_norm": ("ffn_norm.weight", True),
+    "w_gate": ("ffn_gate.weight", True),
+    "w_up": ("ffn_up.weight", True),
+    "w_down": ("ffn_down.weight", True),
+    "ffn_sub_norm": ("ffn_sub_norm.weight", False),
+    "ffn_post_norm": ("post_ffw_norm.weight", False),
+}
+MATRICES = {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray
+    wq: object
+    wk: object
+    wv: object
+    wo: object
+    bq: np.ndarray = None
+    bk: np.ndarray = None
+    bv: np.ndarray = None
+    bo: np.ndarray = None
+    q_norm: np.ndarray = None
+    k_norm: np.ndarray = None
+    attn_sub_norm: np.ndarray = None
+    attn_post_norm: np.ndarray = None
+    ffn_norm: np.ndarray = None
+    w_gate: object = None
+    w_up: object = None
+    w_down: object = None
+    ffn_sub_norm: np.ndarray = None
+    ffn_post_norm: np.ndarray = None
+
+
+class KVCache:
+    """Keys and values of every layer as f16 bit patterns (uint16), (n_kv_head, n_ctx, head_dim) per layer.
+    np.zeros maps pages lazily, so memory grows with the positions actually used."""
+
+    def __init__(self, cfg: Config, n_ctx: int):
+        self.n_ctx = n_ctx
+        self.k = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_k), np.uint16) for _ in range(cfg.n_layer)]
+        self.v = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_v), np.uint16) for _ in range(cfg.n_layer)]
+
+    @property
+    def nbytes(self):
+        return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+
+
+class Transformer:
+    """Weights of one GGUF model, ready for the kernels, and the forward pass."""
+
+    def __init__(self, gguf, cfg: Config):
+        self.cfg = cfg
+        self.file = gguf
+        self.weight_bytes = 0
+        self.layers = [self._load_layer(i) for i in range(cfg.n_layer)]
+        self.output_norm = self._vector("output_norm.weight")
+        embd = self._info("token_embd.weight")
+        self.embd_raw = gguf.raw("token_embd.weight")
+        self.embd_type = embd.ggml_type
+        out_name = "output.weight" if "output.weight" in gguf.tensors else "token_embd.weight"
+        self.output = self._matrix(out_name)
+        self.embed_scale = np.float32(np.sqrt(np.float32(cfg.d_model))) if cfg.spec.embed_scale else None
+        self._rope = {}
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    def _info(self, name):
+        info = self.file.tensors.get(name)
+        if info is None:
+            raise UnsupportedModelError(f"tensor {name} is missing from the file")
+        return info
+
+    def _vector(self, name):
+        info = self._info(name)
+        return np.ascontiguousarray(dequantize(self.file.raw(name), info.ggml_type).reshape(-1))
+
+    def _matrix(self, name):
+        info = self._info(name)
+        matrix = kernels.prepare(self.file.raw(name), info.ggml_type)
+        self.weight_bytes += matrix.nbytes
+        return matrix
+
+    def _load_layer(self, i):
+        fields = {}
+        for field, (suffix, required) in LAYER_TENSORS.items():
+            name = f"blk.{i}.{suffix}"
+            if name not in self.file.tensors:
+                if required:
+                    raise UnsupportedModelError(f"tensor {name} is missing from the file")
+                continue
+            fields[field] = self._matrix(name) if field in MATRICES else self._vector(name)
+        return Layer(**fields)
+
+    def rope_tables(self, is_swa, n_ctx):
+        base = self.cfg.rope_base_swa if is_swa else self.cfg.rope_base
+        key = (base, n_ctx)
+        if key not in self._rope:
+            factors = None
+            if "rope_freqs.weight" in self.file.tensors:
+                factors = self._vector("rope_freqs.weight")
+            self._rope[key] = ops.rope_tables(n_ctx, self.cfg.n_rot, base, self.cfg.rope_scale, factors)
+        return self._rope[key]
+
+    # -- forward -------------------------------------------------------------------------------------------------
+    def embed(self, tokens):
+        x = dequantize_rows(self.embd_raw, self.embd_type, np.asarray(tokens, np.int64))
+        if self.embed_scale is not None:
+            x *= self.embed_scale
+        return x
+
+    def forward(self, tokens, start, cache: KVCache, logits_from=None):
+        """Run tokens at positions start.. through every layer, writing their keys and values into the cache.
+        Returns logits (rows from logits_from to the end; default: only the last token) as float32 (m, n_vocab)."""
+        cfg = self.cfg
+        n = len(tokens)
+        if start + n > cache.n_ctx:
+            raise ContextFullError(f"context full: {start + n} tokens do not fit in n_ctx={cache.n_ctx}")
+        x = self.embed(tokens)
+        positions = np.arange(start, start + n, dtype=np.int64)
+        h = np.empty_like(x)
+        q = np.empty((n, cfg.n_head * cfg.head_dim_k), np.float32)
+        k = np.empty((n, cfg.n_kv_head * cfg.head_dim_k), np.float32)
+        v = np.empty((n, cfg.n_kv_head * cfg.head_dim_v), np.float32)
+        att = np.empty((n, cfg.n_head * cfg.head_dim_v), np.float32)
+        gate = np.empty((n, cfg.d_ff), np.float32)
+        up = np.empty((n, cfg.d_ff), np.float32)
+        act = ops.ACTIVATIONS[cfg.spec.activation]
+        for i, layer in enumerate(self.layers):
+            is_swa = cfg.layer_is_swa[i]
+            ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
+            _linear(q, layer.wq, h, layer.bq)
+            _linear(k, layer.wk, h, layer.bk)
+            _linear(v, layer.wv, h, layer.bv)
+            q3 = q.reshape(n, cfg.n_head, cfg.head_dim_k)
+            k3 = k.reshape(n, cfg.n_kv_head, cfg.head_dim_k)
+            if layer.q_norm is not None:
+                ops.rmsnorm_heads(q3, layer.q_norm, cfg.rms_eps)
+            if layer.k_norm is not None:
+                ops.rmsnorm_heads(k3, layer.k_norm, cfg.rms_eps)
+            cos, sin = self.rope_tables(is_swa, cache.n_ctx)
+            ops.rope(q3, positions, cos, sin, cfg.n_rot, cfg.spec.rope_neox)
+            ops.rope(k3, positions, cos, sin, cfg.n_rot, cfg.spec.rope_neox)
+            ops.store_kv(cache.k[i], start, k3)
+            ops.store_kv(cache.v[i], start, v.reshape(n, cfg.n_kv_head, cfg.head_dim_v))
+            ops.attention(att.reshape(n, cfg.n_head, cfg.head_dim_v), q3, cache.k[i], cache.v[i], start,
+                          np.float32(cfg.attn_scale), cfg.sliding_window if is_swa else 0, np.float32(0.0),
+                          ops.F16_TO_F32)
+            if layer.attn_sub_norm is not None:
+                ops.rmsnorm(att, att, layer.attn_sub_norm, cfg.rms_eps)
+            _linear(h, layer.wo, att, layer.bo)
+            if layer.attn_post_norm is not None:
+                ops.rmsnorm(h, h, layer.attn_post_norm, cfg.rms_eps)
+            x += h
+            ops.rmsnorm(h, x, layer.ffn_norm, cfg.rms_eps)
+            _linear(gate, layer.w_gate, h)
+            _linear(up, layer.w_up, h)
+            act(gate, up)
+            if layer.ffn_sub_norm is not None:
+                ops.rmsnorm(gate, gate, layer.ffn_sub_norm, cfg.rms_eps)
+            _linear(h, layer.w_down, gate)
+            if layer.ffn_post_norm is not None:
+                ops.rmsnorm(h, h, layer.ffn_post_norm, cfg.rms_eps)
+            x += h
+        rows = x[n - 1:] if logits_from is None else x[logits_from:]
+        normed = np.empty_like(rows)
+        ops.rmsnorm(normed, rows, self.output_norm, cfg.rms_eps)
+        logits = np.empty((rows.shape[0], self.output.shape[0]), np.float32)
+        _linear(logits, self.output, normed)
+        if cfg.logit_softcap > 0:
+            np.tanh(logits / cfg.logit_softcap, out=logits)
+            logits *= cfg.logit_softcap
+        return logits
+
+
+class ContextFullError(RuntimeError):
+    """The KV cache has no room for more tokens."""
+
+
+def _linear(out, matrix, x, bias=None):
+    if x.shape[0] == 1:
+        matrix.matvec(out[0], x[0])
+    else:
+        matrix.matmul(out, x)
+    if bias is not None:
+        out += bias

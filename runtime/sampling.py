@@ -1,0 +1,92 @@
+"""Sampling: small pure functions over logits, composed in llama.cpp's order
+(repeat penalty -> top-k -> top-p -> min-p -> temperature -> draw). Temperature 0 is argmax."""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """llama.cpp's defaults."""
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+    def __post_init__(self):
+        checks = (
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
+            (self.repeat_penalty > 0, "repeat_penalty must be > 0"),
+            (self.repeat_last_n >= 0, "repeat_last_n must be >= 0"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def penalize_repeats(logits, recent, penalty):
+    """llama.cpp's repeat penalty: positive logits of recent tokens divided by it, negative ones multiplied."""
+    if penalty == 1.0 or len(recent) == 0:
+        return logits
+    logits = logits.copy()
+    ids = np.unique(np.asarray(recent, np.int64))
+    values = logits[ids]
+    logits[ids] = np.where(values > 0, values / penalty, values * penalty)
+    return logits
+
+
+def top_k(ids, logits, k):
+    """The k largest candidates, sorted by logit, descending."""
+    if 0 < k < len(logits):
+        keep = np.argpartition(-logits, k - 1)[:k]
+        ids, logits = ids[keep], logits[keep]
+    order = np.argsort(-logits, kind="stable")
+    return ids[order], logits[order]
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def top_p(ids, logits, p):
+    """Smallest prefix of the (sorted) candidates whose probability reaches p."""
+    if p >= 1.0:
+        return ids, logits
+    cumulative = np.cumsum(softmax(logits))
+    n = int(np.searchsorted(cumulative, p) + 1)
+    return ids[:n], logits[:n]
+
+
+def min_p(ids, logits, p):
+    """Drop candidates less likely than p times the most likely one."""
+    if p <= 0.0:
+        return ids, logits
+    keep = logits >= logits.max() + np.log(p)
+    return ids[keep], logits[keep]
+
+
+class Sampler:
+    """Picks the next token from logits; randomness is one seeded generator."""
+
+    def __init__(self, settings: SamplerSettings = SamplerSettings()):
+        self.settings = settings
+        self.rng = np.random.default_rng(settings.seed)
+
+    def __call__(self, logits, history=()):
+        s = self.settings
+        recent = history[-s.repeat_last_n:] if s.repeat_last_n else []
+        logits = penalize_repeats(logits, recent, s.repeat_penalty)
+        if s.temperature == 0:
+            return int(np.argmax(logits))
+        ids, values = top_k(np.arange(len(logits)), logits.astype(np.float64), s.top_k)
+        ids, values = top_p(ids, values, s.top_p)
+        ids, values = min_p(ids, values, s.min_p)
+        probs = softmax(values / s.temperature)
+        return int(ids[self.rng.choice(len(ids), p=probs)])
