@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from kvant.runtime.sampling import Sampler, SamplerSettings, min_p, penalize_repeats, top_k, top_p
+
+
+def test_temperature_zero_is_argmax():
+    logits = np.array([0.1, 3.0, 2.9, -1.0], np.float32)
+    assert Sampler(SamplerSettings(temperature=0))(logits) == 1
+
+
+def test_top_k_keeps_largest_sorted():
+    ids, values = top_k(np.arange(5), np.array([1.0, 5.0, 3.0, 4.0, 2.0]), 3)
+    assert ids.tolist() == [1, 3, 2]
+    assert values.tolist() == [5.0, 4.0, 3.0]
+
+
+def test_top_p_smallest_prefix_reaching_p():
+    ids = np.arange(3)
+    logits = np.log(np.array([0.6, 0.3, 0.1]))
+    assert top_p(ids, logits, 0.5)[0].tolist() == [0]
+    assert top_p(ids, logits, 0.85)[0].tolist() == [0, 1]
+    assert top_p(ids, logits, 1.0)[0].tolist() == [0, 1, 2]
+
+
+def test_min_p_relative_to_best():
+    ids = np.arange(3)
+    logits = np.log(np.array([0.5, 0.2, 0.01]))
+    assert min_p(ids, logits, 0.1)[0].tolist() == [0, 1]
+
+
+def test_repeat_penalty_divides_positive_multiplies_negative():
+    out = penalize_repeats(np.array([2.0, -2.0, 1.0]), [0, 1], 2.0)
+    assert out.tolist() == [1.0, -4.0, 1.0]
+
+
+def test_same_seed_same_tokens_and_distribution():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=100).astype(np.float32)
+    settings = SamplerSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=42)
+    a = [Sampler(settings)(logits) for _ in range(5)]
+    s1, s2 = Sampler(settings), Sampler(settings)
+    assert [s1(logits) for _ in range(20)] == [s2(logits) for _ in range(20)]
+    # with top_k=1 only the best token can come out, whatever the seed
+    s = Sampler(SamplerSettings(temperature=1.0, top_k=1, seed=3))
+    assert {s(logits) for _ in range(20)} == {int(np.argmax(logits))}
+    assert len(a) == 5
+
+
+def test_sampling_frequencies_follow_softmax():
+    logits = np.log(np.array([0.7, 0.2, 0.1], np.float32))
+    s = Sampler(SamplerSettings(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=0))
+    counts = np.bincount([s(logits) for _ in range(4000)], minlength=3) / 4000
+    assert np.allclose(counts, [0.7, 0.2, 0.1], atol=0.03)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(min_p=1.5), dict(top_k=-2)])
+def test_bad_settings_rejected(bad):
+    with pytest.raises(ValueError):
+        SamplerSettings(**bad)
