@@ -31,16 +31,15 @@ class GGUFError(ValueError):
 SUPPORTED_VERSIONS = (2, 3)
 MAX_DIMS = 4
 
-# GGUF scalar value types as numpy dtypes (little-endian); STRING and ARRAY are parsed separately.
-_SCALAR_DTYPES: dict[int, np.dtype] = {
-    GGUFValueType.UINT8: np.dtype("<u1"), GGUFValueType.INT8: np.dtype("<i1"),
-    GGUFValueType.UINT16: np.dtype("<u2"), GGUFValueType.INT16: np.dtype("<i2"),
-    GGUFValueType.UINT32: np.dtype("<u4"), GGUFValueType.INT32: np.dtype("<i4"),
-    GGUFValueType.UINT64: np.dtype("<u8"), GGUFValueType.INT64: np.dtype("<i8"),
-    GGUFValueType.FLOAT32: np.dtype("<f4"), GGUFValueType.FLOAT64: np.dtype("<f8"),
-    GGUFValueType.BOOL: np.dtype("u1"),
+# GGUF scalar value types as struct codes (little-endian, standard sizes; numpy reads the same codes);
+# STRING and ARRAY are parsed separately.
+_SCALAR_CODES: dict[int, str] = {
+    GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT16: "H", GGUFValueType.INT16: "h",
+    GGUFValueType.UINT32: "I", GGUFValueType.INT32: "i", GGUFValueType.UINT64: "Q", GGUFValueType.INT64: "q",
+    GGUFValueType.FLOAT32: "f", GGUFValueType.FLOAT64: "d", GGUFValueType.BOOL: "B",
 }
-_STRUCT = {t: struct.Struct("<" + dt.char) for t, dt in _SCALAR_DTYPES.items()}
+_STRUCT = {t: struct.Struct("<" + c) for t, c in _SCALAR_CODES.items()}
+_SCALAR_DTYPES = {t: np.dtype("<" + c) for t, c in _SCALAR_CODES.items()}
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 _HEADER = struct.Struct("<IIQQ")  # magic, version, n_tensors, n_kv
 # The fewest bytes one item can take, for rejecting absurd counts before looping over them.
@@ -68,28 +67,39 @@ class TensorInfo:
 
 
 @njit(cache=True)
-def _scan_strings(buf, pos, count):
-    """Walk `count` length-prefixed strings from `pos`. Returns (end, bad, starts, lengths, byte_histogram);
-    end < 0 means the strings run past the end of `buf`, string number `bad` first."""
+def _walk_strings(buf, pos, count):
+    """Walk `count` length-prefixed strings from `pos`: (end, -1), or (position, index) of the first string that
+    runs past the end of `buf`. Allocates nothing, so an absurd count costs no memory."""
     n = buf.shape[0]
+    for i in range(count):
+        if pos + 8 > n or buf[pos + 7] != 0:  # a length >= 2**56 cannot fit in any file
+            return pos, i
+        length = np.int64(0)
+        for k in range(7):
+            length |= np.int64(buf[pos + k]) << (8 * k)
+        if length > n - pos - 8:
+            return pos, i
+        pos += 8 + length
+    return pos, -1
+
+
+@njit(cache=True)
+def _string_spans(buf, pos, count):
+    """Start and length of each of `count` strings known to lie inside `buf`, and a histogram of their bytes."""
     starts = np.empty(count, np.int64)
     lengths = np.empty(count, np.int64)
     hist = np.zeros(256, np.int64)
     for i in range(count):
-        if pos + 8 > n or buf[pos + 7] != 0:  # a length >= 2**56 cannot fit in any file
-            return -1, i, starts, lengths, hist
         length = np.int64(0)
         for k in range(7):
             length |= np.int64(buf[pos + k]) << (8 * k)
         pos += 8
-        if length > n - pos:
-            return -1, i, starts, lengths, hist
         starts[i] = pos
         lengths[i] = length
         for k in range(pos, pos + length):
             hist[buf[k]] += 1
         pos += length
-    return pos, 0, starts, lengths, hist
+    return starts, lengths, hist
 
 
 @njit(cache=True)
@@ -172,10 +182,11 @@ class _Cursor:
         return arr != 0 if etype == GGUFValueType.BOOL else arr
 
     def string_array(self, count: int, what: str) -> list[str]:
-        end, bad, starts, lengths, hist = _scan_strings(self.buf, self.pos, count)
-        if end < 0:
-            self.pos = int(starts[bad - 1] + lengths[bad - 1]) if bad else self.pos
+        end, bad = _walk_strings(self.buf, self.pos, count)
+        if bad >= 0:
+            self.pos = int(end)
             self.string(f"{what}[{bad}]")  # raises the truncation error with the exact position
+        starts, lengths, hist = _string_spans(self.buf, self.pos, count)
         self.pos = int(end)
         if count == 0:
             return []
