@@ -1,0 +1,84 @@
+"""Byte-level BPE ("gpt2" tokenizers in GGUF) on the `tokenizers` library.
+
+llama.cpp (llm_tokenizer_bpe_session) splits each text fragment with the pre-tokenizer's regexes, maps every byte of
+a piece to its GPT-2 stand-in character, and merges adjacent symbols by lowest merge rank (ties: leftmost). A
+tokenizers BPE model built from the GGUF vocab and merges, behind Split(regex, "isolated") pre-tokenizers and a
+ByteLevel step without its own regex, does the same; `ignore_merges` takes a piece that is a whole token as is.
+"""
+
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+from .pretokenize import PreTokenizer
+
+
+def _gpt2_byte_chars() -> list[str]:
+    """GPT-2's byte -> printable character table: printable Latin-1 bytes stand for themselves, the other 68 bytes
+    take the code points from U+0100 on, in byte order."""
+    keep = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = [""] * 256
+    extra = 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+BYTE_TO_CHAR = _gpt2_byte_chars()
+CHAR_TO_BYTE = {c: b for b, c in enumerate(BYTE_TO_CHAR)}
+
+
+def decode_byte_level(text: str) -> bytes:
+    """A normal BPE token's text -> its raw bytes. A character outside the GPT-2 table becomes the marker
+    llama.cpp's llama_decode_text writes for it: "[UNK_BYTE_0x<its utf-8 in hex><the whole text>]"."""
+    out = bytearray()
+    for c in text:
+        b = CHAR_TO_BYTE.get(c)
+        if b is None:
+            out += b"[UNK_BYTE_0x" + c.encode().hex().encode() + text.encode() + b"]"
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def build_bpe(tokens: list[str], merges: list[str], pre: PreTokenizer) -> Tokenizer:
+    """The tokenizers pipeline for one GGUF vocabulary (no normalizer, no added tokens: special tokens are split
+    off before, by kvant.runtime.tokenizer)."""
+    vocab = dict(zip(tokens, range(len(tokens))))
+    if len(vocab) != len(tokens):  # llama.cpp: a repeated text maps to its last id
+        vocab = {t: i for i, t in enumerate(tokens)}
+    pairs = []
+    seen = set()
+    for m in merges:
+        # llama.cpp splits a merge at the first space after position 0 and keeps the first rank of a repeated pair;
+        # tokenizers refuses a merge whose parts or result are not tokens (llama.cpp would later spell such a
+        # result with byte tokens), so those are left out.
+        pos = m.find(" ", 1)
+        if pos < 0:
+            continue
+        pair = (m[:pos], m[pos + 1:])
+        if pair in seen or pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
+            continue
+        seen.add(pair)
+        pairs.append(pair)
+    model = models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges)
+    tok = Tokenizer(model)
+    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return tok
+
+
+class BPEEncoder:
+    """Encodes text fragments (no special tokens in them) to ids."""
+
+    def __init__(self, tokens: list[str], merges: list[str], pre: PreTokenizer):
+        self._tok = build_bpe(tokens, merges, pre)
+
+    def encode(self, fragments: list[str], prev_special: list[bool]) -> list[list[int]]:
+        """prev_special (whether a special token came before each fragment) matters to SentencePiece only."""
+        if len(fragments) == 1:
+            return [self._tok.encode(fragments[0], add_special_tokens=False).ids]
+        return [e.ids for e in self._tok.encode_batch(fragments, add_special_tokens=False)]
