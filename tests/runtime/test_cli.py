@@ -1,0 +1,147 @@
+"""qrun end to end on a tiny random model: outputs, and one clear line for every kind of bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kvant.runtime.cli import main
+from tiny_model import patch, tensor_info_offset, write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_greedy_matches_api(capsys, tiny):
+    from kvant.runtime import Model
+    code, out, err = run(capsys, "generate", tiny, "-p", "the the", "-n", "12", "--temp", "0", "-t", "1")
+    assert code == 0, err
+    expected = Model(tiny).generate("the the", max_tokens=12, temperature=0)
+    assert out == expected + "\n"
+
+
+def test_tokenize_ids_is_one_json_list(capsys, tiny):
+    code, out, err = run(capsys, "tokenize", tiny, "-p", "the the", "--ids")
+    assert code == 0, err
+    ids = json.loads(out)
+    tokens_the = 256 + 2          # "Ġthe" after the merges Ġ t, h e, Ġt he; "the" alone is t + he
+    assert ids[-1] == tokens_the and len(ids) == 3
+
+
+def test_perplexity_prints_final_estimate_and_json(capsys, tiny, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    code, out, err = run(capsys, "perplexity", tiny, "-f", str(text), "-c", "64", "--chunks", "2")
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("Final estimate: PPL = ")
+    code, out, err = run(capsys, "perplexity", tiny, "-f", str(text), "-c", "64", "--chunks", "2", "--json")
+    result = json.loads(out)
+    assert result["n_chunks"] == 2 and result["ppl"] == pytest.approx(float(last.split("=")[1]), rel=1e-4)
+
+
+def test_bench_json(capsys, tiny):
+    code, out, err = run(capsys, "bench", tiny, "-p", "16", "-n", "4", "-t", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["pp_tok_s"] > 0 and result["tg_tok_s"] > 0 and result["threads"] == 1
+
+
+def bad_files(tmp_path, tiny):
+    data = open(tiny, "rb").read()
+    cases = {}
+    cases["truncated"] = tmp_path / "truncated.gguf"
+    cases["truncated"].write_bytes(data[:len(data) // 3])
+    cases["header-cut"] = tmp_path / "header.gguf"
+    cases["header-cut"].write_bytes(data[:40])
+    cases["random"] = tmp_path / "random.gguf"
+    cases["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    cases["empty"] = tmp_path / "empty.gguf"
+    cases["empty"].write_bytes(b"")
+    for name, patcher in {
+        "unknown-type": lambda p: patch(p, tensor_info_offset(p, "blk.0.attn_q.weight") + 4 + 16,
+                                        np.uint32(99).tobytes()),
+        "offset-past-eof": lambda p: patch(p, tensor_info_offset(p, "blk.1.ffn_down.weight") + 4 + 16 + 4,
+                                           np.uint64(1 << 40).tobytes()),
+    }.items():
+        p = tmp_path / f"{name}.gguf"
+        p.write_bytes(data)
+        patcher(str(p))
+        cases[name] = p
+    cases["unsupported-arch"] = write_tiny_model(tmp_path / "mamba.gguf", arch="mamba")
+    return {k: str(v) for k, v in cases.items()}
+
+
+EXPECTED = {
+    "truncated": "", "header-cut": "", "random": "", "empty": "",
+    "unknown-type": "99", "offset-past-eof": "", "unsupported-arch": "mamba",
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_bad_model_file_one_line_error(capsys, tiny, tmp_path, case):
+    path = bad_files(tmp_path, tiny)[case]
+    code, out, err = run(capsys, "generate", path, "-p", "hi", "-n", "2")
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qrun: error: "), err
+    assert "Traceback" not in err and out == ""
+    assert EXPECTED[case] in lines[0]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["generate", "no-such-model", "-p", "x"], "no-such-model"),
+    (["generate", "smollm2", "-p", "x", "--temp", "-1"], "temperature"),
+    (["generate", "-p"], "-p"),
+    (["perplexity", "x.gguf"], "-f"),
+    (["nonsense"], "nonsense"),
+])
+def test_bad_arguments_one_line_error(capsys, argv, needle, tmp_path, monkeypatch):
+    monkeypatch.setenv("KVANT_CACHE", str(tmp_path))    # never fetch anything in this test
+    if "smollm2" in argv:
+        from kvant.runtime.model_cache import cached_path
+        cached_path("smollm2").parent.mkdir(parents=True)
+        write_tiny_model(cached_path("smollm2"))
+    code, out, err = run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and needle in lines[0], err
+
+
+def test_console_script_bad_file_no_traceback(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 10)
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "generate", str(bad), "-p", "x"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "KVANT_CACHE": str(tmp_path)})
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_chat_two_turns_through_stdin_reuses_cache(tiny, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "--stats", "--temp", "0", "-n", "6",
+                        "-t", "1"], input="hello there\nand again\n/exit\nnot read\n", capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "KVANT_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    stats = [line for line in r.stderr.splitlines() if line.startswith("[prompt")]
+    assert len(stats) == 2, r.stderr
+    first, second = (_numbers(s) for s in stats)
+    assert first["reused"] == 0 and first["prefilled"] == first["prompt"]
+    # the whole first turn (its prompt and the answer tokens that were evaluated) comes from the cache
+    assert second["reused"] >= first["prompt"] + first["generated"] - 1
+    assert second["prefilled"] == second["prompt"] - second["reused"]
+
+
+def _numbers(line):
+    # "[prompt 45 tokens: 30 reused, 15 prefilled; 20 generated, 35.2 tok/s]"
+    words = line.replace("[", " ").replace(",", " ").replace(";", " ").replace(":", " ").split()
+    return {"prompt": int(words[1]), "reused": int(words[3]), "prefilled": int(words[5]),
+            "generated": int(words[7])}

@@ -1,0 +1,112 @@
+"""The real-model tier: SmolLM2-135M-Instruct (Q4_1) and Gemma 3 270M (Q4_K_M) from their PyPI packages, against
+llama.cpp's outputs on the same files (tests/fixtures/llamacpp/*.json, made by tests/make_llamacpp_fixtures.py)."""
+import gc
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+
+pytestmark = pytest.mark.realmodel
+CORPORA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "corpora")
+
+
+def reference(name):
+    with open(os.path.join(FIXTURES, "llamacpp", f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def corpus(lang):
+    path = os.path.join(CORPORA, f"{lang}.txt")
+    if not os.path.exists(path):
+        pytest.skip(f"corpus {path} is not beside the repository (../shared/corpora)")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3-270m"])
+def model(request):
+    from kvant.runtime import Model
+    path = request.getfixturevalue("smollm2_path" if request.param == "smollm2" else "gemma3_path")
+    m = Model(path, n_threads=2, n_ctx=2048)
+    m.name = request.param
+    yield m
+    m.close()
+
+
+def test_file_is_the_one_llamacpp_measured(model):
+    import hashlib
+    h = hashlib.sha256(open(model.path, "rb").read()).hexdigest()
+    assert h == reference(model.name)["file_sha256"]
+
+
+def test_greedy_continuation_equals_llamacpp(model):
+    ref = reference(model.name)["greedy"]
+    assert model.generate(ref["prompt"], max_tokens=ref["n_predict"], temperature=0) == ref["text"]
+
+
+def test_prompt_logits_close_to_llamacpp(model):
+    ref = reference(model.name)["prompt_logits"]
+    tokens = ref["tokens"]
+    assert model.tokenize(ref["text"], add_bos=True)[:64] == tokens
+    model.reset()
+    logits = np.concatenate([model.transformer.forward(tokens, 0, model.cache, logits_from=0)])
+    ids = np.asarray(ref["top5_ids"])
+    ours = np.take_along_axis(logits, ids, axis=1)
+    spread = np.asarray(ref["range"])[:, None]
+    # llama.cpp quantizes activations to 8 bits for its dot products; kvant does not: small, bounded differences
+    assert np.all(np.abs(ours - np.asarray(ref["top5_logits"])) <= 0.02 * spread)
+    assert np.mean(logits.argmax(axis=1) == np.asarray(ref["argmax"])) >= 0.95
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_perplexity_within_half_percent_of_llamacpp(model, lang):
+    ref = reference(model.name)["perplexity"][lang]
+    result = model.perplexity(corpus(lang), n_ctx=ref["n_ctx"], n_chunks=ref["n_chunks"])
+    assert result.n_chunks == ref["n_chunks"]
+    assert abs(result.ppl / ref["ppl"] - 1) < 0.005, (result.ppl, ref["ppl"])
+
+
+def test_chat_second_turn_prefills_only_its_new_tokens(model):
+    model.reset()
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = model.chat(messages, max_tokens=24, temperature=0)
+    first = model.stats
+    assert answer.strip() and first.reused_tokens == 0
+    messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And of Italy?"}]
+    prompt2 = model.tokenizer.encode(model.template.render(messages), add_special=False, parse_special=True)
+    model.chat(messages, max_tokens=8, temperature=0)
+    second = model.stats
+    assert second.prompt_tokens == len(prompt2)
+    new_tokens = len(prompt2) - first.prompt_tokens - first.generated_tokens
+    # what turn 1 evaluated is reused; at most the one token sampled last (never evaluated) is computed again
+    assert second.reused_tokens >= first.prompt_tokens + first.generated_tokens - 1
+    assert second.prefilled_tokens <= new_tokens + 1
+
+
+def test_resident_memory_bounded_by_file_and_cache(model):
+    from kvant.runtime.bench import resident_mb
+    model.reset()
+    model.generate("Once upon a time", max_tokens=128, temperature=0)
+    used_kv = model.cache.nbytes * (len(model._tokens) / model.n_ctx)
+    limit = (os.path.getsize(model.path) + used_kv) / 2 ** 20 + 300
+    gc.collect()    # the module's previous model is closed; let its arrays go before measuring
+    assert resident_mb() < limit
+
+
+def test_chat_cli_two_turns_through_stdin(smollm2_path):
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "chat", smollm2_path, "--stats", "--temp", "0",
+                        "-n", "24", "-t", "2"], input="What is the capital of France?\nAnd of Italy?\n/exit\n",
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    answers = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(answers) >= 2 and "Paris" in r.stdout
+    stats = [line for line in r.stderr.splitlines() if line.startswith("[prompt")]
+    assert len(stats) == 2
+    second = stats[1].split()
+    reused, prefilled = int(second[3]), int(second[5])
+    assert reused > 0 and prefilled < 30
