@@ -30,6 +30,7 @@ class GGUFError(ValueError):
 
 SUPPORTED_VERSIONS = (2, 3)
 MAX_DIMS = 4
+MAX_ARRAY_DEPTH = 16  # arrays of arrays nest at most this deep (real files use 1 or 2)
 
 # GGUF scalar value types as struct codes (little-endian, standard sizes; numpy reads the same codes);
 # STRING and ARRAY are parsed separately.
@@ -166,7 +167,9 @@ class _Cursor:
         v = self.scalar(st, what)
         return bool(v) if vtype == GGUFValueType.BOOL else v
 
-    def array(self, what: str):
+    def array(self, what: str, depth: int = 1):
+        if depth > MAX_ARRAY_DEPTH:
+            raise GGUFError(f"{self.path}: {what} nests arrays more than {MAX_ARRAY_DEPTH} deep")
         etype = self.u32(f"the element type of {what}")
         count = self.u64(f"the length of {what}")
         if etype not in _MIN_ITEM_BYTES:
@@ -175,7 +178,7 @@ class _Cursor:
         if etype == GGUFValueType.STRING:
             return self.string_array(count, what)
         if etype == GGUFValueType.ARRAY:
-            return [self.array(f"{what}[{i}]") for i in range(count)]
+            return [self.array(f"{what}[{i}]", depth + 1) for i in range(count)]
         dt = _SCALAR_DTYPES[etype]
         pos = self.need(count * dt.itemsize, what)
         arr = self.buf[pos:pos + count * dt.itemsize].view(dt).copy()  # a copy: metadata must not pin the map

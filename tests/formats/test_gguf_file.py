@@ -222,6 +222,7 @@ BAD_FILES = {  # case -> (file bytes, a fragment the message must contain)
     "unknown element type": (bad(kvs=[kv("k", V.ARRAY, struct.pack("<IQ", 77, 1) + bytes(8))]), "element type 77"),
     "absurd array count": (bad(kvs=[kv("k", V.ARRAY, struct.pack("<IQ", V.UINT64, 2**61))]), str(2**61)),
     "absurd string array": (bad(kvs=[kv("k", V.ARRAY, struct.pack("<IQ", V.STRING, 2**40))]), str(2**40)),
+    "arrays nested too deep": (bad(kvs=[kv("k", V.ARRAY, struct.pack("<IQ", V.ARRAY, 1) * 5000)]), "deep"),
     "string past EOF": (bad(kvs=[kv("k", V.STRING, struct.pack("<Q", 2**63 + 1))]), "truncated"),
     "string item past EOF": (bad(kvs=[kv("k", V.ARRAY, struct.pack("<IQ", V.STRING, 2) + gstr("ab")
                                          + struct.pack("<Q", 2**50))]), "truncated"),
