@@ -1,0 +1,78 @@
+"""Quantization: one registry of numba row quantizers (type name -> kernel) and the shared layer around it.
+
+The family modules (quant_float, quant_legacy, quant_kquants, quant_iq4, quant_ternary) only do block work on
+2-D arrays: kernel(out uint8 (rows, row_bytes), x float32 (rows, cols), qw float32 (cols,) or empty). Here the
+input is checked and reshaped once, and an unknown or quantizer-less type is refused by name.
+
+Results are byte-identical with llama.cpp's ggml_quantize_chunk (the default x86 build, no FMA contraction) for
+every registered type, with and without an importance matrix; IQ4_NL and IQ4_XS follow the same algorithm.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import quant_float, quant_iq4, quant_kquants, quant_legacy, quant_ternary
+from .ggml_types import GGMLType, ggml_type
+
+QUANTIZERS: dict[str, object] = {
+    **quant_float.QUANTIZERS, **quant_legacy.QUANTIZERS, **quant_kquants.QUANTIZERS, **quant_iq4.QUANTIZERS,
+    **quant_ternary.QUANTIZERS,
+}
+QUANT_TYPES: tuple[str, ...] = tuple(QUANTIZERS)
+
+# Types whose quantizer reads the importance matrix (the others ignore it, as llama.cpp does).
+USES_IMATRIX = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
+                          "IQ4_XS"})
+# Types llama-quantize refuses to produce without an importance matrix (src/llama-quant.cpp,
+# tensor_requires_imatrix; token_embd / output are exempt there, and Q2_K needs one only inside a Q2_K_S mix).
+REQUIRES_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS"})
+
+
+class NoQuantizerError(ValueError):
+    """A known ggml type that kvant cannot quantize to (yet)."""
+
+
+def quantize_requires_imatrix(t) -> bool:
+    """True for types that llama-quantize will not produce without an importance matrix."""
+    return ggml_type(t).name in REQUIRES_IMATRIX
+
+
+def quantizer(t) -> tuple[GGMLType, object]:
+    gt = ggml_type(t)  # raises UnknownTypeError naming the bad value
+    kernel = QUANTIZERS.get(gt.name)
+    if kernel is None:
+        raise NoQuantizerError(f"no quantizer for ggml type {gt.name}")
+    return gt, kernel
+
+
+_NO_IMATRIX = np.zeros(0, dtype=np.float32)
+
+
+def quantize(x: np.ndarray, ggml_type, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """Quantize float rows (..., cols) to a type (GGMLType, name or id): uint8 (..., row_bytes).
+
+    imatrix: optional importance weights, one per column (the mean of x^2 per input column that llama.cpp's
+    imatrix collects); ignored by types that do not use one (F16, BF16, Q8_0, TQ1_0, TQ2_0).
+    """
+    gt, kernel = quantizer(ggml_type)
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("quantize needs an array of rows, got a scalar")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"quantize needs float input, got {x.dtype}")
+    n_cols = x.shape[-1]
+    if n_cols % gt.block_size:
+        raise ValueError(f"a row of {n_cols} elements is not a multiple of the {gt.name} block size "
+                         f"{gt.block_size}")
+    x2 = np.ascontiguousarray(x.reshape(-1, n_cols), dtype=np.float32)
+    qw = _NO_IMATRIX
+    if imatrix is not None and gt.name in USES_IMATRIX:
+        qw = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
+        if qw.shape[0] != n_cols:
+            raise ValueError(f"the importance matrix has {qw.shape[0]} values for rows of {n_cols} columns")
+        if not np.all(np.isfinite(qw)) or np.any(qw < 0):
+            raise ValueError("the importance matrix must hold finite, non-negative values")
+    out = np.empty((x2.shape[0], gt.row_bytes(n_cols)), dtype=np.uint8)
+    if out.size:
+        kernel(out, x2, qw)
+    return out.reshape(*x.shape[:-1], out.shape[1])

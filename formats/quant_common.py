@@ -1,0 +1,395 @@
+"""Primitives shared by the quantizers, written to reproduce llama.cpp's C float32 arithmetic bit for bit.
+
+Rules every quantizer kernel follows (ggml-quants.c is compiled without fast-math and, in the reference build,
+without FMA contraction):
+- all arithmetic on float32 scalars; constants are wrapped in f32(), integers are converted with f32() before they
+  meet a float (numba would otherwise promote to float64);
+- sums are sequential in the C loop order; no fastmath (LLVM then neither reassociates nor fuses a*b+c);
+- nearest_int is the 12582912 magic add, read back through the float's bits (exact even outside its intended
+  range); fp16 conversion is ggml's software GGML_FP32_TO_FP16; roundf rounds half away from zero.
+The scale searches (make_qx_quants, make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants) follow
+the reference's operation order; they are shared by the legacy imatrix path and the K-quants.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+f32 = np.float32
+GROUP_MAX_EPS = f32(1e-15)
+_TO_INF = f32(2.0 ** 112)  # ggml's scale_to_inf / scale_to_zero
+_TO_ZERO = f32(2.0 ** -110)
+_F16_SUB = f32(2.0 ** -24)  # value of the fp16 subnormal step
+
+
+@intrinsic
+def _bits_of_f32(typingctx, x):
+    """The IEEE bits of a float32 as an int32 (a bitcast, no conversion)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _f32_of_bits(typingctx, b):
+    """The float32 whose IEEE bits are the int32 b."""
+    if not isinstance(b, types.Integer) or b.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(cache=True, inline="always")
+def f32_bits(x):
+    """Bits of float32 x as a non-negative int64 (0 .. 2**32-1)."""
+    return np.int64(_bits_of_f32(x)) & 0xFFFFFFFF
+
+
+@njit(cache=True, inline="always")
+def f32_from_bits(b):
+    """float32 from the low 32 bits of the integer b."""
+    v = np.int64(b) & 0xFFFFFFFF
+    return _f32_of_bits(np.int32(v - ((v & 0x80000000) << 1)))
+
+
+@njit(cache=True, inline="always")
+def nearest_int(fval):
+    """ggml's nearest_int: add 12582912 in float32 and read the low 23 mantissa bits back."""
+    val = fval + f32(12582912.0)
+    return (f32_bits(val) & 0x007FFFFF) - 0x00400000
+
+
+@njit(cache=True, inline="always")
+def roundf(x):
+    """C roundf (half away from zero) of a float32, as an int64 (exact: f64(|x|) + 0.5 cannot round)."""
+    r = np.int64(np.floor(np.float64(abs(x)) + 0.5))
+    return -r if x < 0 else r
+
+
+@njit(cache=True, inline="always")
+def fp32_to_fp16(f):
+    """ggml's software GGML_FP32_TO_FP16 (round to nearest even, NaN -> 0x7E00 with the sign), as an int64."""
+    base = (abs(f) * _TO_INF) * _TO_ZERO
+    w = f32_bits(f)
+    shl1_w = (w + w) & 0xFFFFFFFF
+    sign = w & 0x80000000
+    bias = shl1_w & 0xFF000000
+    if bias < 0x71000000:
+        bias = 0x71000000
+    base = f32_from_bits((bias >> 1) + 0x07800000) + base
+    bits = f32_bits(base)
+    exp_bits = (bits >> 13) & 0x00007C00
+    mantissa_bits = bits & 0x00000FFF
+    nonsign = exp_bits + mantissa_bits
+    return (sign >> 16) | (0x7E00 if shl1_w > 0xFF000000 else nonsign)
+
+
+@njit(cache=True, inline="always")
+def fp16_to_fp32(h):
+    """Exact fp16 (int bits) -> float32."""
+    sign = (np.int64(h) & 0x8000) << 16
+    e = (np.int64(h) >> 10) & 0x1F
+    m = np.int64(h) & 0x3FF
+    if e == 0x1F:
+        return f32_from_bits(sign | 0x7F800000 | (m << 13))
+    if e == 0:
+        v = f32(m) * _F16_SUB  # exact
+        return -v if sign else v
+    return f32_from_bits(sign | ((e + 112) << 23) | (m << 13))
+
+
+@njit(cache=True, inline="always")
+def fp16_round(f):
+    """The float32 value of fp32_to_fp16(f): what a stored fp16 scale reads back as."""
+    return fp16_to_fp32(fp32_to_fp16(f))
+
+
+@njit(cache=True, inline="always")
+def put_u16(dst, p, v):
+    dst[p] = v & 0xFF
+    dst[p + 1] = (v >> 8) & 0xFF
+
+
+@njit(cache=True, inline="always")
+def put_u32(dst, p, v):
+    put_u16(dst, p, v & 0xFFFF)
+    put_u16(dst, p + 2, (v >> 16) & 0xFFFF)
+
+
+@njit(cache=True, inline="always")
+def put_f16(dst, p, f):
+    put_u16(dst, p, fp32_to_fp16(f))
+
+
+@njit(cache=True, inline="always")
+def qweight(w, x, i, rmse_type):
+    """make_qx_quants' per-element weight when no importance weights are given."""
+    if rmse_type == 1:
+        return x[i] * x[i]
+    if rmse_type == 2:
+        return f32(1.0)
+    if rmse_type == 3:
+        return abs(x[i])
+    return np.sqrt(abs(x[i]))
+
+
+@njit(cache=True)
+def make_qx_quants(n, nmax, x, L, rmse_type, qw, has_qw):
+    """Symmetric scale search; L[i] = nmax + q in [0, 2 nmax). Returns the scale."""
+    mx = f32(0.0)
+    amax = f32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return f32(0.0)
+    iscale = f32(-nmax) / mx
+    if rmse_type == 0:
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            L[i] = nmax + max(-nmax, min(nmax - 1, l))
+        return f32(1.0) / iscale
+    return_early = False
+    if rmse_type < 0:
+        rmse_type = -rmse_type
+        return_early = True
+    sumlx = f32(0.0)
+    suml2 = f32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = max(-nmax, min(nmax - 1, l))
+        L[i] = l + nmax
+        w = qw[i] if has_qw else qweight(qw, x, i, rmse_type)
+        fl = f32(l)
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    scale = sumlx / suml2 if suml2 != 0 else f32(0.0)
+    if return_early:
+        return f32(0.5) * (scale + f32(1.0) / iscale) if suml2 > 0 else f32(1.0) / iscale
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / mx
+        sumlx = f32(0.0)
+        suml2 = f32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            l = max(-nmax, min(nmax - 1, l))
+            w = qw[i] if has_qw else qweight(qw, x, i, rmse_type)
+            fl = f32(l)
+            sumlx += w * x[i] * fl
+            suml2 += w * fl * fl
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                l = nearest_int(iscale * x[i])
+                L[i] = nmax + max(-nmax, min(nmax - 1, l))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(cache=True)
+def make_q3_quants(n, nmax, x, L, do_rmse):
+    """Q3_K's search without importance weights (weights x^2, iterative refinement). L[i] in [0, 2 nmax)."""
+    mx = f32(0.0)
+    amax = f32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return f32(0.0)
+    iscale = f32(-nmax) / mx
+    if do_rmse:
+        sumlx = f32(0.0)
+        suml2 = f32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            l = max(-nmax, min(nmax - 1, l))
+            L[i] = l
+            w = x[i] * x[i]
+            fl = f32(l)
+            sumlx += w * x[i] * fl
+            suml2 += w * fl * fl
+        for _ in range(5):
+            n_changed = 0
+            for i in range(n):
+                w = x[i] * x[i]
+                li = f32(L[i])
+                slx = sumlx - w * x[i] * li
+                if slx > 0:
+                    sl2 = suml2 - w * li * li
+                    new_l = nearest_int(x[i] * sl2 / slx)
+                    new_l = max(-nmax, min(nmax - 1, new_l))
+                    if new_l != L[i]:
+                        fn = f32(new_l)
+                        slx += w * x[i] * fn
+                        sl2 += w * fn * fn
+                        if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                            L[i] = new_l
+                            sumlx = slx
+                            suml2 = sl2
+                            n_changed += 1
+            if n_changed == 0:
+                break
+        for i in range(n):
+            L[i] += nmax
+        return sumlx / suml2 if suml2 > 0 else f32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = max(-nmax, min(nmax - 1, l))
+        L[i] = l + nmax
+    return f32(1.0) / iscale
+
+
+@njit(cache=True, inline="always")
+def _weight_or_x2(weights, has_w, x, i):
+    return weights[i] if has_w else x[i] * x[i]
+
+
+@njit(cache=True)
+def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, use_mad, strict):
+    """Asymmetric (scale, min) search: make_qkx2_quants (strict=False: gives up only when max == min) and
+    make_qkx3_quants (strict=True: gives up when max <= min; weights default to x^2 when has_w is False).
+    L[i] in [0, nmax]. Returns (scale, -min)."""
+    mn = x[0]
+    mx = x[0]
+    sum_w = _weight_or_x2(weights, has_w, x, 0)
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < mn:
+            mn = x[i]
+        if x[i] > mx:
+            mx = x[i]
+        w = _weight_or_x2(weights, has_w, x, i)
+        sum_w += w
+        sum_x += w * x[i]
+    if mn > 0:
+        mn = f32(0.0)
+    if (mx <= mn) if strict else (mx == mn):
+        for i in range(n):
+            L[i] = 0
+        return f32(0.0), -mn
+    iscale = f32(nmax) / (mx - mn)
+    scale = f32(1.0) / iscale
+    best_error = f32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - mn))
+        L[i] = max(0, min(nmax, l))
+        diff = scale * f32(L[i]) + mn - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        best_error += _weight_or_x2(weights, has_w, x, i) * diff
+    if nstep < 1:
+        return scale, -mn
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * f32(is_) + f32(nmax)) / (mx - mn)
+        sum_l = f32(0.0)
+        sum_l2 = f32(0.0)
+        sum_xl = f32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * (x[i] - mn))
+            l = max(0, min(nmax, l))
+            Laux[i] = l
+            w = _weight_or_x2(weights, has_w, x, i)
+            fl = f32(l)
+            sum_l += w * fl
+            sum_l2 += w * fl * fl
+            sum_xl += w * fl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > 0:
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > 0:
+                this_min = f32(0.0)
+                this_scale = sum_xl / sum_l2
+            cur_error = f32(0.0)
+            for i in range(n):
+                diff = this_scale * f32(Laux[i]) + this_min - x[i]
+                diff = abs(diff) if use_mad else diff * diff
+                cur_error += _weight_or_x2(weights, has_w, x, i) * diff
+            if cur_error < best_error:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best_error = cur_error
+                scale = this_scale
+                mn = this_min
+    return scale, -mn
+
+
+@njit(cache=True)
+def make_qp_quants(n, nmax, x, L, quant_weights):
+    """Positive-only scale search used for the super-block scales of the imatrix K-quants. L holds the codes as
+    the C uint8_t array does (negative codes wrap). Returns the scale."""
+    mx = f32(0.0)
+    for i in range(n):
+        mx = mx if mx > x[i] else x[i]
+    if mx < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return f32(0.0)
+    iscale = f32(nmax) / mx
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i]) & 0xFF
+    scale = f32(1.0) / iscale
+    best_mse = f32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * f32(L[i])
+        best_mse += quant_weights[i] * diff * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (f32(0.1) * f32(is_) + f32(nmax)) / mx
+        scale_is = f32(1.0) / iscale_is
+        mse = f32(0.0)
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * f32(l)
+            mse += quant_weights[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = f32(0.0)
+    suml2 = f32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l & 0xFF
+        w = quant_weights[i]
+        fl = f32(l)
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = quant_weights[i]
+            li = f32(L[i])
+            slx = sumlx - w * x[i] * li
+            sl2 = suml2 - w * li * li
+            if slx > 0 and sl2 > 0:
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    fn = f32(new_l)
+                    slx += w * x[i] * fn
+                    sl2 += w * fn * fn
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l & 0xFF
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > 0 else f32(0.0)
