@@ -1,0 +1,238 @@
+"""Pieces shared by the kernel families: fp16 reads from raw blocks, activation planes, flat dot loops, the
+generic prefill matmul.
+
+Repacked layouts (see registry.py for the per-type table). Every plane is a 2-D array, one row per weight row:
+  NIB    u8  (rows, cols/2)  byte i: low nibble = element 32*(i>>4) + (i&15), high nibble = that + 16
+                            (the Q4_0 block order: 16 bytes per 32 elements, so one scale covers a byte)
+  BITS   u8  (rows, cols/8)  byte k, bit t = element 8k + t
+  CRUMB  u8  (rows, cols/4)  byte k, bits 2t..2t+1 = element 4k + t
+  I8     i8  (rows, cols)    natural order
+Scales are f32 per group in the same row, or compact (int8 / u8 per group + f32 per 256) and widened per row into
+a per-thread scratch inside the kernel.
+
+Why this shape: LLVM vectorizes long flat loops over contiguous bytes and little else (REFERENCE.md section 10).
+Codes are turned into floats without integer arithmetic (numba widens every int op to 64 bits, which halves the
+vector width): for a byte b, floor(b / 2^k) is exact in float32, so the fields of b are differences of such
+floors, and the differences are folded into the activation planes once per token:
+  sum_t field_t(b) * X_t = b * Y_0 + sum_{t>0} floor(b / 2^(k t)) * Y_t,   Y_t = X_t - 2^k X_{t-1}.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._ir import f16_to_f32
+
+F32 = np.float32
+ROW_TILE = 8      # rows decoded together in matmul
+TOK_TILE = 4      # tokens sharing one pass over a decoded row
+
+
+@njit(cache=True, inline="always")
+def f16_at(raw, r, o):
+    """The fp16 stored little-endian at raw[r, o:o+2], as float32."""
+    return f16_to_f32(np.int64(raw[r, o]) | (np.int64(raw[r, o + 1]) << 8))
+
+
+# ---------------------------------------------------------------- activation planes (once per token)
+
+@njit(cache=True, fastmath=True)
+def prep_nib(xa, xb, xs, x):
+    """NIB planes with the floor fold: xa = x_lo, xb = x_hi - 16 x_lo; xs = sums of 32-element groups."""
+    for b in range(xs.shape[0]):
+        s = F32(0.0)
+        for j in range(16):
+            lo = x[32 * b + j]
+            hi = x[32 * b + 16 + j]
+            xa[16 * b + j] = lo
+            xb[16 * b + j] = hi - F32(16.0) * lo
+            s += lo + hi
+        xs[b] = s
+
+
+@njit(cache=True, fastmath=True)
+def prep_pairs(xlo, xhi, x):
+    """NIB planes without the fold (for codebook types)."""
+    for b in range(xlo.shape[0] // 16):
+        for j in range(16):
+            xlo[16 * b + j] = x[32 * b + j]
+            xhi[16 * b + j] = x[32 * b + 16 + j]
+
+
+@njit(cache=True, fastmath=True)
+def prep_bits(y, x, scale):
+    """BITS planes of scale*x with the floor fold: y (8, cols/8)."""
+    for k in range(y.shape[1]):
+        prev = F32(0.0)
+        for t in range(8):
+            v = scale * x[8 * k + t]
+            y[t, k] = v - F32(2.0) * prev
+            prev = v
+
+
+@njit(cache=True, fastmath=True)
+def prep_crumbs(y, x):
+    """CRUMB planes with the floor fold: y (4, cols/4)."""
+    for k in range(y.shape[1]):
+        prev = F32(0.0)
+        for t in range(4):
+            v = x[4 * k + t]
+            y[t, k] = v - F32(4.0) * prev
+            prev = v
+
+
+@njit(cache=True, fastmath=True)
+def group_sums(xs, x):
+    g = x.shape[0] // xs.shape[0]
+    for b in range(xs.shape[0]):
+        s = F32(0.0)
+        for j in range(g):
+            s += x[b * g + j]
+        xs[b] = s
+
+
+# ---------------------------------------------------------------- flat row loops (the hot part)
+
+@njit(cache=True, fastmath=True)
+def dot(a, b):
+    s = F32(0.0)
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def nib_dot(q, d, xa, xb):
+    """sum over a NIB row of d[group] * code * x, with prep_nib planes."""
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        bf = F32(q[i])
+        s += d[i >> 4] * (bf * xa[i] + np.floor(bf * F32(0.0625)) * xb[i])
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def bits_dot(h, d, y, shift):
+    """sum over a BITS row of d[k >> shift] * bit * x, with prep_bits planes."""
+    s = F32(0.0)
+    for k in range(h.shape[0]):
+        bf = F32(h[k])
+        a = (bf * y[0, k] + np.floor(bf * F32(0.5)) * y[1, k] + np.floor(bf * F32(0.25)) * y[2, k]
+             + np.floor(bf * F32(0.125)) * y[3, k] + np.floor(bf * F32(0.0625)) * y[4, k]
+             + np.floor(bf * F32(0.03125)) * y[5, k] + np.floor(bf * F32(0.015625)) * y[6, k]
+             + np.floor(bf * F32(0.0078125)) * y[7, k])
+        s += d[k >> shift] * a
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def crumb_dot(c, d, y, shift):
+    """sum over a CRUMB row of d[k >> shift] * code * x, with prep_crumbs planes."""
+    s = F32(0.0)
+    for k in range(c.shape[0]):
+        bf = F32(c[k])
+        a = (bf * y[0, k] + np.floor(bf * F32(0.25)) * y[1, k] + np.floor(bf * F32(0.0625)) * y[2, k]
+             + np.floor(bf * F32(0.015625)) * y[3, k])
+        s += d[k >> shift] * a
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def crumb_dot_s(c, sb, y):
+    """crumb_dot with one scale per byte (sb, a per-row scratch)."""
+    s = F32(0.0)
+    for k in range(c.shape[0]):
+        bf = F32(c[k])
+        a = (bf * y[0, k] + np.floor(bf * F32(0.25)) * y[1, k] + np.floor(bf * F32(0.0625)) * y[2, k]
+             + np.floor(bf * F32(0.015625)) * y[3, k])
+        s += sb[k] * a
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def bits_dot_s(h, sb, y):
+    """bits_dot with one scale per byte."""
+    s = F32(0.0)
+    for k in range(h.shape[0]):
+        bf = F32(h[k])
+        a = (bf * y[0, k] + np.floor(bf * F32(0.5)) * y[1, k] + np.floor(bf * F32(0.25)) * y[2, k]
+             + np.floor(bf * F32(0.125)) * y[3, k] + np.floor(bf * F32(0.0625)) * y[4, k]
+             + np.floor(bf * F32(0.03125)) * y[5, k] + np.floor(bf * F32(0.015625)) * y[6, k]
+             + np.floor(bf * F32(0.0078125)) * y[7, k])
+        s += sb[k] * a
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def i8_dot(q, d, x, shift):
+    """sum over an I8 row of d[i >> shift] * q * x."""
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        s += d[i >> shift] * F32(q[i]) * x[i]
+    return s
+
+
+# ---------------------------------------------------------------- prefill: decode a row tile once, reuse it
+
+@njit(cache=True, fastmath=True)
+def _dot4(w, x0, x1, x2, x3):
+    a0 = F32(0.0)
+    a1 = F32(0.0)
+    a2 = F32(0.0)
+    a3 = F32(0.0)
+    for i in range(w.shape[0]):
+        wi = w[i]
+        a0 += wi * x0[i]
+        a1 += wi * x1[i]
+        a2 += wi * x2[i]
+        a3 += wi * x3[i]
+    return a0, a1, a2, a3
+
+
+@njit(cache=True, fastmath=True)
+def gemm_tile(out, x, w, r0, nr):
+    """out[:, r0:r0+nr] = x @ w[:nr].T for a decoded float tile w, TOK_TILE tokens per pass over a row."""
+    n = x.shape[0]
+    k = 0
+    while k + TOK_TILE <= n:
+        for j in range(nr):
+            a0, a1, a2, a3 = _dot4(w[j], x[k], x[k + 1], x[k + 2], x[k + 3])
+            out[k, r0 + j] = a0
+            out[k + 1, r0 + j] = a1
+            out[k + 2, r0 + j] = a2
+            out[k + 3, r0 + j] = a3
+        k += TOK_TILE
+    while k < n:
+        for j in range(nr):
+            out[k, r0 + j] = dot(w[j], x[k])
+        k += 1
+
+
+@njit(cache=True, inline="always")
+def n_chunks(rows):
+    """Work items of a prefill kernel: enough to balance two to eight threads, few enough that each thread's
+    float tile is allocated a handful of times per call (numba.get_num_threads() would stop numba caching)."""
+    return min((rows + ROW_TILE - 1) // ROW_TILE, 24)
+
+
+@njit(cache=True, inline="always")
+def tile_span(c, nthreads, rows):
+    """The row tiles [t0, t1) that worker c of nthreads handles."""
+    ntiles = (rows + ROW_TILE - 1) // ROW_TILE
+    return ntiles * c // nthreads, ntiles * (c + 1) // nthreads
+
+
+# A prefill kernel per type (numba caches neither closures nor functions taking a jitted function as argument,
+# so each type spells out this loop with its own decoder):
+#
+#   @njit(cache=True, fastmath=True, parallel=True)
+#   def _mm_T(out, x, *arrays):
+#       nt = n_chunks(out.shape[1])
+#       for c in prange(nt):
+#           w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+#           t0, t1 = tile_span(c, nt, out.shape[1])
+#           for t in range(t0, t1):
+#               r0 = t * ROW_TILE
+#               nr = min(ROW_TILE, out.shape[1] - r0)
+#               for j in range(nr):
+#                   _dec_T(w[j], r0 + j, *arrays)
+#               gemm_tile(out, x, w, r0, nr)

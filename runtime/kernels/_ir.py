@@ -1,0 +1,68 @@
+"""Tiny LLVM intrinsics that numba lacks.
+
+numba types every integer operation on small ints as int64, so a loop that masks nibbles out of uint8 bytes is
+vectorized 8 lanes wide (vpmovzxbq + vcvtqq2ps) instead of 16. These helpers keep the work in the narrow type
+and let LLVM pick its own instructions (portable IR, no target-specific intrinsics): fp16 -> f32 becomes
+vcvtph2ps on x86 with F16C.
+"""
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+_F32 = ir.FloatType()
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+
+
+def _to_int(builder, value, src_type, bits):
+    dst = ir.IntType(bits)
+    width = src_type.bitwidth
+    if width > bits:
+        return builder.trunc(value, dst)
+    if width < bits:
+        return builder.zext(value, dst)
+    return value
+
+
+@intrinsic
+def f16_to_f32(typingctx, h):
+    """IEEE half (its 16 bits in any integer) -> float32, exact."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = _to_int(builder, args[0], signature.args[0], 16)
+        return builder.fpext(builder.bitcast(bits, ir.HalfType()), _F32)
+
+    return types.float32(h), codegen
+
+
+@intrinsic
+def bf16_to_f32(typingctx, h):
+    """bfloat16 (its 16 bits in any integer) -> float32, exact."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = _to_int(builder, args[0], signature.args[0], 16)
+        wide = builder.shl(builder.zext(bits, _I32), ir.Constant(_I32, 16))
+        return builder.bitcast(wide, _F32)
+
+    return types.float32(h), codegen
+
+
+@intrinsic
+def ubits(typingctx, b, shift, mask):
+    """float32((b >> shift) & mask) computed in b's own width (b an unsigned byte)."""
+    if not (isinstance(b, types.Integer) and isinstance(shift, types.Integer) and isinstance(mask, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tb = signature.args[0]
+        ty = ir.IntType(tb.bitwidth)
+        s = _to_int(builder, args[1], signature.args[1], tb.bitwidth)
+        m = _to_int(builder, args[2], signature.args[2], tb.bitwidth)
+        v = builder.and_(builder.lshr(args[0], s), m)
+        return builder.uitofp(v, _F32)
+
+    return types.float32(b, shift, mask), codegen

@@ -1,0 +1,83 @@
+"""prepare(raw, ggml_type) -> QMatrix: the one entry point, and the table of layouts each family registers."""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+class UnsupportedTypeError(ValueError):
+    """A ggml type that has no kernel yet."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one ggml type is repacked and multiplied.
+
+    repack(raw, cols) -> tuple of arrays (the QMatrix's storage; views into raw where no repack is needed);
+    scratch(cols) -> tuple of per-call activation buffers; matvec(out, x, *arrays, *scratch) and
+    matmul(out, x, *arrays) are numba kernels."""
+    block: int
+    repack: Callable
+    scratch: Callable
+    matvec: Callable
+    matmul: Callable
+    note: str
+
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register(name: str, layout: Layout) -> None:
+    LAYOUTS[name] = layout
+
+
+class QMatrix:
+    """A weight matrix ready for the kernels: shape (rows, cols) in numpy order.
+
+    matvec(out f32[rows], x f32[cols]) and matmul(out f32[n, rows], x f32[n, cols]) are parallel over rows with
+    numba's thread count. Both write into out, allocate nothing per call (matmul: one float tile per thread) and
+    keep per-matrix activation scratch, so one QMatrix must not be used from two Python threads at once."""
+
+    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "_mv", "_mm", "_args")
+
+    def __init__(self, type_name, shape, arrays, layout):
+        self.type_name = type_name
+        self.shape = shape
+        self.arrays = arrays
+        self.layout = layout
+        self.nbytes = int(sum(a.nbytes for a in arrays))
+        self._mv = layout.matvec
+        self._args = tuple(arrays) + tuple(layout.scratch(shape[1]))
+        self._mm = layout.matmul
+
+    def matvec(self, out, x):
+        self._mv(out, x, *self._args)
+
+    def matmul(self, out, x):
+        self._mm(out, x, *self.arrays)
+
+    def __repr__(self):
+        return f"QMatrix({self.type_name}, shape={self.shape}, nbytes={self.nbytes})"
+
+
+def prepare(raw, ggml_type) -> QMatrix:
+    """raw: uint8 (rows, row_bytes) view of a tensor in a GGUF file; ggml_type: a name or an object with .name."""
+    name = str(getattr(ggml_type, "name", ggml_type)).upper()
+    layout = LAYOUTS.get(name)
+    if layout is None:
+        raise UnsupportedTypeError(f"type {name} not supported yet")
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint8 or raw.ndim != 2:
+        raise ValueError(f"prepare wants a 2-D uint8 array, got {raw.dtype} with shape {raw.shape}")
+    rows, row_bytes = raw.shape
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    blk, tsize = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+    if row_bytes % tsize:
+        raise ValueError(f"{name}: row of {row_bytes} bytes is not a whole number of {tsize}-byte blocks")
+    cols = row_bytes // tsize * blk
+    if cols % layout.block:
+        raise ValueError(f"{name}: kernels need rows of a multiple of {layout.block} elements, got {cols}")
+    if not raw.flags.c_contiguous:
+        raw = np.ascontiguousarray(raw)
+    arrays = tuple(layout.repack(raw, cols))
+    return QMatrix(name, (rows, cols), arrays, layout)
