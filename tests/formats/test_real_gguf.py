@@ -1,5 +1,6 @@
 """Real GGUF files (slow tier): GGUFFile agrees with gguf.GGUFReader, opens fast, and dequantizes real tensors
-bit-exactly. The paths come from KVANT_TEST_SMOLLM2 / KVANT_TEST_GEMMA3 (e.g. the files in /work/models)."""
+bit-exactly. The files come from KVANT_TEST_SMOLLM2 / KVANT_TEST_GEMMA3 when set, else from kvant's model cache
+(the smollm2_path / gemma3_path fixtures in tests/conftest.py, which skip with the reason if they cannot fetch)."""
 import os
 import time
 
@@ -10,22 +11,25 @@ import pytest
 from kvant.formats.dequant import dequantize, dequantize_rows
 from kvant.formats.gguf_file import GGUFFile
 
-MODELS = {"smollm2": "KVANT_TEST_SMOLLM2", "gemma3": "KVANT_TEST_GEMMA3"}
+MODELS = {"smollm2": ("KVANT_TEST_SMOLLM2", "smollm2_path"), "gemma3": ("KVANT_TEST_GEMMA3", "gemma3_path")}
 
 
-def model_path(name):
-    var = MODELS[name]
-    path = os.environ.get(var)
-    if not path:
-        pytest.skip(f"set {var} to the {name} GGUF file to run this test")
-    if not os.path.isfile(path):
-        pytest.skip(f"{var}={path} is not a file")
-    return path
+@pytest.fixture
+def model_path(request):
+    def get(name):
+        var, fixture = MODELS[name]
+        path = os.environ.get(var)
+        if not path:
+            return request.getfixturevalue(fixture)
+        if not os.path.isfile(path):
+            pytest.skip(f"{var}={path} is not a file")
+        return path
+    return get
 
 
 @pytest.mark.realmodel
 @pytest.mark.parametrize("name", MODELS)
-def test_open_is_fast(name):
+def test_open_is_fast(model_path, name):
     path = model_path(name)
     GGUFFile(path).close()  # first open in the process pays numba's one-time start-up
     elapsed = float("inf")
@@ -41,7 +45,7 @@ def test_open_is_fast(name):
 
 @pytest.mark.realmodel
 @pytest.mark.parametrize("name", MODELS)
-def test_matches_gguf_reader(name):
+def test_matches_gguf_reader(model_path, name):
     path = model_path(name)
     reader = gguf.GGUFReader(path)
     with GGUFFile(path) as f:
@@ -59,7 +63,7 @@ def test_matches_gguf_reader(name):
 
 @pytest.mark.realmodel
 @pytest.mark.parametrize("name", MODELS)
-def test_real_tensors_dequantize_bit_exact(name):
+def test_real_tensors_dequantize_bit_exact(model_path, name):
     path = model_path(name)
     with GGUFFile(path) as f:
         done = set()
