@@ -14,7 +14,7 @@ BOS / EOS, and detokenization (token_to_piece, detokenize).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -107,9 +107,6 @@ class Tokenizer:
             raise TokenizerError("the tokenizer adds a BOS token but has none")
         if add_eos and self.eos_id is None:
             raise TokenizerError("the tokenizer adds an EOS token but has none")
-        # special tokens in llama.cpp's order: longest (in bytes) first; ties by id (llama.cpp's sort is unstable)
-        special = np.flatnonzero(attrs & _SPECIAL)
-        self._special = sorted(((tokens[i], int(i)) for i in special), key=lambda t: (-len(t[0].encode()), t[1]))
         self._matchers: dict[bool, _Matcher] = {}
         self._pieces: dict[bool, dict[int, bytes]] = {True: {}, False: {}}
 
@@ -159,11 +156,6 @@ class Tokenizer:
         add_bos = bool(metadata.get(K.ADD_BOS, add_bos_default))
         add_eos = bool(metadata.get(K.ADD_EOS, False))
 
-        eog = _find_roles_and_eog(tokens, attrs, ids)
-        if "phi-3" in str(metadata.get("general.name", "")).lower() or \
-                "phi3" in str(metadata.get("general.name", "")).lower():
-            _phi3_rstrip(tokens, attrs)
-
         if model == "gpt2":
             from .tokenizer_bpe import BPEEncoder
             encoder = BPEEncoder(tokens, merges, pre)
@@ -179,6 +171,11 @@ class Tokenizer:
                 encoder = SPMEncoder(tokens, scores, (attrs & Attr.BYTE) != 0, ids["unk"], add_space_prefix)
             except RuntimeError as e:  # sentencepiece refuses the model, e.g. a repeated token text
                 raise TokenizerError(f"bad SentencePiece vocabulary: {e}") from None
+
+        eog = _find_roles_and_eog(encoder.token_id, attrs, ids)
+        name = str(metadata.get("general.name", "")).lower()
+        if "phi-3" in name or "phi3" in name:
+            _phi3_rstrip(encoder.token_id, attrs)
         return cls(tokens, attrs, encoder, model, ids, eog, add_bos, add_eos, add_space_prefix, clean_spaces)
 
     # ---- encoding ----
@@ -207,9 +204,11 @@ class Tokenizer:
         text at its occurrences (leftmost first, not overlapping)."""
         matcher = self._matchers.get(parse_special)
         if matcher is None:
+            # special tokens in llama.cpp's order: longest (in bytes) first; ties by id (llama.cpp's sort is unstable)
+            special = sorted(((self.tokens[i], int(i)) for i in np.flatnonzero(self._attr & _SPECIAL)),
+                             key=lambda t: (-len(t[0].encode()), t[1]))
             matcher = self._matchers[parse_special] = _Matcher(
-                [(t, i, int(self._attr[i])) for t, i in self._special
-                 if parse_special or not self._attr[i] & _HIDDEN])
+                [(t, i, int(self._attr[i])) for t, i in special if parse_special or not self._attr[i] & _HIDDEN])
         parts: list[str | int] = [text]
         for tok_text, tid, attr in matcher.present(text):
             out: list[str | int] = []
@@ -328,30 +327,26 @@ def _special_ids(metadata: Mapping[str, Any], n: int, defaults: dict[str, int]) 
     return ids
 
 
-def _find_roles_and_eog(tokens: list[str], attrs: np.ndarray, ids: dict[str, int | None]) -> set[int]:
+def _find_roles_and_eog(token_id: Callable[[str], int | None], attrs: np.ndarray, ids: dict[str, int | None]) \
+        -> set[int]:
     """llama.cpp's text rules: fills unset roles (eot, eom, fim_*), marks the found tokens as control, returns the
     set of end-of-generation ids. Updates ids and attrs in place."""
     wanted = set(EOG_TEXTS).union(ALWAYS_USER_DEFINED, *ROLE_TEXTS.values())
-    found: dict[str, list[int]] = {}
-    for i, t in enumerate(tokens):
-        if t in wanted:
-            found.setdefault(t, []).append(i)
+    found = {t: i for t in wanted if (i := token_id(t)) is not None}
     for role, texts in ROLE_TEXTS.items():
-        if ids[role] is None:
-            hits = [i for t in texts for i in found.get(t, ())]
-            if hits:
-                ids[role] = min(hits)
-                attrs[ids[role]] |= Attr.CONTROL
+        hits = [found[t] for t in texts if t in found]
+        if ids[role] is None and hits:
+            ids[role] = min(hits)
+            attrs[ids[role]] |= Attr.CONTROL
     eog = {ids[r] for r in ("fim_pad", "fim_rep", "fim_sep") if ids[r] is not None}
-    for t in EOG_TEXTS:
-        for i in found.get(t, ()):
-            eog.add(i)
-            attrs[i] |= Attr.CONTROL
+    for t in EOG_TEXTS & found.keys():
+        eog.add(found[t])
+        attrs[found[t]] |= Attr.CONTROL
     for t in ALWAYS_USER_DEFINED:
-        for i in found.get(t, ()):
-            attrs[i] = Attr.USER_DEFINED
+        if t in found:
+            attrs[found[t]] = Attr.USER_DEFINED
     eog.update(ids[r] for r in ("eos", "eot", "eom") if ids[r] is not None)
-    texts = {tokens[i]: i for i in eog}
+    texts = {t: i for t, i in found.items() if i in eog}
     # o200k_harmony / solar-open: "<|end|>" ends a message, not generation
     if "<|end|>" in texts and ({"<|return|>", "<|call|>"} <= texts.keys() or {"<|calls|>", "<|flush|>"} <= texts.keys()):
         eog.discard(texts["<|end|>"])
@@ -363,15 +358,12 @@ def _find_roles_and_eog(tokens: list[str], attrs: np.ndarray, ids: dict[str, int
     return eog
 
 
-def _phi3_rstrip(tokens: list[str], attrs: np.ndarray) -> None:
+def _phi3_rstrip(token_id: Callable[[str], int | None], attrs: np.ndarray) -> None:
     """llama.cpp strips the whitespace after Phi-3's special tokens (but <unk>, <s>, <|endoftext|>)."""
-    special = np.flatnonzero(attrs & _SPECIAL)
-    attrs[special] |= Attr.RSTRIP
-    for i, t in enumerate(tokens):
-        if t == "</s>":
-            attrs[i] |= Attr.RSTRIP
-        elif t in ("<unk>", "<s>", "<|endoftext|>"):
-            attrs[i] &= ~np.uint16(Attr.RSTRIP)
+    attrs[np.flatnonzero(attrs & _SPECIAL)] |= np.uint16(Attr.RSTRIP)
+    for t, on in (("</s>", True), ("<unk>", False), ("<s>", False), ("<|endoftext|>", False)):
+        if (i := token_id(t)) is not None:
+            attrs[i] = attrs[i] | Attr.RSTRIP if on else attrs[i] & ~np.uint16(Attr.RSTRIP)
 
 
 def _clean_spaces(text: bytes) -> bytes:

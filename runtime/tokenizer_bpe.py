@@ -43,27 +43,33 @@ def decode_byte_level(text: str) -> bytes:
     return bytes(out)
 
 
-def build_bpe(tokens: list[str], merges: list[str], pre: PreTokenizer) -> Tokenizer:
-    """The tokenizers pipeline for one GGUF vocabulary (no normalizer, no added tokens: special tokens are split
-    off before, by kvant.runtime.tokenizer)."""
-    vocab = dict(zip(tokens, range(len(tokens))))
-    if len(vocab) != len(tokens):  # llama.cpp: a repeated text maps to its last id
-        vocab = {t: i for i, t in enumerate(tokens)}
+def _checked_pairs(vocab: dict[str, int], merges: list[str]) -> list[tuple[str, str]]:
+    """Merges as llama.cpp reads them, without repeats and without those tokenizers refuses."""
     pairs = []
     seen = set()
     for m in merges:
-        # llama.cpp splits a merge at the first space after position 0 and keeps the first rank of a repeated pair;
-        # tokenizers refuses a merge whose parts or result are not tokens (llama.cpp would later spell such a
-        # result with byte tokens), so those are left out.
         pos = m.find(" ", 1)
-        if pos < 0:
-            continue
-        pair = (m[:pos], m[pos + 1:])
+        pair = (m[:pos], m[pos + 1:]) if pos > 0 else ("", "")
         if pair in seen or pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
             continue
         seen.add(pair)
         pairs.append(pair)
-    model = models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges)
+    return pairs
+
+
+def build_bpe(vocab: dict[str, int], merges: list[str], pre: PreTokenizer) -> Tokenizer:
+    """The tokenizers pipeline for one GGUF vocabulary (no normalizer, no added tokens: special tokens are split
+    off before, by kvant.runtime.tokenizer)."""
+    # llama.cpp splits a merge at the first space after position 0 and keeps the first rank of a repeated pair;
+    # tokenizers would keep the last one and refuses a merge whose parts or result are not tokens (llama.cpp would
+    # spell such a result with byte tokens later). The plain split is right for every ordinary vocabulary.
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    if len(set(merges)) != len(merges) or any(m[:1] == " " for m in merges):
+        pairs = _checked_pairs(vocab, merges)
+    try:
+        model = models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges)
+    except Exception:  # tokenizers raises a bare Exception for a merge outside the vocabulary
+        model = models.BPE(vocab, _checked_pairs(vocab, merges), ignore_merges=pre.ignore_merges)
     tok = Tokenizer(model)
     splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -75,7 +81,9 @@ class BPEEncoder:
     """Encodes text fragments (no special tokens in them) to ids."""
 
     def __init__(self, tokens: list[str], merges: list[str], pre: PreTokenizer):
-        self._tok = build_bpe(tokens, merges, pre)
+        self._vocab = dict(zip(tokens, range(len(tokens))))  # a repeated text maps to its last id, as in llama.cpp
+        self._tok = build_bpe(self._vocab, merges, pre)
+        self.token_id = self._vocab.get
 
     def encode(self, fragments: list[str], prev_special: list[bool]) -> list[list[int]]:
         """prev_special (whether a special token came before each fragment) matters to SentencePiece only."""

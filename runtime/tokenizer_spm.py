@@ -147,8 +147,13 @@ class SPMEncoder:
         self._unmergeable = [t for t in special if self._reachable(t, {})]
         self._dict: dict[str, int] | None = None
 
+    def token_id(self, text: str) -> int | None:
+        """The id of the token spelled `text`, or None."""
+        i = self._sp.piece_to_id(text)
+        return i if i != self._unk_id or text == self._tokens[self._unk_id] else None
+
     def _has(self, text: str) -> bool:
-        return self._sp.piece_to_id(text) != self._unk_id or text == self._tokens[self._unk_id]
+        return self.token_id(text) is not None
 
     def _reachable(self, text: str, memo: dict[str, bool]) -> bool:
         """Can llama.cpp's merges build the symbol `text` (a single character, or a token made of two such)?"""
