@@ -1,0 +1,413 @@
+"""K-quant quantizers Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (256-element super-blocks), byte-identical with llama.cpp.
+
+Without importance weights each block follows quantize_row_*_ref: per sub-block make_qkx2_quants (Q2_K, Q4_K,
+Q5_K), make_q3_quants (Q3_K) or make_qx_quants (Q6_K), then the sub-block scales are quantized against their
+maximum. With them, quantize_row_*_impl: weights qw[j] * sqrt(sigma2 + x[j]^2), make_qkx3_quants / make_qx_quants
+per sub-block, and the sub-block scales themselves searched with make_qp_quants / make_qx_quants (weighted by the
+sub-block weight sums). Either way the elements are re-quantized against the stored (fp16-rounded) scales.
+
+Kernel signature as in quant_legacy: kernel(out, x, qw) with qw float32 (cols,) or empty.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .quant_common import (f32, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants,
+                           make_qp_quants, make_qx_quants, nearest_int, put_u16)
+
+QK_K = 256
+
+
+@njit(cache=True, inline="always")
+def _sum_sq(x, n):
+    s = f32(0.0)
+    for j in range(n):
+        s += x[j] * x[j]
+    return s
+
+
+@njit(cache=True, inline="always")
+def _pack_2bit(dst, p, L):
+    """qs[64]: byte j/4 + l of each 128-half holds elements j+l, +32, +64, +96 at shifts 0, 2, 4, 6."""
+    for j in range(0, QK_K, 128):
+        for l in range(32):
+            dst[p + j // 4 + l] = (np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 2)
+                                   | (np.int64(L[j + l + 64]) << 4) | (np.int64(L[j + l + 96]) << 6)) & 0xFF
+
+
+# ---------------------------------------------------------------- Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82
+
+@njit(cache=True)
+def _q2_k_block(dst, x, qw, has_qw, L, Laux, weight, scales, mins, sw, Ls, Lm):
+    if has_qw:
+        sigma2 = _sum_sq(x, QK_K) / f32(QK_K)
+        for j in range(16):
+            s = f32(0.0)
+            for l in range(16):
+                weight[l] = qw[16 * j + l] * np.sqrt(sigma2 + x[16 * j + l] * x[16 * j + l])
+                s += weight[l]
+            sw[j] = s
+            scales[j], mins[j] = make_qkx_quants(16, 3, x[16 * j:16 * j + 16], weight, True, L[16 * j:16 * j + 16],
+                                                 Laux, f32(-0.9), f32(0.05), 36, False, True)
+        dm = make_qp_quants(16, 15, scales, Ls, sw)
+        mm = make_qp_quants(16, 15, mins, Lm, sw)
+        hd = fp32_to_fp16(dm)
+        hm = fp32_to_fp16(mm)
+        for j in range(16):
+            dst[j] = (np.int64(Ls[j]) | (np.int64(Lm[j]) << 4)) & 0xFF
+    else:
+        max_scale = f32(0.0)
+        max_min = f32(0.0)
+        for j in range(16):
+            for l in range(16):
+                weight[l] = abs(x[16 * j + l])
+            scales[j], mins[j] = make_qkx_quants(16, 3, x[16 * j:16 * j + 16], weight, True, L[16 * j:16 * j + 16],
+                                                 Laux, f32(-0.5), f32(0.1), 15, True, False)
+            if scales[j] > max_scale:
+                max_scale = scales[j]
+            if mins[j] > max_min:
+                max_min = mins[j]
+        if max_scale > 0:
+            iscale = f32(15.0) / max_scale
+            for j in range(16):
+                dst[j] = nearest_int(iscale * scales[j]) & 0xFF
+            hd = fp32_to_fp16(max_scale / f32(15.0))
+        else:
+            for j in range(16):
+                dst[j] = 0
+            hd = fp32_to_fp16(f32(0.0))
+        if max_min > 0:
+            iscale = f32(15.0) / max_min
+            for j in range(16):
+                dst[j] = (np.int64(dst[j]) | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
+            hm = fp32_to_fp16(max_min / f32(15.0))
+        else:
+            hm = fp32_to_fp16(f32(0.0))
+    put_u16(dst, 80, hd)
+    put_u16(dst, 82, hm)
+    dd = fp16_to_fp32(hd)
+    dmin = fp16_to_fp32(hm)
+    for j in range(16):
+        d = dd * f32(dst[j] & 0xF)
+        if d == 0:
+            continue
+        m = dmin * f32(dst[j] >> 4)
+        for ii in range(16):
+            L[16 * j + ii] = max(0, min(3, nearest_int((x[16 * j + ii] + m) / d)))
+    _pack_2bit(dst, 16, L)
+
+
+@njit(parallel=True, cache=True)
+def quant_q2_k(out, x, qw):
+    nb = x.shape[1] // QK_K
+    has_qw = qw.shape[0] > 0
+    for r in prange(x.shape[0]):
+        L = np.empty(QK_K, np.uint8)
+        Laux = np.empty(16, np.uint8)
+        weight = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        mins = np.empty(16, np.float32)
+        sw = np.empty(16, np.float32)
+        Ls = np.empty(16, np.uint8)
+        Lm = np.empty(16, np.uint8)
+        for b in range(nb):
+            o = b * QK_K
+            _q2_k_block(out[r, b * 84:(b + 1) * 84], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, Laux, weight,
+                        scales, mins, sw, Ls, Lm)
+
+
+# ------------------------------------------------- Q3_K: hmask[32] @0, qs[64] @32, scales[12] @96, d @108
+
+@njit(cache=True, inline="always")
+def _q3_k_put_scale(sc, j, l):
+    """Store the biased 6-bit scale l (0..63) of sub-block j into the 12 scale bytes at sc."""
+    if j < 8:
+        sc[j] = l & 0xF
+    else:
+        sc[j - 8] = np.int64(sc[j - 8]) | ((l & 0xF) << 4)
+    sc[j % 4 + 8] = (np.int64(sc[j % 4 + 8]) | ((l >> 4) << (2 * (j // 4)))) & 0xFF
+
+
+@njit(cache=True, inline="always")
+def _q3_k_get_scale(sc, j):
+    s = np.int64(sc[j] & 0xF) if j < 8 else np.int64(sc[j - 8] >> 4)
+    return (s | (((np.int64(sc[8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+
+
+@njit(cache=True)
+def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
+    sc = dst[96:108]
+    for j in range(12):
+        sc[j] = 0
+    if has_qw:
+        sigma2 = f32(2.0) * _sum_sq(x, QK_K) / f32(QK_K)
+        for j in range(16):
+            s = f32(0.0)
+            for l in range(16):
+                weight[l] = qw[16 * j + l] * np.sqrt(sigma2 + x[16 * j + l] * x[16 * j + l])
+            for l in range(16):
+                s += weight[l]
+            sw[j] = s
+            scales[j] = make_qx_quants(16, 4, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight, True)
+        d_block = make_qx_quants(16, 32, scales, Ls, 1, sw, True)
+        for j in range(16):
+            _q3_k_put_scale(sc, j, np.int64(Ls[j]))
+        hd = fp32_to_fp16(d_block)
+    else:
+        max_scale = f32(0.0)
+        amax = f32(0.0)
+        for j in range(16):
+            scales[j] = make_q3_quants(16, 4, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], True)
+            s = abs(scales[j])
+            if s > amax:
+                amax = s
+                max_scale = scales[j]
+        if max_scale != 0:
+            iscale = f32(-32.0) / max_scale
+            for j in range(16):
+                l = nearest_int(iscale * scales[j])
+                l = (l & 0xFF) - ((l & 0x80) << 1)  # int8_t
+                _q3_k_put_scale(sc, j, max(-32, min(31, l)) + 32)
+            hd = fp32_to_fp16(f32(1.0) / iscale)
+        else:
+            hd = fp32_to_fp16(f32(0.0))
+    put_u16(dst, 108, hd)
+    dd = fp16_to_fp32(hd)
+    for j in range(16):
+        d = dd * f32(_q3_k_get_scale(sc, j))
+        if d == 0:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-4, min(3, nearest_int(x[16 * j + ii] / d))) + 4
+    for m in range(32):
+        dst[m] = 0
+    for j in range(QK_K):
+        if L[j] > 3:
+            dst[j % 32] |= 1 << (j // 32)
+            L[j] -= 4
+    _pack_2bit(dst, 32, L)
+
+
+@njit(parallel=True, cache=True)
+def quant_q3_k(out, x, qw):
+    nb = x.shape[1] // QK_K
+    has_qw = qw.shape[0] > 0
+    for r in prange(x.shape[0]):
+        L = np.empty(QK_K, np.int8)
+        weight = np.empty(16, np.float32)
+        scales = np.empty(16, np.float32)
+        sw = np.empty(16, np.float32)
+        Ls = np.empty(16, np.int8)
+        for b in range(nb):
+            o = b * QK_K
+            _q3_k_block(out[r, b * 110:(b + 1) * 110], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, weight, scales,
+                        sw, Ls)
+
+
+# ------------------------- Q4_K / Q5_K: d @0, dmin @2, scales[12] @4, then Q4_K qs[128] @16 / Q5_K qh[32] @16, qs @48
+
+@njit(cache=True, inline="always")
+def _put_scale_min_k4(sc, j, ls, lm):
+    """6-bit scale ls and min lm of sub-block j into the 12 packed bytes at sc (uint8 truncation as in C)."""
+    if j < 4:
+        sc[j] = ls & 0xFF
+        sc[j + 4] = lm & 0xFF
+    else:
+        sc[j + 4] = ((ls & 0xF) | ((lm & 0xF) << 4)) & 0xFF
+        sc[j - 4] = (np.int64(sc[j - 4]) | ((ls >> 4) << 6)) & 0xFF
+        sc[j] = (np.int64(sc[j]) | ((lm >> 4) << 6)) & 0xFF
+
+
+@njit(cache=True, inline="always")
+def _get_scale_min_k4(sc, j):
+    if j < 4:
+        return np.int64(sc[j] & 63), np.int64(sc[j + 4] & 63)
+    s = (np.int64(sc[j + 4]) & 0xF) | ((np.int64(sc[j - 4]) >> 6) << 4)
+    m = (np.int64(sc[j + 4]) >> 4) | ((np.int64(sc[j]) >> 6) << 4)
+    return s, m
+
+
+@njit(cache=True)
+def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins, sw, Ls, Lm):
+    """The shared part of Q4_K (nmax 15) and Q5_K (nmax 31): sub-block searches, the packed 6-bit scales and
+    mins at dst[4:16], d and dmin at dst[0:4], and L re-quantized against them."""
+    sc = dst[4:16]
+    if has_qw:
+        sigma2 = f32(2.0) * _sum_sq(x, QK_K) / f32(QK_K)
+        for j in range(8):
+            s = f32(0.0)
+            for l in range(32):
+                weights[l] = qw[32 * j + l] * np.sqrt(sigma2 + x[32 * j + l] * x[32 * j + l])
+            for l in range(32):
+                s += weights[l]
+            sw[j] = s
+            scales[j], mins[j] = make_qkx_quants(32, nmax, x[32 * j:32 * j + 32], weights, True,
+                                                 L[32 * j:32 * j + 32], Laux, f32(-0.9), f32(0.05), 36, False, True)
+        d_block = make_qp_quants(8, 63, scales, Ls, sw)
+        m_block = make_qp_quants(8, 63, mins, Lm, sw)
+        for j in range(8):
+            ls = np.int64(Ls[j])
+            lm = np.int64(Lm[j])
+            if nmax == 31:  # quantize_row_q5_K_impl clamps, q4_K's does not
+                ls = min(63, ls)
+                lm = min(63, lm)
+            _put_scale_min_k4(sc, j, ls, lm)
+        hd = fp32_to_fp16(d_block)
+        hm = fp32_to_fp16(m_block)
+    else:
+        max_scale = f32(0.0)
+        max_min = f32(0.0)
+        rmin = f32(-1.0) if nmax == 15 else f32(-0.5)
+        nstep = 20 if nmax == 15 else 15
+        for j in range(8):
+            sum_x2 = f32(0.0)
+            for l in range(32):
+                sum_x2 += x[32 * j + l] * x[32 * j + l]
+            av_x = np.sqrt(sum_x2 / f32(32.0))
+            for l in range(32):
+                weights[l] = av_x + abs(x[32 * j + l])
+            scales[j], mins[j] = make_qkx_quants(32, nmax, x[32 * j:32 * j + 32], weights, True,
+                                                 L[32 * j:32 * j + 32], Laux, rmin, f32(0.1), nstep, False, False)
+            if scales[j] > max_scale:
+                max_scale = scales[j]
+            if mins[j] > max_min:
+                max_min = mins[j]
+        inv_scale = f32(63.0) / max_scale if max_scale > 0 else f32(0.0)
+        inv_min = f32(63.0) / max_min if max_min > 0 else f32(0.0)
+        for j in range(8):
+            ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+            lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+            _put_scale_min_k4(sc, j, ls, lm)
+        hd = fp32_to_fp16(max_scale / f32(63.0))
+        hm = fp32_to_fp16(max_min / f32(63.0))
+    put_u16(dst, 0, hd)
+    put_u16(dst, 2, hm)
+    dd = fp16_to_fp32(hd)
+    dmin = fp16_to_fp32(hm)
+    for j in range(8):
+        s, m = _get_scale_min_k4(sc, j)
+        d = dd * f32(s)
+        if d == 0:
+            continue
+        dm = dmin * f32(m)
+        for ii in range(32):
+            L[32 * j + ii] = max(0, min(nmax, nearest_int((x[32 * j + ii] + dm) / d)))
+
+
+@njit(parallel=True, cache=True)
+def quant_q4_k(out, x, qw):
+    nb = x.shape[1] // QK_K
+    has_qw = qw.shape[0] > 0
+    for r in prange(x.shape[0]):
+        L = np.empty(QK_K, np.uint8)
+        Laux = np.empty(32, np.uint8)
+        weights = np.empty(32, np.float32)
+        scales = np.empty(8, np.float32)
+        mins = np.empty(8, np.float32)
+        sw = np.empty(8, np.float32)
+        Ls = np.empty(8, np.uint8)
+        Lm = np.empty(8, np.uint8)
+        for b in range(nb):
+            o = b * QK_K
+            dst = out[r, b * 144:(b + 1) * 144]
+            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, L, Laux, weights, scales, mins,
+                                sw, Ls, Lm)
+            for j in range(0, QK_K, 64):
+                for l in range(32):
+                    dst[16 + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
+
+
+@njit(parallel=True, cache=True)
+def quant_q5_k(out, x, qw):
+    nb = x.shape[1] // QK_K
+    has_qw = qw.shape[0] > 0
+    for r in prange(x.shape[0]):
+        L = np.empty(QK_K, np.uint8)
+        Laux = np.empty(32, np.uint8)
+        weights = np.empty(32, np.float32)
+        scales = np.empty(8, np.float32)
+        mins = np.empty(8, np.float32)
+        sw = np.empty(8, np.float32)
+        Ls = np.empty(8, np.uint8)
+        Lm = np.empty(8, np.uint8)
+        for b in range(nb):
+            o = b * QK_K
+            dst = out[r, b * 176:(b + 1) * 176]
+            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, L, Laux, weights, scales, mins,
+                                sw, Ls, Lm)
+            for j in range(32):
+                dst[16 + j] = 0
+            for n in range(0, QK_K, 64):
+                m1 = 1 << (n // 32)
+                for j in range(32):
+                    l1 = np.int64(L[n + j])
+                    if l1 > 15:
+                        l1 -= 16
+                        dst[16 + j] |= m1
+                    l2 = np.int64(L[n + j + 32])
+                    if l2 > 15:
+                        l2 -= 16
+                        dst[16 + j] |= m1 << 1
+                    dst[48 + n // 2 + j] = l1 | (l2 << 4)
+
+
+# --------------------------------------------------- Q6_K: ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
+
+@njit(cache=True)
+def _q6_k_block(dst, x, qw, has_qw, L, scales):
+    max_scale = f32(0.0)
+    max_abs_scale = f32(0.0)
+    for ib in range(16):
+        scales[ib] = make_qx_quants(16, 32, x[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1,
+                                    qw[16 * ib:16 * ib + 16], has_qw)
+        a = abs(scales[ib])
+        if a > max_abs_scale:
+            max_abs_scale = a
+            max_scale = scales[ib]
+    if max_abs_scale < GROUP_MAX_EPS:
+        for k in range(210):
+            dst[k] = 0
+        put_u16(dst, 208, fp32_to_fp16(f32(0.0)))
+        return
+    iscale = f32(-128.0) / max_scale
+    hd = fp32_to_fp16(f32(1.0) / iscale)
+    put_u16(dst, 208, hd)
+    dd = fp16_to_fp32(hd)
+    for ib in range(16):
+        dst[192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
+    for j in range(16):
+        s = np.int64(dst[192 + j])
+        d = dd * f32(s - ((s & 0x80) << 1))
+        if d == 0:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-32, min(31, nearest_int(x[16 * j + ii] / d))) + 32
+    for j in range(0, QK_K, 128):
+        for l in range(32):
+            a = np.int64(L[j + l])
+            b = np.int64(L[j + l + 32])
+            c = np.int64(L[j + l + 64])
+            e = np.int64(L[j + l + 96])
+            dst[j // 2 + l] = (a & 0xF) | ((c & 0xF) << 4)
+            dst[j // 2 + l + 32] = (b & 0xF) | ((e & 0xF) << 4)
+            dst[128 + j // 4 + l] = ((a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6)) & 0xFF
+
+
+@njit(parallel=True, cache=True)
+def quant_q6_k(out, x, qw):
+    nb = x.shape[1] // QK_K
+    has_qw = qw.shape[0] > 0
+    for r in prange(x.shape[0]):
+        L = np.empty(QK_K, np.int8)
+        scales = np.empty(16, np.float32)
+        for b in range(nb):
+            o = b * QK_K
+            _q6_k_block(out[r, b * 210:(b + 1) * 210], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, scales)
+
+
+QUANTIZERS = {
+    "Q2_K": quant_q2_k,
+    "Q3_K": quant_q3_k,
+    "Q4_K": quant_q4_k,
+    "Q5_K": quant_q5_k,
+    "Q6_K": quant_q6_k,
+}
