@@ -10,7 +10,7 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 
 from .registry import LAYOUTS, QMatrix, UnsupportedTypeError, prepare  # noqa: E402
-from . import floats, legacy  # noqa: E402,F401  (they register their layouts)
+from . import floats, kquants, legacy, ternary  # noqa: E402,F401  (they register their layouts)
 
 SUPPORTED_TYPES = tuple(LAYOUTS)
 

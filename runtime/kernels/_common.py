@@ -227,9 +227,9 @@ def tile_span(c, nthreads, rows):
 #   @njit(cache=True, fastmath=True, parallel=True)
 #   def _mm_T(out, x, *arrays):
 #       nt = n_chunks(out.shape[1])
-#       for c in prange(nt):
+#       for ch in prange(nt):
 #           w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-#           t0, t1 = tile_span(c, nt, out.shape[1])
+#           t0, t1 = tile_span(ch, nt, out.shape[1])
 #           for t in range(t0, t1):
 #               r0 = t * ROW_TILE
 #               nr = min(ROW_TILE, out.shape[1] - r0)

@@ -71,9 +71,9 @@ def _dec_bf16(dst, r, w):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_f32(out, x, w):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         t = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for k in range(t0, t1):
             r0 = k * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -85,9 +85,9 @@ def _mm_f32(out, x, w):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_f16(out, x, w):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         t = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for k in range(t0, t1):
             r0 = k * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -99,9 +99,9 @@ def _mm_f16(out, x, w):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_bf16(out, x, w):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         t = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for k in range(t0, t1):
             r0 = k * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)

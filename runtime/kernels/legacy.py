@@ -193,9 +193,9 @@ def _dec_iq4_nl(dst, r, q, d):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q8_0(out, x, q, d):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for t in range(t0, t1):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -207,9 +207,9 @@ def _mm_q8_0(out, x, q, d):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q4_0(out, x, q, d):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for t in range(t0, t1):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -221,9 +221,9 @@ def _mm_q4_0(out, x, q, d):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q4_1(out, x, q, d, m):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for t in range(t0, t1):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -235,9 +235,9 @@ def _mm_q4_1(out, x, q, d, m):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q5_0(out, x, q, d, h):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for t in range(t0, t1):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -249,9 +249,9 @@ def _mm_q5_0(out, x, q, d, h):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q5_1(out, x, q, d, m, h):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for t in range(t0, t1):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
@@ -263,9 +263,9 @@ def _mm_q5_1(out, x, q, d, m, h):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_iq4_nl(out, x, q, d):
     nt = n_chunks(out.shape[1])
-    for c in prange(nt):
+    for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(c, nt, out.shape[1])
+        t0, t1 = tile_span(ch, nt, out.shape[1])
         for t in range(t0, t1):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)

@@ -1,0 +1,464 @@
+"""256-element super-block types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS.
+
+Repacked (once, parallel over rows), extra memory over the file in brackets:
+  Q4_K   NIB + f32 scale and f32 min per 32 (d*sc, -dmin*m)                        [1.33x]
+  Q5_K   NIB + BITS (5th bit) + f32 scale and min per 32                            [1.27x]
+  IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook by table lookup              [1.18x]
+  Q6_K   I8 codes (q-32) + the file's int8 scale per 16 + f32 d per 256             [1.31x]
+  Q2_K   CRUMB + the file's scale/min byte per 16 + f32 d, dmin per 256             [1.05x]
+  Q3_K   CRUMB (low 2 bits) + BITS (hmask) + int8 scale (s-32) per 16 + f32 d       [1.05x]
+Where scales stay compact (per 16 elements, f32 would cost 2 bits a weight), each worker widens one row's scales
+into its own scratch row just before the row's flat loop (1/16 of the row's work).
+"""
+import numpy as np
+from numba import njit, prange
+
+from ._common import (F32, ROW_TILE, bits_dot, bits_dot_s, crumb_dot_s, f16_at, gemm_tile, group_sums, i8_dot,
+                      n_chunks, nib_dot, prep_bits, prep_crumbs, prep_nib, prep_pairs, tile_span)
+from ._ir import ubits
+from .legacy import _IQ4_HI, _IQ4_LO, dec_iq4, dec_nib, dec_nib_bits, iq4_dot
+from .registry import Layout, register
+
+N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
+
+
+# ---------------------------------------------------------------- repack
+
+@njit(cache=True, inline="always")
+def _scale_min_k4(raw, r, o, j):
+    """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at raw[r, o]."""
+    if j < 4:
+        return raw[r, o + j] & 63, raw[r, o + j + 4] & 63
+    sc = (raw[r, o + j + 4] & 15) | ((raw[r, o + j - 4] >> 6) << 4)
+    mn = (raw[r, o + j + 4] >> 4) | ((raw[r, o + j] >> 6) << 4)
+    return sc, mn
+
+
+@njit(cache=True, parallel=True)
+def _repack_q45_k(raw, bsize, qoff, hoff, q, d, m, h):
+    """Q4_K (hoff < 0) and Q5_K: nibbles regrouped into NIB order, 5th bits into BITS order."""
+    nsb = d.shape[1] // 8
+    for r in prange(raw.shape[0]):
+        for blk in range(nsb):
+            o = blk * bsize
+            dd = f16_at(raw, r, o)
+            dm = f16_at(raw, r, o + 2)
+            for j in range(8):
+                sc, mn = _scale_min_k4(raw, r, o + 4, j)
+                g = 8 * blk + j
+                d[r, g] = dd * F32(sc)
+                m[r, g] = -dm * F32(mn)
+                src = o + qoff + 32 * (j >> 1)
+                sh = 4 * (j & 1)
+                for jj in range(16):
+                    lo = (raw[r, src + jj] >> sh) & 15
+                    hi = (raw[r, src + 16 + jj] >> sh) & 15
+                    q[r, 16 * g + jj] = lo | (hi << 4)
+            if hoff >= 0:
+                for k in range(32):           # elements 8k .. 8k+7 of the block: bit (e >> 5) of qh[e & 31]
+                    v = 0
+                    for u in range(8):
+                        e = 8 * k + u
+                        v |= ((raw[r, o + hoff + (e & 31)] >> (e >> 5)) & 1) << u
+                    h[r, 32 * blk + k] = v
+
+
+@njit(cache=True, parallel=True)
+def _repack_iq4_xs(raw, q, d):
+    nsb = d.shape[1] // 8
+    for r in prange(raw.shape[0]):
+        for blk in range(nsb):
+            o = blk * 136
+            dd = f16_at(raw, r, o)
+            sh = np.int64(raw[r, o + 2]) | (np.int64(raw[r, o + 3]) << 8)
+            for ib in range(8):
+                ls = ((raw[r, o + 4 + ib // 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
+                d[r, 8 * blk + ib] = dd * F32(ls - 32)
+            for j in range(128):
+                q[r, 128 * blk + j] = raw[r, o + 8 + j]
+
+
+@njit(cache=True, parallel=True)
+def _repack_q6_k(raw, q, sc, d):
+    nsb = d.shape[1]
+    for r in prange(raw.shape[0]):
+        for blk in range(nsb):
+            o = blk * 210
+            d[r, blk] = f16_at(raw, r, o + 208)
+            for g in range(16):
+                sc[r, 16 * blk + g] = raw[r, o + 192 + g]
+            for e in range(256):
+                hh = e >> 7
+                lo = (raw[r, o + 64 * hh + (e & 63)] >> (4 * ((e >> 6) & 1))) & 15
+                hi = (raw[r, o + 128 + 32 * hh + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3
+                q[r, 256 * blk + e] = (lo | (hi << 4)) - 32
+
+
+@njit(cache=True, inline="always")
+def _crumb256(raw, r, o, e):
+    """Crumb of element e in a 256-block whose 64 two-bit bytes start at raw[r, o] (Q2_K / Q3_K / TQ2_0 order:
+    element 128h + 32s + m is bits 2s of byte 32h + m)."""
+    return (raw[r, o + 32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3
+
+
+@njit(cache=True, parallel=True)
+def _repack_q2_k(raw, c, sc, d, dm):
+    nsb = d.shape[1]
+    for r in prange(raw.shape[0]):
+        for blk in range(nsb):
+            o = blk * 84
+            d[r, blk] = f16_at(raw, r, o + 80)
+            dm[r, blk] = f16_at(raw, r, o + 82)
+            for g in range(16):
+                sc[r, 16 * blk + g] = raw[r, o + g]
+            for k in range(64):
+                v = 0
+                for u in range(4):
+                    v |= _crumb256(raw, r, o + 16, 4 * k + u) << (2 * u)
+                c[r, 64 * blk + k] = v
+
+
+@njit(cache=True, parallel=True)
+def _repack_q3_k(raw, c, h, sc, d):
+    nsb = d.shape[1]
+    for r in prange(raw.shape[0]):
+        for blk in range(nsb):
+            o = blk * 110
+            d[r, blk] = f16_at(raw, r, o + 108)
+            for g in range(16):
+                lo = (raw[r, o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
+                hi = (raw[r, o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
+                sc[r, 16 * blk + g] = (lo | (hi << 4)) - 32
+            for k in range(64):
+                v = 0
+                for u in range(4):
+                    v |= _crumb256(raw, r, o + 32, 4 * k + u) << (2 * u)
+                c[r, 64 * blk + k] = v
+            for k in range(32):
+                v = 0
+                for u in range(8):
+                    e = 8 * k + u
+                    v |= ((raw[r, o + (e & 31)] >> (e >> 5)) & 1) << u
+                h[r, 32 * blk + k] = v
+
+
+def _rp_q4_k(raw, cols):
+    rows = raw.shape[0]
+    q = np.empty((rows, cols // 2), np.uint8)
+    d = np.empty((rows, cols // 32), np.float32)
+    m = np.empty((rows, cols // 32), np.float32)
+    _repack_q45_k(raw, 144, 16, -1, q, d, m, np.empty((rows, 0), np.uint8))
+    return q, d, m
+
+
+def _rp_q5_k(raw, cols):
+    rows = raw.shape[0]
+    q = np.empty((rows, cols // 2), np.uint8)
+    d = np.empty((rows, cols // 32), np.float32)
+    m = np.empty((rows, cols // 32), np.float32)
+    h = np.empty((rows, cols // 8), np.uint8)
+    _repack_q45_k(raw, 176, 48, 16, q, d, m, h)
+    return q, d, m, h
+
+
+def _rp_iq4_xs(raw, cols):
+    rows = raw.shape[0]
+    q = np.empty((rows, cols // 2), np.uint8)
+    d = np.empty((rows, cols // 32), np.float32)
+    _repack_iq4_xs(raw, q, d)
+    return q, d
+
+
+def _rp_q6_k(raw, cols):
+    rows = raw.shape[0]
+    q = np.empty((rows, cols), np.int8)
+    sc = np.empty((rows, cols // 16), np.int8)
+    d = np.empty((rows, cols // 256), np.float32)
+    _repack_q6_k(raw, q.view(np.uint8), sc.view(np.uint8), d)
+    return q, sc, d
+
+
+def _rp_q2_k(raw, cols):
+    rows = raw.shape[0]
+    c = np.empty((rows, cols // 4), np.uint8)
+    sc = np.empty((rows, cols // 16), np.uint8)
+    d = np.empty((rows, cols // 256), np.float32)
+    dm = np.empty((rows, cols // 256), np.float32)
+    _repack_q2_k(raw, c, sc, d, dm)
+    return c, sc, d, dm
+
+
+def _rp_q3_k(raw, cols):
+    rows = raw.shape[0]
+    c = np.empty((rows, cols // 4), np.uint8)
+    h = np.empty((rows, cols // 8), np.uint8)
+    sc = np.empty((rows, cols // 16), np.int8)
+    d = np.empty((rows, cols // 256), np.float32)
+    _repack_q3_k(raw, c, h, sc.view(np.uint8), d)
+    return c, h, sc, d
+
+
+# ---------------------------------------------------------------- activation scratch
+
+def _nib_scratch(cols):
+    return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty(cols // 32, np.float32)
+
+
+def _q5_k_scratch(cols):
+    return _nib_scratch(cols) + (np.empty((8, cols // 8), np.float32),)
+
+
+def _pairs_scratch(cols):
+    return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32)
+
+
+def _q6_k_scratch(cols):
+    return (np.empty((N_SCRATCH, cols // 16), np.float32),)
+
+
+def _q2_k_scratch(cols):
+    return (np.empty((4, cols // 4), np.float32), np.empty(cols // 16, np.float32),
+            np.empty((N_SCRATCH, cols // 4), np.float32))
+
+
+def _q3_k_scratch(cols):
+    return (np.empty((4, cols // 4), np.float32), np.empty((8, cols // 8), np.float32),
+            np.empty(cols // 16, np.float32), np.empty((N_SCRATCH, cols // 4), np.float32),
+            np.empty((N_SCRATCH, cols // 8), np.float32))
+
+
+# ---------------------------------------------------------------- matvec
+
+@njit(cache=True, fastmath=True)
+def _gdot(a, b):
+    s = F32(0.0)
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q4_k(out, x, q, d, m, xa, xb, xs):
+    prep_nib(xa, xb, xs, x)
+    for r in prange(out.shape[0]):
+        out[r] = nib_dot(q[r], d[r], xa, xb) + _gdot(m[r], xs)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q5_k(out, x, q, d, m, h, xa, xb, xs, y):
+    prep_nib(xa, xb, xs, x)
+    prep_bits(y, x, F32(16.0))
+    for r in prange(out.shape[0]):
+        out[r] = nib_dot(q[r], d[r], xa, xb) + bits_dot(h[r], d[r], y, 2) + _gdot(m[r], xs)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_iq4_xs(out, x, q, d, xlo, xhi):
+    prep_pairs(xlo, xhi, x)
+    for r in prange(out.shape[0]):
+        out[r] = iq4_dot(q[r], d[r], xlo, xhi)
+
+
+@njit(cache=True, fastmath=True)
+def _q6_scales(s16, scr, dr):
+    for g in range(s16.shape[0]):
+        s16[g] = dr[g >> 4] * F32(scr[g])
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q6_k(out, x, q, sc, d, s16):
+    rows = out.shape[0]
+    for c in prange(N_SCRATCH):
+        for r in range(rows * c // N_SCRATCH, rows * (c + 1) // N_SCRATCH):
+            _q6_scales(s16[c], sc[r], d[r])
+            out[r] = i8_dot(q[r], s16[c], x, 4)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q2_k(out, x, c, sc, d, dm, y, xs, sb):
+    prep_crumbs(y, x)
+    group_sums(xs, x)
+    rows = out.shape[0]
+    for ch in prange(N_SCRATCH):
+        s = sb[ch]
+        for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
+            scr = sc[r]
+            dr = d[r]
+            for k in range(s.shape[0]):
+                s[k] = dr[k >> 6] * ubits(scr[k >> 2], 0, 15)
+            bias = F32(0.0)
+            dmr = dm[r]
+            for g in range(xs.shape[0]):
+                bias += dmr[g >> 4] * ubits(scr[g], 4, 15) * xs[g]
+            out[r] = crumb_dot_s(c[r], s, y) - bias
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, sbc, sbh):
+    prep_crumbs(y, x)
+    prep_bits(yb, x, F32(4.0))
+    group_sums(xs, x)
+    rows = out.shape[0]
+    for ch in prange(N_SCRATCH):
+        s1 = sbc[ch]
+        s2 = sbh[ch]
+        for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
+            scr = sc[r]
+            dr = d[r]
+            for k in range(s1.shape[0]):
+                s1[k] = dr[k >> 6] * F32(scr[k >> 2])
+            for k in range(s2.shape[0]):
+                s2[k] = dr[k >> 5] * F32(scr[k >> 1])
+            bias = F32(0.0)
+            for g in range(xs.shape[0]):
+                bias += dr[g >> 4] * F32(scr[g]) * xs[g]
+            out[r] = crumb_dot_s(c[r], s1, y) + bits_dot_s(h[r], s2, yb) - F32(4.0) * bias
+
+
+# ---------------------------------------------------------------- row decoders (natural order)
+
+@njit(cache=True, fastmath=True)
+def _dec_q4_k(dst, r, q, d, m):
+    dec_nib(dst, q[r], d[r], m[r], F32(0.0))
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q5_k(dst, r, q, d, m, h):
+    dec_nib_bits(dst, q[r], h[r], d[r], m[r], F32(0.0))
+
+
+@njit(cache=True, fastmath=True)
+def _dec_iq4_xs(dst, r, q, d):
+    dec_iq4(dst, q[r], d[r])
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q6_k(dst, r, q, sc, d):
+    for g in range(sc.shape[1]):
+        s = d[r, g >> 4] * F32(sc[r, g])
+        for j in range(16):
+            dst[16 * g + j] = s * F32(q[r, 16 * g + j])
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q2_k(dst, r, c, sc, d, dm):
+    for g in range(sc.shape[1]):
+        v = sc[r, g]
+        s = d[r, g >> 4] * ubits(v, 0, 15)
+        mn = dm[r, g >> 4] * ubits(v, 4, 15)
+        for k in range(4):
+            b = c[r, 4 * g + k]
+            for u in range(4):
+                dst[16 * g + 4 * k + u] = s * ubits(b, 2 * u, 3) - mn
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q3_k(dst, r, c, h, sc, d):
+    for g in range(sc.shape[1]):
+        s = d[r, g >> 4] * F32(sc[r, g])
+        for k in range(4):
+            b = c[r, 4 * g + k]
+            for u in range(4):
+                dst[16 * g + 4 * k + u] = s * (ubits(b, 2 * u, 3) - F32(4.0))
+        for k in range(2):
+            b = h[r, 2 * g + k]
+            for u in range(8):
+                dst[16 * g + 8 * k + u] += F32(4.0) * s * ubits(b, u, 1)
+
+
+# ---------------------------------------------------------------- prefill
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_q4_k(out, x, q, d, m):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_q4_k(w[j], r0 + j, q, d, m)
+            gemm_tile(out, x, w, r0, nr)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_q5_k(out, x, q, d, m, h):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_q5_k(w[j], r0 + j, q, d, m, h)
+            gemm_tile(out, x, w, r0, nr)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_iq4_xs(out, x, q, d):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_iq4_xs(w[j], r0 + j, q, d)
+            gemm_tile(out, x, w, r0, nr)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_q6_k(out, x, q, sc, d):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_q6_k(w[j], r0 + j, q, sc, d)
+            gemm_tile(out, x, w, r0, nr)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_q2_k(out, x, c, sc, d, dm):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_q2_k(w[j], r0 + j, c, sc, d, dm)
+            gemm_tile(out, x, w, r0, nr)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_q3_k(out, x, c, h, sc, d):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_q3_k(w[j], r0 + j, c, h, sc, d)
+            gemm_tile(out, x, w, r0, nr)
+
+
+# ---------------------------------------------------------------- registration
+
+register("Q4_K", Layout(256, _rp_q4_k, _nib_scratch, _mv_q4_k, _mm_q4_k, "NIB + f32 scale, min per 32"))
+register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k, "NIB + BITS + f32 scale, min per 32"))
+register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4_xs, _mm_iq4_xs, "NIB + f32 scale per 32"))
+register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
+register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
+                        "CRUMB + u8 scale/min per 16 + f32 d, dmin per 256"))
+register("Q3_K", Layout(256, _rp_q3_k, _q3_k_scratch, _mv_q3_k, _mm_q3_k,
+                        "CRUMB + BITS + int8 scale per 16 + f32 d per 256"))

@@ -1,0 +1,120 @@
+"""Ternary types TQ1_0 and TQ2_0: both repacked to one CRUMB plane of codes 0..2 (value code - 1) and an f32 d
+per 256, so one kernel serves both. Extra memory over the file: TQ2_0 1.03x, TQ1_0 1.26x (it stores 5 trits a
+byte; decoding base 3 in the hot loop would cost more than the 0.44 bits a weight it saves)."""
+import numpy as np
+from numba import njit, prange
+
+from ._common import (F32, ROW_TILE, crumb_dot, f16_at, gemm_tile, group_sums, n_chunks, prep_crumbs,
+                      tile_span)
+from ._ir import ubits
+from .kquants import _crumb256
+from .registry import Layout, register
+
+_POW3 = np.array([1, 3, 9, 27, 81], np.int64)
+
+
+@njit(cache=True, parallel=True)
+def _repack_tq2_0(raw, c, d):
+    for r in prange(raw.shape[0]):
+        for blk in range(d.shape[1]):
+            o = blk * 66
+            d[r, blk] = f16_at(raw, r, o + 64)
+            for k in range(64):
+                v = 0
+                for u in range(4):
+                    v |= _crumb256(raw, r, o, 4 * k + u) << (2 * u)
+                c[r, 64 * blk + k] = v
+
+
+@njit(cache=True, inline="always")
+def _trit(byte, n):
+    """Trit n of a TQ1_0 byte: the byte is a base-3 fraction of 256, 5 (or 4) trits most significant first."""
+    return (((byte * _POW3[n]) & 255) * 3) >> 8
+
+
+@njit(cache=True, inline="always")
+def _tq1_code(raw, r, o, e):
+    if e < 160:
+        return _trit(np.int64(raw[r, o + (e & 31)]), e >> 5)
+    if e < 240:
+        f = e - 160
+        return _trit(np.int64(raw[r, o + 32 + (f & 15)]), f >> 4)
+    f = e - 240
+    return _trit(np.int64(raw[r, o + 48 + (f & 3)]), f >> 2)
+
+
+@njit(cache=True, parallel=True)
+def _repack_tq1_0(raw, c, d):
+    for r in prange(raw.shape[0]):
+        for blk in range(d.shape[1]):
+            o = blk * 54
+            d[r, blk] = f16_at(raw, r, o + 52)
+            for k in range(64):
+                v = 0
+                for u in range(4):
+                    v |= _tq1_code(raw, r, o, 4 * k + u) << (2 * u)
+                c[r, 64 * blk + k] = v
+
+
+def _arrays(raw, cols):
+    rows = raw.shape[0]
+    return np.empty((rows, cols // 4), np.uint8), np.empty((rows, cols // 256), np.float32)
+
+
+def _rp_tq2_0(raw, cols):
+    c, d = _arrays(raw, cols)
+    _repack_tq2_0(raw, c, d)
+    return c, d
+
+
+def _rp_tq1_0(raw, cols):
+    c, d = _arrays(raw, cols)
+    _repack_tq1_0(raw, c, d)
+    return c, d
+
+
+def _scratch(cols):
+    return np.empty((4, cols // 4), np.float32), np.empty(cols // 256, np.float32)
+
+
+@njit(cache=True, fastmath=True)
+def _gdot(a, b):
+    s = F32(0.0)
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_tq(out, x, c, d, y, xs):
+    prep_crumbs(y, x)
+    group_sums(xs, x)
+    for r in prange(out.shape[0]):
+        out[r] = crumb_dot(c[r], d[r], y, 6) - _gdot(d[r], xs)
+
+
+@njit(cache=True, fastmath=True)
+def _dec_tq(dst, r, c, d):
+    for k in range(c.shape[1]):
+        s = d[r, k >> 6]
+        b = c[r, k]
+        for u in range(4):
+            dst[4 * k + u] = s * (ubits(b, 2 * u, 3) - F32(1.0))
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_tq(out, x, c, d):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_tq(w[j], r0 + j, c, d)
+            gemm_tile(out, x, w, r0, nr)
+
+
+register("TQ2_0", Layout(256, _rp_tq2_0, _scratch, _mv_tq, _mm_tq, "CRUMB codes + f32 d per 256"))
+register("TQ1_0", Layout(256, _rp_tq1_0, _scratch, _mv_tq, _mm_tq, "CRUMB codes (from base 3) + f32 d per 256"))

@@ -1,0 +1,97 @@
+"""kvant.runtime.kernels against the numpy oracle: out == dequantize(W) @ x up to float rounding.
+
+Weights are random bytes (every code value occurs) with the fp16 scale fields overwritten by small finite values;
+float types are random normals. Tolerance: 1e-4 of sum |w||x| per output (the kernels fold codes and offsets into
+the activations, which moves rounding, never the value).
+"""
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
+
+from kvant.runtime.kernels import SUPPORTED_TYPES, UnsupportedTypeError, prepare
+
+# byte offsets of the fp16 scale fields inside one block
+FP16_FIELDS = {
+    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "IQ4_NL": (0,),
+    "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_XS": (0,),
+    "TQ1_0": (52,), "TQ2_0": (64,),
+}
+FLOATS = {"F32": np.float32, "F16": np.float16, "BF16": None}
+ALL = sorted(FP16_FIELDS) + sorted(FLOATS)
+SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1)]    # (rows, blocks per row); 256-block types use 256 elements/block
+
+
+def make_weight(name, rows, nblocks, rng):
+    """(raw uint8 (rows, row_bytes), dequantized float64 (rows, cols))."""
+    if name in FLOATS:
+        cols = 32 * nblocks
+        w = rng.standard_normal((rows, cols)).astype(np.float32)
+        if name == "BF16":
+            bits = (w.view(np.uint32) >> 16).astype(np.uint16)
+            return bits.view(np.uint8).reshape(rows, -1), (bits.astype(np.uint32) << 16).view(np.float32)
+        w = w.astype(FLOATS[name])
+        return w.view(np.uint8).reshape(rows, -1), w.astype(np.float32)
+    qtype = GGMLQuantizationType[name]
+    blk, size = GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, (rows, nblocks, size), dtype=np.uint8)
+    for off in FP16_FIELDS[name]:
+        scale = (rng.random((rows, nblocks)) * 0.02 + 0.001) * rng.choice([-1, 1], (rows, nblocks))
+        raw[:, :, off:off + 2] = scale.astype(np.float16).view(np.uint8).reshape(rows, nblocks, 2)
+    raw = raw.reshape(rows, nblocks * size)
+    return raw, dequantize(raw, qtype).astype(np.float32)
+
+
+def check(out, w, x):
+    ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + 1e-30
+    err = np.abs(out - ref) / bound
+    assert err.max() < 1e-4, f"max relative error {err.max():.3g}"
+
+
+def test_every_type_is_registered():
+    assert sorted(SUPPORTED_TYPES) == sorted(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_matvec_and_matmul(name):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for rows, nblocks in SHAPES:
+        raw, w = make_weight(name, rows, nblocks, rng)
+        qm = prepare(raw, name)
+        assert qm.shape == w.shape
+        x = rng.standard_normal(w.shape[1]).astype(np.float32)
+        out = np.full(rows, np.nan, np.float32)
+        qm.matvec(out, x)
+        check(out[None], w, x[None])
+        for n in (1, 5, 64):
+            xs = rng.standard_normal((n, w.shape[1])).astype(np.float32)
+            out = np.full((n, rows), np.nan, np.float32)
+            qm.matmul(out, xs)
+            check(out, w, xs)
+
+
+def test_accepts_type_objects_and_names():
+    class T:
+        name = "Q8_0"
+    raw, w = make_weight("Q8_0", 4, 2, np.random.default_rng(1))
+    assert prepare(raw, T()).shape == prepare(raw, "q8_0").shape == (4, 64)
+
+
+def test_nbytes_stays_modest():
+    rng = np.random.default_rng(2)
+    for name in ALL:
+        raw, _ = make_weight(name, 8, 4, rng)
+        assert prepare(raw, name).nbytes <= 1.4 * raw.nbytes, name
+
+
+@pytest.mark.parametrize("name", ["IQ2_XXS", "IQ3_S", "IQ1_M", "MXFP4", "Q8_1"])
+def test_unsupported_types_raise(name):
+    with pytest.raises(UnsupportedTypeError, match=f"type {name} not supported yet"):
+        prepare(np.zeros((2, 66), np.uint8), name)
+    assert issubclass(UnsupportedTypeError, ValueError)
+
+
+def test_bad_row_length_raises():
+    with pytest.raises(ValueError):
+        prepare(np.zeros((2, 35), np.uint8), "Q8_0")
