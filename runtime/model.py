@@ -11,6 +11,7 @@ from kvant.formats.dequant import dequantize, dequantize_rows
 from kvant.runtime import kernels
 from kvant.runtime.config import Config, UnsupportedModelError
 from kvant.runtime.kernels import ops
+from kvant.runtime.kernels.actquant import VEC_DOT
 
 # Per-layer tensors: field -> (GGUF name under blk.{i}., required). Matrices become QMatrix, vectors float32.
 LAYER_TENSORS = {
@@ -156,9 +157,10 @@ class Transformer:
         for i, layer in enumerate(self.layers):
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
-            _linear(q, layer.wq, h, layer.bq)
-            _linear(k, layer.wk, h, layer.bk)
-            _linear(v, layer.wv, h, layer.bv)
+            inputs = Inputs(h)
+            _linear(q, layer.wq, inputs, layer.bq)
+            _linear(k, layer.wk, inputs, layer.bk)
+            _linear(v, layer.wv, inputs, layer.bv)
             q3 = q.reshape(n, cfg.n_head, cfg.head_dim_k)
             k3 = k.reshape(n, cfg.n_kv_head, cfg.head_dim_k)
             if layer.q_norm is not None:
@@ -175,17 +177,18 @@ class Transformer:
                           ops.F16_TO_F32)
             if layer.attn_sub_norm is not None:
                 ops.rmsnorm(att, att, layer.attn_sub_norm, cfg.rms_eps)
-            _linear(h, layer.wo, att, layer.bo)
+            _linear(h, layer.wo, Inputs(att), layer.bo)
             if layer.attn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.attn_post_norm, cfg.rms_eps)
             x += h
             ops.rmsnorm(h, x, layer.ffn_norm, cfg.rms_eps)
-            _linear(gate, layer.w_gate, h)
-            _linear(up, layer.w_up, h)
+            inputs = Inputs(h)
+            _linear(gate, layer.w_gate, inputs)
+            _linear(up, layer.w_up, inputs)
             act(gate, up)
             if layer.ffn_sub_norm is not None:
                 ops.rmsnorm(gate, gate, layer.ffn_sub_norm, cfg.rms_eps)
-            _linear(h, layer.w_down, gate)
+            _linear(h, layer.w_down, Inputs(gate))
             if layer.ffn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.ffn_post_norm, cfg.rms_eps)
             x += h
@@ -193,7 +196,7 @@ class Transformer:
         normed = np.empty_like(rows)
         ops.rmsnorm(normed, rows, self.output_norm, cfg.rms_eps)
         logits = np.empty((rows.shape[0], self.output.shape[0]), np.float32)
-        _linear(logits, self.output, normed)
+        _linear(logits, self.output, Inputs(normed))
         if cfg.logit_softcap > 0:
             np.tanh(logits / cfg.logit_softcap, out=logits)
             logits *= cfg.logit_softcap
@@ -204,7 +207,28 @@ class ContextFullError(RuntimeError):
     """The KV cache has no room for more tokens."""
 
 
-def _linear(out, matrix, x, bias=None):
+class Inputs:
+    """One activation matrix as each weight type's dot product sees it (kernels.actquant): rounded once per
+    scheme and shared by the matrices that read it (q/k/v, gate/up)."""
+    __slots__ = ("x", "_rounded")
+
+    def __init__(self, x):
+        self.x = x
+        self._rounded = {}
+
+    def for_type(self, type_name):
+        scheme = VEC_DOT.get(type_name)
+        if scheme is None:
+            return self.x
+        if scheme not in self._rounded:
+            out = np.empty_like(self.x)
+            scheme(out, self.x)
+            self._rounded[scheme] = out
+        return self._rounded[scheme]
+
+
+def _linear(out, matrix, inputs, bias=None):
+    x = inputs.for_type(matrix.type_name)
     if x.shape[0] == 1:
         matrix.matvec(out[0], x[0])
     else:

@@ -7,35 +7,41 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from kvant.runtime.kernels.actquant import round_f16
+
 # numba has no float16: the KV cache stores f16 bit patterns as uint16, widened through this table.
 F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, inline="always")
+def _rms_scale(x, eps):
+    # as ggml's rms_norm: float products summed in double, the mean and 1/sqrt in float
+    ss = 0.0
+    for i in range(x.shape[0]):
+        ss += np.float64(x[i] * x[i])
+    mean = np.float32(ss / x.shape[0])
+    return np.float32(1.0) / np.float32(math.sqrt(np.float32(mean + eps)))
+
+
+@njit(cache=True)
 def rmsnorm(out, x, weight, eps):
-    """out[t] = x[t] / rms(x[t]) * weight, per row (token)."""
+    """out[t] = (x[t] / rms(x[t])) * weight, per row (token); ggml's rounding order, so no fastmath."""
     n, d = x.shape
     for t in range(n):
-        ss = 0.0
+        scale = _rms_scale(x[t], eps)
         for i in range(d):
-            ss += x[t, i] * x[t, i]
-        scale = np.float32(1.0 / math.sqrt(ss / d + eps))
-        for i in range(d):
-            out[t, i] = x[t, i] * scale * weight[i]
+            out[t, i] = np.float32(x[t, i] * scale) * weight[i]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def rmsnorm_heads(x, weight, eps):
     """In-place RMSNorm of every head vector: x (n, n_heads, head_dim), weight (head_dim,) (qwen3/gemma3 q/k norm)."""
     n, h, d = x.shape
     for t in range(n):
         for j in range(h):
-            ss = 0.0
+            scale = _rms_scale(x[t, j], eps)
             for i in range(d):
-                ss += x[t, j, i] * x[t, j, i]
-            scale = np.float32(1.0 / math.sqrt(ss / d + eps))
-            for i in range(d):
-                x[t, j, i] = x[t, j, i] * scale * weight[i]
+                x[t, j, i] = np.float32(x[t, j, i] * scale) * weight[i]
 
 
 def rope_tables(n_ctx, n_rot, freq_base, freq_scale=1.0, freq_factors=None):
@@ -139,7 +145,9 @@ def _widen(dst, src, f16_to_f32):
 
 @njit(cache=True, parallel=True, fastmath=True)
 def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f32):
-    """Causal attention of n query tokens at positions start..start+n-1 over the cache.
+    """Causal attention of n query tokens at positions start..start+n-1 over the cache, with llama.cpp's rounding
+    (its non-flash path on an f16 cache): q rounded to f16 for q.k, the softmax summed in float64, and the
+    normalized probabilities rounded to f16 before they weight the values.
     out (n, n_head, dv), q (n, n_head, dk), k_cache (n_kv, n_ctx, dk), v_cache (n_kv, n_ctx, dv) as f16 bits.
     window > 0: a query at p sees keys at p - window < j <= p (sliding-window layers). softcap > 0: tanh cap."""
     n, n_head, dk = q.shape
@@ -157,32 +165,39 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f3
         _widen(keys, k_cache[kvh, lo:end], f16_to_f32)
         _widen(vals, v_cache[kvh, lo:end], f16_to_f32)
         scores = np.empty(end - lo, dtype=np.float32)
+        qh = np.empty(dk, dtype=np.float32)
         acc = np.empty(dv, dtype=np.float32)
         for t in range(n):
             pos = start + t
             first = lo
             if window > 0:
                 first = max(lo, pos - window + 1)
+            qh[:] = q[t, h]
+            round_f16(qh)
             m = -np.inf
             for j in range(first, pos + 1):
                 s = np.float32(0.0)
                 for i in range(dk):
-                    s += q[t, h, i] * keys[j - lo, i]
+                    s += qh[i] * keys[j - lo, i]
                 s *= scale
                 if softcap > 0:
                     s = softcap * math.tanh(s / softcap)
                 scores[j - lo] = s
                 m = max(m, s)
-            total = np.float32(0.0)
+            total = 0.0
             for j in range(first, pos + 1):
                 e = np.float32(math.exp(scores[j - lo] - m))
                 scores[j - lo] = e
                 total += e
+            inv = np.float32(1.0 / total)
+            probs = scores[first - lo:pos + 1 - lo]
+            for j in range(probs.shape[0]):
+                probs[j] = probs[j] * inv
+            round_f16(probs)
             acc[:] = 0.0
             for j in range(first, pos + 1):
                 w = scores[j - lo]
                 for i in range(dv):
                     acc[i] += w * vals[j - lo, i]
-            inv = np.float32(1.0) / total
             for i in range(dv):
-                out[t, h, i] = acc[i] * inv
+                out[t, h, i] = acc[i]

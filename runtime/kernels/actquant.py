@@ -1,0 +1,109 @@
+"""Activations as llama.cpp's CPU backend sees them.
+
+llama.cpp quantizes each activation row to the weight type's "vec_dot type" before its dot products: Q8_0 (blocks of
+32, fp16 scale), Q8_1 (the same plus a block sum) or Q8_K (blocks of 256, f32 scale), or rounds it to F16 / BF16.
+That rounding moves logits by up to about one unit on SmolLM2 (its activations have large outlier channels), enough
+to change greedy choices. To give llama.cpp's numbers, kvant applies the same rounding: each function writes
+out = dequantize(quantize(x)) in float32, which the float kernels then multiply exactly as the integer dot products
+would (the integer sums are exact; the float scale products differ only in the last bits).
+"""
+import numpy as np
+from numba import njit, prange
+
+# x86's quantize_row_q8_0 / q8_1 (AVX2): id = 127 / amax, round half to even; d stored as fp16.
+# quantize_row_q8_K_ref: iscale = -127 / (the signed value of largest magnitude), nearest_int (half to even),
+# q = min(127, .), d = 1 / iscale kept in f32.
+
+
+@njit(cache=True)
+def round_f16(a):
+    """Round every float32 of the 1-D array a to the nearest float16 value (ties to even), in place.
+    numba has no float16, so this works on the bits."""
+    bits = a.view(np.uint32)
+    for i in range(a.shape[0]):
+        b = bits[i]
+        mag = b & 0x7FFFFFFF
+        if mag >= 0x7F800000:                      # inf, NaN
+            continue
+        if mag >= 0x477FF000:                      # rounds past 65504: inf
+            bits[i] = (b & 0x80000000) | 0x7F800000
+        elif mag >= 0x38800000:                    # f16 normal: keep 10 mantissa bits, nearest even
+            bits[i] = (b + 0xFFF + ((b >> 13) & 1)) & 0xFFFFE000
+        else:                                      # f16 subnormal: multiples of 2^-24
+            a[i] = np.float32(np.rint(a[i] * np.float32(16777216.0)) * np.float32(5.9604645e-08))
+
+
+@njit(cache=True, parallel=True)
+def q8_0(out, x):
+    n, cols = x.shape
+    nb = cols // 32
+    for t in prange(n):
+        d = np.empty(nb, np.float32)
+        iscale = np.empty(nb, np.float32)
+        for b in range(nb):
+            amax = np.float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(x[t, b * 32 + j]))
+            d[b] = amax / np.float32(127.0)
+            iscale[b] = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+        round_f16(d)                              # the block scale is stored as fp16
+        for b in range(nb):
+            for j in range(32):
+                out[t, b * 32 + j] = d[b] * np.float32(np.rint(x[t, b * 32 + j] * iscale[b]))
+
+
+@njit(cache=True, parallel=True)
+def q8_k(out, x):
+    n, cols = x.shape
+    nb = cols // 256
+    for t in prange(n):
+        for b in range(nb):
+            amax = np.float32(0.0)
+            vmax = np.float32(0.0)
+            for j in range(256):
+                v = x[t, b * 256 + j]
+                if abs(v) > amax:
+                    amax = abs(v)
+                    vmax = v
+            if amax == 0:
+                for j in range(256):
+                    out[t, b * 256 + j] = 0.0
+                continue
+            iscale = np.float32(-127.0) / vmax
+            d = np.float32(1.0) / iscale
+            for j in range(256):
+                q = min(np.float32(127.0), np.float32(np.rint(iscale * x[t, b * 256 + j])))
+                out[t, b * 256 + j] = d * q
+
+
+@njit(cache=True, parallel=True)
+def f16(out, x):
+    n, cols = x.shape
+    for t in prange(n):
+        out[t] = x[t]
+        round_f16(out[t])
+
+
+@njit(cache=True, parallel=True)
+def bf16(out, x):
+    bits = x.view(np.uint32)
+    ob = out.view(np.uint32)
+    n, cols = x.shape
+    for t in prange(n):
+        for i in range(cols):
+            b = bits[t, i]
+            if (b & 0x7FFFFFFF) > 0x7F800000:          # NaN stays NaN (quiet)
+                ob[t, i] = (b | 0x00400000) & 0xFFFF0000
+            else:                                       # round to nearest even on the upper 16 bits
+                ob[t, i] = ((b + (0x7FFF + ((b >> 16) & 1))) & 0xFFFF0000)
+
+
+# weight type -> how llama.cpp presents the activations to its dot product (None: as they are, F32)
+VEC_DOT = {
+    "F32": None, "F16": f16, "BF16": bf16,
+    "Q4_0": q8_0, "Q5_0": q8_0, "Q8_0": q8_0, "IQ4_NL": q8_0, "MXFP4": q8_0,
+    "Q4_1": q8_0, "Q5_1": q8_0,     # Q8_1: the same values as Q8_0 plus a block sum
+    "Q2_K": q8_k, "Q3_K": q8_k, "Q4_K": q8_k, "Q5_K": q8_k, "Q6_K": q8_k,
+    "IQ4_XS": q8_k, "TQ1_0": q8_k, "TQ2_0": q8_k,
+    "IQ1_S": q8_k, "IQ1_M": q8_k, "IQ2_XXS": q8_k, "IQ2_XS": q8_k, "IQ2_S": q8_k, "IQ3_XXS": q8_k, "IQ3_S": q8_k,
+}
