@@ -6,10 +6,11 @@ the common regexes through hand-written splitters and the rest through std::rege
 code point is collapsed to one byte standing for its Unicode category; both follow the regex semantics with
 \\p{L}/\\p{N}/\\p{P}/\\p{S}/\\p{M} meaning the whole general category and \\s the White_Space set, which is what
 Oniguruma (behind tokenizers' Regex) does. So only the pre-tokenizers whose llama.cpp behaviour is exactly their regex
-are listed; those with custom splitters that are not a regex (kimi-k2, afmoe, tiny_aya, superbpe), with category
+are listed (two differences in the character tables are bridged by `onig_regex`); those with custom splitters that are not a regex (kimi-k2, afmoe, tiny_aya, superbpe), with category
 approximations (youtu) or without GPT-2 byte encoding (gemma4, sarvam-moe, whitespace) are not.
 """
 
+import re
 from dataclasses import dataclass
 
 # llama.cpp's form of the case-insensitive contractions (?i:'s|'t|...) (no Unicode case folding such as U+017F).
@@ -57,6 +58,32 @@ DEEPSEEK_LLM_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\
 CJK_HANGUL = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
 CJK_KANA = "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"
 BLOOM = " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+"
+
+
+# Code points that got a letter, number, mark, punctuation or symbol category in Unicode 16.0. llama.cpp's tables
+# (src/unicode-data.cpp, Unicode 15.1) leave them unassigned, tokenizers' Oniguruma (Unicode 16) does not; as ranges
+# (the gaps between them are unassigned in both).
+UNICODE_16_NEW = (
+    "\u0897\u1b4e-\u1b4f\u1b7f\u1c89-\u1c8a\u2427-\u2429\u31e4-\u31e5\ua7cb-\ua7cd\ua7da-\ua7dc"
+    "\U000105c0-\U000105f3\U00010d40-\U00010d8f\U00010ec2-\U00010efc\U00011380-\U000113e2\U000116d0-\U000116e3"
+    "\U00011bc0-\U00011bf9\U00011f5a\U00013460-\U000143fa\U00016100-\U00016139\U00016d40-\U00016d79\U00018cff"
+    "\U0001cc00-\U0001ceb3\U0001e5d0-\U0001e5ff\U0001f8b2-\U0001f8c1\U0001fa89-\U0001fa8f\U0001fabe\U0001fac6"
+    "\U0001fadc-\U0001fadf\U0001fae9\U0001fbcb-\U0001fbef"
+)
+# White_Space beyond ASCII: llama.cpp turns these into \v before running a regex without \p{..} through std::wregex
+NON_ASCII_SPACE = "\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CATEGORY = re.compile(r"\\p\{([LNPSM])\}")
+_POSITIVE_CLASS = re.compile(r"\[(?!\^)((?:\\.|[^\]\\])*)\]")
+
+
+def onig_regex(regex: str) -> str:
+    """One of llama.cpp's regexes as Oniguruma must run it to split text as llama.cpp does: \\p{X} without the
+    Unicode 16.0 additions, and in a regex without \\p{..}, character classes listing non-ASCII characters without
+    the non-ASCII white space (deepseek's CJK ranges include U+3000 and U+2000-U+200A)."""
+    if "\\p{" in regex:
+        return _CATEGORY.sub(lambda m: f"[\\p{{{m[1]}}}&&[^{UNICODE_16_NEW}]]", regex)
+    return _POSITIVE_CLASS.sub(
+        lambda m: f"[[{m[1]}]&&[^{NON_ASCII_SPACE}]]" if any(ord(c) > 127 for c in m[1]) else m[0], regex)
 
 
 @dataclass(frozen=True)

@@ -138,39 +138,17 @@ class Tokenizer:
             attrs = _TYPE_ATTR[np.where((types >= 0) & (types < len(_TYPE_ATTR)), types, 0)]
         defaults = MODEL_DEFAULTS[model]
         ids = _special_ids(metadata, n, defaults["ids"])
-
         if model == "gpt2":
-            pre_name = metadata.get(K.PRE) or "default"
-            pre = PRE_TOKENIZERS.get(pre_name)
-            if pre is None:
-                raise TokenizerError(f"BPE pre-tokenizer {pre_name!r} ({K.PRE}) is not supported")
-            merges = metadata.get(K.MERGES)
-            if merges is None:
-                raise TokenizerError(f"no merges ({K.MERGES}) in the file")
-            if not pre.has_bos:
-                ids["bos"] = None
-            add_bos_default, clean_spaces, add_space_prefix = pre.add_bos, pre.clean_spaces, False
+            encoder, pre = _bpe_encoder(metadata, tokens)
+            if not pre.has_bos:  # no default BOS; one named in the metadata still counts
+                ids["bos"] = _special_ids(metadata, n, {})["bos"]
+            add_bos_default, add_space_prefix, clean_spaces = pre.add_bos, False, pre.clean_spaces
         else:
             add_bos_default, clean_spaces = defaults["add_bos"], False
             add_space_prefix = bool(metadata.get(K.ADD_PREFIX, defaults["add_space_prefix"]))
+            encoder = _spm_encoder(metadata, tokens, attrs, ids, add_space_prefix)
         add_bos = bool(metadata.get(K.ADD_BOS, add_bos_default))
         add_eos = bool(metadata.get(K.ADD_EOS, False))
-
-        if model == "gpt2":
-            from .tokenizer_bpe import BPEEncoder
-            encoder = BPEEncoder(tokens, merges, pre)
-        else:
-            from .tokenizer_spm import SPMEncoder
-            scores = metadata.get(K.SCORES)
-            scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, np.float32)[:n]
-            if len(scores) < n:
-                raise TokenizerError(f"{K.SCORES} has {len(scores)} entries for {n} tokens")
-            if ids.get("unk") is None:
-                raise TokenizerError("a SentencePiece vocabulary needs an unknown token")
-            try:
-                encoder = SPMEncoder(tokens, scores, (attrs & Attr.BYTE) != 0, ids["unk"], add_space_prefix)
-            except RuntimeError as e:  # sentencepiece refuses the model, e.g. a repeated token text
-                raise TokenizerError(f"bad SentencePiece vocabulary: {e}") from None
 
         eog = _find_roles_and_eog(encoder.token_id, attrs, ids)
         name = str(metadata.get("general.name", "")).lower()
@@ -310,6 +288,34 @@ class _Matcher:
         hits = [k for prefix, group in self._groups.items() if prefix in text
                 for k in group if self._special[k][0] in text]
         return [self._special[k] for k in sorted(hits)]
+
+
+def _bpe_encoder(metadata: Mapping[str, Any], tokens: list[str]):
+    from .tokenizer_bpe import BPEEncoder
+    pre_name = metadata.get(K.PRE) or "default"
+    pre = PRE_TOKENIZERS.get(pre_name)
+    if pre is None:
+        raise TokenizerError(f"BPE pre-tokenizer {pre_name!r} ({K.PRE}) is not supported")
+    merges = metadata.get(K.MERGES)
+    if merges is None:
+        raise TokenizerError(f"no merges ({K.MERGES}) in the file")
+    return BPEEncoder(tokens, merges, pre), pre
+
+
+def _spm_encoder(metadata: Mapping[str, Any], tokens: list[str], attrs: np.ndarray, ids: dict[str, int | None],
+                 add_space_prefix: bool):
+    from .tokenizer_spm import SPMEncoder
+    n = len(tokens)
+    scores = metadata.get(K.SCORES)
+    scores = np.zeros(n, np.float32) if scores is None else np.asarray(scores, np.float32)
+    if len(scores) < n:
+        raise TokenizerError(f"{K.SCORES} has {len(scores)} entries for {n} tokens")
+    if ids.get("unk") is None:
+        raise TokenizerError("a SentencePiece vocabulary needs an unknown token")
+    try:
+        return SPMEncoder(tokens, scores[:n], (attrs & Attr.BYTE) != 0, ids["unk"], add_space_prefix)
+    except RuntimeError as e:  # sentencepiece refuses the model, e.g. a repeated token text
+        raise TokenizerError(f"bad SentencePiece vocabulary: {e}") from None
 
 
 def _special_ids(metadata: Mapping[str, Any], n: int, defaults: dict[str, int]) -> dict[str, int | None]:

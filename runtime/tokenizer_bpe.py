@@ -8,7 +8,7 @@ ByteLevel step without its own regex, does the same; `ignore_merges` takes a pie
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-from .pretokenize import PreTokenizer
+from .pretokenize import PreTokenizer, onig_regex
 
 
 def _gpt2_byte_chars() -> list[str]:
@@ -27,6 +27,7 @@ def _gpt2_byte_chars() -> list[str]:
 
 
 BYTE_TO_CHAR = _gpt2_byte_chars()
+_GAP = "\x00"  # never a byte-level text: byte 0 is written U+0100
 CHAR_TO_BYTE = {c: b for b, c in enumerate(BYTE_TO_CHAR)}
 
 
@@ -57,7 +58,8 @@ def _checked_pairs(vocab: dict[str, int], merges: list[str]) -> list[tuple[str, 
     return pairs
 
 
-def build_bpe(vocab: dict[str, int], merges: list[str], pre: PreTokenizer) -> Tokenizer:
+def build_bpe(vocab: dict[str, int], merges: list[str], pre: PreTokenizer, unk_token: str | None = None) \
+        -> Tokenizer:
     """The tokenizers pipeline for one GGUF vocabulary (no normalizer, no added tokens: special tokens are split
     off before, by kvant.runtime.tokenizer)."""
     # llama.cpp splits a merge at the first space after position 0 and keeps the first rank of a repeated pair;
@@ -67,11 +69,11 @@ def build_bpe(vocab: dict[str, int], merges: list[str], pre: PreTokenizer) -> To
     if len(set(merges)) != len(merges) or any(m[:1] == " " for m in merges):
         pairs = _checked_pairs(vocab, merges)
     try:
-        model = models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges)
+        model = models.BPE(vocab, pairs, ignore_merges=pre.ignore_merges, unk_token=unk_token)
     except Exception:  # tokenizers raises a bare Exception for a merge outside the vocabulary
-        model = models.BPE(vocab, _checked_pairs(vocab, merges), ignore_merges=pre.ignore_merges)
+        model = models.BPE(vocab, _checked_pairs(vocab, merges), ignore_merges=pre.ignore_merges, unk_token=unk_token)
     tok = Tokenizer(model)
-    splits = [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
+    splits = [pre_tokenizers.Split(Regex(onig_regex(r)), behavior="isolated") for r in pre.regexes]
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     return tok
@@ -82,11 +84,23 @@ class BPEEncoder:
 
     def __init__(self, tokens: list[str], merges: list[str], pre: PreTokenizer):
         self._vocab = dict(zip(tokens, range(len(tokens))))  # a repeated text maps to its last id, as in llama.cpp
-        self._tok = build_bpe(self._vocab, merges, pre)
         self.token_id = self._vocab.get
+        self._gap_id = None
+        if all(c in self._vocab for c in BYTE_TO_CHAR):
+            self._tok = build_bpe(self._vocab, merges, pre)
+        else:
+            # A byte character outside the vocabulary stays a symbol in llama.cpp: nothing merges across it, and it
+            # is dropped at the end. tokenizers drops it first (and merges its neighbours), unless it becomes an
+            # unknown token: one with an id past the vocabulary, removed from the output.
+            self._gap_id = len(tokens)
+            self._tok = build_bpe({**self._vocab, _GAP: self._gap_id}, merges, pre, unk_token=_GAP)
 
     def encode(self, fragments: list[str], prev_special: list[bool]) -> list[list[int]]:
         """prev_special (whether a special token came before each fragment) matters to SentencePiece only."""
         if len(fragments) == 1:
-            return [self._tok.encode(fragments[0], add_special_tokens=False).ids]
-        return [e.ids for e in self._tok.encode_batch(fragments, add_special_tokens=False)]
+            out = [self._tok.encode(fragments[0], add_special_tokens=False).ids]
+        else:
+            out = [e.ids for e in self._tok.encode_batch(fragments, add_special_tokens=False)]
+        if self._gap_id is not None:
+            out = [[i for i in ids if i != self._gap_id] for ids in out]
+        return out
