@@ -7,7 +7,8 @@ import pytest
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from kvant.runtime.tokenizer import Tokenizer, TokenizerError, _clean_spaces
-from kvant.runtime.tokenizer_bpe import BYTE_TO_CHAR, decode_byte_level
+from kvant.runtime.pretokenize import PRE_TOKENIZERS
+from kvant.runtime.tokenizer_bpe import BYTE_TO_CHAR, build_bpe, decode_byte_level
 from kvant.runtime.tokenizer_spm import serialize_model, spm_merge
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
@@ -75,6 +76,30 @@ def test_bpe_llama3_ignore_merges_takes_whole_words():
     assert tok.encode("hello", add_special=False) == ids_of(tok, "hello")
     tok = bpe(["hello"], [], pre="gpt-2")
     assert tok.encode("hello") == ids_of(tok, *"hello")
+
+
+def test_bpe_byte_missing_from_vocab_blocks_merges():
+    # Falcon's vocabulary has no "ċ" (byte 0x0B): llama.cpp keeps it as a symbol nothing merges with, then drops it
+    tok = bpe(["ĠĠ"], ["Ġ Ġ"])
+    vocab = {t: i for i, t in enumerate(tok.tokens) if t != BYTE_TO_CHAR[0x0B]}
+    md = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.tokens": list(vocab),
+          "tokenizer.ggml.merges": ["Ġ Ġ"]}
+    tok = Tokenizer.from_metadata(md)
+    assert tok.encode("  ") == ids_of(tok, "ĠĠ")
+    assert tok.encode(" \x0b ") == ids_of(tok, "Ġ", "Ġ")
+
+
+def _pieces(pre, text):
+    return [text[a:b] for _, (a, b) in build_bpe({}, [], PRE_TOKENIZERS[pre]).pre_tokenizer.pre_tokenize_str(text)]
+
+
+def test_pretokenizer_uses_llama_cpp_unicode_tables():
+    # U+1C89 is a letter since Unicode 16.0; llama.cpp's tables (15.1) leave it unassigned, so it splits off
+    assert len(_pieces("gpt-2", "ab")) == 1
+    assert len(_pieces("gpt-2", "a\u1c89b")) == 3
+    # llama.cpp runs deepseek's CJK ranges on text whose white space is already \v: U+2000 is not in "[ࠀ-一]"
+    assert _pieces("deepseek-llm", "\u4e00\u2000\u4e01") == ["\u4e00", "\u2000", "\u4e01"]
+    assert _pieces("deepseek-llm", "\u4e00\u4e01") == ["\u4e00\u4e01"]
 
 
 def test_control_tokens_only_with_parse_special():
