@@ -18,6 +18,10 @@ def _llama_cpp():
     return llama_cpp
 
 
+def version():
+    return _llama_cpp().__version__
+
+
 def quantize(src, dst, type_name, allow_requantize=True, imatrix=None, n_threads=2):
     """llama-quantize: src GGUF -> dst GGUF of llama_ftype type_name (e.g. "Q4_K_M", "F32")."""
     llama_cpp = _llama_cpp()
@@ -40,6 +44,12 @@ def load(path, n_ctx=512, n_threads=2, logits_all=True, vocab_only=False):
                            n_threads_batch=n_threads, logits_all=logits_all, vocab_only=vocab_only, verbose=False)
 
 
+def adds_bos(llm):
+    """Whether the model's vocab puts BOS first (tokenizer.ggml.add_bos_token, or llama.cpp's default)."""
+    llama_cpp = _llama_cpp()
+    return bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model)))
+
+
 def tokenize(llm, text, add_bos=False, special=False):
     return llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
@@ -54,9 +64,7 @@ def logits(llm, tokens):
 def perplexity(llm, text, n_ctx=512, n_chunks=8):
     """llama-perplexity's method (see tools/perplexity): chunks of n_ctx tokens, BOS first where the vocab adds
     one, NLL over the second half of each chunk."""
-    llama_cpp = _llama_cpp()
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+    add_bos = adds_bos(llm)
     tokens = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
     n = min(n_chunks, len(tokens) // n_ctx)
     first = n_ctx // 2
@@ -75,9 +83,27 @@ def perplexity(llm, text, n_ctx=512, n_chunks=8):
 
 
 def greedy(llm, prompt, n_tokens, add_bos=None):
-    """Greedy continuation of prompt as text and token ids (llama.cpp's own sampling at temperature 0)."""
+    """Greedy continuation of prompt as text (llama.cpp's own sampling at temperature 0)."""
     out = llm.create_completion(prompt, max_tokens=n_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0)
     return out["choices"][0]["text"]
+
+
+def greedy_steps(llm, prompt_tokens, n_tokens):
+    """Greedy token ids after prompt_tokens and, per step, the margin between the best and second-best logit
+    (a small margin is a near tie that any rounding difference may flip)."""
+    llm.reset()
+    llm.eval(list(prompt_tokens))
+    ids, margins = [], []
+    for _ in range(n_tokens):
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        top2 = np.sort(logits)[-2:]
+        token = int(np.argmax(logits))
+        ids.append(token)
+        margins.append(float(top2[1] - top2[0]))
+        if token == llm.token_eos():
+            break
+        llm.eval([token])
+    return ids, margins
 
 
 def file_size_mb(path):

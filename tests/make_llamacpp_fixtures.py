@@ -41,7 +41,9 @@ def reference(path, n_chunks=8):
             text = f.read()
         result["perplexity"][lang] = {"n_ctx": 512, "n_chunks": n_chunks,
                                       "ppl": oracle.perplexity(llm, text, 512, n_chunks)}
-    result["greedy"] = {"prompt": GREEDY_PROMPT, "n_predict": 16, "text": oracle.greedy(llm, GREEDY_PROMPT, 16)}
+    ids, margins = oracle.greedy_steps(llm, oracle.tokenize(llm, GREEDY_PROMPT, add_bos=oracle.adds_bos(llm)), 16)
+    result["greedy"] = {"prompt": GREEDY_PROMPT, "n_predict": 16, "text": oracle.greedy(llm, GREEDY_PROMPT, 16),
+                        "ids": ids, "margins": [round(m, 4) for m in margins]}
     tokens = oracle.tokenize(llm, LOGITS_PROMPT, add_bos=True)[:64]
     logits = oracle.logits(llm, tokens)
     top = np.argsort(-logits, axis=1)[:, :5]

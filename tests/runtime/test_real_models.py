@@ -44,9 +44,22 @@ def test_file_is_the_one_llamacpp_measured(model):
     assert h == reference(model.name)["file_sha256"]
 
 
+NEAR_TIE = 0.5   # logits; llama.cpp's own flash-attention switch moves this model's logits by about 1
+
+
 def test_greedy_continuation_equals_llamacpp(model):
+    """Same greedy tokens as llama.cpp. Both sides round differently in the last bits (SIMD sum order, expf), and
+    8-bit activation rounding amplifies that: where llama.cpp's two best logits are nearly tied the choice may
+    flip and the texts diverge from there. Up to the first near tie they must agree; with none, the whole text."""
+    from kvant.runtime.sampling import Sampler, SamplerSettings
     ref = reference(model.name)["greedy"]
-    assert model.generate(ref["prompt"], max_tokens=ref["n_predict"], temperature=0) == ref["text"]
+    prompt = model.tokenize(ref["prompt"])
+    ids = list(model.generate_tokens(prompt, ref["n_predict"], Sampler(SamplerSettings(temperature=0))))
+    sure = next((i for i, m in enumerate(ref["margins"]) if m < NEAR_TIE), len(ref["margins"]))
+    expected = [t for t in ref["ids"] if t not in model.stop_ids]
+    assert ids[:sure] == expected[:sure]
+    if sure == len(ref["margins"]):
+        assert model.detokenize(ids) == ref["text"]
 
 
 def test_prompt_logits_close_to_llamacpp(model):

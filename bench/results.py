@@ -1,0 +1,32 @@
+"""bench/RESULTS.md is assembled from sections, each rewritten by the script that measures it."""
+import datetime
+import os
+import platform
+
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; all figures come from one run of that script.\n"
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+def update_section(name, body):
+    """Replace the text between <!-- name --> markers (appending the section if it is new)."""
+    text = open(PATH, encoding="utf-8").read() if os.path.exists(PATH) else HEADER
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    stamp = f"_{datetime.date.today().isoformat()}, {machine()}_\n\n"
+    block = f"{start}\n## {name.title()}\n\n{stamp}{body}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(PATH, "w", encoding="utf-8") as f:
+        f.write(text)
