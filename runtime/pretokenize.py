@@ -5,9 +5,10 @@ piece left by the previous one; matches and the text between matches both become
 the common regexes through hand-written splitters and the rest through std::regex over a text where each non-ASCII
 code point is collapsed to one byte standing for its Unicode category; both follow the regex semantics with
 \\p{L}/\\p{N}/\\p{P}/\\p{S}/\\p{M} meaning the whole general category and \\s the White_Space set, which is what
-Oniguruma (behind tokenizers' Regex) does. So only the pre-tokenizers whose llama.cpp behaviour is exactly their regex
-are listed (two differences in the character tables are bridged by `onig_regex`); those with custom splitters that are not a regex (kimi-k2, afmoe, tiny_aya, superbpe), with category
-approximations (youtu) or without GPT-2 byte encoding (gemma4, sarvam-moe, whitespace) are not.
+Oniguruma (behind tokenizers' Regex) does; `onig_regex` bridges the two places where the character tables differ.
+So only the pre-tokenizers whose llama.cpp behaviour is exactly their regex are listed; those with custom splitters
+that are not a regex (kimi-k2, afmoe, tiny_aya, superbpe), with category approximations (youtu) or without GPT-2
+byte encoding (gemma4, sarvam-moe, whitespace) are not.
 """
 
 import re

@@ -354,7 +354,8 @@ def _find_roles_and_eog(token_id: Callable[[str], int | None], attrs: np.ndarray
     eog.update(ids[r] for r in ("eos", "eot", "eom") if ids[r] is not None)
     texts = {t: i for t, i in found.items() if i in eog}
     # o200k_harmony / solar-open: "<|end|>" ends a message, not generation
-    if "<|end|>" in texts and ({"<|return|>", "<|call|>"} <= texts.keys() or {"<|calls|>", "<|flush|>"} <= texts.keys()):
+    if "<|end|>" in texts and any(pair <= texts.keys() for pair in ({"<|return|>", "<|call|>"},
+                                                                  {"<|calls|>", "<|flush|>"})):
         eog.discard(texts["<|end|>"])
         attrs[texts["<|end|>"]] = Attr.USER_DEFINED
     # gemma4 / plamo2 have a normal "</s>"

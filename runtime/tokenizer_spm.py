@@ -35,7 +35,8 @@ def _varint2(buf: np.ndarray, pos: np.ndarray, value: np.ndarray) -> np.ndarray:
 def serialize_model(pieces: Sequence[str], scores: np.ndarray, types: np.ndarray, byte_fallback: bool) -> bytes:
     """A serialized sentencepiece ModelProto (BPE, identity normalizer) with the given pieces.
 
-    The repeated `pieces` field is written with numpy: 262,144 pieces through the protobuf API take ~0.2 s, this ~0.03 s.
+    The repeated `pieces` field is written with numpy: 262,144 pieces through the protobuf API take ~0.2 s, this
+    ~0.03 s.
     ModelProto.pieces = field 1; SentencePiece: piece = 1 (bytes), score = 2 (float32), type = 3 (enum)."""
     head = pb.ModelProto()
     head.trainer_spec.model_type = pb.TrainerSpec.BPE

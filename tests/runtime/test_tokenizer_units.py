@@ -124,9 +124,9 @@ def test_longer_special_token_wins():
 
 
 def test_bos_eos_flags():
-    tok = bpe([], [], special=["<s>", "</s>"], **{"tokenizer.ggml.bos_token_id": 256, "tokenizer.ggml.eos_token_id": 257,
-                                                   "tokenizer.ggml.add_bos_token": True,
-                                                   "tokenizer.ggml.add_eos_token": True})
+    keys = {"tokenizer.ggml.bos_token_id": 256, "tokenizer.ggml.eos_token_id": 257,
+            "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": True}
+    tok = bpe([], [], special=["<s>", "</s>"], **keys)
     a = ids_of(tok, "a")
     assert tok.encode("a") == [256, *a, 257]
     assert tok.encode("a", add_special=False) == a
