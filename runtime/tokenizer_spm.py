@@ -153,18 +153,18 @@ class SPMEncoder:
         i = self._sp.piece_to_id(text)
         return i if i != self._unk_id or text == self._tokens[self._unk_id] else None
 
-    def _has(self, text: str) -> bool:
-        return self.token_id(text) is not None
-
     def _reachable(self, text: str, memo: dict[str, bool]) -> bool:
-        """Can llama.cpp's merges build the symbol `text` (a single character, or a token made of two such)?"""
+        """Can llama.cpp's merges build the symbol `text`: a single character, or a token that is two such symbols
+        joined? (Only decides which fragments go through spm_merge, which is exact.)"""
         if len(text) == 1:
             return True
         if text not in memo:
             memo[text] = False
-            memo[text] = any(self._has(text[:k]) and self._has(text[k:]) and self._reachable(text[:k], memo)
-                             and self._reachable(text[k:], memo) for k in range(1, len(text)))
+            memo[text] = any(self._symbol(text[:k], memo) and self._symbol(text[k:], memo) for k in range(1, len(text)))
         return memo[text]
+
+    def _symbol(self, text: str, memo: dict[str, bool]) -> bool:
+        return len(text) == 1 or (self.token_id(text) is not None and self._reachable(text, memo))
 
     def _lookup(self, text: str) -> int | None:
         if self._dict is None:
