@@ -17,7 +17,7 @@ from kvant.formats.gguf_file import open_gguf
 from kvant.runtime import threads
 from kvant.runtime.chat_template import ChatTemplate
 from kvant.runtime.config import Config
-from kvant.runtime.model import ContextFullError, KVCache, Transformer
+from kvant.runtime.model import ContextFullError, KVCache, Transformer, check_weights
 from kvant.runtime.model_cache import resolve_model
 from kvant.runtime.sampling import Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
@@ -51,7 +51,10 @@ class Model:
     """A GGUF model ready to run on the CPU. The KV cache keeps the tokens of the last call, so a following call
     whose prompt extends them (the next turn of a chat) only computes its new tokens."""
 
-    def __init__(self, model: str, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512):
+    def __init__(self, model: str, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
+                 before_weights=None):
+        """model: a GGUF path or a known model name. before_weights: called once the file has passed every check,
+        before weights are prepared and kernels compiled (the CLI announces a first-run compile there)."""
         t0 = time.perf_counter()
         self.path = resolve_model(model)
         threads.configure(n_threads)
@@ -59,6 +62,9 @@ class Model:
         md = self.file.metadata
         self.config = Config.from_metadata(md)
         self.tokenizer = Tokenizer.from_metadata(md)
+        check_weights(self.file, self.config)
+        if before_weights is not None:
+            before_weights()
         self.transformer = Transformer(self.file, self.config)
         self.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, self.config.n_ctx_train))
         self.n_batch = int(n_batch)

@@ -36,14 +36,19 @@ def runtime_options(f):
 
 
 def _sampling(kw):
-    return {k: kw.pop(k) for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")}
+    """The sampling flags, checked before any model is loaded."""
+    from kvant.runtime.sampling import SamplerSettings
+    settings = {k: kw.pop(k) for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")}
+    SamplerSettings(**settings)
+    return settings
 
 
 def _load(model, threads=None, n_ctx=None):
     from kvant.runtime import compile_notice
     from kvant.runtime.api import Model
-    with compile_notice.announce():
-        return Model(model, n_ctx=n_ctx, n_threads=threads)
+    m = Model(model, n_ctx=n_ctx, n_threads=threads, before_weights=compile_notice.announce)
+    compile_notice.done()
+    return m
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,8 +66,9 @@ def qrun():
 @runtime_options
 def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, **kw):
     """Continue PROMPT; prints only the generated text."""
+    sampling = _sampling(kw)
     m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
-    for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **_sampling(kw)):
+    for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **sampling):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -78,8 +84,8 @@ def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, **kw):
 @runtime_options
 def chat(model, model_opt, system, max_tokens, stats, threads, n_ctx, **kw):
     """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
     sampling = _sampling(kw)
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": system}] if system else []
     if interactive:

@@ -1,6 +1,5 @@
 """The first run compiles the numba kernels (later runs load them from numba's on-disk cache): say so once."""
 import sys
-from contextlib import contextmanager
 
 import numba
 
@@ -13,14 +12,15 @@ def _marker():
     return cache_dir() / f"compiled-{VERSION}-numba{numba.__version__}"
 
 
-@contextmanager
 def announce():
-    marker = _marker()
-    first = not marker.exists()
-    if first:
+    """Say once per machine (and numba version) that kernels are being compiled."""
+    if not _marker().exists():
         print("kvant: compiling kernels for this machine (first run only; later runs reuse numba's cache) ...",
               file=sys.stderr, flush=True)
-    yield
-    if first:
+
+
+def done():
+    marker = _marker()
+    if not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

@@ -75,6 +75,25 @@ class KVCache:
         return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
 
 
+def check_weights(gguf, cfg: Config):
+    """Every tensor the model needs is in the file, with a type the kernels can run; raises before anything is
+    loaded or compiled."""
+    names = ["token_embd.weight", "output_norm.weight"]
+    for i in range(cfg.n_layer):
+        names += [f"blk.{i}.{suffix}" for suffix, required in LAYER_TENSORS.values() if required]
+    for name in names:
+        if name not in gguf.tensors:
+            raise UnsupportedModelError(f"tensor {name} is missing from the file")
+    for name, info in gguf.tensors.items():
+        is_matrix = len(info.shape) == 2 and name != "token_embd.weight" or name == "output.weight"
+        if is_matrix and info.ggml_type.name not in kernels.SUPPORTED_TYPES:
+            raise kernels.UnsupportedTypeError(f"type {info.ggml_type.name} not supported yet (tensor {name})")
+    if "output.weight" not in gguf.tensors:
+        embd = gguf.tensors["token_embd.weight"].ggml_type.name
+        if embd not in kernels.SUPPORTED_TYPES:
+            raise kernels.UnsupportedTypeError(f"type {embd} not supported yet (tensor token_embd.weight)")
+
+
 class Transformer:
     """Weights of one GGUF model, ready for the kernels, and the forward pass."""
 
