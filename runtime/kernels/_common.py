@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._ir import f16_to_f32
+from ._ir import f16_to_f32, widen
 
 F32 = np.float32
 ROW_TILE = 8      # rows decoded together in matmul
@@ -101,18 +101,27 @@ def dot(a, b):
 
 
 @njit(cache=True, fastmath=True)
-def nib_dot(q, d, xa, xb):
-    """sum over a NIB row of d[group] * code * x, with prep_nib planes."""
+def scale_dot(d, xs):
+    """sum of widen(d[g]) * xs[g]: the per-group offsets (mins, folded -8 / -16) against group sums of x."""
     s = F32(0.0)
-    for i in range(q.shape[0]):
-        bf = F32(q[i])
-        s += d[i >> 4] * (bf * xa[i] + np.floor(bf * F32(0.0625)) * xb[i])
+    for g in range(d.shape[0]):
+        s += widen(d[g]) * xs[g]
     return s
 
 
 @njit(cache=True, fastmath=True)
-def bits_dot(h, d, y, shift):
-    """sum over a BITS row of d[k >> shift] * bit * x, with prep_bits planes."""
+def nib_dot(q, d, xa, xb):
+    """sum over a NIB row of d[group] * code * x, with prep_nib planes (d: f32, or u16 holding fp16)."""
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        bf = F32(q[i])
+        s += widen(d[i >> 4]) * (bf * xa[i] + np.floor(bf * F32(0.0625)) * xb[i])
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def bits_dot(h, d, y):
+    """sum over a BITS row of d[32-element group] * bit * x, with prep_bits planes."""
     s = F32(0.0)
     for k in range(h.shape[0]):
         bf = F32(h[k])
@@ -120,19 +129,19 @@ def bits_dot(h, d, y, shift):
              + np.floor(bf * F32(0.125)) * y[3, k] + np.floor(bf * F32(0.0625)) * y[4, k]
              + np.floor(bf * F32(0.03125)) * y[5, k] + np.floor(bf * F32(0.015625)) * y[6, k]
              + np.floor(bf * F32(0.0078125)) * y[7, k])
-        s += d[k >> shift] * a
+        s += d[k >> 2] * a
     return s
 
 
 @njit(cache=True, fastmath=True)
-def crumb_dot(c, d, y, shift):
-    """sum over a CRUMB row of d[k >> shift] * code * x, with prep_crumbs planes."""
+def crumb_dot(c, d, y):
+    """sum over a CRUMB row of d[256-element group] * code * x, with prep_crumbs planes."""
     s = F32(0.0)
     for k in range(c.shape[0]):
         bf = F32(c[k])
         a = (bf * y[0, k] + np.floor(bf * F32(0.25)) * y[1, k] + np.floor(bf * F32(0.0625)) * y[2, k]
              + np.floor(bf * F32(0.015625)) * y[3, k])
-        s += d[k >> shift] * a
+        s += d[k >> 6] * a
     return s
 
 
@@ -163,11 +172,21 @@ def bits_dot_s(h, sb, y):
 
 
 @njit(cache=True, fastmath=True)
-def i8_dot(q, d, x, shift):
-    """sum over an I8 row of d[i >> shift] * q * x."""
+def i8_dot32(q, d, x):
+    """sum over an I8 row of d[32-element group] * q * x, d f32 or fp16 bits. (Group sizes are constants: with a variable shift
+    LLVM cannot see that a vector's lanes share one scale and gathers it.)"""
     s = F32(0.0)
     for i in range(q.shape[0]):
-        s += d[i >> shift] * F32(q[i]) * x[i]
+        s += widen(d[i >> 5]) * F32(q[i]) * x[i]
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def i8_dot16(q, d, x):
+    """i8_dot32 with 16-element groups."""
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        s += d[i >> 4] * F32(q[i]) * x[i]
     return s
 
 

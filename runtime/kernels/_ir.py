@@ -7,7 +7,7 @@ vcvtph2ps on x86 with F16C.
 """
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 _F32 = ir.FloatType()
 _I16 = ir.IntType(16)
@@ -66,3 +66,34 @@ def ubits(typingctx, b, shift, mask):
         return builder.uitofp(v, _F32)
 
     return types.float32(b, shift, mask), codegen
+
+
+@intrinsic
+def bit_select(typingctx, b, bit, v):
+    """v if bit `bit` of the byte b is set else 0.0 (compare and select in b's width: a mask register on AVX-512)."""
+    if not (isinstance(b, types.Integer) and isinstance(bit, types.Integer) and isinstance(v, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tb = signature.args[0]
+        ty = ir.IntType(tb.bitwidth)
+        one = ir.Constant(ty, 1)
+        m = builder.shl(one, _to_int(builder, args[1], signature.args[1], tb.bitwidth))
+        nz = builder.icmp_unsigned("!=", builder.and_(args[0], m), ir.Constant(ty, 0))
+        return builder.select(nz, args[2], ir.Constant(args[2].type, 0.0))
+
+    return v(b, bit, v), codegen
+
+
+def widen(v):
+    """A block scale as float32: f32 as is, u16 as the fp16 it holds (numba only)."""
+    raise NotImplementedError
+
+
+@overload(widen, inline="always")
+def _widen(v):
+    if isinstance(v, types.Float):
+        return lambda v: v
+    if isinstance(v, types.Integer):
+        return lambda v: f16_to_f32(v)
+    return None

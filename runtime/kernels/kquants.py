@@ -2,8 +2,8 @@
 
 Repacked (once, parallel over rows), extra memory over the file in brackets:
   Q4_K   NIB + f32 scale and f32 min per 32 (d*sc, -dmin*m)                        [1.33x]
-  Q5_K   NIB + BITS (5th bit) + f32 scale and min per 32                            [1.27x]
-  IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook by table lookup              [1.18x]
+  Q5_K   I8 codes (0..31) + 6-bit scale and min as u8 per 32 + f32 d, dmin per 256  [1.59x]
+  IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic (legacy.iq4_value)              [1.18x]
   Q6_K   I8 codes (q-32) + the file's int8 scale per 16 + f32 d per 256             [1.31x]
   Q2_K   CRUMB + the file's scale/min byte per 16 + f32 d, dmin per 256             [1.05x]
   Q3_K   CRUMB (low 2 bits) + BITS (hmask) + int8 scale (s-32) per 16 + f32 d       [1.05x]
@@ -13,10 +13,10 @@ into its own scratch row just before the row's flat loop (1/16 of the row's work
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, bits_dot, bits_dot_s, crumb_dot_s, f16_at, gemm_tile, group_sums, i8_dot,
-                      n_chunks, nib_dot, prep_bits, prep_crumbs, prep_nib, prep_pairs, tile_span)
+from ._common import (F32, ROW_TILE, bits_dot_s, crumb_dot_s, f16_at, gemm_tile, group_sums, i8_dot16, i8_dot32,
+                      n_chunks, nib_dot, prep_bits, prep_crumbs, prep_nib, scale_dot, tile_span)
 from ._ir import ubits
-from .legacy import _IQ4_HI, _IQ4_LO, dec_iq4, dec_nib, dec_nib_bits, iq4_dot
+from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -35,12 +35,12 @@ def _scale_min_k4(raw, r, o, j):
 
 
 @njit(cache=True, parallel=True)
-def _repack_q45_k(raw, bsize, qoff, hoff, q, d, m, h):
-    """Q4_K (hoff < 0) and Q5_K: nibbles regrouped into NIB order, 5th bits into BITS order."""
+def _repack_q4_k(raw, q, d, m):
+    """Nibbles regrouped into NIB order; scale and min per 32 as f32 (d*sc, -dmin*m)."""
     nsb = d.shape[1] // 8
     for r in prange(raw.shape[0]):
         for blk in range(nsb):
-            o = blk * bsize
+            o = blk * 144
             dd = f16_at(raw, r, o)
             dm = f16_at(raw, r, o + 2)
             for j in range(8):
@@ -48,19 +48,31 @@ def _repack_q45_k(raw, bsize, qoff, hoff, q, d, m, h):
                 g = 8 * blk + j
                 d[r, g] = dd * F32(sc)
                 m[r, g] = -dm * F32(mn)
-                src = o + qoff + 32 * (j >> 1)
+                src = o + 16 + 32 * (j >> 1)
                 sh = 4 * (j & 1)
                 for jj in range(16):
                     lo = (raw[r, src + jj] >> sh) & 15
                     hi = (raw[r, src + 16 + jj] >> sh) & 15
                     q[r, 16 * g + jj] = lo | (hi << 4)
-            if hoff >= 0:
-                for k in range(32):           # elements 8k .. 8k+7 of the block: bit (e >> 5) of qh[e & 31]
-                    v = 0
-                    for u in range(8):
-                        e = 8 * k + u
-                        v |= ((raw[r, o + hoff + (e & 31)] >> (e >> 5)) & 1) << u
-                    h[r, 32 * blk + k] = v
+
+
+@njit(cache=True, parallel=True)
+def _repack_q5_k(raw, q, sc, mn, d, dm):
+    """5-bit codes as bytes in natural order; the 6-bit scales and mins as bytes; d, dmin f32."""
+    nsb = d.shape[1]
+    for r in prange(raw.shape[0]):
+        for blk in range(nsb):
+            o = blk * 176
+            d[r, blk] = f16_at(raw, r, o)
+            dm[r, blk] = f16_at(raw, r, o + 2)
+            for j in range(8):
+                s, n = _scale_min_k4(raw, r, o + 4, j)
+                sc[r, 8 * blk + j] = s
+                mn[r, 8 * blk + j] = n
+            for e in range(256):
+                lo = (raw[r, o + 48 + 32 * (e >> 6) + (e & 31)] >> (4 * ((e >> 5) & 1))) & 15
+                hi = (raw[r, o + 16 + (e & 31)] >> (e >> 5)) & 1
+                q[r, 256 * blk + e] = lo | (hi << 4)
 
 
 @njit(cache=True, parallel=True)
@@ -147,18 +159,19 @@ def _rp_q4_k(raw, cols):
     q = np.empty((rows, cols // 2), np.uint8)
     d = np.empty((rows, cols // 32), np.float32)
     m = np.empty((rows, cols // 32), np.float32)
-    _repack_q45_k(raw, 144, 16, -1, q, d, m, np.empty((rows, 0), np.uint8))
+    _repack_q4_k(raw, q, d, m)
     return q, d, m
 
 
 def _rp_q5_k(raw, cols):
     rows = raw.shape[0]
-    q = np.empty((rows, cols // 2), np.uint8)
-    d = np.empty((rows, cols // 32), np.float32)
-    m = np.empty((rows, cols // 32), np.float32)
-    h = np.empty((rows, cols // 8), np.uint8)
-    _repack_q45_k(raw, 176, 48, 16, q, d, m, h)
-    return q, d, m, h
+    q = np.empty((rows, cols), np.int8)
+    sc = np.empty((rows, cols // 32), np.uint8)
+    mn = np.empty((rows, cols // 32), np.uint8)
+    d = np.empty((rows, cols // 256), np.float32)
+    dm = np.empty((rows, cols // 256), np.float32)
+    _repack_q5_k(raw, q.view(np.uint8), sc, mn, d, dm)
+    return q, sc, mn, d, dm
 
 
 def _rp_iq4_xs(raw, cols):
@@ -205,11 +218,7 @@ def _nib_scratch(cols):
 
 
 def _q5_k_scratch(cols):
-    return _nib_scratch(cols) + (np.empty((8, cols // 8), np.float32),)
-
-
-def _pairs_scratch(cols):
-    return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32)
+    return np.empty(cols // 32, np.float32), np.empty((N_SCRATCH, cols // 32), np.float32)
 
 
 def _q6_k_scratch(cols):
@@ -229,34 +238,29 @@ def _q3_k_scratch(cols):
 
 # ---------------------------------------------------------------- matvec
 
-@njit(cache=True, fastmath=True)
-def _gdot(a, b):
-    s = F32(0.0)
-    for i in range(a.shape[0]):
-        s += a[i] * b[i]
-    return s
-
-
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_k(out, x, q, d, m, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + _gdot(m[r], xs)
+        out[r] = nib_dot(q[r], d[r], xa, xb) + scale_dot(m[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q5_k(out, x, q, d, m, h, xa, xb, xs, y):
-    prep_nib(xa, xb, xs, x)
-    prep_bits(y, x, F32(16.0))
-    for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + bits_dot(h[r], d[r], y, 2) + _gdot(m[r], xs)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_iq4_xs(out, x, q, d, xlo, xhi):
-    prep_pairs(xlo, xhi, x)
-    for r in prange(out.shape[0]):
-        out[r] = iq4_dot(q[r], d[r], xlo, xhi)
+def _mv_q5_k(out, x, q, sc, mn, d, dm, xs, s32):
+    sums32(xs, x)
+    rows = out.shape[0]
+    for c in prange(N_SCRATCH):
+        s = s32[c]
+        for r in range(rows * c // N_SCRATCH, rows * (c + 1) // N_SCRATCH):
+            scr = sc[r]
+            mnr = mn[r]
+            dr = d[r]
+            dmr = dm[r]
+            bias = F32(0.0)
+            for g in range(s.shape[0]):
+                s[g] = dr[g >> 3] * F32(scr[g])
+                bias += dmr[g >> 3] * F32(mnr[g]) * xs[g]
+            out[r] = i8_dot32(q[r], s, x) - bias
 
 
 @njit(cache=True, fastmath=True)
@@ -271,7 +275,7 @@ def _mv_q6_k(out, x, q, sc, d, s16):
     for c in prange(N_SCRATCH):
         for r in range(rows * c // N_SCRATCH, rows * (c + 1) // N_SCRATCH):
             _q6_scales(s16[c], sc[r], d[r])
-            out[r] = i8_dot(q[r], s16[c], x, 4)
+            out[r] = i8_dot16(q[r], s16[c], x)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -323,13 +327,12 @@ def _dec_q4_k(dst, r, q, d, m):
 
 
 @njit(cache=True, fastmath=True)
-def _dec_q5_k(dst, r, q, d, m, h):
-    dec_nib_bits(dst, q[r], h[r], d[r], m[r], F32(0.0))
-
-
-@njit(cache=True, fastmath=True)
-def _dec_iq4_xs(dst, r, q, d):
-    dec_iq4(dst, q[r], d[r])
+def _dec_q5_k(dst, r, q, sc, mn, d, dm):
+    for g in range(sc.shape[1]):
+        s = d[r, g >> 3] * F32(sc[r, g])
+        m = dm[r, g >> 3] * F32(mn[r, g])
+        for j in range(32):
+            dst[32 * g + j] = s * F32(q[r, 32 * g + j]) - m
 
 
 @njit(cache=True, fastmath=True)
@@ -383,7 +386,7 @@ def _mm_q4_k(out, x, q, d, m):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_q5_k(out, x, q, d, m, h):
+def _mm_q5_k(out, x, q, sc, mn, d, dm):
     nt = n_chunks(out.shape[1])
     for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
@@ -392,21 +395,7 @@ def _mm_q5_k(out, x, q, d, m, h):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
             for j in range(nr):
-                _dec_q5_k(w[j], r0 + j, q, d, m, h)
-            gemm_tile(out, x, w, r0, nr)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mm_iq4_xs(out, x, q, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_iq4_xs(w[j], r0 + j, q, d)
+                _dec_q5_k(w[j], r0 + j, q, sc, mn, d, dm)
             gemm_tile(out, x, w, r0, nr)
 
 
@@ -455,8 +444,9 @@ def _mm_q3_k(out, x, c, h, sc, d):
 # ---------------------------------------------------------------- registration
 
 register("Q4_K", Layout(256, _rp_q4_k, _nib_scratch, _mv_q4_k, _mm_q4_k, "NIB + f32 scale, min per 32"))
-register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k, "NIB + BITS + f32 scale, min per 32"))
-register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4_xs, _mm_iq4_xs, "NIB + f32 scale per 32"))
+register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
+                        "I8 + u8 scale, min per 32 + f32 d, dmin per 256"))
+register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
 register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
 register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
                         "CRUMB + u8 scale/min per 16 + f32 d, dmin per 256"))

@@ -1,51 +1,78 @@
 """32-element block types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL.
 
-Repack (once, parallel over rows): fp16 scales widened to f32 per block; Q8_0 codes to one int8 row; nibbles
-concatenated into a NIB plane (the file's own order inside a block); the Q5 high bits (the file's qh bytes) into a
-BITS plane. Extra memory over the file: Q8_0 1.06x, Q4_0 / IQ4_NL 1.11x, Q4_1 1.20x, Q5_0 1.09x, Q5_1 1.17x.
+Repack (once, parallel over rows). The fp16 scales stay fp16 (u16 arrays, widened in the loop by vcvtph2ps at no
+measured cost), so the 4- and 8-bit types take exactly the file's bytes:
+  Q8_0   I8 codes + fp16 d per 32                                       [1.00x]
+  Q4_0   NIB (the file's nibble order) + fp16 d; the -8 folded out as -8 d sum(x of the block)   [1.00x]
+  Q4_1   NIB + fp16 d, m                                                [1.00x]
+  IQ4_NL NIB + fp16 d; the codebook as a rounded quartic                [1.00x]
+  Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
+  Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
+Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit costs an extraction in the loop.
 """
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, bits_dot, f16_at, gemm_tile, n_chunks, i8_dot, nib_dot, prep_bits, prep_nib,
-                      prep_pairs, tile_span)
-from ._ir import ubits
+from ._common import (F32, ROW_TILE, f16_at, gemm_tile, i8_dot32, n_chunks, nib_dot, prep_nib, prep_pairs,
+                      scale_dot, tile_span)
+from ._ir import ubits, widen
 from .registry import Layout, register
-
-KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float32)
-_IQ4_LO = KVALUES_IQ4NL[np.arange(256) & 15].copy()   # byte -> value of its low nibble
-_IQ4_HI = KVALUES_IQ4NL[np.arange(256) >> 4].copy()
 
 
 # ---------------------------------------------------------------- repack
 
 @njit(cache=True, parallel=True)
-def _repack_blocks(raw, bsize, q, qoff, qlen, d, m, moff, h, hoff):
-    """Per 32-element block of bsize bytes: f16 d at 0, f16 m at moff (if m has columns), 4 qh bytes at hoff
-    (if h has columns), qlen code bytes at qoff -> q."""
+def _repack_plain(raw, bsize, q, qoff, d, m):
+    """Blocks of bsize bytes: fp16 d at 0, fp16 m at 2 (if m has columns), len(q row)/nblocks code bytes at qoff."""
     nb = d.shape[1]
+    qlen = q.shape[1] // nb
     for r in prange(raw.shape[0]):
         for b in range(nb):
             o = b * bsize
-            d[r, b] = f16_at(raw, r, o)
+            d[r, b] = np.uint16(raw[r, o]) | (np.uint16(raw[r, o + 1]) << 8)
             if m.shape[1]:
-                m[r, b] = f16_at(raw, r, o + moff)
-            if h.shape[1]:
-                for j in range(4):
-                    h[r, 4 * b + j] = raw[r, o + hoff + j]
+                m[r, b] = np.uint16(raw[r, o + 2]) | (np.uint16(raw[r, o + 3]) << 8)
             for j in range(qlen):
                 q[r, qlen * b + j] = raw[r, o + qoff + j]
 
 
-def _arrays(raw, cols, bsize, qlen, qoff, moff=0, hoff=0, signed=False):
-    rows = raw.shape[0]
-    nb = cols // 32
-    q = np.empty((rows, qlen * nb), np.int8 if signed else np.uint8)
-    d = np.empty((rows, nb), np.float32)
-    m = np.empty((rows, nb if moff else 0), np.float32)
-    h = np.empty((rows, 4 * nb if hoff else 0), np.uint8)
-    _repack_blocks(raw, bsize, q.view(np.uint8), qoff, qlen, d, m, moff, h, hoff)
-    return q, d, m, h
+@njit(cache=True, parallel=True)
+def _repack_q5(raw, bsize, q, d, m, bias):
+    """Q5_0 (bias -16) / Q5_1 (bias 0, fp16 m at 2): 5-bit codes + bias as int8, qh at qoff - 4."""
+    nb = d.shape[1]
+    qoff = bsize - 16
+    for r in prange(raw.shape[0]):
+        for b in range(nb):
+            o = b * bsize
+            d[r, b] = np.uint16(raw[r, o]) | (np.uint16(raw[r, o + 1]) << 8)
+            if m.shape[1]:
+                m[r, b] = np.uint16(raw[r, o + 2]) | (np.uint16(raw[r, o + 3]) << 8)
+            for j in range(32):
+                hbit = (raw[r, o + qoff - 4 + (j >> 3)] >> (j & 7)) & 1
+                nib = (raw[r, o + qoff + (j & 15)] >> (4 * (j >> 4))) & 15
+                q[r, 32 * b + j] = (nib | (hbit << 4)) + bias
+
+
+def _rp_plain(bsize, codes, qoff, has_m):
+    def repack(raw, cols):
+        rows, nb = raw.shape[0], cols // 32
+        q = np.empty((rows, codes * nb), np.int8 if codes == 32 else np.uint8)
+        d = np.empty((rows, nb), np.uint16)
+        m = np.empty((rows, nb if has_m else 0), np.uint16)
+        _repack_plain(raw, bsize, q.view(np.uint8), qoff, d, m)
+        return (q, d, m) if has_m else (q, d)
+    return repack
+
+
+def _rp_q5(bsize, has_m):
+    def repack(raw, cols):
+        rows, nb = raw.shape[0], cols // 32
+        q = np.empty((rows, cols), np.int8)
+        d = np.empty((rows, nb), np.uint16)
+        m = np.empty((rows, nb if has_m else 0), np.uint16)
+        _repack_q5(raw, bsize, q, d, m, 0 if has_m else -16)
+        return (q, d, m) if has_m else (q, d)
+    return repack
 
 
 # ---------------------------------------------------------------- activation scratch
@@ -54,71 +81,78 @@ def _nib_scratch(cols):
     return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty(cols // 32, np.float32)
 
 
-def _nib_bits_scratch(cols):
-    return _nib_scratch(cols) + (np.empty((8, cols // 8), np.float32),)
+def _sums_scratch(cols):
+    return (np.empty(cols // 32, np.float32),)
 
 
 def _pairs_scratch(cols):
     return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32)
 
 
+@njit(cache=True, fastmath=True)
+def sums32(xs, x):
+    for b in range(xs.shape[0]):
+        s = F32(0.0)
+        for j in range(32):
+            s += x[32 * b + j]
+        xs[b] = s
+
+
 # ---------------------------------------------------------------- matvec
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q8_0(out, x, q, d):
+def _mv_i8(out, x, q, d):
+    """Q8_0 and Q5_0."""
     for r in prange(out.shape[0]):
-        out[r] = i8_dot(q[r], d[r], x, 5)
+        out[r] = i8_dot32(q[r], d[r], x)
 
 
-@njit(cache=True, fastmath=True)
-def _gdot(a, b):
-    s = F32(0.0)
-    for i in range(a.shape[0]):
-        s += a[i] * b[i]
-    return s
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q5_1(out, x, q, d, m, xs):
+    sums32(xs, x)
+    for r in prange(out.shape[0]):
+        out[r] = i8_dot32(q[r], d[r], x) + scale_dot(m[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_0(out, x, q, d, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) - F32(8.0) * _gdot(d[r], xs)
+        out[r] = nib_dot(q[r], d[r], xa, xb) - F32(8.0) * scale_dot(d[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_1(out, x, q, d, m, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + _gdot(m[r], xs)
+        out[r] = nib_dot(q[r], d[r], xa, xb) + scale_dot(m[r], xs)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q5_0(out, x, q, d, h, xa, xb, xs, y):
-    prep_nib(xa, xb, xs, x)
-    prep_bits(y, x, F32(16.0))
-    for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + bits_dot(h[r], d[r], y, 2) - F32(16.0) * _gdot(d[r], xs)
+# The IQ4 codebook as arithmetic: rint of this quartic (minimax fit, error 0.433 < 0.5) is kvalues[n] exactly for
+# n = 0..15. A table lookup in the flat loop compiles to a gather (about 1 G elem/s); the polynomial vectorizes.
+_P4, _P3, _P2, _P1, _P0 = (F32(1.58604282e-03), F32(3.10864393e-02), F32(-1.37192704e+00), F32(2.41738303e+01),
+                           F32(-1.26567010e+02))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q5_1(out, x, q, d, m, h, xa, xb, xs, y):
-    prep_nib(xa, xb, xs, x)
-    prep_bits(y, x, F32(16.0))
-    for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + bits_dot(h[r], d[r], y, 2) + _gdot(m[r], xs)
+@njit(cache=True, fastmath=True, inline="always")
+def iq4_value(n):
+    return np.rint((((_P4 * n + _P3) * n + _P2) * n + _P1) * n + _P0)
 
 
 @njit(cache=True, fastmath=True)
 def iq4_dot(q, d, xlo, xhi):
     s = F32(0.0)
     for i in range(q.shape[0]):
-        b = q[i]
-        s += d[i >> 4] * (_IQ4_LO[b] * xlo[i] + _IQ4_HI[b] * xhi[i])
+        bf = F32(q[i])
+        hf = np.floor(bf * F32(0.0625))
+        lf = bf - F32(16.0) * hf
+        s += widen(d[i >> 4]) * (iq4_value(lf) * xlo[i] + iq4_value(hf) * xhi[i])
     return s
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_iq4_nl(out, x, q, d, xlo, xhi):
+def _mv_iq4(out, x, q, d, xlo, xhi):
+    """IQ4_NL and IQ4_XS."""
     prep_pairs(xlo, xhi, x)
     for r in prange(out.shape[0]):
         out[r] = iq4_dot(q[r], d[r], xlo, xhi)
@@ -127,17 +161,23 @@ def _mv_iq4_nl(out, x, q, d, xlo, xhi):
 # ---------------------------------------------------------------- row decoders (natural order)
 
 @njit(cache=True, fastmath=True)
-def _dec_q8_0(dst, r, q, d):
+def _dec_i8(dst, r, q, d):
     for i in range(dst.shape[0]):
-        dst[i] = d[r, i >> 5] * F32(q[r, i])
+        dst[i] = widen(d[r, i >> 5]) * F32(q[r, i])
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q5_1(dst, r, q, d, m):
+    for i in range(dst.shape[0]):
+        dst[i] = widen(d[r, i >> 5]) * F32(q[r, i]) + widen(m[r, i >> 5])
 
 
 @njit(cache=True, fastmath=True)
 def dec_nib(dst, qr, dr, mr, off):
     """dst = d * (code + off) + m per 32-element block of a NIB row (mr may be empty)."""
     for b in range(dr.shape[0]):
-        db = dr[b]
-        mb = mr[b] if mr.shape[0] else F32(0.0)
+        db = widen(dr[b])
+        mb = widen(mr[b]) if mr.shape[0] else F32(0.0)
         for j in range(16):
             v = qr[16 * b + j]
             dst[32 * b + j] = db * (ubits(v, 0, 15) + off) + mb
@@ -145,24 +185,13 @@ def dec_nib(dst, qr, dr, mr, off):
 
 
 @njit(cache=True, fastmath=True)
-def dec_nib_bits(dst, qr, hr, dr, mr, off):
-    """dst = d * (nibble + 16 * bit + off) + m."""
-    dec_nib(dst, qr, dr, mr, off)
-    for k in range(hr.shape[0]):
-        v = hr[k]
-        db = F32(16.0) * dr[k >> 2]
-        for t in range(8):
-            dst[8 * k + t] += db * ubits(v, t, 1)
-
-
-@njit(cache=True, fastmath=True)
 def dec_iq4(dst, qr, dr):
     for b in range(dr.shape[0]):
-        db = dr[b]
+        db = widen(dr[b])
         for j in range(16):
             v = qr[16 * b + j]
-            dst[32 * b + j] = db * _IQ4_LO[v]
-            dst[32 * b + 16 + j] = db * _IQ4_HI[v]
+            dst[32 * b + j] = db * iq4_value(ubits(v, 0, 15))
+            dst[32 * b + 16 + j] = db * iq4_value(ubits(v, 4, 15))
 
 
 @njit(cache=True, fastmath=True)
@@ -176,22 +205,14 @@ def _dec_q4_1(dst, r, q, d, m):
 
 
 @njit(cache=True, fastmath=True)
-def _dec_q5_0(dst, r, q, d, h):
-    dec_nib_bits(dst, q[r], h[r], d[r], d[r, :0], F32(-16.0))
-
-
-@njit(cache=True, fastmath=True)
-def _dec_q5_1(dst, r, q, d, m, h):
-    dec_nib_bits(dst, q[r], h[r], d[r], m[r], F32(0.0))
-
-
-@njit(cache=True, fastmath=True)
-def _dec_iq4_nl(dst, r, q, d):
+def _dec_iq4(dst, r, q, d):
     dec_iq4(dst, q[r], d[r])
 
 
+# ---------------------------------------------------------------- prefill (see _common: one loop per decoder)
+
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_q8_0(out, x, q, d):
+def _mm_i8(out, x, q, d):
     nt = n_chunks(out.shape[1])
     for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
@@ -200,7 +221,21 @@ def _mm_q8_0(out, x, q, d):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
             for j in range(nr):
-                _dec_q8_0(w[j], r0 + j, q, d)
+                _dec_i8(w[j], r0 + j, q, d)
+            gemm_tile(out, x, w, r0, nr)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mm_q5_1(out, x, q, d, m):
+    nt = n_chunks(out.shape[1])
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, out.shape[1])
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, out.shape[1] - r0)
+            for j in range(nr):
+                _dec_q5_1(w[j], r0 + j, q, d, m)
             gemm_tile(out, x, w, r0, nr)
 
 
@@ -233,7 +268,8 @@ def _mm_q4_1(out, x, q, d, m):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_q5_0(out, x, q, d, h):
+def _mm_iq4(out, x, q, d):
+    """IQ4_NL and IQ4_XS."""
     nt = n_chunks(out.shape[1])
     for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
@@ -242,79 +278,21 @@ def _mm_q5_0(out, x, q, d, h):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
             for j in range(nr):
-                _dec_q5_0(w[j], r0 + j, q, d, h)
-            gemm_tile(out, x, w, r0, nr)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mm_q5_1(out, x, q, d, m, h):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q5_1(w[j], r0 + j, q, d, m, h)
-            gemm_tile(out, x, w, r0, nr)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mm_iq4_nl(out, x, q, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_iq4_nl(w[j], r0 + j, q, d)
+                _dec_iq4(w[j], r0 + j, q, d)
             gemm_tile(out, x, w, r0, nr)
 
 
 # ---------------------------------------------------------------- registration
 
-def _rp_q8_0(raw, cols):
-    q, d, _, _ = _arrays(raw, cols, 34, 32, 2, signed=True)
-    return q, d
+def _no_scratch(cols):
+    return ()
 
 
-def _rp_q4_0(raw, cols):
-    q, d, _, _ = _arrays(raw, cols, 18, 16, 2)
-    return q, d
-
-
-def _rp_q4_1(raw, cols):
-    q, d, m, _ = _arrays(raw, cols, 20, 16, 4, moff=2)
-    return q, d, m
-
-
-def _rp_q5_0(raw, cols):
-    q, d, _, h = _arrays(raw, cols, 22, 16, 6, hoff=2)
-    return q, d, h
-
-
-def _rp_q5_1(raw, cols):
-    q, d, m, h = _arrays(raw, cols, 24, 16, 8, moff=2, hoff=4)
-    return q, d, m, h
-
-
-def _rp_iq4_nl(raw, cols):
-    q, d, _, _ = _arrays(raw, cols, 18, 16, 2)
-    return q, d
-
-
-register("Q8_0", Layout(32, _rp_q8_0, lambda c: (), _mv_q8_0, _mm_q8_0,
-                        "I8 codes + f32 d per 32"))
-register("Q4_0", Layout(32, _rp_q4_0, _nib_scratch, _mv_q4_0, _mm_q4_0,
-                        "NIB + f32 d per 32; -8 folded out as -8 d sum(x)"))
-register("Q4_1", Layout(32, _rp_q4_1, _nib_scratch, _mv_q4_1, _mm_q4_1,
-                        "NIB + f32 d, m per 32"))
-register("Q5_0", Layout(32, _rp_q5_0, _nib_bits_scratch, _mv_q5_0, _mm_q5_0,
-                        "NIB (low 4 bits) + BITS (5th bit) + f32 d per 32"))
-register("Q5_1", Layout(32, _rp_q5_1, _nib_bits_scratch, _mv_q5_1, _mm_q5_1,
-                        "NIB + BITS + f32 d, m per 32"))
-register("IQ4_NL", Layout(32, _rp_iq4_nl, _pairs_scratch, _mv_iq4_nl, _mm_iq4_nl,
-                          "NIB + f32 d per 32; codebook by table lookup"))
+register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _no_scratch, _mv_i8, _mm_i8, "I8 + fp16 d per 32"))
+register("Q4_0", Layout(32, _rp_plain(18, 16, 2, False), _nib_scratch, _mv_q4_0, _mm_q4_0, "NIB + fp16 d per 32"))
+register("Q4_1", Layout(32, _rp_plain(20, 16, 4, True), _nib_scratch, _mv_q4_1, _mm_q4_1,
+                        "NIB + fp16 d, m per 32"))
+register("IQ4_NL", Layout(32, _rp_plain(18, 16, 2, False), _pairs_scratch, _mv_iq4, _mm_iq4,
+                          "NIB + fp16 d per 32, codebook as a rounded quartic"))
+register("Q5_0", Layout(32, _rp_q5(22, False), _no_scratch, _mv_i8, _mm_i8, "I8 (q-16) + fp16 d per 32"))
+register("Q5_1", Layout(32, _rp_q5(24, True), _sums_scratch, _mv_q5_1, _mm_q5_1, "I8 + fp16 d, m per 32"))

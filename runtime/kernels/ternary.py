@@ -90,7 +90,7 @@ def _mv_tq(out, x, c, d, y, xs):
     prep_crumbs(y, x)
     group_sums(xs, x)
     for r in prange(out.shape[0]):
-        out[r] = crumb_dot(c[r], d[r], y, 6) - _gdot(d[r], xs)
+        out[r] = crumb_dot(c[r], d[r], y) - _gdot(d[r], xs)
 
 
 @njit(cache=True, fastmath=True)

@@ -82,7 +82,7 @@ def test_nbytes_stays_modest():
     rng = np.random.default_rng(2)
     for name in ALL:
         raw, _ = make_weight(name, 8, 4, rng)
-        assert prepare(raw, name).nbytes <= 1.4 * raw.nbytes, name
+        assert prepare(raw, name).nbytes <= 1.6 * raw.nbytes, name
 
 
 @pytest.mark.parametrize("name", ["IQ2_XXS", "IQ3_S", "IQ1_M", "MXFP4", "Q8_1"])
@@ -95,3 +95,11 @@ def test_unsupported_types_raise(name):
 def test_bad_row_length_raises():
     with pytest.raises(ValueError):
         prepare(np.zeros((2, 35), np.uint8), "Q8_0")
+
+
+def test_iq4_codebook_polynomial_is_exact():
+    from gguf.quants import IQ4_NL
+
+    from kvant.runtime.kernels.legacy import iq4_value
+    got = [iq4_value(np.float32(n)) for n in range(16)]
+    assert got == list(IQ4_NL.kvalues)
