@@ -1,0 +1,236 @@
+"""Hugging Face directory -> GGUF, in one pass, one tensor in memory at a time.
+
+    open and validate (config, architecture, every shard header, tokenizer)
+    -> plan: GGUF name, shape and type of every tensor (architecture table + preset rules)
+    -> metadata: general.*, the architecture's keys, the tokenizer
+    -> stream: read a tensor, transform it (permute, +1, ternarize), quantize, write; next tensor
+    -> rename the finished temp file over the output.
+
+Two layouts, so that kvant's output is byte-identical with llama.cpp's tools where those are deterministic:
+  - F32, F16, BF16, Q8_0 (the types llama.cpp's convert_hf_to_gguf.py writes): its tensor order (shards in file
+    name order, tensors by name within each) and its key order;
+  - every other preset: what convert_hf_to_gguf.py --outtype f32 followed by llama-quantize gives: tensors sorted by
+    layer then name, general.quantization_version and general.file_type moved to the end.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from . import archs, codec, recipes
+from .archs import Arch, NameMap
+from .gguf_writer import GGUFWriter, RawValue, TensorSpec, tensor_spec
+from .hf import HFModel, ModelDirError, open_model_dir, rope_parameters
+from .progress import tensor_progress
+from .safetensors_io import to_f32
+from .vocab import write_vocab
+
+CONVERTER_PRESETS = ("F32", "F16", "BF16", "Q8_0")  # the --outtype values of llama.cpp's converter we mirror
+# gguf.GGUFWriter, used here as a typed key collector, warns when a key is set twice; llama.cpp's gemma3 converter
+# sets several keys twice on purpose (the later value wins, in the first one's place), and so does kvant.
+logging.getLogger("gguf.gguf_writer").setLevel(logging.ERROR)
+
+
+@dataclass
+class Planned:
+    name: str  # GGUF name
+    source: str | None  # HF name, None for a generated tensor
+    shape: tuple[int, ...]
+    type: str = "F32"
+    transforms: list = field(default_factory=list)
+    rows: int | None = None  # keep only the first rows (gemma3's out-of-vocabulary embedding rows)
+    data: np.ndarray | None = None  # a generated tensor's values
+
+
+@dataclass
+class ConversionPlan:
+    model: HFModel
+    arch: Arch
+    preset: str
+    tensors: list[Planned]  # in output order
+    metadata: list
+    facts: recipes.ModelFacts
+
+
+def model_facts(arch: Arch, config: dict) -> recipes.ModelFacts:
+    n_layer = int(config["num_hidden_layers"])
+    n_head = int(config["num_attention_heads"])
+    n_kv = int(config.get("num_key_value_heads") or n_head)
+    return recipes.ModelFacts(arch.name, n_layer, n_head, n_kv, int(config.get("num_experts") or 0),
+                              arch.name == "llama" and n_layer == 80 and n_head != n_kv)
+
+
+def auto_preset(model: HFModel) -> str:
+    """llama.cpp's --outtype auto: the 16-bit float type of the first 2-D tensor (bf16 -> BF16, else F16)."""
+    for e in model.checkpoint.entries.values():
+        if len(e.shape) >= 2:
+            return "BF16" if e.dtype == "BF16" else "F16"
+    return "F16"
+
+
+def open_model(path: str) -> tuple[HFModel, Arch]:
+    model = open_model_dir(path, check_architecture=archs.check_architecture)
+    arch = archs.check_architecture(model.architecture)
+    model.config = archs.apply_defaults(arch, model.config)
+    model.rope = rope_parameters(model.config)
+    return model, arch
+
+
+def plan_tensors(model: HFModel, arch: Arch, n_vocab_real: int) -> list[Planned]:
+    names = NameMap(arch, int(model.config["num_hidden_layers"]))
+    planned = []
+    factors = archs.llama3_rope_factors(model) if arch.gguf_arch == gguf.MODEL_ARCH.LLAMA else None
+    if factors is not None:
+        planned.append(Planned("rope_freqs.weight", None, factors.shape, data=factors))
+    for hf_name, entry in model.checkpoint.entries.items():
+        if archs.skipped(arch, hf_name):
+            continue
+        name = names.gguf_name(hf_name)
+        if name is None:
+            raise ModelDirError(f"cannot map tensor {hf_name!r} of {model.architecture} to a GGUF name")
+        shape = entry.shape
+        p = Planned(name, hf_name, shape, transforms=archs.transforms_for(arch, hf_name))
+        if arch.gguf_arch == gguf.MODEL_ARCH.GEMMA3 and "embed_tokens.weight" in hf_name and n_vocab_real < shape[0]:
+            p.rows, p.shape = n_vocab_real, (n_vocab_real, *shape[1:])
+        planned.append(p)
+    return planned
+
+
+def _vocab_size(collector) -> int:
+    tokens = collector.kv_data[0].get(gguf.Keys.Tokenizer.LIST)
+    return len(tokens.value) if tokens is not None else 0
+
+
+def build_plan(path: str, preset: str | None = None, overrides=(), has_imatrix: bool = False) -> ConversionPlan:
+    model, arch = open_model(path)
+    preset = recipes.resolve_preset(preset) if preset else auto_preset(model)
+    converter_layout = preset in CONVERTER_PRESETS
+
+    # the tokenizer first: its size decides gemma3's embedding rows
+    vocab = gguf.GGUFWriter(path=None, arch=arch.name)
+    kind = write_vocab(vocab, model, arch.vocab)
+    if arch.after_vocab is not None:
+        arch.after_vocab(vocab, kind)
+    tensors = plan_tensors(model, arch, _vocab_size(vocab))
+
+    facts = model_facts(arch, model.config)
+    ins = [recipes.TensorIn(t.name, t.shape, "F32") for t in tensors]
+    types = recipes.plan_types(ins, preset, facts, overrides, has_imatrix=has_imatrix)
+    for t in tensors:
+        t.type = types[t.name]
+    if not converter_layout:
+        order = recipes.llama_quantize_order([t.name for t in tensors])
+        by_name = {t.name: t for t in tensors}
+        tensors = [by_name[n] for n in order]
+
+    ftype = recipes.file_type(preset)
+    meta = gguf.GGUFWriter(path=None, arch=arch.name)
+    meta.add_type(gguf.GGUFType.MODEL)
+    general_metadata(model, sum(int(np.prod(t.shape)) for t in tensors)).set_gguf_meta_model(meta)
+    archs.common_params(meta, model, ftype if converter_layout else int(gguf.LlamaFileType.ALL_F32))
+    if arch.params is not None:
+        arch.params(meta, model)
+    meta.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    kv = dict(meta.kv_data[0])
+    for key, value in vocab.kv_data[0].items():
+        if key != gguf.Keys.General.ARCHITECTURE:
+            kv[key] = value
+    if not converter_layout:  # llama-quantize re-sets these two: removed, then appended
+        for key in (gguf.Keys.General.QUANTIZATION_VERSION, gguf.Keys.General.FILE_TYPE):
+            kv.pop(key)
+        w = gguf.GGUFWriter(path=None, arch=arch.name)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_file_type(ftype)
+        kv.update((k, v) for k, v in w.kv_data[0].items() if k != gguf.Keys.General.ARCHITECTURE)
+    return ConversionPlan(model, arch, preset, tensors, list(kv.items()), facts)
+
+
+def general_metadata(model: HFModel, total_params: int) -> gguf.Metadata:
+    """general.*: name, size label, licence, ... from the model card and config (the gguf package's heuristics,
+    which llama.cpp's converter uses) and general.sampling.* from generation_config.json."""
+    md = gguf.Metadata.load(None, Path(model.path), None, total_params)
+    gen = model.generation_config or {}
+    if md.sampling_penalty_repeat is None and "repetition_penalty" in gen:
+        md.sampling_penalty_repeat = gen["repetition_penalty"]
+    if md.name is None:
+        md.name = model.name
+    if md.size_label is None and total_params > 0:
+        md.size_label = gguf.size_label(total_params, total_params, 0, 0)
+    return md
+
+
+def load_tensor(model: HFModel, p: Planned) -> np.ndarray:
+    """One tensor as float32, transformed. Arithmetic happens in the checkpoint's own precision for F16 (as
+    llama.cpp's converter does it in torch), in float32 for F32 and BF16."""
+    if p.data is not None:
+        return p.data
+    entry = model.checkpoint.entries[p.source]
+    data = model.checkpoint.read(p.source)
+    data = data if entry.dtype == "F16" else to_f32(data, entry.dtype)
+    if p.rows is not None:
+        data = data[:p.rows]
+    for fn in p.transforms:
+        data = fn(data, model)
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def encode(x: np.ndarray, type_name: str, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """float32 tensor -> the stored bytes of type_name, rows of the last axis."""
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
+    return codec.quantize(rows, type_name, imatrix=imatrix)
+
+
+def set_threads(n: int | None) -> None:
+    if not n:
+        return
+    import numba
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def check_quantizable(types) -> None:
+    missing = sorted({t for t in types if not codec.can_quantize(t)})
+    if missing:
+        raise codec.CannotQuantizeError(f"kvant cannot quantize to {', '.join(missing)} yet")
+
+
+def convert(path: str, out: str, preset: str | None = None, overrides=(), imatrix: dict | None = None,
+            threads: int | None = None, force: bool = False, progress: bool = True) -> ConversionPlan:
+    """Convert a Hugging Face model directory to a GGUF file at `out`. Returns the plan it followed."""
+    plan = build_plan(path, preset, overrides, has_imatrix=bool(imatrix))
+    check_quantizable(t.type for t in plan.tensors)
+    set_threads(threads)
+    specs = [tensor_spec(t.name, t.shape, t.type) for t in plan.tensors]
+    total = sum(s.nbytes for s in specs)
+    with GGUFWriter(out, plan.metadata, specs, force=force) as w, tensor_progress(total, progress) as tick:
+        for p, spec in zip(plan.tensors, specs):
+            x = load_tensor(plan.model, p)
+            qw = imatrix_for(imatrix, p.name, x.shape[-1]) if imatrix else None
+            w.write_tensor(p.name, encode(x, p.type, qw))
+            tick(p.name, spec.nbytes)
+    return plan
+
+
+def imatrix_for(imatrix: dict, name: str, ne0: int) -> np.ndarray | None:
+    """The importance weights for a tensor (llama.cpp looks them up by GGUF name and refuses a size mismatch,
+    except for token_embd)."""
+    values = imatrix.get(name)
+    if values is None:
+        return None
+    if values.size != ne0:
+        if name == "token_embd.weight":
+            return None
+        raise ValueError(f"importance matrix size {values.size} differs from the row length {ne0} of {name}")
+    return values
+
+
+def output_path(path: str, preset: str) -> str:
+    base = os.path.basename(os.path.normpath(path)) or "model"
+    return f"{base}-{preset}.gguf"
+
+
+__all__ = ["convert", "build_plan", "ConversionPlan", "RawValue", "TensorSpec"]
