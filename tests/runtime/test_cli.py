@@ -135,8 +135,9 @@ def test_chat_two_turns_through_stdin_reuses_cache(tiny, tmp_path):
     assert len(stats) == 2, r.stderr
     first, second = (_numbers(s) for s in stats)
     assert first["reused"] == 0 and first["prefilled"] == first["prompt"]
-    # the whole first turn (its prompt and the answer tokens that were evaluated) comes from the cache
-    assert second["reused"] >= first["prompt"] + first["generated"] - 1
+    # the first turn's prompt comes from the cache (a random model's answer may not re-tokenize to the same ids;
+    # the real-model tier checks that the answer is reused too)
+    assert second["reused"] >= first["prompt"]
     assert second["prefilled"] == second["prompt"] - second["reused"]
 
 
