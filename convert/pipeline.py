@@ -24,7 +24,8 @@ import numpy as np
 
 from . import archs, codec, recipes
 from .archs import Arch, NameMap
-from .gguf_writer import GGUFWriter, RawValue, TensorSpec, tensor_spec
+from .gguf_writer import GGUFWriter, tensor_spec
+from .imatrix import ImportanceMatrix, imatrix_metadata
 from .hf import HFModel, ModelDirError, open_model_dir, rope_parameters
 from .progress import tensor_progress
 from .safetensors_io import to_f32
@@ -198,10 +199,14 @@ def check_quantizable(types) -> None:
         raise codec.CannotQuantizeError(f"kvant cannot quantize to {', '.join(missing)} yet")
 
 
-def convert(path: str, out: str, preset: str | None = None, overrides=(), imatrix: dict | None = None,
-            threads: int | None = None, force: bool = False, progress: bool = True) -> ConversionPlan:
+def convert(path: str, out: str, preset: str | None = None, overrides=(), imatrix: ImportanceMatrix | None = None,
+            imatrix_arg: str | None = None, threads: int | None = None, force: bool = False,
+            progress: bool = True) -> ConversionPlan:
     """Convert a Hugging Face model directory to a GGUF file at `out`. Returns the plan it followed."""
-    plan = build_plan(path, preset, overrides, has_imatrix=bool(imatrix))
+    plan = build_plan(path, preset, overrides, has_imatrix=imatrix is not None)
+    if imatrix is not None:  # what llama-quantize adds when given one
+        from .requantize import _typed
+        plan.metadata += [(k, _typed(kind, v)) for k, kind, v in imatrix_metadata(imatrix, imatrix_arg or imatrix.path)]
     check_quantizable(t.type for t in plan.tensors)
     set_threads(threads)
     specs = [tensor_spec(t.name, t.shape, t.type) for t in plan.tensors]
@@ -209,13 +214,14 @@ def convert(path: str, out: str, preset: str | None = None, overrides=(), imatri
     with GGUFWriter(out, plan.metadata, specs, force=force) as w, tensor_progress(total, progress) as tick:
         for p, spec in zip(plan.tensors, specs):
             x = load_tensor(plan.model, p)
-            qw = imatrix_for(imatrix, p.name, x.shape[-1]) if imatrix else None
+            qw = imatrix_for(imatrix, p.name, x.shape[-1]) if imatrix is not None and p.type not in \
+                recipes.FLOAT_TYPES else None
             w.write_tensor(p.name, encode(x, p.type, qw))
             tick(p.name, spec.nbytes)
     return plan
 
 
-def imatrix_for(imatrix: dict, name: str, ne0: int) -> np.ndarray | None:
+def imatrix_for(imatrix: ImportanceMatrix, name: str, ne0: int) -> np.ndarray | None:
     """The importance weights for a tensor (llama.cpp looks them up by GGUF name and refuses a size mismatch,
     except for token_embd)."""
     values = imatrix.get(name)
@@ -232,5 +238,3 @@ def output_path(path: str, preset: str) -> str:
     base = os.path.basename(os.path.normpath(path)) or "model"
     return f"{base}-{preset}.gguf"
 
-
-__all__ = ["convert", "build_plan", "ConversionPlan", "RawValue", "TensorSpec"]

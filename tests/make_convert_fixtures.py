@@ -2,6 +2,7 @@
 
     python tests/make_convert_fixtures.py hf        # needs torch + transformers (pip install torch==2.13.0 transformers)
     python tests/make_convert_fixtures.py presets   # needs llama-cpp-python and the real models (see below)
+    python tests/make_convert_fixtures.py quantize  # needs llama-cpp-python and the hf part's copies
 
 hf: copies the six tiny checkpoints of ../shared/fixtures/hf-tiny into tests/fixtures/convert/hf/ (the files a
 conversion reads, plus ref_tokens.npy / ref_logits.npy for the runtime checks) and runs llama.cpp's own
@@ -16,6 +17,12 @@ the JSON as "patches":
     the run uses the converter's own GPT-2 vocab path (_set_vocab_gpt2);
   - llama.cpp's tensor map knows BitNet's sub-norms only by 1bitLLM's names (self_attn.inner_attn_ln,
     mlp.ffn_layernorm); transformers' BitNet calls them self_attn.attn_sub_norm and mlp.ffn_sub_norm.
+
+quantize: llama-quantize (bench/llamacpp_oracle.py's quantize(), i.e. llama_model_quantize) applied to kvant's
+own F32 conversion of each fixture, for the presets in QUANT_PRESETS: the sha256 of the whole output file and the
+name, type and sha256 of every tensor, into llamacpp_quantize.json. (kvant's F32 conversion is byte-identical with
+llama.cpp's converter's for four fixtures; for gemma3 and bitnet it differs as convert/README.md explains, so the
+input is kvant's file for all of them.) Loading the file is also llama.cpp's check that it accepts kvant's output.
 
 presets: the per-tensor types llama-quantize chooses for every preset, on SmolLM2-135M (F32 GGUF at
 $KVANT_SMOLLM2_F32, default /work/models/smollm2/SmolLM2-F32.gguf; its llama.cpp-quantized siblings
@@ -40,6 +47,8 @@ FIXTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bitnet")
 HF_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
             "chat_template.jinja", "model.safetensors", "ref_tokens.npy", "ref_logits.npy")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+QUANT_PRESETS = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
+                 "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
 PRESETS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
            "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
 
@@ -128,6 +137,38 @@ def make_hf():
         json.dump(result, f, ensure_ascii=False, indent=0, sort_keys=False)
 
 
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_quantize():
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import llamacpp_oracle as oracle
+    from kvant.convert.pipeline import convert
+    from kvant.formats.gguf_file import GGUFFile
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in FIXTURES:
+            f32 = os.path.join(tmp, f"{name}-F32.gguf")
+            convert(os.path.join(OUT, "hf", name), f32, "F32", progress=False)
+            result[name] = {"F32": file_sha(f32)}
+            for preset in QUANT_PRESETS:
+                out = os.path.join(tmp, f"{name}-{preset}.gguf")
+                oracle.quantize(f32, out, preset)
+                with GGUFFile(out) as g:
+                    tensors = [[n, t.ggml_type.name, sha(g.raw(n).tobytes())] for n, t in g.tensors.items()]
+                result[name][preset] = {"sha256": file_sha(out), "tensors": tensors}
+                os.unlink(out)
+                print(name, preset, "ok", flush=True)
+    with open(os.path.join(OUT, "llamacpp_quantize.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=0)
+
+
 def model_facts(md):
     arch = md["general.architecture"]
     nh = int(md[f"{arch}.attention.head_count"])
@@ -174,7 +215,7 @@ def make_presets():
 
 
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["hf", "presets"]
+    parts = sys.argv[1:] or ["hf", "quantize", "presets"]
     os.makedirs(OUT, exist_ok=True)
     for part in parts:
-        {"hf": make_hf, "presets": make_presets}[part]()
+        {"hf": make_hf, "presets": make_presets, "quantize": make_quantize}[part]()
