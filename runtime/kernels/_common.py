@@ -28,9 +28,9 @@ TOK_TILE = 4      # tokens sharing one pass over a decoded row
 
 
 @njit(cache=True, inline="always")
-def f16_at(raw, r, o):
-    """The fp16 stored little-endian at raw[r, o:o+2], as float32."""
-    return f16_to_f32(np.int64(raw[r, o]) | (np.int64(raw[r, o + 1]) << 8))
+def f16_at(src, o):
+    """The fp16 stored little-endian at src[o:o+2], as float32."""
+    return f16_to_f32(np.int64(src[o]) | (np.int64(src[o + 1]) << 8))
 
 
 # ---------------------------------------------------------------- activation planes (once per token)

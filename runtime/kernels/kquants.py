@@ -25,12 +25,12 @@ N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many
 # ---------------------------------------------------------------- repack
 
 @njit(cache=True, inline="always")
-def _scale_min_k4(raw, r, o, j):
-    """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at raw[r, o]."""
+def _scale_min_k4(src, o, j):
+    """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at src[o]."""
     if j < 4:
-        return raw[r, o + j] & 63, raw[r, o + j + 4] & 63
-    sc = (raw[r, o + j + 4] & 15) | ((raw[r, o + j - 4] >> 6) << 4)
-    mn = (raw[r, o + j + 4] >> 4) | ((raw[r, o + j] >> 6) << 4)
+        return src[o + j] & 63, src[o + j + 4] & 63
+    sc = (src[o + j + 4] & 15) | ((src[o + j - 4] >> 6) << 4)
+    mn = (src[o + j + 4] >> 4) | ((src[o + j] >> 6) << 4)
     return sc, mn
 
 
@@ -39,20 +39,21 @@ def _repack_q4_k(raw, q, d, m):
     """Nibbles regrouped into NIB order; scale and min per 32 as f32 (d*sc, -dmin*m)."""
     nsb = d.shape[1] // 8
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(nsb):
             o = blk * 144
-            dd = f16_at(raw, r, o)
-            dm = f16_at(raw, r, o + 2)
+            dd = f16_at(src, o)
+            dm = f16_at(src, o + 2)
             for j in range(8):
-                sc, mn = _scale_min_k4(raw, r, o + 4, j)
+                sc, mn = _scale_min_k4(src, o + 4, j)
                 g = 8 * blk + j
                 d[r, g] = dd * F32(sc)
                 m[r, g] = -dm * F32(mn)
-                src = o + 16 + 32 * (j >> 1)
+                so = o + 16 + 32 * (j >> 1)
                 sh = 4 * (j & 1)
                 for jj in range(16):
-                    lo = (raw[r, src + jj] >> sh) & 15
-                    hi = (raw[r, src + 16 + jj] >> sh) & 15
+                    lo = (src[so + jj] >> sh) & 15
+                    hi = (src[so + 16 + jj] >> sh) & 15
                     q[r, 16 * g + jj] = lo | (hi << 4)
 
 
@@ -61,96 +62,107 @@ def _repack_q5_k(raw, q, sc, mn, d, dm):
     """5-bit codes as bytes in natural order; the 6-bit scales and mins as bytes; d, dmin f32."""
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(nsb):
             o = blk * 176
-            d[r, blk] = f16_at(raw, r, o)
-            dm[r, blk] = f16_at(raw, r, o + 2)
+            d[r, blk] = f16_at(src, o)
+            dm[r, blk] = f16_at(src, o + 2)
             for j in range(8):
-                s, n = _scale_min_k4(raw, r, o + 4, j)
+                s, n = _scale_min_k4(src, o + 4, j)
                 sc[r, 8 * blk + j] = s
                 mn[r, 8 * blk + j] = n
-            for e in range(256):
-                lo = (raw[r, o + 48 + 32 * (e >> 6) + (e & 31)] >> (4 * ((e >> 5) & 1))) & 15
-                hi = (raw[r, o + 16 + (e & 31)] >> (e >> 5)) & 1
-                q[r, 256 * blk + e] = lo | (hi << 4)
+            qr = q[r, 256 * blk:256 * (blk + 1)]
+            for c in range(4):               # element 64c + 32s + m: nibble s of qs[32c + m], bit 2c+s of qh[m]
+                for m in range(32):
+                    v = src[o + 48 + 32 * c + m]
+                    hb = src[o + 16 + m] >> (2 * c)
+                    qr[64 * c + m] = (v & 15) | ((hb & 1) << 4)
+                    qr[64 * c + 32 + m] = (v >> 4) | ((hb & 2) << 3)
 
 
 @njit(cache=True, parallel=True)
 def _repack_iq4_xs(raw, q, d):
     nsb = d.shape[1] // 8
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(nsb):
             o = blk * 136
-            dd = f16_at(raw, r, o)
-            sh = np.int64(raw[r, o + 2]) | (np.int64(raw[r, o + 3]) << 8)
+            dd = f16_at(src, o)
+            sh = np.int64(src[o + 2]) | (np.int64(src[o + 3]) << 8)
             for ib in range(8):
-                ls = ((raw[r, o + 4 + ib // 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
+                ls = ((src[o + 4 + ib // 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
                 d[r, 8 * blk + ib] = dd * F32(ls - 32)
             for j in range(128):
-                q[r, 128 * blk + j] = raw[r, o + 8 + j]
+                q[r, 128 * blk + j] = src[o + 8 + j]
 
 
 @njit(cache=True, parallel=True)
 def _repack_q6_k(raw, q, sc, d):
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(nsb):
             o = blk * 210
-            d[r, blk] = f16_at(raw, r, o + 208)
+            d[r, blk] = f16_at(src, o + 208)
             for g in range(16):
-                sc[r, 16 * blk + g] = raw[r, o + 192 + g]
-            for e in range(256):
-                hh = e >> 7
-                lo = (raw[r, o + 64 * hh + (e & 63)] >> (4 * ((e >> 6) & 1))) & 15
-                hi = (raw[r, o + 128 + 32 * hh + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3
-                q[r, 256 * blk + e] = (lo | (hi << 4)) - 32
+                sc[r, 16 * blk + g] = src[o + 192 + g]
+            qr = q[r, 256 * blk:256 * (blk + 1)]
+            for h in range(2):               # the ggml dequantize order: 4 elements per (half, m)
+                for m in range(32):
+                    a = src[o + 64 * h + m]
+                    b = src[o + 64 * h + 32 + m]
+                    c = src[o + 128 + 32 * h + m]
+                    qr[128 * h + m] = ((a & 15) | ((c & 3) << 4)) - 32
+                    qr[128 * h + 32 + m] = ((b & 15) | (((c >> 2) & 3) << 4)) - 32
+                    qr[128 * h + 64 + m] = ((a >> 4) | (((c >> 4) & 3) << 4)) - 32
+                    qr[128 * h + 96 + m] = ((b >> 4) | ((c >> 6) << 4)) - 32
 
 
 @njit(cache=True, inline="always")
-def _crumb256(raw, r, o, e):
-    """Crumb of element e in a 256-block whose 64 two-bit bytes start at raw[r, o] (Q2_K / Q3_K / TQ2_0 order:
-    element 128h + 32s + m is bits 2s of byte 32h + m)."""
-    return (raw[r, o + 32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3
+def crumbs256(dst, src, o):
+    """Repack the 64 two-bit bytes of a 256-block at src[o] (Q2_K / Q3_K / TQ2_0 order: element 128h + 32s + m is
+    bits 2s of byte 32h + m) into CRUMB order (byte k holds elements 4k .. 4k+3) in dst[0:64]."""
+    for h in range(2):
+        for s in range(4):
+            for k in range(8):
+                v = 0
+                for u in range(4):
+                    v |= ((src[o + 32 * h + 4 * k + u] >> (2 * s)) & 3) << (2 * u)
+                dst[32 * h + 8 * s + k] = v
 
 
 @njit(cache=True, parallel=True)
 def _repack_q2_k(raw, c, sc, d, dm):
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(nsb):
             o = blk * 84
-            d[r, blk] = f16_at(raw, r, o + 80)
-            dm[r, blk] = f16_at(raw, r, o + 82)
+            d[r, blk] = f16_at(src, o + 80)
+            dm[r, blk] = f16_at(src, o + 82)
             for g in range(16):
-                sc[r, 16 * blk + g] = raw[r, o + g]
-            for k in range(64):
-                v = 0
-                for u in range(4):
-                    v |= _crumb256(raw, r, o + 16, 4 * k + u) << (2 * u)
-                c[r, 64 * blk + k] = v
+                sc[r, 16 * blk + g] = src[o + g]
+            crumbs256(c[r, 64 * blk:64 * (blk + 1)], src, o + 16)
 
 
 @njit(cache=True, parallel=True)
 def _repack_q3_k(raw, c, h, sc, d):
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(nsb):
             o = blk * 110
-            d[r, blk] = f16_at(raw, r, o + 108)
+            d[r, blk] = f16_at(src, o + 108)
             for g in range(16):
-                lo = (raw[r, o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
-                hi = (raw[r, o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
+                lo = (src[o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
+                hi = (src[o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
                 sc[r, 16 * blk + g] = (lo | (hi << 4)) - 32
-            for k in range(64):
-                v = 0
-                for u in range(4):
-                    v |= _crumb256(raw, r, o + 32, 4 * k + u) << (2 * u)
-                c[r, 64 * blk + k] = v
+            crumbs256(c[r, 64 * blk:64 * (blk + 1)], src, o + 32)
             for k in range(32):
                 v = 0
                 for u in range(8):
                     e = 8 * k + u
-                    v |= ((raw[r, o + (e & 31)] >> (e >> 5)) & 1) << u
+                    v |= ((src[o + (e & 31)] >> (e >> 5)) & 1) << u
                 h[r, 32 * blk + k] = v
 
 

@@ -26,14 +26,17 @@ def _repack_plain(raw, bsize, q, qoff, d, m):
     """Blocks of bsize bytes: fp16 d at 0, fp16 m at 2 (if m has columns), len(q row)/nblocks code bytes at qoff."""
     nb = d.shape[1]
     qlen = q.shape[1] // nb
+    has_m = m.shape[1] > 0
     for r in prange(raw.shape[0]):
+        src = raw[r]
+        qr = q[r]
+        dr = d[r]
         for b in range(nb):
             o = b * bsize
-            d[r, b] = np.uint16(raw[r, o]) | (np.uint16(raw[r, o + 1]) << 8)
-            if m.shape[1]:
-                m[r, b] = np.uint16(raw[r, o + 2]) | (np.uint16(raw[r, o + 3]) << 8)
-            for j in range(qlen):
-                q[r, qlen * b + j] = raw[r, o + qoff + j]
+            dr[b] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+            if has_m:
+                m[r, b] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+            qr[qlen * b:qlen * (b + 1)] = src[o + qoff:o + qoff + qlen]
 
 
 @njit(cache=True, parallel=True)
@@ -41,16 +44,23 @@ def _repack_q5(raw, bsize, q, d, m, bias):
     """Q5_0 (bias -16) / Q5_1 (bias 0, fp16 m at 2): 5-bit codes + bias as int8, qh at qoff - 4."""
     nb = d.shape[1]
     qoff = bsize - 16
+    has_m = m.shape[1] > 0
     for r in prange(raw.shape[0]):
+        src = raw[r]
+        qr = q[r]
         for b in range(nb):
             o = b * bsize
-            d[r, b] = np.uint16(raw[r, o]) | (np.uint16(raw[r, o + 1]) << 8)
-            if m.shape[1]:
-                m[r, b] = np.uint16(raw[r, o + 2]) | (np.uint16(raw[r, o + 3]) << 8)
-            for j in range(32):
-                hbit = (raw[r, o + qoff - 4 + (j >> 3)] >> (j & 7)) & 1
-                nib = (raw[r, o + qoff + (j & 15)] >> (4 * (j >> 4))) & 15
-                q[r, 32 * b + j] = (nib | (hbit << 4)) + bias
+            d[r, b] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+            if has_m:
+                m[r, b] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+            qh = (np.uint32(src[o + qoff - 4]) | (np.uint32(src[o + qoff - 3]) << 8)
+                  | (np.uint32(src[o + qoff - 2]) << 16) | (np.uint32(src[o + qoff - 1]) << 24))
+            for j in range(16):
+                v = src[o + qoff + j]
+                lo = (v & 15) | (((qh >> j) & 1) << 4)
+                hi = (v >> 4) | (((qh >> (j + 16)) & 1) << 4)
+                qr[32 * b + j] = lo + bias
+                qr[32 * b + 16 + j] = hi + bias
 
 
 def _rp_plain(bsize, codes, qoff, has_m):

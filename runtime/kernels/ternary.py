@@ -7,7 +7,7 @@ from numba import njit, prange
 from ._common import (F32, ROW_TILE, crumb_dot, f16_at, gemm_tile, group_sums, n_chunks, prep_crumbs,
                       tile_span)
 from ._ir import ubits
-from .kquants import _crumb256
+from .kquants import crumbs256
 from .registry import Layout, register
 
 _POW3 = np.array([1, 3, 9, 27, 81], np.int64)
@@ -16,14 +16,11 @@ _POW3 = np.array([1, 3, 9, 27, 81], np.int64)
 @njit(cache=True, parallel=True)
 def _repack_tq2_0(raw, c, d):
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(d.shape[1]):
             o = blk * 66
-            d[r, blk] = f16_at(raw, r, o + 64)
-            for k in range(64):
-                v = 0
-                for u in range(4):
-                    v |= _crumb256(raw, r, o, 4 * k + u) << (2 * u)
-                c[r, 64 * blk + k] = v
+            d[r, blk] = f16_at(src, o + 64)
+            crumbs256(c[r, 64 * blk:64 * (blk + 1)], src, o)
 
 
 @njit(cache=True, inline="always")
@@ -33,26 +30,27 @@ def _trit(byte, n):
 
 
 @njit(cache=True, inline="always")
-def _tq1_code(raw, r, o, e):
+def _tq1_code(src, o, e):
     if e < 160:
-        return _trit(np.int64(raw[r, o + (e & 31)]), e >> 5)
+        return _trit(np.int64(src[o + (e & 31)]), e >> 5)
     if e < 240:
         f = e - 160
-        return _trit(np.int64(raw[r, o + 32 + (f & 15)]), f >> 4)
+        return _trit(np.int64(src[o + 32 + (f & 15)]), f >> 4)
     f = e - 240
-    return _trit(np.int64(raw[r, o + 48 + (f & 3)]), f >> 2)
+    return _trit(np.int64(src[o + 48 + (f & 3)]), f >> 2)
 
 
 @njit(cache=True, parallel=True)
 def _repack_tq1_0(raw, c, d):
     for r in prange(raw.shape[0]):
+        src = raw[r]
         for blk in range(d.shape[1]):
             o = blk * 54
-            d[r, blk] = f16_at(raw, r, o + 52)
+            d[r, blk] = f16_at(src, o + 52)
             for k in range(64):
                 v = 0
                 for u in range(4):
-                    v |= _tq1_code(raw, r, o, 4 * k + u) << (2 * u)
+                    v |= _tq1_code(src, o, 4 * k + u) << (2 * u)
                 c[r, 64 * blk + k] = v
 
 
