@@ -62,11 +62,13 @@ def test_construction_is_fast(model, name):
     metadata, _, _ = model(name)
     target = MODELS[name][2]
     elapsed = float("inf")
-    for _ in range(3):  # best of three: the machine is shared
-        t = time.perf_counter()
+    for _ in range(3):
+        # CPU time (all threads), best of three: on a shared, busy machine wall time measures the other jobs; on an
+        # idle one the two agree (construction is single-threaded)
+        t = time.process_time()
         Tokenizer.from_metadata(metadata)
-        elapsed = min(elapsed, time.perf_counter() - t)
-    print(f"{name}: Tokenizer.from_metadata {elapsed:.3f} s")
+        elapsed = min(elapsed, time.process_time() - t)
+    print(f"{name}: Tokenizer.from_metadata {elapsed:.3f} s CPU")
     assert elapsed < target, f"{name}: from_metadata took {elapsed:.3f} s (target {target} s)"
 
 
