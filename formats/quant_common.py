@@ -46,34 +46,34 @@ def _f32_of_bits(typingctx, b):
     return types.float32(types.int32), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def f32_bits(x):
     """Bits of float32 x as a non-negative int64 (0 .. 2**32-1)."""
     return np.int64(_bits_of_f32(x)) & 0xFFFFFFFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def f32_from_bits(b):
     """float32 from the low 32 bits of the integer b."""
     v = np.int64(b) & 0xFFFFFFFF
     return _f32_of_bits(np.int32(v - ((v & 0x80000000) << 1)))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def nearest_int(fval):
     """ggml's nearest_int: add 12582912 in float32 and read the low 23 mantissa bits back."""
     val = fval + f32(12582912.0)
     return (f32_bits(val) & 0x007FFFFF) - 0x00400000
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def roundf(x):
     """C roundf (half away from zero) of a float32, as an int64 (exact: f64(|x|) + 0.5 cannot round)."""
     r = np.int64(np.floor(np.float64(abs(x)) + 0.5))
     return -r if x < 0 else r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def fp32_to_fp16(f):
     """ggml's software GGML_FP32_TO_FP16 (round to nearest even, NaN -> 0x7E00 with the sign), as an int64."""
     base = (abs(f) * _TO_INF) * _TO_ZERO
@@ -91,7 +91,7 @@ def fp32_to_fp16(f):
     return (sign >> 16) | (0x7E00 if shl1_w > 0xFF000000 else nonsign)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def fp16_to_fp32(h):
     """Exact fp16 (int bits) -> float32."""
     sign = (np.int64(h) & 0x8000) << 16
@@ -105,44 +105,33 @@ def fp16_to_fp32(h):
     return f32_from_bits(sign | ((e + 112) << 23) | (m << 13))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def fp16_round(f):
     """The float32 value of fp32_to_fp16(f): what a stored fp16 scale reads back as."""
     return fp16_to_fp32(fp32_to_fp16(f))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def put_u16(dst, p, v):
     dst[p] = v & 0xFF
     dst[p + 1] = (v >> 8) & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def put_u32(dst, p, v):
     put_u16(dst, p, v & 0xFFFF)
     put_u16(dst, p + 2, (v >> 16) & 0xFFFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def put_f16(dst, p, f):
     put_u16(dst, p, fp32_to_fp16(f))
 
 
-@njit(cache=True, inline="always")
-def qweight(w, x, i, rmse_type):
-    """make_qx_quants' per-element weight when no importance weights are given."""
-    if rmse_type == 1:
-        return x[i] * x[i]
-    if rmse_type == 2:
-        return f32(1.0)
-    if rmse_type == 3:
-        return abs(x[i])
-    return np.sqrt(abs(x[i]))
-
-
-@njit(cache=True)
-def make_qx_quants(n, nmax, x, L, rmse_type, qw, has_qw):
-    """Symmetric scale search; L[i] = nmax + q in [0, 2 nmax). Returns the scale."""
+@njit("float32(int64, int64, float32[::1], int8[::1], float32[::1])", cache=True, error_model="numpy")
+def make_qx_quants(n, nmax, x, L, w):
+    """Symmetric scale search, make_qx_quants with rmse_type 1 (the only one llama.cpp's quantizers use): weights
+    w are given (callers without importance weights pass x^2). L[i] = nmax + q in [0, 2 nmax). Returns the scale."""
     mx = f32(0.0)
     amax = f32(0.0)
     for i in range(n):
@@ -155,28 +144,15 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw, has_qw):
             L[i] = 0
         return f32(0.0)
     iscale = f32(-nmax) / mx
-    if rmse_type == 0:
-        for i in range(n):
-            l = nearest_int(iscale * x[i])
-            L[i] = nmax + max(-nmax, min(nmax - 1, l))
-        return f32(1.0) / iscale
-    return_early = False
-    if rmse_type < 0:
-        rmse_type = -rmse_type
-        return_early = True
     sumlx = f32(0.0)
     suml2 = f32(0.0)
     for i in range(n):
-        l = nearest_int(iscale * x[i])
-        l = max(-nmax, min(nmax - 1, l))
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
         L[i] = l + nmax
-        w = qw[i] if has_qw else qweight(qw, x, i, rmse_type)
         fl = f32(l)
-        sumlx += w * x[i] * fl
-        suml2 += w * fl * fl
+        sumlx += w[i] * x[i] * fl
+        suml2 += w[i] * fl * fl
     scale = sumlx / suml2 if suml2 != 0 else f32(0.0)
-    if return_early:
-        return f32(0.5) * (scale + f32(1.0) / iscale) if suml2 > 0 else f32(1.0) / iscale
     best = scale * sumlx
     for is_ in range(-9, 10):
         if is_ == 0:
@@ -185,22 +161,18 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw, has_qw):
         sumlx = f32(0.0)
         suml2 = f32(0.0)
         for i in range(n):
-            l = nearest_int(iscale * x[i])
-            l = max(-nmax, min(nmax - 1, l))
-            w = qw[i] if has_qw else qweight(qw, x, i, rmse_type)
-            fl = f32(l)
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
+            fl = f32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
+            sumlx += w[i] * x[i] * fl
+            suml2 += w[i] * fl * fl
         if suml2 > 0 and sumlx * sumlx > best * suml2:
             for i in range(n):
-                l = nearest_int(iscale * x[i])
-                L[i] = nmax + max(-nmax, min(nmax - 1, l))
+                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
 
 
-@njit(cache=True)
+@njit("float32(int64, int64, float32[::1], int8[::1], boolean)", cache=True, error_model="numpy")
 def make_q3_quants(n, nmax, x, L, do_rmse):
     """Q3_K's search without importance weights (weights x^2, iterative refinement). L[i] in [0, 2 nmax)."""
     mx = f32(0.0)
@@ -257,12 +229,13 @@ def make_q3_quants(n, nmax, x, L, do_rmse):
     return f32(1.0) / iscale
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _weight_or_x2(weights, has_w, x, i):
     return weights[i] if has_w else x[i] * x[i]
 
 
-@njit(cache=True)
+@njit("UniTuple(float32, 2)(int64, int64, float32[::1], float32[::1], boolean, uint8[::1], uint8[::1], "
+      "float32, float32, int64, boolean, boolean)", cache=True, error_model="numpy")
 def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, use_mad, strict):
     """Asymmetric (scale, min) search: make_qkx2_quants (strict=False: gives up only when max == min) and
     make_qkx3_quants (strict=True: gives up when max <= min; weights default to x^2 when has_w is False).
@@ -331,7 +304,7 @@ def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, us
     return scale, -mn
 
 
-@njit(cache=True)
+@njit("float32(int64, int64, float32[::1], uint8[::1], float32[::1])", cache=True, error_model="numpy")
 def make_qp_quants(n, nmax, x, L, quant_weights):
     """Positive-only scale search used for the super-block scales of the imatrix K-quants. L holds the codes as
     the C uint8_t array does (negative codes wrap). Returns the scale."""

@@ -18,7 +18,7 @@ KVALUES = np.array(IQ4_NL.kvalues, dtype=np.float32)  # the 16 grid points, asce
 NTRY = 7
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _best_index(values, x):
     """Index of the grid point nearest to x (ties to the upper one), by bisection as best_index_int8."""
     if x <= values[0]:
@@ -36,7 +36,7 @@ def _best_index(values, x):
     return mu - 1 if x - values[mu - 1] < values[mu] - x else mu
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _block_scale(x, o, weight, L, values):
     """Best scale for the 32 elements x[o:o+32] with their weights; writes the grid indices of the first fit to
     L[o:o+32] (IQ4_NL keeps none of them, IQ4_XS rewrites them all)."""
@@ -77,7 +77,7 @@ def _block_scale(x, o, weight, L, values):
     return d
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _sigma2(x, n):
     s = f32(0.0)
     for j in range(n):
@@ -85,21 +85,21 @@ def _sigma2(x, n):
     return s * (f32(2.0) / f32(n))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _weights(weight, x, o, qw, has_qw, sigma2):
     for j in range(32):
         v = x[o + j]
         weight[j] = qw[o + j] * np.sqrt(sigma2 + v * v) if has_qw else v * v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _pack_nibbles(dst, p, L, n):
     for i in range(n // 32):
         for j in range(16):
             dst[p + 16 * i + j] = np.int64(L[32 * i + j]) | (np.int64(L[32 * i + 16 + j]) << 4)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_iq4_nl(out, x, qw):
     nb = x.shape[1] // 32
     has_qw = qw.shape[0] > 0
@@ -119,7 +119,7 @@ def quant_iq4_nl(out, x, qw):
             _pack_nibbles(dst, 2, L, 32)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_iq4_xs(out, x, qw):  # d @0, u16 scales_h @2, scales_l[4] @4, qs[128] @8
     nb = x.shape[1] // 256
     has_qw = qw.shape[0] > 0

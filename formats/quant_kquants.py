@@ -17,7 +17,7 @@ from .quant_common import (f32, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS, make_
 QK_K = 256
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _sum_sq(x, n):
     s = f32(0.0)
     for j in range(n):
@@ -25,7 +25,7 @@ def _sum_sq(x, n):
     return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _pack_2bit(dst, p, L):
     """qs[64]: byte j/4 + l of each 128-half holds elements j+l, +32, +64, +96 at shifts 0, 2, 4, 6."""
     for j in range(0, QK_K, 128):
@@ -36,7 +36,7 @@ def _pack_2bit(dst, p, L):
 
 # ---------------------------------------------------------------- Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q2_k_block(dst, x, qw, has_qw, L, Laux, weight, scales, mins, sw, Ls, Lm):
     if has_qw:
         sigma2 = _sum_sq(x, QK_K) / f32(QK_K)
@@ -96,7 +96,7 @@ def _q2_k_block(dst, x, qw, has_qw, L, Laux, weight, scales, mins, sw, Ls, Lm):
     _pack_2bit(dst, 16, L)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q2_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
@@ -117,7 +117,7 @@ def quant_q2_k(out, x, qw):
 
 # ------------------------------------------------- Q3_K: hmask[32] @0, qs[64] @32, scales[12] @96, d @108
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _q3_k_put_scale(sc, j, l):
     """Store the biased 6-bit scale l (0..63) of sub-block j into the 12 scale bytes at sc."""
     if j < 8:
@@ -127,13 +127,13 @@ def _q3_k_put_scale(sc, j, l):
     sc[j % 4 + 8] = (np.int64(sc[j % 4 + 8]) | ((l >> 4) << (2 * (j // 4)))) & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _q3_k_get_scale(sc, j):
     s = np.int64(sc[j] & 0xF) if j < 8 else np.int64(sc[j - 8] >> 4)
     return (s | (((np.int64(sc[8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
     sc = dst[96:108]
     for j in range(12):
@@ -147,8 +147,8 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
             for l in range(16):
                 s += weight[l]
             sw[j] = s
-            scales[j] = make_qx_quants(16, 4, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], 1, weight, True)
-        d_block = make_qx_quants(16, 32, scales, Ls, 1, sw, True)
+            scales[j] = make_qx_quants(16, 4, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], weight)
+        d_block = make_qx_quants(16, 32, scales, Ls, sw)
         for j in range(16):
             _q3_k_put_scale(sc, j, np.int64(Ls[j]))
         hd = fp32_to_fp16(d_block)
@@ -187,7 +187,7 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
     _pack_2bit(dst, 32, L)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q3_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
@@ -205,7 +205,7 @@ def quant_q3_k(out, x, qw):
 
 # ------------------------- Q4_K / Q5_K: d @0, dmin @2, scales[12] @4, then Q4_K qs[128] @16 / Q5_K qh[32] @16, qs @48
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _put_scale_min_k4(sc, j, ls, lm):
     """6-bit scale ls and min lm of sub-block j into the 12 packed bytes at sc (uint8 truncation as in C)."""
     if j < 4:
@@ -217,7 +217,7 @@ def _put_scale_min_k4(sc, j, ls, lm):
         sc[j] = (np.int64(sc[j]) | ((lm >> 4) << 6)) & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _get_scale_min_k4(sc, j):
     if j < 4:
         return np.int64(sc[j] & 63), np.int64(sc[j + 4] & 63)
@@ -226,7 +226,7 @@ def _get_scale_min_k4(sc, j):
     return s, m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins, sw, Ls, Lm):
     """The shared part of Q4_K (nmax 15) and Q5_K (nmax 31): sub-block searches, the packed 6-bit scales and
     mins at dst[4:16], d and dmin at dst[0:4], and L re-quantized against them."""
@@ -293,7 +293,7 @@ def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins
             L[32 * j + ii] = max(0, min(nmax, nearest_int((x[32 * j + ii] + dm) / d)))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q4_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
@@ -316,7 +316,7 @@ def quant_q4_k(out, x, qw):
                     dst[16 + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q5_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
@@ -352,13 +352,18 @@ def quant_q5_k(out, x, qw):
 
 # --------------------------------------------------- Q6_K: ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
 
-@njit(cache=True)
-def _q6_k_block(dst, x, qw, has_qw, L, scales):
+@njit(cache=True, error_model="numpy")
+def _q6_k_block(dst, x, qw, has_qw, L, weight, scales):
     max_scale = f32(0.0)
     max_abs_scale = f32(0.0)
     for ib in range(16):
-        scales[ib] = make_qx_quants(16, 32, x[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], 1,
-                                    qw[16 * ib:16 * ib + 16], has_qw)
+        if has_qw:  # the importance weights as they are (no sigma2 term, unlike the other K-quants)
+            w = qw[16 * ib:16 * ib + 16]
+        else:
+            for j in range(16):
+                weight[j] = x[16 * ib + j] * x[16 * ib + j]
+            w = weight
+        scales[ib] = make_qx_quants(16, 32, x[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], w)
         a = abs(scales[ib])
         if a > max_abs_scale:
             max_abs_scale = a
@@ -392,16 +397,18 @@ def _q6_k_block(dst, x, qw, has_qw, L, scales):
             dst[128 + j // 4 + l] = ((a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6)) & 0xFF
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q6_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
     for r in prange(x.shape[0]):
         L = np.empty(QK_K, np.int8)
+        weight = np.empty(16, np.float32)
         scales = np.empty(16, np.float32)
         for b in range(nb):
             o = b * QK_K
-            _q6_k_block(out[r, b * 210:(b + 1) * 210], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, scales)
+            _q6_k_block(out[r, b * 210:(b + 1) * 210], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, weight,
+                        scales)
 
 
 QUANTIZERS = {

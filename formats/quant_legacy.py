@@ -16,7 +16,7 @@ QK = 32
 FLT_MAX = np.finfo(np.float32).max
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _absmax_signed(x, o, n):
     """(amax, the element that has it): the first one of largest |x|."""
     amax = f32(0.0)
@@ -28,7 +28,7 @@ def _absmax_signed(x, o, n):
     return amax, mx
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _min_max(x, o, n):
     mn = FLT_MAX
     mx = -mn
@@ -41,7 +41,7 @@ def _min_max(x, o, n):
     return mn, mx
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _row_sigma2(x):
     s = f32(0.0)
     for j in range(x.shape[0]):
@@ -49,13 +49,13 @@ def _row_sigma2(x):
     return s / f32(x.shape[0])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _block_weights(weight, x, o, qw, sigma2):
     for j in range(QK):
         weight[j] = qw[o + j] * np.sqrt(sigma2 + x[o + j] * x[o + j])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _pack_q5_low_high(dst, p, L):
     """qh (u32: bit j = 5th bit of element j) at p, then the 16 nibble bytes."""
     qh = 0
@@ -68,7 +68,7 @@ def _pack_q5_low_high(dst, p, L):
     put_u32(dst, p, qh)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q4_0(out, x, qw):
     nb = x.shape[1] // QK
     has_qw = qw.shape[0] > 0
@@ -83,7 +83,7 @@ def quant_q4_0(out, x, qw):
             p = b * 18
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
-                d = make_qx_quants(QK, 8, xr[o:o + QK], L, 1, weight, True)
+                d = make_qx_quants(QK, 8, xr[o:o + QK], L, weight)
                 put_f16(dst, p, d)
                 for j in range(16):
                     dst[p + 2 + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
@@ -100,7 +100,7 @@ def quant_q4_0(out, x, qw):
                 dst[p + 2 + j] = q0 | (q1 << 4)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q4_1(out, x, qw):
     nb = x.shape[1] // QK
     has_qw = qw.shape[0] > 0
@@ -136,7 +136,7 @@ def quant_q4_1(out, x, qw):
                 dst[p + 4 + j] = q0 | (q1 << 4)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q5_0(out, x, qw):
     nb = x.shape[1] // QK
     has_qw = qw.shape[0] > 0
@@ -151,7 +151,7 @@ def quant_q5_0(out, x, qw):
             p = b * 22
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
-                d = make_qx_quants(QK, 16, xr[o:o + QK], L, 1, weight, True)
+                d = make_qx_quants(QK, 16, xr[o:o + QK], L, weight)
             else:
                 _, mx = _absmax_signed(xr, o, QK)
                 d = mx / f32(-16.0)
@@ -162,7 +162,7 @@ def quant_q5_0(out, x, qw):
             _pack_q5_low_high(dst, p + 2, L)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q5_1(out, x, qw):
     nb = x.shape[1] // QK
     has_qw = qw.shape[0] > 0
@@ -192,7 +192,7 @@ def quant_q5_1(out, x, qw):
             _pack_q5_low_high(dst, p + 4, L)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_q8_0(out, x, qw):
     nb = x.shape[1] // QK
     for r in prange(x.shape[0]):

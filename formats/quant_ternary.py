@@ -13,7 +13,7 @@ from .quant_common import f32, put_f16, roundf
 QK_K = 256
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _absmax_inverse(x):
     amax = f32(0.0)
     for j in range(QK_K):
@@ -22,7 +22,7 @@ def _absmax_inverse(x):
     return amax, (f32(1.0) / amax if amax != 0 else f32(0.0))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _trits(x, o, step, n, idd):
     """Base-3 number of the n trits x[o + k*step]*idd + 1 (first one most significant), in uint8 arithmetic."""
     q = 0
@@ -31,12 +31,12 @@ def _trits(x, o, step, n, idd):
     return q
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _ceil_256_243(q):
     return ((q * 256 + 242) // 243) & 0xFF
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_tq1_0(out, x, qw):
     nb = x.shape[1] // QK_K
     for r in prange(x.shape[0]):
@@ -53,7 +53,7 @@ def quant_tq1_0(out, x, qw):
             put_f16(dst, 52, d)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quant_tq2_0(out, x, qw):
     nb = x.shape[1] // QK_K
     for r in prange(x.shape[0]):

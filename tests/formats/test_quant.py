@@ -1,0 +1,170 @@
+"""Quantizers: byte-identical with llama.cpp's ggml_quantize_chunk (stored fixtures, see make_quant_fixtures.py) for
+every registered type with and without an importance matrix, round trips through the dequantizer, IQ4 error no
+worse than llama.cpp's, hand-built blocks, and the shared layer's checks."""
+import os
+
+import gguf
+import numpy as np
+import pytest
+
+from kvant.formats.dequant import dequantize
+from kvant.formats.ggml_types import UnknownTypeError, ggml_type
+from kvant.formats.quant import (QUANT_TYPES, NoQuantizerError, USES_IMATRIX, quantize,
+                                 quantize_requires_imatrix)
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "quant")
+INPUTS = np.load(os.path.join(FIXTURES, "inputs.npz"))
+SETS = ("r256", "r512", "r2816")
+FIXTURE_TYPES = tuple(t for t in QUANT_TYPES if t != "F32")  # F32 is a bit copy, tested by hand below
+
+# Round-trip RMSE bound per type on standard-normal rows (measured values are about 20-30% lower).
+RMSE_BOUND = {
+    "F16": 3e-4, "BF16": 2.2e-3, "Q8_0": 7e-3, "Q4_0": 0.11, "Q4_1": 0.10, "Q5_0": 0.055, "Q5_1": 0.05,
+    "Q2_K": 0.37, "Q3_K": 0.19, "Q4_K": 0.09, "Q5_K": 0.045, "Q6_K": 0.022, "TQ1_0": 0.9, "TQ2_0": 0.9,
+    "IQ4_NL": 0.095, "IQ4_XS": 0.095,
+}
+
+
+def expected(type_name):
+    return np.load(os.path.join(FIXTURES, f"{type_name}.npz"))
+
+
+def mismatching_blocks(ours, ref, type_name):
+    size = ggml_type(type_name).type_size
+    assert ours.shape == ref.shape and ours.dtype == np.uint8
+    return np.flatnonzero((ours.reshape(-1, size) != ref.reshape(-1, size)).any(axis=1))
+
+
+def test_every_quantizer_has_a_fixture():
+    assert set(FIXTURE_TYPES) <= {f[:-4] for f in os.listdir(FIXTURES) if f.endswith(".npz")}
+    assert set(RMSE_BOUND) == set(FIXTURE_TYPES)
+
+
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("type_name", FIXTURE_TYPES)
+def test_bytes_match_llamacpp(type_name, with_imatrix):
+    ref = expected(type_name)
+    for s in SETS:
+        key = s + "_imatrix" if with_imatrix else s
+        im = INPUTS[s + "_imatrix"] if with_imatrix else None
+        ours = quantize(INPUTS[s], type_name, im)
+        bad = mismatching_blocks(ours, ref[key], type_name)
+        assert bad.size == 0, f"{type_name} {key}: {bad.size} of {ours.size // ggml_type(type_name).type_size} " \
+                              f"blocks differ from llama.cpp, first at {bad[:5]}"
+
+
+@pytest.mark.parametrize("type_name", FIXTURE_TYPES)
+def test_round_trip(type_name):
+    x = np.random.default_rng(5).standard_normal((4, 512)).astype(np.float32)
+    q = quantize(x, type_name)
+    assert q.shape == (4, ggml_type(type_name).row_bytes(512))
+    y = dequantize(q, type_name)
+    rmse = float(np.sqrt(np.mean((y - x) ** 2)))
+    assert rmse < RMSE_BOUND[type_name], f"{type_name} round-trip RMSE {rmse:.4g}"
+    # a zero row stays zero, exactly
+    assert not dequantize(quantize(np.zeros((1, 512), np.float32), type_name), type_name).any()
+
+
+def _rmse(a, b, w=None):
+    d2 = (a.astype(np.float64) - b) ** 2
+    return float(np.sqrt(np.mean(d2 if w is None else d2 * w)))
+
+
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["plain", "imatrix"])
+@pytest.mark.parametrize("type_name", ["IQ4_NL", "IQ4_XS"])
+def test_iq4_error_not_worse_than_llamacpp(type_name, with_imatrix):
+    """The IQ4 contract is error, not bytes: RMSE (and imatrix-weighted RMSE) against the float input no worse
+    than llama.cpp's on the same data."""
+    ref = expected(type_name)
+    for s in SETS:
+        x = INPUTS[s]
+        im = INPUTS[s + "_imatrix"] if with_imatrix else None
+        ours = dequantize(quantize(x, type_name, im), type_name)
+        theirs = dequantize(ref[s + "_imatrix" if with_imatrix else s], type_name)
+        for w in (None, im):
+            assert _rmse(ours, x, w) <= _rmse(theirs, x, w) * (1 + 1e-9) + 1e-30
+
+
+# ---------------------------------------------------------------------------------------------- hand-built blocks
+
+def test_q8_0_block_by_hand():
+    x = np.arange(-16, 16, dtype=np.float32).reshape(1, 32) / 4  # absmax 4 -> d = 4/127
+    q = quantize(x, "Q8_0")[0]
+    assert q[:2].view(np.float16)[0] == np.float16(np.float32(4) / np.float32(127))
+    expect = np.floor(np.abs(x[0] * (np.float32(127) / 4)) + 0.5) * np.sign(x[0])  # roundf
+    assert np.array_equal(q[2:].view(np.int8), expect.astype(np.int8))
+
+
+def test_q4_0_block_by_hand():
+    x = np.zeros((1, 32), np.float32)
+    x[0, 0] = -8.0  # the signed absmax maps to code 0: d = -8 / -8 = 1
+    x[0, 16] = 7.0
+    x[0, 5] = 2.4
+    q = quantize(x, "Q4_0")[0]
+    assert q[:2].view(np.float16)[0] == 1.0
+    nib = np.concatenate([q[2:] & 15, q[2:] >> 4])
+    expect = np.full(32, 8)
+    expect[0], expect[16], expect[5] = 0, 15, 10
+    assert np.array_equal(nib, expect)
+
+
+@pytest.mark.parametrize("type_name", ["TQ1_0", "TQ2_0"])
+def test_ternary_values_are_exact(type_name):
+    rng = np.random.default_rng(1)
+    x = (rng.integers(-1, 2, (3, 512)) * 0.375).astype(np.float32)
+    x[:, 0] = 0.375  # every block reaches the absmax
+    x[:, 256] = -0.375
+    assert np.array_equal(dequantize(quantize(x, type_name), type_name), x)
+
+
+def test_floats():
+    x = np.array([[0.0, -0.0, 1.0, 65504.0, 65520.0, 1e-8, 6e-8, np.inf, -np.inf, np.nan, 1 + 2 ** -11,
+                   1 + 3 * 2 ** -11, 3.1415927, -2.5e-5, 1e38, 2 ** -24]], dtype=np.float32)
+    f16 = quantize(x, "F16").view(np.uint16)
+    with np.errstate(over="ignore"):
+        ref = x.astype(np.float16).view(np.uint16)
+    finite = ~np.isnan(x)
+    assert np.array_equal(f16[finite], ref[finite])  # round to nearest even, overflow to inf
+    assert f16[0, 9] == 0x7E00  # ggml's quiet NaN
+    bf16 = quantize(x, "BF16").view(np.uint16)
+    assert bf16[0, 2] == 0x3F80 and bf16[0, 9] & 0x7FC0 == 0x7FC0
+    assert np.array_equal(quantize(x, "F32").view(np.float32)[finite], x[finite])
+
+
+# ---------------------------------------------------------------------------------------------- the shared layer
+
+def test_type_spellings_and_shapes():
+    x = np.random.default_rng(2).standard_normal((2, 3, 256)).astype(np.float32)
+    ref = quantize(x.reshape(6, 256), "Q4_K")
+    for t in ("Q4_K", "q4_k", 12, gguf.GGMLQuantizationType.Q4_K, ggml_type("Q4_K")):
+        assert np.array_equal(quantize(x, t).reshape(6, -1), ref)
+    assert quantize(x, "Q4_K").shape == (2, 3, 144)
+    assert quantize(x[0, 0], "Q4_K").shape == (144,)
+    assert np.array_equal(quantize(x.astype(np.float64), "Q4_K").reshape(6, -1), ref)
+    assert np.array_equal(quantize(x[:, :, ::-1][:, :, ::-1], "Q4_K").reshape(6, -1), ref)  # non-contiguous
+    assert quantize(np.zeros((0, 256), np.float32), "Q4_K").shape == (0, 144)
+
+
+def test_errors_name_the_problem():
+    x = np.zeros((2, 256), np.float32)
+    with pytest.raises(UnknownTypeError, match="Q9_9"):
+        quantize(x, "Q9_9")
+    with pytest.raises(NoQuantizerError, match="IQ2_XXS"):
+        quantize(x, "IQ2_XXS")
+    with pytest.raises(ValueError, match="not a multiple of the Q4_K block size 256"):
+        quantize(np.zeros((2, 96), np.float32), "Q4_K")
+    with pytest.raises(ValueError, match="255 values for rows of 256"):
+        quantize(x, "Q4_K", np.ones(255, np.float32))
+    with pytest.raises(ValueError, match="non-negative"):
+        quantize(x, "Q4_0", -np.ones(256, np.float32))
+    with pytest.raises(TypeError):
+        quantize(np.array([["a"] * 32]), "Q8_0")
+
+
+def test_imatrix_metadata():
+    assert quantize_requires_imatrix("IQ2_XXS") and quantize_requires_imatrix("IQ1_S")
+    assert not quantize_requires_imatrix("Q4_K") and not quantize_requires_imatrix("Q2_K")
+    assert USES_IMATRIX <= set(QUANT_TYPES)
+    x = INPUTS["r512"]
+    for t in set(QUANT_TYPES) - USES_IMATRIX:  # these ignore it, as llama.cpp does
+        assert np.array_equal(quantize(x, t, INPUTS["r512_imatrix"]), quantize(x, t))
