@@ -51,9 +51,15 @@ class QMatrix:
         self._mm = layout.matmul
 
     def matvec(self, out, x):
+        """out[rows] = W @ x. Both float32, C-contiguous (the kernels index without bounds checks)."""
+        if x.shape[0] != self.shape[1] or out.shape[0] != self.shape[0]:
+            raise ValueError(f"matvec {self.shape}: x {x.shape}, out {out.shape}")
         self._mv(out, x, *self._args)
 
     def matmul(self, out, x):
+        """out[n, rows] = x[n, cols] @ W.T."""
+        if x.ndim != 2 or x.shape[1] != self.shape[1] or out.shape != (x.shape[0], self.shape[0]):
+            raise ValueError(f"matmul {self.shape}: x {x.shape}, out {out.shape}")
         self._mm(out, x, *self.arrays)
 
     def __repr__(self):

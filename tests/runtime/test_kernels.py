@@ -103,3 +103,12 @@ def test_iq4_codebook_polynomial_is_exact():
     from kvant.runtime.kernels.legacy import iq4_value
     got = [iq4_value(np.float32(n)) for n in range(16)]
     assert got == list(IQ4_NL.kvalues)
+
+
+def test_shape_mismatch_raises():
+    raw, _ = make_weight("Q4_0", 4, 2, np.random.default_rng(3))
+    qm = prepare(raw, "Q4_0")
+    with pytest.raises(ValueError):
+        qm.matvec(np.zeros(4, np.float32), np.zeros(32, np.float32))
+    with pytest.raises(ValueError):
+        qm.matmul(np.zeros((2, 4), np.float32), np.zeros((3, 64), np.float32))
