@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._ir import f16_to_f32, widen
+from ._ir import bit_select, f16_to_f32, widen
 
 F32 = np.float32
 ROW_TILE = 8      # rows decoded together in matmul (a multiple of 4)
@@ -146,29 +146,45 @@ def crumb_dot(c, d, y):
 
 
 @njit(cache=True, fastmath=True)
-def crumb_dot_s(c, sb, y):
-    """crumb_dot with one scale per byte (sb, a per-row scratch)."""
+def crumb_dot16(c, s16, y):
+    """sum over a CRUMB16 row (run of 16 bytes: crumb t of byte j = element 64R + 16t + j, so crumb t is in
+    16-element group 4R + t) of s16[group] * code * x, with prep_runs16 planes (P=4). Every crumb has its own
+    scale, so the fields are separated in the loop; the scale index is uniform over a 16-byte run (a broadcast)."""
     s = F32(0.0)
     for k in range(c.shape[0]):
         bf = F32(c[k])
-        a = (bf * y[0, k] + np.floor(bf * F32(0.25)) * y[1, k] + np.floor(bf * F32(0.0625)) * y[2, k]
-             + np.floor(bf * F32(0.015625)) * y[3, k])
-        s += sb[k] * a
+        f1 = np.floor(bf * F32(0.25))
+        f2 = np.floor(bf * F32(0.0625))
+        f3 = np.floor(bf * F32(0.015625))
+        g = (k >> 4) << 2
+        s += (s16[g] * (bf - F32(4.0) * f1) * y[0, k] + s16[g + 1] * (f1 - F32(4.0) * f2) * y[1, k]
+              + s16[g + 2] * (f2 - F32(4.0) * f3) * y[2, k] + s16[g + 3] * f3 * y[3, k])
     return s
 
 
 @njit(cache=True, fastmath=True)
-def bits_dot_s(h, sb, y):
-    """bits_dot with one scale per byte."""
+def bits_dot16(h, s16, y):
+    """BITS16 rows (bit t of byte j of a 16-byte run = element 128R + 16t + j, group 8R + t): sum of
+    s16[group] * bit * x with prep_runs16 planes (P=8)."""
     s = F32(0.0)
     for k in range(h.shape[0]):
-        bf = F32(h[k])
-        a = (bf * y[0, k] + np.floor(bf * F32(0.5)) * y[1, k] + np.floor(bf * F32(0.25)) * y[2, k]
-             + np.floor(bf * F32(0.125)) * y[3, k] + np.floor(bf * F32(0.0625)) * y[4, k]
-             + np.floor(bf * F32(0.03125)) * y[5, k] + np.floor(bf * F32(0.015625)) * y[6, k]
-             + np.floor(bf * F32(0.0078125)) * y[7, k])
-        s += sb[k] * a
+        b = h[k]
+        g = (k >> 4) << 3
+        a = F32(0.0)
+        for t in range(8):
+            a += s16[g + t] * bit_select(b, t, y[t, k])
+        s += a
     return s
+
+
+@njit(cache=True, fastmath=True)
+def prep_runs16(y, x):
+    """Planes for CRUMB16 (y (4, cols/4)) and BITS16 (y (8, cols/8)): y[t, 16R + j] = x[16P R + 16t + j]."""
+    p = y.shape[0]
+    for k in range(y.shape[1]):
+        base = 16 * p * (k >> 4) + (k & 15)
+        for t in range(p):
+            y[t, k] = x[base + 16 * t]
 
 
 @njit(cache=True, fastmath=True)

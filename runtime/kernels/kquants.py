@@ -5,16 +5,18 @@ Repacked (once, parallel over rows), extra memory over the file in brackets:
   Q5_K   I8 codes (0..31) + 6-bit scale and min as u8 per 32 + f32 d, dmin per 256  [1.59x]
   IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic (legacy.iq4_value)              [1.18x]
   Q6_K   I8 codes (q-32) + the file's int8 scale per 16 + f32 d per 256             [1.31x]
-  Q2_K   CRUMB + the file's scale/min byte per 16 + f32 d, dmin per 256             [1.05x]
-  Q3_K   CRUMB (low 2 bits) + BITS (hmask) + int8 scale (s-32) per 16 + f32 d       [1.05x]
+  Q2_K   CRUMB16 + the file's scale/min byte per 16 + f32 d, dmin per 256           [1.05x]
+  Q3_K   CRUMB16 (low 2 bits) + BITS16 (hmask) + int8 scale (s-32) per 16 + f32 d   [1.05x]
+(CRUMB16 / BITS16: 16-byte runs whose crumb / bit t lies in 16-element group t of the run, so the per-16 scale index
+is uniform across a vector; see _common.crumb_dot16.)
 Where scales stay compact (per 16 elements, f32 would cost 2 bits a weight), each worker widens one row's scales
 into its own scratch row just before the row's flat loop (1/16 of the row's work).
 """
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, bits_dot_s, crumb_dot_s, f16_at, gemm_tile, group_sums, i8_dot16, i8_dot32,
-                      n_chunks, nib_dot, prep_bits, prep_crumbs, prep_nib, scale_dot, tile_span)
+from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums, i8_dot16, i8_dot32,
+                      n_chunks, nib_dot, prep_nib, prep_runs16, scale_dot, tile_span)
 from ._ir import ubits
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
 from .registry import Layout, register
@@ -131,6 +133,31 @@ def crumbs256(dst, src, o):
                 dst[32 * h + 8 * s + k] = v
 
 
+@njit(cache=True, inline="always")
+def crumbs16_256(dst, src, o):
+    """The 64 two-bit bytes of a Q2_K / Q3_K block at src[o] (element 128h + 32s + m is bits 2s of byte 32h + m)
+    into CRUMB16 order: crumb t of byte 16R + j = element 64R + 16t + j."""
+    for rr in range(4):
+        for j in range(16):
+            v = 0
+            for t in range(4):
+                sh = 2 * (2 * (rr & 1) + (t >> 1))
+                v |= ((src[o + 32 * (rr >> 1) + 16 * (t & 1) + j] >> sh) & 3) << (2 * t)
+            dst[16 * rr + j] = v
+
+
+@njit(cache=True, inline="always")
+def bits16_256(dst, src, o):
+    """Q3_K's hmask (element e is bit e >> 5 of byte e & 31) into BITS16 order: bit t of byte 16R + j = element
+    128R + 16t + j."""
+    for rr in range(2):
+        for j in range(16):
+            v = 0
+            for t in range(8):
+                v |= ((src[o + 16 * (t & 1) + j] >> (4 * rr + (t >> 1))) & 1) << t
+            dst[16 * rr + j] = v
+
+
 @njit(cache=True, parallel=True)
 def _repack_q2_k(raw, c, sc, d, dm):
     nsb = d.shape[1]
@@ -142,7 +169,7 @@ def _repack_q2_k(raw, c, sc, d, dm):
             dm[r, blk] = f16_at(src, o + 82)
             for g in range(16):
                 sc[r, 16 * blk + g] = src[o + g]
-            crumbs256(c[r, 64 * blk:64 * (blk + 1)], src, o + 16)
+            crumbs16_256(c[r, 64 * blk:64 * (blk + 1)], src, o + 16)
 
 
 @njit(cache=True, parallel=True)
@@ -157,13 +184,8 @@ def _repack_q3_k(raw, c, h, sc, d):
                 lo = (src[o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
                 hi = (src[o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
                 sc[r, 16 * blk + g] = (lo | (hi << 4)) - 32
-            crumbs256(c[r, 64 * blk:64 * (blk + 1)], src, o + 32)
-            for k in range(32):
-                v = 0
-                for u in range(8):
-                    e = 8 * k + u
-                    v |= ((src[o + (e & 31)] >> (e >> 5)) & 1) << u
-                h[r, 32 * blk + k] = v
+            crumbs16_256(c[r, 64 * blk:64 * (blk + 1)], src, o + 32)
+            bits16_256(h[r, 32 * blk:32 * (blk + 1)], src, o)
 
 
 def _rp_q4_k(raw, cols):
@@ -239,13 +261,12 @@ def _q6_k_scratch(cols):
 
 def _q2_k_scratch(cols):
     return (np.empty((4, cols // 4), np.float32), np.empty(cols // 16, np.float32),
-            np.empty((N_SCRATCH, cols // 4), np.float32))
+            np.empty((N_SCRATCH, cols // 16), np.float32))
 
 
 def _q3_k_scratch(cols):
     return (np.empty((4, cols // 4), np.float32), np.empty((8, cols // 8), np.float32),
-            np.empty(cols // 16, np.float32), np.empty((N_SCRATCH, cols // 4), np.float32),
-            np.empty((N_SCRATCH, cols // 8), np.float32))
+            np.empty(cols // 16, np.float32), np.empty((N_SCRATCH, cols // 16), np.float32))
 
 
 # ---------------------------------------------------------------- matvec
@@ -291,44 +312,40 @@ def _mv_q6_k(out, x, q, sc, d, s16):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q2_k(out, x, c, sc, d, dm, y, xs, sb):
-    prep_crumbs(y, x)
+def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s16):
+    prep_runs16(y, x)
     group_sums(xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
-        s = sb[ch]
+        s = s16[ch]
         for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
             scr = sc[r]
             dr = d[r]
-            for k in range(s.shape[0]):
-                s[k] = dr[k >> 6] * ubits(scr[k >> 2], 0, 15)
-            bias = F32(0.0)
             dmr = dm[r]
-            for g in range(xs.shape[0]):
+            bias = F32(0.0)
+            for g in range(s.shape[0]):
+                s[g] = dr[g >> 4] * ubits(scr[g], 0, 15)
                 bias += dmr[g >> 4] * ubits(scr[g], 4, 15) * xs[g]
-            out[r] = crumb_dot_s(c[r], s, y) - bias
+            out[r] = crumb_dot16(c[r], s, y) - bias
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, sbc, sbh):
-    prep_crumbs(y, x)
-    prep_bits(yb, x, F32(4.0))
+def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s16):
+    prep_runs16(y, x)
+    prep_runs16(yb, x)
     group_sums(xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
-        s1 = sbc[ch]
-        s2 = sbh[ch]
+        s = s16[ch]
         for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
             scr = sc[r]
             dr = d[r]
-            for k in range(s1.shape[0]):
-                s1[k] = dr[k >> 6] * F32(scr[k >> 2])
-            for k in range(s2.shape[0]):
-                s2[k] = dr[k >> 5] * F32(scr[k >> 1])
             bias = F32(0.0)
-            for g in range(xs.shape[0]):
-                bias += dr[g >> 4] * F32(scr[g]) * xs[g]
-            out[r] = crumb_dot_s(c[r], s1, y) + bits_dot_s(h[r], s2, yb) - F32(4.0) * bias
+            for g in range(s.shape[0]):
+                v = dr[g >> 4] * F32(scr[g])
+                s[g] = v
+                bias += v * xs[g]
+            out[r] = crumb_dot16(c[r], s, y) + F32(4.0) * (bits_dot16(h[r], s, yb) - bias)
 
 
 # ---------------------------------------------------------------- row decoders (natural order)
@@ -357,28 +374,29 @@ def _dec_q6_k(dst, r, q, sc, d):
 
 @njit(cache=True, fastmath=True)
 def _dec_q2_k(dst, r, c, sc, d, dm):
-    for g in range(sc.shape[1]):
-        v = sc[r, g]
-        s = d[r, g >> 4] * ubits(v, 0, 15)
-        mn = dm[r, g >> 4] * ubits(v, 4, 15)
-        for k in range(4):
-            b = c[r, 4 * g + k]
-            for u in range(4):
-                dst[16 * g + 4 * k + u] = s * ubits(b, 2 * u, 3) - mn
+    for k in range(c.shape[1]):
+        b = c[r, k]
+        base = 64 * (k >> 4) + (k & 15)
+        for t in range(4):
+            g = 4 * (k >> 4) + t
+            v = sc[r, g]
+            dst[base + 16 * t] = d[r, g >> 4] * ubits(v, 0, 15) * ubits(b, 2 * t, 3) - dm[r, g >> 4] * ubits(v, 4, 15)
 
 
 @njit(cache=True, fastmath=True)
 def _dec_q3_k(dst, r, c, h, sc, d):
-    for g in range(sc.shape[1]):
-        s = d[r, g >> 4] * F32(sc[r, g])
-        for k in range(4):
-            b = c[r, 4 * g + k]
-            for u in range(4):
-                dst[16 * g + 4 * k + u] = s * (ubits(b, 2 * u, 3) - F32(4.0))
-        for k in range(2):
-            b = h[r, 2 * g + k]
-            for u in range(8):
-                dst[16 * g + 8 * k + u] += F32(4.0) * s * ubits(b, u, 1)
+    for k in range(c.shape[1]):
+        b = c[r, k]
+        base = 64 * (k >> 4) + (k & 15)
+        for t in range(4):
+            g = 4 * (k >> 4) + t
+            dst[base + 16 * t] = d[r, g >> 4] * F32(sc[r, g]) * (ubits(b, 2 * t, 3) - F32(4.0))
+    for k in range(h.shape[1]):
+        b = h[r, k]
+        base = 128 * (k >> 4) + (k & 15)
+        for t in range(8):
+            g = 8 * (k >> 4) + t
+            dst[base + 16 * t] += F32(4.0) * d[r, g >> 4] * F32(sc[r, g]) * ubits(b, t, 1)
 
 
 # ---------------------------------------------------------------- prefill
@@ -461,6 +479,6 @@ register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
 register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
 register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
 register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
-                        "CRUMB + u8 scale/min per 16 + f32 d, dmin per 256"))
+                        "CRUMB16 + u8 scale/min per 16 + f32 d, dmin per 256"))
 register("Q3_K", Layout(256, _rp_q3_k, _q3_k_scratch, _mv_q3_k, _mm_q3_k,
-                        "CRUMB + BITS + int8 scale per 16 + f32 d per 256"))
+                        "CRUMB16 + BITS16 + int8 scale per 16 + f32 d per 256"))
