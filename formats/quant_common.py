@@ -8,7 +8,8 @@ without FMA contraction):
 - nearest_int is the 12582912 magic add, read back through the float's bits (exact even outside its intended
   range); fp16 conversion is ggml's software GGML_FP32_TO_FP16; roundf rounds half away from zero.
 The scale searches (make_qx_quants, make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants) follow
-the reference's operation order; they are shared by the legacy imatrix path and the K-quants.
+the reference's operation order; they are shared by the legacy imatrix path and the K-quants, and each caller
+gets a version compiled for its constants (qx_search(8), qkx_search(15, -1.0, 0.1, 20, False, False), ...).
 """
 import numpy as np
 from llvmlite import ir
@@ -128,10 +129,18 @@ def put_f16(dst, p, f):
     put_u16(dst, p, fp32_to_fp16(f))
 
 
-@njit("float32(int64, int64, float32[::1], int8[::1], float32[::1])", cache=True, error_model="numpy")
-def make_qx_quants(n, nmax, x, L, w):
-    """Symmetric scale search, make_qx_quants with rmse_type 1 (the only one llama.cpp's quantizers use): weights
-    w are given (callers without importance weights pass x^2). L[i] = nmax + q in [0, 2 nmax). Returns the scale."""
+# ------------------------------------------------------------------------------------------------ scale searches
+# Each search is written once, generically (inline at the numba IR level), and compiled per configuration by a
+# small factory: with nmax (and the step schedule) constant, LLVM simplifies the clamps and conversions of the
+# inner loops, about 25% faster than one generic compiled version. A closure's constants are part of numba's
+# cache key, so every configuration is cached on its own.
+
+_JIT = dict(cache=True, error_model="numpy")
+
+
+@njit(inline="always", **_JIT)
+def _absmax_signed(x, n):
+    """(amax, the first element of largest magnitude)."""
     mx = f32(0.0)
     amax = f32(0.0)
     for i in range(n):
@@ -139,6 +148,12 @@ def make_qx_quants(n, nmax, x, L, w):
         if ax > amax:
             amax = ax
             mx = x[i]
+    return amax, mx
+
+
+@njit(inline="always", **_JIT)
+def _make_qx_quants(n, nmax, x, L, w):
+    amax, mx = _absmax_signed(x, n)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0
@@ -172,84 +187,78 @@ def make_qx_quants(n, nmax, x, L, w):
     return scale
 
 
-@njit("float32(int64, int64, float32[::1], int8[::1], boolean)", cache=True, error_model="numpy")
-def make_q3_quants(n, nmax, x, L, do_rmse):
-    """Q3_K's search without importance weights (weights x^2, iterative refinement). L[i] in [0, 2 nmax)."""
-    mx = f32(0.0)
-    amax = f32(0.0)
-    for i in range(n):
-        ax = abs(x[i])
-        if ax > amax:
-            amax = ax
-            mx = x[i]
+def qx_search(nmax):
+    """make_qx_quants with rmse_type 1 (the only one llama.cpp's quantizers use), as search(n, x, L, w) -> scale:
+    symmetric, weights w given (callers without importance weights pass x^2), L[i] = nmax + q in [0, 2 nmax)."""
+    @njit(**_JIT)
+    def search(n, x, L, w):
+        return _make_qx_quants(n, nmax, x, L, w)
+    return search
+
+
+@njit(inline="always", **_JIT)
+def _make_q3_quants(n, nmax, x, L):
+    amax, mx = _absmax_signed(x, n)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0
         return f32(0.0)
     iscale = f32(-nmax) / mx
-    if do_rmse:
-        sumlx = f32(0.0)
-        suml2 = f32(0.0)
-        for i in range(n):
-            l = nearest_int(iscale * x[i])
-            l = max(-nmax, min(nmax - 1, l))
-            L[i] = l
-            w = x[i] * x[i]
-            fl = f32(l)
-            sumlx += w * x[i] * fl
-            suml2 += w * fl * fl
-        for _ in range(5):
-            n_changed = 0
-            for i in range(n):
-                w = x[i] * x[i]
-                li = f32(L[i])
-                slx = sumlx - w * x[i] * li
-                if slx > 0:
-                    sl2 = suml2 - w * li * li
-                    new_l = nearest_int(x[i] * sl2 / slx)
-                    new_l = max(-nmax, min(nmax - 1, new_l))
-                    if new_l != L[i]:
-                        fn = f32(new_l)
-                        slx += w * x[i] * fn
-                        sl2 += w * fn * fn
-                        if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
-                            L[i] = new_l
-                            sumlx = slx
-                            suml2 = sl2
-                            n_changed += 1
-            if n_changed == 0:
-                break
-        for i in range(n):
-            L[i] += nmax
-        return sumlx / suml2 if suml2 > 0 else f32(0.0)
+    sumlx = f32(0.0)
+    suml2 = f32(0.0)
     for i in range(n):
-        l = nearest_int(iscale * x[i])
-        l = max(-nmax, min(nmax - 1, l))
-        L[i] = l + nmax
-    return f32(1.0) / iscale
+        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
+        L[i] = l
+        w = x[i] * x[i]
+        fl = f32(l)
+        sumlx += w * x[i] * fl
+        suml2 += w * fl * fl
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = x[i] * x[i]
+            li = f32(L[i])
+            slx = sumlx - w * x[i] * li
+            if slx > 0:
+                sl2 = suml2 - w * li * li
+                new_l = max(-nmax, min(nmax - 1, nearest_int(x[i] * sl2 / slx)))
+                if new_l != L[i]:
+                    fn = f32(new_l)
+                    slx += w * x[i] * fn
+                    sl2 += w * fn * fn
+                    if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    for i in range(n):
+        L[i] += nmax
+    return sumlx / suml2 if suml2 > 0 else f32(0.0)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _weight_or_x2(weights, has_w, x, i):
-    return weights[i] if has_w else x[i] * x[i]
+def q3_search(nmax):
+    """make_q3_quants with do_rmse (Q3_K without importance weights), as search(n, x, L) -> scale: weights x^2,
+    then up to 5 rounds of single-element moves that improve the fit. L[i] in [0, 2 nmax)."""
+    @njit(**_JIT)
+    def search(n, x, L):
+        return _make_q3_quants(n, nmax, x, L)
+    return search
 
 
-@njit("UniTuple(float32, 2)(int64, int64, float32[::1], float32[::1], boolean, uint8[::1], uint8[::1], "
-      "float32, float32, int64, boolean, boolean)", cache=True, error_model="numpy")
-def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, use_mad, strict):
-    """Asymmetric (scale, min) search: make_qkx2_quants (strict=False: gives up only when max == min) and
-    make_qkx3_quants (strict=True: gives up when max <= min; weights default to x^2 when has_w is False).
-    L[i] in [0, nmax]. Returns (scale, -min)."""
+@njit(inline="always", **_JIT)
+def _make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, strict):
     mn = x[0]
     mx = x[0]
-    sum_w = _weight_or_x2(weights, has_w, x, 0)
+    sum_w = weights[0]
     sum_x = sum_w * x[0]
     for i in range(1, n):
         if x[i] < mn:
             mn = x[i]
         if x[i] > mx:
             mx = x[i]
-        w = _weight_or_x2(weights, has_w, x, i)
+        w = weights[i]
         sum_w += w
         sum_x += w * x[i]
     if mn > 0:
@@ -266,7 +275,7 @@ def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, us
         L[i] = max(0, min(nmax, l))
         diff = scale * f32(L[i]) + mn - x[i]
         diff = abs(diff) if use_mad else diff * diff
-        best_error += _weight_or_x2(weights, has_w, x, i) * diff
+        best_error += weights[i] * diff
     if nstep < 1:
         return scale, -mn
     for is_ in range(nstep + 1):
@@ -275,10 +284,9 @@ def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, us
         sum_l2 = f32(0.0)
         sum_xl = f32(0.0)
         for i in range(n):
-            l = nearest_int(iscale * (x[i] - mn))
-            l = max(0, min(nmax, l))
+            l = max(0, min(nmax, nearest_int(iscale * (x[i] - mn))))
             Laux[i] = l
-            w = _weight_or_x2(weights, has_w, x, i)
+            w = weights[i]
             fl = f32(l)
             sum_l += w * fl
             sum_l2 += w * fl * fl
@@ -294,7 +302,7 @@ def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, us
             for i in range(n):
                 diff = this_scale * f32(Laux[i]) + this_min - x[i]
                 diff = abs(diff) if use_mad else diff * diff
-                cur_error += _weight_or_x2(weights, has_w, x, i) * diff
+                cur_error += weights[i] * diff
             if cur_error < best_error:
                 for i in range(n):
                     L[i] = Laux[i]
@@ -304,10 +312,21 @@ def make_qkx_quants(n, nmax, x, weights, has_w, L, Laux, rmin, rdelta, nstep, us
     return scale, -mn
 
 
-@njit("float32(int64, int64, float32[::1], uint8[::1], float32[::1])", cache=True, error_model="numpy")
-def make_qp_quants(n, nmax, x, L, quant_weights):
-    """Positive-only scale search used for the super-block scales of the imatrix K-quants. L holds the codes as
-    the C uint8_t array does (negative codes wrap). Returns the scale."""
+def qkx_search(nmax, rmin, rdelta, nstep, use_mad, strict):
+    """The asymmetric (scale, min) search as search(n, x, weights, L, Laux) -> (scale, -min), L[i] in [0, nmax]:
+    make_qkx2_quants with strict=False (gives up only when max == min), make_qkx3_quants with strict=True (gives up
+    when max <= min); both try nstep + 1 inverse scales (rmin + rdelta*k + nmax) / (max - min)."""
+    rmin = f32(rmin)
+    rdelta = f32(rdelta)
+
+    @njit(**_JIT)
+    def search(n, x, weights, L, Laux):
+        return _make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, strict)
+    return search
+
+
+@njit(inline="always", **_JIT)
+def _make_qp_quants(n, nmax, x, L, quant_weights):
     mx = f32(0.0)
     for i in range(n):
         mx = mx if mx > x[i] else x[i]
@@ -366,3 +385,13 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
         if n_changed == 0:
             break
     return sumlx / suml2 if suml2 > 0 else f32(0.0)
+
+
+def qp_search(nmax):
+    """make_qp_quants (the sub-block scales of the imatrix K-quants) as search(n, x, L, weights) -> scale:
+    positive codes up to nmax, 9 trial scales, then up to 5 rounds of single-element moves. L holds the codes as
+    the C uint8_t array does (a negative code wraps)."""
+    @njit(**_JIT)
+    def search(n, x, L, quant_weights):
+        return _make_qp_quants(n, nmax, x, L, quant_weights)
+    return search

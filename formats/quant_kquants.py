@@ -11,10 +11,23 @@ Kernel signature as in quant_legacy: kernel(out, x, qw) with qw float32 (cols,) 
 import numpy as np
 from numba import njit, prange
 
-from .quant_common import (f32, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants,
-                           make_qp_quants, make_qx_quants, nearest_int, put_u16)
+from .quant_common import (f32, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS, nearest_int, put_u16, q3_search,
+                           qkx_search, qp_search, qx_search)
 
 QK_K = 256
+# The searches each quantizer uses, as in ggml-quants.c (qkx2 = strict False, qkx3 = strict True).
+Q2_K_REF = qkx_search(3, -0.5, 0.1, 15, True, False)
+Q2_K_IM = qkx_search(3, -0.9, 0.05, 36, False, True)
+Q2_K_SCALES = qp_search(15)
+Q3_K_REF = q3_search(4)
+Q3_K_IM = qx_search(4)
+Q3_K_SCALES = qx_search(32)
+Q4_K_REF = qkx_search(15, -1.0, 0.1, 20, False, False)
+Q4_K_IM = qkx_search(15, -0.9, 0.05, 36, False, True)
+Q5_K_REF = qkx_search(31, -0.5, 0.1, 15, False, False)
+Q5_K_IM = qkx_search(31, -0.9, 0.05, 36, False, True)
+QK_K_SCALES = qp_search(63)
+Q6_K_SEARCH = qx_search(32)
 
 
 @njit(cache=True, error_model="numpy")
@@ -46,10 +59,9 @@ def _q2_k_block(dst, x, qw, has_qw, L, Laux, weight, scales, mins, sw, Ls, Lm):
                 weight[l] = qw[16 * j + l] * np.sqrt(sigma2 + x[16 * j + l] * x[16 * j + l])
                 s += weight[l]
             sw[j] = s
-            scales[j], mins[j] = make_qkx_quants(16, 3, x[16 * j:16 * j + 16], weight, True, L[16 * j:16 * j + 16],
-                                                 Laux, f32(-0.9), f32(0.05), 36, False, True)
-        dm = make_qp_quants(16, 15, scales, Ls, sw)
-        mm = make_qp_quants(16, 15, mins, Lm, sw)
+            scales[j], mins[j] = Q2_K_IM(16, x[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux)
+        dm = Q2_K_SCALES(16, scales, Ls, sw)
+        mm = Q2_K_SCALES(16, mins, Lm, sw)
         hd = fp32_to_fp16(dm)
         hm = fp32_to_fp16(mm)
         for j in range(16):
@@ -60,8 +72,7 @@ def _q2_k_block(dst, x, qw, has_qw, L, Laux, weight, scales, mins, sw, Ls, Lm):
         for j in range(16):
             for l in range(16):
                 weight[l] = abs(x[16 * j + l])
-            scales[j], mins[j] = make_qkx_quants(16, 3, x[16 * j:16 * j + 16], weight, True, L[16 * j:16 * j + 16],
-                                                 Laux, f32(-0.5), f32(0.1), 15, True, False)
+            scales[j], mins[j] = Q2_K_REF(16, x[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux)
             if scales[j] > max_scale:
                 max_scale = scales[j]
             if mins[j] > max_min:
@@ -147,8 +158,8 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
             for l in range(16):
                 s += weight[l]
             sw[j] = s
-            scales[j] = make_qx_quants(16, 4, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], weight)
-        d_block = make_qx_quants(16, 32, scales, Ls, sw)
+            scales[j] = Q3_K_IM(16, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], weight)
+        d_block = Q3_K_SCALES(16, scales, Ls, sw)
         for j in range(16):
             _q3_k_put_scale(sc, j, np.int64(Ls[j]))
         hd = fp32_to_fp16(d_block)
@@ -156,7 +167,7 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
         max_scale = f32(0.0)
         amax = f32(0.0)
         for j in range(16):
-            scales[j] = make_q3_quants(16, 4, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], True)
+            scales[j] = Q3_K_REF(16, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16])
             s = abs(scales[j])
             if s > amax:
                 amax = s
@@ -240,10 +251,14 @@ def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins
             for l in range(32):
                 s += weights[l]
             sw[j] = s
-            scales[j], mins[j] = make_qkx_quants(32, nmax, x[32 * j:32 * j + 32], weights, True,
-                                                 L[32 * j:32 * j + 32], Laux, f32(-0.9), f32(0.05), 36, False, True)
-        d_block = make_qp_quants(8, 63, scales, Ls, sw)
-        m_block = make_qp_quants(8, 63, mins, Lm, sw)
+            xs = x[32 * j:32 * j + 32]
+            Lj = L[32 * j:32 * j + 32]
+            if nmax == 15:
+                scales[j], mins[j] = Q4_K_IM(32, xs, weights, Lj, Laux)
+            else:
+                scales[j], mins[j] = Q5_K_IM(32, xs, weights, Lj, Laux)
+        d_block = QK_K_SCALES(8, scales, Ls, sw)
+        m_block = QK_K_SCALES(8, mins, Lm, sw)
         for j in range(8):
             ls = np.int64(Ls[j])
             lm = np.int64(Lm[j])
@@ -256,8 +271,6 @@ def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins
     else:
         max_scale = f32(0.0)
         max_min = f32(0.0)
-        rmin = f32(-1.0) if nmax == 15 else f32(-0.5)
-        nstep = 20 if nmax == 15 else 15
         for j in range(8):
             sum_x2 = f32(0.0)
             for l in range(32):
@@ -265,8 +278,12 @@ def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins
             av_x = np.sqrt(sum_x2 / f32(32.0))
             for l in range(32):
                 weights[l] = av_x + abs(x[32 * j + l])
-            scales[j], mins[j] = make_qkx_quants(32, nmax, x[32 * j:32 * j + 32], weights, True,
-                                                 L[32 * j:32 * j + 32], Laux, rmin, f32(0.1), nstep, False, False)
+            xs = x[32 * j:32 * j + 32]
+            Lj = L[32 * j:32 * j + 32]
+            if nmax == 15:
+                scales[j], mins[j] = Q4_K_REF(32, xs, weights, Lj, Laux)
+            else:
+                scales[j], mins[j] = Q5_K_REF(32, xs, weights, Lj, Laux)
             if scales[j] > max_scale:
                 max_scale = scales[j]
             if mins[j] > max_min:
@@ -363,7 +380,7 @@ def _q6_k_block(dst, x, qw, has_qw, L, weight, scales):
             for j in range(16):
                 weight[j] = x[16 * ib + j] * x[16 * ib + j]
             w = weight
-        scales[ib] = make_qx_quants(16, 32, x[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], w)
+        scales[ib] = Q6_K_SEARCH(16, x[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16], w)
         a = abs(scales[ib])
         if a > max_abs_scale:
             max_abs_scale = a

@@ -10,10 +10,15 @@ Every kernel has the signature kernel(out, x, qw): out uint8 (rows, row_bytes), 
 import numpy as np
 from numba import njit, prange
 
-from .quant_common import f32, fp32_to_fp16, make_qkx_quants, make_qx_quants, put_f16, put_u16, put_u32, roundf
+from .quant_common import f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
 
 QK = 32
 FLT_MAX = np.finfo(np.float32).max
+# the imatrix paths' searches (quantize_row_*_impl)
+Q4_0_SEARCH = qx_search(8)
+Q5_0_SEARCH = qx_search(16)
+Q4_1_SEARCH = qkx_search(15, -0.9, 0.05, 36, False, True)  # make_qkx3_quants
+Q5_1_SEARCH = qkx_search(31, -0.9, 0.05, 36, False, True)
 
 
 @njit(cache=True, error_model="numpy")
@@ -83,7 +88,7 @@ def quant_q4_0(out, x, qw):
             p = b * 18
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
-                d = make_qx_quants(QK, 8, xr[o:o + QK], L, weight)
+                d = Q4_0_SEARCH(QK, xr[o:o + QK], L, weight)
                 put_f16(dst, p, d)
                 for j in range(16):
                     dst[p + 2 + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
@@ -116,8 +121,7 @@ def quant_q4_1(out, x, qw):
             p = b * 20
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
-                d, m = make_qkx_quants(QK, 15, xr[o:o + QK], weight, True, L, Laux, f32(-0.9), f32(0.05), 36,
-                                       False, True)
+                d, m = Q4_1_SEARCH(QK, xr[o:o + QK], weight, L, Laux)
                 put_f16(dst, p, d)
                 put_f16(dst, p + 2, -m)
                 for j in range(16):
@@ -151,7 +155,7 @@ def quant_q5_0(out, x, qw):
             p = b * 22
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
-                d = make_qx_quants(QK, 16, xr[o:o + QK], L, weight)
+                d = Q5_0_SEARCH(QK, xr[o:o + QK], L, weight)
             else:
                 _, mx = _absmax_signed(xr, o, QK)
                 d = mx / f32(-16.0)
@@ -178,8 +182,7 @@ def quant_q5_1(out, x, qw):
             p = b * 24
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
-                d, m = make_qkx_quants(QK, 31, xr[o:o + QK], weight, True, L, Laux, f32(-0.9), f32(0.05), 36,
-                                       False, True)
+                d, m = Q5_1_SEARCH(QK, xr[o:o + QK], weight, L, Laux)
                 m = -m
             else:
                 m, mx = _min_max(xr, o, QK)
