@@ -124,8 +124,11 @@ class Transformer:
 
     def _matrix(self, name):
         info = self._info(name)
-        matrix = kernels.prepare(self.file.raw(name), info.ggml_type)
+        raw = self.file.raw(name)
+        matrix = kernels.prepare(raw, info.ggml_type)
         self.weight_bytes += matrix.nbytes
+        if not any(np.shares_memory(a, raw) for a in matrix.arrays):
+            self.file.release(name)     # repacked: the mapped pages would only double the resident memory
         return matrix
 
     def _load_layer(self, i):

@@ -105,15 +105,28 @@ _GELU_A = np.float32(0.044715)
 _SQRT_2_OVER_PI = np.float32(0.7978845608028654)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def gelu_mul(gate, up):
-    """gate = gelu(gate) * up, in place (GeGLU, tanh approximation as ggml_gelu)."""
+    """gate = gelu(gate) * up, in place (GeGLU, tanh approximation). As ggml on x86 (GGML_GELU_FP16): inside
+    (-10, 10) the input is rounded to f16 and the result read from an f16 table, so both are rounded here too."""
     n, d = gate.shape
+    g = np.empty(d, np.float32)
     for t in range(n):
+        g[:] = gate[t]
+        round_f16(g)
         for i in range(d):
-            g = gate[t, i]
-            gate[t, i] = np.float32(0.5) * g * (np.float32(1.0) + math.tanh(
-                _SQRT_2_OVER_PI * g * (np.float32(1.0) + _GELU_A * g * g))) * up[t, i]
+            x = g[i]
+            g[i] = np.float32(0.5) * x * (np.float32(1.0) + np.float32(math.tanh(
+                _SQRT_2_OVER_PI * x * (np.float32(1.0) + _GELU_A * x * x))))
+        round_f16(g)
+        for i in range(d):
+            x = gate[t, i]
+            if x <= -10.0:
+                gate[t, i] = 0.0
+            elif x >= 10.0:
+                gate[t, i] = x * up[t, i]
+            else:
+                gate[t, i] = g[i] * up[t, i]
 
 
 @njit(cache=True, fastmath=True)
