@@ -1,14 +1,16 @@
 """Pieces shared by the kernel families: fp16 reads from raw blocks, activation planes, flat dot loops, the
 generic prefill matmul.
 
-Repacked layouts (see registry.py for the per-type table). Every plane is a 2-D array, one row per weight row:
-  NIB    u8  (rows, cols/2)  byte i: low nibble = element 32*(i>>4) + (i&15), high nibble = that + 16
-                            (the Q4_0 block order: 16 bytes per 32 elements, so one scale covers a byte)
-  BITS   u8  (rows, cols/8)  byte k, bit t = element 8k + t
-  CRUMB  u8  (rows, cols/4)  byte k, bits 2t..2t+1 = element 4k + t
-  I8     i8  (rows, cols)    natural order
-Scales are f32 per group in the same row, or compact (int8 / u8 per group + f32 per 256) and widened per row into
-a per-thread scratch inside the kernel.
+Repacked layouts (the per-type table is in each family's module docstring). Every plane is a 2-D array, one row per
+weight row:
+  NIB     u8  (rows, cols/2)  byte i: low nibble = element 32*(i>>4) + (i&15), high nibble = that + 16
+                              (the Q4_0 block order: 16 bytes per 32 elements, so one scale covers a byte)
+  I8      i8  (rows, cols)    natural order
+  CRUMB   u8  (rows, cols/4)  byte k, bits 2t..2t+1 = element 4k + t (one scale per byte: TQ types)
+  CRUMB16 u8  (rows, cols/4)  byte 16R + j, crumb t = element 64R + 16t + j (per-16 scales: Q2_K, Q3_K)
+  BITS16  u8  (rows, cols/8)  byte 16R + j, bit t = element 128R + 16t + j (Q3_K's high bit)
+Scales are f32 or fp16 per group in the same row, or compact (int8 / u8 per group + f32 per 256) and widened per
+row into a per-worker scratch inside the kernel.
 
 Why this shape: LLVM vectorizes long flat loops over contiguous bytes and little else (REFERENCE.md section 10).
 Codes are turned into floats without integer arithmetic (numba widens every int op to 64 bits, which halves the
@@ -59,17 +61,6 @@ def prep_pairs(xlo, xhi, x):
 
 
 @njit(cache=True, fastmath=True)
-def prep_bits(y, x, scale):
-    """BITS planes of scale*x with the floor fold: y (8, cols/8)."""
-    for k in range(y.shape[1]):
-        prev = F32(0.0)
-        for t in range(8):
-            v = scale * x[8 * k + t]
-            y[t, k] = v - F32(2.0) * prev
-            prev = v
-
-
-@njit(cache=True, fastmath=True)
 def prep_crumbs(y, x):
     """CRUMB planes with the floor fold: y (4, cols/4)."""
     for k in range(y.shape[1]):
@@ -116,20 +107,6 @@ def nib_dot(q, d, xa, xb):
     for i in range(q.shape[0]):
         bf = F32(q[i])
         s += widen(d[i >> 4]) * (bf * xa[i] + np.floor(bf * F32(0.0625)) * xb[i])
-    return s
-
-
-@njit(cache=True, fastmath=True)
-def bits_dot(h, d, y):
-    """sum over a BITS row of d[32-element group] * bit * x, with prep_bits planes."""
-    s = F32(0.0)
-    for k in range(h.shape[0]):
-        bf = F32(h[k])
-        a = (bf * y[0, k] + np.floor(bf * F32(0.5)) * y[1, k] + np.floor(bf * F32(0.25)) * y[2, k]
-             + np.floor(bf * F32(0.125)) * y[3, k] + np.floor(bf * F32(0.0625)) * y[4, k]
-             + np.floor(bf * F32(0.03125)) * y[5, k] + np.floor(bf * F32(0.015625)) * y[6, k]
-             + np.floor(bf * F32(0.0078125)) * y[7, k])
-        s += d[k >> 2] * a
     return s
 
 
@@ -194,15 +171,6 @@ def i8_dot32(q, d, x):
     s = F32(0.0)
     for i in range(q.shape[0]):
         s += widen(d[i >> 5]) * F32(q[i]) * x[i]
-    return s
-
-
-@njit(cache=True, fastmath=True)
-def i8_dot16(q, d, x):
-    """i8_dot32 with 16-element groups."""
-    s = F32(0.0)
-    for i in range(q.shape[0]):
-        s += d[i >> 4] * F32(q[i]) * x[i]
     return s
 
 

@@ -9,13 +9,14 @@ Repacked (once, parallel over rows), extra memory over the file in brackets:
   Q3_K   CRUMB16 (low 2 bits) + BITS16 (hmask) + int8 scale (s-32) per 16 + f32 d   [1.05x]
 (CRUMB16 / BITS16: 16-byte runs whose crumb / bit t lies in 16-element group t of the run, so the per-16 scale index
 is uniform across a vector; see _common.crumb_dot16.)
-Where scales stay compact (per 16 elements, f32 would cost 2 bits a weight), each worker widens one row's scales
-into its own scratch row just before the row's flat loop (1/16 of the row's work).
+Where scales stay compact, the flat loop multiplies the super-block d by the group's small scale itself
+(Q5_K, Q6_K: measured faster than widening a row's scales into a scratch first; for Q4_K the f32 scales were faster
+still, 17 vs 12 G elem/s), or (Q2_K, Q3_K) widens one row's per-16 scales into a per-worker scratch row.
 """
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums, i8_dot16, i8_dot32,
+from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
                       n_chunks, nib_dot, prep_nib, prep_runs16, scale_dot, tile_span)
 from ._ir import ubits
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
@@ -252,11 +253,7 @@ def _nib_scratch(cols):
 
 
 def _q5_k_scratch(cols):
-    return np.empty(cols // 32, np.float32), np.empty((N_SCRATCH, cols // 32), np.float32)
-
-
-def _q6_k_scratch(cols):
-    return (np.empty((N_SCRATCH, cols // 16), np.float32),)
+    return (np.empty(cols // 32, np.float32),)
 
 
 def _q2_k_scratch(cols):
@@ -278,37 +275,45 @@ def _mv_q4_k(out, x, q, d, m, xa, xb, xs):
         out[r] = nib_dot(q[r], d[r], xa, xb) + scale_dot(m[r], xs)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q5_k(out, x, q, sc, mn, d, dm, xs, s32):
-    sums32(xs, x)
-    rows = out.shape[0]
-    for c in prange(N_SCRATCH):
-        s = s32[c]
-        for r in range(rows * c // N_SCRATCH, rows * (c + 1) // N_SCRATCH):
-            scr = sc[r]
-            mnr = mn[r]
-            dr = d[r]
-            dmr = dm[r]
-            bias = F32(0.0)
-            for g in range(s.shape[0]):
-                s[g] = dr[g >> 3] * F32(scr[g])
-                bias += dmr[g >> 3] * F32(mnr[g]) * xs[g]
-            out[r] = i8_dot32(q[r], s, x) - bias
+@njit(cache=True, fastmath=True)
+def q5k_dot(q, sc, d, x):
+    """sum of d[256-group] * sc[32-group] * q * x over an I8 row (scale product in the loop: cheaper than widening
+    the row's scales into a scratch first, measured)."""
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        s += (d[i >> 8] * F32(sc[i >> 5])) * F32(q[i]) * x[i]
+    return s
 
 
 @njit(cache=True, fastmath=True)
-def _q6_scales(s16, scr, dr):
-    for g in range(s16.shape[0]):
-        s16[g] = dr[g >> 4] * F32(scr[g])
+def q6k_dot(q, sc, d, x):
+    """q5k_dot with 16-element groups and signed int8 scales (Q6_K)."""
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        s += (d[i >> 8] * F32(sc[i >> 4])) * F32(q[i]) * x[i]
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def k_bias(mn, dm, xs):
+    """sum of dmin[256-group] * mn[32-group] * (sum of x over the 32-group)."""
+    s = F32(0.0)
+    for g in range(mn.shape[0]):
+        s += dm[g >> 3] * F32(mn[g]) * xs[g]
+    return s
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q6_k(out, x, q, sc, d, s16):
-    rows = out.shape[0]
-    for c in prange(N_SCRATCH):
-        for r in range(rows * c // N_SCRATCH, rows * (c + 1) // N_SCRATCH):
-            _q6_scales(s16[c], sc[r], d[r])
-            out[r] = i8_dot16(q[r], s16[c], x)
+def _mv_q5_k(out, x, q, sc, mn, d, dm, xs):
+    sums32(xs, x)
+    for r in prange(out.shape[0]):
+        out[r] = q5k_dot(q[r], sc[r], d[r], x) - k_bias(mn[r], dm[r], xs)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q6_k(out, x, q, sc, d):
+    for r in prange(out.shape[0]):
+        out[r] = q6k_dot(q[r], sc[r], d[r], x)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -477,7 +482,7 @@ register("Q4_K", Layout(256, _rp_q4_k, _nib_scratch, _mv_q4_k, _mm_q4_k, "NIB + 
 register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
                         "I8 + u8 scale, min per 32 + f32 d, dmin per 256"))
 register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
-register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
+register("Q6_K", Layout(256, _rp_q6_k, lambda cols: (), _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
 register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
                         "CRUMB16 + u8 scale/min per 16 + f32 d, dmin per 256"))
 register("Q3_K", Layout(256, _rp_q3_k, _q3_k_scratch, _mv_q3_k, _mm_q3_k,
