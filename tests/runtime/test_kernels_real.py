@@ -1,0 +1,43 @@
+"""Kernels on real tensors (the realmodel tier): every matrix type found in SmolLM2-135M Q4_1 and gemma-3-270m
+Q4_K_M (Q4_1, Q8_0, Q4_K, Q5_0, Q6_K), a slice of rows each, against the gguf oracle."""
+import numpy as np
+import pytest
+from gguf.quants import dequantize
+from gguf import GGMLQuantizationType
+
+from kvant.formats.gguf_file import GGUFFile
+from kvant.runtime.kernels import prepare
+
+pytestmark = pytest.mark.realmodel
+
+
+def check_file(path, rows=64):
+    rng = np.random.default_rng(0)
+    seen = set()
+    with GGUFFile(path) as f:
+        for name, info in f.tensors.items():
+            tname = info.ggml_type.name
+            if len(info.shape) != 2 or tname in seen:
+                continue
+            seen.add(tname)
+            raw = f.raw(name)[:rows]
+            w = dequantize(np.ascontiguousarray(raw), GGMLQuantizationType[tname]).astype(np.float64)
+            qm = prepare(raw, tname)
+            x = rng.standard_normal((5, w.shape[1])).astype(np.float32)
+            out = np.empty(raw.shape[0], np.float32)
+            qm.matvec(out, x[0])
+            bound = np.abs(w) @ np.abs(x[0]) + 1e-30
+            assert (np.abs(out - w @ x[0]) / bound).max() < 1e-4, (name, tname)
+            outs = np.empty((5, raw.shape[0]), np.float32)
+            qm.matmul(outs, x)
+            bound = np.abs(x) @ np.abs(w).T + 1e-30
+            assert (np.abs(outs - x @ w.T) / bound).max() < 1e-4, (name, tname)
+    return seen
+
+
+def test_smollm2_tensors(smollm2_path):
+    assert check_file(smollm2_path) >= {"Q4_1", "Q8_0"}
+
+
+def test_gemma3_tensors(gemma3_path):
+    assert check_file(gemma3_path) >= {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}
