@@ -48,11 +48,26 @@ def quantizer(t) -> tuple[GGMLType, object]:
 _NO_IMATRIX = np.zeros(0, dtype=np.float32)
 
 
+def _importance(imatrix, x_shape: tuple, n_cols: int) -> np.ndarray:
+    """The importance matrix as float32 (n_mat, cols): one row for all of x, or one per leading slice of a 3-D
+    (n_mat, rows, cols) tensor (MoE experts, as llama.cpp's imatrix stores them: flat or 2-D)."""
+    qw = np.ascontiguousarray(imatrix, dtype=np.float32)
+    n_mat = x_shape[0] if len(x_shape) == 3 and qw.size != n_cols else 1
+    if qw.size != n_mat * n_cols:
+        want = f"{n_cols}" if n_mat == 1 else f"{n_mat} x {n_cols}"
+        raise ValueError(f"the importance matrix has {qw.size} values, expected {want} for a tensor of shape "
+                         f"{x_shape}")
+    if not np.all(np.isfinite(qw)) or np.any(qw < 0):
+        raise ValueError("the importance matrix must hold finite, non-negative values")
+    return qw.reshape(n_mat, n_cols)
+
+
 def quantize(x: np.ndarray, ggml_type, imatrix: np.ndarray | None = None) -> np.ndarray:
     """Quantize float rows (..., cols) to a type (GGMLType, name or id): uint8 (..., row_bytes).
 
     imatrix: optional importance weights, one per column (the mean of x^2 per input column that llama.cpp's
-    imatrix collects); ignored by types that do not use one (F16, BF16, Q8_0, TQ1_0, TQ2_0).
+    imatrix collects), or for a 3-D (n_mat, rows, cols) tensor one row of them per slice; ignored by the types
+    that do not use one (F32, F16, BF16, Q8_0, TQ1_0, TQ2_0), as in llama.cpp.
     """
     gt, kernel = quantizer(ggml_type)
     x = np.asarray(x)
@@ -64,15 +79,21 @@ def quantize(x: np.ndarray, ggml_type, imatrix: np.ndarray | None = None) -> np.
     if n_cols % gt.block_size:
         raise ValueError(f"a row of {n_cols} elements is not a multiple of the {gt.name} block size "
                          f"{gt.block_size}")
-    x2 = np.ascontiguousarray(x.reshape(-1, n_cols), dtype=np.float32)
-    qw = _NO_IMATRIX
+    qw = _NO_IMATRIX.reshape(1, 0)
     if imatrix is not None and gt.name in USES_IMATRIX:
-        qw = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
-        if qw.shape[0] != n_cols:
-            raise ValueError(f"the importance matrix has {qw.shape[0]} values for rows of {n_cols} columns")
-        if not np.all(np.isfinite(qw)) or np.any(qw < 0):
-            raise ValueError("the importance matrix must hold finite, non-negative values")
-    out = np.empty((x2.shape[0], gt.row_bytes(n_cols)), dtype=np.uint8)
+        qw = _importance(imatrix, x.shape, n_cols)
+    x3 = np.ascontiguousarray(x.reshape(qw.shape[0], -1, n_cols), dtype=np.float32)
+    out = np.empty(x3.shape[:2] + (gt.row_bytes(n_cols),), dtype=np.uint8)
     if out.size:
-        kernel(out, x2, qw)
-    return out.reshape(*x.shape[:-1], out.shape[1])
+        for k in range(x3.shape[0]):
+            kernel(out[k], x3[k], qw[k])
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def quantization_error(x: np.ndarray, raw: np.ndarray, ggml_type) -> tuple[float, float]:
+    """(RMSE, max |error|) of quantized rows raw against the float rows x they came from, for reporting."""
+    from .dequant import dequantize
+
+    d = dequantize(raw, ggml_type).astype(np.float64) - np.asarray(x, dtype=np.float64).reshape(
+        raw.shape[:-1] + (-1,))
+    return (float(np.sqrt(np.mean(d * d))), float(np.max(np.abs(d)))) if d.size else (0.0, 0.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kvant.formats.ggml_types import UnknownTypeError, ggml_type
-from kvant.formats.quant import (QUANT_TYPES, NoQuantizerError, USES_IMATRIX, quantize,
+from kvant.formats.quant import (QUANT_TYPES, NoQuantizerError, USES_IMATRIX, quantization_error, quantize,
                                  quantize_requires_imatrix)
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "quant")
@@ -157,8 +157,10 @@ def test_errors_name_the_problem():
         quantize(x, "IQ2_XXS")
     with pytest.raises(ValueError, match="not a multiple of the Q4_K block size 256"):
         quantize(np.zeros((2, 96), np.float32), "Q4_K")
-    with pytest.raises(ValueError, match="255 values for rows of 256"):
+    with pytest.raises(ValueError, match="255 values, expected 256"):
         quantize(x, "Q4_K", np.ones(255, np.float32))
+    with pytest.raises(ValueError, match="expected 2 x 256"):
+        quantize(np.zeros((2, 3, 256), np.float32), "Q4_K", np.ones((3, 256), np.float32))
     with pytest.raises(ValueError, match="non-negative"):
         quantize(x, "Q4_0", -np.ones(256, np.float32))
     with pytest.raises(TypeError):
@@ -172,3 +174,24 @@ def test_imatrix_metadata():
     x = INPUTS["r512"]
     for t in set(QUANT_TYPES) - USES_IMATRIX:  # these ignore it, as llama.cpp does
         assert np.array_equal(quantize(x, t, INPUTS["r512_imatrix"]), quantize(x, t))
+
+
+def test_imatrix_per_expert():
+    """A 3-D (n_mat, rows, cols) tensor may carry one importance row per slice, flat or 2-D, as llama.cpp's
+    imatrix stores MoE experts."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 256)).astype(np.float32)
+    im = rng.uniform(0.1, 2.0, (2, 256)).astype(np.float32)
+    each = np.stack([quantize(x[e], "Q4_K", im[e]) for e in range(2)])
+    assert np.array_equal(quantize(x, "Q4_K", im), each)
+    assert np.array_equal(quantize(x, "Q4_K", im.reshape(-1)), each)
+    shared = quantize(x, "Q4_K", im[0])
+    assert np.array_equal(shared[0], each[0]) and not np.array_equal(shared[1], each[1])
+
+
+def test_quantization_error():
+    x = INPUTS["r512"]
+    rmse, max_abs = quantization_error(x, expected("Q8_0")["r512"], "Q8_0")
+    d = dequantize(expected("Q8_0")["r512"], "Q8_0") - x
+    assert rmse == pytest.approx(float(np.sqrt(np.mean(d.astype(np.float64) ** 2))))
+    assert max_abs == pytest.approx(float(np.abs(d).max()))
