@@ -160,6 +160,23 @@ def bitnet_params(w, m: HFModel) -> None:
         w.add_string(HIDDEN_ACT_KEY.format(arch=w.arch), act)
 
 
+def llama_before_vocab(w, m: HFModel) -> None:
+    """llama.cpp's LlamaModel.set_vocab writes tokenizer_config.json's add_prefix_space ahead of the vocabulary."""
+    flag = (m.tokenizer_config or {}).get("add_prefix_space")
+    if flag is not None:
+        w.add_add_space_prefix(flag)
+
+
+def llama_after_vocab(w, m: HFModel, kind: str) -> None:
+    """LlamaModel.set_vocab's two vocabulary-size quirks: CodeLlama's EOT (32016 tokens) and no BOS for the
+    49152-token vocabularies (granite small models; SmolLM shares the size)."""
+    n_vocab = m.config.get("vocab_size", 32000)
+    if n_vocab == 32016:
+        w.add_eot_token_id(32010)
+    if n_vocab == 49152:
+        w.add_add_bos_token(False)
+
+
 def gemma3_layer_types(c: dict) -> list[str]:
     n = c.get("sliding_window_pattern", c.get("_sliding_window_pattern", 6))
     return ["sliding_attention" if (i + 1) % n else "full_attention" for i in range(c["num_hidden_layers"])]
@@ -179,7 +196,8 @@ class Arch:
     transforms: tuple = ()
     params: Callable | None = None
     vocab: tuple = ("llama", "gpt2")
-    after_vocab: Callable | None = None
+    before_vocab: Callable | None = None  # (writer, model): keys llama.cpp writes ahead of the vocabulary
+    after_vocab: Callable | None = None  # (writer, model, kind written)
 
     @property
     def name(self) -> str:
@@ -192,12 +210,13 @@ LLAMA = Arch(
     defaults={**_GQA_DEFAULT, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
               "head_dim": derived_head_dim, "rope_theta": 10000.0},
     transforms=(Transform(r"q_proj\.(weight|bias)$", permute_q), Transform(r"k_proj\.(weight|bias)$", permute_k)),
-    params=llama_params,
+    params=llama_params, before_vocab=llama_before_vocab, after_vocab=llama_after_vocab,
 )
 MISTRAL = Arch(
     gguf.MODEL_ARCH.LLAMA,
     defaults={**LLAMA.defaults, "num_key_value_heads": 8, "max_position_embeddings": 131072},
-    transforms=LLAMA.transforms, params=llama_params,
+    transforms=LLAMA.transforms, params=llama_params, before_vocab=llama_before_vocab,
+    after_vocab=llama_after_vocab,
 )
 QWEN2 = Arch(
     gguf.MODEL_ARCH.QWEN2,
@@ -216,7 +235,7 @@ GEMMA3 = Arch(
     skip=(r"^lm_head\.weight$",),
     transforms=(Transform(r"norm\.weight$", add_one),),
     params=gemma3_params,
-    after_vocab=lambda w, kind: w.add_add_space_prefix(False) if kind == "llama" else None,
+    after_vocab=lambda w, m, kind: w.add_add_space_prefix(False) if kind == "llama" else None,
 )
 _BITNET_PROJ = r"(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$"
 BITNET = Arch(

@@ -7,10 +7,12 @@
     -> rename the finished temp file over the output.
 
 Two layouts, so that kvant's output is byte-identical with llama.cpp's tools where those are deterministic:
-  - F32, F16, BF16, Q8_0 (the types llama.cpp's convert_hf_to_gguf.py writes): its tensor order (shards in file
-    name order, tensors by name within each) and its key order;
+  - F32, F16, BF16, Q8_0, TQ1_0, TQ2_0 (the --outtype values of llama.cpp's convert_hf_to_gguf.py): its tensor
+    order (shards in file name order, tensors by name within each), its key order and its type rules (for TQ1_0 and
+    TQ2_0 that means F16 token embedding and output, where llama-quantize would choose Q6_K / Q4_K);
   - every other preset: what convert_hf_to_gguf.py --outtype f32 followed by llama-quantize gives: tensors sorted by
-    layer then name, general.quantization_version and general.file_type moved to the end.
+    layer then name, general.quantization_version and general.file_type moved to the end, llama-quantize's types.
+`qconv quantize` always follows llama-quantize.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from .progress import tensor_progress
 from .safetensors_io import to_f32
 from .vocab import write_vocab
 
-CONVERTER_PRESETS = ("F32", "F16", "BF16", "Q8_0")  # the --outtype values of llama.cpp's converter we mirror
+CONVERTER_PRESETS = recipes.CONVERTER_PRESETS  # the --outtype values of llama.cpp's converter: its layout, its rules
 # gguf.GGUFWriter, used here as a typed key collector, warns when a key is set twice; llama.cpp's gemma3 converter
 # sets several keys twice on purpose (the later value wins, in the first one's place), and so does kvant.
 logging.getLogger("gguf.gguf_writer").setLevel(logging.ERROR)
@@ -114,14 +116,17 @@ def build_plan(path: str, preset: str | None = None, overrides=(), has_imatrix: 
 
     # the tokenizer first: its size decides gemma3's embedding rows
     vocab = gguf.GGUFWriter(path=None, arch=arch.name)
+    if arch.before_vocab is not None:
+        arch.before_vocab(vocab, model)
     kind = write_vocab(vocab, model, arch.vocab)
     if arch.after_vocab is not None:
-        arch.after_vocab(vocab, kind)
+        arch.after_vocab(vocab, model, kind)
     tensors = plan_tensors(model, arch, _vocab_size(vocab))
 
     facts = model_facts(arch, model.config)
     ins = [recipes.TensorIn(t.name, t.shape, "F32") for t in tensors]
-    types = recipes.plan_types(ins, preset, facts, overrides, has_imatrix=has_imatrix)
+    types = recipes.converter_types(ins, preset, overrides) if converter_layout else \
+        recipes.plan_types(ins, preset, facts, overrides, has_imatrix=has_imatrix)
     for t in tensors:
         t.type = types[t.name]
     if not converter_layout:
@@ -204,7 +209,7 @@ def convert(path: str, out: str, preset: str | None = None, overrides=(), imatri
             progress: bool = True) -> ConversionPlan:
     """Convert a Hugging Face model directory to a GGUF file at `out`. Returns the plan it followed."""
     plan = build_plan(path, preset, overrides, has_imatrix=imatrix is not None)
-    if imatrix is not None:  # what llama-quantize adds when given one
+    if imatrix is not None and plan.preset not in CONVERTER_PRESETS:  # what llama-quantize adds when given one
         from .requantize import _typed
         plan.metadata += [(k, _typed(kind, v)) for k, kind, v in imatrix_metadata(imatrix, imatrix_arg or imatrix.path)]
     check_quantizable(t.type for t in plan.tensors)

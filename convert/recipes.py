@@ -327,5 +327,32 @@ def plan_types(tensors: list[TensorIn], preset: str, model: ModelFacts, override
     return {t.name: out[t.name] for t in tensors}
 
 
+# llama.cpp's convert_hf_to_gguf.py --outtype: its own, simpler rules (ModelBase.prepare_tensors)
+CONVERTER_PRESETS = ("F32", "F16", "BF16", "Q8_0", "TQ1_0", "TQ2_0")
+
+
+def converter_types(tensors: list[TensorIn], preset: str, overrides=()) -> dict[str, str]:
+    """The types llama.cpp's converter gives for --outtype `preset`: 1-D tensors, norms and non-weights F32; the
+    token embedding and output F16 for the ternary types; the rest the preset's type, or F16 where a row is not a
+    whole number of its blocks (the converter's QuantError fallback). --tensor-type overrides come first."""
+    preset = resolve_preset(preset)
+    if preset not in CONVERTER_PRESETS:
+        raise PresetError(f"{preset} is not one of llama.cpp's converter types ({', '.join(CONVERTER_PRESETS)})")
+    default = PRESETS[preset][1]
+    out = {}
+    for t in tensors:
+        if len(t.shape) <= 1 or t.name.endswith("_norm.weight") or not t.name.endswith(".weight"):
+            out[t.name] = "F32"
+            continue
+        manual = next((ty for rx, ty in overrides if rx.search(t.name)), None)
+        if manual is not None:
+            out[t.name] = fallback(manual, t.shape[-1])
+        elif default in ("TQ1_0", "TQ2_0") and category(t.name) in ("token_embd", "output"):
+            out[t.name] = "F16"
+        else:
+            out[t.name] = default if t.shape[-1] % ggml_type(default).block_size == 0 else "F16"
+    return out
+
+
 def file_type(preset: str) -> int:
     return int(PRESETS[resolve_preset(preset)][0])

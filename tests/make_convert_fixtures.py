@@ -6,9 +6,10 @@
 
 hf: copies the six tiny checkpoints of ../shared/fixtures/hf-tiny into tests/fixtures/convert/hf/ (the files a
 conversion reads, plus ref_tokens.npy / ref_logits.npy for the runtime checks) and runs llama.cpp's own
-convert_hf_to_gguf.py (from the llama-cpp-python sdist, $LLAMA_CPP_DIR) on each of them with --outtype f32, f16,
-bf16 and q8_0. What llama.cpp writes -- every metadata key with its GGUF type and value (long arrays as a count and
-a sha256) and every tensor's name, shape, type and a sha256 of its bytes -- goes to llamacpp_convert.json.
+convert_hf_to_gguf.py (from the llama-cpp-python sdist, $LLAMA_CPP_DIR) on each of them with every --outtype it
+offers (f32, f16, bf16, q8_0, tq1_0, tq2_0). What llama.cpp writes -- every metadata key with its GGUF type and
+value (long arrays as a count and a sha256) and every tensor's name, shape, type and a sha256 of its bytes -- goes to
+llamacpp_convert.json.
 llama.cpp's converter cannot convert these fixtures unaided, and the run patches exactly three things, recorded in
 the JSON as "patches":
   - the fixtures' tiny BPE tokenizers have no known pre-tokenizer hash: get_vocab_base_pre falls back to the name
@@ -46,7 +47,7 @@ LLAMA_CPP = os.environ.get("LLAMA_CPP_DIR", "/work/dl/sdist/llama_cpp_python-0.3
 FIXTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bitnet")
 HF_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
             "chat_template.jinja", "model.safetensors", "ref_tokens.npy", "ref_logits.npy")
-OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0")
 QUANT_PRESETS = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
                  "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
 PRESETS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",

@@ -1,7 +1,7 @@
 """qconv to-gguf on the six tiny checkpoints against what llama.cpp's own convert_hf_to_gguf.py writes for them.
 
 tests/fixtures/convert/llamacpp_convert.json (tests/make_convert_fixtures.py hf) holds llama.cpp's output for
---outtype f32, f16, bf16 and q8_0: every key with its GGUF type and value, every tensor's name, shape, type and a
+every --outtype it offers (f32, f16, bf16, q8_0, tq1_0, tq2_0): every key with its GGUF type and value, every tensor's name, shape, type and a
 hash of its bytes. kvant must write the same keys in the same order and the same tensor bytes, except where kvant
 knowingly differs (EXTRA_KEYS, KEPT_TERNARY below; convert/README.md says why).
 """
@@ -21,7 +21,7 @@ from kvant.convert.safetensors_io import Checkpoint
 from kvant.formats.gguf_file import GGUFFile
 
 ORACLE = load_json("llamacpp_convert.json")["models"]
-OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0")
 # keys kvant adds that llama.cpp's converter does not write (both are keys llama.cpp's loader knows)
 EXTRA_KEYS = {"gemma3": {"gemma3.attention.sliding_window_pattern": [["ARRAY", "BOOL"], [True, False]]},
               "bitnet": {"bitnet.hidden_activation": [["STRING"], "relu2"]}}

@@ -44,8 +44,9 @@ def test_quantize_matches_llama_quantize(tmp_path, f32_files, name, preset):
     assert file_sha(out) == want["sha256"], explain(out, want)
 
 
-TO_GGUF = [(m, "Q4_K_M") for m in MODELS] + [("bitnet", "TQ1_0"), ("bitnet", "TQ2_0"), ("gemma3", "Q4_0"),
-                                             ("llama", "Q3_K_M"), ("qwen2", "IQ4_NL"), ("mistral", "Q6_K")]
+# (F32, F16, BF16, Q8_0, TQ1_0 and TQ2_0 follow llama.cpp's converter instead: test_convert_hf.py)
+TO_GGUF = [(m, "Q4_K_M") for m in MODELS] + [("gemma3", "Q4_0"), ("llama", "Q3_K_M"), ("qwen2", "IQ4_NL"),
+                                             ("mistral", "Q6_K"), ("bitnet", "Q2_K")]
 
 
 @pytest.mark.parametrize("name,preset", TO_GGUF)
