@@ -107,12 +107,6 @@ def fp16_to_fp32(h):
 
 
 @njit(cache=True, error_model="numpy")
-def fp16_round(f):
-    """The float32 value of fp32_to_fp16(f): what a stored fp16 scale reads back as."""
-    return fp16_to_fp32(fp32_to_fp16(f))
-
-
-@njit(cache=True, error_model="numpy")
 def put_u16(dst, p, v):
     dst[p] = v & 0xFF
     dst[p + 1] = (v >> 8) & 0xFF

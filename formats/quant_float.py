@@ -1,6 +1,5 @@
 """Float types: F32 (a bit copy), F16 (ggml's software GGML_FP32_TO_FP16: round to nearest even, NaN -> quiet
 0x7E00 with its sign) and BF16 (ggml_fp32_to_bf16_row_ref: round to nearest even, NaN forced quiet)."""
-import numpy as np
 from numba import njit, prange
 
 from .quant_common import f32_bits, fp32_to_fp16, put_u16, put_u32

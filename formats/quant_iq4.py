@@ -12,7 +12,7 @@ import numpy as np
 from gguf.quants import IQ4_NL
 from numba import njit, prange
 
-from .quant_common import f32, fp32_to_fp16, GROUP_MAX_EPS, nearest_int, put_f16, put_u16
+from .quant_common import f32, GROUP_MAX_EPS, nearest_int, put_f16, put_u16
 
 KVALUES = np.array(IQ4_NL.kvalues, dtype=np.float32)  # the 16 grid points, ascending
 NTRY = 7

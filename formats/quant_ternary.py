@@ -5,7 +5,6 @@ TQ1_0 (54 bytes): qs[48] with 5 trits per byte (qs[0..31] hold elements m + 32n,
 qh[4] with 4 trits per byte (elements 240 + j + 4m), each byte stored as ceil(value * 256 / 243); fp16 d last.
 TQ2_0 (66 bytes): qs[64], 2 bits per element (q + 1) at shift 2n for element 128h + m + 32n; fp16 d last.
 """
-import numpy as np
 from numba import njit, prange
 
 from .quant_common import f32, put_f16, roundf
