@@ -48,6 +48,14 @@ def quantizer(t) -> tuple[GGMLType, object]:
 _NO_IMATRIX = np.zeros(0, dtype=np.float32)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view: one numba specialisation serves every input, memory-mapped (read-only) rows included."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 def _importance(imatrix, x_shape: tuple, n_cols: int) -> np.ndarray:
     """The importance matrix as float32 (n_mat, cols): one row for all of x, or one per leading slice of a 3-D
     (n_mat, rows, cols) tensor (MoE experts, as llama.cpp's imatrix stores them: flat or 2-D)."""
@@ -82,7 +90,8 @@ def quantize(x: np.ndarray, ggml_type, imatrix: np.ndarray | None = None) -> np.
     qw = _NO_IMATRIX.reshape(1, 0)
     if imatrix is not None and gt.name in USES_IMATRIX:
         qw = _importance(imatrix, x.shape, n_cols)
-    x3 = np.ascontiguousarray(x.reshape(qw.shape[0], -1, n_cols), dtype=np.float32)
+    x3 = _read_only(np.ascontiguousarray(x.reshape(qw.shape[0], -1, n_cols), dtype=np.float32))
+    qw = _read_only(qw)
     out = np.empty(x3.shape[:2] + (gt.row_bytes(n_cols),), dtype=np.uint8)
     if out.size:
         for k in range(x3.shape[0]):

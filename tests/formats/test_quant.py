@@ -147,6 +147,9 @@ def test_type_spellings_and_shapes():
     assert np.array_equal(quantize(x.astype(np.float64), "Q4_K").reshape(6, -1), ref)
     assert np.array_equal(quantize(x[:, :, ::-1][:, :, ::-1], "Q4_K").reshape(6, -1), ref)  # non-contiguous
     assert quantize(np.zeros((0, 256), np.float32), "Q4_K").shape == (0, 144)
+    ro = x.copy()
+    ro.flags.writeable = False  # rows of a read-only memory map
+    assert np.array_equal(quantize(ro, "Q4_K").reshape(6, -1), ref)
 
 
 def test_errors_name_the_problem():
