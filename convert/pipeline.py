@@ -122,6 +122,7 @@ def build_plan(path: str, preset: str | None = None, overrides=(), has_imatrix: 
     if arch.after_vocab is not None:
         arch.after_vocab(vocab, model, kind)
     tensors = plan_tensors(model, arch, _vocab_size(vocab))
+    model.tokenizer_json = None  # written into `vocab` now; a 262k-token tokenizer.json is hundreds of MB as objects
 
     facts = model_facts(arch, model.config)
     ins = [recipes.TensorIn(t.name, t.shape, "F32") for t in tensors]

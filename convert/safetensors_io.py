@@ -126,8 +126,8 @@ class Checkpoint:
         for path in self.files:
             for e in read_header(path):
                 if e.name in self.entries:
-                    raise CheckpointError(f"tensor {e.name!r} appears in both {os.path.basename(self.entries[e.name].path)}"
-                                          f" and {os.path.basename(path)}")
+                    first = os.path.basename(self.entries[e.name].path)
+                    raise CheckpointError(f"tensor {e.name!r} appears in both {first} and {os.path.basename(path)}")
                 self.entries[e.name] = e
         self._check_index()
 
@@ -166,5 +166,7 @@ class Checkpoint:
 
 def to_f32(data: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
-        return (data.astype(np.uint32) << 16).view(np.float32)
+        wide = data.astype(np.uint32)
+        wide <<= 16  # in place: one float32-sized array, not two
+        return wide.view(np.float32)
     return data.astype(np.float32, copy=False)

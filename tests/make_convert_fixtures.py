@@ -1,6 +1,6 @@
 """Reference data for tests/convert, stored small in tests/fixtures/convert/. Each part says what it needs.
 
-    python tests/make_convert_fixtures.py hf        # needs torch + transformers (pip install torch==2.13.0 transformers)
+    python tests/make_convert_fixtures.py hf        # needs torch + transformers: pip install torch==2.13.0 transformers
     python tests/make_convert_fixtures.py presets   # needs llama-cpp-python and the real models (see below)
     python tests/make_convert_fixtures.py quantize  # needs llama-cpp-python and the hf part's copies
 

@@ -1,8 +1,8 @@
 """qconv to-gguf on the six tiny checkpoints against what llama.cpp's own convert_hf_to_gguf.py writes for them.
 
 tests/fixtures/convert/llamacpp_convert.json (tests/make_convert_fixtures.py hf) holds llama.cpp's output for
-every --outtype it offers (f32, f16, bf16, q8_0, tq1_0, tq2_0): every key with its GGUF type and value, every tensor's name, shape, type and a
-hash of its bytes. kvant must write the same keys in the same order and the same tensor bytes, except where kvant
+every --outtype it offers (f32, f16, bf16, q8_0, tq1_0, tq2_0): every key with its GGUF type and value, every
+tensor's name, shape, type and a hash of its bytes. kvant must write the same keys in the same order and the same tensor bytes, except where kvant
 knowingly differs (EXTRA_KEYS, KEPT_TERNARY below; convert/README.md says why).
 """
 import json
@@ -276,9 +276,10 @@ def tiny_llama(path, hidden=96, ff=200, heads=3, kv_heads=1, layers=2):
               "model.norm.weight": (hidden,)}
     for i in range(layers):
         p = f"model.layers.{i}."
+        kv = kv_heads * hd
         shapes.update({p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
-                       p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv_heads * hd, hidden),
-                       p + "self_attn.v_proj.weight": (kv_heads * hd, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+                       p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (kv, hidden),
+                       p + "self_attn.v_proj.weight": (kv, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
                        p + "mlp.gate_proj.weight": (ff, hidden), p + "mlp.up_proj.weight": (ff, hidden),
                        p + "mlp.down_proj.weight": (hidden, ff)})
     save_safetensors(os.path.join(path, "model.safetensors"),
