@@ -39,8 +39,6 @@ def quantize(x: np.ndarray, t: GGMLType | str, imatrix: np.ndarray | None = None
     """float32 rows (rows, cols) -> uint8 (rows, row_bytes) of type t (F32 gives the float bytes as they are)."""
     gt = ggml_type(t)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if not x.flags.writeable:  # a view of a read-only map: numba kernels are typed for writable arrays
-        x = x.copy()
     if gt.name == "F32":
         return x.view(np.uint8).reshape(*x.shape[:-1], -1)
     if gt.name == "F16":
