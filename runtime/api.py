@@ -52,10 +52,12 @@ class Model:
     whose prompt extends them (the next turn of a chat) only computes its new tokens."""
 
     def __init__(self, model: str, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
-                 before_weights=None):
-        """model: a GGUF path or a known model name. before_weights: called once the file has passed every check,
-        before weights are prepared and kernels compiled (the CLI announces a first-run compile there)."""
+                 kv_type: str = "f16", before_weights=None):
+        """model: a GGUF path or a known model name. kv_type: "f16" (llama.cpp's default) or "f32".
+        before_weights: called once the file has passed every check, before weights are prepared and kernels
+        compiled (the CLI announces a first-run compile there)."""
         t0 = time.perf_counter()
+        KVCache.check_type(kv_type)
         self.path = resolve_model(model)
         threads.configure(n_threads)
         self.file = open_gguf(self.path)
@@ -68,7 +70,8 @@ class Model:
         self.transformer = Transformer(self.file, self.config)
         self.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, self.config.n_ctx_train))
         self.n_batch = int(n_batch)
-        self.cache = KVCache(self.config, self.n_ctx)
+        self.kv_type = kv_type
+        self.cache = KVCache(self.config, self.n_ctx, kv_type)
         self.template = ChatTemplate(md.get("tokenizer.chat_template"),
                                      self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
@@ -190,7 +193,7 @@ class Model:
                              f"the text has {len(tokens)}")
         n_total = len(tokens) // n_ctx
         n_chunks = n_total if n_chunks is None or n_chunks <= 0 else min(n_chunks, n_total)
-        cache = KVCache(self.config, n_ctx)
+        cache = KVCache(self.config, n_ctx, self.kv_type)
         first = n_ctx // 2
         nll, count, chunk_ppl = 0.0, 0, []
         for c in range(n_chunks):

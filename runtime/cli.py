@@ -30,6 +30,8 @@ def runtime_options(f):
                      help="threads (default: physical cores)"),
         click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=8), default=None,
                      help="context size in tokens (default: 4096 or the model's, if smaller)"),
+        click.option("--kv-type", type=click.Choice(["f16", "f32"]), default="f16", show_default=True,
+                     help="KV cache storage (llama.cpp's -ctk/-ctv)"),
     ]):
         f = decorator(f)
     return f
@@ -43,10 +45,10 @@ def _sampling(kw):
     return settings
 
 
-def _load(model, threads=None, n_ctx=None):
+def _load(model, threads=None, n_ctx=None, kv_type="f16"):
     from kvant.runtime import compile_notice
     from kvant.runtime.api import Model
-    m = Model(model, n_ctx=n_ctx, n_threads=threads, before_weights=compile_notice.announce)
+    m = Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce)
     compile_notice.done()
     return m
 
@@ -64,10 +66,10 @@ def qrun():
 @click.option("--stop", multiple=True, help="stop at this string (repeatable)")
 @sampling_options
 @runtime_options
-def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, **kw):
+def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, kv_type, **kw):
     """Continue PROMPT; prints only the generated text."""
     sampling = _sampling(kw)
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx, kv_type)
     for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **sampling):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -82,10 +84,10 @@ def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, **kw):
 @click.option("--stats", is_flag=True, help="after each answer print token counts and speed on stderr")
 @sampling_options
 @runtime_options
-def chat(model, model_opt, system, max_tokens, stats, threads, n_ctx, **kw):
+def chat(model, model_opt, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
     """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
     sampling = _sampling(kw)
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
+    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx, kv_type)
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": system}] if system else []
     if interactive:

@@ -25,6 +25,10 @@ ARCHS = {
     "bitnet": ArchSpec(rope_neox=True),
 }
 
+# {arch}.hidden_activation (HF's hidden_act) -> kernels.ops.ACTIVATIONS; absent: the architecture's default
+ACTIVATION_NAMES = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu",
+                    "gelu_new": "gelu", "relu2": "relu2"}
+
 
 def _key(md, arch, name, default=None):
     value = md.get(f"{arch}.{name}", default)
@@ -53,6 +57,7 @@ class Config:
     sliding_window: int
     layer_is_swa: tuple
     logit_softcap: float
+    activation: str
     spec: ArchSpec = field(repr=False)
     attn_scale: float = 0.0            # derived: 1/sqrt(head_dim_k)
 
@@ -92,8 +97,18 @@ class Config:
             layer_is_swa=_swa_layers(md.get(f"{arch}.attention.sliding_window_pattern"), spec.swa_pattern,
                                      n_layer, window),
             logit_softcap=float(md.get(f"{arch}.final_logit_softcapping", 0.0) or 0.0),
+            activation=_activation(md.get(f"{arch}.hidden_activation"), spec.activation),
             spec=spec,
         )
+
+
+def _activation(name, default):
+    if name is None:
+        return default
+    if name not in ACTIVATION_NAMES:
+        raise UnsupportedModelError(f"activation {name!r} is not supported (supported: "
+                                    f"{', '.join(sorted(ACTIVATION_NAMES))})")
+    return ACTIVATION_NAMES[name]
 
 
 def _vocab_size(md, arch):

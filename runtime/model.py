@@ -62,13 +62,21 @@ class Layer:
 
 
 class KVCache:
-    """Keys and values of every layer as f16 bit patterns (uint16), (n_kv_head, n_ctx, head_dim) per layer.
-    np.zeros maps pages lazily, so memory grows with the positions actually used."""
+    """Keys and values of every layer, (n_kv_head, n_ctx, head_dim) per layer: f16 (as uint16 bits, llama.cpp's
+    default) or f32 (llama.cpp's -ctk/-ctv f32). np.zeros maps pages lazily, so memory grows with use."""
 
-    def __init__(self, cfg: Config, n_ctx: int):
+    def __init__(self, cfg: Config, n_ctx: int, kv_type: str = "f16"):
+        dtype = self.check_type(kv_type)
         self.n_ctx = n_ctx
-        self.k = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_k), np.uint16) for _ in range(cfg.n_layer)]
-        self.v = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_v), np.uint16) for _ in range(cfg.n_layer)]
+        self.kv_type = kv_type
+        self.k = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_k), dtype) for _ in range(cfg.n_layer)]
+        self.v = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_v), dtype) for _ in range(cfg.n_layer)]
+
+    @staticmethod
+    def check_type(kv_type):
+        if kv_type not in ops.KV_TYPES:
+            raise ValueError(f"unknown KV cache type {kv_type!r} (known: {', '.join(ops.KV_TYPES)})")
+        return ops.KV_TYPES[kv_type]
 
     @property
     def nbytes(self):
@@ -175,7 +183,7 @@ class Transformer:
         att = np.empty((n, cfg.n_head * cfg.head_dim_v), np.float32)
         gate = np.empty((n, cfg.d_ff), np.float32)
         up = np.empty((n, cfg.d_ff), np.float32)
-        act = ops.ACTIVATIONS[cfg.spec.activation]
+        act = ops.ACTIVATIONS[cfg.activation]
         for i, layer in enumerate(self.layers):
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)

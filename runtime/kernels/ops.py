@@ -5,7 +5,8 @@ Arrays and scalars in, output first, no config objects. Activations are float32 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from kvant.runtime.kernels.actquant import round_f16
 
@@ -142,26 +143,60 @@ def relu2_mul(gate, up):
 ACTIVATIONS = {"silu": silu_mul, "gelu": gelu_mul, "relu2": relu2_mul}
 
 
+KV_TYPES = {"f16": np.uint16, "f32": np.float32}   # the cache's storage: f16 bit patterns, or float32
+
+
 def store_kv(cache, start, values):
-    """Write values (n, n_kv_heads, head_dim) float32 into cache (n_kv_heads, n_ctx, head_dim) uint16 (f16 bits)
-    at positions start.. start+n; numpy's conversion rounds to nearest even like ggml's."""
+    """Write values (n, n_kv_heads, head_dim) float32 into cache (n_kv_heads, n_ctx, head_dim) at positions
+    start..start+n; an f16 cache (uint16 bits) rounds to nearest even like ggml."""
     n = values.shape[0]
-    cache[:, start:start + n, :] = values.astype(np.float16).view(np.uint16).transpose(1, 0, 2)
+    if cache.dtype == np.uint16:
+        values = values.astype(np.float16).view(np.uint16)
+    cache[:, start:start + n, :] = values.transpose(1, 0, 2)
 
 
-@njit(cache=True, fastmath=True)
 def _widen(dst, src, f16_to_f32):
-    for i in range(src.shape[0]):
-        for j in range(src.shape[1]):
-            dst[i, j] = f16_to_f32[src[i, j]]
+    """dst (float32) = the cache rows src, whatever the cache's storage."""
+
+
+@overload(_widen)
+def _widen_impl(dst, src, f16_to_f32):
+    if src.dtype == types.uint16:
+        def widen_f16(dst, src, f16_to_f32):
+            for i in range(src.shape[0]):
+                for j in range(src.shape[1]):
+                    dst[i, j] = f16_to_f32[src[i, j]]
+        return widen_f16
+
+    def copy_f32(dst, src, f16_to_f32):
+        dst[:] = src
+    return copy_f32
+
+
+def _round_as_cache(a, cache):
+    """Round a to what a dot product with this cache sees: f16 for an f16 cache (ggml converts the other operand
+    to the cache's type), unchanged for an f32 cache."""
+
+
+@overload(_round_as_cache)
+def _round_as_cache_impl(a, cache):
+    if cache.dtype == types.uint16:
+        def rounded(a, cache):
+            round_f16(a)
+        return rounded
+
+    def unchanged(a, cache):
+        pass
+    return unchanged
 
 
 @njit(cache=True, parallel=True, fastmath=True)
 def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f32):
     """Causal attention of n query tokens at positions start..start+n-1 over the cache, with llama.cpp's rounding
-    (its non-flash path on an f16 cache): q rounded to f16 for q.k, the softmax summed in float64, and the
-    normalized probabilities rounded to f16 before they weight the values.
-    out (n, n_head, dv), q (n, n_head, dk), k_cache (n_kv, n_ctx, dk), v_cache (n_kv, n_ctx, dv) as f16 bits.
+    (its non-flash path): on an f16 cache q is rounded to f16 for q.k and the normalized probabilities to f16
+    before they weight the values; the softmax is summed in float64.
+    out (n, n_head, dv), q (n, n_head, dk), k_cache (n_kv, n_ctx, dk), v_cache (n_kv, n_ctx, dv): f16 bits
+    (uint16) or float32.
     window > 0: a query at p sees keys at p - window < j <= p (sliding-window layers). softcap > 0: tanh cap."""
     n, n_head, dk = q.shape
     n_kv = k_cache.shape[0]
@@ -186,7 +221,7 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f3
             if window > 0:
                 first = max(lo, pos - window + 1)
             qh[:] = q[t, h]
-            round_f16(qh)
+            _round_as_cache(qh, k_cache)
             m = -np.inf
             for j in range(first, pos + 1):
                 s = np.float32(0.0)
@@ -206,7 +241,7 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f3
             probs = scores[first - lo:pos + 1 - lo]
             for j in range(probs.shape[0]):
                 probs[j] = probs[j] * inv
-            round_f16(probs)
+            _round_as_cache(probs, v_cache)
             acc[:] = 0.0
             for j in range(first, pos + 1):
                 w = scores[j - lo]
