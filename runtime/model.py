@@ -109,6 +109,8 @@ class Transformer:
         self.cfg = cfg
         self.file = gguf
         self.weight_bytes = 0
+        self.matrix_names = {}      # id(QMatrix) -> tensor name, for observers
+        self.observer = None        # observer(tensor_name, x): sees the float input of every matmul (imatrix)
         self.layers = [self._load_layer(i) for i in range(cfg.n_layer)]
         self.output_norm = self._vector("output_norm.weight")
         embd = self._info("token_embd.weight")
@@ -134,6 +136,7 @@ class Transformer:
         info = self._info(name)
         raw = self.file.raw(name)
         matrix = kernels.prepare(raw, info.ggml_type)
+        self.matrix_names[id(matrix)] = name
         self.weight_bytes += matrix.nbytes
         if not any(np.shares_memory(a, raw) for a in matrix.arrays):
             self.file.release(name)     # repacked: the mapped pages would only double the resident memory
@@ -161,6 +164,11 @@ class Transformer:
         return self._rope[key]
 
     # -- forward -------------------------------------------------------------------------------------------------
+    def _linear(self, out, matrix, inputs, bias=None):
+        if self.observer is not None:
+            self.observer(self.matrix_names[id(matrix)], inputs.x)
+        _linear(out, matrix, inputs, bias)
+
     def embed(self, tokens):
         x = dequantize_rows(self.embd_raw, self.embd_type, np.asarray(tokens, np.int64))
         if self.embed_scale is not None:
@@ -188,9 +196,9 @@ class Transformer:
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
             inputs = Inputs(h)
-            _linear(q, layer.wq, inputs, layer.bq)
-            _linear(k, layer.wk, inputs, layer.bk)
-            _linear(v, layer.wv, inputs, layer.bv)
+            self._linear(q, layer.wq, inputs, layer.bq)
+            self._linear(k, layer.wk, inputs, layer.bk)
+            self._linear(v, layer.wv, inputs, layer.bv)
             q3 = q.reshape(n, cfg.n_head, cfg.head_dim_k)
             k3 = k.reshape(n, cfg.n_kv_head, cfg.head_dim_k)
             if layer.q_norm is not None:
@@ -207,18 +215,18 @@ class Transformer:
                           ops.F16_TO_F32)
             if layer.attn_sub_norm is not None:
                 ops.rmsnorm(att, att, layer.attn_sub_norm, cfg.rms_eps)
-            _linear(h, layer.wo, Inputs(att), layer.bo)
+            self._linear(h, layer.wo, Inputs(att), layer.bo)
             if layer.attn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.attn_post_norm, cfg.rms_eps)
             x += h
             ops.rmsnorm(h, x, layer.ffn_norm, cfg.rms_eps)
             inputs = Inputs(h)
-            _linear(gate, layer.w_gate, inputs)
-            _linear(up, layer.w_up, inputs)
+            self._linear(gate, layer.w_gate, inputs)
+            self._linear(up, layer.w_up, inputs)
             act(gate, up)
             if layer.ffn_sub_norm is not None:
                 ops.rmsnorm(gate, gate, layer.ffn_sub_norm, cfg.rms_eps)
-            _linear(h, layer.w_down, Inputs(gate))
+            self._linear(h, layer.w_down, Inputs(gate))
             if layer.ffn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.ffn_post_norm, cfg.rms_eps)
             x += h
@@ -226,7 +234,7 @@ class Transformer:
         normed = np.empty_like(rows)
         ops.rmsnorm(normed, rows, self.output_norm, cfg.rms_eps)
         logits = np.empty((rows.shape[0], self.output.shape[0]), np.float32)
-        _linear(logits, self.output, Inputs(normed))
+        self._linear(logits, self.output, Inputs(normed))
         if cfg.logit_softcap > 0:
             np.tanh(logits / cfg.logit_softcap, out=logits)
             logits *= cfg.logit_softcap
