@@ -6,9 +6,10 @@ time of the GGUF files in /work/models (or given paths) on 2 threads.
     python bench/kernels.py -t Q4_0 Q8_0    # some types
     python bench/kernels.py --models        # + real files
 
-The machine is shared and noisy: each figure is the best of a few short runs; compare within one run.
+The machine is shared and noisy: each figure is a low quantile of single-call times; compare within one run.
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,19 +45,20 @@ def random_raw(name, rows, cols, rng):
     return raw.reshape(rows, -1)
 
 
-def best_time(fn, min_time=0.05, reps=3):
+def best_time(fn, min_time=0.15, q=0.2):
+    """Seconds per call: the q-quantile of single-call times over about min_time of calls. The machine is shared;
+    a low quantile drops the calls that waited for a descheduled worker thread (milliseconds each)."""
     fn()
-    best = float("inf")
-    for _ in range(reps):
-        k, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            k += 1
-            el = time.perf_counter() - t0
-            if el >= min_time:
-                break
-        best = min(best, el / k)
-    return best
+    times = []
+    end = time.perf_counter() + min_time
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if t1 > end and len(times) >= 3:
+            break
+    return float(np.quantile(times, q))
 
 
 SMOL_TOKEN = {(576, 576): 2, (192, 576): 2, (1536, 576): 2, (576, 1536): 1}   # per layer; x30 + the 49152 head
@@ -103,7 +105,7 @@ def bench_type(name, shapes, threads, n_tok, rng):
             numba.set_num_threads(max(threads))
             xs = rng.standard_normal((n_tok, cols), dtype=np.float32)
             o2 = np.empty((n_tok, rows), np.float32)
-            s = best_time(lambda: qm.matmul(o2, xs), min_time=0.1, reps=2)
+            s = best_time(lambda: qm.matmul(o2, xs), min_time=0.2)
             summary["mm"][(rows, cols)] = rows * cols * n_tok / s / 1e9
             mm = f"{rows * cols * n_tok / s / 1e9:13.1f}"
         print(f"{rows:>6}x{cols:<7} {rp * 1e3:9.1f} " + " ".join(cells) + " " + mm, flush=True)
@@ -185,11 +187,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     shapes = {"all": [(4096, 4096)] + SMOL + GEMMA, "smol": SMOL, "gemma": GEMMA, "big": [(4096, 4096)]}[args.shapes]
     rng = np.random.default_rng(0)
+    load0 = os.getloadavg()[0]
     summaries = []
     for name in args.types:
         fit = [(r, c) for r, c in shapes if c % GGML_QUANT_SIZES[GGMLQuantizationType[name]][0] == 0]
         summaries.append(bench_type(name, fit, args.threads, args.tokens, rng))
     table = markdown(summaries, args.threads, args.tokens)
+    table += (f"\nLoad average (1 min) at start / end: {load0:.1f} / {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} CPUs: 2-thread figures are only meaningful when it stays below about 2.\n")
     print("\n" + table)
     if args.models is not None:
         default = ["/work/models/SmolLM2-135M-Instruct.Q4_1.gguf", "/work/models/gemma-3-270m-Q4_K_M.gguf"]
