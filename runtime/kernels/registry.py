@@ -38,7 +38,7 @@ class QMatrix:
     numba's thread count. Both write into out, allocate nothing per call (matmul: one float tile per thread) and
     keep per-matrix activation scratch, so one QMatrix must not be used from two Python threads at once."""
 
-    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "_mv", "_mm", "_args")
+    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "kernel", "kernel_args", "_mm")
 
     def __init__(self, type_name, shape, arrays, layout):
         self.type_name = type_name
@@ -46,15 +46,16 @@ class QMatrix:
         self.arrays = arrays
         self.layout = layout
         self.nbytes = int(sum(a.nbytes for a in arrays))
-        self._mv = layout.matvec
-        self._args = tuple(arrays) + tuple(layout.scratch(shape[1]))
+        # matvec is kernel(out, x, *kernel_args): a numba function, callable from the caller's own jitted code
+        self.kernel = layout.matvec
+        self.kernel_args = tuple(arrays) + tuple(layout.scratch(shape[1]))
         self._mm = layout.matmul
 
     def matvec(self, out, x):
         """out[rows] = W @ x. Both float32, C-contiguous (the kernels index without bounds checks)."""
         if x.shape[0] != self.shape[1] or out.shape[0] != self.shape[0]:
             raise ValueError(f"matvec {self.shape}: x {x.shape}, out {out.shape}")
-        self._mv(out, x, *self._args)
+        self.kernel(out, x, *self.kernel_args)
 
     def matmul(self, out, x):
         """out[n, rows] = x[n, cols] @ W.T."""
@@ -64,6 +65,14 @@ class QMatrix:
 
     def __repr__(self):
         return f"QMatrix({self.type_name}, shape={self.shape}, nbytes={self.nbytes})"
+
+
+def prepare_stacked(raws, ggml_type) -> QMatrix:
+    """One QMatrix for several matrices of one type and row length stacked by rows (q/k/v, gate/up): one kernel
+    call instead of several, which matters for small matrices (a parallel call costs a few microseconds). The
+    quantized rows are copied together first (no float copy)."""
+    raws = [np.asarray(r) for r in raws]
+    return prepare(np.concatenate(raws, axis=0) if len(raws) > 1 else raws[0], ggml_type)
 
 
 def prepare(raw, ggml_type) -> QMatrix:

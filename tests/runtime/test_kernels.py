@@ -112,3 +112,31 @@ def test_shape_mismatch_raises():
         qm.matvec(np.zeros(4, np.float32), np.zeros(32, np.float32))
     with pytest.raises(ValueError):
         qm.matmul(np.zeros((2, 4), np.float32), np.zeros((3, 64), np.float32))
+
+
+def test_prepare_stacked_is_the_row_concatenation():
+    from kvant.runtime.kernels import prepare_stacked
+    rng = np.random.default_rng(4)
+    parts = [make_weight("Q6_K", rows, 1, rng) for rows in (5, 2, 2)]
+    qm = prepare_stacked([raw for raw, _ in parts], "Q6_K")
+    w = np.concatenate([w for _, w in parts])
+    assert qm.shape == w.shape
+    x = rng.standard_normal(w.shape[1]).astype(np.float32)
+    out = np.empty(w.shape[0], np.float32)
+    qm.matvec(out, x)
+    check(out[None], w, x[None])
+
+
+def test_kernel_is_callable_from_jitted_code():
+    from numba import njit
+
+    @njit
+    def call(kernel, out, x, args):
+        kernel(out, x, *args)
+
+    raw, w = make_weight("Q4_K", 3, 1, np.random.default_rng(5))
+    qm = prepare(raw, "Q4_K")
+    x = np.random.default_rng(6).standard_normal(w.shape[1]).astype(np.float32)
+    out = np.empty(3, np.float32)
+    call(qm.kernel, out, x, qm.kernel_args)
+    check(out[None], w, x[None])
