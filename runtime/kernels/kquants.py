@@ -3,7 +3,7 @@
 Repacked (once, parallel over rows), extra memory over the file in brackets:
   Q4_K   NIB + f32 scale and f32 min per 32 (d*sc, -dmin*m)                        [1.33x]
   Q5_K   I8 codes (0..31) + 6-bit scale and min as u8 per 32 + f32 d, dmin per 256  [1.59x]
-  IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic (legacy.iq4_value)              [1.18x]
+  IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic      [1.18x]
   Q6_K   I8 codes (q-32) + the file's int8 scale per 16 + f32 d per 256             [1.31x]
   Q2_K   CRUMB16 + the file's scale/min byte per 16 + f32 d, dmin per 256           [1.05x]
   Q3_K   CRUMB16 (low 2 bits) + BITS16 (hmask) + int8 scale (s-32) per 16 + f32 d   [1.05x]
