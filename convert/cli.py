@@ -5,6 +5,8 @@
     qconv quantize IN.gguf OUT.gguf TYPE [--allow-requantize] [--tensor-type REGEX=TYPE ...] [--imatrix FILE]
                   [--threads N] [--force]
     qconv inspect FILE.gguf [--json]
+    qconv imatrix MODEL.gguf -f TEXT [-o imatrix.gguf] [-c 512] [--chunks K] [--threads N] [--process-output]
+                  [--output-format gguf|dat] [--parse-special] [--no-ppl] [--force]
 
 Every error ends as one line on stderr and a non-zero exit (kvant.formats.errors.run_cli); an output file appears
 only when it is complete.
@@ -118,6 +120,52 @@ def inspect(path, as_json):
     from .inspect_gguf import describe, render_json, render_text
     d = describe(path)
     click.echo(render_json(d) if as_json else render_text(d))
+
+
+@qconv.command("imatrix")
+@click.argument("model_path", metavar="MODEL.gguf", type=click.Path(dir_okay=False))
+@click.option("-f", "--file", "text_file", required=True, type=click.Path(dir_okay=False),
+              help="text to run through the model (llama-imatrix's -f)")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="output file (default: imatrix.gguf, or imatrix.dat with --output-format dat)")
+@click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=1), default=512, show_default=True,
+              help="tokens per chunk")
+@click.option("--chunks", "n_chunks", type=int, default=-1, help="process at most K chunks (default: all)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="threads for the model")
+@click.option("--process-output", is_flag=True, help="collect output.weight too (llama-imatrix's flag)")
+@click.option("--output-format", type=click.Choice(["gguf", "dat"]), default=None,
+              help="llama.cpp's GGUF imatrix (default) or the legacy .dat")
+@click.option("--parse-special", is_flag=True, help="parse the text of special tokens in the input")
+@click.option("--no-ppl", is_flag=True, help="do not compute the perplexity of the chunks")
+@click.option("--force", is_flag=True, help="overwrite an existing output file")
+def imatrix(model_path, text_file, out, n_ctx, n_chunks, threads, process_output, output_format, parse_special,
+            no_ppl, force):
+    """Collect an importance matrix for MODEL.gguf from a text file, as llama-imatrix does."""
+    from .imatrix_collect import collect, read_text, write_imatrix
+    fmt = output_format or "gguf"
+    if out is None:
+        out = "imatrix.dat" if fmt == "dat" else "imatrix.gguf"
+    elif output_format is None and not out.endswith(".gguf"):
+        click.echo(f"qconv: warning: writing the GGUF imatrix format to {out} (without .gguf); "
+                   f"use --output-format dat for the legacy format", err=True)
+    _check_output(out, force)
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path} does not exist")
+    text = read_text(text_file)
+    from kvant.runtime import Model
+    model = Model(model_path, n_ctx=n_ctx, n_threads=threads)
+
+    def progress(done, total, ppl, seconds):
+        tail = f", ppl {ppl:.4f}" if ppl is not None else ""
+        eta = seconds * (total - done)
+        click.echo(f"qconv: chunk {done}/{total} ({seconds:.2f} s{tail}, ETA {eta / 60:.1f} min)", err=True)
+
+    result = collect(model, text, n_ctx=n_ctx, n_chunks=n_chunks, process_output=process_output,
+                     parse_special=parse_special, compute_ppl=not no_ppl, dataset=text_file, progress=progress)
+    write_imatrix(out, result.stats, fmt, force=force)
+    ppl = f", ppl {result.ppl:.4f}" if result.ppl is not None else ""
+    click.echo(f"qconv: wrote {out} ({fmt}, {len(result.stats.sums)} entries, {result.n_chunks} chunks of "
+               f"{n_ctx} tokens{ppl}, {result.seconds:.1f} s)", err=True)
 
 
 def main(argv=None) -> int:
