@@ -5,6 +5,9 @@ from typing import Callable
 import numpy as np
 
 
+SMALL_BATCH = 4   # matmul with fewer tokens runs as that many matvecs
+
+
 class UnsupportedTypeError(ValueError):
     """A ggml type that has no kernel yet."""
 
@@ -61,6 +64,10 @@ class QMatrix:
         """out[n, rows] = x[n, cols] @ W.T."""
         if x.ndim != 2 or x.shape[1] != self.shape[1] or out.shape != (x.shape[0], self.shape[0]):
             raise ValueError(f"matmul {self.shape}: x {x.shape}, out {out.shape}")
+        if x.shape[0] < SMALL_BATCH:    # decoding a row to floats costs about one fused matvec of it
+            for i in range(x.shape[0]):
+                self.kernel(out[i], x[i], *self.kernel_args)
+            return
         self._mm(out, x, *self.arrays)
 
     def __repr__(self):
