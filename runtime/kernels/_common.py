@@ -123,34 +123,35 @@ def crumb_dot(c, d, y):
 
 
 @njit(cache=True, fastmath=True)
-def crumb_dot16(c, s16, y):
-    """sum over a CRUMB16 row (run of 16 bytes: crumb t of byte j = element 64R + 16t + j, so crumb t is in
-    16-element group 4R + t) of s16[group] * code * x, with prep_runs16 planes (P=4). Every crumb has its own
-    scale, so the fields are separated in the loop; the scale index is uniform over a 16-byte run (a broadcast)."""
+def crumb_dot16(c, s4, y):
+    """sum over a CRUMB16 row (run R of 16 bytes: crumb t of byte j = element 64R + 16t + j, in 16-element group
+    4R + t) of scale * code * x, with prep_runs16 planes (P=4) and the row's scales as planes s4[t, R] (so the
+    index k >> 4 is uniform over a vector: a broadcast). Every crumb has its own scale, so the fields are separated
+    in the loop."""
     s = F32(0.0)
     for k in range(c.shape[0]):
         bf = F32(c[k])
         f1 = np.floor(bf * F32(0.25))
         f2 = np.floor(bf * F32(0.0625))
         f3 = np.floor(bf * F32(0.015625))
-        g = (k >> 4) << 2
-        s += (s16[g] * (bf - F32(4.0) * f1) * y[0, k] + s16[g + 1] * (f1 - F32(4.0) * f2) * y[1, k]
-              + s16[g + 2] * (f2 - F32(4.0) * f3) * y[2, k] + s16[g + 3] * f3 * y[3, k])
+        g = k >> 4
+        s += (s4[0, g] * (bf - F32(4.0) * f1) * y[0, k] + s4[1, g] * (f1 - F32(4.0) * f2) * y[1, k]
+              + s4[2, g] * (f2 - F32(4.0) * f3) * y[2, k] + s4[3, g] * f3 * y[3, k])
     return s
 
 
 @njit(cache=True, fastmath=True)
-def bits_dot16(h, s16, y):
-    """BITS16 rows (bit t of byte j of a 16-byte run = element 128R + 16t + j, group 8R + t): sum of
-    s16[group] * bit * x with prep_runs16 planes (P=8)."""
+def bits_dot16(h, s8, y):
+    """BITS16 rows (bit t of byte j of run R = element 128R + 16t + j, group 8R + t): sum of scale * bit * x with
+    prep_runs16 planes (P=8) and scale planes s8[t, R]."""
     s = F32(0.0)
     for k in range(h.shape[0]):
         b = h[k]
-        g = (k >> 4) << 3
-        a = F32(0.0)
-        for t in range(8):
-            a += s16[g + t] * bit_select(b, t, y[t, k])
-        s += a
+        g = k >> 4
+        s += (s8[0, g] * bit_select(b, 0, y[0, k]) + s8[1, g] * bit_select(b, 1, y[1, k])
+              + s8[2, g] * bit_select(b, 2, y[2, k]) + s8[3, g] * bit_select(b, 3, y[3, k])
+              + s8[4, g] * bit_select(b, 4, y[4, k]) + s8[5, g] * bit_select(b, 5, y[5, k])
+              + s8[6, g] * bit_select(b, 6, y[6, k]) + s8[7, g] * bit_select(b, 7, y[7, k]))
     return s
 
 

@@ -258,12 +258,13 @@ def _q5_k_scratch(cols):
 
 def _q2_k_scratch(cols):
     return (np.empty((4, cols // 4), np.float32), np.empty(cols // 16, np.float32),
-            np.empty((N_SCRATCH, cols // 16), np.float32))
+            np.empty((N_SCRATCH, 4, cols // 64), np.float32))
 
 
 def _q3_k_scratch(cols):
     return (np.empty((4, cols // 4), np.float32), np.empty((8, cols // 8), np.float32),
-            np.empty(cols // 16, np.float32), np.empty((N_SCRATCH, cols // 16), np.float32))
+            np.empty(cols // 16, np.float32), np.empty((N_SCRATCH, 4, cols // 64), np.float32),
+            np.empty((N_SCRATCH, 8, cols // 128), np.float32))
 
 
 # ---------------------------------------------------------------- matvec
@@ -317,40 +318,42 @@ def _mv_q6_k(out, x, q, sc, d):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s16):
+def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s4):
     prep_runs16(y, x)
     group_sums(xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
-        s = s16[ch]
+        s = s4[ch]
         for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
             scr = sc[r]
             dr = d[r]
             dmr = dm[r]
             bias = F32(0.0)
-            for g in range(s.shape[0]):
-                s[g] = dr[g >> 4] * ubits(scr[g], 0, 15)
+            for g in range(xs.shape[0]):
+                s[g & 3, g >> 2] = dr[g >> 4] * ubits(scr[g], 0, 15)
                 bias += dmr[g >> 4] * ubits(scr[g], 4, 15) * xs[g]
             out[r] = crumb_dot16(c[r], s, y) - bias
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s16):
+def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s4, s8):
     prep_runs16(y, x)
     prep_runs16(yb, x)
     group_sums(xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
-        s = s16[ch]
+        sa = s4[ch]
+        sb = s8[ch]
         for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
             scr = sc[r]
             dr = d[r]
             bias = F32(0.0)
-            for g in range(s.shape[0]):
+            for g in range(xs.shape[0]):
                 v = dr[g >> 4] * F32(scr[g])
-                s[g] = v
+                sa[g & 3, g >> 2] = v
+                sb[g & 7, g >> 3] = v
                 bias += v * xs[g]
-            out[r] = crumb_dot16(c[r], s, y) + F32(4.0) * (bits_dot16(h[r], s, yb) - bias)
+            out[r] = crumb_dot16(c[r], sa, y) + F32(4.0) * (bits_dot16(h[r], sb, yb) - bias)
 
 
 # ---------------------------------------------------------------- row decoders (natural order)
