@@ -75,7 +75,7 @@ def _read_gguf(path: str) -> ImportanceMatrix:
             if name not in sums or name not in counts:
                 raise ImatrixError(f"{path}: mismatched sums and counts for {name}")
             s = sums[name].reshape(-1)
-            c = np.rint(counts[name].reshape(-1).astype(np.float64))  # llama.cpp: std::lround
+            c = np.floor(counts[name].reshape(-1).astype(np.float64) + 0.5)  # llama.cpp: std::lround (counts >= 0)
             n_mat = c.size
             if n_mat == 0 or s.size % n_mat:
                 raise ImatrixError(f"{path}: {name} has {s.size} sums for {n_mat} counts")

@@ -12,9 +12,11 @@ What llama-imatrix (tools/imatrix/imatrix.cpp) does, and so this module:
   head is token_embd.weight, which llama-imatrix never collects) it adds, per input column j, the sum over the
   batch's rows of x[row, j]^2, and adds the number of rows to the weight's count (one count per dense weight).
   llama-imatrix skips matmuls of fewer than 16 rows (its callback is asked for every graph node, decode included);
-  its own batches hold whole chunks (n_batch 2048 spans several n_ctx sequences), so in practice every token of every
-  chunk is counted, and so here: each chunk is evaluated in pieces of up to n_batch tokens, a remainder of fewer
-  than 16 joined to the piece before it. Sums are accumulated in float64 (llama.cpp: float32) and stored as float32.
+  its own batches hold whole chunks (n_batch 2048 spans several n_ctx sequences, split in ubatches of 512), so in
+  practice every token of every chunk is counted, and so here: each chunk is evaluated in pieces of up to n_batch
+  tokens, a remainder of fewer than 16 joined to the piece before it, and with n_ctx < 16 (where llama.cpp would put
+  several chunks in one ubatch) the threshold is n_ctx. Sums are accumulated in float64 (llama.cpp: float32, row by
+  row) and stored as float32.
 - A non-finite sum stops the run ("non-finite values detected in NAME").
 - The perplexity of the second half of each chunk is reported as llama-imatrix reports it (--no-ppl skips it).
 
