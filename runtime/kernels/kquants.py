@@ -16,7 +16,7 @@ still, 17 vs 12 G elem/s), or (Q2_K, Q3_K) widens one row's per-16 scales into a
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
+from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
                       n_chunks, nib_dot, prep_nib, prep_runs16, scale_dot, tile_span)
 from ._ir import ubits
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
@@ -365,19 +365,18 @@ def _dec_q4_k(dst, r, q, d, m):
 
 @njit(cache=True, fastmath=True)
 def _dec_q5_k(dst, r, q, sc, mn, d, dm):
+    qr = q[r]
     for g in range(sc.shape[1]):
         s = d[r, g >> 3] * F32(sc[r, g])
         m = dm[r, g >> 3] * F32(mn[r, g])
-        for j in range(32):
-            dst[32 * g + j] = s * F32(q[r, 32 * g + j]) - m
+        affine_i8(dst[32 * g:32 * g + 32], qr[32 * g:32 * g + 32], s, -m)
 
 
 @njit(cache=True, fastmath=True)
 def _dec_q6_k(dst, r, q, sc, d):
+    qr = q[r]
     for g in range(sc.shape[1]):
-        s = d[r, g >> 4] * F32(sc[r, g])
-        for j in range(16):
-            dst[16 * g + j] = s * F32(q[r, 16 * g + j])
+        affine_i8(dst[16 * g:16 * g + 16], qr[16 * g:16 * g + 16], d[r, g >> 4] * F32(sc[r, g]), F32(0.0))
 
 
 @njit(cache=True, fastmath=True)

@@ -13,8 +13,8 @@ Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, f16_at, gemm_tile, i8_dot32, n_chunks, nib_dot, prep_nib, prep_pairs,
-                      scale_dot, tile_span)
+from ._common import (F32, ROW_TILE, affine_i8, affine_nib, f16_at, gemm_tile, i8_dot32, n_chunks, nib_dot,
+                      prep_nib, prep_pairs, scale_dot, tile_span)
 from ._ir import ubits, widen
 from .registry import Layout, register
 
@@ -172,14 +172,19 @@ def _mv_iq4(out, x, q, d, xlo, xhi):
 
 @njit(cache=True, fastmath=True)
 def _dec_i8(dst, r, q, d):
-    for i in range(dst.shape[0]):
-        dst[i] = widen(d[r, i >> 5]) * F32(q[r, i])
+    qr = q[r]
+    dr = d[r]
+    for b in range(dr.shape[0]):
+        affine_i8(dst[32 * b:32 * b + 32], qr[32 * b:32 * b + 32], widen(dr[b]), F32(0.0))
 
 
 @njit(cache=True, fastmath=True)
 def _dec_q5_1(dst, r, q, d, m):
-    for i in range(dst.shape[0]):
-        dst[i] = widen(d[r, i >> 5]) * F32(q[r, i]) + widen(m[r, i >> 5])
+    qr = q[r]
+    dr = d[r]
+    mr = m[r]
+    for b in range(dr.shape[0]):
+        affine_i8(dst[32 * b:32 * b + 32], qr[32 * b:32 * b + 32], widen(dr[b]), widen(mr[b]))
 
 
 @njit(cache=True, fastmath=True)
@@ -188,20 +193,21 @@ def dec_nib(dst, qr, dr, mr, off):
     for b in range(dr.shape[0]):
         db = widen(dr[b])
         mb = widen(mr[b]) if mr.shape[0] else F32(0.0)
-        for j in range(16):
-            v = qr[16 * b + j]
-            dst[32 * b + j] = db * (ubits(v, 0, 15) + off) + mb
-            dst[32 * b + 16 + j] = db * (ubits(v, 4, 15) + off) + mb
+        affine_nib(dst[32 * b:32 * b + 32], qr[16 * b:16 * b + 16], db, db * off + mb)
+
+
+@njit(cache=True, fastmath=True)
+def _iq4_block(ds, qs, s):
+    for j in range(16):
+        v = qs[j]
+        ds[j] = s * iq4_value(ubits(v, 0, 15))
+        ds[16 + j] = s * iq4_value(ubits(v, 4, 15))
 
 
 @njit(cache=True, fastmath=True)
 def dec_iq4(dst, qr, dr):
     for b in range(dr.shape[0]):
-        db = widen(dr[b])
-        for j in range(16):
-            v = qr[16 * b + j]
-            dst[32 * b + j] = db * iq4_value(ubits(v, 0, 15))
-            dst[32 * b + 16 + j] = db * iq4_value(ubits(v, 4, 15))
+        _iq4_block(dst[32 * b:32 * b + 32], qr[16 * b:16 * b + 16], widen(dr[b]))
 
 
 @njit(cache=True, fastmath=True)
