@@ -169,6 +169,7 @@ class GGUFWriter:
                 self._file.close()
                 if os.path.exists(self.path) and not self.force:
                     raise OutputExistsError(f"{self.path} appeared while writing (use --force to overwrite it)")
+                public_mode(self._tmp)
                 os.replace(self._tmp, self.path)
                 self._tmp = None
         finally:
@@ -180,3 +181,11 @@ class GGUFWriter:
 
 def tensor_spec(name: str, shape, type_) -> TensorSpec:
     return TensorSpec(name, tuple(int(d) for d in shape), ggml_type(type_))
+
+
+def public_mode(path: str) -> None:
+    """The mode a plainly created file gets (0666 less the umask), as llama.cpp's fopen/ofstream give; a temp file
+    from mkstemp starts as 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

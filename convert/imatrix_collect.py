@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvant.convert.gguf_writer import public_mode
+
 MIN_ROWS = 16  # llama-imatrix ignores matmuls with fewer rows
 
 
@@ -217,14 +219,6 @@ def collect(model, text: str, n_ctx: int = 512, n_chunks: int | None = None, pro
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def _public_mode(path: str) -> None:
-    """The mode a plainly created file gets (0666 less the umask), as llama.cpp's fopen/ofstream give; the temp
-    file the atomic write started from was created 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _atomic_write(path: str, chunks, force: bool) -> None:
     from .gguf_writer import OutputExistsError
     path = os.path.abspath(path)
@@ -239,7 +233,7 @@ def _atomic_write(path: str, chunks, force: bool) -> None:
                 f.write(c)
             f.flush()
             os.fsync(f.fileno())
-        _public_mode(tmp)
+        public_mode(tmp)
         if os.path.exists(path) and not force:
             raise OutputExistsError(f"{path} appeared while writing (use --force to overwrite it)")
         os.replace(tmp, path)
@@ -282,7 +276,7 @@ def write_imatrix_gguf(path: str, stats: ImatrixStats, force: bool = False) -> N
     with GGUFWriter(path, kv, specs, force=force) as w:
         for spec, d in zip(specs, data):
             w.write_tensor(spec.name, d)
-    _public_mode(path)
+    public_mode(path)
 
 
 def legacy_bytes(stats: ImatrixStats) -> bytes:
