@@ -145,7 +145,7 @@ def markdown(summaries, threads, n_tok):
         f"Matvec: 4096x4096, G weights/s and GB/s of repacked bytes, {t1} and {t2} threads. Token: the matvec time of one",
         "decoded token of SmolLM2-135M (30 layers of q,k,v,o,gate,up,down + the 49152x576 head) or gemma-3-270m "
         "(18 layers + the 262144x640 head) if every matrix had this type, as tokens/s. mm: prefill matmul, "
-        f"{n_tok} tokens, 1536x576, {t2} threads, G multiply-adds/s. Repack: 4096x4096, M weights/s ({t2} threads, "
+        f"{n_tok} tokens, 1536x576 (256-block types: 4096x4096), {t2} threads, G multiply-adds/s. Repack: 4096x4096, M weights/s ({t2} threads, "
         "including the first-touch page faults of the new arrays). Memory: repacked bytes / file bytes.",
         "",
         f"| type | layout | memory | repack M/s | {t1}t G/s | {t2}t G/s | {t2}t GB/s | SmolLM2 tok/s {t1}t / {t2}t "
@@ -156,7 +156,7 @@ def markdown(summaries, threads, n_tok):
         def tps(key):
             v = s.get(key)
             return None if not v else 1e3 / v
-        mm = s["mm"].get((1536, 576))
+        mm = s["mm"].get((1536, 576)) or s["mm"].get((4096, 4096))
         lines.append(
             f"| {s['type']} | {s.get('layout', '')} | {f(s.get('ratio'), '.2f')}x | {f(s.get('repack'), '.0f')} "
             f"| {f(s.get(f'gel{t1}'), '.1f')} | {f(s.get(f'gel{t2}'), '.1f')} | {f(s.get(f'gbs{t2}'), '.1f')} "
