@@ -18,9 +18,8 @@ vector width): for a byte b, floor(b / 2^k) is exact in float32, so the fields o
 floors, and the differences are folded into the activation planes once per token:
   sum_t field_t(b) * X_t = b * Y_0 + sum_{t>0} floor(b / 2^(k t)) * Y_t,   Y_t = X_t - 2^k X_{t-1}.
 """
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._ir import bit_select, f16_to_f32, ubits, widen
 

@@ -59,7 +59,6 @@ def ubits(typingctx, b, shift, mask):
 
     def codegen(context, builder, signature, args):
         tb = signature.args[0]
-        ty = ir.IntType(tb.bitwidth)
         s = _to_int(builder, args[1], signature.args[1], tb.bitwidth)
         m = _to_int(builder, args[2], signature.args[2], tb.bitwidth)
         v = builder.and_(builder.lshr(args[0], s), m)

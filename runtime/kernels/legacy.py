@@ -13,7 +13,7 @@ Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, affine_i8, affine_nib, f16_at, gemm_tile, i8_dot32, n_chunks, nib_dot,
+from ._common import (F32, ROW_TILE, affine_i8, affine_nib, gemm_tile, i8_dot32, n_chunks, nib_dot,
                       prep_nib, prep_pairs, scale_dot, tile_span)
 from ._ir import ubits, widen
 from .registry import Layout, register
