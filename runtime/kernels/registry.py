@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 
 SMALL_BATCH = 4   # matmul with fewer tokens runs as that many matvecs
@@ -92,7 +93,6 @@ def prepare(raw, ggml_type) -> QMatrix:
     if raw.dtype != np.uint8 or raw.ndim != 2:
         raise ValueError(f"prepare wants a 2-D uint8 array, got {raw.dtype} with shape {raw.shape}")
     rows, row_bytes = raw.shape
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     blk, tsize = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
     if row_bytes % tsize:
         raise ValueError(f"{name}: row of {row_bytes} bytes is not a whole number of {tsize}-byte blocks")
