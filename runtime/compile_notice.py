@@ -1,4 +1,6 @@
 """The first run compiles the numba kernels (later runs load them from numba's on-disk cache): say so once."""
+import hashlib
+import os
 import sys
 
 import numba
@@ -9,7 +11,9 @@ VERSION = "1"
 
 
 def _marker():
-    return cache_dir() / f"compiled-{VERSION}-numba{numba.__version__}"
+    # numba caches beside the installed modules: one marker per installation and numba version
+    here = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:12]
+    return cache_dir() / f"compiled-{VERSION}-numba{numba.__version__}-{here}"
 
 
 def announce():
