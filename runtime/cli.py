@@ -1,4 +1,5 @@
 """qrun: run GGUF models on the CPU. Subcommands dispatch to kvant.runtime's API; flags follow llama.cpp."""
+import functools
 import json
 import sys
 import time
@@ -8,6 +9,15 @@ import click
 from kvant.runtime.model_cache import DEFAULT_MODEL, KNOWN_MODELS
 
 MODEL_HELP = f"a GGUF file, or a known model name ({', '.join(sorted(KNOWN_MODELS))}), fetched once"
+
+
+def model_options(f):
+    """MODEL as an argument or -m (llama.cpp's flag); the command gets one `model`, the default if neither."""
+    @functools.wraps(f)
+    def with_model(*args, model=None, model_opt=None, **kw):
+        return f(*args, model=model, **kw)
+    with_model = click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)(with_model)
+    return click.argument("model", required=False, default=None)(with_model)
 
 
 def sampling_options(f):
@@ -59,17 +69,16 @@ def qrun():
 
 
 @qrun.command()
-@click.argument("model", required=False, default=None)
-@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@model_options
 @click.option("-p", "--prompt", required=True, help="the text to continue")
 @click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=0), default=128, show_default=True)
 @click.option("--stop", multiple=True, help="stop at this string (repeatable)")
 @sampling_options
 @runtime_options
-def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, kv_type, **kw):
+def generate(model, prompt, max_tokens, stop, threads, n_ctx, kv_type, **kw):
     """Continue PROMPT; prints only the generated text."""
     sampling = _sampling(kw)
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx, kv_type)
+    m = _load(model, threads, n_ctx, kv_type)
     for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **sampling):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -77,29 +86,23 @@ def generate(model, model_opt, prompt, max_tokens, stop, threads, n_ctx, kv_type
 
 
 @qrun.command()
-@click.argument("model", required=False, default=None)
-@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@model_options
 @click.option("-s", "--system", default=None, help="system prompt")
 @click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--stats", is_flag=True, help="after each answer print token counts and speed on stderr")
 @sampling_options
 @runtime_options
-def chat(model, model_opt, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
+def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
     """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
     sampling = _sampling(kw)
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx, kv_type)
+    m = _load(model, threads, n_ctx, kv_type)
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": system}] if system else []
     if interactive:
         click.echo("kvant chat: type a message; /exit or Ctrl-D ends.", err=True)
     while True:
-        try:
-            line = input("> ") if interactive else sys.stdin.readline()
-        except EOFError:
-            line = ""
-        if not line and not interactive:
-            break
-        if line == "" and interactive:
+        line = _read_line(interactive)
+        if line is None:
             break
         text = line.rstrip("\n")
         if text.strip() in ("/exit", "/quit"):
@@ -123,16 +126,15 @@ def chat(model, model_opt, system, max_tokens, stats, threads, n_ctx, kv_type, *
 
 
 @qrun.command()
-@click.argument("model", required=False, default=None)
-@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@model_options
 @click.option("-f", "--file", "text_file", type=click.Path(exists=True, dir_okay=False), required=True)
 @click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=8), default=512, show_default=True)
 @click.option("--chunks", type=click.IntRange(min=0), default=0, help="chunks to score (0 = all)")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def perplexity(model, model_opt, text_file, n_ctx, chunks, threads, as_json):
+def perplexity(model, text_file, n_ctx, chunks, threads, as_json):
     """Perplexity of a text file, by llama-perplexity's method."""
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_ctx)
+    m = _load(model, threads, n_ctx)
     text = _read_text(text_file)
 
     def progress(done, total, ppl):
@@ -151,19 +153,18 @@ def perplexity(model, model_opt, text_file, n_ctx, chunks, threads, as_json):
 
 
 @qrun.command()
-@click.argument("model", required=False, default=None)
-@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@model_options
 @click.option("-f", "--file", "text_file", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("-p", "--prompt", default=None, help="text to tokenize (instead of -f)")
 @click.option("--ids", is_flag=True, help="print the ids as one JSON list")
 @click.option("--add-bos", is_flag=True, help="prepend BOS where the model uses one")
 @click.option("--special", is_flag=True, help="parse special-token text such as <|im_start|>")
-def tokenize(model, model_opt, text_file, prompt, ids, add_bos, special):
+def tokenize(model, text_file, prompt, ids, add_bos, special):
     """Token ids of a text (no BOS unless asked)."""
     if (text_file is None) == (prompt is None):
         raise click.UsageError("give exactly one of -f FILE or -p TEXT")
     from kvant.runtime.api import load_tokenizer
-    tok = load_tokenizer(model_opt or model or DEFAULT_MODEL)
+    tok = load_tokenizer(model)
     text = _read_text(text_file) if text_file else prompt
     out = tok.encode(text, add_special=False, parse_special=special)
     if add_bos and tok.add_bos:
@@ -176,17 +177,16 @@ def tokenize(model, model_opt, text_file, prompt, ids, add_bos, special):
 
 
 @qrun.command()
-@click.argument("model", required=False, default=None)
-@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
+@model_options
 @click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("-n", "--n-gen", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(model, model_opt, n_prompt, n_gen, repetitions, threads, as_json):
+def bench(model, n_prompt, n_gen, repetitions, threads, as_json):
     """Prompt processing and generation speed, as llama-bench measures them (random tokens)."""
     from kvant.runtime.bench import run_bench
-    m = _load(model_opt or model or DEFAULT_MODEL, threads, n_prompt + n_gen + 8)
+    m = _load(model, threads, n_prompt + n_gen + 8)
     result = run_bench(m, n_prompt, n_gen, repetitions)
     if as_json:
         click.echo(json.dumps(result))
@@ -194,6 +194,15 @@ def bench(model, model_opt, n_prompt, n_gen, repetitions, threads, as_json):
         click.echo(f"model {result['model']}  threads {result['threads']}  load {result['load_s']:.2f} s")
         click.echo(f"pp{n_prompt}: {result['pp_tok_s']:.1f} tok/s   tg{n_gen}: {result['tg_tok_s']:.1f} tok/s "
                    f"({result['tg_gb_s']:.1f} GB/s of weights)   RSS {result['rss_mb']:.0f} MB")
+
+
+def _read_line(interactive):
+    """The next line the user typed, or None at the end of input (Ctrl-D)."""
+    try:
+        line = input("> ") if interactive else sys.stdin.readline()
+    except EOFError:
+        return None
+    return line if interactive or line else None
 
 
 def _read_text(path):
