@@ -85,8 +85,9 @@ def bit_select(typingctx, b, bit, v):
 
 
 def widen(v):
-    """A block scale as float32: f32 as is, u16 as the fp16 it holds (numba only)."""
-    raise NotImplementedError
+    """A block scale as float32: f32 as is, u16 as the fp16 it holds. Only for numba-compiled code (the overload
+    below is the implementation); called from Python it refuses."""
+    raise TypeError("widen() works inside numba-compiled kernels only")
 
 
 @overload(widen, inline="always")
