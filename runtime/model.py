@@ -36,15 +36,18 @@ LAYER_TENSORS = {
     "ffn_post_norm": ("post_ffw_norm.weight", False),
 }
 MATRICES = {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
+# Matrices that read the same input, multiplied as one stacked matrix when they share a type (one kernel call
+# instead of several: a parallel call costs microseconds, and the small k/v matrices split badly over threads).
+STACKS = {"wqkv": ("wq", "wk", "wv"), "w_gate_up": ("w_gate", "w_up")}
 
 
 @dataclass
 class Layer:
     attn_norm: np.ndarray
-    wq: object
-    wk: object
-    wv: object
     wo: object
+    wq: object = None
+    wk: object = None
+    wv: object = None
     bq: np.ndarray = None
     bk: np.ndarray = None
     bv: np.ndarray = None
@@ -59,6 +62,8 @@ class Layer:
     w_down: object = None
     ffn_sub_norm: np.ndarray = None
     ffn_post_norm: np.ndarray = None
+    wqkv: object = None         # wq, wk, wv stacked (then those three are None)
+    w_gate_up: object = None    # w_gate, w_up stacked (likewise)
 
 
 class KVCache:
@@ -109,7 +114,7 @@ class Transformer:
         self.cfg = cfg
         self.file = gguf
         self.weight_bytes = 0
-        self.matrix_names = {}      # id(QMatrix) -> tensor name, for observers
+        self.matrix_names = {}      # id(QMatrix) -> the tensor names it holds (several when stacked), for observers
         self.observer = None        # observer(tensor_name, x): sees the float input of every matmul (imatrix)
         self.layers = [self._load_layer(i) for i in range(cfg.n_layer)]
         self.output_norm = self._vector("output_norm.weight")
@@ -133,16 +138,22 @@ class Transformer:
         return np.ascontiguousarray(dequantize(self.file.raw(name), info.ggml_type).reshape(-1))
 
     def _matrix(self, name):
-        info = self._info(name)
-        raw = self.file.raw(name)
-        matrix = kernels.prepare(raw, info.ggml_type)
-        self.matrix_names[id(matrix)] = name
+        return self._matrices([name])
+
+    def _matrices(self, names):
+        """One QMatrix for the named tensors (of one type) stacked by rows."""
+        raws = [self.file.raw(name) for name in names]
+        ggml_type = self._info(names[0]).ggml_type
+        matrix = kernels.prepare(raws[0], ggml_type) if len(raws) == 1 else kernels.prepare_stacked(raws, ggml_type)
+        self.matrix_names[id(matrix)] = names
         self.weight_bytes += matrix.nbytes
-        if not any(np.shares_memory(a, raw) for a in matrix.arrays):
-            self.file.release(name)     # repacked: the mapped pages would only double the resident memory
+        for name, raw in zip(names, raws):
+            if not any(np.shares_memory(a, raw) for a in matrix.arrays):
+                self.file.release(name)     # repacked: the mapped pages would only double the resident memory
         return matrix
 
     def _load_layer(self, i):
+        names = {}
         fields = {}
         for field, (suffix, required) in LAYER_TENSORS.items():
             name = f"blk.{i}.{suffix}"
@@ -150,6 +161,13 @@ class Transformer:
                 if required:
                     raise UnsupportedModelError(f"tensor {name} is missing from the file")
                 continue
+            names[field] = name
+        for stack, parts in STACKS.items():
+            if len({self.file.tensors[names[p]].ggml_type.name for p in parts}) == 1:
+                fields[stack] = self._matrices([names[p] for p in parts])
+                for p in parts:
+                    del names[p]
+        for field, name in names.items():
             fields[field] = self._matrix(name) if field in MATRICES else self._vector(name)
         return Layer(**fields)
 
@@ -166,8 +184,24 @@ class Transformer:
     # -- forward -------------------------------------------------------------------------------------------------
     def _linear(self, out, matrix, inputs, bias=None):
         if self.observer is not None:
-            self.observer(self.matrix_names[id(matrix)], inputs.x)
+            for name in self.matrix_names[id(matrix)]:
+                self.observer(name, inputs.x)
         _linear(out, matrix, inputs, bias)
+
+    def _linear_parts(self, outs, stacked, parts, inputs, biases):
+        """outs[j] = parts[j] @ x (+ biases[j]), through the stacked matrix when the layer has one."""
+        if stacked is None:
+            for out, matrix, bias in zip(outs, parts, biases):
+                self._linear(out, matrix, inputs, bias)
+            return
+        joined = np.empty((outs[0].shape[0], stacked.shape[0]), np.float32)
+        self._linear(joined, stacked, inputs)
+        col = 0
+        for out, bias in zip(outs, biases):
+            out[:] = joined[:, col:col + out.shape[1]]
+            col += out.shape[1]
+            if bias is not None:
+                out += bias
 
     def embed(self, tokens):
         x = dequantize_rows(self.embd_raw, self.embd_type, np.asarray(tokens, np.int64))
@@ -195,10 +229,8 @@ class Transformer:
         for i, layer in enumerate(self.layers):
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
-            inputs = Inputs(h)
-            self._linear(q, layer.wq, inputs, layer.bq)
-            self._linear(k, layer.wk, inputs, layer.bk)
-            self._linear(v, layer.wv, inputs, layer.bv)
+            self._linear_parts((q, k, v), layer.wqkv, (layer.wq, layer.wk, layer.wv), Inputs(h),
+                               (layer.bq, layer.bk, layer.bv))
             q3 = q.reshape(n, cfg.n_head, cfg.head_dim_k)
             k3 = k.reshape(n, cfg.n_kv_head, cfg.head_dim_k)
             if layer.q_norm is not None:
@@ -220,9 +252,7 @@ class Transformer:
                 ops.rmsnorm(h, h, layer.attn_post_norm, cfg.rms_eps)
             x += h
             ops.rmsnorm(h, x, layer.ffn_norm, cfg.rms_eps)
-            inputs = Inputs(h)
-            self._linear(gate, layer.w_gate, inputs)
-            self._linear(up, layer.w_up, inputs)
+            self._linear_parts((gate, up), layer.w_gate_up, (layer.w_gate, layer.w_up), Inputs(h), (None, None))
             act(gate, up)
             if layer.ffn_sub_norm is not None:
                 ops.rmsnorm(gate, gate, layer.ffn_sub_norm, cfg.rms_eps)
