@@ -90,10 +90,13 @@ def main():
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("--types", default="Q4_0,Q8_0,Q4_K_M,Q6_K,IQ4_XS,TQ2_0,F16")
     ap.add_argument("--no-gemma", action="store_true")
+    ap.add_argument("--tinyllama", default="Q4_K_M,Q8_0", help="types of the random 1.1B llama ('' = none)")
     args = ap.parse_args()
-    files = [(f"SmolLM2 {t}", models.smollm2(t)) for t in args.types.split(",")]
+    files = [(f"SmolLM2 {t}", models.smollm2(t)) for t in args.types.split(",") if t]
     if not args.no_gemma:
         files.append(("gemma-3-270m Q4_K_M", models.gemma3()))
+    from make_tinyllama import tinyllama
+    files += [(f"random 1.1B llama {t}", tinyllama(t)) for t in args.tinyllama.split(",") if t]
     lines = ["| model | side | pp tok/s | tg tok/s | tg GB/s | load s | RSS MB | kvant/llama-bench pp, tg |",
              "|---|---|---|---|---|---|---|---|"]
     for label, path in files:
@@ -116,7 +119,8 @@ def main():
                          f"{ratio} |")
         print("\n".join(lines[-3:]), flush=True)
     command = (f"python bench/speed.py --threads {args.threads} --reps {args.reps} -p {args.n_prompt} "
-               f"-n {args.n_gen} --types {args.types}" + (" --no-gemma" if args.no_gemma else ""))
+               f"-n {args.n_gen} --types {args.types} --tinyllama '{args.tinyllama}'"
+               + (" --no-gemma" if args.no_gemma else ""))
     update_section("SPEED", f"pp{args.n_prompt} / tg{args.n_gen}, {args.threads} threads, best of {args.reps} "
                             f"interleaved runs. GB/s = kvant's bytes of weights read per token x tokens/s. The ratio "
                             f"column compares with llama-bench (or llama-cpp-python where llama-bench is not built).\n"
