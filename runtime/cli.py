@@ -196,6 +196,32 @@ def bench(model, n_prompt, n_gen, repetitions, threads, as_json):
                    f"({result['tg_gb_s']:.1f} GB/s of weights)   RSS {result['rss_mb']:.0f} MB")
 
 
+@qrun.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--alias", default=None, help="the model id the API answers with (default: the file's name)")
+@sampling_options
+@runtime_options
+def serve(model, host, port, alias, threads, n_ctx, kv_type, **kw):
+    """An OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health.
+    The sampling flags are the defaults for requests that leave them out."""
+    from kvant.runtime import server
+    from kvant.runtime.sampling import SamplerSettings
+    defaults = SamplerSettings(**_sampling(kw))
+    sock = server.listen(host, port)
+    m = _load(model, threads, n_ctx, kv_type)
+    app = server.build_app(m, alias, defaults, log=lambda line: click.echo(line, err=True))
+    bound_host, bound_port = sock.getsockname()[:2]
+    bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(f"qrun serve: {model or DEFAULT_MODEL} on http://{bound_host}:{bound_port}/v1 "
+               f"(n_ctx {m.n_ctx}; Ctrl-C stops)", err=True)
+    try:
+        server.run(app, sock)
+    except KeyboardInterrupt:         # Ctrl-C is how a server is stopped, not an error
+        click.echo("qrun serve: stopped", err=True)
+
+
 def _read_line(interactive):
     """The next line the user typed, or None at the end of input (Ctrl-D)."""
     try:

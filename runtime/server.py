@@ -1,0 +1,411 @@
+"""qrun serve: an OpenAI-compatible HTTP API over one Model, as llama-server and ollama offer it.
+
+    GET  /health                 {"status": "ok"}
+    GET  /v1/models              the one model
+    POST /v1/completions         {"prompt": "...", "max_tokens": 16, "stream": false, ...}
+    POST /v1/chat/completions    {"messages": [{"role": "user", "content": "..."}], ...}: the file's chat template
+
+"stream": true answers with server-sent events, `data: {chunk}` per text piece and `data: [DONE]` at the end.
+One thread owns the Model and runs the requests one at a time, whole, in arrival order; the KV cache then still
+holds the previous request's tokens, so the next turn of a conversation computes only its new ones
+(usage.prompt_tokens_details.cached_tokens tells how many were reused). A client's mistake is a 400 with OpenAI's
+{"error": {"message", "type", "param", "code"}} body.
+"""
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numba
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from kvant.runtime.sampling import Sampler, SamplerSettings
+from kvant.runtime.textstream import TextStream
+
+GRACE_SECONDS = 5          # on shutdown, requests still generating after this are cancelled
+
+
+class RequestError(ValueError):
+    """The client's mistake: answered with a 400 and OpenAI's error body."""
+
+    def __init__(self, message, param=None, code=None):
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+# -- reading a request -------------------------------------------------------------------------------------------
+KINDS = {  # how a field's kind is named in errors -> the Python types json.loads gives for it
+    "a number": (int, float),
+    "an integer": (int,),
+    "a boolean": (bool,),
+    "a string": (str,),
+    "an object": (dict,),
+}
+
+# sampling fields a request may set -> their kind; names are SamplerSettings' (top_k, min_p and repeat_penalty are
+# llama-server's extensions); a field left out keeps the server's default (qrun serve's --temp, --top-k, ...)
+SAMPLING_FIELDS = {
+    "temperature": "a number",
+    "top_p": "a number",
+    "top_k": "an integer",
+    "min_p": "a number",
+    "repeat_penalty": "a number",
+    "seed": "an integer",
+}
+
+
+def _get(body, name, kind, default=None):
+    """body[name] checked against its kind; default when absent or null."""
+    value = body.get(name)
+    if value is None:
+        return default
+    types = KINDS[kind]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise RequestError(f"'{name}' must be {kind}, got {json.dumps(value)[:60]}", name)
+    return value
+
+
+def _stop_strings(body):
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return tuple(stop)
+    raise RequestError("'stop' must be a string or a list of strings", "stop")
+
+
+def _sampler(body, defaults: SamplerSettings) -> Sampler:
+    changes = {name: value for name, kind in SAMPLING_FIELDS.items()
+               if (value := _get(body, name, kind)) is not None}
+    if changes.get("seed", 0) < 0:
+        changes["seed"] = None          # llama.cpp's seed -1: a random one
+    try:
+        return Sampler(dataclasses.replace(defaults, **changes))
+    except ValueError as e:
+        raise RequestError(str(e)) from None
+
+
+def completion_prompt(model, body) -> list[int]:
+    """A completion's prompt as token ids: a string (tokenized as Model.generate does), or a list of ids."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]                # one prompt in a batch of one
+    if isinstance(prompt, str):
+        return model.tokenize(prompt, special=True)
+    if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
+        n_vocab = model.tokenizer.n_vocab
+        bad = [t for t in prompt if not 0 <= t < n_vocab]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})", "prompt")
+        return list(prompt)
+    if prompt is None:
+        raise RequestError("'prompt' is required", "prompt")
+    raise RequestError("'prompt' must be a string or a list of token ids (one prompt: n=1)", "prompt")
+
+
+def _message(m, i):
+    """One chat message as the template wants it: role and content strings (text parts joined)."""
+    if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+        raise RequestError(f"messages[{i}] must be an object with a 'role' string and a 'content'", "messages")
+    content = m.get("content")
+    if content is None:
+        content = ""                      # an assistant turn that only called tools
+    elif isinstance(content, list):
+        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                   for p in content):
+            raise RequestError(f"messages[{i}].content: only text parts are supported", "messages")
+        content = "".join(p["text"] for p in content)
+    elif not isinstance(content, str):
+        raise RequestError(f"messages[{i}].content must be a string or a list of text parts", "messages")
+    return {"role": m["role"], "content": content}
+
+
+def chat_prompt(model, body) -> list[int]:
+    """A chat's prompt as token ids: the file's chat template, rendered and tokenized as Model.chat does."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list of {role, content} objects", "messages")
+    messages = [_message(m, i) for i, m in enumerate(messages)]
+    try:
+        text = model.template.render(messages, add_generation_prompt=True)
+    except ValueError as e:               # the template refused the conversation (raise_exception, ...)
+        raise RequestError(str(e), "messages") from None
+    # the template writes BOS itself where the model wants one
+    return model.tokenizer.encode(text, add_special=False, parse_special=True)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What differs between /v1/completions and /v1/chat/completions."""
+    id_prefix: str
+    object: str
+    chunk_object: str
+    prompt: Callable              # (model, body) -> token ids
+    prompt_field: str
+    max_tokens_fields: tuple      # the first one present counts
+    whole: Callable               # text -> the content part of a choice
+    piece: Callable               # text -> the content part of a streamed chunk's choice
+    opening: dict | None          # the content part of a first chunk, before any text
+    closing: dict                 # the content part of the last chunk, the one with the finish_reason
+
+
+COMPLETIONS = Endpoint(
+    "cmpl", "text_completion", "text_completion", completion_prompt, "prompt", ("max_tokens",),
+    whole=lambda text: {"text": text}, piece=lambda text: {"text": text}, opening=None, closing={"text": ""})
+CHAT = Endpoint(
+    "chatcmpl", "chat.completion", "chat.completion.chunk", chat_prompt, "messages",
+    ("max_completion_tokens", "max_tokens"),
+    whole=lambda text: {"message": {"role": "assistant", "content": text}},
+    piece=lambda text: {"delta": {"content": text}},
+    opening={"delta": {"role": "assistant", "content": ""}}, closing={"delta": {}})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request, checked: what the model thread runs."""
+    prompt: list
+    max_tokens: int
+    sampler: Sampler
+    stop: tuple
+    stream: bool
+    include_usage: bool
+
+
+def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings) -> Job:
+    if _get(body, "n", "an integer", 1) != 1:
+        raise RequestError("only n=1 is supported", "n")
+    if not prompt:
+        raise RequestError("the prompt is empty", endpoint.prompt_field)
+    room = n_ctx - len(prompt)
+    if room <= 0:
+        raise RequestError(f"the prompt has {len(prompt)} tokens and the context holds {n_ctx} "
+                           f"(qrun serve -c sets it)", endpoint.prompt_field, "context_length_exceeded")
+    field = next((f for f in endpoint.max_tokens_fields if body.get(f) is not None), endpoint.max_tokens_fields[0])
+    max_tokens = _get(body, field, "an integer", room)
+    if max_tokens < 0:
+        raise RequestError(f"'{field}' must be >= 0", field)
+    stream = _get(body, "stream", "a boolean", False)
+    options = _get(body, "stream_options", "an object", {})
+    return Job(prompt=prompt, max_tokens=min(max_tokens, room), sampler=_sampler(body, defaults),
+               stop=_stop_strings(body), stream=stream, include_usage=bool(options.get("include_usage")))
+
+
+# -- running it --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Finish:
+    reason: str                   # "stop" (end of generation or a stop string) or "length"
+    stats: object                 # the Model's Stats of this request
+
+
+def generate(model, job: Job, cancelled: threading.Event, emit) -> Finish:
+    """In the model thread: emit each text piece as Model.generate/chat would yield it, then say why it ended."""
+    text = TextStream(job.stop)
+    count = 0
+    with contextlib.closing(model.generate_tokens(job.prompt, job.max_tokens, job.sampler)) as tokens:
+        for token in tokens:
+            count += 1
+            piece = text.feed(model.tokenizer.token_bytes(token, special=False))
+            if piece:
+                emit(piece)
+            if text.stopped or cancelled.is_set():
+                break
+    tail = text.flush()
+    if tail:
+        emit(tail)
+    reason = "stop" if text.stopped or count < job.max_tokens else "length"
+    return Finish(reason, dataclasses.replace(model.stats))
+
+
+class ModelThread:
+    """The one thread that touches the Model (its KV cache is not thread-safe): jobs wait here and run whole, in
+    order. numba's thread count belongs to the thread that set it, so the loading thread's (-t) is carried over."""
+
+    def __init__(self, model):
+        self.model = model
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvant-model", initializer=numba.set_num_threads,
+                                        initargs=(numba.get_num_threads(),))
+
+    async def run(self, job: Job):
+        """Text pieces, then one Finish. Leaving early (the client went away) stops the job at its next token."""
+        loop = asyncio.get_running_loop()
+        events = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def post(event):
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:          # the event loop is gone: nobody is listening
+                cancelled.set()
+
+        def work():
+            if cancelled.is_set():
+                return
+            try:
+                post(generate(self.model, job, cancelled, post))
+            except Exception as e:        # handed to the request, which reports it
+                post(e)
+
+        self._pool.submit(work)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Exception):
+                    raise event
+                yield event
+                if isinstance(event, Finish):
+                    return
+        finally:
+            cancelled.set()
+
+
+# -- answering ---------------------------------------------------------------------------------------------------
+def _choice(part, reason):
+    return {"index": 0, **part, "logprobs": None, "finish_reason": reason}
+
+
+def _usage(stats):
+    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens,
+            "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+            "prompt_tokens_details": {"cached_tokens": stats.reused_tokens}}
+
+
+def _event(obj):
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _error_body(message, kind, param=None, code=None):
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def stats_line(stats):
+    speed = stats.generated_tokens / stats.decode_seconds if stats.decode_seconds > 0 else 0.0
+    return (f"[prompt {stats.prompt_tokens} tokens: {stats.reused_tokens} reused, {stats.prefilled_tokens} "
+            f"prefilled; {stats.generated_tokens} generated, {speed:.1f} tok/s]")
+
+
+async def _read_json(request):
+    try:
+        body = json.loads(await request.body())
+    except ValueError as e:               # not JSON, or not UTF-8
+        raise RequestError(f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    return body
+
+
+def build_app(model, name: str | None = None, defaults: SamplerSettings = SamplerSettings(), log=None) -> Starlette:
+    """The ASGI app serving one Model. name: the model id it answers with (default: the file's name).
+    defaults: sampling for fields a request leaves out. log: called with one line of stats per request."""
+    name = name or os.path.splitext(os.path.basename(model.path))[0]
+    created = int(time.time())
+    worker = ModelThread(model)
+
+    async def health(request):
+        return JSONResponse({"status": "ok"})
+
+    async def models(request):
+        return JSONResponse({"object": "list",
+                             "data": [{"id": name, "object": "model", "created": created, "owned_by": "kvant"}]})
+
+    def finished(finish):
+        if log is not None:
+            log(stats_line(finish.stats))
+
+    async def stream(endpoint, head, events, include_usage):
+        chunk = head(endpoint.chunk_object)
+        async with contextlib.aclosing(events):
+            if endpoint.opening is not None:
+                yield _event({**chunk, "choices": [_choice(endpoint.opening, None)]})
+            try:
+                async for event in events:
+                    if isinstance(event, Finish):
+                        yield _event({**chunk, "choices": [_choice(endpoint.closing, event.reason)]})
+                        if include_usage:
+                            yield _event({**chunk, "choices": [], "usage": _usage(event.stats)})
+                        finished(event)
+                    else:
+                        yield _event({**chunk, "choices": [_choice(endpoint.piece(event), None)]})
+            except Exception as e:        # the 200 is already sent: the error travels as the last event
+                yield _event(_error_body(f"{type(e).__name__}: {e}", "server_error"))
+                return
+        yield "data: [DONE]\n\n"
+
+    def completion_handler(endpoint):
+        async def handle(request):
+            body = await _read_json(request)
+            prompt = await run_in_threadpool(endpoint.prompt, model, body)
+            job = make_job(endpoint, body, prompt, model.n_ctx, defaults)
+            ident, now = f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time())
+
+            def head(kind):
+                return {"id": ident, "object": kind, "created": now, "model": name}
+
+            events = worker.run(job)
+            if job.stream:
+                return StreamingResponse(stream(endpoint, head, events, job.include_usage),
+                                         media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            pieces = []
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, Finish):
+                        finish = event
+                    else:
+                        pieces.append(event)
+            finished(finish)
+            return JSONResponse({**head(endpoint.object),
+                                 "choices": [_choice(endpoint.whole("".join(pieces)), finish.reason)],
+                                 "usage": _usage(finish.stats)})
+        return handle
+
+    async def request_error(request, e: RequestError):
+        return JSONResponse(_error_body(str(e), "invalid_request_error", e.param, e.code), status_code=400)
+
+    async def http_error(request, e: HTTPException):
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return JSONResponse(_error_body(f"{e.detail}: {request.method} {request.url.path}", kind),
+                            status_code=e.status_code, headers=e.headers)
+
+    async def server_error(request, e: Exception):
+        return JSONResponse(_error_body(f"internal error: {type(e).__name__}: {e}", "server_error"), status_code=500)
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/completions", completion_handler(COMPLETIONS), methods=["POST"]),
+        Route("/v1/chat/completions", completion_handler(CHAT), methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={RequestError: request_error, HTTPException: http_error,
+                                                        Exception: server_error})
+
+
+# -- the process -------------------------------------------------------------------------------------------------
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, opened before the model loads so that a port in use fails at once, naming it."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def run(app, sock: socket.socket, log_level: str = "info"):
+    """Serve app on sock with uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS)
+    uvicorn.Server(config).run(sockets=[sock])
