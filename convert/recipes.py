@@ -276,6 +276,18 @@ def fallback(t: str, ne0: int) -> str:
     return t if ne0 % ggml_type(t).block_size == 0 else "F16"
 
 
+# Types llama-quantize refuses to make without an importance matrix (tensor_requires_imatrix): the 1-3 bit IQ types,
+# and Q2_K inside a Q2_K_S file. The token embedding and the output head are exempt.
+NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS"})
+NEEDS_IMATRIX_IN = {"Q2_K_S": frozenset({"Q2_K"})}
+
+
+def requires_imatrix(name: str, t: str, preset: str) -> bool:
+    if category(name) in ("token_embd", "output"):
+        return False
+    return t in NEEDS_IMATRIX or t in NEEDS_IMATRIX_IN.get(preset, ())
+
+
 def _layer(name: str) -> int:
     m = re.match(r"blk\.(\d+)\.", name)
     return int(m.group(1)) if m else -1
@@ -324,6 +336,9 @@ def plan_types(tensors: list[TensorIn], preset: str, model: ModelFacts, override
             if counter:
                 seen[counter] += 1
         out[name] = fallback(new, t.shape[-1])
+        if not has_imatrix and requires_imatrix(name, out[name], preset):
+            raise PresetError(f"{preset} needs an importance matrix (--imatrix): {name} would be {out[name]}, "
+                              f"which llama-quantize does not make without one")
     return {t.name: out[t.name] for t in tensors}
 
 

@@ -61,3 +61,15 @@ def test_use_more_bits_matches_llama_cpp():
     n = 32
     more = [i for i in range(n) if recipes.use_more_bits(i, n)]
     assert more == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+
+
+def test_q2_k_s_needs_an_imatrix_as_in_llama_quantize():
+    # llama-quantize (tensor_requires_imatrix) refuses Q2_K tensors of a Q2_K_S file without an importance matrix:
+    # on SmolLM2 the 1536-wide ffn_down rows take Q2_K (the 576-wide ones fall back to Q4_0 and are allowed).
+    tensors, facts = _model("smollm2")
+    with pytest.raises(recipes.PresetError, match=r"Q2_K_S needs an importance matrix .*ffn_down.* Q2_K"):
+        recipes.plan_types(tensors, "Q2_K_S", facts)
+    plan = recipes.plan_types(tensors, "Q2_K_S", facts, has_imatrix=True)
+    assert plan["blk.29.ffn_down.weight"] == "Q2_K" and plan["blk.0.ffn_down.weight"] == "Q4_K"
+    assert recipes.plan_types(tensors, "Q2_K", facts)["blk.29.ffn_down.weight"] == "Q3_K"  # plain Q2_K: no need
+    assert not recipes.requires_imatrix("output.weight", "IQ2_XXS", "Q2_K_S")
