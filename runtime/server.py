@@ -34,7 +34,11 @@ from starlette.routing import Route
 from kvant.runtime.sampling import Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
 
-GRACE_SECONDS = 5          # on shutdown, requests still generating after this are cancelled
+GRACE_SECONDS = 5          # on shutdown, responses still being sent after this are cancelled
+
+
+class ShuttingDown(RuntimeError):
+    """A request that was still waiting for the model when the server was told to stop."""
 
 
 class RequestError(ValueError):
@@ -212,8 +216,9 @@ class Finish:
     stats: object                 # the Model's Stats of this request
 
 
-def generate(model, job: Job, cancelled: threading.Event, emit) -> Finish:
-    """In the model thread: emit each text piece as Model.generate/chat would yield it, then say why it ended."""
+def generate(model, job: Job, should_stop, emit) -> Finish:
+    """In the model thread: emit each text piece as Model.generate/chat would yield it, then say why it ended.
+    should_stop() is asked after every token (the client went away, the server is stopping)."""
     text = TextStream(job.stop)
     count = 0
     with contextlib.closing(model.generate_tokens(job.prompt, job.max_tokens, job.sampler)) as tokens:
@@ -222,7 +227,7 @@ def generate(model, job: Job, cancelled: threading.Event, emit) -> Finish:
             piece = text.feed(model.tokenizer.token_bytes(token, special=False))
             if piece:
                 emit(piece)
-            if text.stopped or cancelled.is_set():
+            if text.stopped or should_stop():
                 break
     tail = text.flush()
     if tail:
@@ -237,6 +242,7 @@ class ModelThread:
 
     def __init__(self, model):
         self.model = model
+        self.stopping = threading.Event()     # set by stop(): every job ends at its next token
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvant-model", initializer=numba.set_num_threads,
                                         initargs=(numba.get_num_threads(),))
 
@@ -252,11 +258,16 @@ class ModelThread:
             except RuntimeError:          # the event loop is gone: nobody is listening
                 cancelled.set()
 
+        def should_stop():
+            return cancelled.is_set() or self.stopping.is_set()
+
         def work():
             if cancelled.is_set():
                 return
             try:
-                post(generate(self.model, job, cancelled, post))
+                if self.stopping.is_set():
+                    raise ShuttingDown("the server is shutting down")
+                post(generate(self.model, job, should_stop, post))
             except Exception as e:        # handed to the request, which reports it
                 post(e)
 
@@ -271,6 +282,10 @@ class ModelThread:
                     return
         finally:
             cancelled.set()
+
+    def stop(self):
+        """End the running job at its next token (its answer is sent, cut short) and refuse the waiting ones."""
+        self.stopping.set()
 
 
 # -- answering ---------------------------------------------------------------------------------------------------
@@ -381,6 +396,9 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         return JSONResponse(_error_body(f"{e.detail}: {request.method} {request.url.path}", kind),
                             status_code=e.status_code, headers=e.headers)
 
+    async def shutting_down(request, e: ShuttingDown):
+        return JSONResponse(_error_body(str(e), "server_error"), status_code=503)
+
     async def server_error(request, e: Exception):
         return JSONResponse(_error_body(f"internal error: {type(e).__name__}: {e}", "server_error"), status_code=500)
 
@@ -390,8 +408,10 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         Route("/v1/completions", completion_handler(COMPLETIONS), methods=["POST"]),
         Route("/v1/chat/completions", completion_handler(CHAT), methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={RequestError: request_error, HTTPException: http_error,
-                                                        Exception: server_error})
+    app = Starlette(routes=routes, exception_handlers={RequestError: request_error, HTTPException: http_error,
+                                                       ShuttingDown: shutting_down, Exception: server_error})
+    app.state.model_thread = worker
+    return app
 
 
 # -- the process -------------------------------------------------------------------------------------------------
@@ -405,7 +425,14 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run(app, sock: socket.socket, log_level: str = "info"):
-    """Serve app on sock with uvicorn until SIGINT or SIGTERM."""
+    """Serve build_app's app on sock with uvicorn until SIGINT or SIGTERM. On the signal the running generation
+    ends at its next token, so its response completes and uvicorn's graceful shutdown need not wait for it."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            app.state.model_thread.stop()
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS)
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config).run(sockets=[sock])
