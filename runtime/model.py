@@ -10,6 +10,7 @@ import numpy as np
 from kvant.formats.dequant import dequantize, dequantize_rows
 from kvant.runtime import kernels
 from kvant.runtime.config import Config, UnsupportedModelError
+from kvant.runtime.decode import ABSENT, LayerStep
 from kvant.runtime.kernels import ops
 from kvant.runtime.kernels.actquant import VEC_DOT
 
@@ -125,6 +126,7 @@ class Transformer:
         self.output = self._matrix(out_name)
         self.embed_scale = np.float32(np.sqrt(np.float32(cfg.d_model))) if cfg.spec.embed_scale else None
         self._rope = {}
+        self._steps = None          # per-layer decode steps (decode.LayerStep), made at the first decoded token
 
     # -- loading ---------------------------------------------------------------------------------------------
     def _info(self, name):
@@ -216,6 +218,8 @@ class Transformer:
         n = len(tokens)
         if start + n > cache.n_ctx:
             raise ContextFullError(f"context full: {start + n} tokens do not fit in n_ctx={cache.n_ctx}")
+        if n == 1 and self.observer is None:
+            return self._decode(tokens[0], start, cache)
         x = self.embed(tokens)
         positions = np.arange(start, start + n, dtype=np.int64)
         h = np.empty_like(x)
@@ -260,15 +264,52 @@ class Transformer:
             if layer.ffn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.ffn_post_norm, cfg.rms_eps)
             x += h
-        rows = x[n - 1:] if logits_from is None else x[logits_from:]
+        return self._logits(x[n - 1:] if logits_from is None else x[logits_from:])
+
+    def _logits(self, rows):
         normed = np.empty_like(rows)
-        ops.rmsnorm(normed, rows, self.output_norm, cfg.rms_eps)
+        ops.rmsnorm(normed, rows, self.output_norm, self.cfg.rms_eps)
         logits = np.empty((rows.shape[0], self.output.shape[0]), np.float32)
         self._linear(logits, self.output, Inputs(normed))
-        if cfg.logit_softcap > 0:
-            np.tanh(logits / cfg.logit_softcap, out=logits)
-            logits *= cfg.logit_softcap
+        if self.cfg.logit_softcap > 0:
+            np.tanh(logits / self.cfg.logit_softcap, out=logits)
+            logits *= self.cfg.logit_softcap
         return logits
+
+    # -- one token, one numba call per layer (decode.py) ----------------------------------------------------------
+    def _decode(self, token, pos, cache: KVCache):
+        cfg = self.cfg
+        if self._steps is None:
+            self._steps = [self._layer_step(i, layer) for i, layer in enumerate(self.layers)]
+            nq, nk = cfg.n_head * cfg.head_dim_k, cfg.n_kv_head * cfg.head_dim_k
+            nv, natt = cfg.n_kv_head * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
+            self._step_bufs = tuple(np.zeros(size, np.float32) for size in (
+                cfg.d_model, nq + nk + nv, natt, 2 * cfg.d_ff, cfg.d_model, natt, cfg.d_ff, max(nk, nv)))
+        x = self.embed([token])
+        for i, step in enumerate(self._steps):
+            cos, sin = self.rope_tables(cfg.layer_is_swa[i], cache.n_ctx)
+            step(x[0], pos, cache.k[i], cache.v[i], cos, sin, self._step_bufs)
+        return self._logits(x)
+
+    def _layer_step(self, i, layer):
+        cfg = self.cfg
+        groups = ((layer.wqkv, (layer.wq, layer.wk, layer.wv)), (None, (layer.wo,)),
+                  (layer.w_gate_up, (layer.w_gate, layer.w_up)), (None, (layer.w_down,)))
+        mats = []
+        for stacked, parts in groups:
+            if stacked is not None:
+                mats += [stacked] + [None] * (len(parts) - 1)
+            else:
+                mats += parts
+        kinds = [ABSENT if m is None else m.type_name for m in mats]
+        args = tuple(() if m is None else m.kernel_args for m in mats)
+        vecs = (layer.attn_norm, layer.q_norm, layer.k_norm, layer.attn_sub_norm, layer.attn_post_norm,
+                layer.ffn_norm, layer.ffn_sub_norm, layer.ffn_post_norm, layer.bq, layer.bk, layer.bv, layer.bo)
+        is_swa = cfg.layer_is_swa[i]
+        consts = (cfg.rms_eps, cfg.n_head, cfg.n_kv_head, cfg.head_dim_k, cfg.head_dim_v, mats[0].shape[0],
+                  mats[4].shape[0], cfg.n_rot, cfg.spec.rope_neox, np.float32(cfg.attn_scale),
+                  cfg.sliding_window if is_swa else 0, ops.F16_TO_F32)
+        return LayerStep(kinds, cfg.activation, args, vecs, consts)
 
 
 class ContextFullError(RuntimeError):

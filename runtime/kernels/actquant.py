@@ -33,69 +33,85 @@ def round_f16(a):
             a[i] = np.float32(np.rint(a[i] * np.float32(16777216.0)) * np.float32(5.9604645e-08))
 
 
+@njit(cache=True)
+def q8_0_row(out, x):
+    nb = x.shape[0] // 32
+    d = np.empty(nb, np.float32)
+    iscale = np.empty(nb, np.float32)
+    for b in range(nb):
+        amax = np.float32(0.0)
+        for j in range(32):
+            amax = max(amax, abs(x[b * 32 + j]))
+        d[b] = amax / np.float32(127.0)
+        iscale[b] = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+    round_f16(d)                              # the block scale is stored as fp16
+    for b in range(nb):
+        for j in range(32):
+            out[b * 32 + j] = d[b] * np.float32(np.rint(x[b * 32 + j] * iscale[b]))
+
+
+@njit(cache=True)
+def q8_k_row(out, x):
+    for b in range(x.shape[0] // 256):
+        amax = np.float32(0.0)
+        vmax = np.float32(0.0)
+        for j in range(256):
+            v = x[b * 256 + j]
+            if abs(v) > amax:
+                amax = abs(v)
+                vmax = v
+        if amax == 0:
+            for j in range(256):
+                out[b * 256 + j] = 0.0
+            continue
+        iscale = np.float32(-127.0) / vmax
+        d = np.float32(1.0) / iscale
+        for j in range(256):
+            q = min(np.float32(127.0), np.float32(np.rint(iscale * x[b * 256 + j])))
+            out[b * 256 + j] = d * q
+
+
+@njit(cache=True)
+def f16_row(out, x):
+    out[:] = x
+    round_f16(out)
+
+
+@njit(cache=True)
+def bf16_row(out, x):
+    bits = x.view(np.uint32)
+    ob = out.view(np.uint32)
+    for i in range(x.shape[0]):
+        b = bits[i]
+        if (b & 0x7FFFFFFF) > 0x7F800000:          # NaN stays NaN (quiet)
+            ob[i] = (b | 0x00400000) & 0xFFFF0000
+        else:                                       # round to nearest even on the upper 16 bits
+            ob[i] = ((b + (0x7FFF + ((b >> 16) & 1))) & 0xFFFF0000)
+
+
+# One row at a time above (the decode step calls them directly); a matrix of rows (tokens) in parallel here.
 @njit(cache=True, parallel=True)
 def q8_0(out, x):
-    n, cols = x.shape
-    nb = cols // 32
-    for t in prange(n):
-        d = np.empty(nb, np.float32)
-        iscale = np.empty(nb, np.float32)
-        for b in range(nb):
-            amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(x[t, b * 32 + j]))
-            d[b] = amax / np.float32(127.0)
-            iscale[b] = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
-        round_f16(d)                              # the block scale is stored as fp16
-        for b in range(nb):
-            for j in range(32):
-                out[t, b * 32 + j] = d[b] * np.float32(np.rint(x[t, b * 32 + j] * iscale[b]))
+    for t in prange(x.shape[0]):
+        q8_0_row(out[t], x[t])
 
 
 @njit(cache=True, parallel=True)
 def q8_k(out, x):
-    n, cols = x.shape
-    nb = cols // 256
-    for t in prange(n):
-        for b in range(nb):
-            amax = np.float32(0.0)
-            vmax = np.float32(0.0)
-            for j in range(256):
-                v = x[t, b * 256 + j]
-                if abs(v) > amax:
-                    amax = abs(v)
-                    vmax = v
-            if amax == 0:
-                for j in range(256):
-                    out[t, b * 256 + j] = 0.0
-                continue
-            iscale = np.float32(-127.0) / vmax
-            d = np.float32(1.0) / iscale
-            for j in range(256):
-                q = min(np.float32(127.0), np.float32(np.rint(iscale * x[t, b * 256 + j])))
-                out[t, b * 256 + j] = d * q
+    for t in prange(x.shape[0]):
+        q8_k_row(out[t], x[t])
 
 
 @njit(cache=True, parallel=True)
 def f16(out, x):
-    n, cols = x.shape
-    for t in prange(n):
-        out[t] = x[t]
-        round_f16(out[t])
+    for t in prange(x.shape[0]):
+        f16_row(out[t], x[t])
 
 
 @njit(cache=True, parallel=True)
 def bf16(out, x):
-    bits = x.view(np.uint32)
-    ob = out.view(np.uint32)
-    n, cols = x.shape
-    for t in prange(n):
-        for i in range(cols):
-            b = bits[t, i]
-            if (b & 0x7FFFFFFF) > 0x7F800000:          # NaN stays NaN (quiet)
-                ob[t, i] = (b | 0x00400000) & 0xFFFF0000
-            else:                                       # round to nearest even on the upper 16 bits
-                ob[t, i] = ((b + (0x7FFF + ((b >> 16) & 1))) & 0xFFFF0000)
+    for t in prange(x.shape[0]):
+        bf16_row(out[t], x[t])
 
 
 # weight type -> how llama.cpp presents the activations to its dot product (None: as they are, F32)
@@ -107,3 +123,7 @@ VEC_DOT = {
     "IQ4_XS": q8_k, "TQ1_0": q8_k, "TQ2_0": q8_k,
     "IQ1_S": q8_k, "IQ1_M": q8_k, "IQ2_XXS": q8_k, "IQ2_XS": q8_k, "IQ2_S": q8_k, "IQ3_XXS": q8_k, "IQ3_S": q8_k,
 }
+
+# the same, one row: VEC_DOT_ROW[type] rounds a 1-D activation (None: used as it is)
+VEC_DOT_ROW = {name: {q8_0: q8_0_row, q8_k: q8_k_row, f16: f16_row, bf16: bf16_row}.get(scheme)
+               for name, scheme in VEC_DOT.items()}
