@@ -1,5 +1,6 @@
-"""llama-bench's measurement inside kvant: prompt processing of n random tokens from an empty cache, then
-generation of n tokens one at a time; the best of the repetitions."""
+"""llama-bench's measurement inside kvant: prompt processing of n random tokens from an empty cache (one test per
+prompt length), then generation of n tokens one at a time; each test warmed up once first as llama-bench does (the
+whole prompt, one generated token), then the best of the repetitions."""
 import os
 import time
 
@@ -19,31 +20,44 @@ def resident_mb() -> float:
     return float("nan")
 
 
-def run_bench(model, n_prompt=128, n_gen=64, repetitions=1, seed=0):
+def _time_prompt(model, prompt):
+    model.reset()
+    t0 = time.perf_counter()
+    model.eval(prompt)
+    return time.perf_counter() - t0
+
+
+def _time_gen(model, first, tokens):
+    model.reset()
+    model.eval([first])
+    t0 = time.perf_counter()
+    for token in tokens:
+        model._step(token)
+    return time.perf_counter() - t0
+
+
+def run_bench(model, n_prompt=(128,), n_gen=64, repetitions=1, seed=0):
+    """tokens/s of prompt processing for each length in n_prompt (an int or a sequence) and of generating n_gen
+    tokens; the GB/s generation implies from the bytes of weights kvant reads per token (its repacked matrices: the
+    token embedding only where it is also the output head, since decode reads one row of it)."""
+    n_prompt = [int(n_prompt)] if np.isscalar(n_prompt) else [int(n) for n in n_prompt]
     rng = np.random.default_rng(seed)
     vocab = model.config.n_vocab
-    best_pp = best_tg = float("inf")
-    for _ in range(repetitions):
-        prompt = rng.integers(0, vocab, n_prompt).tolist()
-        model.reset()
-        t0 = time.perf_counter()
-        model.eval(prompt)
-        best_pp = min(best_pp, time.perf_counter() - t0)
-        model.reset()
-        model.eval(prompt[:1])
-        t0 = time.perf_counter()
-        token = prompt[0]
-        for _ in range(n_gen):
-            model._step(token)
-            token = int(rng.integers(0, vocab))
-        best_tg = min(best_tg, time.perf_counter() - t0)
+    pp = {}
+    for n in n_prompt:
+        _time_prompt(model, rng.integers(0, vocab, n).tolist())                    # warm-up
+        best = min(_time_prompt(model, rng.integers(0, vocab, n).tolist()) for _ in range(repetitions))
+        pp[str(n)] = n / best
+    _time_gen(model, 0, [int(rng.integers(0, vocab))])                              # warm-up
+    best_tg = min(_time_gen(model, int(rng.integers(0, vocab)), rng.integers(0, vocab, n_gen).tolist())
+                  for _ in range(repetitions))
     tg = n_gen / best_tg
     return {
         "model": os.path.basename(model.path),
         "threads": numba.get_num_threads(),
         "n_prompt": n_prompt,
         "n_gen": n_gen,
-        "pp_tok_s": n_prompt / best_pp,
+        "pp_tok_s": pp,
         "tg_tok_s": tg,
         "tg_gb_s": model.transformer.weight_bytes * tg / 1e9,
         "weight_bytes": model.transformer.weight_bytes,

@@ -73,9 +73,10 @@ def qrun():
 @click.option("-p", "--prompt", required=True, help="the text to continue")
 @click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=0), default=128, show_default=True)
 @click.option("--stop", multiple=True, help="stop at this string (repeatable)")
+@click.option("--stats", is_flag=True, help="afterwards print token counts, times and speed on stderr")
 @sampling_options
 @runtime_options
-def generate(model, prompt, max_tokens, stop, threads, n_ctx, kv_type, **kw):
+def generate(model, prompt, max_tokens, stop, stats, threads, n_ctx, kv_type, **kw):
     """Continue PROMPT; prints only the generated text."""
     sampling = _sampling(kw)
     m = _load(model, threads, n_ctx, kv_type)
@@ -83,6 +84,9 @@ def generate(model, prompt, max_tokens, stop, threads, n_ctx, kv_type, **kw):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    sys.stdout.flush()
+    if stats:
+        click.echo(_stats_line(m.stats), err=True)
 
 
 @qrun.command()
@@ -119,10 +123,7 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
         sys.stdout.flush()
         messages.append({"role": "assistant", "content": "".join(answer)})
         if stats:
-            s = m.stats
-            speed = s.generated_tokens / s.decode_seconds if s.decode_seconds > 0 else 0.0
-            click.echo(f"[prompt {s.prompt_tokens} tokens: {s.reused_tokens} reused, {s.prefilled_tokens} prefilled; "
-                       f"{s.generated_tokens} generated, {speed:.1f} tok/s]", err=True)
+            click.echo(_stats_line(m.stats), err=True)
 
 
 @qrun.command()
@@ -176,24 +177,37 @@ def tokenize(model, text_file, prompt, ids, add_bos, special):
             click.echo(f"{i:6d} -> {tok.token_bytes(i)!r}")
 
 
+def _int_list(ctx, param, value):
+    """llama-bench's comma-separated values: "128,512" -> (128, 512), each >= 1."""
+    try:
+        out = tuple(int(v) for v in str(value).split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if min(out) < 1:
+        raise click.BadParameter(f"{value!r}: every value must be >= 1")
+    return out
+
+
 @qrun.command()
 @model_options
-@click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("-p", "--n-prompt", default="128", show_default=True, callback=_int_list,
+              help="prompt lengths, comma-separated (one prompt-processing test each)")
 @click.option("-n", "--n-gen", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def bench(model, n_prompt, n_gen, repetitions, threads, as_json):
-    """Prompt processing and generation speed, as llama-bench measures them (random tokens)."""
+    """Prompt processing and generation speed, as llama-bench measures them (random tokens, a warm-up run first)."""
     from kvant.runtime.bench import run_bench
-    m = _load(model, threads, n_prompt + n_gen + 8)
+    m = _load(model, threads, max(n_prompt) + n_gen + 8)
     result = run_bench(m, n_prompt, n_gen, repetitions)
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"model {result['model']}  threads {result['threads']}  load {result['load_s']:.2f} s")
-        click.echo(f"pp{n_prompt}: {result['pp_tok_s']:.1f} tok/s   tg{n_gen}: {result['tg_tok_s']:.1f} tok/s "
-                   f"({result['tg_gb_s']:.1f} GB/s of weights)   RSS {result['rss_mb']:.0f} MB")
+        pp = "   ".join(f"pp{n}: {v:.1f} tok/s" for n, v in result["pp_tok_s"].items())
+        click.echo(f"{pp}   tg{n_gen}: {result['tg_tok_s']:.1f} tok/s ({result['tg_gb_s']:.1f} GB/s of weights)   "
+                   f"RSS {result['rss_mb']:.0f} MB")
 
 
 @qrun.command()
@@ -220,6 +234,16 @@ def serve(model, host, port, alias, threads, n_ctx, kv_type, **kw):
         server.run(app, sock)
     except KeyboardInterrupt:         # Ctrl-C is how a server is stopped, not an error
         click.echo("qrun serve: stopped", err=True)
+
+
+def _stats_line(s):
+    """What the last generate/chat call did, e.g. "[prompt 45 tokens: 30 reused, 15 prefilled; 128 generated,
+    120.5 tok/s; prefill 0.041 s, generation 1.062 s]". Generation is wall clock from the prompt's logits to the
+    last token, sampling, detokenizing and writing the text included."""
+    speed = s.generated_tokens / s.decode_seconds if s.decode_seconds > 0 else 0.0
+    return (f"[prompt {s.prompt_tokens} tokens: {s.reused_tokens} reused, {s.prefilled_tokens} prefilled; "
+            f"{s.generated_tokens} generated, {speed:.1f} tok/s; prefill {s.prefill_seconds:.3f} s, "
+            f"generation {s.decode_seconds:.3f} s]")
 
 
 def _read_line(interactive):

@@ -54,7 +54,31 @@ def test_bench_json(capsys, tiny):
     code, out, err = run(capsys, "bench", tiny, "-p", "16", "-n", "4", "-t", "1", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["pp_tok_s"] > 0 and result["tg_tok_s"] > 0 and result["threads"] == 1
+    assert result["pp_tok_s"]["16"] > 0 and result["tg_tok_s"] > 0 and result["threads"] == 1
+    assert result["n_prompt"] == [16] and result["weight_bytes"] > 0
+
+
+def test_bench_several_prompt_lengths(capsys, tiny):
+    # llama-bench's -p 128,512: one prompt-processing figure per length, in the order given
+    code, out, err = run(capsys, "bench", tiny, "-p", "16,8", "-n", "2", "-t", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert list(result["pp_tok_s"]) == ["16", "8"] and all(v > 0 for v in result["pp_tok_s"].values())
+    code, out, err = run(capsys, "bench", tiny, "-p", "16,8", "-n", "2", "-t", "1")
+    assert code == 0, err
+    assert "pp16: " in out and "pp8: " in out and "tg2: " in out
+
+
+def test_generate_stats_line_on_stderr(capsys, tiny):
+    code, out, err = run(capsys, "generate", tiny, "-p", "the the", "-n", "5", "--temp", "0", "-t", "1", "--stats")
+    assert code == 0, err
+    line = err.strip().splitlines()[-1]
+    numbers = _numbers(line)
+    assert numbers["prompt"] == numbers["prefilled"] > 0 and numbers["reused"] == 0
+    assert 0 < numbers["generated"] <= 5
+    assert numbers["prefill_s"] >= 0 and numbers["generation_s"] >= 0 and numbers["tok_s"] > 0
+    code, plain, err = run(capsys, "generate", tiny, "-p", "the the", "-n", "5", "--temp", "0", "-t", "1")
+    assert plain == out and "[prompt" not in err      # the text on stdout is the same with and without --stats
 
 
 def bad_files(tmp_path, tiny):
@@ -104,6 +128,8 @@ def test_bad_model_file_one_line_error(capsys, tiny, tmp_path, case):
     (["generate", "smollm2", "-p", "x", "--temp", "-1"], "temperature"),
     (["generate", "-p"], "-p"),
     (["perplexity", "x.gguf"], "-f"),
+    (["bench", "x.gguf", "-p", "128,abc"], "128,abc"),
+    (["bench", "x.gguf", "-p", "0"], ">= 1"),
     (["nonsense"], "nonsense"),
 ])
 def test_bad_arguments_one_line_error(capsys, argv, needle, tmp_path, monkeypatch):
@@ -142,7 +168,8 @@ def test_chat_two_turns_through_stdin_reuses_cache(tiny, tmp_path):
 
 
 def _numbers(line):
-    # "[prompt 45 tokens: 30 reused, 15 prefilled; 20 generated, 35.2 tok/s]"
+    # "[prompt 45 tokens: 30 reused, 15 prefilled; 20 generated, 35.2 tok/s; prefill 0.041 s, generation 0.568 s]"
     words = line.replace("[", " ").replace(",", " ").replace(";", " ").replace(":", " ").split()
     return {"prompt": int(words[1]), "reused": int(words[3]), "prefilled": int(words[5]),
-            "generated": int(words[7])}
+            "generated": int(words[7]), "tok_s": float(words[9]), "prefill_s": float(words[12]),
+            "generation_s": float(words[15])}
