@@ -34,9 +34,9 @@ def round_f16(a):
 
 
 @njit(cache=True)
-def q8_0_row(out, x):
-    nb = x.shape[0] // 32
-    d = np.empty(nb, np.float32)
+def q8_0_codes(q, d, x):
+    """llama.cpp's quantize_row_q8_0: int8 codes q and per-32 scales d (float32 holding the fp16-rounded scale)."""
+    nb = d.shape[0]
     iscale = np.empty(nb, np.float32)
     for b in range(nb):
         amax = np.float32(0.0)
@@ -47,7 +47,16 @@ def q8_0_row(out, x):
     round_f16(d)                              # the block scale is stored as fp16
     for b in range(nb):
         for j in range(32):
-            out[b * 32 + j] = d[b] * np.float32(np.rint(x[b * 32 + j] * iscale[b]))
+            q[b * 32 + j] = np.int8(np.rint(x[b * 32 + j] * iscale[b]))
+
+
+@njit(cache=True)
+def q8_0_row(out, x):
+    q = np.empty(x.shape[0], np.int8)
+    d = np.empty(x.shape[0] // 32, np.float32)
+    q8_0_codes(q, d, x)
+    for i in range(x.shape[0]):
+        out[i] = d[i >> 5] * np.float32(q[i])
 
 
 @njit(cache=True)

@@ -9,6 +9,8 @@ measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
   Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
 Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit costs an extraction in the loop.
+Matvec on I8 planes: integer block dot products where the CPU has AVX-512 VNNI (_vnni.py, 2x the float kernel),
+else float activations.
 """
 import numpy as np
 from numba import njit, prange
@@ -16,6 +18,8 @@ from numba import njit, prange
 from ._common import (F32, ROW_TILE, affine_i8, affine_nib, gemm_tile, i8_dot32, n_chunks, nib_dot,
                       prep_nib, prep_pairs, scale_dot, tile_span)
 from ._ir import ubits, widen
+from ._vnni import HAS_VNNI, i8_pairs_dot
+from .actquant import q8_0, q8_0_codes
 from .registry import Layout, register
 
 
@@ -115,6 +119,22 @@ def _mv_i8(out, x, q, d):
     """Q8_0 and Q5_0."""
     for r in prange(out.shape[0]):
         out[r] = i8_dot32(q[r], d[r], x)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_i8_vnni(out, x, q, d, xq, xd):
+    """Q8_0 and Q5_0 as llama.cpp computes them: x quantized to Q8_0, int8 block dot products (_vnni)."""
+    q8_0_codes(xq, xd, x)
+    nb = xd.shape[0]
+    for r in prange(out.shape[0]):
+        s = i8_pairs_dot(q[r], d[r], xq, xd, nb // 2)
+        if nb & 1:                              # a last block without a partner
+            b = nb - 1
+            t = 0
+            for j in range(32 * b, 32 * b + 32):
+                t += np.int64(q[r, j]) * np.int64(xq[j])
+            s += widen(d[r, b]) * xd[b] * F32(t)
+        out[r] = s
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -304,11 +324,23 @@ def _no_scratch(cols):
     return ()
 
 
-register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _no_scratch, _mv_i8, _mm_i8, "I8 + fp16 d per 32"))
+def _q8_scratch(cols):
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32)
+
+
+# I8 planes (Q8_0, Q5_0) multiply with integer dot products where the CPU has AVX-512 VNNI
+_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = (
+    (_mv_i8_vnni, _q8_scratch, q8_0, ", int8 x Q8_0 activations (VNNI)") if HAS_VNNI else
+    (_mv_i8, _no_scratch, None, ""))
+
+
+register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
+                        "I8 + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q4_0", Layout(32, _rp_plain(18, 16, 2, False), _nib_scratch, _mv_q4_0, _mm_q4_0, "NIB + fp16 d per 32"))
 register("Q4_1", Layout(32, _rp_plain(20, 16, 4, True), _nib_scratch, _mv_q4_1, _mm_q4_1,
                         "NIB + fp16 d, m per 32"))
 register("IQ4_NL", Layout(32, _rp_plain(18, 16, 2, False), _pairs_scratch, _mv_iq4, _mm_iq4,
                           "NIB + fp16 d per 32, codebook as a rounded quartic"))
-register("Q5_0", Layout(32, _rp_q5(22, False), _no_scratch, _mv_i8, _mm_i8, "I8 (q-16) + fp16 d per 32"))
+register("Q5_0", Layout(32, _rp_q5(22, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
+                        "I8 (q-16) + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q5_1", Layout(32, _rp_q5(24, True), _sums_scratch, _mv_q5_1, _mm_q5_1, "I8 + fp16 d, m per 32"))

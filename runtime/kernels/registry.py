@@ -19,13 +19,15 @@ class Layout:
 
     repack(raw, cols) -> tuple of arrays (the QMatrix's storage; views into raw where no repack is needed);
     scratch(cols) -> tuple of per-call activation buffers; matvec(out, x, *arrays, *scratch) and
-    matmul(out, x, *arrays) are numba kernels."""
+    matmul(out, x, *arrays) are numba kernels. matvec_rounds_x: the activation rounding (actquant) the matvec
+    applies to x itself (integer dot products), or None when it multiplies x as given."""
     block: int
     repack: Callable
     scratch: Callable
     matvec: Callable
     matmul: Callable
     note: str
+    matvec_rounds_x: Callable | None = None
 
 
 LAYOUTS: dict[str, Layout] = {}
