@@ -47,17 +47,11 @@ def _data(context, builder, arr_type, arr, elem):
     return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
 
 
-@intrinsic
-def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
-    """sum over the first 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (wq[b] . xq[b]), the block dot products
-    exact in int32. wq, xq: int8 codes (|xq| <= 127, as Q8_0 quantization gives); wd: uint16 holding fp16;
-    xd: float32."""
-    ok = (isinstance(wq, types.Array) and wq.dtype == types.int8 and isinstance(xq, types.Array)
-          and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype == types.uint16
-          and isinstance(xd, types.Array) and xd.dtype == types.float32 and isinstance(npairs, types.Integer))
-    if not ok:
-        return None
-
+def _pairs_dot(load_codes, signed_codes, lane_blocks):
+    """codegen of sum over 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (block dot of codes and xq):
+    load_codes(builder, wq_p, i) gives the 64 weight codes of block pair i, in the order xq holds them;
+    signed_codes: they are int8 (use |w| and move the sign onto x), else unsigned bytes multiplied as they are;
+    lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to."""
     def codegen(context, builder, signature, args):
         wq_p = _data(context, builder, signature.args[0], args[0], _I8)
         wd_p = _data(context, builder, signature.args[1], args[1], _I16)
@@ -83,15 +77,16 @@ def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
         builder.cbranch(builder.icmp_signed("<", i, n), body, done)
 
         builder.position_at_end(body)
-        offset = builder.mul(i, ir.Constant(_I64, 64))
-        w = builder.load(builder.bitcast(builder.gep(wq_p, [offset]), _V64I8.as_pointer()), align=1)
-        x = builder.load(builder.bitcast(builder.gep(xq_p, [offset]), _V64I8.as_pointer()), align=1)
-        # vpdpbusd multiplies unsigned by signed bytes: |w| (a code -128 becomes 128 unsigned, still right) times
-        # x carrying w's sign (|x| <= 127, so negating it cannot overflow)
-        w_abs = builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)])
-        x_signed = builder.select(builder.icmp_signed("<", w, ir.Constant(_V64I8, None)),
-                                  builder.sub(ir.Constant(_V64I8, None), x), x)
-        dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), w_abs, x_signed])
+        w = load_codes(builder, wq_p, i)
+        x = builder.load(builder.bitcast(builder.gep(xq_p, [builder.mul(i, ir.Constant(_I64, 64))]),
+                                         _V64I8.as_pointer()), align=1)
+        if signed_codes:
+            # vpdpbusd multiplies unsigned by signed bytes: |w| (a code -128 becomes 128 unsigned, still right)
+            # times x carrying w's sign (|x| <= 127, so negating it cannot overflow)
+            x = builder.select(builder.icmp_signed("<", w, ir.Constant(_V64I8, None)),
+                               builder.sub(ir.Constant(_V64I8, None), x), x)
+            w = builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)])
+        dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
 
         def block_scale(b):
             wd_h = builder.bitcast(builder.load(builder.gep(wd_p, [b])), ir.HalfType())
@@ -101,7 +96,8 @@ def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
         scales = builder.insert_element(ir.Constant(_V16F, None), block_scale(first), ir.Constant(_I32, 0))
         scales = builder.insert_element(scales, block_scale(builder.add(first, ir.Constant(_I64, 1))),
                                         ir.Constant(_I32, 8))
-        scales = builder.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16), [0] * 8 + [8] * 8))
+        scales = builder.shuffle_vector(scales, scales,
+                                        ir.Constant(ir.VectorType(_I32, 16), [8 * b for b in lane_blocks]))
         product = builder.fmul(builder.sitofp(dot, _V16F), scales, flags=("contract",))
         new_acc = builder.fadd(acc, product, flags=("contract",))
         i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), body)
@@ -110,5 +106,46 @@ def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
 
         builder.position_at_end(done)
         return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+    return codegen
 
-    return types.float32(wq, wd, xq, xd, npairs), codegen
+
+def _load_i8(builder, wq_p, i):
+    offset = builder.mul(i, ir.Constant(_I64, 64))
+    return builder.load(builder.bitcast(builder.gep(wq_p, [offset]), _V64I8.as_pointer()), align=1)
+
+
+def _load_nib(builder, wq_p, i):
+    """A NIB pair of blocks is 32 bytes: block A's elements 0-15 in the low nibbles of bytes 0-15, 16-31 in their
+    high nibbles, block B likewise in bytes 16-31. The codes come out as the 32 low nibbles then the 32 high ones
+    (a plain concatenation: interleaving them back into element order cost more than it saved), so xq must be
+    given in the order A0-15, B0-15, A16-31, B16-31 per pair (NIB_X_ORDER)."""
+    v32 = ir.VectorType(_I8, 32)
+    offset = builder.mul(i, ir.Constant(_I64, 32))
+    packed = builder.load(builder.bitcast(builder.gep(wq_p, [offset]), v32.as_pointer()), align=1)
+    lo = builder.and_(packed, ir.Constant(v32, [15] * 32))
+    hi = builder.lshr(packed, ir.Constant(v32, [4] * 32))
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+
+
+def _pairs_signature(wq, wd, xq, xd, npairs, code_dtype):
+    ok = (isinstance(wq, types.Array) and wq.dtype == code_dtype and isinstance(xq, types.Array)
+          and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype == types.uint16
+          and isinstance(xd, types.Array) and xd.dtype == types.float32 and isinstance(npairs, types.Integer))
+    return types.float32(wq, wd, xq, xd, npairs) if ok else None
+
+
+@intrinsic
+def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
+    """sum over the first 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (wq[b] . xq[b]), the block dot products
+    exact in int32. wq, xq: int8 codes (|xq| <= 127, as Q8_0 quantization gives); wd: uint16 holding fp16;
+    xd: float32."""
+    sig = _pairs_signature(wq, wd, xq, xd, npairs, types.int8)
+    return (sig, _pairs_dot(_load_i8, True, [0] * 8 + [1] * 8)) if sig is not None else None
+
+
+@intrinsic
+def nib_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
+    """The same for a NIB row (uint8, two 4-bit codes 0..15 a byte in the file's block order) and xq in
+    _load_nib's order: codes multiplied as unsigned (Q4_0's -8 is the caller's: -8 * d_w * d_x * sum of xq)."""
+    sig = _pairs_signature(wq, wd, xq, xd, npairs, types.uint8)
+    return (sig, _pairs_dot(_load_nib, False, [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)) if sig is not None else None

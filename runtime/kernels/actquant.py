@@ -34,8 +34,9 @@ def round_f16(a):
 
 
 @njit(cache=True)
-def q8_0_codes(q, d, x):
-    """llama.cpp's quantize_row_q8_0: int8 codes q and per-32 scales d (float32 holding the fp16-rounded scale)."""
+def q8_codes(q, d, s, x):
+    """llama.cpp's quantize_row_q8_0 / q8_1: int8 codes q and per-32 scales d (float32 holding the fp16-rounded
+    scale); when s has room, also Q8_1's block sums s = fp16(d before rounding * sum of the block's codes)."""
     nb = d.shape[0]
     iscale = np.empty(nb, np.float32)
     for b in range(nb):
@@ -44,17 +45,24 @@ def q8_0_codes(q, d, x):
             amax = max(amax, abs(x[b * 32 + j]))
         d[b] = amax / np.float32(127.0)
         iscale[b] = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
-    round_f16(d)                              # the block scale is stored as fp16
     for b in range(nb):
+        total = 0
         for j in range(32):
-            q[b * 32 + j] = np.int8(np.rint(x[b * 32 + j] * iscale[b]))
+            c = np.rint(x[b * 32 + j] * iscale[b])
+            q[b * 32 + j] = np.int8(c)
+            total += np.int64(c)
+        if s.shape[0]:
+            s[b] = d[b] * np.float32(total)
+    round_f16(d)                              # the block scale is stored as fp16
+    if s.shape[0]:
+        round_f16(s)
 
 
 @njit(cache=True)
 def q8_0_row(out, x):
     q = np.empty(x.shape[0], np.int8)
     d = np.empty(x.shape[0] // 32, np.float32)
-    q8_0_codes(q, d, x)
+    q8_codes(q, d, d[:0], x)
     for i in range(x.shape[0]):
         out[i] = d[i >> 5] * np.float32(q[i])
 

@@ -10,7 +10,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from kvant.runtime.kernels.registry import SMALL_BATCH
-from kvant.runtime.kernels import SUPPORTED_TYPES, UnsupportedTypeError, prepare
+from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
 
 # byte offsets of the fp16 scale fields inside one block
 FP16_FIELDS = {
@@ -43,11 +43,11 @@ def make_weight(name, rows, nblocks, rng):
     return raw, dequantize(raw, qtype).astype(np.float32)
 
 
-def check(out, w, x):
+def check(out, w, x, tolerance=1e-4):
     ref = x.astype(np.float64) @ w.T.astype(np.float64)
     bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + 1e-30
     err = np.abs(out - ref) / bound
-    assert err.max() < 1e-4, f"max relative error {err.max():.3g}"
+    assert err.max() < tolerance, f"max relative error {err.max():.3g}"
 
 
 def as_matvec_sees(qm, x):
@@ -79,6 +79,8 @@ def test_every_type_is_registered():
 @pytest.mark.parametrize("name", ALL)
 def test_matvec_and_matmul(name):
     rng = np.random.default_rng(sum(map(ord, name)))
+    # the integer Q4_1 kernel takes the min term from Q8_1's fp16 block sums, as llama.cpp: 2^-11 relative
+    matvec_tolerance = 1e-3 if name == "Q4_1" and LAYOUTS[name].matvec_rounds_x is not None else 1e-4
     for rows, nblocks in SHAPES:
         raw, w = make_weight(name, rows, nblocks, rng)
         qm = prepare(raw, name)
@@ -86,12 +88,15 @@ def test_matvec_and_matmul(name):
         x = rng.standard_normal(w.shape[1]).astype(np.float32)
         out = np.full(rows, np.nan, np.float32)
         qm.matvec(out, x)
-        check(out[None], w, as_matvec_sees(qm, x[None]))
+        check(out[None], w, as_matvec_sees(qm, x[None]), matvec_tolerance)
         for n in (1, 5, 64):
             xs = rng.standard_normal((n, w.shape[1])).astype(np.float32)
             out = np.full((n, rows), np.nan, np.float32)
             qm.matmul(out, xs)
-            check(out, w, as_matvec_sees(qm, xs) if n < SMALL_BATCH else xs)   # few tokens run as matvecs
+            if n < SMALL_BATCH:     # few tokens run as matvecs
+                check(out, w, as_matvec_sees(qm, xs), matvec_tolerance)
+            else:
+                check(out, w, xs)
 
 
 def test_accepts_type_objects_and_names():
