@@ -392,16 +392,22 @@ def _int_scratch(cols):
         cols, np.int8)
 
 
-def _matvec(vnni_kernel, float_kernel, float_scratch):
+# type -> (matvec, scratch) of the float kernels that run where the CPU has no VNNI (tests run them everywhere)
+FLOAT_MATVEC = {}
+
+
+def _matvec(vnni_kernel, float_kernel, float_scratch, *type_names):
     """(matvec, scratch, rounding it applies, note): integer kernels where the CPU has AVX-512 VNNI."""
+    for name in type_names:
+        FLOAT_MATVEC[name] = (float_kernel, float_scratch)
     if HAS_VNNI:
         return vnni_kernel, _int_scratch, q8_0, ", int8 x Q8_0 activations (VNNI)"
     return float_kernel, float_scratch, None, ""
 
 
-_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = _matvec(_mv_i8_vnni, _mv_i8, _no_scratch)
-_Q4_0_MATVEC, _Q4_0_SCRATCH, _Q4_0_ROUNDS, _Q4_0_HOW = _matvec(_mv_q4_0_vnni, _mv_q4_0, _nib_scratch)
-_Q4_1_MATVEC, _Q4_1_SCRATCH, _Q4_1_ROUNDS, _Q4_1_HOW = _matvec(_mv_q4_1_vnni, _mv_q4_1, _nib_scratch)
+_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = _matvec(_mv_i8_vnni, _mv_i8, _no_scratch, "Q8_0", "Q5_0")
+_Q4_0_MATVEC, _Q4_0_SCRATCH, _Q4_0_ROUNDS, _Q4_0_HOW = _matvec(_mv_q4_0_vnni, _mv_q4_0, _nib_scratch, "Q4_0")
+_Q4_1_MATVEC, _Q4_1_SCRATCH, _Q4_1_ROUNDS, _Q4_1_HOW = _matvec(_mv_q4_1_vnni, _mv_q4_1, _nib_scratch, "Q4_1")
 register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q4_0", Layout(32, _rp_plain(18, 16, 2, False), _Q4_0_SCRATCH, _Q4_0_MATVEC, _mm_q4_0,

@@ -10,6 +10,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from kvant.runtime.kernels.registry import SMALL_BATCH
+from kvant.runtime.kernels.legacy import FLOAT_MATVEC
 from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
 
 # byte offsets of the fp16 scale fields inside one block
@@ -97,6 +98,20 @@ def test_matvec_and_matmul(name):
                 check(out, w, as_matvec_sees(qm, xs), matvec_tolerance)
             else:
                 check(out, w, xs)
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT_MATVEC))
+def test_float_fallback_matvec(name):
+    """The float kernels that replace the integer (VNNI) ones on other CPUs, run here too."""
+    kernel, scratch = FLOAT_MATVEC[name]
+    rng = np.random.default_rng(7)
+    for rows, nblocks in SHAPES:
+        raw, w = make_weight(name, rows, nblocks, rng)
+        qm = prepare(raw, name)
+        x = rng.standard_normal(w.shape[1]).astype(np.float32)
+        out = np.full(rows, np.nan, np.float32)
+        kernel(out, x, *qm.arrays, *scratch(w.shape[1]))
+        check(out[None], w, x[None])
 
 
 def test_accepts_type_objects_and_names():
