@@ -54,7 +54,8 @@ def _pairs_dot(load_codes, signed_codes, lane_blocks):
     lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to."""
     def codegen(context, builder, signature, args):
         wq_p = _data(context, builder, signature.args[0], args[0], _I8)
-        wd_p = _data(context, builder, signature.args[1], args[1], _I16)
+        wd_f32 = signature.args[1].dtype == types.float32
+        wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
         xq_p = _data(context, builder, signature.args[2], args[2], _I8)
         xd_p = _data(context, builder, signature.args[3], args[3], _F32)
         n = builder.sext(args[4], _I64) if args[4].type.width < 64 else args[4]
@@ -89,8 +90,10 @@ def _pairs_dot(load_codes, signed_codes, lane_blocks):
         dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
 
         def block_scale(b):
-            wd_h = builder.bitcast(builder.load(builder.gep(wd_p, [b])), ir.HalfType())
-            return builder.fmul(builder.fpext(wd_h, _F32), builder.load(builder.gep(xd_p, [b])))
+            wd_b = builder.load(builder.gep(wd_p, [b]))
+            if not wd_f32:
+                wd_b = builder.fpext(builder.bitcast(wd_b, ir.HalfType()), _F32)
+            return builder.fmul(wd_b, builder.load(builder.gep(xd_p, [b])))
 
         first = builder.mul(i, ir.Constant(_I64, 2))
         scales = builder.insert_element(ir.Constant(_V16F, None), block_scale(first), ir.Constant(_I32, 0))
@@ -129,7 +132,7 @@ def _load_nib(builder, wq_p, i):
 
 def _pairs_signature(wq, wd, xq, xd, npairs, code_dtype):
     ok = (isinstance(wq, types.Array) and wq.dtype == code_dtype and isinstance(xq, types.Array)
-          and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype == types.uint16
+          and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
           and isinstance(xd, types.Array) and xd.dtype == types.float32 and isinstance(npairs, types.Integer))
     return types.float32(wq, wd, xq, xd, npairs) if ok else None
 
@@ -137,8 +140,8 @@ def _pairs_signature(wq, wd, xq, xd, npairs, code_dtype):
 @intrinsic
 def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
     """sum over the first 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (wq[b] . xq[b]), the block dot products
-    exact in int32. wq, xq: int8 codes (|xq| <= 127, as Q8_0 quantization gives); wd: uint16 holding fp16;
-    xd: float32."""
+    exact in int32. wq, xq: int8 codes (|xq| <= 127, as Q8_0 / Q8_K quantization gives); wd: uint16 holding fp16,
+    or float32; xd: float32."""
     sig = _pairs_signature(wq, wd, xq, xd, npairs, types.int8)
     return (sig, _pairs_dot(_load_i8, True, [0] * 8 + [1] * 8)) if sig is not None else None
 

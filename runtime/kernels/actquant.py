@@ -68,7 +68,9 @@ def q8_0_row(out, x):
 
 
 @njit(cache=True)
-def q8_k_row(out, x):
+def q8_k_codes(q, d, x):
+    """llama.cpp's quantize_row_q8_K_ref: int8 codes q and the f32 scale of each 256-block, written for each of its
+    eight 32-blocks (d has one entry per 32)."""
     for b in range(x.shape[0] // 256):
         amax = np.float32(0.0)
         vmax = np.float32(0.0)
@@ -77,15 +79,24 @@ def q8_k_row(out, x):
             if abs(v) > amax:
                 amax = abs(v)
                 vmax = v
+        scale = np.float32(0.0)
         if amax == 0:
+            q[b * 256:b * 256 + 256] = 0
+        else:
+            iscale = np.float32(-127.0) / vmax
+            scale = np.float32(1.0) / iscale
             for j in range(256):
-                out[b * 256 + j] = 0.0
-            continue
-        iscale = np.float32(-127.0) / vmax
-        d = np.float32(1.0) / iscale
-        for j in range(256):
-            q = min(np.float32(127.0), np.float32(np.rint(iscale * x[b * 256 + j])))
-            out[b * 256 + j] = d * q
+                q[b * 256 + j] = np.int8(min(np.float32(127.0), np.float32(np.rint(iscale * x[b * 256 + j]))))
+        d[8 * b:8 * b + 8] = scale
+
+
+@njit(cache=True)
+def q8_k_row(out, x):
+    q = np.empty(x.shape[0], np.int8)
+    d = np.empty(x.shape[0] // 32, np.float32)
+    q8_k_codes(q, d, x)
+    for i in range(x.shape[0]):
+        out[i] = d[i >> 5] * np.float32(q[i])
 
 
 @njit(cache=True)

@@ -20,6 +20,8 @@ from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, f16_at,
                       n_chunks, nib_dot, prep_nib, prep_runs16, scale_dot, tile_span)
 from ._ir import ubits
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
+from .actquant import q8_k, q8_k_codes
+from .intdot import block_sums, int_matvec, nib_row, nib_x_order
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -276,6 +278,16 @@ def _mv_q4_k(out, x, q, d, m, xa, xb, xs):
         out[r] = nib_dot(q[r], d[r], xa, xb) + scale_dot(m[r], xs)
 
 
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q4_k_vnni(out, x, q, d, m, xq, xd, xs, xn):
+    """Integer dot products (intdot) on the same planes: x as Q8_K codes, d*sc and -dmin*m per 32 as before."""
+    q8_k_codes(xn, xd, x)
+    nib_x_order(xq, xn)
+    block_sums(xs, xn, xd)
+    for r in prange(out.shape[0]):
+        out[r] = nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
+
+
 @njit(cache=True, fastmath=True)
 def q5k_dot(q, sc, d, x):
     """sum of d[256-group] * sc[32-group] * q * x over an I8 row (scale product in the loop: cheaper than widening
@@ -480,7 +492,10 @@ def _mm_q3_k(out, x, c, h, sc, d):
 
 # ---------------------------------------------------------------- registration
 
-register("Q4_K", Layout(256, _rp_q4_k, _nib_scratch, _mv_q4_k, _mm_q4_k, "NIB + f32 scale, min per 32"))
+_Q4_K_MATVEC, _Q4_K_SCRATCH, _Q4_K_ROUNDS, _Q4_K_HOW = int_matvec(_mv_q4_k_vnni, q8_k, _mv_q4_k, _nib_scratch,
+                                                                  "Q4_K")
+register("Q4_K", Layout(256, _rp_q4_k, _Q4_K_SCRATCH, _Q4_K_MATVEC, _mm_q4_k,
+                        "NIB + f32 scale, min per 32" + _Q4_K_HOW, _Q4_K_ROUNDS))
 register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
                         "I8 + u8 scale, min per 32 + f32 d, dmin per 256"))
 register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))

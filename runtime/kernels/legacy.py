@@ -9,8 +9,8 @@ measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
   Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
 Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit costs an extraction in the loop.
-Matvec on I8 planes: integer block dot products where the CPU has AVX-512 VNNI (_vnni.py, 2x the float kernel),
-else float activations.
+Matvec of Q8_0, Q5_0, Q4_0, Q4_1: integer block dot products where the CPU has AVX-512 VNNI (intdot.py, _vnni.py;
+1.2-3x the float kernel), else float activations.
 """
 import numpy as np
 from numba import njit, prange
@@ -18,8 +18,8 @@ from numba import njit, prange
 from ._common import (F32, ROW_TILE, affine_i8, affine_nib, gemm_tile, i8_dot32, n_chunks, nib_dot,
                       prep_nib, prep_pairs, scale_dot, tile_span)
 from ._ir import ubits, widen
-from ._vnni import HAS_VNNI, i8_pairs_dot, nib_pairs_dot
 from .actquant import q8_0, q8_codes
+from .intdot import block_sums, i8_row, int_matvec, nib_row, nib_x_order
 from .registry import Layout, register
 
 
@@ -121,83 +121,30 @@ def _mv_i8(out, x, q, d):
         out[r] = i8_dot32(q[r], d[r], x)
 
 
-# ---- integer kernels (AVX-512 VNNI, _vnni.py): x quantized to Q8_0 as llama.cpp does, exact int8 block sums.
-# Scratch: codes xq (in the order the kernel reads them), scales xd, block sums xs, codes in element order xn.
-
-@njit(cache=True, fastmath=True, inline="always")
-def _i8_row(qr, dr, xq, xd):
-    nb = xd.shape[0]
-    s = i8_pairs_dot(qr, dr, xq, xd, nb // 2)
-    if nb & 1:                                  # a last block without a partner
-        b = nb - 1
-        t = 0
-        for j in range(32 * b, 32 * b + 32):
-            t += np.int64(qr[j]) * np.int64(xq[j])
-        s += widen(dr[b]) * xd[b] * F32(t)
-    return s
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def _nib_row(qr, dr, xq, xd):
-    nb = xd.shape[0]
-    s = nib_pairs_dot(qr, dr, xq, xd, nb // 2)
-    if nb & 1:
-        b = nb - 1
-        t = 0
-        for j in range(16):
-            t += np.int64(qr[16 * b + j] & 15) * np.int64(xq[32 * b + j])
-            t += np.int64(qr[16 * b + j] >> 4) * np.int64(xq[32 * b + 16 + j])
-        s += widen(dr[b]) * xd[b] * F32(t)
-    return s
-
-
-@njit(cache=True)
-def _nib_x_order(dst, xq):
-    """xq as nib_pairs_dot reads it: per pair of blocks A0-15, B0-15, A16-31, B16-31 (a last odd block as is)."""
-    pairs = xq.shape[0] // 64
-    for p in range(pairs):
-        o = 64 * p
-        dst[o:o + 16] = xq[o:o + 16]
-        dst[o + 16:o + 32] = xq[o + 32:o + 48]
-        dst[o + 32:o + 48] = xq[o + 16:o + 32]
-        dst[o + 48:o + 64] = xq[o + 48:o + 64]
-    dst[64 * pairs:] = xq[64 * pairs:]
-
-
-@njit(cache=True)
-def _block_sums(xs, xq, xd):
-    """xs[b] = xd[b] * (sum of block b's codes), exact integer sums: Q4_0's -8 as -8 * sum_b d_w xs[b]."""
-    for b in range(xs.shape[0]):
-        t = 0
-        for j in range(32 * b, 32 * b + 32):
-            t += np.int64(xq[j])
-        xs[b] = xd[b] * F32(t)
-
-
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_i8_vnni(out, x, q, d, xq, xd, xs, xn):
     """Q8_0 and Q5_0."""
     q8_codes(xq, xd, xs[:0], x)
     for r in prange(out.shape[0]):
-        out[r] = _i8_row(q[r], d[r], xq, xd)
+        out[r] = i8_row(q[r], d[r], xq, xd)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_0_vnni(out, x, q, d, xq, xd, xs, xn):
     q8_codes(xn, xd, xs[:0], x)
-    _nib_x_order(xq, xn)
-    _block_sums(xs, xn, xd)
+    nib_x_order(xq, xn)
+    block_sums(xs, xn, xd)
     for r in prange(out.shape[0]):
-        out[r] = _nib_row(q[r], d[r], xq, xd) - F32(8.0) * scale_dot(d[r], xs)
+        out[r] = nib_row(q[r], d[r], xq, xd) - F32(8.0) * scale_dot(d[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_1_vnni(out, x, q, d, m, xq, xd, xs, xn):
     """As llama.cpp's Q4_1 x Q8_1: the min times Q8_1's fp16 block sum."""
     q8_codes(xn, xd, xs, x)
-    _nib_x_order(xq, xn)
+    nib_x_order(xq, xn)
     for r in prange(out.shape[0]):
-        out[r] = _nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
+        out[r] = nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -387,27 +334,12 @@ def _no_scratch(cols):
     return ()
 
 
-def _int_scratch(cols):
-    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.float32), np.empty(
-        cols, np.int8)
-
-
-# type -> (matvec, scratch) of the float kernels that run where the CPU has no VNNI (tests run them everywhere)
-FLOAT_MATVEC = {}
-
-
-def _matvec(vnni_kernel, float_kernel, float_scratch, *type_names):
-    """(matvec, scratch, rounding it applies, note): integer kernels where the CPU has AVX-512 VNNI."""
-    for name in type_names:
-        FLOAT_MATVEC[name] = (float_kernel, float_scratch)
-    if HAS_VNNI:
-        return vnni_kernel, _int_scratch, q8_0, ", int8 x Q8_0 activations (VNNI)"
-    return float_kernel, float_scratch, None, ""
-
-
-_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = _matvec(_mv_i8_vnni, _mv_i8, _no_scratch, "Q8_0", "Q5_0")
-_Q4_0_MATVEC, _Q4_0_SCRATCH, _Q4_0_ROUNDS, _Q4_0_HOW = _matvec(_mv_q4_0_vnni, _mv_q4_0, _nib_scratch, "Q4_0")
-_Q4_1_MATVEC, _Q4_1_SCRATCH, _Q4_1_ROUNDS, _Q4_1_HOW = _matvec(_mv_q4_1_vnni, _mv_q4_1, _nib_scratch, "Q4_1")
+_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = int_matvec(_mv_i8_vnni, q8_0, _mv_i8, _no_scratch, "Q8_0",
+                                                          "Q5_0")
+_Q4_0_MATVEC, _Q4_0_SCRATCH, _Q4_0_ROUNDS, _Q4_0_HOW = int_matvec(_mv_q4_0_vnni, q8_0, _mv_q4_0, _nib_scratch,
+                                                                  "Q4_0")
+_Q4_1_MATVEC, _Q4_1_SCRATCH, _Q4_1_ROUNDS, _Q4_1_HOW = int_matvec(_mv_q4_1_vnni, q8_0, _mv_q4_1, _nib_scratch,
+                                                                  "Q4_1")
 register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q4_0", Layout(32, _rp_plain(18, 16, 2, False), _Q4_0_SCRATCH, _Q4_0_MATVEC, _mm_q4_0,

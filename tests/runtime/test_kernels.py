@@ -10,7 +10,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from kvant.runtime.kernels.registry import SMALL_BATCH
-from kvant.runtime.kernels.legacy import FLOAT_MATVEC
+from kvant.runtime.kernels.intdot import FLOAT_MATVEC
 from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
 
 # byte offsets of the fp16 scale fields inside one block
@@ -182,4 +182,4 @@ def test_kernel_is_callable_from_jitted_code():
     x = np.random.default_rng(6).standard_normal(w.shape[1]).astype(np.float32)
     out = np.empty(3, np.float32)
     call(qm.kernel, out, x, qm.kernel_args)
-    check(out[None], w, x[None])
+    check(out[None], w, as_matvec_sees(qm, x[None]))

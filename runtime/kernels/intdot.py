@@ -1,0 +1,81 @@
+"""Shared parts of the integer matvec kernels (AVX-512 VNNI through _vnni.py): activations quantized as llama.cpp
+quantizes them (Q8_0, or Q8_K with its per-256 scale repeated per 32), int8 block dot products summed exactly.
+
+Scratch of every integer kernel (int_scratch): codes xq in the order the kernel reads them, per-32 scales xd, scaled
+block sums xs, codes in element order xn.
+"""
+import numpy as np
+from numba import njit
+
+from ._common import F32
+from ._ir import widen
+from ._vnni import HAS_VNNI, i8_pairs_dot, nib_pairs_dot
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def i8_row(qr, dr, xq, xd):
+    nb = xd.shape[0]
+    s = i8_pairs_dot(qr, dr, xq, xd, nb // 2)
+    if nb & 1:                                  # a last block without a partner
+        b = nb - 1
+        t = 0
+        for j in range(32 * b, 32 * b + 32):
+            t += np.int64(qr[j]) * np.int64(xq[j])
+        s += widen(dr[b]) * xd[b] * F32(t)
+    return s
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def nib_row(qr, dr, xq, xd):
+    nb = xd.shape[0]
+    s = nib_pairs_dot(qr, dr, xq, xd, nb // 2)
+    if nb & 1:
+        b = nb - 1
+        t = 0
+        for j in range(16):
+            t += np.int64(qr[16 * b + j] & 15) * np.int64(xq[32 * b + j])
+            t += np.int64(qr[16 * b + j] >> 4) * np.int64(xq[32 * b + 16 + j])
+        s += widen(dr[b]) * xd[b] * F32(t)
+    return s
+
+
+@njit(cache=True)
+def nib_x_order(dst, xq):
+    """xq as nib_pairs_dot reads it: per pair of blocks A0-15, B0-15, A16-31, B16-31 (a last odd block as is)."""
+    pairs = xq.shape[0] // 64
+    for p in range(pairs):
+        o = 64 * p
+        dst[o:o + 16] = xq[o:o + 16]
+        dst[o + 16:o + 32] = xq[o + 32:o + 48]
+        dst[o + 32:o + 48] = xq[o + 16:o + 32]
+        dst[o + 48:o + 64] = xq[o + 48:o + 64]
+    dst[64 * pairs:] = xq[64 * pairs:]
+
+
+@njit(cache=True)
+def block_sums(xs, xq, xd):
+    """xs[b] = xd[b] * (sum of block b's codes), exact integer sums: Q4_0's -8 as -8 * sum_b d_w xs[b]."""
+    for b in range(xs.shape[0]):
+        t = 0
+        for j in range(32 * b, 32 * b + 32):
+            t += np.int64(xq[j])
+        xs[b] = xd[b] * F32(t)
+
+
+def int_scratch(cols):
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.float32), np.empty(
+        cols, np.int8)
+
+
+# type -> (matvec, scratch) of the float kernels that run where the CPU has no VNNI (tests run them everywhere)
+FLOAT_MATVEC = {}
+
+
+def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names):
+    """(matvec, scratch, the activation rounding it applies, note): the integer kernel where the CPU has AVX-512
+    VNNI, else the float one."""
+    for name in type_names:
+        FLOAT_MATVEC[name] = (float_kernel, float_scratch)
+    if HAS_VNNI:
+        return vnni_kernel, int_scratch, rounding, f", int8 x {rounding.__name__.upper()} activations (VNNI)"
+    return float_kernel, float_scratch, None, ""
