@@ -29,45 +29,75 @@ class UnsupportedArchitectureError(ModelDirError):
 
 
 # ---------------------------------------------------------------- tensor transforms
-def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
-    """HF's rotate-half q/k layout -> llama.cpp's interleaved pairs (NORM rope): per head, rows (2, d/2) -> (d/2, 2)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+# The pipeline hands a transform the tensor in slabs of consecutive whole rows (first axis; a 1-D tensor is one
+# slab), so that a big tensor is never converted as a whole float32 copy. Every transform is row-local once its
+# argument is known; what cannot be seen in one slab (the head size, a whole-tensor statistic) is that argument.
+def q_head_rows(m: HFModel, shape, slabs=None) -> int:
+    return shape[0] // int(m.config["num_attention_heads"])
 
 
-def permute_q(w, m: HFModel):
-    return permute_rows(w, int(m.config["num_attention_heads"]))
+def k_head_rows(m: HFModel, shape, slabs=None) -> int:
+    return shape[0] // int(m.config["num_key_value_heads"])
 
 
-def permute_k(w, m: HFModel):
-    n_head, n_kv = int(m.config["num_attention_heads"]), int(m.config["num_key_value_heads"])
-    return permute_rows(w, n_kv if n_kv != n_head else n_head)
+def permute_heads(w: np.ndarray, head_rows: int) -> np.ndarray:
+    """HF's rotate-half q/k layout -> llama.cpp's interleaved pairs (NORM rope): per head of head_rows rows,
+    rows (2, d/2) -> (d/2, 2). w holds whole heads."""
+    return w.reshape(-1, 2, head_rows // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def add_one(w, m: HFModel):
+def add_one(w: np.ndarray, _=None) -> np.ndarray:
     """Gemma's RMSNorm multiplies by (1 + weight): llama.cpp stores 1 + weight."""
     return w + w.dtype.type(1)
 
 
-def ternarize(w, m: HFModel):
-    """BitNet b1.58 projections -> {-s, 0, +s}, s = mean |W| (llama.cpp's BitnetModel.weight_quant, in float32).
+def ternary_scale(m: HFModel | None, shape, slabs: Callable) -> np.float32 | None:
+    """BitNet b1.58's absmean scale s = mean |W| (llama.cpp's BitnetModel.weight_quant), measured over the slabs
+    of the tensor; None if the tensor is already ternary (every value 0 or +-a for one a, as a checkpoint exported
+    with its scales folded in is): re-applying the absmean rule to it would shrink it by its fraction of non-zeros
+    (llama.cpp's converter does shrink it; see convert/README.md).
 
-    A tensor that is already ternary (every value 0 or +-a for one a, as a checkpoint exported with its scales
-    folded in is) is kept as it is: re-applying the absmean rule to it would shrink it by its fraction of non-zeros
-    (llama.cpp's converter does shrink it; see convert/README.md)."""
-    x = w.astype(np.float32)
-    a = np.abs(x)
-    peak = a.max(initial=0.0)
-    if np.all((a == peak) | (a == 0)):
+    The mean is taken in float64 (torch's float32 summation order can move the scale by an ulp): the correctly
+    rounded sum (math.fsum) of the rows' float64 sums, which does not depend on how the rows are split into slabs."""
+    row_sums, peaks, n, ternary = [], set(), 0, True
+    for w in slabs():
+        a = np.abs(w.astype(np.float32, copy=False))
+        if a.size == 0:
+            continue
+        peak = a.max()
+        ternary = ternary and bool(np.all((a == peak) | (a == 0)))
+        peaks.add(float(peak))
+        row_sums.append(a.astype(np.float64).reshape(len(a) if a.ndim > 1 else 1, -1).sum(axis=1))
+        n += a.size
+    if ternary and len(peaks - {0.0}) <= 1:
+        return None
+    mean = math.fsum(np.concatenate(row_sums)) / n
+    return np.float32(max(np.float32(mean), np.float32(1e-5)))
+
+
+def apply_ternary(w: np.ndarray, scale: np.float32 | None) -> np.ndarray:
+    """W -> round(W / s) clamped to [-1, 1], times s, in float32 and back to W's dtype (None: W as it is)."""
+    if scale is None:
         return w
-    scale = np.float32(max(np.float32(a.mean(dtype=np.float64)), np.float32(1e-5)))
     iscale = np.float32(1) / scale
-    return (np.clip(np.round(x * iscale), -1, 1) / iscale).astype(w.dtype)
+    return (np.clip(np.round(w.astype(np.float32) * iscale), -1, 1) / iscale).astype(w.dtype)
+
+
+def ternarize(w: np.ndarray) -> np.ndarray:
+    """A whole tensor through BitNet's ternarisation (ternary_scale, apply_ternary)."""
+    return apply_ternary(w, ternary_scale(None, w.shape, lambda: iter((w,))))
 
 
 @dataclass(frozen=True)
 class Transform:
+    """A change to the data of the tensors whose HF name matches `pattern`, applied slab by slab:
+    fn(rows, arg) -> rows, with arg = prepare(model, shape, slabs) computed once per tensor (None without prepare;
+    slabs() iterates the tensor's slabs as fn will receive them, for a whole-tensor statistic). Each slab starts at
+    a multiple of group(model, shape) rows and holds a multiple of them (1 without group)."""
     pattern: str  # regex searched in the HF tensor name
-    fn: Callable[[np.ndarray, HFModel], np.ndarray]
+    fn: Callable[[np.ndarray, object], np.ndarray]
+    prepare: Callable | None = None
+    group: Callable | None = None
 
 
 # ---------------------------------------------------------------- metadata
@@ -209,7 +239,8 @@ LLAMA = Arch(
     gguf.MODEL_ARCH.LLAMA,
     defaults={**_GQA_DEFAULT, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
               "head_dim": derived_head_dim, "rope_theta": 10000.0},
-    transforms=(Transform(r"q_proj\.(weight|bias)$", permute_q), Transform(r"k_proj\.(weight|bias)$", permute_k)),
+    transforms=(Transform(r"q_proj\.(weight|bias)$", permute_heads, prepare=q_head_rows, group=q_head_rows),
+                Transform(r"k_proj\.(weight|bias)$", permute_heads, prepare=k_head_rows, group=k_head_rows)),
     params=llama_params, before_vocab=llama_before_vocab, after_vocab=llama_after_vocab,
 )
 MISTRAL = Arch(
@@ -244,7 +275,7 @@ BITNET = Arch(
               "rope_theta": 500000.0, "hidden_act": "relu2"},
     names={"model.layers.{bid}.self_attn.attn_sub_norm": "blk.{bid}.attn_sub_norm",
            "model.layers.{bid}.mlp.ffn_sub_norm": "blk.{bid}.ffn_sub_norm"},
-    transforms=(Transform(_BITNET_PROJ, ternarize),),
+    transforms=(Transform(_BITNET_PROJ, apply_ternary, prepare=ternary_scale),),
     params=bitnet_params,
 )
 
@@ -307,8 +338,8 @@ def skipped(arch: Arch, hf_name: str) -> bool:
     return any(re.search(p, hf_name) for p in ALWAYS_SKIP + arch.skip)
 
 
-def transforms_for(arch: Arch, hf_name: str) -> list[Callable]:
-    return [t.fn for t in arch.transforms if re.search(t.pattern, hf_name)]
+def transforms_for(arch: Arch, hf_name: str) -> list[Transform]:
+    return [t for t in arch.transforms if re.search(t.pattern, hf_name)]
 
 
 # ---------------------------------------------------------------- generated tensors

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from math import prod
 
@@ -103,6 +104,7 @@ class GGUFWriter:
         with GGUFWriter(path, metadata, tensors, force=False) as w:
             for spec in tensors:
                 w.write_tensor(spec.name, data)   # uint8 (rows, row_bytes) or float32 for F32
+                # or w.write_tensor_parts(spec.name, slabs): the same bytes in consecutive pieces
     The file appears at `path` only when the block ends without an exception and every tensor was written.
     """
 
@@ -146,16 +148,26 @@ class GGUFWriter:
         return head + b"\0" * _pad(len(head), self.alignment)
 
     def write_tensor(self, name: str, data: np.ndarray) -> None:
+        self.write_tensor_parts(name, (data,))
+
+    def write_tensor_parts(self, name: str, parts: Iterable[np.ndarray]) -> None:
+        """The next tensor as consecutive pieces (slabs of rows), each written as it comes, so that the whole of a big
+        tensor is never in memory at once."""
         if self._next >= len(self.tensors):
             raise ValueError(f"tensor {name!r} was not declared")
         spec = self.tensors[self._next]
         if spec.name != name:
             raise ValueError(f"expected tensor {spec.name!r} next, got {name!r}")
-        buf = memoryview(np.ascontiguousarray(data)).cast("B")
-        if buf.nbytes != spec.nbytes:
-            raise ValueError(f"tensor {name!r}: {buf.nbytes} bytes given, {spec.ggml_type.name} {list(spec.shape)} "
-                             f"takes {spec.nbytes}")
-        self._file.write(buf)
+        written = 0
+        for part in parts:
+            buf = memoryview(np.ascontiguousarray(part)).cast("B")
+            written += buf.nbytes
+            if written > spec.nbytes:
+                break
+            self._file.write(buf)
+        if written != spec.nbytes:
+            raise ValueError(f"tensor {name!r}: {'at least ' if written > spec.nbytes else ''}{written} bytes given, "
+                             f"{spec.ggml_type.name} {list(spec.shape)} takes {spec.nbytes}")
         self._file.write(b"\0" * _pad(spec.nbytes, self.alignment))
         self._next += 1
 

@@ -3,7 +3,8 @@
     open and validate (config, architecture, every shard header, tokenizer)
     -> plan: GGUF name, shape and type of every tensor (architecture table + preset rules)
     -> metadata: general.*, the architecture's keys, the tokenizer
-    -> stream: read a tensor, transform it (permute, +1, ternarize), quantize, write; next tensor
+    -> stream: read a slab of a tensor's rows, transform it (permute, +1, ternarize), quantize, write; next slab,
+       next tensor
     -> rename the finished temp file over the output.
 
 Two layouts, so that kvant's output is byte-identical with llama.cpp's tools where those are deterministic:
@@ -17,7 +18,9 @@ Two layouts, so that kvant's output is byte-identical with llama.cpp's tools whe
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,16 +40,18 @@ CONVERTER_PRESETS = recipes.CONVERTER_PRESETS  # the --outtype values of llama.c
 # gguf.GGUFWriter, used here as a typed key collector, warns when a key is set twice; llama.cpp's gemma3 converter
 # sets several keys twice on purpose (the later value wins, in the first one's place), and so does kvant.
 logging.getLogger("gguf.gguf_writer").setLevel(logging.ERROR)
+# A tensor is converted in slabs of rows of about this many float32 bytes, so that memory stays bounded by a slab,
+# not by the largest tensor (gemma-3's 262144 x 640 embedding is 671 MB as float32).
+SLAB_BYTES = 32 << 20
 
 
 @dataclass
 class Planned:
     name: str  # GGUF name
     source: str | None  # HF name, None for a generated tensor
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # as written: fewer rows than the source's for gemma3's out-of-vocabulary embedding rows
     type: str = "F32"
-    transforms: list = field(default_factory=list)
-    rows: int | None = None  # keep only the first rows (gemma3's out-of-vocabulary embedding rows)
+    transforms: list = field(default_factory=list)  # archs.Transform, in order
     data: np.ndarray | None = None  # a generated tensor's values
 
 
@@ -99,7 +104,7 @@ def plan_tensors(model: HFModel, arch: Arch, n_vocab_real: int) -> list[Planned]
         shape = entry.shape
         p = Planned(name, hf_name, shape, transforms=archs.transforms_for(arch, hf_name))
         if arch.gguf_arch == gguf.MODEL_ARCH.GEMMA3 and "embed_tokens.weight" in hf_name and n_vocab_real < shape[0]:
-            p.rows, p.shape = n_vocab_real, (n_vocab_real, *shape[1:])
+            p.shape = (n_vocab_real, *shape[1:])  # the first rows only
         planned.append(p)
     return planned
 
@@ -171,19 +176,40 @@ def general_metadata(model: HFModel, total_params: int) -> gguf.Metadata:
     return md
 
 
-def load_tensor(model: HFModel, p: Planned) -> np.ndarray:
-    """One tensor as float32, transformed. Arithmetic happens in the checkpoint's own precision for F16 (as
-    llama.cpp's converter does it in torch), in float32 for F32 and BF16."""
+def slab_rows(model: HFModel, p: Planned, slab_bytes: int) -> int:
+    """Rows per slab: about slab_bytes of float32, a multiple of every transform's row group (one attention head
+    for the q/k permutation); a 1-D tensor is one slab."""
+    if len(p.shape) < 2:
+        return max(1, p.shape[0])
+    group = math.lcm(1, *(t.group(model, p.shape) for t in p.transforms if t.group is not None))
+    rows = slab_bytes // (4 * math.prod(p.shape[1:])) // group * group
+    return max(group, rows)
+
+
+def tensor_slabs(model: HFModel, p: Planned, slab_bytes: int = SLAB_BYTES) -> Iterator[np.ndarray]:
+    """The tensor as float32, transformed, in slabs of consecutive whole rows read one after the other from the
+    checkpoint: never more of it in memory than a slab as stored and as float32. Arithmetic happens in the
+    checkpoint's own precision for F16 (as llama.cpp's converter does it in torch), in float32 for F32 and BF16."""
     if p.data is not None:
-        return p.data
-    entry = model.checkpoint.entries[p.source]
-    data = model.checkpoint.read(p.source)
-    data = data if entry.dtype == "F16" else to_f32(data, entry.dtype)
-    if p.rows is not None:
-        data = data[:p.rows]
-    for fn in p.transforms:
-        data = fn(data, model)
-    return np.ascontiguousarray(data, dtype=np.float32)
+        yield p.data
+        return
+    dtype = model.checkpoint.entries[p.source].dtype
+    step, n_rows = slab_rows(model, p, slab_bytes), p.shape[0]  # the source's first n_rows rows
+
+    def slabs(transforms, args) -> Iterator[np.ndarray]:
+        for start in range(0, n_rows, step):
+            x = model.checkpoint.read_rows(p.source, start, min(start + step, n_rows))
+            x = x if dtype == "F16" else to_f32(x, dtype)
+            for t, arg in zip(transforms, args):
+                x = t.fn(x, arg)
+            yield x
+
+    args = []  # each transform's argument, measured (if it needs to) on the slabs as it will see them
+    for k, t in enumerate(p.transforms):
+        args.append(None if t.prepare is None else
+                    t.prepare(model, p.shape, lambda k=k: slabs(p.transforms[:k], args[:k])))
+    for x in slabs(p.transforms, args):
+        yield np.ascontiguousarray(x, dtype=np.float32)
 
 
 def encode(x: np.ndarray, type_name: str, imatrix: np.ndarray | None = None) -> np.ndarray:
@@ -207,8 +233,10 @@ def check_quantizable(types) -> None:
 
 def convert(path: str, out: str, preset: str | None = None, overrides=(), imatrix: ImportanceMatrix | None = None,
             imatrix_arg: str | None = None, threads: int | None = None, force: bool = False,
-            progress: bool = True) -> ConversionPlan:
-    """Convert a Hugging Face model directory to a GGUF file at `out`. Returns the plan it followed."""
+            progress: bool = True, slab_bytes: int = SLAB_BYTES) -> ConversionPlan:
+    """Convert a Hugging Face model directory to a GGUF file at `out`. Returns the plan it followed. Each tensor is
+    read, transformed, encoded and written in slabs of rows of about slab_bytes as float32 (the bytes written do
+    not depend on it)."""
     plan = build_plan(path, preset, overrides, has_imatrix=imatrix is not None)
     if imatrix is not None and plan.preset not in CONVERTER_PRESETS:  # what llama-quantize adds when given one
         from .requantize import _typed
@@ -218,13 +246,18 @@ def convert(path: str, out: str, preset: str | None = None, overrides=(), imatri
     specs = [tensor_spec(t.name, t.shape, t.type) for t in plan.tensors]
     total = sum(s.nbytes for s in specs)
     with GGUFWriter(out, plan.metadata, specs, force=force) as w, tensor_progress(total, progress) as tick:
-        for p, spec in zip(plan.tensors, specs):
-            x = load_tensor(plan.model, p)
-            qw = imatrix_for(imatrix, p.name, x.shape[-1]) if imatrix is not None and p.type not in \
+        for p in plan.tensors:
+            qw = imatrix_for(imatrix, p.name, p.shape[-1]) if imatrix is not None and p.type not in \
                 recipes.FLOAT_TYPES else None
-            w.write_tensor(p.name, encode(x, p.type, qw))
-            tick(p.name, spec.nbytes)
+            w.write_tensor_parts(p.name, encoded_slabs(plan.model, p, qw, slab_bytes, tick))
     return plan
+
+
+def encoded_slabs(model: HFModel, p: Planned, qw: np.ndarray | None, slab_bytes: int, tick) -> Iterator[np.ndarray]:
+    for x in tensor_slabs(model, p, slab_bytes):
+        q = encode(x, p.type, qw)
+        tick(p.name, q.nbytes)
+        yield q
 
 
 def imatrix_for(imatrix: ImportanceMatrix, name: str, ne0: int) -> np.ndarray | None:

@@ -6,7 +6,7 @@ either one model.safetensors, or model.safetensors.index.json ({"weight_map": {t
 
 Every header is parsed and every tensor's extent checked against its file's size when the checkpoint is opened, so a
 truncated shard fails before a single byte of output is written. Tensors are then read one at a time (one copy of
-the tensor in memory, nothing else pinned).
+the tensor in memory, nothing else pinned), or a big one in slabs of rows (`read_rows`).
 """
 from __future__ import annotations
 
@@ -151,12 +151,22 @@ class Checkpoint:
     def read(self, name: str) -> np.ndarray:
         """The tensor as stored (F32, F16, or BF16 as uint16 bits), one fresh array."""
         e = self.entries[name]
-        out = np.empty(e.shape, dtype=DTYPES[e.dtype])
+        if not e.shape:  # a scalar
+            return self._read_into(e, np.empty((), dtype=DTYPES[e.dtype]), 0)
+        return self.read_rows(name, 0, e.shape[0])
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of the tensor's first axis as stored, one fresh array (a slab of a big tensor)."""
+        e = self.entries[name]
+        out = np.empty((stop - start, *e.shape[1:]), dtype=DTYPES[e.dtype])
+        return self._read_into(e, out, start * prod(e.shape[1:]) * out.itemsize)
+
+    def _read_into(self, e: TensorEntry, out: np.ndarray, skip: int) -> np.ndarray:
         with open(e.path, "rb") as f:
-            f.seek(e.offset)
+            f.seek(e.offset + skip)
             got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
-        if got != e.nbytes:
-            raise CheckpointError(f"{os.path.basename(e.path)}: truncated while reading tensor {name!r}")
+        if got != out.nbytes:
+            raise CheckpointError(f"{os.path.basename(e.path)}: truncated while reading tensor {e.name!r}")
         return out
 
     def read_f32(self, name: str) -> np.ndarray:

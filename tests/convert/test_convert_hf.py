@@ -60,13 +60,20 @@ def test_bitnet_projections_kept_as_they_are(tmp_path):
 
 
 def test_ternarize_latent_weights_like_llama_cpp():
-    from kvant.convert.archs import ternarize
+    from kvant.convert.archs import apply_ternary, ternarize, ternary_scale
     rng = np.random.default_rng(1)
     w = rng.standard_normal((64, 256)).astype(np.float32) * 0.02
-    t = ternarize(w, None)
+    t = ternarize(w)
     s = np.abs(w).mean(dtype=np.float64)
     assert set(np.unique(np.round(t / np.float32(s)).astype(int))) <= {-1, 0, 1}
     np.testing.assert_allclose(np.abs(t[t != 0]), s, rtol=1e-6)
+    # measured over slabs of rows (as the pipeline does), the scale is the same to the bit, whatever the split
+    for cuts in ([1], [7, 8, 40], list(range(1, 64))):
+        scale = ternary_scale(None, w.shape, lambda: iter(np.split(w, cuts)))
+        assert scale == ternary_scale(None, w.shape, lambda: iter((w,)))
+        np.testing.assert_array_equal(np.concatenate([apply_ternary(x, scale) for x in np.split(w, cuts)]), t)
+    ternary = np.where(w > 0.01, np.float32(0.3), np.where(w < -0.01, np.float32(-0.3), np.float32(0)))
+    assert ternary_scale(None, w.shape, lambda: iter(np.split(ternary, [5, 60]))) is None  # kept as it is
 
 
 # ---------------------------------------------------------------- sharded checkpoints and config variants
@@ -299,3 +306,69 @@ def test_row_length_fallbacks(tmp_path):
     assert types["blk.0.attn_q.weight"] == "Q5_0"
     assert types["blk.0.ffn_down.weight"] == "F16"  # 200 columns: not even 32-blocks
     assert types["blk.0.attn_norm.weight"] == "F32"
+
+
+# ---------------------------------------------------------------- slabs of rows
+# A tensor is read, transformed, encoded and written in slabs of rows (pipeline.SLAB_BYTES of float32), so that a
+# big one never exists whole as float32. Small slabs must give the same bytes as each tensor in one slab. 100 KiB
+# is 100 rows of 256 floats (the fixtures' 512-row tensors in 6 slabs, the last one shorter) and one 64-row
+# attention head of q or k (the permutation is done per slab of whole heads). Not smaller: each numba call of a
+# parallel quantizer costs milliseconds.
+WHOLE, SMALL = 1 << 40, 100 << 10
+
+
+def converted_both_ways(tmp_path, src, preset, small=SMALL):
+    a, b = str(tmp_path / "whole.gguf"), str(tmp_path / "slabs.gguf")
+    convert(src, a, preset, progress=False, slab_bytes=WHOLE)
+    convert(src, b, preset, progress=False, slab_bytes=small)
+    return a, b
+
+
+@pytest.mark.parametrize("name,preset", [("llama", "Q4_K_M"), ("mistral", "Q6_K"), ("gemma3", "Q4_0"),
+                                         ("bitnet", "TQ2_0"), ("qwen2", "F16")])
+def test_slabs_give_the_same_bytes(tmp_path, name, preset):
+    a, b = converted_both_ways(tmp_path, os.path.join(HF, name), preset)
+    assert file_sha(a) == file_sha(b)
+
+
+def test_slabs_of_heads_with_rows_not_whole_blocks(tmp_path):
+    d = tiny_llama(str(tmp_path / "odd"))  # 3 heads of 32 rows of 96 floats: 40 rows' worth gives one per slab
+    a, b = converted_both_ways(tmp_path, d, "Q4_K_M", small=40 * 96 * 4)
+    assert file_sha(a) == file_sha(b)
+
+
+def rewritten(tmp_path, name, change):
+    """A copy of a fixture whose tensors are change(name, float32 array) -> (dtype name, array)."""
+    d = copy_model(os.path.join(HF, name), str(tmp_path / f"{name}-rewritten"))
+    ckpt = Checkpoint(os.path.join(HF, name))
+    tensors = {}
+    for n in ckpt.names():
+        dtype, x = change(n, ckpt.read_f32(n))
+        tensors[n] = (dtype, x.shape, x.astype({"F32": np.float32, "F16": np.float16}[dtype]).tobytes())
+    save_safetensors(os.path.join(d, "model.safetensors"), tensors)
+    return d
+
+
+def test_slabs_of_f16_weights_and_dropped_embedding_rows(tmp_path):
+    """gemma3 in F16 (the +1 of the norms in float16) with 40 embedding rows past the vocabulary (dropped)."""
+    def f16_extra_rows(n, x):
+        return "F16", np.concatenate([x, x[:40]]) if n == "model.embed_tokens.weight" else x
+    d = rewritten(tmp_path, "gemma3", f16_extra_rows)
+    a, b = converted_both_ways(tmp_path, d, "Q4_K_M")
+    assert file_sha(a) == file_sha(b)
+    with GGUFFile(b) as g:
+        rows = g.tensors["token_embd.weight"].shape[0]
+    assert rows == Checkpoint(d).entries["model.embed_tokens.weight"].shape[0] - 40
+
+
+def test_slabs_of_latent_bitnet_weights(tmp_path):
+    """BitNet projections that are not ternary yet: the scale is measured over all slabs before any is written."""
+    rng = np.random.default_rng(3)
+    d = rewritten(tmp_path, "bitnet", lambda n, x: ("F32", x + rng.standard_normal(x.shape).astype(np.float32) * 0.01
+                                                    if "proj" in n else x))
+    a, b = converted_both_ways(tmp_path, d, "F32")
+    assert file_sha(a) == file_sha(b)
+    from kvant.convert.archs import ternarize
+    with GGUFFile(b) as g:
+        w = g.raw("blk.1.ffn_down.weight").view(np.float32).reshape(256, 512)
+    np.testing.assert_array_equal(w, ternarize(Checkpoint(d).read_f32("model.layers.1.mlp.down_proj.weight")))
