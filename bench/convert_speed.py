@@ -16,7 +16,8 @@ Needs, all once:
   - llama-quantize, built here into bench/.work/llama.cpp-build if missing (same cmake setup as llama-bench).
 
 Peak RSS is each process's own ru_maxrss (os.wait4). The limit the converter issue sets is 2x the largest tensor
-(as float32, the form a quantizer works on) + 500 MB.
++ 500 MB; the table checks it with the tensor as float32 (the form a quantizer works on) and, stricter, as stored
+(qconv converts a tensor in slabs of rows, so it never holds a float32 copy of the whole).
     python bench/convert_speed.py [--models smollm2,gemma3] [--reps 2] [--threads 2] [--write]
 """
 import argparse
