@@ -72,6 +72,7 @@ class Model:
         self.n_batch = int(n_batch)
         self.kv_type = kv_type
         self.cache = KVCache(self.config, self.n_ctx, kv_type)
+        self.transformer.prepare_decode(self.cache)
         self.template = ChatTemplate(md.get("tokenizer.chat_template"),
                                      self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})

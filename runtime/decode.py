@@ -206,10 +206,16 @@ class LayerStep:
         self.consts = consts
         self._entry = None
 
-    def __call__(self, x, pos, k_cache, v_cache, cos, sin, bufs):
-        args = self.kinds + (x, pos, k_cache, v_cache, cos, sin, self.mats, self.vecs, bufs, self.consts)
+    def _args(self, x, pos, k_cache, v_cache, cos, sin, bufs):
+        return self.kinds + (x, pos, k_cache, v_cache, cos, sin, self.mats, self.vecs, bufs, self.consts)
+
+    def prepare(self, *call_args):
+        """Compile, or load from the disk cache, the layer for these arguments' types, without running it."""
         if self._entry is None:
-            sig = _signature(args)
+            sig = _signature(self._args(*call_args))
             _layer.compile(sig)
             self._entry = _layer.overloads[sig].entry_point
-        self._entry(*args)
+
+    def __call__(self, *call_args):
+        self.prepare(*call_args)
+        self._entry(*self._args(*call_args))

@@ -277,17 +277,27 @@ class Transformer:
         return logits
 
     # -- one token, one numba call per layer (decode.py) ----------------------------------------------------------
-    def _decode(self, token, pos, cache: KVCache):
-        cfg = self.cfg
+    def prepare_decode(self, cache: KVCache):
+        """Load (or compile) the decode step of every layer now, so the first generated token does not wait for it."""
+        x = np.zeros(self.cfg.d_model, np.float32)
+        for i, step in enumerate(self._decode_steps()):
+            step.prepare(x, 0, cache.k[i], cache.v[i], *self.rope_tables(self.cfg.layer_is_swa[i], cache.n_ctx),
+                         self._step_bufs)
+
+    def _decode_steps(self):
         if self._steps is None:
+            cfg = self.cfg
             self._steps = [self._layer_step(i, layer) for i, layer in enumerate(self.layers)]
             nq, nk = cfg.n_head * cfg.head_dim_k, cfg.n_kv_head * cfg.head_dim_k
             nv, natt = cfg.n_kv_head * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
             self._step_bufs = tuple(np.zeros(size, np.float32) for size in (
                 cfg.d_model, nq + nk + nv, natt, 2 * cfg.d_ff, cfg.d_model, natt, cfg.d_ff, max(nk, nv)))
+        return self._steps
+
+    def _decode(self, token, pos, cache: KVCache):
         x = self.embed([token])
-        for i, step in enumerate(self._steps):
-            cos, sin = self.rope_tables(cfg.layer_is_swa[i], cache.n_ctx)
+        for i, step in enumerate(self._decode_steps()):
+            cos, sin = self.rope_tables(self.cfg.layer_is_swa[i], cache.n_ctx)
             step(x[0], pos, cache.k[i], cache.v[i], cos, sin, self._step_bufs)
         return self._logits(x)
 

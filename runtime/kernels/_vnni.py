@@ -10,6 +10,7 @@ kernel on the same I8 plane (bench/KERNELS.md).
 
 Only where the CPU has AVX-512 VNNI and numba compiles for the host (HAS_VNNI); elsewhere the float kernels run.
 """
+from gguf.quants import IQ4_NL
 from llvmlite import binding, ir
 from numba import types
 from numba.core import config
@@ -152,3 +153,17 @@ def nib_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
     _load_nib's order: codes multiplied as unsigned (Q4_0's -8 is the caller's: -8 * d_w * d_x * sum of xq)."""
     sig = _pairs_signature(wq, wd, xq, xd, npairs, types.uint8)
     return (sig, _pairs_dot(_load_nib, False, [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)) if sig is not None else None
+
+
+def _load_iq4(builder, wq_p, i):
+    """_load_nib's codes looked up in the IQ4 codebook (vpshufb: the 16 signed values in each 128-bit lane)."""
+    lookup = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
+    table = ir.Constant(_V64I8, [int(v) & 0xFF for v in IQ4_NL.kvalues] * 4)
+    return builder.call(lookup, [table, _load_nib(builder, wq_p, i)])
+
+
+@intrinsic
+def iq4_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
+    """nib_pairs_dot for IQ4_NL / IQ4_XS: each 4-bit code stands for its (signed) codebook value."""
+    sig = _pairs_signature(wq, wd, xq, xd, npairs, types.uint8)
+    return (sig, _pairs_dot(_load_iq4, True, [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)) if sig is not None else None

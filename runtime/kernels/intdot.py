@@ -9,7 +9,11 @@ from numba import njit
 
 from ._common import F32
 from ._ir import widen
-from ._vnni import HAS_VNNI, i8_pairs_dot, nib_pairs_dot
+from gguf.quants import IQ4_NL
+
+from ._vnni import HAS_VNNI, i8_pairs_dot, iq4_pairs_dot, nib_pairs_dot
+
+IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -35,6 +39,20 @@ def nib_row(qr, dr, xq, xd):
         for j in range(16):
             t += np.int64(qr[16 * b + j] & 15) * np.int64(xq[32 * b + j])
             t += np.int64(qr[16 * b + j] >> 4) * np.int64(xq[32 * b + 16 + j])
+        s += widen(dr[b]) * xd[b] * F32(t)
+    return s
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def iq4_row(qr, dr, xq, xd):
+    nb = xd.shape[0]
+    s = iq4_pairs_dot(qr, dr, xq, xd, nb // 2)
+    if nb & 1:
+        b = nb - 1
+        t = 0
+        for j in range(16):
+            t += IQ4_VALUES[qr[16 * b + j] & 15] * np.int64(xq[32 * b + j])
+            t += IQ4_VALUES[qr[16 * b + j] >> 4] * np.int64(xq[32 * b + 16 + j])
         s += widen(dr[b]) * xd[b] * F32(t)
     return s
 

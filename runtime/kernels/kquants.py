@@ -21,7 +21,7 @@ from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, f16_at,
 from ._ir import ubits
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
 from .actquant import q8_k, q8_k_codes
-from .intdot import block_sums, int_matvec, nib_row, nib_x_order
+from .intdot import block_sums, int_matvec, iq4_row, nib_row, nib_x_order
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -288,6 +288,14 @@ def _mv_q4_k_vnni(out, x, q, d, m, xq, xd, xs, xn):
         out[r] = nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
 
 
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_iq4_xs_vnni(out, x, q, d, xq, xd, xs, xn):
+    q8_k_codes(xn, xd, x)
+    nib_x_order(xq, xn)
+    for r in prange(out.shape[0]):
+        out[r] = iq4_row(q[r], d[r], xq, xd)
+
+
 @njit(cache=True, fastmath=True)
 def q5k_dot(q, sc, d, x):
     """sum of d[256-group] * sc[32-group] * q * x over an I8 row (scale product in the loop: cheaper than widening
@@ -498,7 +506,10 @@ register("Q4_K", Layout(256, _rp_q4_k, _Q4_K_SCRATCH, _Q4_K_MATVEC, _mm_q4_k,
                         "NIB + f32 scale, min per 32" + _Q4_K_HOW, _Q4_K_ROUNDS))
 register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
                         "I8 + u8 scale, min per 32 + f32 d, dmin per 256"))
-register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
+_IQ4_XS_MATVEC, _IQ4_XS_SCRATCH, _IQ4_XS_ROUNDS, _IQ4_XS_HOW = int_matvec(_mv_iq4_xs_vnni, q8_k, _mv_iq4,
+                                                                          _pairs_scratch, "IQ4_XS")
+register("IQ4_XS", Layout(256, _rp_iq4_xs, _IQ4_XS_SCRATCH, _IQ4_XS_MATVEC, _mm_iq4,
+                          "NIB + f32 scale per 32" + _IQ4_XS_HOW, _IQ4_XS_ROUNDS))
 register("Q6_K", Layout(256, _rp_q6_k, lambda cols: (), _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
 register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
                         "CRUMB16 + u8 scale/min per 16 + f32 d, dmin per 256"))

@@ -9,7 +9,7 @@ measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
   Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
 Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit costs an extraction in the loop.
-Matvec of Q8_0, Q5_0, Q4_0, Q4_1: integer block dot products where the CPU has AVX-512 VNNI (intdot.py, _vnni.py;
+Matvec of Q8_0, Q5_0, Q4_0, Q4_1, IQ4_NL: integer block dot products where the CPU has AVX-512 VNNI (intdot.py, _vnni.py;
 1.2-3x the float kernel), else float activations.
 """
 import numpy as np
@@ -19,7 +19,7 @@ from ._common import (F32, ROW_TILE, affine_i8, affine_nib, gemm_tile, i8_dot32,
                       prep_nib, prep_pairs, scale_dot, tile_span)
 from ._ir import ubits, widen
 from .actquant import q8_0, q8_codes
-from .intdot import block_sums, i8_row, int_matvec, nib_row, nib_x_order
+from .intdot import block_sums, i8_row, int_matvec, iq4_row, nib_row, nib_x_order
 from .registry import Layout, register
 
 
@@ -145,6 +145,14 @@ def _mv_q4_1_vnni(out, x, q, d, m, xq, xd, xs, xn):
     nib_x_order(xq, xn)
     for r in prange(out.shape[0]):
         out[r] = nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_iq4_nl_vnni(out, x, q, d, xq, xd, xs, xn):
+    q8_codes(xn, xd, xs[:0], x)
+    nib_x_order(xq, xn)
+    for r in prange(out.shape[0]):
+        out[r] = iq4_row(q[r], d[r], xq, xd)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -346,8 +354,10 @@ register("Q4_0", Layout(32, _rp_plain(18, 16, 2, False), _Q4_0_SCRATCH, _Q4_0_MA
                         "NIB + fp16 d per 32" + _Q4_0_HOW, _Q4_0_ROUNDS))
 register("Q4_1", Layout(32, _rp_plain(20, 16, 4, True), _Q4_1_SCRATCH, _Q4_1_MATVEC, _mm_q4_1,
                         "NIB + fp16 d, m per 32" + _Q4_1_HOW, _Q4_1_ROUNDS))
-register("IQ4_NL", Layout(32, _rp_plain(18, 16, 2, False), _pairs_scratch, _mv_iq4, _mm_iq4,
-                          "NIB + fp16 d per 32, codebook as a rounded quartic"))
+_IQ4_MATVEC, _IQ4_SCRATCH, _IQ4_ROUNDS, _IQ4_HOW = int_matvec(_mv_iq4_nl_vnni, q8_0, _mv_iq4, _pairs_scratch,
+                                                              "IQ4_NL")
+register("IQ4_NL", Layout(32, _rp_plain(18, 16, 2, False), _IQ4_SCRATCH, _IQ4_MATVEC, _mm_iq4,
+                          "NIB + fp16 d per 32, codebook as a rounded quartic" + _IQ4_HOW, _IQ4_ROUNDS))
 register("Q5_0", Layout(32, _rp_q5(22, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 (q-16) + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q5_1", Layout(32, _rp_q5(24, True), _sums_scratch, _mv_q5_1, _mm_q5_1, "I8 + fp16 d, m per 32"))
