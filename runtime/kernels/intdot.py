@@ -16,45 +16,53 @@ from ._vnni import HAS_VNNI, i8_pairs_dot, iq4_pairs_dot, nib_pairs_dot
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
 
 
+NIB_VALUES = np.arange(16, dtype=np.int64)
+# The intrinsics take blocks two at a time; a row with an odd number of blocks ends with one done here.
+
+
+@njit(cache=True, inline="always")
+def _last_block(dr, xd, t):
+    """The last block's scaled integer sum t, when the row has an odd number of blocks (else t is 0)."""
+    b = xd.shape[0] - 1
+    return widen(dr[b]) * xd[b] * F32(t) if xd.shape[0] & 1 else F32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _i8_last(qr, xq, nb):
+    t = 0
+    if nb & 1:
+        for j in range(32 * (nb - 1), 32 * nb):
+            t += np.int64(qr[j]) * np.int64(xq[j])
+    return t
+
+
+@njit(cache=True, inline="always")
+def _nib_last(qr, xq, nb, values):
+    t = 0
+    if nb & 1:
+        b = nb - 1
+        for j in range(16):
+            t += values[qr[16 * b + j] & 15] * np.int64(xq[32 * b + j])
+            t += values[qr[16 * b + j] >> 4] * np.int64(xq[32 * b + 16 + j])
+    return t
+
+
 @njit(cache=True, fastmath=True, inline="always")
 def i8_row(qr, dr, xq, xd):
     nb = xd.shape[0]
-    s = i8_pairs_dot(qr, dr, xq, xd, nb // 2)
-    if nb & 1:                                  # a last block without a partner
-        b = nb - 1
-        t = 0
-        for j in range(32 * b, 32 * b + 32):
-            t += np.int64(qr[j]) * np.int64(xq[j])
-        s += widen(dr[b]) * xd[b] * F32(t)
-    return s
+    return i8_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _i8_last(qr, xq, nb))
 
 
 @njit(cache=True, fastmath=True, inline="always")
 def nib_row(qr, dr, xq, xd):
     nb = xd.shape[0]
-    s = nib_pairs_dot(qr, dr, xq, xd, nb // 2)
-    if nb & 1:
-        b = nb - 1
-        t = 0
-        for j in range(16):
-            t += np.int64(qr[16 * b + j] & 15) * np.int64(xq[32 * b + j])
-            t += np.int64(qr[16 * b + j] >> 4) * np.int64(xq[32 * b + 16 + j])
-        s += widen(dr[b]) * xd[b] * F32(t)
-    return s
+    return nib_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _nib_last(qr, xq, nb, NIB_VALUES))
 
 
 @njit(cache=True, fastmath=True, inline="always")
 def iq4_row(qr, dr, xq, xd):
     nb = xd.shape[0]
-    s = iq4_pairs_dot(qr, dr, xq, xd, nb // 2)
-    if nb & 1:
-        b = nb - 1
-        t = 0
-        for j in range(16):
-            t += IQ4_VALUES[qr[16 * b + j] & 15] * np.int64(xq[32 * b + j])
-            t += IQ4_VALUES[qr[16 * b + j] >> 4] * np.int64(xq[32 * b + 16 + j])
-        s += widen(dr[b]) * xd[b] * F32(t)
-    return s
+    return iq4_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _nib_last(qr, xq, nb, IQ4_VALUES))
 
 
 @njit(cache=True)
