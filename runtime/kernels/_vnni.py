@@ -48,11 +48,12 @@ def _data(context, builder, arr_type, arr, elem):
     return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
 
 
-def _pairs_dot(load_codes, signed_codes, lane_blocks):
+def _pairs_dot(load_codes, signed_codes, lane_blocks, wd_shift=0):
     """codegen of sum over 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (block dot of codes and xq):
     load_codes(builder, wq_p, i) gives the 64 weight codes of block pair i, in the order xq holds them;
     signed_codes: they are int8 (use |w| and move the sign onto x), else unsigned bytes multiplied as they are;
-    lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to."""
+    lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to;
+    wd_shift: wd holds one scale per 2**wd_shift 32-blocks (xd always one per 32-block)."""
     def codegen(context, builder, signature, args):
         wq_p = _data(context, builder, signature.args[0], args[0], _I8)
         wd_f32 = signature.args[1].dtype == types.float32
@@ -91,7 +92,7 @@ def _pairs_dot(load_codes, signed_codes, lane_blocks):
         dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
 
         def block_scale(b):
-            wd_b = builder.load(builder.gep(wd_p, [b]))
+            wd_b = builder.load(builder.gep(wd_p, [builder.ashr(b, ir.Constant(_I64, wd_shift)) if wd_shift else b]))
             if not wd_f32:
                 wd_b = builder.fpext(builder.bitcast(wd_b, ir.HalfType()), _F32)
             return builder.fmul(wd_b, builder.load(builder.gep(xd_p, [b])))
@@ -167,3 +168,24 @@ def iq4_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
     """nib_pairs_dot for IQ4_NL / IQ4_XS: each 4-bit code stands for its (signed) codebook value."""
     sig = _pairs_signature(wq, wd, xq, xd, npairs, types.uint8)
     return (sig, _pairs_dot(_load_iq4, True, [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)) if sig is not None else None
+
+
+def _load_crumbs(builder, wq_p, i):
+    """A CRUMB plane: 16 bytes hold 64 codes 0..3, element 4k + u in bits 2u of byte k. Out come the 16 crumbs u = 0,
+    then u = 1, 2, 3, so xq must hold each 64 elements in that order (CRUMB_X_ORDER)."""
+    v16 = ir.VectorType(_I8, 16)
+    offset = builder.mul(i, ir.Constant(_I64, 16))
+    packed = builder.load(builder.bitcast(builder.gep(wq_p, [offset]), v16.as_pointer()), align=1)
+    fields = [builder.and_(builder.lshr(packed, ir.Constant(v16, [2 * u] * 16)), ir.Constant(v16, [3] * 16))
+              for u in range(4)]
+    lo = builder.shuffle_vector(fields[0], fields[1], ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    hi = builder.shuffle_vector(fields[2], fields[3], ir.Constant(ir.VectorType(_I32, 32), list(range(32))))
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+
+
+@intrinsic
+def crumb_steps_dot(typingctx, wq, wd, xq, xd, nsteps):
+    """sum over nsteps groups of 64 elements of a CRUMB row (codes 0..3, multiplied as they are) with xq in
+    _load_crumbs' order: wd one f32 scale per 256 elements, xd one per 32."""
+    sig = _pairs_signature(wq, wd, xq, xd, nsteps, types.uint8)
+    return (sig, _pairs_dot(_load_crumbs, False, [0] * 16, wd_shift=3)) if sig is not None else None

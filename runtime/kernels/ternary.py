@@ -7,6 +7,9 @@ from numba import njit, prange
 from ._common import (F32, ROW_TILE, crumb_dot, f16_at, gemm_tile, group_sums, n_chunks, prep_crumbs,
                       tile_span)
 from ._ir import ubits
+from ._vnni import crumb_steps_dot
+from .actquant import q8_k, q8_k_codes
+from .intdot import block_sums, int_matvec
 from .kquants import crumbs256
 from .registry import Layout, register
 
@@ -91,6 +94,29 @@ def _mv_tq(out, x, c, d, y, xs):
         out[r] = crumb_dot(c[r], d[r], y) - _gdot(d[r], xs)
 
 
+@njit(cache=True)
+def _crumb_x_order(dst, xq):
+    """xq as crumb_steps_dot reads it: per 64 elements, those at 4j + u ordered by u, then j."""
+    for g in range(xq.shape[0] // 64):
+        for u in range(4):
+            for j in range(16):
+                dst[64 * g + 16 * u + j] = xq[64 * g + 4 * j + u]
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
+    """Integer dot products (intdot): x as Q8_K codes; the code offset (value = code - 1) as -d * block sums."""
+    q8_k_codes(xn, xd, x)
+    _crumb_x_order(xq, xn)
+    block_sums(xs, xn, xd)
+    for r in prange(out.shape[0]):
+        dr = d[r]
+        offset = F32(0.0)
+        for b in range(xs.shape[0]):
+            offset += dr[b >> 3] * xs[b]
+        out[r] = crumb_steps_dot(c[r], dr, xq, xd, xq.shape[0] // 64) - offset
+
+
 @njit(cache=True, fastmath=True)
 def _dec_tq(dst, r, c, d):
     for k in range(c.shape[1]):
@@ -114,5 +140,7 @@ def _mm_tq(out, x, c, d):
             gemm_tile(out, x, w, r0, nr)
 
 
-register("TQ2_0", Layout(256, _rp_tq2_0, _scratch, _mv_tq, _mm_tq, "CRUMB codes + f32 d per 256"))
-register("TQ1_0", Layout(256, _rp_tq1_0, _scratch, _mv_tq, _mm_tq, "CRUMB codes (from base 3) + f32 d per 256"))
+_MATVEC, _MV_SCRATCH, _ROUNDS, _HOW = int_matvec(_mv_tq_vnni, q8_k, _mv_tq, _scratch, "TQ2_0", "TQ1_0")
+register("TQ2_0", Layout(256, _rp_tq2_0, _MV_SCRATCH, _MATVEC, _mm_tq, "CRUMB codes + f32 d per 256" + _HOW, _ROUNDS))
+register("TQ1_0", Layout(256, _rp_tq1_0, _MV_SCRATCH, _MATVEC, _mm_tq,
+                         "CRUMB codes (from base 3) + f32 d per 256" + _HOW, _ROUNDS))
