@@ -2,12 +2,11 @@
 
     python tests/make_convert_fixtures.py hf        # needs torch + transformers: pip install torch==2.13.0 transformers
     python tests/make_convert_fixtures.py presets   # needs llama-cpp-python and the real models (see below)
-    python tests/make_convert_fixtures.py quantize  # needs llama-cpp-python and the hf part's copies
+    python tests/make_convert_fixtures.py quantize  # needs llama-cpp-python and ../shared/fixtures/hf-tiny
 
-hf: copies the six tiny checkpoints of ../shared/fixtures/hf-tiny into tests/fixtures/convert/hf/ (the files a
-conversion reads, plus ref_tokens.npy / ref_logits.npy for the runtime checks) and runs llama.cpp's own
-convert_hf_to_gguf.py (from the llama-cpp-python sdist, $LLAMA_CPP_DIR) on each of them with every --outtype it
-offers (f32, f16, bf16, q8_0, tq1_0, tq2_0). What llama.cpp writes -- every metadata key with its GGUF type and
+hf: runs llama.cpp's own convert_hf_to_gguf.py (from the llama-cpp-python sdist, $LLAMA_CPP_DIR) on each of the six
+tiny checkpoints of ../shared/fixtures/hf-tiny (the tests read them there; no copy is kept in the repository) with
+every --outtype it offers (f32, f16, bf16, q8_0, tq1_0, tq2_0). What llama.cpp writes -- every metadata key with its GGUF type and
 value (long arrays as a count and a sha256) and every tensor's name, shape, type and a sha256 of its bytes -- goes to
 llamacpp_convert.json.
 llama.cpp's converter cannot convert these fixtures unaided, and the run patches exactly three things, recorded in
@@ -34,7 +33,6 @@ per model, the tensor list (name, shape, type), the model facts the rules read, 
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,8 +43,6 @@ OUT = os.path.join(HERE, "fixtures", "convert")
 HF_TINY = os.path.join(ROOT, "..", "shared", "fixtures", "hf-tiny")
 LLAMA_CPP = os.environ.get("LLAMA_CPP_DIR", "/work/dl/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp")
 FIXTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bitnet")
-HF_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-            "chat_template.jinja", "model.safetensors", "ref_tokens.npy", "ref_logits.npy")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0")
 QUANT_PRESETS = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
                  "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
@@ -107,8 +103,6 @@ def describe_gguf(path):
 def make_hf():
     sys.path.insert(0, ROOT)
     from kvant.convert.pretokenizers import pre_from_structure
-    hf_out = os.path.join(OUT, "hf")
-    os.makedirs(hf_out, exist_ok=True)
     result = {"llama_cpp": LLAMA_CPP, "patches": [
         "get_vocab_base_pre: unknown hash -> kvant.convert.pretokenizers.pre_from_structure(tokenizer.json)",
         "BitnetModel.set_vocab -> TextModel._set_vocab_gpt2 (the fixture has no tokenizer.model)",
@@ -120,11 +114,7 @@ def make_hf():
         with open(runner, "w") as f:
             f.write(ORACLE_RUNNER)
         for name in FIXTURES:
-            src, dst = os.path.join(HF_TINY, name), os.path.join(hf_out, name)
-            os.makedirs(dst, exist_ok=True)
-            for fn in HF_FILES:
-                if os.path.exists(os.path.join(src, fn)):
-                    shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
+            dst = os.path.join(HF_TINY, name)
             with open(os.path.join(dst, "tokenizer.json"), encoding="utf-8") as f:
                 pre = pre_from_structure(json.load(f)) or "gpt-2"
             result["models"][name] = {}
@@ -156,7 +146,7 @@ def make_quantize():
     with tempfile.TemporaryDirectory() as tmp:
         for name in FIXTURES:
             f32 = os.path.join(tmp, f"{name}-F32.gguf")
-            convert(os.path.join(OUT, "hf", name), f32, "F32", progress=False)
+            convert(os.path.join(HF_TINY, name), f32, "F32", progress=False)
             result[name] = {"F32": file_sha(f32)}
             for preset in QUANT_PRESETS:
                 out = os.path.join(tmp, f"{name}-{preset}.gguf")

@@ -1,6 +1,6 @@
 """llama.cpp's logits on kvant-converted files: tests/fixtures/convert/llamacpp_logits.npz.
 
-For each fixture in tests/fixtures/convert/hf/{llama,mistral,qwen2,qwen3,gemma3,bitnet} and each output type
+For each fixture in ../shared/fixtures/hf-tiny/{llama,mistral,qwen2,qwen3,gemma3,bitnet} and each output type
 (F32, F16, BF16, Q8_0, Q4_K_M, plus TQ2_0 for bitnet), converts with kvant, loads the output in llama.cpp
 (through bench/llamacpp_oracle.py, i.e. llama-cpp-python) and evaluates the fixture's ref_tokens.npy from an empty
 cache. Stores per (fixture, type), under the key "<fixture>-<type>":
@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-HF = os.path.join(HERE, "fixtures", "convert", "hf")
+HF = os.path.join(HERE, "..", "..", "shared", "fixtures", "hf-tiny")
 OUT = os.path.join(HERE, "fixtures", "convert", "llamacpp_logits.npz")
 MODELS = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bitnet")
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_K_M")

@@ -2,7 +2,7 @@
 
     python tests/make_imatrix_fixtures.py      # needs llama-cpp-python (libggml-base and libllama from its wheel)
 
-What it does, per model in MODELS (tiny checkpoints of tests/fixtures/convert/hf, converted to F32 by kvant: the
+What it does, per model in MODELS (tiny checkpoints of ../shared/fixtures/hf-tiny, converted to F32 by kvant: the
 same input tests/fixtures/convert/llamacpp_quantize.json's oracle quantized):
 1. `qconv imatrix` (kvant's runtime) on text.txt (a deterministic word salad made by make_text(), stored), with
    the model's options in MODELS -> <model>.imatrix.gguf and, with --output-format dat, <model>.imatrix.dat.
@@ -35,7 +35,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "fixtures", "imatrix")
-HF = os.path.join(HERE, "fixtures", "convert", "hf")
+HF = os.path.join(HERE, "..", "..", "shared", "fixtures", "hf-tiny")
 TEXT = os.path.join(OUT, "text.txt")
 # model -> (n_ctx, chunks, process_output). llama: untied output head, so --process-output collects output.weight;
 # gemma3: tied head (token_embd.weight, never collected) and a vocab that adds BOS.
