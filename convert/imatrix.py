@@ -51,12 +51,16 @@ def read_imatrix(path: str) -> ImportanceMatrix:
     return _read_legacy(path)
 
 
-def _read_gguf(path: str) -> ImportanceMatrix:
+def open_imatrix_gguf(path: str) -> GGUFFile:
+    """The GGUF file of an importance matrix; a malformed one is an ImatrixError."""
     try:
-        g = GGUFFile(path)
+        return GGUFFile(path)
     except GGUFError as e:
         raise ImatrixError(f"bad importance matrix: {e}") from None
-    with g:
+
+
+def _read_gguf(path: str) -> ImportanceMatrix:
+    with open_imatrix_gguf(path) as g:
         md = g.metadata
         if not all(k in md for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size")):
             raise ImatrixError(f"{path}: missing imatrix metadata (imatrix.datasets, imatrix.chunk_count, "

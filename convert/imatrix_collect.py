@@ -320,14 +320,8 @@ def write_imatrix(path: str, stats: ImatrixStats, output_format: str = "gguf", f
 
 def stats_from_file(path: str) -> ImatrixStats:
     """Raw sums and counts back from a GGUF imatrix (as llama-imatrix's --in-file loads one)."""
-    from kvant.formats.gguf_file import GGUFError, GGUFFile
-
-    from .imatrix import COUNTS, IN_SUM2, ImatrixError
-    try:
-        g = GGUFFile(path)
-    except GGUFError as e:
-        raise ImatrixError(f"bad importance matrix: {e}") from None
-    with g:
+    from .imatrix import COUNTS, IN_SUM2, open_imatrix_gguf
+    with open_imatrix_gguf(path) as g:
         md = g.metadata
         st = ImatrixStats(datasets=list(md.get("imatrix.datasets", [])),
                           chunk_size=int(md.get("imatrix.chunk_size", 0)))
