@@ -5,11 +5,12 @@ import json
 import os
 
 import pytest
+from shared_files import SHARED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "fixtures", "convert")
 # the six tiny checkpoints with transformers' logits, read where the project's shared fixtures live (CI has ../shared)
-HF = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "hf-tiny"))
+HF = os.path.join(SHARED, "fixtures", "hf-tiny")
 if not os.path.isdir(HF):
     pytest.skip(f"the tiny HF checkpoints are not beside the repository ({HF})", allow_module_level=True)
 MODELS = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "bitnet")

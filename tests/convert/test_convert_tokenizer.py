@@ -11,16 +11,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convert_helpers import HF, MODELS, f32_files  # noqa: F401  (session fixture)
 from kvant.formats.gguf_file import GGUFFile  # noqa: E402
 from kvant.runtime.tokenizer import Tokenizer  # noqa: E402
+from shared_files import corpus  # noqa: E402
 
-CORPORA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "corpora")
 
-
-def corpus(lang):
-    path = os.path.join(CORPORA, f"{lang}.txt")
-    if not os.path.exists(path):
-        pytest.skip(f"corpus {path} is not beside the repository (../shared/corpora)")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from shared_files import corpus
 
 pytestmark = pytest.mark.realmodel
-CORPORA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "corpora")
 
 
 def reference(name):
     with open(os.path.join(FIXTURES, "llamacpp", f"{name}.json"), encoding="utf-8") as f:
         return json.load(f)
 
-
-def corpus(lang):
-    path = os.path.join(CORPORA, f"{lang}.txt")
-    if not os.path.exists(path):
-        pytest.skip(f"corpus {path} is not beside the repository (../shared/corpora)")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 @pytest.fixture(scope="module", params=["smollm2", "gemma3-270m"])
