@@ -10,7 +10,6 @@ Known gap, marked xfail (not strict):
   - bitnet (every type): llama.cpp's bitnet graph computes SiLU in the FFN where the model (and kvant) use relu2;
     kvant writes bitnet.hidden_activation, which llama.cpp ignores.
 """
-import hashlib
 import os
 import sys
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from convert_helpers import FIXTURES, HF, MODELS  # noqa: E402
+from convert_helpers import FIXTURES, HF, MODELS, file_sha  # noqa: E402
 from kvant.convert.pipeline import convert  # noqa: E402
 
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_K_M")
@@ -26,14 +25,6 @@ STORE = os.path.join(FIXTURES, "llamacpp_logits.npz")
 BITNET = ("llama.cpp's bitnet graph uses SiLU where the model and kvant use relu2 "
           "(bitnet.hidden_activation is ignored by llama.cpp)")
 XFAIL = {("bitnet", t): BITNET for t in TYPES + ("TQ2_0",)}
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cases():
@@ -60,7 +51,7 @@ def test_kvant_matches_llamacpp_on_same_file(tmp_path, store, name, type_):
     assert f"{key}.error" not in store, f"llama.cpp refused {key}: {store[key + '.error']}"
     out = str(tmp_path / f"{key}.gguf")
     convert(os.path.join(HF, name), out, type_, progress=False)
-    assert sha256(out) == str(store[f"{key}.sha256"]), \
+    assert file_sha(out) == str(store[f"{key}.sha256"]), \
         f"{key}: converter output changed; regenerate with tests/make_convert_logits_fixtures.py"
     tokens = [int(t) for t in np.load(os.path.join(HF, name, "ref_tokens.npy"))]
     ref = store[f"{key}.logits"].astype(np.float32)

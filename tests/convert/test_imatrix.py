@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from convert_helpers import HF, file_sha  # noqa: E402
+from convert_helpers import HF, f32_files, file_sha  # noqa: E402,F401  (session fixture)
 from kvant.convert import imatrix_collect as ic  # noqa: E402
 from kvant.convert.cli import main  # noqa: E402
 from kvant.convert.imatrix import read_imatrix  # noqa: E402
@@ -37,15 +37,9 @@ def sample_text(n_words, seed=0):
 
 
 @pytest.fixture(scope="module")
-def f32(tmp_path_factory):
+def f32(f32_files):  # noqa: F811
     """kvant's F32 conversion of the fixture checkpoints (the input llama_model_quantize was given)."""
-    from kvant.convert.pipeline import convert
-    out = tmp_path_factory.mktemp("imatrix-f32")
-    paths = {}
-    for name in MODELS:
-        paths[name] = str(out / f"{name}-F32.gguf")
-        convert(os.path.join(HF, name), paths[name], "F32", progress=False)
-    return paths
+    return f32_files
 
 
 @pytest.fixture(scope="module")
