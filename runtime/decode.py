@@ -31,8 +31,10 @@ def _matvec(kind, out, x, args, buf):
         return None
     if kind.literal_value == ABSENT:
         return lambda kind, out, x, args, buf: None
-    kernel = LAYOUTS[kind.literal_value].matvec
-    rounding = VEC_DOT_ROW.get(kind.literal_value)
+    layout = LAYOUTS[kind.literal_value]
+    kernel = layout.matvec
+    # an integer kernel quantizes x itself (the same codes: that rounding is idempotent), so round only for the others
+    rounding = VEC_DOT_ROW.get(kind.literal_value) if layout.matvec_rounds_x is None else None
     if rounding is None:
         def as_is(kind, out, x, args, buf):
             kernel(out, x, *args)

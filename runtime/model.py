@@ -347,7 +347,10 @@ class Inputs:
 
 
 def _linear(out, matrix, inputs, bias=None):
-    x = inputs.for_type(matrix.type_name)
+    if inputs.x.shape[0] < kernels.SMALL_BATCH and matrix.layout.matvec_rounds_x is not None:
+        x = inputs.x        # rows run as integer matvecs, which quantize x themselves as llama.cpp does
+    else:
+        x = inputs.for_type(matrix.type_name)
     if x.shape[0] == 1:
         matrix.matvec(out[0], x[0])
     else:

@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 
-from .registry import LAYOUTS, QMatrix, UnsupportedTypeError, prepare, prepare_stacked  # noqa: E402
+from .registry import LAYOUTS, SMALL_BATCH, QMatrix, UnsupportedTypeError, prepare, prepare_stacked  # noqa: E402
 from . import floats, kquants, legacy, ternary  # noqa: E402,F401  (they register their layouts)
 
 SUPPORTED_TYPES = tuple(LAYOUTS)
