@@ -149,7 +149,7 @@ def _layer(kind_q, kind_k, kind_v, kind_o, kind_gate, kind_up, kind_down, activa
      ffn_norm, ffn_sub_norm, ffn_post_norm, bq, bk, bv, bo) = vecs
     w_q, w_k, w_v, w_o, w_gate, w_up, w_down = mats
     h, qkv, att, gate_up, round_d, round_att, round_ff, kv_scratch = bufs
-    eps, n_head, n_kv_head, dk, dv, rows_q, rows_gate, n_rot, neox, scale, window, f16_to_f32 = consts
+    eps, n_head, n_kv_head, dk, dv, rows_q, rows_gate, n_rot, neox, scale, window = consts
     nq = n_head * dk
     nk = n_kv_head * dk
     d_ff = gate_up.shape[0] // 2
@@ -174,8 +174,7 @@ def _layer(kind_q, kind_k, kind_v, kind_o, kind_gate, kind_up, kind_down, activa
     ops.rope(k.reshape(1, n_kv_head, dk), positions, cos, sin, n_rot, neox)
     store(k_cache, pos, k, kv_scratch[:nk])
     store(v_cache, pos, v, kv_scratch[:v.shape[0]])
-    ops.attention(att.reshape(1, n_head, dv), q3, k_cache, v_cache, pos, scale, window, np.float32(0.0),
-                  f16_to_f32)
+    ops.attention(att.reshape(1, n_head, dv), q3, k_cache, v_cache, pos, scale, window, np.float32(0.0))
     norm(att, attn_sub_norm, eps)
     matvec(kind_o, h, att, w_o, round_att)
     add(h, bo)

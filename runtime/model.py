@@ -247,8 +247,7 @@ class Transformer:
             ops.store_kv(cache.k[i], start, k3)
             ops.store_kv(cache.v[i], start, v.reshape(n, cfg.n_kv_head, cfg.head_dim_v))
             ops.attention(att.reshape(n, cfg.n_head, cfg.head_dim_v), q3, cache.k[i], cache.v[i], start,
-                          np.float32(cfg.attn_scale), cfg.sliding_window if is_swa else 0, np.float32(0.0),
-                          ops.F16_TO_F32)
+                          np.float32(cfg.attn_scale), cfg.sliding_window if is_swa else 0, np.float32(0.0))
             if layer.attn_sub_norm is not None:
                 ops.rmsnorm(att, att, layer.attn_sub_norm, cfg.rms_eps)
             self._linear(h, layer.wo, Inputs(att), layer.bo)
@@ -318,7 +317,7 @@ class Transformer:
         is_swa = cfg.layer_is_swa[i]
         consts = (cfg.rms_eps, cfg.n_head, cfg.n_kv_head, cfg.head_dim_k, cfg.head_dim_v, mats[0].shape[0],
                   mats[4].shape[0], cfg.n_rot, cfg.spec.rope_neox, np.float32(cfg.attn_scale),
-                  cfg.sliding_window if is_swa else 0, ops.F16_TO_F32)
+                  cfg.sliding_window if is_swa else 0)
         return LayerStep(kinds, cfg.activation, args, vecs, consts)
 
 

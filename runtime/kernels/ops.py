@@ -8,10 +8,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from kvant.runtime.kernels._ir import widen
 from kvant.runtime.kernels.actquant import round_f16
 
-# numba has no float16: the KV cache stores f16 bit patterns as uint16, widened through this table.
-F16_TO_F32 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
 @njit(cache=True, inline="always")
@@ -155,24 +154,6 @@ def store_kv(cache, start, values):
     cache[:, start:start + n, :] = values.transpose(1, 0, 2)
 
 
-def _widen(dst, src, f16_to_f32):
-    """dst (float32) = the cache rows src, whatever the cache's storage."""
-
-
-@overload(_widen)
-def _widen_impl(dst, src, f16_to_f32):
-    if src.dtype == types.uint16:
-        def widen_f16(dst, src, f16_to_f32):
-            for i in range(src.shape[0]):
-                for j in range(src.shape[1]):
-                    dst[i, j] = f16_to_f32[src[i, j]]
-        return widen_f16
-
-    def copy_f32(dst, src, f16_to_f32):
-        dst[:] = src
-    return copy_f32
-
-
 def _round_as_cache(a, cache):
     """Round a to what a dot product with this cache sees: f16 for an f16 cache (ggml converts the other operand
     to the cache's type), unchanged for an f32 cache."""
@@ -191,12 +172,13 @@ def _round_as_cache_impl(a, cache):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f32):
+def attention(out, q, k_cache, v_cache, start, scale, window, softcap):
     """Causal attention of n query tokens at positions start..start+n-1 over the cache, with llama.cpp's rounding
     (its non-flash path): on an f16 cache q is rounded to f16 for q.k and the normalized probabilities to f16
     before they weight the values; the softmax is summed in float64.
     out (n, n_head, dv), q (n, n_head, dk), k_cache (n_kv, n_ctx, dk), v_cache (n_kv, n_ctx, dv): f16 bits
-    (uint16) or float32.
+    (uint16) or float32, read in place (f16 widened by vcvtph2ps in the loops: a widened copy per head, through a
+    lookup table, cost 9 us per cached position per SmolLM2 token).
     window > 0: a query at p sees keys at p - window < j <= p (sliding-window layers). softcap > 0: tanh cap."""
     n, n_head, dk = q.shape
     n_kv = k_cache.shape[0]
@@ -204,48 +186,40 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap, f16_to_f3
     group = n_head // n_kv
     end = start + n
     for h in prange(n_head):
-        kvh = h // group
-        lo = 0
-        if window > 0:
-            lo = max(0, start - window + 1)
-        keys = np.empty((end - lo, dk), dtype=np.float32)
-        vals = np.empty((end - lo, dv), dtype=np.float32)
-        _widen(keys, k_cache[kvh, lo:end], f16_to_f32)
-        _widen(vals, v_cache[kvh, lo:end], f16_to_f32)
-        scores = np.empty(end - lo, dtype=np.float32)
+        keys = k_cache[h // group]
+        vals = v_cache[h // group]
+        scores = np.empty(end, dtype=np.float32)
         qh = np.empty(dk, dtype=np.float32)
         acc = np.empty(dv, dtype=np.float32)
         for t in range(n):
             pos = start + t
-            first = lo
-            if window > 0:
-                first = max(lo, pos - window + 1)
+            first = max(0, pos - window + 1) if window > 0 else 0
             qh[:] = q[t, h]
             _round_as_cache(qh, k_cache)
             m = -np.inf
             for j in range(first, pos + 1):
                 s = np.float32(0.0)
                 for i in range(dk):
-                    s += qh[i] * keys[j - lo, i]
+                    s += qh[i] * widen(keys[j, i])
                 s *= scale
                 if softcap > 0:
                     s = softcap * math.tanh(s / softcap)
-                scores[j - lo] = s
+                scores[j] = s
                 m = max(m, s)
             total = 0.0
             for j in range(first, pos + 1):
-                e = np.float32(math.exp(scores[j - lo] - m))
-                scores[j - lo] = e
+                e = np.float32(math.exp(scores[j] - m))
+                scores[j] = e
                 total += e
             inv = np.float32(1.0 / total)
-            probs = scores[first - lo:pos + 1 - lo]
+            probs = scores[first:pos + 1]
             for j in range(probs.shape[0]):
                 probs[j] = probs[j] * inv
             _round_as_cache(probs, v_cache)
             acc[:] = 0.0
             for j in range(first, pos + 1):
-                w = scores[j - lo]
+                w = scores[j]
                 for i in range(dv):
-                    acc[i] += w * vals[j - lo, i]
+                    acc[i] += w * widen(vals[j, i])
             for i in range(dv):
                 out[t, h, i] = acc[i]
