@@ -9,6 +9,9 @@ allow_requantize, as in llama.cpp.
 """
 from __future__ import annotations
 
+from functools import partial
+from typing import Iterator
+
 import gguf
 import numpy as np
 
@@ -18,6 +21,7 @@ from . import codec, recipes
 from .gguf_raw import raw_metadata
 from .gguf_writer import GGUFWriter, RawValue, pack_value, tensor_spec
 from .imatrix import ImportanceMatrix, imatrix_metadata
+from .pipeline import SLAB_BYTES, check_quantizable, set_threads
 from .progress import tensor_progress
 
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
@@ -56,9 +60,9 @@ def _typed(kind: str, value) -> RawValue:
 
 def quantize_gguf(src: str, dst: str, preset: str, overrides=(), imatrix: ImportanceMatrix | None = None,
                   imatrix_arg: str | None = None, allow_requantize: bool = False, threads: int | None = None,
-                  force: bool = False, progress: bool = True) -> dict[str, str]:
-    """Requantize src into dst. Returns the type of each tensor written."""
-    from .pipeline import check_quantizable, set_threads
+                  force: bool = False, progress: bool = True, slab_bytes: int = SLAB_BYTES) -> dict[str, str]:
+    """Requantize src into dst, each re-encoded tensor in slabs of rows of about slab_bytes as float32. Returns the
+    type of each tensor written."""
     preset = recipes.resolve_preset(preset)
     with GGUFFile(src) as g:
         facts = facts_from_metadata(g.metadata)
@@ -89,12 +93,12 @@ def quantize_gguf(src: str, dst: str, preset: str, overrides=(), imatrix: Import
                 raw = g.raw(spec.name)
                 if spec.ggml_type.name == info.ggml_type.name:
                     w.write_tensor(spec.name, raw)
+                    tick(spec.name, spec.nbytes)
                 else:
-                    x = codec.dequantize(raw, info.ggml_type, (info.n_rows, info.shape[-1]))
                     qw = _imatrix_rows(imatrix, spec.name, info.shape)
-                    w.write_tensor(spec.name, _encode(x, spec.ggml_type.name, qw, info.shape))
+                    w.write_tensor_parts(spec.name, _encoded_slabs(raw, info.ggml_type, spec.ggml_type.name, qw,
+                                                                   slab_bytes, partial(tick, spec.name)))
                 g.release(spec.name)
-                tick(spec.name, spec.nbytes)
     return {n: types[n] for n in order}
 
 
@@ -114,9 +118,19 @@ def _imatrix_rows(imatrix: ImportanceMatrix | None, name: str, shape) -> np.ndar
     return values.reshape(n_mat, ne0)
 
 
-def _encode(x: np.ndarray, type_name: str, qw: np.ndarray | None, shape) -> np.ndarray:
-    if qw is None or qw.shape[0] == 1:
-        return codec.quantize(x, type_name, imatrix=None if qw is None else qw[0])
-    rows_per = x.shape[0] // qw.shape[0]  # experts: each slab of rows has its own weights
-    return np.concatenate([codec.quantize(x[e * rows_per:(e + 1) * rows_per], type_name, imatrix=qw[e])
-                           for e in range(qw.shape[0])])
+def _encoded_slabs(raw: np.ndarray, src_type, type_name: str, qw: np.ndarray | None, slab_bytes: int,
+                   tick) -> Iterator[np.ndarray]:
+    """The tensor's rows (raw: rows x row_bytes) decoded to float32 and encoded again, in slabs of about slab_bytes
+    of float32 that never cross a matrix of a 3-D tensor (each expert has its own importance weights): quantization
+    is row by row, so the bytes are those of the whole tensor at once, and memory stays bounded by a slab."""
+    n_rows, ne0 = raw.shape[0], raw.shape[1] // src_type.type_size * src_type.block_size
+    n_mat = 1 if qw is None else qw.shape[0]
+    rows_per_mat = n_rows // n_mat
+    step = max(1, min(rows_per_mat, slab_bytes // (4 * ne0)))
+    for m in range(n_mat):
+        for r0 in range(m * rows_per_mat, (m + 1) * rows_per_mat, step):
+            r1 = min(r0 + step, (m + 1) * rows_per_mat)
+            x = codec.dequantize(raw[r0:r1], src_type, (r1 - r0, ne0))
+            q = codec.quantize(x, type_name, imatrix=None if qw is None else qw[m])
+            tick(q.nbytes)
+            yield q

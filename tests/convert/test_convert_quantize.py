@@ -44,6 +44,19 @@ def test_quantize_matches_llama_quantize(tmp_path, f32_files, name, preset):
     assert file_sha(out) == want["sha256"], explain(out, want)
 
 
+SLAB_CASES = [(m, p) for m, p in CASES if p in ("Q4_K_M", "IQ4_XS", "Q2_K")][:4]
+
+
+@pytest.mark.parametrize("name,preset", SLAB_CASES)
+def test_quantize_in_small_slabs_writes_the_same_bytes(tmp_path, f32_files, name, preset):
+    """A re-encoded tensor is decoded and encoded in slabs of rows (memory bounded by a slab, not by the tensor):
+    100 KiB of float32 splits the fixtures' 512-row tensors into several slabs, the last one shorter."""
+    out = str(tmp_path / "q.gguf")
+    quantize_gguf(f32_files[name], out, preset, progress=False, slab_bytes=100 << 10)
+    want = ORACLE[name][preset]
+    assert file_sha(out) == want["sha256"], explain(out, want)
+
+
 # (F32, F16, BF16, Q8_0, TQ1_0 and TQ2_0 follow llama.cpp's converter instead: test_convert_hf.py)
 TO_GGUF = [(m, "Q4_K_M") for m in MODELS] + [("gemma3", "Q4_0"), ("llama", "Q3_K_M"), ("qwen2", "IQ4_NL"),
                                              ("mistral", "Q6_K"), ("bitnet", "Q2_K")]
