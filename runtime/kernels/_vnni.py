@@ -189,3 +189,222 @@ def crumb_steps_dot(typingctx, wq, wd, xq, xd, nsteps):
     _load_crumbs' order: wd one f32 scale per 256 elements, xd one per 32."""
     sig = _pairs_signature(wq, wd, xq, xd, nsteps, types.uint8)
     return (sig, _pairs_dot(_load_crumbs, False, [0] * 16, wd_shift=3)) if sig is not None else None
+
+
+# ---------------------------------------------------------------- K-quants: one 256-element super-block a step
+# As llama.cpp's ggml_vec_dot_q4_K_q8_K / q6_K_q8_K: each super-block's small-scale-weighted block dot products are
+# summed exactly in int32 (vpdpbusd, then vpmulld by the small scales), converted once and scaled by d_w * d_x.
+
+def _vec_load(builder, base_p, offset, vtype):
+    return builder.load(builder.bitcast(builder.gep(base_p, [offset]), vtype.as_pointer()), align=1)
+
+
+def _splat(builder, value, vtype):
+    v = builder.insert_element(ir.Constant(vtype, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vtype.count), [0] * vtype.count))
+
+
+def _widen_scale(builder, ptr, is_f32, index):
+    v = builder.load(builder.gep(ptr, [index]))
+    return v if is_f32 else builder.fpext(builder.bitcast(v, ir.HalfType()), _F32)
+
+
+def _sb_loop(builder, n, body, macc_type=_F32):
+    """for i in range(n): (acc, macc) = body(builder, i, acc, macc); returns the final (acc v16f32, macc)."""
+    entry = builder.block
+    head = builder.append_basic_block("sb.head")
+    loop = builder.append_basic_block("sb.body")
+    done = builder.append_basic_block("sb.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    acc = builder.phi(_V16F)
+    macc = builder.phi(macc_type)
+    i.add_incoming(ir.Constant(_I64, 0), entry)
+    acc.add_incoming(ir.Constant(_V16F, None), entry)
+    macc.add_incoming(ir.Constant(macc_type, None), entry)
+    builder.cbranch(builder.icmp_signed("<", i, n), loop, done)
+    builder.position_at_end(loop)
+    new_acc, new_macc = body(builder, i, acc, macc)
+    i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
+    acc.add_incoming(new_acc, builder.block)
+    macc.add_incoming(new_macc, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return acc, macc
+
+
+def _as_i64(builder, v):
+    return builder.sext(v, _I64) if v.type.width < 64 else v
+
+
+def _c64(v):
+    return ir.Constant(_I64, v)
+
+
+def _k_codes_lo_hi(builder, packed, high_lo=None, high_hi=None):
+    """32 bytes of a Q4_K / Q5_K qs chunk -> 64 unsigned codes in element order (low nibbles, then high nibbles),
+    optionally with a 5th bit (0 or 16 per byte) or-ed into each half."""
+    v32 = ir.VectorType(_I8, 32)
+    lo = builder.and_(packed, ir.Constant(v32, [15] * 32))
+    hi = builder.lshr(packed, ir.Constant(v32, [4] * 32))
+    if high_lo is not None:
+        lo = builder.or_(lo, high_lo)
+        hi = builder.or_(hi, high_hi)
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
+
+
+def _bit_at_4(builder, v, bit):
+    """bit `bit` of each byte of v moved to bit 4 (others cleared)."""
+    t = v.type
+    if bit < 4:
+        v = builder.shl(v, ir.Constant(t, [4 - bit] * t.count))
+    elif bit > 4:
+        v = builder.lshr(v, ir.Constant(t, [bit - 4] * t.count))
+    return builder.and_(v, ir.Constant(t, [16] * t.count))
+
+
+def _q4k_codegen(with_qh):
+    """Q4_K (and Q5_K with its qh plane) row: q the file's qs bytes (32 per 64 elements: block 2c in the low
+    nibbles, block 2c+1 in the high ones, both in element order); sc, mn the 6-bit scales and mins as u8 per 32;
+    d, dm per 256 (u16 fp16 or f32); xq Q8_K codes in element order, xd per 32 (the per-256 scale repeated), bs the
+    exact per-32 code sums; n super-blocks."""
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        k = 1 if with_qh else 0
+        q_p = _data(context, builder, sig[0], args[0], _I8)
+        qh_p = _data(context, builder, sig[1], args[1], _I8) if with_qh else None
+        sc_p = _data(context, builder, sig[1 + k], args[1 + k], _I8)
+        mn_p = _data(context, builder, sig[2 + k], args[2 + k], _I8)
+        d_f32 = sig[3 + k].dtype == types.float32
+        d_p = _data(context, builder, sig[3 + k], args[3 + k], _F32 if d_f32 else _I16)
+        dm_p = _data(context, builder, sig[4 + k], args[4 + k], _F32 if d_f32 else _I16)
+        xq_p = _data(context, builder, sig[5 + k], args[5 + k], _I8)
+        xd_p = _data(context, builder, sig[6 + k], args[6 + k], _F32)
+        bs_p = _data(context, builder, sig[7 + k], args[7 + k], _I32)
+        n = _as_i64(builder, args[8 + k])
+        module = builder.module
+        dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        v8i8, v8i32, v8f, v32 = ir.VectorType(_I8, 8), ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
+
+        def body(b, i, acc, macc):
+            sumi = ir.Constant(_V16I32, None)
+            o8 = b.mul(i, _c64(8))
+            scales = b.zext(_vec_load(b, sc_p, o8, v8i8), v8i32)
+            qh = _vec_load(b, qh_p, b.mul(i, _c64(32)), v32) if with_qh else None
+            for s in range(4):
+                c = b.add(b.mul(i, _c64(4)), _c64(s))
+                packed = _vec_load(b, q_p, b.mul(c, _c64(32)), v32)
+                if with_qh:   # bit 2s of qh[m]: element 64s + m, bit 2s+1: element 64s + 32 + m; moved to bit 4
+                    w = _k_codes_lo_hi(b, packed, _bit_at_4(b, qh, 2 * s), _bit_at_4(b, qh, 2 * s + 1))
+                else:
+                    w = _k_codes_lo_hi(b, packed)
+                x = _vec_load(b, xq_p, b.mul(c, _c64(64)), _V64I8)
+                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
+                scl = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16), [2 * s] * 8 + [2 * s + 1] * 8))
+                sumi = b.add(sumi, b.mul(dot, scl))
+            xd = b.load(b.gep(xd_p, [o8]))
+            scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
+            acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),
+                         flags=("contract",))
+            mins = b.mul(b.zext(_vec_load(b, mn_p, o8, v8i8), v8i32), _vec_load(b, bs_p, o8, v8i32))
+            mscale = b.fmul(_widen_scale(b, dm_p, d_f32, i), xd)
+            macc = b.fadd(macc, b.fmul(b.sitofp(mins, v8f), _splat(b, mscale, v8f), flags=("contract",)),
+                          flags=("contract",))
+            return acc, macc
+
+        acc, macc = _sb_loop(builder, n, body, v8f)
+        fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+        fsum8 = _declare(module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, v8f])
+        total = builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+        return builder.fsub(total, builder.call(fsum8, [ir.Constant(_F32, 0.0), macc], fastmath=("reassoc",)))
+    return codegen
+
+
+def _is_arr(t, *dtypes):
+    return isinstance(t, types.Array) and t.dtype in dtypes
+
+
+@intrinsic
+def q4k_row_dot(typingctx, q, sc, mn, d, dm, xq, xd, bs, nsb):
+    """A Q4_K row times Q8_K activations, llama.cpp's sums: per super-block d_x * (d * sum_b sc_b (q_b . x_b)
+    - dmin * sum_b mn_b bs_b) with the integer sums exact (see _q4k_codegen for the planes)."""
+    ok = (_is_arr(q, types.uint8) and _is_arr(sc, types.uint8) and _is_arr(mn, types.uint8)
+          and _is_arr(d, types.uint16, types.float32) and dm == d and _is_arr(xq, types.int8)
+          and _is_arr(xd, types.float32) and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
+    return (types.float32(q, sc, mn, d, dm, xq, xd, bs, nsb), _q4k_codegen(False)) if ok else None
+
+
+@intrinsic
+def q5k_row_dot(typingctx, q, qh, sc, mn, d, dm, xq, xd, bs, nsb):
+    """q4k_row_dot with the file's qh plane (32 bytes per super-block) giving each code its 5th bit (Q5_K)."""
+    ok = (_is_arr(q, types.uint8) and _is_arr(qh, types.uint8) and _is_arr(sc, types.uint8)
+          and _is_arr(mn, types.uint8) and _is_arr(d, types.uint16, types.float32) and dm == d
+          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
+          and isinstance(nsb, types.Integer))
+    return (types.float32(q, qh, sc, mn, d, dm, xq, xd, bs, nsb), _q4k_codegen(True)) if ok else None
+
+
+def _q6k_codegen(context, builder, signature, args):
+    """Q6_K row: ql, qh the file's planes (128 and 64 bytes per super-block), sc int8 per 16, d per 256; xq Q8_K
+    codes in element order, xd per 32, bs the exact per-16 code sums. Codes 0..63 go in unsigned; the -32 is
+    -32 * sum_g sc_g bs_g, in the same int32 sum (as llama.cpp)."""
+    sig = signature.args
+    ql_p = _data(context, builder, sig[0], args[0], _I8)
+    qh_p = _data(context, builder, sig[1], args[1], _I8)
+    sc_p = _data(context, builder, sig[2], args[2], _I8)
+    d_f32 = sig[3].dtype == types.float32
+    d_p = _data(context, builder, sig[3], args[3], _F32 if d_f32 else _I16)
+    xq_p = _data(context, builder, sig[4], args[4], _I8)
+    xd_p = _data(context, builder, sig[5], args[5], _F32)
+    bs_p = _data(context, builder, sig[6], args[6], _I32)
+    n = _as_i64(builder, args[7])
+    module = builder.module
+    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
+    cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
+    spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
+    m30 = ir.Constant(_V64I8, [0x30] * 64)
+
+    def group_scales(b, off):
+        s4 = b.sext(_vec_load(b, sc_p, off, v4i8), ir.VectorType(_I32, 4))
+        return b.shuffle_vector(s4, s4, spread)
+
+    def body(b, i, acc, macc):
+        sumi = ir.Constant(_V16I32, None)
+        for h in range(2):
+            ql = _vec_load(b, ql_p, b.add(b.mul(i, _c64(128)), _c64(64 * h)), _V64I8)
+            qh = _vec_load(b, qh_p, b.add(b.mul(i, _c64(64)), _c64(32 * h)), v32)
+            # elements 128h + 0..63: low nibbles, high bits from qh bits 0-1 (first 32) and 2-3 (next 32);
+            # elements 128h + 64..127: high nibbles, qh bits 4-5 and 6-7
+            qh_a = b.shuffle_vector(b.shl(qh, ir.Constant(v32, [4] * 32)), b.shl(qh, ir.Constant(v32, [2] * 32)), cat)
+            qh_b = b.shuffle_vector(qh, b.lshr(qh, ir.Constant(v32, [2] * 32)), cat)
+            wa = b.or_(b.and_(ql, ir.Constant(_V64I8, [15] * 64)), b.and_(qh_a, m30))
+            wb = b.or_(b.lshr(ql, ir.Constant(_V64I8, [4] * 64)), b.and_(qh_b, m30))
+            for k, w in enumerate((wa, wb)):
+                off = b.add(b.mul(i, _c64(256)), _c64(128 * h + 64 * k))
+                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8)])
+                scl = group_scales(b, b.add(b.mul(i, _c64(16)), _c64(8 * h + 4 * k)))
+                sumi = b.add(sumi, b.mul(dot, scl))
+        o16 = b.mul(i, _c64(16))
+        bias = b.mul(b.sext(_vec_load(b, sc_p, o16, v16i8), _V16I32), _vec_load(b, bs_p, o16, _V16I32))
+        sumi = b.sub(sumi, b.shl(bias, ir.Constant(_V16I32, [5] * 16)))
+        xd = b.load(b.gep(xd_p, [b.mul(i, _c64(8))]))
+        scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),
+                     flags=("contract",))
+        return acc, macc
+
+    acc, _ = _sb_loop(builder, n, body)
+    fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+
+
+@intrinsic
+def q6k_row_dot(typingctx, ql, qh, sc, d, xq, xd, bs, nsb):
+    """A Q6_K row times Q8_K activations, llama.cpp's sums: per super-block d * d_x * sum_g sc_g (q_g - 32) . x_g,
+    the integer sum exact (see _q6k_codegen)."""
+    ok = (_is_arr(ql, types.uint8) and _is_arr(qh, types.uint8) and _is_arr(sc, types.int8)
+          and _is_arr(d, types.uint16, types.float32) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
+          and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
+    return (types.float32(ql, qh, sc, d, xq, xd, bs, nsb), _q6k_codegen) if ok else None

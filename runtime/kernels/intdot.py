@@ -88,6 +88,27 @@ def block_sums(xs, xq, xd):
         xs[b] = xd[b] * F32(t)
 
 
+@njit(cache=True)
+def code_sums(bs, xq):
+    """bs[g] = the exact sum of group g's codes (groups of len(xq) / len(bs): Q8_K's bsums per 16, as int32)."""
+    n = xq.shape[0] // bs.shape[0]
+    for g in range(bs.shape[0]):
+        t = 0
+        for j in range(n * g, n * g + n):
+            t += np.int64(xq[j])
+        bs[g] = t
+
+
+def k16_scratch(cols):
+    """Scratch of the K-quant integer kernels: Q8_K codes in element order, scale per 32, int32 code sums per 16."""
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 16, np.int32)
+
+
+def k32_scratch(cols):
+    """The same with code sums per 32."""
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32)
+
+
 def int_scratch(cols):
     return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.float32), np.empty(
         cols, np.int8)
@@ -97,11 +118,11 @@ def int_scratch(cols):
 FLOAT_MATVEC = {}
 
 
-def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names):
+def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names, scratch=int_scratch):
     """(matvec, scratch, the activation rounding it applies, note): the integer kernel where the CPU has AVX-512
     VNNI, else the float one."""
     for name in type_names:
         FLOAT_MATVEC[name] = (float_kernel, float_scratch)
     if HAS_VNNI:
-        return vnni_kernel, int_scratch, rounding, f", int8 x {rounding.__name__.upper()} activations (VNNI)"
+        return vnni_kernel, scratch, rounding, f", int8 x {rounding.__name__.upper()} activations (VNNI)"
     return float_kernel, float_scratch, None, ""

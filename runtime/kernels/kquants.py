@@ -16,12 +16,13 @@ still, 17 vs 12 G elem/s), or (Q2_K, Q3_K) widens one row's per-16 scales into a
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
-                      n_chunks, nib_dot, prep_nib, prep_runs16, scale_dot, tile_span)
-from ._ir import ubits
-from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, dec_nib, sums32
+from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, dot, f16_at, gemm_tile, group_sums,
+                      n_chunks, prep_runs16, tile_span)
+from ._ir import f16_to_f32, ubits, widen
+from ._vnni import q4k_row_dot, q6k_row_dot
+from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, sums32
 from .actquant import q8_k, q8_k_codes
-from .intdot import block_sums, int_matvec, iq4_row, nib_row, nib_x_order
+from .intdot import code_sums, int_matvec, iq4_row, k16_scratch, k32_scratch, nib_x_order
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -39,27 +40,28 @@ def _scale_min_k4(src, o, j):
     return sc, mn
 
 
+@njit(cache=True, inline="always")
+def _k4_scales(src, o, r, blk, sc, mn, d, dm):
+    """The fp16 d, dmin of the Q4_K / Q5_K block at src[o] and its 6-bit scales and mins as bytes."""
+    d[r, blk] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+    dm[r, blk] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+    for j in range(8):
+        s, n = _scale_min_k4(src, o + 4, j)
+        sc[r, 8 * blk + j] = s
+        mn[r, 8 * blk + j] = n
+
+
 @njit(cache=True, parallel=True)
-def _repack_q4_k(raw, q, d, m):
-    """Nibbles regrouped into NIB order; scale and min per 32 as f32 (d*sc, -dmin*m)."""
-    nsb = d.shape[1] // 8
+def _repack_q4_k(raw, q, sc, mn, d, dm):
+    """The file's qs bytes as they are (32 per 64 elements: low nibbles block 2c, high nibbles block 2c+1, both in
+    element order); scales and mins as bytes, d and dmin as fp16 bits."""
+    nsb = d.shape[1]
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
             o = blk * 144
-            dd = f16_at(src, o)
-            dm = f16_at(src, o + 2)
-            for j in range(8):
-                sc, mn = _scale_min_k4(src, o + 4, j)
-                g = 8 * blk + j
-                d[r, g] = dd * F32(sc)
-                m[r, g] = -dm * F32(mn)
-                so = o + 16 + 32 * (j >> 1)
-                sh = 4 * (j & 1)
-                for jj in range(16):
-                    lo = (src[so + jj] >> sh) & 15
-                    hi = (src[so + 16 + jj] >> sh) & 15
-                    q[r, 16 * g + jj] = lo | (hi << 4)
+            _k4_scales(src, o, r, blk, sc, mn, d, dm)
+            q[r, 128 * blk:128 * blk + 128] = src[o + 16:o + 144]
 
 
 @njit(cache=True, parallel=True)
@@ -102,25 +104,17 @@ def _repack_iq4_xs(raw, q, d):
 
 
 @njit(cache=True, parallel=True)
-def _repack_q6_k(raw, q, sc, d):
+def _repack_q6_k(raw, ql, qh, sc, d):
+    """The file's planes, each row's super-blocks' ql, qh, scales and fp16 d gathered into one array each."""
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
             o = blk * 210
-            d[r, blk] = f16_at(src, o + 208)
-            for g in range(16):
-                sc[r, 16 * blk + g] = src[o + 192 + g]
-            qr = q[r, 256 * blk:256 * (blk + 1)]
-            for h in range(2):               # the ggml dequantize order: 4 elements per (half, m)
-                for m in range(32):
-                    a = src[o + 64 * h + m]
-                    b = src[o + 64 * h + 32 + m]
-                    c = src[o + 128 + 32 * h + m]
-                    qr[128 * h + m] = ((a & 15) | ((c & 3) << 4)) - 32
-                    qr[128 * h + 32 + m] = ((b & 15) | (((c >> 2) & 3) << 4)) - 32
-                    qr[128 * h + 64 + m] = ((a >> 4) | (((c >> 4) & 3) << 4)) - 32
-                    qr[128 * h + 96 + m] = ((b >> 4) | ((c >> 6) << 4)) - 32
+            d[r, blk] = np.uint16(src[o + 208]) | (np.uint16(src[o + 209]) << 8)
+            ql[r, 128 * blk:128 * blk + 128] = src[o:o + 128]
+            qh[r, 64 * blk:64 * blk + 64] = src[o + 128:o + 192]
+            sc[r, 16 * blk:16 * blk + 16] = src[o + 192:o + 208]
 
 
 @njit(cache=True, inline="always")
@@ -194,10 +188,12 @@ def _repack_q3_k(raw, c, h, sc, d):
 def _rp_q4_k(raw, cols):
     rows = raw.shape[0]
     q = np.empty((rows, cols // 2), np.uint8)
-    d = np.empty((rows, cols // 32), np.float32)
-    m = np.empty((rows, cols // 32), np.float32)
-    _repack_q4_k(raw, q, d, m)
-    return q, d, m
+    sc = np.empty((rows, cols // 32), np.uint8)
+    mn = np.empty((rows, cols // 32), np.uint8)
+    d = np.empty((rows, cols // 256), np.uint16)
+    dm = np.empty((rows, cols // 256), np.uint16)
+    _repack_q4_k(raw, q, sc, mn, d, dm)
+    return q, sc, mn, d, dm
 
 
 def _rp_q5_k(raw, cols):
@@ -221,11 +217,12 @@ def _rp_iq4_xs(raw, cols):
 
 def _rp_q6_k(raw, cols):
     rows = raw.shape[0]
-    q = np.empty((rows, cols), np.int8)
+    ql = np.empty((rows, cols // 2), np.uint8)
+    qh = np.empty((rows, cols // 4), np.uint8)
     sc = np.empty((rows, cols // 16), np.int8)
-    d = np.empty((rows, cols // 256), np.float32)
-    _repack_q6_k(raw, q.view(np.uint8), sc.view(np.uint8), d)
-    return q, sc, d
+    d = np.empty((rows, cols // 256), np.uint16)
+    _repack_q6_k(raw, ql, qh, sc.view(np.uint8), d)
+    return ql, qh, sc, d
 
 
 def _rp_q2_k(raw, cols):
@@ -250,8 +247,13 @@ def _rp_q3_k(raw, cols):
 
 # ---------------------------------------------------------------- activation scratch
 
-def _nib_scratch(cols):
-    return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty(cols // 32, np.float32)
+def _q4_k_scratch(cols):
+    return (np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty(cols // 32, np.float32),
+            np.empty((N_SCRATCH, 2, cols // 64), np.float32))
+
+
+def _q6_k_scratch(cols):
+    return (np.empty((N_SCRATCH, cols), np.float32),)
 
 
 def _q5_k_scratch(cols):
@@ -271,21 +273,61 @@ def _q3_k_scratch(cols):
 
 # ---------------------------------------------------------------- matvec
 
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_k(out, x, q, d, m, xa, xb, xs):
-    prep_nib(xa, xb, xs, x)
-    for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + scale_dot(m[r], xs)
+@njit(cache=True, fastmath=True)
+def prep_k4(xa, xb, xs, x):
+    """Activation planes of the Q4_K qs order: byte i of a 64-element chunk c holds element 64c + i (low nibble)
+    and 64c + 32 + i (high): xa, xb those elements' x; xs the per-32 sums of x."""
+    for c in range(xs.shape[0] // 2):
+        sa = F32(0.0)
+        sb = F32(0.0)
+        for j in range(32):
+            lo = x[64 * c + j]
+            hi = x[64 * c + 32 + j]
+            xa[32 * c + j] = lo
+            xb[32 * c + j] = hi
+            sa += lo
+            sb += hi
+        xs[2 * c] = sa
+        xs[2 * c + 1] = sb
+
+
+@njit(cache=True, fastmath=True)
+def k4_dot(q, sc, mn, d, dm, xa, xb, xs, s2):
+    """A Q4_K row (the file's qs, u8 scales and mins per 32, fp16 d, dmin per 256) with prep_k4 planes. The row's
+    scales are first widened into s2 (the even blocks' in s2[0], the odd ones' in s2[1], so the loop indexes them
+    by i >> 5: a broadcast). The two nibbles of a byte have different scales a, b:
+    lo*a*xa + hi*b*xb = byte*a*xa + hi*(b*xb - 16*a*xa)."""
+    m = F32(0.0)
+    for c in range(s2.shape[1]):
+        dd = widen(d[c >> 2])
+        s2[0, c] = dd * F32(sc[2 * c])
+        s2[1, c] = dd * F32(sc[2 * c + 1])
+        m += widen(dm[c >> 2]) * (F32(mn[2 * c]) * xs[2 * c] + F32(mn[2 * c + 1]) * xs[2 * c + 1])
+    s = F32(0.0)
+    for i in range(q.shape[0]):
+        bf = F32(q[i])
+        a = s2[0, i >> 5] * xa[i]
+        s += bf * a + np.floor(bf * F32(0.0625)) * (s2[1, i >> 5] * xb[i] - F32(16.0) * a)
+    return s - m
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_k_vnni(out, x, q, d, m, xq, xd, xs, xn):
-    """Integer dot products (intdot) on the same planes: x as Q8_K codes, d*sc and -dmin*m per 32 as before."""
-    q8_k_codes(xn, xd, x)
-    nib_x_order(xq, xn)
-    block_sums(xs, xn, xd)
+def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs, s2):
+    prep_k4(xa, xb, xs, x)
+    rows = out.shape[0]
+    for ch in prange(N_SCRATCH):
+        for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
+            out[r] = k4_dot(q[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs, s2[ch])
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q4_k_vnni(out, x, q, sc, mn, d, dm, xq, xd, bs):
+    """Integer dot products as llama.cpp's (_vnni.q4k_row_dot): x as Q8_K codes with exact per-32 sums."""
+    q8_k_codes(xq, xd, x)
+    code_sums(bs, xq)
+    nsb = d.shape[1]
     for r in prange(out.shape[0]):
-        out[r] = nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
+        out[r] = q4k_row_dot(q[r], sc[r], mn[r], d[r], dm[r], xq, xd, bs, nsb)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -307,15 +349,6 @@ def q5k_dot(q, sc, d, x):
 
 
 @njit(cache=True, fastmath=True)
-def q6k_dot(q, sc, d, x):
-    """q5k_dot with 16-element groups and signed int8 scales (Q6_K)."""
-    s = F32(0.0)
-    for i in range(q.shape[0]):
-        s += (d[i >> 8] * F32(sc[i >> 4])) * F32(q[i]) * x[i]
-    return s
-
-
-@njit(cache=True, fastmath=True)
 def k_bias(mn, dm, xs):
     """sum of dmin[256-group] * mn[32-group] * (sum of x over the 32-group)."""
     s = F32(0.0)
@@ -332,9 +365,24 @@ def _mv_q5_k(out, x, q, sc, mn, d, dm, xs):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q6_k(out, x, q, sc, d):
+def _mv_q6_k(out, x, ql, qh, sc, d, w):
+    """Float fallback: each row decoded into a per-worker float row, then a dot product."""
+    rows = out.shape[0]
+    for ch in prange(N_SCRATCH):
+        wr = w[ch]
+        for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
+            _dec_q6_k(wr, r, ql, qh, sc, d)
+            out[r] = dot(wr, x)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q6_k_vnni(out, x, ql, qh, sc, d, xq, xd, bs):
+    """Integer dot products as llama.cpp's (_vnni.q6k_row_dot): x as Q8_K codes with exact per-16 sums."""
+    q8_k_codes(xq, xd, x)
+    code_sums(bs, xq)
+    nsb = d.shape[1]
     for r in prange(out.shape[0]):
-        out[r] = q6k_dot(q[r], sc[r], d[r], x)
+        out[r] = q6k_row_dot(ql[r], qh[r], sc[r], d[r], xq, xd, bs, nsb)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -379,8 +427,21 @@ def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s4, s8):
 # ---------------------------------------------------------------- row decoders (natural order)
 
 @njit(cache=True, fastmath=True)
-def _dec_q4_k(dst, r, q, d, m):
-    dec_nib(dst, q[r], d[r], m[r], F32(0.0))
+def _k4_chunk(ds, qs, sa, ma, sb, mb):
+    """64 floats of a Q4_K chunk from its 32 qs bytes: low nibbles * sa - ma, then high nibbles * sb - mb."""
+    for j in range(32):
+        v = qs[j]
+        ds[j] = sa * ubits(v, 0, 15) - ma
+        ds[32 + j] = sb * ubits(v, 4, 15) - mb
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q4_k(dst, r, q, sc, mn, d, dm):
+    for c in range(sc.shape[1] // 2):
+        dd = f16_to_f32(d[r, c >> 2])
+        dmm = f16_to_f32(dm[r, c >> 2])
+        _k4_chunk(dst[64 * c:64 * c + 64], q[r, 32 * c:32 * c + 32], dd * F32(sc[r, 2 * c]),
+                  dmm * F32(mn[r, 2 * c]), dd * F32(sc[r, 2 * c + 1]), dmm * F32(mn[r, 2 * c + 1]))
 
 
 @njit(cache=True, fastmath=True)
@@ -393,10 +454,25 @@ def _dec_q5_k(dst, r, q, sc, mn, d, dm):
 
 
 @njit(cache=True, fastmath=True)
-def _dec_q6_k(dst, r, q, sc, d):
-    qr = q[r]
-    for g in range(sc.shape[1]):
-        affine_i8(dst[16 * g:16 * g + 16], qr[16 * g:16 * g + 16], d[r, g >> 4] * F32(sc[r, g]), F32(0.0))
+def _q6_group(ds, ql, qh, nshift, hshift, s):
+    """16 floats s * (code - 32) of a Q6_K group: low 4 bits from ql >> nshift, high 2 from qh >> hshift."""
+    for j in range(16):
+        ds[j] = s * (ubits(ql[j], nshift, 15) + F32(16.0) * ubits(qh[j], hshift, 3) - F32(32.0))
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q6_k(dst, r, ql, qh, sc, d):
+    """Element 128h + 32u + m of a super-block: nibble u >> 1 of ql[64h + 32(u & 1) + m], crumb u of qh[32h + m]."""
+    for blk in range(d.shape[1]):
+        dd = f16_to_f32(d[r, blk])
+        for h in range(2):
+            for u in range(4):
+                for k in range(2):
+                    e = 256 * blk + 128 * h + 32 * u + 16 * k
+                    lo = 128 * blk + 64 * h + 32 * (u & 1) + 16 * k
+                    ho = 64 * blk + 32 * h + 16 * k
+                    _q6_group(dst[e:e + 16], ql[r, lo:lo + 16], qh[r, ho:ho + 16], 4 * (u >> 1), 2 * u,
+                              dd * F32(sc[r, e >> 4]))
 
 
 @njit(cache=True, fastmath=True)
@@ -429,7 +505,7 @@ def _dec_q3_k(dst, r, c, h, sc, d):
 # ---------------------------------------------------------------- prefill
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_q4_k(out, x, q, d, m):
+def _mm_q4_k(out, x, q, sc, mn, d, dm):
     nt = n_chunks(out.shape[1])
     for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
@@ -438,7 +514,7 @@ def _mm_q4_k(out, x, q, d, m):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
             for j in range(nr):
-                _dec_q4_k(w[j], r0 + j, q, d, m)
+                _dec_q4_k(w[j], r0 + j, q, sc, mn, d, dm)
             gemm_tile(out, x, w, r0, nr)
 
 
@@ -457,7 +533,7 @@ def _mm_q5_k(out, x, q, sc, mn, d, dm):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_q6_k(out, x, q, sc, d):
+def _mm_q6_k(out, x, ql, qh, sc, d):
     nt = n_chunks(out.shape[1])
     for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
@@ -466,7 +542,7 @@ def _mm_q6_k(out, x, q, sc, d):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
             for j in range(nr):
-                _dec_q6_k(w[j], r0 + j, q, sc, d)
+                _dec_q6_k(w[j], r0 + j, ql, qh, sc, d)
             gemm_tile(out, x, w, r0, nr)
 
 
@@ -500,17 +576,20 @@ def _mm_q3_k(out, x, c, h, sc, d):
 
 # ---------------------------------------------------------------- registration
 
-_Q4_K_MATVEC, _Q4_K_SCRATCH, _Q4_K_ROUNDS, _Q4_K_HOW = int_matvec(_mv_q4_k_vnni, q8_k, _mv_q4_k, _nib_scratch,
-                                                                  "Q4_K")
+_Q4_K_MATVEC, _Q4_K_SCRATCH, _Q4_K_ROUNDS, _Q4_K_HOW = int_matvec(_mv_q4_k_vnni, q8_k, _mv_q4_k, _q4_k_scratch,
+                                                                  "Q4_K", scratch=k32_scratch)
 register("Q4_K", Layout(256, _rp_q4_k, _Q4_K_SCRATCH, _Q4_K_MATVEC, _mm_q4_k,
-                        "NIB + f32 scale, min per 32" + _Q4_K_HOW, _Q4_K_ROUNDS))
+                        "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q4_K_HOW, _Q4_K_ROUNDS))
 register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
                         "I8 + u8 scale, min per 32 + f32 d, dmin per 256"))
 _IQ4_XS_MATVEC, _IQ4_XS_SCRATCH, _IQ4_XS_ROUNDS, _IQ4_XS_HOW = int_matvec(_mv_iq4_xs_vnni, q8_k, _mv_iq4,
                                                                           _pairs_scratch, "IQ4_XS")
 register("IQ4_XS", Layout(256, _rp_iq4_xs, _IQ4_XS_SCRATCH, _IQ4_XS_MATVEC, _mm_iq4,
                           "NIB + f32 scale per 32" + _IQ4_XS_HOW, _IQ4_XS_ROUNDS))
-register("Q6_K", Layout(256, _rp_q6_k, lambda cols: (), _mv_q6_k, _mm_q6_k, "I8 + int8 scale per 16 + f32 d per 256"))
+_Q6_K_MATVEC, _Q6_K_SCRATCH, _Q6_K_ROUNDS, _Q6_K_HOW = int_matvec(_mv_q6_k_vnni, q8_k, _mv_q6_k, _q6_k_scratch,
+                                                                  "Q6_K", scratch=k16_scratch)
+register("Q6_K", Layout(256, _rp_q6_k, _Q6_K_SCRATCH, _Q6_K_MATVEC, _mm_q6_k,
+                        "the file's ql, qh, int8 scale per 16 + fp16 d per 256" + _Q6_K_HOW, _Q6_K_ROUNDS))
 register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
                         "CRUMB16 + u8 scale/min per 16 + f32 d, dmin per 256"))
 register("Q3_K", Layout(256, _rp_q3_k, _q3_k_scratch, _mv_q3_k, _mm_q3_k,
