@@ -266,8 +266,8 @@ def _bit_at_4(builder, v, bit):
 
 def _q4k_codegen(with_qh):
     """Q4_K (and Q5_K with its qh plane) row: q the file's qs bytes (32 per 64 elements: block 2c in the low
-    nibbles, block 2c+1 in the high ones, both in element order); sc, mn the 6-bit scales and mins as u8 per 32;
-    d, dm per 256 (u16 fp16 or f32); xq Q8_K codes in element order, xd per 32 (the per-256 scale repeated), bs the
+    nibbles, block 2c+1 in the high ones, both in element order); sc, mn the 6-bit scales and mins as u8 per 32
+    in split order (the row's even blocks, then its odd ones: see kquants); d, dm per 256 (u16 fp16 or f32); xq Q8_K codes in element order, xd per 32 (the per-256 scale repeated), bs the
     exact per-32 code sums; n super-blocks."""
     def codegen(context, builder, signature, args):
         sig = signature.args
@@ -283,14 +283,23 @@ def _q4k_codegen(with_qh):
         xd_p = _data(context, builder, sig[6 + k], args[6 + k], _F32)
         bs_p = _data(context, builder, sig[7 + k], args[7 + k], _I32)
         n = _as_i64(builder, args[8 + k])
+        half = builder.mul(n, _c64(4))
         module = builder.module
         dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        v4i8 = ir.VectorType(_I8, 4)
+        zip8 = ir.Constant(ir.VectorType(_I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
+
+        def natural8(b, p, o4):
+            """The super-block's 8 bytes in block order from the split-order halves."""
+            return b.shuffle_vector(_vec_load(b, p, o4, v4i8), _vec_load(b, p, b.add(half, o4), v4i8), zip8)
+
         v8i8, v8i32, v8f, v32 = ir.VectorType(_I8, 8), ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
 
         def body(b, i, acc, macc):
             sumi = ir.Constant(_V16I32, None)
             o8 = b.mul(i, _c64(8))
-            scales = b.zext(_vec_load(b, sc_p, o8, v8i8), v8i32)
+            o4 = b.mul(i, _c64(4))
+            scales = b.zext(natural8(b, sc_p, o4), v8i32)
             qh = _vec_load(b, qh_p, b.mul(i, _c64(32)), v32) if with_qh else None
             for s in range(4):
                 c = b.add(b.mul(i, _c64(4)), _c64(s))
@@ -307,7 +316,7 @@ def _q4k_codegen(with_qh):
             scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
             acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),
                          flags=("contract",))
-            mins = b.mul(b.zext(_vec_load(b, mn_p, o8, v8i8), v8i32), _vec_load(b, bs_p, o8, v8i32))
+            mins = b.mul(b.zext(natural8(b, mn_p, o4), v8i32), _vec_load(b, bs_p, o8, v8i32))
             mscale = b.fmul(_widen_scale(b, dm_p, d_f32, i), xd)
             macc = b.fadd(macc, b.fmul(b.sitofp(mins, v8f), _splat(b, mscale, v8f), flags=("contract",)),
                           flags=("contract",))

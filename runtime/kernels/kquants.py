@@ -16,7 +16,7 @@ still, 17 vs 12 G elem/s), or (Q2_K, Q3_K) widens one row's per-16 scales into a
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, dot, f16_at, gemm_tile, group_sums,
+from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
                       n_chunks, prep_runs16, tile_span)
 from ._ir import f16_to_f32, ubits, widen
 from ._vnni import q4k_row_dot, q6k_row_dot
@@ -42,19 +42,23 @@ def _scale_min_k4(src, o, j):
 
 @njit(cache=True, inline="always")
 def _k4_scales(src, o, r, blk, sc, mn, d, dm):
-    """The fp16 d, dmin of the Q4_K / Q5_K block at src[o] and its 6-bit scales and mins as bytes."""
+    """The fp16 d, dmin of the Q4_K / Q5_K block at src[o] and its 6-bit scales and mins as bytes in split order:
+    the row's even 32-blocks', then its odd ones' (block 2c at c, block 2c+1 at half + c), so that a loop over the
+    qs bytes (byte i: a nibble of block 2(i >> 5) and one of 2(i >> 5) + 1) indexes both by i >> 5."""
+    half = sc.shape[1] // 2
     d[r, blk] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
     dm[r, blk] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
     for j in range(8):
         s, n = _scale_min_k4(src, o + 4, j)
-        sc[r, 8 * blk + j] = s
-        mn[r, 8 * blk + j] = n
+        k = (j & 1) * half + 4 * blk + (j >> 1)
+        sc[r, k] = s
+        mn[r, k] = n
 
 
 @njit(cache=True, parallel=True)
 def _repack_q4_k(raw, q, sc, mn, d, dm):
     """The file's qs bytes as they are (32 per 64 elements: low nibbles block 2c, high nibbles block 2c+1, both in
-    element order); scales and mins as bytes, d and dmin as fp16 bits."""
+    element order); scales and mins as bytes (split order), d and dmin as fp16 bits."""
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
         src = raw[r]
@@ -248,12 +252,13 @@ def _rp_q3_k(raw, cols):
 # ---------------------------------------------------------------- activation scratch
 
 def _q4_k_scratch(cols):
-    return (np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty(cols // 32, np.float32),
-            np.empty((N_SCRATCH, 2, cols // 64), np.float32))
+    return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty(cols // 32, np.float32)
 
 
 def _q6_k_scratch(cols):
-    return (np.empty((N_SCRATCH, cols), np.float32),)
+    return (np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32), np.empty((4, cols // 4), np.float32),
+            np.empty(cols // 16, np.float32), np.empty((N_SCRATCH, 3, cols // 32), np.float32),
+            np.empty((N_SCRATCH, 4, cols // 64), np.float32))
 
 
 def _q5_k_scratch(cols):
@@ -276,8 +281,9 @@ def _q3_k_scratch(cols):
 @njit(cache=True, fastmath=True)
 def prep_k4(xa, xb, xs, x):
     """Activation planes of the Q4_K qs order: byte i of a 64-element chunk c holds element 64c + i (low nibble)
-    and 64c + 32 + i (high): xa, xb those elements' x; xs the per-32 sums of x."""
-    for c in range(xs.shape[0] // 2):
+    and 64c + 32 + i (high): xa, xb those elements' x; xs the per-32 sums of x in split order."""
+    half = xs.shape[0] // 2
+    for c in range(half):
         sa = F32(0.0)
         sb = F32(0.0)
         for j in range(32):
@@ -287,37 +293,37 @@ def prep_k4(xa, xb, xs, x):
             xb[32 * c + j] = hi
             sa += lo
             sb += hi
-        xs[2 * c] = sa
-        xs[2 * c + 1] = sb
+        xs[c] = sa
+        xs[half + c] = sb
 
 
 @njit(cache=True, fastmath=True)
-def k4_dot(q, sc, mn, d, dm, xa, xb, xs, s2):
-    """A Q4_K row (the file's qs, u8 scales and mins per 32, fp16 d, dmin per 256) with prep_k4 planes. The row's
-    scales are first widened into s2 (the even blocks' in s2[0], the odd ones' in s2[1], so the loop indexes them
-    by i >> 5: a broadcast). The two nibbles of a byte have different scales a, b:
-    lo*a*xa + hi*b*xb = byte*a*xa + hi*(b*xb - 16*a*xa)."""
-    m = F32(0.0)
-    for c in range(s2.shape[1]):
-        dd = widen(d[c >> 2])
-        s2[0, c] = dd * F32(sc[2 * c])
-        s2[1, c] = dd * F32(sc[2 * c + 1])
-        m += widen(dm[c >> 2]) * (F32(mn[2 * c]) * xs[2 * c] + F32(mn[2 * c + 1]) * xs[2 * c + 1])
+def k4_dot(q, sc, mn, d, dm, xa, xb, xs):
+    """A Q4_K row (the file's qs, u8 scales and mins per 32 in split order, fp16 d, dmin per 256) with prep_k4
+    planes. The two nibbles of a byte have different scales a, b: lo*a*xa + hi*b*xb = byte*a*xa + hi*(b*xb - 16*a*xa),
+    a = d[i >> 7] * sc[i >> 5] and b = d[i >> 7] * sc[half + (i >> 5)] formed in the loop (shifts: broadcasts)."""
+    half = xs.shape[0] // 2
+    sca = sc[:half]
+    scb = sc[half:]
     s = F32(0.0)
     for i in range(q.shape[0]):
         bf = F32(q[i])
-        a = s2[0, i >> 5] * xa[i]
-        s += bf * a + np.floor(bf * F32(0.0625)) * (s2[1, i >> 5] * xb[i] - F32(16.0) * a)
+        dd = widen(d[i >> 7])
+        a = dd * F32(sca[i >> 5]) * xa[i]
+        s += bf * a + np.floor(bf * F32(0.0625)) * (dd * F32(scb[i >> 5]) * xb[i] - F32(16.0) * a)
+    mna = mn[:half]
+    mnb = mn[half:]
+    m = F32(0.0)
+    for c in range(half):
+        m += widen(dm[c >> 2]) * (F32(mna[c]) * xs[c] + F32(mnb[c]) * xs[half + c])
     return s - m
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs, s2):
+def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs):
     prep_k4(xa, xb, xs, x)
-    rows = out.shape[0]
-    for ch in prange(N_SCRATCH):
-        for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
-            out[r] = k4_dot(q[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs, s2[ch])
+    for r in prange(out.shape[0]):
+        out[r] = k4_dot(q[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -364,15 +370,55 @@ def _mv_q5_k(out, x, q, sc, mn, d, dm, xs):
         out[r] = q5k_dot(q[r], sc[r], d[r], x) - k_bias(mn[r], dm[r], xs)
 
 
+@njit(cache=True, fastmath=True)
+def prep_q6(xa, xb, y, xs, x):
+    """Activation planes of the Q6_K file order, for half super-block R (128 elements): ql byte 64R + j holds
+    element 128R + j (low nibble, xa) and 128R + 64 + j (high, xb); crumb u of qh byte 32R + j is bits 4-5 of
+    element 128R + 32u + j (y[u] = 16 x); xs the per-16 sums of x."""
+    for rr in range(x.shape[0] // 128):
+        for j in range(64):
+            xa[64 * rr + j] = x[128 * rr + j]
+            xb[64 * rr + j] = x[128 * rr + 64 + j]
+        for u in range(4):
+            for j in range(32):
+                y[u, 32 * rr + j] = F32(16.0) * x[128 * rr + 32 * u + j]
+    group_sums(xs, x)
+
+
+@njit(cache=True, fastmath=True)
+def q6_dot(ql, qh, sc, d, xa, xb, y, xs, s2, s4):
+    """A Q6_K row (the file's planes) with prep_q6 planes. The row's scales d*sc are first spread into s2 (ql bytes:
+    the low and the high nibble's group of byte 16k..16k+15 at s2[0, k], s2[1, k]) and s4 (qh: crumb u of bytes
+    16k..16k+15 at s4[u, k]) so every scale index in the loops is a shift (a broadcast)."""
+    dr = s2[2, :d.shape[0]]
+    for k in range(d.shape[0]):
+        dr[k] = widen(d[k])
+    bias = F32(0.0)
+    for g in range(sc.shape[0]):
+        bias += dr[g >> 4] * F32(sc[g]) * xs[g]
+    for k in range(sc.shape[0] // 2):          # unit k = 4R + t of half super-block R: groups 8R + t, 8R + 4 + t
+        g = 8 * (k >> 2) + (k & 3)
+        s2[0, k] = dr[k >> 3] * F32(sc[g])
+        s2[1, k] = dr[k >> 3] * F32(sc[g + 4])
+    for k in range(sc.shape[0] // 4):          # unit k = 2R + j: crumb u in group 8R + 2u + j
+        g = 8 * (k >> 1) + (k & 1)
+        for u in range(4):
+            s4[u, k] = dr[k >> 2] * F32(sc[g + 2 * u])
+    s = F32(0.0)
+    for i in range(ql.shape[0]):
+        bf = F32(ql[i])
+        a = s2[0, i >> 4] * xa[i]
+        s += bf * a + np.floor(bf * F32(0.0625)) * (s2[1, i >> 4] * xb[i] - F32(16.0) * a)
+    return s + crumb_dot16(qh, s4, y) - F32(32.0) * bias
+
+
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q6_k(out, x, ql, qh, sc, d, w):
-    """Float fallback: each row decoded into a per-worker float row, then a dot product."""
+def _mv_q6_k(out, x, ql, qh, sc, d, xa, xb, y, xs, s2, s4):
+    prep_q6(xa, xb, y, xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
-        wr = w[ch]
         for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
-            _dec_q6_k(wr, r, ql, qh, sc, d)
-            out[r] = dot(wr, x)
+            out[r] = q6_dot(ql[r], qh[r], sc[r], d[r], xa, xb, y, xs, s2[ch], s4[ch])
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -437,11 +483,12 @@ def _k4_chunk(ds, qs, sa, ma, sb, mb):
 
 @njit(cache=True, fastmath=True)
 def _dec_q4_k(dst, r, q, sc, mn, d, dm):
-    for c in range(sc.shape[1] // 2):
+    half = sc.shape[1] // 2
+    for c in range(half):
         dd = f16_to_f32(d[r, c >> 2])
         dmm = f16_to_f32(dm[r, c >> 2])
-        _k4_chunk(dst[64 * c:64 * c + 64], q[r, 32 * c:32 * c + 32], dd * F32(sc[r, 2 * c]),
-                  dmm * F32(mn[r, 2 * c]), dd * F32(sc[r, 2 * c + 1]), dmm * F32(mn[r, 2 * c + 1]))
+        _k4_chunk(dst[64 * c:64 * c + 64], q[r, 32 * c:32 * c + 32], dd * F32(sc[r, c]), dmm * F32(mn[r, c]),
+                  dd * F32(sc[r, half + c]), dmm * F32(mn[r, half + c]))
 
 
 @njit(cache=True, fastmath=True)
@@ -454,25 +501,24 @@ def _dec_q5_k(dst, r, q, sc, mn, d, dm):
 
 
 @njit(cache=True, fastmath=True)
-def _q6_group(ds, ql, qh, nshift, hshift, s):
-    """16 floats s * (code - 32) of a Q6_K group: low 4 bits from ql >> nshift, high 2 from qh >> hshift."""
-    for j in range(16):
-        ds[j] = s * (ubits(ql[j], nshift, 15) + F32(16.0) * ubits(qh[j], hshift, 3) - F32(32.0))
-
-
-@njit(cache=True, fastmath=True)
 def _dec_q6_k(dst, r, ql, qh, sc, d):
-    """Element 128h + 32u + m of a super-block: nibble u >> 1 of ql[64h + 32(u & 1) + m], crumb u of qh[32h + m]."""
-    for blk in range(d.shape[1]):
-        dd = f16_to_f32(d[r, blk])
-        for h in range(2):
-            for u in range(4):
-                for k in range(2):
-                    e = 256 * blk + 128 * h + 32 * u + 16 * k
-                    lo = 128 * blk + 64 * h + 32 * (u & 1) + 16 * k
-                    ho = 64 * blk + 32 * h + 16 * k
-                    _q6_group(dst[e:e + 16], ql[r, lo:lo + 16], qh[r, ho:ho + 16], 4 * (u >> 1), 2 * u,
-                              dd * F32(sc[r, e >> 4]))
+    """Element 128R + 32u + j of a row (R a half super-block): nibble u >> 1 of ql[64R + 32(u & 1) + j], crumb u of
+    qh[32R + j]. The codes first, then each 16-element group scaled (loops of constant length: vectorized)."""
+    qlr = ql[r]
+    qhr = qh[r]
+    for rr in range(dst.shape[0] // 128):
+        for j in range(32):
+            a = qlr[64 * rr + j]
+            b = qlr[64 * rr + 32 + j]
+            c = qhr[32 * rr + j]
+            dst[128 * rr + j] = ubits(a, 0, 15) + F32(16.0) * ubits(c, 0, 3)
+            dst[128 * rr + 32 + j] = ubits(b, 0, 15) + F32(16.0) * ubits(c, 2, 3)
+            dst[128 * rr + 64 + j] = ubits(a, 4, 15) + F32(16.0) * ubits(c, 4, 3)
+            dst[128 * rr + 96 + j] = ubits(b, 4, 15) + F32(16.0) * ubits(c, 6, 3)
+    for g in range(sc.shape[1]):
+        s = f16_to_f32(d[r, g >> 4]) * F32(sc[r, g])
+        for j in range(16 * g, 16 * g + 16):
+            dst[j] = s * (dst[j] - F32(32.0))
 
 
 @njit(cache=True, fastmath=True)
