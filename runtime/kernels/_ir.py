@@ -52,6 +52,20 @@ def bf16_to_f32(typingctx, h):
 
 
 @intrinsic
+def pow2i(typingctx, n):
+    """2.0 ** n as float32 for an integer n in -126..127, built from its exponent bits (no libm call, so a loop
+    using it still vectorizes)."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        e = builder.add(_to_int(builder, args[0], signature.args[0], 32), ir.Constant(_I32, 127))
+        return builder.bitcast(builder.shl(e, ir.Constant(_I32, 23)), _F32)
+
+    return types.float32(n), codegen
+
+
+@intrinsic
 def ubits(typingctx, b, shift, mask):
     """float32((b >> shift) & mask) computed in b's own width (b an unsigned byte)."""
     if not (isinstance(b, types.Integer) and isinstance(shift, types.Integer) and isinstance(mask, types.Integer)):

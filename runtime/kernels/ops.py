@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from kvant.runtime.kernels._ir import widen
+from kvant.runtime.kernels._ir import pow2i, widen
 from kvant.runtime.kernels.actquant import round_f16
 
 
@@ -171,6 +171,67 @@ def _round_as_cache_impl(a, cache):
     return unchanged
 
 
+# e^b - 1 = p(b) on |b| <= ln 2 / 2 (the minimax coefficients of ggml_v_expf, b to b^5), and ln 2 split in two
+_EXP_POLY = tuple(np.float32(float.fromhex(c)) for c in ("0x1.ffffecp-1", "0x1.fffdb6p-2", "0x1.555e66p-3",
+                                                          "0x1.573e2ep-5", "0x1.0e4020p-7"))
+_LN2_HI, _LN2_LO = np.float32(float.fromhex("0x1.62e4p-1")), np.float32(float.fromhex("0x1.7f7d1cp-20"))
+_LOG2_E = np.float32(float.fromhex("0x1.715476p+0"))
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def exp_nonpositive(x):
+    """e^x for x <= 0 in float32, within ~2 ulp, flushed to 2^-126 below -87 (a probability that small rounds to 0
+    in f16 and is nothing against a sum >= 1). A polynomial instead of libm's exp so the softmax loop vectorizes:
+    as llama.cpp's ggml_v_expf, x = n ln2 + b, e^x = 2^n (1 + p(b))."""
+    x = max(x, np.float32(-87.0))
+    n = np.float32(np.rint(x * _LOG2_E))
+    b = x - n * _LN2_HI - n * _LN2_LO
+    c1, c2, c3, c4, c5 = _EXP_POLY
+    u = b * b
+    p = ((c5 * b + c4) * u + (c3 * b + c2)) * u + c1 * b
+    s = pow2i(np.int32(n))
+    return s + s * p
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _dot_keys(scores, qh, keys, first, end):
+    """scores[j] = qh . keys[j] for first <= j < end, four keys a pass (four independent sums: one reduction each
+    per key, but the loads of qh shared and the adds in flight together)."""
+    j = first
+    while j + 4 <= end:
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for i in range(qh.shape[0]):
+            q = qh[i]
+            s0 += q * widen(keys[j, i])
+            s1 += q * widen(keys[j + 1, i])
+            s2 += q * widen(keys[j + 2, i])
+            s3 += q * widen(keys[j + 3, i])
+        scores[j], scores[j + 1], scores[j + 2], scores[j + 3] = s0, s1, s2, s3
+        j += 4
+    for jj in range(j, end):
+        s = np.float32(0.0)
+        for i in range(qh.shape[0]):
+            s += qh[i] * widen(keys[jj, i])
+        scores[jj] = s
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _weigh_values(acc, probs, vals, first, end):
+    """acc = sum over first <= j < end of probs[j] * vals[j], four rows a pass (acc read and written once per four)."""
+    acc[:] = 0.0
+    j = first
+    while j + 4 <= end:
+        w0, w1, w2, w3 = probs[j], probs[j + 1], probs[j + 2], probs[j + 3]
+        for i in range(acc.shape[0]):
+            acc[i] += (w0 * widen(vals[j, i]) + w1 * widen(vals[j + 1, i])) + (
+                w2 * widen(vals[j + 2, i]) + w3 * widen(vals[j + 3, i]))
+        j += 4
+    for jj in range(j, end):
+        w = probs[jj]
+        for i in range(acc.shape[0]):
+            acc[i] += w * widen(vals[jj, i])
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def attention(out, q, k_cache, v_cache, start, scale, window, softcap):
     """Causal attention of n query tokens at positions start..start+n-1 over the cache, with llama.cpp's rounding
@@ -196,19 +257,17 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap):
             first = max(0, pos - window + 1) if window > 0 else 0
             qh[:] = q[t, h]
             _round_as_cache(qh, k_cache)
-            m = -np.inf
+            _dot_keys(scores, qh, keys, first, pos + 1)
+            m = np.float32(-np.inf)
             for j in range(first, pos + 1):
-                s = np.float32(0.0)
-                for i in range(dk):
-                    s += qh[i] * widen(keys[j, i])
-                s *= scale
+                s = scores[j] * scale
                 if softcap > 0:
                     s = softcap * math.tanh(s / softcap)
                 scores[j] = s
                 m = max(m, s)
             total = 0.0
             for j in range(first, pos + 1):
-                e = np.float32(math.exp(scores[j] - m))
+                e = exp_nonpositive(scores[j] - m)
                 scores[j] = e
                 total += e
             inv = np.float32(1.0 / total)
@@ -216,10 +275,6 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap):
             for j in range(probs.shape[0]):
                 probs[j] = probs[j] * inv
             _round_as_cache(probs, v_cache)
-            acc[:] = 0.0
-            for j in range(first, pos + 1):
-                w = scores[j]
-                for i in range(dv):
-                    acc[i] += w * widen(vals[j, i])
+            _weigh_values(acc, scores, vals, first, pos + 1)
             for i in range(dv):
                 out[t, h, i] = acc[i]
