@@ -293,7 +293,7 @@ def _q4k_codegen(with_qh):
             """The super-block's 8 bytes in block order from the split-order halves."""
             return b.shuffle_vector(_vec_load(b, p, o4, v4i8), _vec_load(b, p, b.add(half, o4), v4i8), zip8)
 
-        v8i8, v8i32, v8f, v32 = ir.VectorType(_I8, 8), ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
+        v8i32, v8f, v32 = ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
 
         def body(b, i, acc, macc):
             sumi = ir.Constant(_V16I32, None)

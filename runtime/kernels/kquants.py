@@ -16,11 +16,11 @@ still, 17 vs 12 G elem/s), or (Q2_K, Q3_K) widens one row's per-16 scales into a
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, affine_i8, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
+from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
                       n_chunks, prep_runs16, tile_span)
 from ._ir import f16_to_f32, ubits, widen
-from ._vnni import q4k_row_dot, q6k_row_dot
-from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch, sums32
+from ._vnni import q4k_row_dot, q5k_row_dot, q6k_row_dot
+from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, int_matvec, iq4_row, k16_scratch, k32_scratch, nib_x_order
 from .registry import Layout, register
@@ -69,26 +69,16 @@ def _repack_q4_k(raw, q, sc, mn, d, dm):
 
 
 @njit(cache=True, parallel=True)
-def _repack_q5_k(raw, q, sc, mn, d, dm):
-    """5-bit codes as bytes in natural order; the 6-bit scales and mins as bytes; d, dmin f32."""
+def _repack_q5_k(raw, q, qh, sc, mn, d, dm):
+    """Q4_K's planes plus the file's qh (bit 2c + s of qh[m]: the 5th bit of element 64c + 32s + m)."""
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
             o = blk * 176
-            d[r, blk] = f16_at(src, o)
-            dm[r, blk] = f16_at(src, o + 2)
-            for j in range(8):
-                s, n = _scale_min_k4(src, o + 4, j)
-                sc[r, 8 * blk + j] = s
-                mn[r, 8 * blk + j] = n
-            qr = q[r, 256 * blk:256 * (blk + 1)]
-            for c in range(4):               # element 64c + 32s + m: nibble s of qs[32c + m], bit 2c+s of qh[m]
-                for m in range(32):
-                    v = src[o + 48 + 32 * c + m]
-                    hb = src[o + 16 + m] >> (2 * c)
-                    qr[64 * c + m] = (v & 15) | ((hb & 1) << 4)
-                    qr[64 * c + 32 + m] = (v >> 4) | ((hb & 2) << 3)
+            _k4_scales(src, o, r, blk, sc, mn, d, dm)
+            qh[r, 32 * blk:32 * blk + 32] = src[o + 16:o + 48]
+            q[r, 128 * blk:128 * blk + 128] = src[o + 48:o + 176]
 
 
 @njit(cache=True, parallel=True)
@@ -202,13 +192,14 @@ def _rp_q4_k(raw, cols):
 
 def _rp_q5_k(raw, cols):
     rows = raw.shape[0]
-    q = np.empty((rows, cols), np.int8)
+    q = np.empty((rows, cols // 2), np.uint8)
+    qh = np.empty((rows, cols // 8), np.uint8)
     sc = np.empty((rows, cols // 32), np.uint8)
     mn = np.empty((rows, cols // 32), np.uint8)
-    d = np.empty((rows, cols // 256), np.float32)
-    dm = np.empty((rows, cols // 256), np.float32)
-    _repack_q5_k(raw, q.view(np.uint8), sc, mn, d, dm)
-    return q, sc, mn, d, dm
+    d = np.empty((rows, cols // 256), np.uint16)
+    dm = np.empty((rows, cols // 256), np.uint16)
+    _repack_q5_k(raw, q, qh, sc, mn, d, dm)
+    return q, qh, sc, mn, d, dm
 
 
 def _rp_iq4_xs(raw, cols):
@@ -262,7 +253,8 @@ def _q6_k_scratch(cols):
 
 
 def _q5_k_scratch(cols):
-    return (np.empty(cols // 32, np.float32),)
+    return _q4_k_scratch(cols) + (np.empty((8, cols // 8), np.float32),
+                                  np.empty((N_SCRATCH, 8, cols // 128), np.float32))
 
 
 def _q2_k_scratch(cols):
@@ -345,29 +337,46 @@ def _mv_iq4_xs_vnni(out, x, q, d, xq, xd, xs, xn):
 
 
 @njit(cache=True, fastmath=True)
-def q5k_dot(q, sc, d, x):
-    """sum of d[256-group] * sc[32-group] * q * x over an I8 row (scale product in the loop: cheaper than widening
-    the row's scales into a scratch first, measured)."""
-    s = F32(0.0)
-    for i in range(q.shape[0]):
-        s += (d[i >> 8] * F32(sc[i >> 5])) * F32(q[i]) * x[i]
-    return s
+def prep_q5(y, x):
+    """BITS16 planes of Q5_K's qh: bit t of qh byte k (32 bytes per super-block) is element 256 (k >> 5) + 32t +
+    (k & 31): y[t, k] = that x."""
+    for k in range(y.shape[1]):
+        for t in range(8):
+            y[t, k] = x[256 * (k >> 5) + 32 * t + (k & 31)]
 
 
 @njit(cache=True, fastmath=True)
-def k_bias(mn, dm, xs):
-    """sum of dmin[256-group] * mn[32-group] * (sum of x over the 32-group)."""
-    s = F32(0.0)
-    for g in range(mn.shape[0]):
-        s += dm[g >> 3] * F32(mn[g]) * xs[g]
-    return s
+def q5_dot(q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
+    """A Q5_K row: k4_dot of the low 4 bits plus 16 * scale * bit * x of the 5th bits (bits_dot16 with the scale
+    of bit t of the bytes 16u .. 16u + 15 at s8[t, u], filled here for the row)."""
+    half = sc.shape[0] // 2
+    for u in range(s8.shape[1]):
+        b = u >> 1
+        dd = F32(16.0) * widen(d[b])
+        for t in range(4):
+            s8[2 * t, u] = dd * F32(sc[4 * b + t])
+            s8[2 * t + 1, u] = dd * F32(sc[half + 4 * b + t])
+    return k4_dot(q, sc, mn, d, dm, xa, xb, xs) + bits_dot16(qh, s8, y)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q5_k(out, x, q, sc, mn, d, dm, xs):
-    sums32(xs, x)
+def _mv_q5_k(out, x, q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
+    prep_k4(xa, xb, xs, x)
+    prep_q5(y, x)
+    rows = out.shape[0]
+    for ch in prange(N_SCRATCH):
+        for r in range(rows * ch // N_SCRATCH, rows * (ch + 1) // N_SCRATCH):
+            out[r] = q5_dot(q[r], qh[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs, y, s8[ch])
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q5_k_vnni(out, x, q, qh, sc, mn, d, dm, xq, xd, bs):
+    """Integer dot products as llama.cpp's (_vnni.q5k_row_dot)."""
+    q8_k_codes(xq, xd, x)
+    code_sums(bs, xq)
+    nsb = d.shape[1]
     for r in prange(out.shape[0]):
-        out[r] = q5k_dot(q[r], sc[r], d[r], x) - k_bias(mn[r], dm[r], xs)
+        out[r] = q5k_row_dot(q[r], qh[r], sc[r], mn[r], d[r], dm[r], xq, xd, bs, nsb)
 
 
 @njit(cache=True, fastmath=True)
@@ -492,12 +501,24 @@ def _dec_q4_k(dst, r, q, sc, mn, d, dm):
 
 
 @njit(cache=True, fastmath=True)
-def _dec_q5_k(dst, r, q, sc, mn, d, dm):
-    qr = q[r]
-    for g in range(sc.shape[1]):
-        s = d[r, g >> 3] * F32(sc[r, g])
-        m = dm[r, g >> 3] * F32(mn[r, g])
-        affine_i8(dst[32 * g:32 * g + 32], qr[32 * g:32 * g + 32], s, -m)
+def _k5_chunk(ds, qs, qh, sh, sa, ma, sb, mb):
+    """_k4_chunk with the 5th bits: bit sh of qh[j] for element j, bit sh + 1 for element 32 + j."""
+    for j in range(32):
+        v = qs[j]
+        h = qh[j]
+        ds[j] = sa * (ubits(v, 0, 15) + F32(16.0) * ubits(h, sh, 1)) - ma
+        ds[32 + j] = sb * (ubits(v, 4, 15) + F32(16.0) * ubits(h, sh + 1, 1)) - mb
+
+
+@njit(cache=True, fastmath=True)
+def _dec_q5_k(dst, r, q, qh, sc, mn, d, dm):
+    half = sc.shape[1] // 2
+    for c in range(half):
+        dd = f16_to_f32(d[r, c >> 2])
+        dmm = f16_to_f32(dm[r, c >> 2])
+        o = 32 * (c >> 2)
+        _k5_chunk(dst[64 * c:64 * c + 64], q[r, 32 * c:32 * c + 32], qh[r, o:o + 32], 2 * (c & 3),
+                  dd * F32(sc[r, c]), dmm * F32(mn[r, c]), dd * F32(sc[r, half + c]), dmm * F32(mn[r, half + c]))
 
 
 @njit(cache=True, fastmath=True)
@@ -565,7 +586,7 @@ def _mm_q4_k(out, x, q, sc, mn, d, dm):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_q5_k(out, x, q, sc, mn, d, dm):
+def _mm_q5_k(out, x, q, qh, sc, mn, d, dm):
     nt = n_chunks(out.shape[1])
     for ch in prange(nt):
         w = np.empty((ROW_TILE, x.shape[1]), np.float32)
@@ -574,7 +595,7 @@ def _mm_q5_k(out, x, q, sc, mn, d, dm):
             r0 = t * ROW_TILE
             nr = min(ROW_TILE, out.shape[1] - r0)
             for j in range(nr):
-                _dec_q5_k(w[j], r0 + j, q, sc, mn, d, dm)
+                _dec_q5_k(w[j], r0 + j, q, qh, sc, mn, d, dm)
             gemm_tile(out, x, w, r0, nr)
 
 
@@ -626,8 +647,10 @@ _Q4_K_MATVEC, _Q4_K_SCRATCH, _Q4_K_ROUNDS, _Q4_K_HOW = int_matvec(_mv_q4_k_vnni,
                                                                   "Q4_K", scratch=k32_scratch)
 register("Q4_K", Layout(256, _rp_q4_k, _Q4_K_SCRATCH, _Q4_K_MATVEC, _mm_q4_k,
                         "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q4_K_HOW, _Q4_K_ROUNDS))
-register("Q5_K", Layout(256, _rp_q5_k, _q5_k_scratch, _mv_q5_k, _mm_q5_k,
-                        "I8 + u8 scale, min per 32 + f32 d, dmin per 256"))
+_Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni, q8_k, _mv_q5_k, _q5_k_scratch,
+                                                                  "Q5_K", scratch=k32_scratch)
+register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
+                        "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q5_K_HOW, _Q5_K_ROUNDS))
 _IQ4_XS_MATVEC, _IQ4_XS_SCRATCH, _IQ4_XS_ROUNDS, _IQ4_XS_HOW = int_matvec(_mv_iq4_xs_vnni, q8_k, _mv_iq4,
                                                                           _pairs_scratch, "IQ4_XS")
 register("IQ4_XS", Layout(256, _rp_iq4_xs, _IQ4_XS_SCRATCH, _IQ4_XS_MATVEC, _mm_iq4,
