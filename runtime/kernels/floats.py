@@ -1,53 +1,83 @@
-"""F32, F16, BF16: no repack, the kernels read the mapped rows (views, 1.0x). fp16 / bf16 are widened in the loop
-(vcvtph2ps for F16 through an LLVM fpext)."""
+"""F32, F16, BF16: no repack, the kernels read the mapped rows (views, 1.0x). The matvec's row loop is LLVM IR
+(_fdot.py): fp16 / bf16 widened 16 at a time (vcvtph2ps for F16 through an LLVM fpext), four 16-lane accumulators,
+rows in memory order in 16 contiguous chunks."""
 import numpy as np
 from numba import njit, prange
 
 from ._common import F32, ROW_TILE, gemm_tile, n_chunks, tile_span
+from ._fdot import rows_dot_bf16, rows_dot_f16, rows_dot_f32
 from ._ir import bf16_to_f32, f16_to_f32
 from .registry import Layout, register
 
 
-@njit(cache=True, fastmath=True)
-def _dot_f32(w, x):
-    s = F32(0.0)
-    for i in range(w.shape[0]):
-        s += w[i] * x[i]
-    return s
+@njit(cache=True, inline="always")
+def _row_chunk(c, nc, rows):
+    """Rows [r0, r1) of chunk c of nc: contiguous, so each thread reads one run of memory in order."""
+    return rows * c // nc, rows * (c + 1) // nc
+
+
+MV_CHUNKS = 16      # work items per matvec (numba hands each thread a contiguous run of them)
 
 
 @njit(cache=True, fastmath=True)
-def _dot_f16(w, x):
-    s = F32(0.0)
-    for i in range(w.shape[0]):
-        s += f16_to_f32(w[i]) * x[i]
-    return s
+def _tail_f32(out, x, w, r0, r1, c0):
+    """The last cols % 16 columns, which rows_dot_* leave out."""
+    for r in range(r0, r1):
+        s = F32(0.0)
+        for i in range(c0, x.shape[0]):
+            s += w[r, i] * x[i]
+        out[r] += s
 
 
 @njit(cache=True, fastmath=True)
-def _dot_bf16(w, x):
-    s = F32(0.0)
-    for i in range(w.shape[0]):
-        s += bf16_to_f32(w[i]) * x[i]
-    return s
+def _tail_f16(out, x, w, r0, r1, c0):
+    for r in range(r0, r1):
+        s = F32(0.0)
+        for i in range(c0, x.shape[0]):
+            s += f16_to_f32(w[r, i]) * x[i]
+        out[r] += s
+
+
+@njit(cache=True, fastmath=True)
+def _tail_bf16(out, x, w, r0, r1, c0):
+    for r in range(r0, r1):
+        s = F32(0.0)
+        for i in range(c0, x.shape[0]):
+            s += bf16_to_f32(w[r, i]) * x[i]
+        out[r] += s
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_f32(out, x, w):
-    for r in prange(out.shape[0]):
-        out[r] = _dot_f32(w[r], x)
+    nc = min(MV_CHUNKS, out.shape[0])
+    c0 = x.shape[0] & ~15
+    for c in prange(nc):
+        r0, r1 = _row_chunk(c, nc, out.shape[0])
+        rows_dot_f32(out, x, w, r0, r1)
+        if c0 < x.shape[0]:
+            _tail_f32(out, x, w, r0, r1, c0)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_f16(out, x, w):
-    for r in prange(out.shape[0]):
-        out[r] = _dot_f16(w[r], x)
+    nc = min(MV_CHUNKS, out.shape[0])
+    c0 = x.shape[0] & ~15
+    for c in prange(nc):
+        r0, r1 = _row_chunk(c, nc, out.shape[0])
+        rows_dot_f16(out, x, w, r0, r1)
+        if c0 < x.shape[0]:
+            _tail_f16(out, x, w, r0, r1, c0)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_bf16(out, x, w):
-    for r in prange(out.shape[0]):
-        out[r] = _dot_bf16(w[r], x)
+    nc = min(MV_CHUNKS, out.shape[0])
+    c0 = x.shape[0] & ~15
+    for c in prange(nc):
+        r0, r1 = _row_chunk(c, nc, out.shape[0])
+        rows_dot_bf16(out, x, w, r0, r1)
+        if c0 < x.shape[0]:
+            _tail_bf16(out, x, w, r0, r1, c0)
 
 
 @njit(cache=True)
