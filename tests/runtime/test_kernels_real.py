@@ -1,5 +1,8 @@
 """Kernels on real tensors (the realmodel tier): every matrix type found in SmolLM2-135M Q4_1 and gemma-3-270m
-Q4_K_M (Q4_1, Q8_0, Q4_K, Q5_0, Q6_K), a slice of rows each, against the gguf oracle."""
+Q4_K_M (Q4_1, Q8_0, Q4_K, Q5_0, Q6_K), and in the K-quant SmolLM2 files that bench/ keeps when they are there, a
+slice of rows each, against the gguf oracle."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gguf.quants import dequantize
@@ -47,3 +50,18 @@ def test_smollm2_tensors(smollm2_path):
 
 def test_gemma3_tensors(gemma3_path):
     assert check_file(gemma3_path) >= {"Q4_K", "Q5_0", "Q6_K", "Q8_0"}
+
+
+BENCH_FILES = Path(__file__).resolve().parents[2] / "bench" / ".work"
+
+
+# SmolLM2's rows of 576 are no multiple of 256: only ffn_down (1536) and some others get a K type
+@pytest.mark.parametrize("name, types", [
+    ("SmolLM2-135M-Instruct-Q2_K", {"Q3_K"}), ("SmolLM2-135M-Instruct-Q3_K_M", {"Q4_K", "Q5_K"}),
+    ("SmolLM2-135M-Instruct-Q4_K_M", {"Q4_K", "Q6_K"}), ("SmolLM2-135M-Instruct-Q5_K_M", {"Q5_K", "Q6_K"}),
+    ("SmolLM2-135M-Instruct-Q6_K", {"Q6_K"}), ("tinyllama-1.1B-random-Q4_K_M", {"Q4_K", "Q6_K"})])
+def test_k_quant_files(name, types):
+    path = BENCH_FILES / f"{name}.gguf"
+    if not path.exists():
+        pytest.skip(f"{path} not here (bench/ makes it)")
+    assert check_file(path) >= types
