@@ -13,6 +13,7 @@ from kvant.runtime.config import Config, UnsupportedModelError
 from kvant.runtime.decode import ABSENT, LayerStep
 from kvant.runtime.kernels import ops
 from kvant.runtime.kernels.actquant import VEC_DOT
+from kvant.runtime.kernels._gemm import INT_GEMM, quantize
 
 # Per-layer tensors: field -> (GGUF name under blk.{i}., required). Matrices become QMatrix, vectors float32.
 LAYER_TENSORS = {
@@ -328,11 +329,18 @@ class ContextFullError(RuntimeError):
 class Inputs:
     """One activation matrix as each weight type's dot product sees it (kernels.actquant): rounded once per
     scheme and shared by the matrices that read it (q/k/v, gate/up)."""
-    __slots__ = ("x", "_rounded")
+    __slots__ = ("x", "_rounded", "_codes")
 
     def __init__(self, x):
         self.x = x
         self._rounded = {}
+        self._codes = {}
+
+    def codes(self, scheme):
+        """x quantized for the integer GEMMs (kernels._gemm): int8 codes, block scales and sums, once per scheme."""
+        if scheme not in self._codes:
+            self._codes[scheme] = quantize(self.x, scheme)
+        return self._codes[scheme]
 
     def for_type(self, type_name):
         scheme = VEC_DOT.get(type_name)
@@ -346,6 +354,13 @@ class Inputs:
 
 
 def _linear(out, matrix, inputs, bias=None):
+    gemm = INT_GEMM.get(matrix.type_name) if inputs.x.shape[0] >= kernels.SMALL_BATCH else None
+    if gemm is not None:    # int8 codes times int8 weights (VNNI), as llama.cpp's GEMMs
+        scheme, run = gemm
+        run(out, inputs.codes(scheme), *matrix.arrays)
+        if bias is not None:
+            out += bias
+        return
     if inputs.x.shape[0] < kernels.SMALL_BATCH and matrix.layout.matvec_rounds_x is not None:
         x = inputs.x        # rows run as integer matvecs, which quantize x themselves as llama.cpp does
     else:

@@ -17,6 +17,7 @@ from numba import njit, prange
 
 from ._common import (F32, ROW_TILE, affine_i8, affine_nib, gemm_tile, i8_dot32, n_chunks, nib_dot,
                       prep_nib, prep_pairs, scale_dot, tile_span)
+from ._gemm import gemm_i8, gemm_nib, register_gemm
 from ._ir import ubits, widen
 from .actquant import q8_0, q8_codes
 from .intdot import block_sums, i8_row, int_matvec, iq4_row, nib_row, nib_x_order
@@ -361,3 +362,31 @@ register("IQ4_NL", Layout(32, _rp_plain(18, 16, 2, False), _IQ4_SCRATCH, _IQ4_MA
 register("Q5_0", Layout(32, _rp_q5(22, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 (q-16) + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q5_1", Layout(32, _rp_q5(24, True), _sums_scratch, _mv_q5_1, _mm_q5_1, "I8 + fp16 d, m per 32"))
+
+
+# ---------------------------------------------------------------- integer prefill GEMM (_gemm.py; CPUs with VNNI)
+
+def _gemm_i8(out, codes, q, d):
+    """Q8_0, Q5_0: signed codes + 128."""
+    gemm_i8(out, *codes, q, d, d, 128, 0x80, False)
+
+
+def _gemm_q5_1(out, codes, q, d, m):
+    gemm_i8(out, *codes, q, d, m, 0, 0, True)
+
+
+def _gemm_q4_0(out, codes, q, d):
+    gemm_nib(out, *codes, q, d, d, 8, 0, False)
+
+
+def _gemm_q4_1(out, codes, q, d, m):
+    gemm_nib(out, *codes, q, d, m, 0, 0, True)
+
+
+def _gemm_iq4_nl(out, codes, q, d):
+    gemm_nib(out, *codes, q, d, d, 128, 1, False)
+
+
+for _name, _run in (("Q8_0", _gemm_i8), ("Q5_0", _gemm_i8), ("Q5_1", _gemm_q5_1), ("Q4_0", _gemm_q4_0),
+                    ("Q4_1", _gemm_q4_1), ("IQ4_NL", _gemm_iq4_nl)):
+    register_gemm(_name, "q8_0", _run)

@@ -6,6 +6,7 @@ from numba import njit, prange
 
 from ._common import (F32, ROW_TILE, crumb_dot, f16_at, gemm_tile, group_sums, n_chunks, prep_crumbs,
                       tile_span)
+from ._gemm import gemm_crumb, register_gemm
 from ._ir import ubits
 from ._vnni import crumb_steps_dot
 from .actquant import q8_k, q8_k_codes
@@ -144,3 +145,12 @@ _MATVEC, _MV_SCRATCH, _ROUNDS, _HOW = int_matvec(_mv_tq_vnni, q8_k, _mv_tq, _scr
 register("TQ2_0", Layout(256, _rp_tq2_0, _MV_SCRATCH, _MATVEC, _mm_tq, "CRUMB codes + f32 d per 256" + _HOW, _ROUNDS))
 register("TQ1_0", Layout(256, _rp_tq1_0, _MV_SCRATCH, _MATVEC, _mm_tq,
                          "CRUMB codes (from base 3) + f32 d per 256" + _HOW, _ROUNDS))
+
+
+def _gemm_tq(out, codes, c, d):
+    """Integer prefill GEMM (_gemm.py): codes 0..2, value code - 1."""
+    gemm_crumb(out, *codes, c, d, 1)
+
+
+register_gemm("TQ2_0", "q8_k", _gemm_tq)
+register_gemm("TQ1_0", "q8_k", _gemm_tq)

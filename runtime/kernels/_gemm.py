@@ -1,0 +1,479 @@
+"""Integer prefill GEMM with AVX-512 VNNI, llama.cpp's way: activations quantized once per token (Q8_0 / Q8_K codes,
+kernels/actquant.py), weights as unsigned bytes, products summed exactly in int32 by vpdpbusd, one float
+multiply-add per 32-block.
+
+The matvec kernels (_vnni.py) put 64 consecutive codes of one row in a vector, so every 32-block of every
+(row, token) pair costs an int -> float conversion and a scale vector: about as many instructions as the float
+GEMM. Here the 16 int32 lanes of a vector are 16 rows instead (as llama.cpp's repacked Q4_0x8 GEMM): a tile of 16
+weight rows is first decoded (once per call) into TILE order
+
+    wt[b, g, 4j + u] = code of row j, element 32b + 4g + u    (b: 32-block, g: 4-element group, j: row 0..15)
+
+as unsigned bytes (code + a type's offset), so one vpdpbusd multiplies 4 codes of each of the 16 rows by the same
+4 activation codes of one token (a 32-bit broadcast) and adds them to that row's lane. A 32-block of 16 rows and
+one token is 8 vpdpbusd into an int32 accumulator that starts at -offset * (sum of the token's codes in the block),
+then one conversion and one fused multiply-add by (the 16 rows' block scales) * (the token's block scale): 512
+multiply-adds in 12 instructions, against 32 for the float GEMM. Each weight vector is loaded once per block and
+used for TOK tokens.
+
+The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, nibbles split, the IQ4
+codebook looked up by vpshufb), so decoding costs a few percent of the GEMM even at 128 tokens.
+
+What a weight type provides (legacy.py, ternary.py; K-quants the same way, see bench/KERNELS.md):
+  - a tile decoder writing wt (codes + offset, as u8) and the per-block scales ws[b, j] (and mins wm[b, j]);
+  - the offset: the u8 code minus the value the type multiplies, taken out as -offset * sum(x codes);
+  - which activation rounding (q8_0 / q8_k) the dot product uses.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from ._ir import widen
+from ._vnni import HAS_VNNI
+from .actquant import q8_codes, q8_k_codes
+
+ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
+TOK = 4           # tokens sharing one load of a tile block's 8 weight vectors
+
+_F32 = ir.FloatType()
+_I1 = ir.IntType(1)
+_I8 = ir.IntType(8)
+_I16 = ir.IntType(16)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V64I8 = ir.VectorType(_I8, 64)
+_V16I32 = ir.VectorType(_I32, 16)
+_V16F = ir.VectorType(_F32, 16)
+
+
+def _c64(v):
+    return ir.Constant(_I64, v)
+
+
+def _as_i64(builder, v):
+    return builder.sext(v, _I64) if v.type.width < 64 else v
+
+
+def _declare(module, name, ret, args):
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
+
+
+def _ptr(context, builder, arr_type, arr, elem):
+    return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
+
+
+def _vload(builder, base, offset, vtype):
+    return builder.load(builder.bitcast(builder.gep(base, [offset]), vtype.as_pointer()), align=1)
+
+
+def _vstore(builder, value, base, offset):
+    builder.store(value, builder.bitcast(builder.gep(base, [offset]), value.type.as_pointer()), align=1)
+
+
+def _splat(builder, value, vtype):
+    v = builder.insert_element(ir.Constant(vtype, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vtype.count), [0] * vtype.count))
+
+
+def _loop(builder, start, stop, step, carried, body, name):
+    """for i in range(start, stop - step + 1, step) with loop-carried values (a list of (type, initial));
+    body(builder, i, values) -> new values. Returns (the final i, the final values)."""
+    entry = builder.block
+    head = builder.append_basic_block(name + ".head")
+    loop = builder.append_basic_block(name + ".body")
+    done = builder.append_basic_block(name + ".done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(start, entry)
+    phis = []
+    for typ, init in carried:
+        p = builder.phi(typ)
+        p.add_incoming(init, entry)
+        phis.append(p)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(i, step), stop), loop, done)
+    builder.position_at_end(loop)
+    new = body(builder, i, phis)
+    end = builder.block
+    i.add_incoming(builder.add(i, step), end)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, end)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return i, phis
+
+
+def _is_c(t, *dtypes):
+    return isinstance(t, types.Array) and t.layout == "C" and t.dtype in dtypes
+
+
+# ---------------------------------------------------------------- the GEMM of one decoded tile
+
+def _gemm_codegen(with_min):
+    """out[t, r0 + j] = sum_b (ws[b, j] xd[t, b]) (xo[t, b] + sum_k wt codes * xq[t, k]) (+ wm[b, j] xm[t, b])
+    for every token t, j < nr (masked stores)."""
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        out_p = _ptr(context, builder, sig[0], args[0], _F32)
+        ld, r0, nr = (_as_i64(builder, a) for a in args[1:4])
+        wt_p = _ptr(context, builder, sig[4], args[4], _I8)
+        ws_p = _ptr(context, builder, sig[5], args[5], _F32)
+        wm_p = _ptr(context, builder, sig[6], args[6], _F32)
+        xq_p = _ptr(context, builder, sig[7], args[7], _I8)
+        xd_p = _ptr(context, builder, sig[8], args[8], _F32)
+        xo_p = _ptr(context, builder, sig[9], args[9], _I32)
+        xm_p = _ptr(context, builder, sig[10], args[10], _F32)
+        n, nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
+        module = builder.module
+        dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        mstore = _declare(module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
+                          [_V16F, _V16F.as_pointer(), _I32, ir.VectorType(_I1, 16)])
+        k = builder.mul(nb, _c64(32))
+        bits = builder.sub(builder.shl(_c64(1), nr), _c64(1))
+        mask = builder.bitcast(builder.trunc(bits, _I16), ir.VectorType(_I1, 16))
+        i32p = _I32.as_pointer()
+
+        def tokens(t0, ntok):
+            def block(b, i, faccs):
+                wv = [_vload(b, wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
+                             _V64I8) for g in range(8)]
+                ws = _vload(b, ws_p, b.mul(i, _c64(16)), _V16F)
+                wm = _vload(b, wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
+                new = []
+                for t in range(ntok):
+                    tok = b.add(t0, _c64(t))
+                    tb = b.add(b.mul(tok, nb), i)
+                    acc = _splat(b, b.load(b.gep(xo_p, [tb])), _V16I32)
+                    xrow = b.gep(xq_p, [b.add(b.mul(tok, k), b.mul(i, _c64(32)))])
+                    for g in range(8):
+                        xv = b.load(b.bitcast(b.gep(xrow, [_c64(4 * g)]), i32p), align=1)
+                        xb = b.bitcast(_splat(b, xv, _V16I32), _V64I8)
+                        acc = b.call(dpbusd, [acc, wv[g], xb])
+                    scale = b.fmul(ws, _splat(b, b.load(b.gep(xd_p, [tb])), _V16F))
+                    f = b.fadd(faccs[t], b.fmul(b.sitofp(acc, _V16F), scale, flags=("contract",)),
+                               flags=("contract",))
+                    if with_min:
+                        f = b.fadd(f, b.fmul(wm, _splat(b, b.load(b.gep(xm_p, [tb])), _V16F), flags=("contract",)),
+                                   flags=("contract",))
+                    new.append(f)
+                return new
+
+            _, faccs = _loop(builder, _c64(0), nb, _c64(1), [(_V16F, ir.Constant(_V16F, None))] * ntok, block,
+                             "blk")
+            for t in range(ntok):
+                row = builder.add(builder.mul(builder.add(t0, _c64(t)), ld), r0)
+                dst = builder.bitcast(builder.gep(out_p, [row]), _V16F.as_pointer())
+                builder.call(mstore, [faccs[t], dst, ir.Constant(_I32, 4), mask])
+
+        def main(b, t0, _):
+            tokens(t0, TOK)
+            return []
+
+        t_end, _ = _loop(builder, _c64(0), n, _c64(TOK), [], main, "tok")
+
+        def tail(b, t0, _):
+            tokens(t0, 1)
+            return []
+
+        _loop(builder, t_end, n, _c64(1), [], tail, "tail")
+        return context.get_dummy_value()
+    return codegen
+
+
+def _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    ok = (_is_c(out, types.float32) and _is_c(wt, types.uint8) and _is_c(ws, types.float32)
+          and _is_c(wm, types.float32) and _is_c(xq, types.int8) and _is_c(xd, types.float32)
+          and _is_c(xo, types.int32) and _is_c(xm, types.float32)
+          and all(isinstance(a, types.Integer) for a in (ld, r0, nr, n, nb)))
+    return types.void(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb) if ok else None
+
+
+@intrinsic
+def tile_gemm(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """out[t, r0 + j] for t < n, j < nr (out C-contiguous with row length ld) from a decoded tile: wt (nb*512 u8,
+    TILE order), ws (nb*16 f32 block scales); xq (n, 32 nb) int8 codes, xd (n, nb) their block scales, xo (n, nb)
+    int32 start values (-offset * block code sums). wm, xm unused."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(False)) if sig is not None else None
+
+
+@intrinsic
+def tile_gemm_min(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """tile_gemm plus wm[b, j] * xm[t, b] per block (Q4_1's min times Q8_1's block sum)."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(True)) if sig is not None else None
+
+
+# ---------------------------------------------------------------- tile decoders: 16 rows' blocks -> TILE order
+
+def _shuffle(builder, a, b, mask):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(mask)), mask))
+
+
+def _transpose16(builder, vecs):
+    """16 vectors <G x i32> (G = 2, 4, 8: the 4-byte groups of one row's block) -> G vectors <16 x i32>,
+    out[g][j] = vecs[j][g]: rows concatenated into 16-element vectors, then halved column ranges of row-adjacent
+    pairs merged (two-source permutes, vpermt2d) until each vector holds one column of all 16 rows."""
+    g_count = vecs[0].type.count
+    cur, size = list(vecs), g_count
+    while size < 16:
+        cur = [_shuffle(builder, cur[2 * i], cur[2 * i + 1], list(range(2 * size))) for i in range(len(cur) // 2)]
+        size *= 2
+    r, c = 16 // g_count, g_count          # each vector: r rows x c columns, row-major
+    blocks = {(i * r, 0): v for i, v in enumerate(cur)}
+    while r < 16:
+        half = c // 2
+        new = {}
+        for (row, col), v in blocks.items():
+            if (row // r) % 2:
+                continue
+            w = blocks[(row + r, col)]
+            for part in (0, 1):
+                mask = [(rr * c + cc + part * half) if rr < r else 16 + (rr - r) * c + cc + part * half
+                        for rr in range(2 * r) for cc in range(half)]
+                new[(row, col + part * half)] = _shuffle(builder, v, w, mask)
+        blocks, r, c = new, 2 * r, half
+    return [blocks[(0, g)] for g in range(g_count)]
+
+
+def _row_pointers(context, builder, arr_type, arr, r0):
+    """Byte pointers to rows r0..r0+15 of a C-contiguous 2-D array (rows past the end: the last row again)."""
+    from numba.core import cgutils
+    ary = context.make_array(arr_type)(context, builder, arr)
+    nrows, ncols = cgutils.unpack_tuple(builder, ary.shape, 2)
+    row_bytes = builder.mul(ncols, _c64(arr_type.dtype.bitwidth // 8))
+    base = builder.bitcast(ary.data, _I8.as_pointer())
+    last = builder.sub(nrows, _c64(1))
+    ptrs = []
+    for j in range(ROWS):
+        rr = builder.add(r0, _c64(j))
+        rr = builder.select(builder.icmp_signed(">", rr, last), last, rr)
+        ptrs.append(builder.gep(base, [builder.mul(rr, row_bytes)]))
+    return ptrs
+
+
+def _tile_codegen(kind):
+    """kind "i8": I8 plane (32 bytes per block and row), bytes xor-ed with flip (0x80: signed -> code + 128);
+    "nib": NIB plane (16 bytes: low nibbles elements 0-15, high 16-31), looked up in the IQ4 codebook + 128 when
+    flip is nonzero; "crumb": CRUMB plane (8 bytes: crumb u of byte k = element 4k + u)."""
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        wt_p = _ptr(context, builder, sig[0], args[0], _I8)
+        r0, nb, flip = (_as_i64(builder, a) for a in args[2:5])
+        rows = _row_pointers(context, builder, sig[1], args[1], r0)
+        g_count, block_bytes = {"i8": (8, 32), "nib": (4, 16), "crumb": (2, 8)}[kind]
+        vrow = ir.VectorType(_I32, g_count)
+        pshufb = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
+        from gguf.quants import IQ4_NL
+        table = ir.Constant(_V64I8, [(int(v) + 128) & 0xFF for v in IQ4_NL.kvalues] * 4)
+        use_table = builder.icmp_signed("!=", flip, _c64(0))
+        xor = _splat(builder, builder.trunc(flip, _I8), _V64I8)
+
+        def block(b, i, _):
+            src = builder.mul(i, _c64(block_bytes))
+            cols = _transpose16(b, [_vload(b, p, src, vrow) for p in rows])
+            dst = b.mul(i, _c64(512))
+            out = []
+            if kind == "i8":
+                out = [b.xor(b.bitcast(v, _V64I8), xor) for v in cols]
+            elif kind == "nib":
+                lo = [b.and_(b.bitcast(v, _V64I8), ir.Constant(_V64I8, [15] * 64)) for v in cols]
+                hi = [b.lshr(b.bitcast(v, _V64I8), ir.Constant(_V64I8, [4] * 64)) for v in cols]
+                out = [b.select(use_table, b.call(pshufb, [table, v]), v) for v in lo + hi]
+            else:
+                for g in range(8):
+                    v = b.bitcast(cols[g // 4], _V64I8)
+                    v = b.bitcast(b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 64),
+                                                                     [4 * (e // 4) + g % 4 for e in range(64)])),
+                                  _V16I32)
+                    parts = [b.and_(b.lshr(v, ir.Constant(_V16I32, [2 * u] * 16)) if u else v,
+                                    ir.Constant(_V16I32, [3 << (8 * u)] * 16)) for u in range(4)]
+                    out.append(b.bitcast(b.or_(b.or_(parts[0], parts[1]), b.or_(parts[2], parts[3])), _V64I8))
+            for g, v in enumerate(out):
+                _vstore(b, v, wt_p, b.add(dst, _c64(64 * g)) if g else dst)
+            return []
+
+        _loop(builder, _c64(0), nb, _c64(1), [], block, "tile")
+        return context.get_dummy_value()
+    return codegen
+
+
+def _tile_signature(wt, q, r0, nb, flip, dtype):
+    ok = (_is_c(wt, types.uint8) and isinstance(q, types.Array) and q.ndim == 2 and q.layout == "C"
+          and q.dtype == dtype and all(isinstance(a, types.Integer) for a in (r0, nb, flip)))
+    return types.void(wt, q, r0, nb, flip) if ok else None
+
+
+@intrinsic
+def i8_tile(typingctx, wt, q, r0, nb, flip):
+    """wt (TILE order) from rows r0..r0+15 of an I8 plane q (rows, 32 nb) int8: code ^ flip (0x80 for signed
+    codes: code + 128, offset 128; 0 for codes already >= 0)."""
+    sig = _tile_signature(wt, q, r0, nb, flip, types.int8)
+    return (sig, _tile_codegen("i8")) if sig is not None else None
+
+
+@intrinsic
+def nib_tile(typingctx, wt, q, r0, nb, iq4):
+    """wt from rows r0..r0+15 of a NIB plane q (rows, 16 nb) uint8: the 4-bit codes, or with iq4 nonzero their
+    IQ4 codebook values + 128 (offset 128)."""
+    sig = _tile_signature(wt, q, r0, nb, iq4, types.uint8)
+    return (sig, _tile_codegen("nib")) if sig is not None else None
+
+
+@intrinsic
+def crumb_tile(typingctx, wt, c, r0, nb, unused):
+    """wt from rows r0..r0+15 of a CRUMB plane c (rows, 8 nb) uint8: the 2-bit codes."""
+    sig = _tile_signature(wt, c, r0, nb, unused, types.uint8)
+    return (sig, _tile_codegen("crumb")) if sig is not None else None
+
+
+# ---------------------------------------------------------------- activations: codes once per token
+
+@njit(cache=True, parallel=True)
+def q8_0_codes(xq, xd, xs, xm, x):
+    """Every token as llama.cpp's quantize_row_q8_1: codes xq, fp16 block scales xd (as f32), exact block code sums
+    xs (int32) and Q8_1's fp16 block sums xm (d * sum, the min term of Q4_1 / Q5_1)."""
+    for t in prange(x.shape[0]):
+        q8_codes(xq[t], xd[t], xm[t], x[t])
+        _code_sums(xs[t], xq[t])
+
+
+@njit(cache=True, parallel=True)
+def q8_k_codes_n(xq, xd, xs, xm, x):
+    """Every token as llama.cpp's quantize_row_q8_K: codes, the 256-block scale once per 32-block, exact code sums
+    per 32 (xm unused)."""
+    for t in prange(x.shape[0]):
+        q8_k_codes(xq[t], xd[t], x[t])
+        _code_sums(xs[t], xq[t])
+
+
+@njit(cache=True, inline="always")
+def _code_sums(xs, xq):
+    for b in range(xs.shape[0]):
+        s = 0
+        for j in range(32 * b, 32 * b + 32):
+            s += np.int32(xq[j])
+        xs[b] = s
+
+
+_SCHEMES = {"q8_0": q8_0_codes, "q8_k": q8_k_codes_n}
+
+
+def quantize(x, scheme):
+    """(xq, xd, xs, xm) of activations x (n, cols) float32 for the GEMMs of one rounding scheme."""
+    n, cols = x.shape
+    codes = (np.empty((n, cols), np.int8), np.empty((n, cols // 32), np.float32),
+             np.empty((n, cols // 32), np.int32), np.empty((n, cols // 32), np.float32))
+    _SCHEMES[scheme](*codes, np.ascontiguousarray(x, dtype=np.float32))
+    return codes
+
+
+# ---------------------------------------------------------------- drivers: tiles over the workers
+
+@njit(cache=True, inline="always")
+def _offsets(xs, off):
+    xo = np.empty_like(xs)
+    for t in range(xs.shape[0]):
+        for b in range(xs.shape[1]):
+            xo[t, b] = -off * xs[t, b]
+    return xo
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _fill_scales(ws, d, r0, shift):
+    """ws[16 b + j] = the block-b scale of row r0 + j (the last row again past the end), d holding one scale per
+    2**shift blocks (f32, or u16 holding fp16)."""
+    last = d.shape[0] - 1
+    nb = ws.shape[0] // ROWS
+    for j in range(ROWS):
+        dr = d[min(r0 + j, last)]
+        for b in range(nb):
+            ws[ROWS * b + j] = widen(dr[b >> shift])
+
+
+@njit(cache=True, inline="always")
+def _chunks(rows):
+    return min((rows + ROWS - 1) // ROWS, 32)
+
+
+@njit(cache=True, parallel=True)
+def gemm_i8(out, xq, xd, xs, xm, q, d, m, off, flip, has_min):
+    """Q8_0 / Q5_0 (flip 0x80, off 128) and Q5_1 (flip 0, off 0, mins m) from their I8 planes."""
+    n, nb = xq.shape[0], d.shape[1]
+    rows = out.shape[1]
+    xo = _offsets(xs, off)
+    ntiles = (rows + ROWS - 1) // ROWS
+    nch = _chunks(rows)
+    for ch in prange(nch):
+        wt = np.empty(nb * 512, np.uint8)
+        ws = np.empty(nb * ROWS, np.float32)
+        wm = np.empty(nb * ROWS, np.float32)
+        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
+            r0 = tile * ROWS
+            i8_tile(wt, q, r0, nb, flip)
+            _fill_scales(ws, d, r0, 0)
+            if has_min:
+                _fill_scales(wm, m, r0, 0)
+                tile_gemm_min(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+            else:
+                tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+
+
+@njit(cache=True, parallel=True)
+def gemm_nib(out, xq, xd, xs, xm, q, d, m, off, iq4, has_min):
+    """Q4_0 (off 8), Q4_1 (off 0, mins m), IQ4_NL (iq4 1, off 128) from their NIB planes."""
+    n, nb = xq.shape[0], d.shape[1]
+    rows = out.shape[1]
+    xo = _offsets(xs, off)
+    ntiles = (rows + ROWS - 1) // ROWS
+    nch = _chunks(rows)
+    for ch in prange(nch):
+        wt = np.empty(nb * 512, np.uint8)
+        ws = np.empty(nb * ROWS, np.float32)
+        wm = np.empty(nb * ROWS, np.float32)
+        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
+            r0 = tile * ROWS
+            nib_tile(wt, q, r0, nb, iq4)
+            _fill_scales(ws, d, r0, 0)
+            if has_min:
+                _fill_scales(wm, m, r0, 0)
+                tile_gemm_min(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+            else:
+                tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+
+
+@njit(cache=True, parallel=True)
+def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
+    """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one f32 per 256."""
+    n, nb = xq.shape[0], xq.shape[1] // 32
+    rows = out.shape[1]
+    xo = _offsets(xs, off)
+    ntiles = (rows + ROWS - 1) // ROWS
+    nch = _chunks(rows)
+    for ch in prange(nch):
+        wt = np.empty(nb * 512, np.uint8)
+        ws = np.empty(nb * ROWS, np.float32)
+        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
+            r0 = tile * ROWS
+            crumb_tile(wt, c, r0, nb, 0)
+            _fill_scales(ws, d, r0, 3)
+            tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, ws, xq, xd, xo, xm, n, nb)
+
+
+# ---------------------------------------------------------------- which types run here
+
+# type name -> (activation scheme, run(out, codes, *QMatrix.arrays)); filled by the type families where HAS_VNNI
+INT_GEMM = {}
+
+
+def register_gemm(type_name, scheme, run):
+    if HAS_VNNI:
+        INT_GEMM[type_name] = (scheme, run)
+
+
+def int_matmul(qm, out, x, codes=None):
+    """out[n, rows] = x @ W.T the integer way, x quantized as the type's dot product does (or codes given)."""
+    scheme, run = INT_GEMM[qm.type_name]
+    run(out, quantize(x, scheme) if codes is None else codes, *qm.arrays)

@@ -1,0 +1,128 @@
+"""The integer prefill GEMM (kernels/_gemm.py, CPUs with AVX-512 VNNI): each token's row of the product equals the
+integer matvec of that token (both quantize x as llama.cpp does and sum each block exactly in int32), up to float
+summation order; the tile decoders give the TILE order exactly; a model's prefill through it stays next to the float
+path. The float path (QMatrix.matmul) is tested in test_kernels.py and runs on every CPU."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from gguf.quants import IQ4_NL
+
+from kvant.runtime.kernels import prepare
+from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, i8_tile, int_matmul, nib_tile, quantize
+from kvant.runtime.kernels._vnni import HAS_VNNI
+from kvant.runtime.kernels.actquant import VEC_DOT
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_kernels import make_weight  # noqa: E402
+
+needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="the integer GEMM needs AVX-512 VNNI")
+INT_TYPES = ["IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0"]
+SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per row)
+
+
+@needs_vnni
+def test_registered_types():
+    assert sorted(INT_GEMM) == INT_TYPES
+
+
+@needs_vnni
+@pytest.mark.parametrize("name", INT_TYPES)
+def test_gemm_rows_equal_the_integer_matvec(name):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for rows, nblocks in SHAPES:
+        raw, w = make_weight(name, rows, nblocks, rng)
+        qm = prepare(raw, name)
+        for n in (4, 7, 33):
+            x = rng.standard_normal((n, w.shape[1])).astype(np.float32) * np.float32(3.0)
+            x[0, :32] = 0.0                     # an all-zero block: scale 0
+            out = np.full((n, rows), np.nan, np.float32)
+            int_matmul(qm, out, x)
+            bound = np.abs(x) @ np.abs(w).T + 1e-30
+            if qm.layout.matvec_rounds_x is not None:
+                ref = np.empty_like(out)
+                for t in range(n):
+                    qm.matvec(ref[t], x[t])
+                tolerance = 2e-6
+            else:   # Q5_1 has no integer matvec: against x as its dot product rounds it (Q8_1's fp16 sums: 2^-11)
+                rounded = np.empty_like(x)
+                VEC_DOT[name](rounded, x)
+                ref = rounded.astype(np.float64) @ w.T.astype(np.float64)
+                tolerance = 1e-3
+            assert (np.abs(out - ref) / bound).max() < tolerance, (rows, nblocks, n)
+
+
+@needs_vnni
+def test_codes_are_the_matvec_rounding():
+    """The codes times their scales are exactly what actquant's rounding gives."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 512)).astype(np.float32) * np.float32(10.0)
+    for scheme, rounding in (("q8_0", VEC_DOT["Q8_0"]), ("q8_k", VEC_DOT["Q4_K"])):
+        xq, xd, xs, _ = quantize(x, scheme)
+        rounded = np.empty_like(x)
+        rounding(rounded, x)
+        np.testing.assert_array_equal(xq.reshape(5, -1, 32) * xd[:, :, None], rounded.reshape(5, -1, 32))
+        np.testing.assert_array_equal(xs, xq.reshape(5, -1, 32).astype(np.int64).sum(2))
+
+
+def _tile_order(codes, r0):
+    """The TILE order of rows r0..r0+15 of codes (rows, 32 nb) (rows past the end: the last row again)."""
+    rows, cols = codes.shape
+    wt = np.empty((cols // 32, 8, 16, 4), np.uint8)
+    for j in range(16):
+        wt[:, :, j, :] = codes[min(r0 + j, rows - 1)].reshape(-1, 8, 4)
+    return wt.ravel()
+
+
+@needs_vnni
+def test_tile_decoders():
+    from numba import njit
+
+    @njit
+    def run_i8(wt, q, r0, nb, flag):
+        i8_tile(wt, q, r0, nb, flag)
+
+    @njit
+    def run_nib(wt, q, r0, nb, flag):
+        nib_tile(wt, q, r0, nb, flag)
+
+    @njit
+    def run_crumb(wt, q, r0, nb, flag):
+        crumb_tile(wt, q, r0, nb, flag)
+
+    rng = np.random.default_rng(1)
+    rows, nb = 37, 5
+    q8 = rng.integers(-128, 128, (rows, 32 * nb)).astype(np.int8)
+    nib = rng.integers(0, 256, (rows, 16 * nb)).astype(np.uint8)
+    crumb = rng.integers(0, 256, (rows, 8 * nb)).astype(np.uint8)
+    nib_codes = np.concatenate([(nib & 15).reshape(rows, nb, 16), (nib >> 4).reshape(rows, nb, 16)], 2)
+    nib_codes = nib_codes.reshape(rows, -1)
+    crumb_codes = np.stack([(crumb >> (2 * u)) & 3 for u in range(4)], 2).reshape(rows, -1)
+    iq4 = (np.array(IQ4_NL.kvalues, np.int16) + 128).astype(np.uint8)
+    cases = [(run_i8, q8, 0x80, (q8.astype(np.int16) + 128).astype(np.uint8)), (run_i8, q8, 0, q8.view(np.uint8)),
+             (run_nib, nib, 0, nib_codes), (run_nib, nib, 1, iq4[nib_codes]), (run_crumb, crumb, 0, crumb_codes)]
+    for run, plane, flag, codes in cases:
+        for r0 in (0, 16, 32):
+            wt = np.empty(512 * nb, np.uint8)
+            run(wt, plane, r0, nb, flag)
+            np.testing.assert_array_equal(wt, _tile_order(codes, r0))
+
+
+@needs_vnni
+@pytest.mark.parametrize("weight_type", ["Q8_0", "Q4_0"])
+def test_model_prefill_near_the_float_path(tmp_path, weight_type, monkeypatch):
+    """A whole forward pass through the integer GEMM against the float GEMM on the same rounded activations."""
+    from kvant.runtime import Model
+    from kvant.runtime.kernels import _gemm
+    from tiny_model import write_tiny_model
+    path = tmp_path / "tiny.gguf"
+    write_tiny_model(path, weight_type=weight_type)
+    tokens = list(np.random.default_rng(0).integers(1, 200, 24))
+    with Model(str(path), n_ctx=64, n_threads=2) as m:
+        integer = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
+        monkeypatch.setattr(_gemm, "INT_GEMM", {})
+        import kvant.runtime.model as model_module
+        monkeypatch.setattr(model_module, "INT_GEMM", {})
+        floats = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
+    assert np.abs(integer - floats).max() < 1e-3 * np.abs(floats).max()
