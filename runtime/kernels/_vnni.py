@@ -417,3 +417,65 @@ def q6k_row_dot(typingctx, ql, qh, sc, d, xq, xd, bs, nsb):
           and _is_arr(d, types.uint16, types.float32) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
           and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
     return (types.float32(ql, qh, sc, d, xq, xd, bs, nsb), _q6k_codegen) if ok else None
+
+
+def _q2k_codegen(context, builder, signature, args):
+    """Q2_K row: qs the file's 2-bit plane (64 bytes per super-block: crumb u of byte 32h + j is element
+    128h + 32u + j), sc the file's scale bytes per 16 (scale in the low nibble, min in the high one), d, dm per 256;
+    xq Q8_K codes in element order, xd per 32, bs exact per-16 code sums. As ggml_vec_dot_q2_K_q8_K: per super-block
+    d_x * (d * sum_g sc_g (q_g . x_g) - dmin * sum_g m_g bs_g), both sums exact in int32."""
+    sig = signature.args
+    q_p = _data(context, builder, sig[0], args[0], _I8)
+    sc_p = _data(context, builder, sig[1], args[1], _I8)
+    d_f32 = sig[2].dtype == types.float32
+    d_p = _data(context, builder, sig[2], args[2], _F32 if d_f32 else _I16)
+    dm_p = _data(context, builder, sig[3], args[3], _F32 if d_f32 else _I16)
+    xq_p = _data(context, builder, sig[4], args[4], _I8)
+    xd_p = _data(context, builder, sig[5], args[5], _F32)
+    bs_p = _data(context, builder, sig[6], args[6], _I32)
+    n = _as_i64(builder, args[7])
+    module = builder.module
+    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
+    cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
+    spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
+    three = ir.Constant(v32, [3] * 32)
+
+    def crumbs(b, v, u):
+        return b.and_(b.lshr(v, ir.Constant(v32, [2 * u] * 32)), three) if u else b.and_(v, three)
+
+    def body(b, i, acc, macc):
+        sumi = ir.Constant(_V16I32, None)
+        for h in range(2):
+            qv = _vec_load(b, q_p, b.add(b.mul(i, _c64(64)), _c64(32 * h)), v32)
+            for k in range(2):
+                w = b.shuffle_vector(crumbs(b, qv, 2 * k), crumbs(b, qv, 2 * k + 1), cat)
+                off = b.add(b.mul(i, _c64(256)), _c64(128 * h + 64 * k))
+                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8)])
+                s4 = _vec_load(b, sc_p, b.add(b.mul(i, _c64(16)), _c64(8 * h + 4 * k)), v4i8)
+                s4 = b.zext(b.and_(s4, ir.Constant(v4i8, [15] * 4)), ir.VectorType(_I32, 4))
+                sumi = b.add(sumi, b.mul(dot, b.shuffle_vector(s4, s4, spread)))
+        o16 = b.mul(i, _c64(16))
+        mins = b.zext(b.lshr(_vec_load(b, sc_p, o16, v16i8), ir.Constant(v16i8, [4] * 16)), _V16I32)
+        mins = b.mul(mins, _vec_load(b, bs_p, o16, _V16I32))
+        xd = b.load(b.gep(xd_p, [b.mul(i, _c64(8))]))
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, b.fmul(_widen_scale(b, d_p, d_f32, i), xd), _V16F),
+                                 flags=("contract",)), flags=("contract",))
+        macc = b.fadd(macc, b.fmul(b.sitofp(mins, _V16F),
+                                   _splat(b, b.fmul(_widen_scale(b, dm_p, d_f32, i), xd), _V16F),
+                                   flags=("contract",)), flags=("contract",))
+        return acc, macc
+
+    acc, macc = _sb_loop(builder, n, body, _V16F)
+    fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+    return builder.fsub(builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",)),
+                        builder.call(fsum, [ir.Constant(_F32, 0.0), macc], fastmath=("reassoc",)))
+
+
+@intrinsic
+def q2k_row_dot(typingctx, qs, sc, d, dm, xq, xd, bs, nsb):
+    """A Q2_K row times Q8_K activations, llama.cpp's sums (see _q2k_codegen)."""
+    ok = (_is_arr(qs, types.uint8) and _is_arr(sc, types.uint8) and _is_arr(d, types.uint16, types.float32)
+          and dm == d and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
+          and isinstance(nsb, types.Integer))
+    return (types.float32(qs, sc, d, dm, xq, xd, bs, nsb), _q2k_codegen) if ok else None

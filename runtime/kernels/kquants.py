@@ -29,7 +29,7 @@ from numba import njit, prange
 from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
                       n_chunks, prep_runs16, tile_span)
 from ._ir import f16_to_f32, ubits, widen
-from ._vnni import q4k_row_dot, q5k_row_dot, q6k_row_dot
+from ._vnni import q2k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, int_matvec, iq4_row, k16_scratch, k32_scratch, nib_x_order
@@ -161,16 +161,17 @@ def bits16_256(dst, src, o):
 
 @njit(cache=True, parallel=True)
 def _repack_q2_k(raw, c, sc, d, dm):
+    """The file's planes gathered per row: scale bytes, qs (crumb u of byte 32h + j: element 128h + 32u + j),
+    fp16 d and dmin."""
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
             o = blk * 84
-            d[r, blk] = f16_at(src, o + 80)
-            dm[r, blk] = f16_at(src, o + 82)
-            for g in range(16):
-                sc[r, 16 * blk + g] = src[o + g]
-            crumbs16_256(c[r, 64 * blk:64 * (blk + 1)], src, o + 16)
+            d[r, blk] = np.uint16(src[o + 80]) | (np.uint16(src[o + 81]) << 8)
+            dm[r, blk] = np.uint16(src[o + 82]) | (np.uint16(src[o + 83]) << 8)
+            sc[r, 16 * blk:16 * blk + 16] = src[o:o + 16]
+            c[r, 64 * blk:64 * blk + 64] = src[o + 16:o + 80]
 
 
 @njit(cache=True, parallel=True)
@@ -234,8 +235,8 @@ def _rp_q2_k(raw, cols):
     rows = raw.shape[0]
     c = np.empty((rows, cols // 4), np.uint8)
     sc = np.empty((rows, cols // 16), np.uint8)
-    d = np.empty((rows, cols // 256), np.float32)
-    dm = np.empty((rows, cols // 256), np.float32)
+    d = np.empty((rows, cols // 256), np.uint16)
+    dm = np.empty((rows, cols // 256), np.uint16)
     _repack_q2_k(raw, c, sc, d, dm)
     return c, sc, d, dm
 
@@ -450,9 +451,20 @@ def _mv_q6_k_vnni(out, x, ql, qh, sc, d, xq, xd, bs):
         out[r] = q6k_row_dot(ql[r], qh[r], sc[r], d[r], xq, xd, bs, nsb)
 
 
+@njit(cache=True, fastmath=True)
+def prep_crumbs_file(y, x):
+    """Planes of the Q2_K / Q6_K-qh crumb order: crumb t of byte k (32 per 128 elements) is element
+    128 (k >> 5) + 32t + (k & 31); y[t, k] = that x."""
+    for k in range(y.shape[1]):
+        for t in range(4):
+            y[t, k] = x[128 * (k >> 5) + 32 * t + (k & 31)]
+
+
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s4):
-    prep_runs16(y, x)
+    """Float fallback: crumb_dot16 over the file's qs, the row's scales spread into per-worker planes: crumb t of
+    bytes 16u .. 16u + 15 lies in group 8 (u >> 1) + 2t + (u & 1)."""
+    prep_crumbs_file(y, x)
     group_sums(xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
@@ -463,9 +475,19 @@ def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s4):
             dmr = dm[r]
             bias = F32(0.0)
             for g in range(xs.shape[0]):
-                s[g & 3, g >> 2] = dr[g >> 4] * ubits(scr[g], 0, 15)
-                bias += dmr[g >> 4] * ubits(scr[g], 4, 15) * xs[g]
+                s[(g >> 1) & 3, 2 * (g >> 3) + (g & 1)] = widen(dr[g >> 4]) * ubits(scr[g], 0, 15)
+                bias += widen(dmr[g >> 4]) * ubits(scr[g], 4, 15) * xs[g]
             out[r] = crumb_dot16(c[r], s, y) - bias
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q2_k_vnni(out, x, c, sc, d, dm, xq, xd, bs):
+    """Integer dot products as llama.cpp's (_vnni.q2k_row_dot)."""
+    q8_k_codes(xq, xd, x)
+    code_sums(bs, xq)
+    nsb = d.shape[1]
+    for r in prange(out.shape[0]):
+        out[r] = q2k_row_dot(c[r], sc[r], d[r], dm[r], xq, xd, bs, nsb)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -554,13 +576,21 @@ def _dec_q6_k(dst, r, ql, qh, sc, d):
 
 @njit(cache=True, fastmath=True)
 def _dec_q2_k(dst, r, c, sc, d, dm):
-    for k in range(c.shape[1]):
-        b = c[r, k]
-        base = 64 * (k >> 4) + (k & 15)
-        for t in range(4):
-            g = 4 * (k >> 4) + t
-            v = sc[r, g]
-            dst[base + 16 * t] = d[r, g >> 4] * ubits(v, 0, 15) * ubits(b, 2 * t, 3) - dm[r, g >> 4] * ubits(v, 4, 15)
+    """The codes first (crumb t of byte 32R + j: element 128R + 32t + j), then each 16-group scaled."""
+    cr = c[r]
+    for rr in range(dst.shape[0] // 128):
+        for j in range(32):
+            v = cr[32 * rr + j]
+            dst[128 * rr + j] = ubits(v, 0, 3)
+            dst[128 * rr + 32 + j] = ubits(v, 2, 3)
+            dst[128 * rr + 64 + j] = ubits(v, 4, 3)
+            dst[128 * rr + 96 + j] = ubits(v, 6, 3)
+    for g in range(sc.shape[1]):
+        v = sc[r, g]
+        a = f16_to_f32(d[r, g >> 4]) * ubits(v, 0, 15)
+        m = f16_to_f32(dm[r, g >> 4]) * ubits(v, 4, 15)
+        for j in range(16 * g, 16 * g + 16):
+            dst[j] = a * dst[j] - m
 
 
 @njit(cache=True, fastmath=True)
@@ -669,7 +699,9 @@ _Q6_K_MATVEC, _Q6_K_SCRATCH, _Q6_K_ROUNDS, _Q6_K_HOW = int_matvec(_mv_q6_k_vnni,
                                                                   "Q6_K", scratch=k16_scratch)
 register("Q6_K", Layout(256, _rp_q6_k, _Q6_K_SCRATCH, _Q6_K_MATVEC, _mm_q6_k,
                         "the file's ql, qh, int8 scale per 16 + fp16 d per 256" + _Q6_K_HOW, _Q6_K_ROUNDS))
-register("Q2_K", Layout(256, _rp_q2_k, _q2_k_scratch, _mv_q2_k, _mm_q2_k,
-                        "CRUMB16 + u8 scale/min per 16 + f32 d, dmin per 256"))
+_Q2_K_MATVEC, _Q2_K_SCRATCH, _Q2_K_ROUNDS, _Q2_K_HOW = int_matvec(_mv_q2_k_vnni, q8_k, _mv_q2_k, _q2_k_scratch,
+                                                                  "Q2_K", scratch=k16_scratch)
+register("Q2_K", Layout(256, _rp_q2_k, _Q2_K_SCRATCH, _Q2_K_MATVEC, _mm_q2_k,
+                        "the file's qs, scale/min bytes per 16 + fp16 d, dmin per 256" + _Q2_K_HOW, _Q2_K_ROUNDS))
 register("Q3_K", Layout(256, _rp_q3_k, _q3_k_scratch, _mv_q3_k, _mm_q3_k,
                         "CRUMB16 + BITS16 + int8 scale per 16 + f32 d per 256"))
