@@ -35,6 +35,18 @@ def texts():
     return out
 
 
+def compare_logits(mine, theirs):
+    """(largest difference at a position as a % of theirs' logit range there, share of positions with one argmax)."""
+    spread = theirs.max(axis=1) - theirs.min(axis=1)
+    return (float(np.max(np.abs(mine - theirs).max(axis=1) / spread) * 100),
+            float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1))))
+
+
+def ternary_prompt(llm):
+    """The 64 tokens whose logits the ternary rows compare."""
+    return oracle.tokenize(llm, PROMPT, add_bos=oracle.adds_bos(llm))[:64]
+
+
 def measure(label, path, corpora, chunks, threads, ternary):
     from kvant.runtime import Model
     row = {"type": label}
@@ -43,13 +55,11 @@ def measure(label, path, corpora, chunks, threads, ternary):
     row["tokens_equal"] = all(
         ours.tokenize(t, add_bos=False) == oracle.tokenize(ref, t, add_bos=False) for t in corpora.values())
     if ternary:
-        tokens = oracle.tokenize(ref, PROMPT, add_bos=oracle.adds_bos(ref))[:64]
+        tokens = ternary_prompt(ref)
         theirs = oracle.logits(ref, tokens)
         ours.reset()
         mine = ours.transformer.forward(tokens, 0, ours.cache, logits_from=0)
-        spread = theirs.max(axis=1) - theirs.min(axis=1)
-        row["logit_diff_pct"] = float(np.max(np.abs(mine - theirs).max(axis=1) / spread) * 100)
-        row["argmax_equal"] = float(np.mean(mine.argmax(axis=1) == theirs.argmax(axis=1)))
+        row["logit_diff_pct"], row["argmax_equal"] = compare_logits(mine, theirs)
     else:
         for lang, text in corpora.items():
             t0 = time.perf_counter()
