@@ -479,3 +479,73 @@ def q2k_row_dot(typingctx, qs, sc, d, dm, xq, xd, bs, nsb):
           and dm == d and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
           and isinstance(nsb, types.Integer))
     return (types.float32(qs, sc, d, dm, xq, xd, bs, nsb), _q2k_codegen) if ok else None
+
+
+def _bit_to(builder, v, bit, to):
+    """bit `bit` of each byte of v moved to bit `to` (others cleared)."""
+    t = v.type
+    if bit < to:
+        v = builder.shl(v, ir.Constant(t, [to - bit] * t.count))
+    elif bit > to:
+        v = builder.lshr(v, ir.Constant(t, [bit - to] * t.count))
+    return builder.and_(v, ir.Constant(t, [1 << to] * t.count))
+
+
+def _q3k_codegen(context, builder, signature, args):
+    """Q3_K row: qs as Q2_K's, hm the file's hmask (32 bytes per super-block: bit 4h + u of byte j is the high bit of
+    element 128h + 32u + j), sc the 6-bit scales minus 32 as int8 per 16, d per 256; xq, xd, bs as for Q6_K.
+    Codes 0..7 (low 2 bits | high bit << 2) go in unsigned; the -4 is -4 * sum_g sc_g bs_g in the same int32 sum
+    (llama.cpp subtracts 4 where the high bit is clear: the same integers)."""
+    sig = signature.args
+    q_p = _data(context, builder, sig[0], args[0], _I8)
+    hm_p = _data(context, builder, sig[1], args[1], _I8)
+    sc_p = _data(context, builder, sig[2], args[2], _I8)
+    d_f32 = sig[3].dtype == types.float32
+    d_p = _data(context, builder, sig[3], args[3], _F32 if d_f32 else _I16)
+    xq_p = _data(context, builder, sig[4], args[4], _I8)
+    xd_p = _data(context, builder, sig[5], args[5], _F32)
+    bs_p = _data(context, builder, sig[6], args[6], _I32)
+    n = _as_i64(builder, args[7])
+    module = builder.module
+    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
+    cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
+    spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
+    three = ir.Constant(v32, [3] * 32)
+
+    def code(b, qv, hm, h, u):
+        low = b.and_(b.lshr(qv, ir.Constant(v32, [2 * u] * 32)), three) if u else b.and_(qv, three)
+        return b.or_(low, _bit_to(b, hm, 4 * h + u, 2))
+
+    def body(b, i, acc, macc):
+        sumi = ir.Constant(_V16I32, None)
+        hm = _vec_load(b, hm_p, b.mul(i, _c64(32)), v32)
+        for h in range(2):
+            qv = _vec_load(b, q_p, b.add(b.mul(i, _c64(64)), _c64(32 * h)), v32)
+            for k in range(2):
+                w = b.shuffle_vector(code(b, qv, hm, h, 2 * k), code(b, qv, hm, h, 2 * k + 1), cat)
+                off = b.add(b.mul(i, _c64(256)), _c64(128 * h + 64 * k))
+                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8)])
+                s4 = b.sext(_vec_load(b, sc_p, b.add(b.mul(i, _c64(16)), _c64(8 * h + 4 * k)), v4i8),
+                            ir.VectorType(_I32, 4))
+                sumi = b.add(sumi, b.mul(dot, b.shuffle_vector(s4, s4, spread)))
+        o16 = b.mul(i, _c64(16))
+        bias = b.mul(b.sext(_vec_load(b, sc_p, o16, v16i8), _V16I32), _vec_load(b, bs_p, o16, _V16I32))
+        sumi = b.sub(sumi, b.shl(bias, ir.Constant(_V16I32, [2] * 16)))
+        xd = b.load(b.gep(xd_p, [b.mul(i, _c64(8))]))
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, b.fmul(_widen_scale(b, d_p, d_f32, i), xd), _V16F),
+                                 flags=("contract",)), flags=("contract",))
+        return acc, macc
+
+    acc, _ = _sb_loop(builder, n, body)
+    fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+
+
+@intrinsic
+def q3k_row_dot(typingctx, qs, hm, sc, d, xq, xd, bs, nsb):
+    """A Q3_K row times Q8_K activations, llama.cpp's sums (see _q3k_codegen)."""
+    ok = (_is_arr(qs, types.uint8) and _is_arr(hm, types.uint8) and _is_arr(sc, types.int8)
+          and _is_arr(d, types.uint16, types.float32) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
+          and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
+    return (types.float32(qs, hm, sc, d, xq, xd, bs, nsb), _q3k_codegen) if ok else None

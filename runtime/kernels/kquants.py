@@ -27,9 +27,9 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
-                      n_chunks, prep_runs16, tile_span)
+                      n_chunks, tile_span)
 from ._ir import f16_to_f32, ubits, widen
-from ._vnni import q2k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
+from ._vnni import q2k_row_dot, q3k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, int_matvec, iq4_row, k16_scratch, k32_scratch, nib_x_order
@@ -134,31 +134,6 @@ def crumbs256(dst, src, o):
                 dst[32 * h + 8 * s + k] = v
 
 
-@njit(cache=True, inline="always")
-def crumbs16_256(dst, src, o):
-    """The 64 two-bit bytes of a Q2_K / Q3_K block at src[o] (element 128h + 32s + m is bits 2s of byte 32h + m)
-    into CRUMB16 order: crumb t of byte 16R + j = element 64R + 16t + j."""
-    for rr in range(4):
-        for j in range(16):
-            v = 0
-            for t in range(4):
-                sh = 2 * (2 * (rr & 1) + (t >> 1))
-                v |= ((src[o + 32 * (rr >> 1) + 16 * (t & 1) + j] >> sh) & 3) << (2 * t)
-            dst[16 * rr + j] = v
-
-
-@njit(cache=True, inline="always")
-def bits16_256(dst, src, o):
-    """Q3_K's hmask (element e is bit e >> 5 of byte e & 31) into BITS16 order: bit t of byte 16R + j = element
-    128R + 16t + j."""
-    for rr in range(2):
-        for j in range(16):
-            v = 0
-            for t in range(8):
-                v |= ((src[o + 16 * (t & 1) + j] >> (4 * rr + (t >> 1))) & 1) << t
-            dst[16 * rr + j] = v
-
-
 @njit(cache=True, parallel=True)
 def _repack_q2_k(raw, c, sc, d, dm):
     """The file's planes gathered per row: scale bytes, qs (crumb u of byte 32h + j: element 128h + 32u + j),
@@ -176,18 +151,20 @@ def _repack_q2_k(raw, c, sc, d, dm):
 
 @njit(cache=True, parallel=True)
 def _repack_q3_k(raw, c, h, sc, d):
+    """The file's qs (as Q2_K's) and hmask (bit u of byte j: element 32u + j) gathered per row, the 6-bit scales
+    minus 32 as int8, d as fp16."""
     nsb = d.shape[1]
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
             o = blk * 110
-            d[r, blk] = f16_at(src, o + 108)
+            d[r, blk] = np.uint16(src[o + 108]) | (np.uint16(src[o + 109]) << 8)
             for g in range(16):
                 lo = (src[o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
                 hi = (src[o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
                 sc[r, 16 * blk + g] = (lo | (hi << 4)) - 32
-            crumbs16_256(c[r, 64 * blk:64 * (blk + 1)], src, o + 32)
-            bits16_256(h[r, 32 * blk:32 * (blk + 1)], src, o)
+            c[r, 64 * blk:64 * blk + 64] = src[o + 32:o + 96]
+            h[r, 32 * blk:32 * blk + 32] = src[o:o + 32]
 
 
 def _rp_q4_k(raw, cols):
@@ -246,7 +223,7 @@ def _rp_q3_k(raw, cols):
     c = np.empty((rows, cols // 4), np.uint8)
     h = np.empty((rows, cols // 8), np.uint8)
     sc = np.empty((rows, cols // 16), np.int8)
-    d = np.empty((rows, cols // 256), np.float32)
+    d = np.empty((rows, cols // 256), np.uint16)
     _repack_q3_k(raw, c, h, sc.view(np.uint8), d)
     return c, h, sc, d
 
@@ -481,6 +458,16 @@ def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s4):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
+def _mv_q3_k_vnni(out, x, c, h, sc, d, xq, xd, bs):
+    """Integer dot products as llama.cpp's (_vnni.q3k_row_dot)."""
+    q8_k_codes(xq, xd, x)
+    code_sums(bs, xq)
+    nsb = d.shape[1]
+    for r in prange(out.shape[0]):
+        out[r] = q3k_row_dot(c[r], h[r], sc[r], d[r], xq, xd, bs, nsb)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
 def _mv_q2_k_vnni(out, x, c, sc, d, dm, xq, xd, bs):
     """Integer dot products as llama.cpp's (_vnni.q2k_row_dot)."""
     q8_k_codes(xq, xd, x)
@@ -492,8 +479,10 @@ def _mv_q2_k_vnni(out, x, c, sc, d, dm, xq, xd, bs):
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s4, s8):
-    prep_runs16(y, x)
-    prep_runs16(yb, x)
+    """Float fallback: crumb_dot16 over qs and bits_dot16 over hmask (bit t of bytes 16u .. 16u + 15: group
+    16 (u >> 1) + 2t + (u & 1)), the row's scales spread into per-worker planes."""
+    prep_crumbs_file(y, x)
+    prep_q5(yb, x)
     group_sums(xs, x)
     rows = out.shape[0]
     for ch in prange(N_SCRATCH):
@@ -504,9 +493,9 @@ def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s4, s8):
             dr = d[r]
             bias = F32(0.0)
             for g in range(xs.shape[0]):
-                v = dr[g >> 4] * F32(scr[g])
-                sa[g & 3, g >> 2] = v
-                sb[g & 7, g >> 3] = v
+                v = widen(dr[g >> 4]) * F32(scr[g])
+                sa[(g >> 1) & 3, 2 * (g >> 3) + (g & 1)] = v
+                sb[(g >> 1) & 7, 2 * (g >> 4) + (g & 1)] = v
                 bias += v * xs[g]
             out[r] = crumb_dot16(c[r], sa, y) + F32(4.0) * (bits_dot16(h[r], sb, yb) - bias)
 
@@ -595,18 +584,24 @@ def _dec_q2_k(dst, r, c, sc, d, dm):
 
 @njit(cache=True, fastmath=True)
 def _dec_q3_k(dst, r, c, h, sc, d):
-    for k in range(c.shape[1]):
-        b = c[r, k]
-        base = 64 * (k >> 4) + (k & 15)
-        for t in range(4):
-            g = 4 * (k >> 4) + t
-            dst[base + 16 * t] = d[r, g >> 4] * F32(sc[r, g]) * (ubits(b, 2 * t, 3) - F32(4.0))
-    for k in range(h.shape[1]):
-        b = h[r, k]
-        base = 128 * (k >> 4) + (k & 15)
-        for t in range(8):
-            g = 8 * (k >> 4) + t
-            dst[base + 16 * t] += F32(4.0) * d[r, g >> 4] * F32(sc[r, g]) * ubits(b, t, 1)
+    """The codes 0..7 first (crumb t of qs byte 32R + j and bit 4 (R & 1) + t of hmask byte 32 (R >> 1) + j:
+    element 128R + 32t + j), then each 16-group scaled: d * sc * (code - 4)."""
+    cr = c[r]
+    hr = h[r]
+    for rr in range(dst.shape[0] // 128):
+        hs = 4 * (rr & 1)
+        ho = 32 * (rr >> 1)
+        for j in range(32):
+            v = cr[32 * rr + j]
+            b = hr[ho + j]
+            dst[128 * rr + j] = ubits(v, 0, 3) + F32(4.0) * ubits(b, hs, 1)
+            dst[128 * rr + 32 + j] = ubits(v, 2, 3) + F32(4.0) * ubits(b, hs + 1, 1)
+            dst[128 * rr + 64 + j] = ubits(v, 4, 3) + F32(4.0) * ubits(b, hs + 2, 1)
+            dst[128 * rr + 96 + j] = ubits(v, 6, 3) + F32(4.0) * ubits(b, hs + 3, 1)
+    for g in range(sc.shape[1]):
+        a = f16_to_f32(d[r, g >> 4]) * F32(sc[r, g])
+        for j in range(16 * g, 16 * g + 16):
+            dst[j] = a * (dst[j] - F32(4.0))
 
 
 # ---------------------------------------------------------------- prefill
@@ -703,5 +698,7 @@ _Q2_K_MATVEC, _Q2_K_SCRATCH, _Q2_K_ROUNDS, _Q2_K_HOW = int_matvec(_mv_q2_k_vnni,
                                                                   "Q2_K", scratch=k16_scratch)
 register("Q2_K", Layout(256, _rp_q2_k, _Q2_K_SCRATCH, _Q2_K_MATVEC, _mm_q2_k,
                         "the file's qs, scale/min bytes per 16 + fp16 d, dmin per 256" + _Q2_K_HOW, _Q2_K_ROUNDS))
-register("Q3_K", Layout(256, _rp_q3_k, _q3_k_scratch, _mv_q3_k, _mm_q3_k,
-                        "CRUMB16 + BITS16 + int8 scale per 16 + f32 d per 256"))
+_Q3_K_MATVEC, _Q3_K_SCRATCH, _Q3_K_ROUNDS, _Q3_K_HOW = int_matvec(_mv_q3_k_vnni, q8_k, _mv_q3_k, _q3_k_scratch,
+                                                                  "Q3_K", scratch=k16_scratch)
+register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
+                        "the file's qs, hmask + int8 scale per 16 + fp16 d per 256" + _Q3_K_HOW, _Q3_K_ROUNDS))
