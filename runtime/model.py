@@ -13,6 +13,7 @@ from kvant.runtime.config import Config, UnsupportedModelError
 from kvant.runtime.decode import ABSENT, LayerStep
 from kvant.runtime.kernels import ops
 from kvant.runtime.kernels.actquant import VEC_DOT
+from kvant.runtime.kernels._attn import attention_prefill
 from kvant.runtime.kernels._gemm import INT_GEMM, quantize
 
 # Per-layer tensors: field -> (GGUF name under blk.{i}., required). Matrices become QMatrix, vectors float32.
@@ -231,6 +232,7 @@ class Transformer:
         gate = np.empty((n, cfg.d_ff), np.float32)
         up = np.empty((n, cfg.d_ff), np.float32)
         act = ops.ACTIVATIONS[cfg.activation]
+        attention = ops.attention if n < kernels.SMALL_BATCH else attention_prefill     # one query: decode's
         for i, layer in enumerate(self.layers):
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
@@ -247,8 +249,8 @@ class Transformer:
             ops.rope(k3, positions, cos, sin, cfg.n_rot, cfg.spec.rope_neox)
             ops.store_kv(cache.k[i], start, k3)
             ops.store_kv(cache.v[i], start, v.reshape(n, cfg.n_kv_head, cfg.head_dim_v))
-            ops.attention(att.reshape(n, cfg.n_head, cfg.head_dim_v), q3, cache.k[i], cache.v[i], start,
-                          np.float32(cfg.attn_scale), cfg.sliding_window if is_swa else 0, np.float32(0.0))
+            attention(att.reshape(n, cfg.n_head, cfg.head_dim_v), q3, cache.k[i], cache.v[i], start,
+                      np.float32(cfg.attn_scale), cfg.sliding_window if is_swa else 0, np.float32(0.0))
             if layer.attn_sub_norm is not None:
                 ops.rmsnorm(att, att, layer.attn_sub_norm, cfg.rms_eps)
             self._linear(h, layer.wo, Inputs(att), layer.bo)

@@ -126,3 +126,23 @@ def test_model_prefill_near_the_float_path(tmp_path, weight_type, monkeypatch):
         monkeypatch.setattr(model_module, "INT_GEMM", {})
         floats = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
     assert np.abs(integer - floats).max() < 1e-3 * np.abs(floats).max()
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "f32"])
+def test_prefill_attention_equals_ops_attention(kv_type):
+    """kernels._attn (blocks of queries) against ops.attention (one query at a time): the same rounding, only the
+    summation order differs; GQA, a start inside the cache, sliding windows, head sizes not a multiple of 4."""
+    from kvant.runtime.kernels import ops
+    from kvant.runtime.kernels._attn import attention_prefill
+    rng = np.random.default_rng(0)
+    for n, start, window, n_head, n_kv, dk in ((37, 0, 0, 9, 3, 64), (20, 11, 0, 4, 2, 32), (50, 5, 16, 4, 4, 64),
+                                               (8, 0, 0, 2, 1, 128), (5, 100, 7, 2, 2, 66)):
+        k_cache = np.zeros((n_kv, 256, dk), ops.KV_TYPES[kv_type])
+        v_cache = np.zeros((n_kv, 256, dk), ops.KV_TYPES[kv_type])
+        ops.store_kv(k_cache, 0, rng.standard_normal((start + n, n_kv, dk)).astype(np.float32))
+        ops.store_kv(v_cache, 0, rng.standard_normal((start + n, n_kv, dk)).astype(np.float32))
+        q = rng.standard_normal((n, n_head, dk)).astype(np.float32) * np.float32(2.0)
+        ref, out = np.empty((n, n_head, dk), np.float32), np.full((n, n_head, dk), np.nan, np.float32)
+        ops.attention(ref, q, k_cache, v_cache, start, np.float32(0.125), window, np.float32(0.0))
+        attention_prefill(out, q, k_cache, v_cache, start, np.float32(0.125), window, np.float32(0.0))
+        np.testing.assert_allclose(out, ref, atol=1e-4)   # an f16-rounded probability may land one step away

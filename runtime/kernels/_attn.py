@@ -1,0 +1,155 @@
+"""Causal attention of a block of prompt tokens (prefill), with ops.attention's rounding (llama.cpp's non-flash path:
+on an f16 cache q rounded to f16 for q.k, probabilities to f16 before they weight the values, the softmax sum in
+float64, the same vectorized exp) but organized as small GEMMs:
+
+ops.attention takes one query at a time: each score is a 64-element dot product ending in a horizontal sum, and
+every query reads all cached keys and values again. Here a work item is one head and TB consecutive queries; the
+head's keys are widened once per call into a transposed float plane kt[i, j] and its values into floats, so scores
+are rows S[t, :] += q[t, i] * kt[i, :] (vectorized over keys, eight i a pass) and the values are weighed eight rows a
+pass for all TB queries while those rows are in L1. Work items are (head, query block) pairs, so two threads stay
+balanced with 9 heads. Only the summation order differs from ops.attention.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._ir import widen
+from .ops import _round_as_cache, exp_nonpositive
+
+TB = 8      # queries per work item
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _widen_heads(kt, vf, k_cache, v_cache, end):
+    for hk in prange(kt.shape[0]):
+        for j in range(end):
+            for i in range(kt.shape[1]):
+                kt[hk, i, j] = widen(k_cache[hk, j, i])
+            for i in range(vf.shape[2]):
+                vf[hk, j, i] = widen(v_cache[hk, j, i])
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _scores(s, qb, kt, first, nk, tb):
+    """s[t, j] = qb[t] . kt[:, first + j] for t < tb, j < nk: eight i a pass, one chain of fused multiply-adds per
+    vector of keys (32 G multiply-adds/s on one core here; four i as a sum tree: 22)."""
+    dk = qb.shape[1]
+    s[:tb, :nk] = 0.0
+    i = 0
+    while i + 8 <= dk:
+        k0, k1, k2, k3 = kt[i, first:first + nk], kt[i + 1, first:first + nk], kt[i + 2, first:first + nk], kt[
+            i + 3, first:first + nk]
+        k4, k5, k6, k7 = kt[i + 4, first:first + nk], kt[i + 5, first:first + nk], kt[i + 6, first:first + nk], kt[
+            i + 7, first:first + nk]
+        for t in range(tb):
+            q = qb[t]
+            q0, q1, q2, q3, q4, q5, q6, q7 = q[i], q[i + 1], q[i + 2], q[i + 3], q[i + 4], q[i + 5], q[i + 6], q[i + 7]
+            row = s[t]
+            for j in range(nk):
+                row[j] = (row[j] + q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j] + q4 * k4[j] + q5 * k5[j]
+                          + q6 * k6[j] + q7 * k7[j])
+        i += 8
+    while i < dk:
+        k0 = kt[i, first:first + nk]
+        for t in range(tb):
+            q0 = qb[t, i]
+            row = s[t]
+            for j in range(nk):
+                row[j] += q0 * k0[j]
+        i += 1
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _weigh(acc, p, vf, first, nk, tb):
+    """acc[t] = sum_j p[t, j] vf[first + j] for t < tb: eight value rows a pass (in L1 for all tb queries)."""
+    acc[:tb, :] = 0.0
+    dv = acc.shape[1]
+    j = 0
+    while j + 8 <= nk:
+        o = first + j
+        v0, v1, v2, v3, v4, v5, v6, v7 = vf[o], vf[o + 1], vf[o + 2], vf[o + 3], vf[o + 4], vf[o + 5], vf[o + 6], vf[
+            o + 7]
+        for t in range(tb):
+            pt = p[t]
+            w0, w1, w2, w3 = pt[j], pt[j + 1], pt[j + 2], pt[j + 3]
+            w4, w5, w6, w7 = pt[j + 4], pt[j + 5], pt[j + 6], pt[j + 7]
+            a = acc[t]
+            for i in range(dv):
+                a[i] = (a[i] + w0 * v0[i] + w1 * v1[i] + w2 * v2[i] + w3 * v3[i] + w4 * v4[i] + w5 * v5[i]
+                        + w6 * v6[i] + w7 * v7[i])
+        j += 8
+    while j < nk:
+        v0 = vf[first + j]
+        for t in range(tb):
+            w0 = p[t, j]
+            a = acc[t]
+            for i in range(dv):
+                a[i] += w0 * v0[i]
+        j += 1
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _softmax(row, scale, softcap):
+    """row = softmax(row * scale (tanh-capped when softcap > 0)) as ops.attention, in loops that vectorize (the cap
+    in its own loop: a tanh call inside the first loop kept all of them scalar, 3.5 ns a score)."""
+    for j in range(row.shape[0]):
+        row[j] = row[j] * scale
+    if softcap > 0:
+        for j in range(row.shape[0]):
+            row[j] = softcap * math.tanh(row[j] / softcap)
+    m = np.float32(-np.inf)
+    for j in range(row.shape[0]):
+        m = max(m, row[j])
+    total = 0.0
+    for j in range(row.shape[0]):
+        e = exp_nonpositive(row[j] - m)
+        row[j] = e
+        total += e
+    inv = np.float32(1.0 / total)
+    for j in range(row.shape[0]):
+        row[j] = row[j] * inv
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def attention_prefill(out, q, k_cache, v_cache, start, scale, window, softcap):
+    """ops.attention's contract (out (n, n_head, dv), q (n, n_head, dk), caches (n_kv, n_ctx, d) f16 bits or f32,
+    keys of the n queries already stored), for a block of queries."""
+    n, n_head, dk = q.shape
+    n_kv = k_cache.shape[0]
+    dv = v_cache.shape[2]
+    group = n_head // n_kv
+    end = start + n
+    kt = np.empty((n_kv, dk, end), np.float32)
+    vf = np.empty((n_kv, end, dv), np.float32)
+    _widen_heads(kt, vf, k_cache, v_cache, end)
+    nblk = (n + TB - 1) // TB
+    for item in prange(n_head * nblk):
+        h = item // nblk
+        blk = item - h * nblk
+        hk = h // group
+        t0 = blk * TB
+        tb = min(n, t0 + TB) - t0
+        last = start + t0 + tb - 1
+        first = max(0, start + t0 - window + 1) if window > 0 else 0
+        nk = last + 1 - first
+        qb = np.empty((TB, dk), np.float32)
+        s = np.empty((TB, nk), np.float32)
+        acc = np.empty((TB, dv), np.float32)
+        for t in range(tb):
+            qb[t] = q[t0 + t, h]
+            _round_as_cache(qb[t], k_cache)
+        _scores(s, qb, kt[hk], first, nk, tb)
+        for t in range(tb):
+            pos = start + t0 + t
+            lo = (max(0, pos - window + 1) if window > 0 else 0) - first
+            hi = pos + 1 - first
+            probs = s[t, lo:hi]
+            _softmax(probs, scale, softcap)
+            _round_as_cache(probs, v_cache)
+            row = s[t]
+            row[:lo] = 0.0
+            row[hi:] = 0.0
+        _weigh(acc, s, vf[hk], first, nk, tb)
+        for t in range(tb):
+            out[t0 + t, h, :] = acc[t]
