@@ -5,23 +5,24 @@ Repacked (once, parallel over rows), memory over the file in brackets:
   Q5_K   the same + the file's qh (5th bits)                                     [1.02x]
   Q6_K   the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row    [1.00x]
   IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic      [1.18x]
-  Q2_K   CRUMB16 + the file's scale/min byte per 16 + f32 d, dmin per 256           [1.05x]
-  Q3_K   CRUMB16 (low 2 bits) + BITS16 (hmask) + int8 scale (s-32) per 16 + f32 d   [1.05x]
-(CRUMB16 / BITS16: 16-byte runs whose crumb / bit t lies in 16-element group t of the run, so the per-16 scale index
-is uniform across a vector; see _common.crumb_dot16.)
+  Q2_K   the file's qs + its scale/min byte per 16 + fp16 d, dmin per 256            [1.00x]
+  Q3_K   the file's qs and hmask + int8 scale (s-32) per 16 + fp16 d per 256        [1.04x]
 The file's Q4_K / Q5_K qs are 32 bytes per 64 elements, block 2c in the low nibbles and block 2c+1 in the high ones,
 each in element order: split by a mask and a shift they are 64 codes in element order, ready for vpdpbusd with x as
 it is. Q6_K's ql (low nibbles: elements 0-63 of a 128-half, high nibbles: 64-127) and qh (crumb u: elements
-32u .. 32u+31) give its codes 0..63 in element order the same way. Q4_K / Q5_K scales and mins are kept in split
-order (each row's even 32-blocks', then its odd ones') so the float fallback indexes both nibbles' scales by a shift.
+32u .. 32u+31) give its codes 0..63 in element order the same way, as do Q2_K's / Q3_K's qs (crumb u of byte j:
+element 32u + j of a 128-half) with Q3_K's hmask (bit 4h + u of byte j: the same element's high bit). Q4_K / Q5_K
+scales and mins are kept in split order (each row's even 32-blocks', then its odd ones') so the float fallback
+indexes both nibbles' scales by a shift.
 
-Matvec of Q4_K, Q5_K, Q6_K where the CPU has AVX-512 VNNI: llama.cpp's ggml_vec_dot_q{4,5,6}_K_q8_K, x quantized
-to Q8_K once per call, each super-block's sum of scale * block dot product exact in int32 (vpdpbusd, vpmulld),
-converted once and scaled by d_w * d_x; the mins (Q4_K, Q5_K: dmin * m * exact block sums) and Q6_K's -32 (-32 *
-sum of scale * exact per-16 sums, inside the same int32 sum) as llama.cpp (_vnni.q4k_row_dot, q6k_row_dot).
-Float fallbacks (other CPUs) on the same planes: Q4_K multiplies d by the block's scale in the loop; Q6_K and Q5_K
-spread each row's scales into per-worker planes first (Q6_K's qh and Q5_K's qh go through crumb_dot16 /
-bits_dot16). Q2_K, Q3_K widen one row's per-16 scales into a per-worker scratch row.
+Matvec of Q2_K .. Q6_K where the CPU has AVX-512 VNNI: llama.cpp's ggml_vec_dot_q{2..6}_K_q8_K, x quantized to
+Q8_K once per call, each super-block's sum of scale * group dot product exact in int32 (vpdpbusd, vpmulld),
+converted once and scaled by d_w * d_x; the mins (Q2_K, Q4_K, Q5_K: dmin * m * exact group code sums) and the
+offsets of Q6_K (-32) and Q3_K (-4) (offset * sum of scale * exact per-16 code sums, inside the same int32 sum) as
+llama.cpp (_vnni.q{2..6}k_row_dot).
+Float fallbacks (other CPUs) on the same planes: Q4_K multiplies d by the block's scale in the loop; the others
+spread each row's scales into per-worker planes first (crumbs and high bits through crumb_dot16 / bits_dot16, whose
+scale index k >> 4 is then a broadcast).
 """
 import numpy as np
 from numba import njit, prange
