@@ -343,10 +343,12 @@ def q8_0_codes(xq, xd, xs, xm, x):
 @njit(cache=True, parallel=True)
 def q8_k_codes_n(xq, xd, xs, xm, x):
     """Every token as llama.cpp's quantize_row_q8_K: codes, the 256-block scale once per 32-block, exact code sums
-    per 32 (xm unused)."""
+    per 32 and xm = scale * code sum per 32 (for the K-quants' mins: -dmin m_b as wm, tile_gemm_min)."""
     for t in prange(x.shape[0]):
         q8_k_codes(xq[t], xd[t], x[t])
         _code_sums(xs[t], xq[t])
+        for b in range(xs.shape[1]):
+            xm[t, b] = xd[t, b] * np.float32(xs[t, b])
 
 
 @njit(cache=True, inline="always")
