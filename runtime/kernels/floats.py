@@ -1,83 +1,61 @@
-"""F32, F16, BF16: no repack, the kernels read the mapped rows (views, 1.0x). The matvec's row loop is LLVM IR
-(_fdot.py): fp16 / bf16 widened 16 at a time (vcvtph2ps for F16 through an LLVM fpext), four 16-lane accumulators,
-rows in memory order in 16 contiguous chunks."""
+"""F32, F16, BF16: no repack, the kernels read the mapped rows (views, 1.0x). fp16 / bf16 are widened in the loop
+(vcvtph2ps for F16 through an LLVM fpext).
+
+The matvec is one plain loop per row, rows in memory order: LLVM makes it 64 elements a step into four 16-lane FMA
+accumulators, ~28 G weights/s per core from L1 (F16, BF16; F32 ~20), twice what one core's share of memory bandwidth
+needs, so from memory it runs at the stream rate (2 threads, the 49152x576 SmolLM2 head out of cache: 55-65 GB/s,
+bench/bandwidth.py's stream sum 53-55 GB/s, in quiet moments of this shared machine). Tried and measured against it
+(bench/KERNELS.md): the same loop as LLVM IR with row chunks (no difference beyond noise), 2 or 4 rows sharing each
+load of x (a few percent faster in cache, half the speed from memory: this CPU's prefetchers follow one sequential
+stream per core, not interleaved rows), software prefetch 1-16 KB ahead (t0 / nta: 25-40% slower; t1: no gain)."""
 import numpy as np
 from numba import njit, prange
 
 from ._common import F32, ROW_TILE, gemm_tile, n_chunks, tile_span
-from ._fdot import rows_dot_bf16, rows_dot_f16, rows_dot_f32
 from ._ir import bf16_to_f32, f16_to_f32
 from .registry import Layout, register
 
 
-@njit(cache=True, inline="always")
-def _row_chunk(c, nc, rows):
-    """Rows [r0, r1) of chunk c of nc: contiguous, so each thread reads one run of memory in order."""
-    return rows * c // nc, rows * (c + 1) // nc
-
-
-MV_CHUNKS = 16      # work items per matvec (numba hands each thread a contiguous run of them)
+@njit(cache=True, fastmath=True)
+def _dot_f32(w, x):
+    s = F32(0.0)
+    for i in range(w.shape[0]):
+        s += w[i] * x[i]
+    return s
 
 
 @njit(cache=True, fastmath=True)
-def _tail_f32(out, x, w, r0, r1, c0):
-    """The last cols % 16 columns, which rows_dot_* leave out."""
-    for r in range(r0, r1):
-        s = F32(0.0)
-        for i in range(c0, x.shape[0]):
-            s += w[r, i] * x[i]
-        out[r] += s
+def _dot_f16(w, x):
+    s = F32(0.0)
+    for i in range(w.shape[0]):
+        s += f16_to_f32(w[i]) * x[i]
+    return s
 
 
 @njit(cache=True, fastmath=True)
-def _tail_f16(out, x, w, r0, r1, c0):
-    for r in range(r0, r1):
-        s = F32(0.0)
-        for i in range(c0, x.shape[0]):
-            s += f16_to_f32(w[r, i]) * x[i]
-        out[r] += s
-
-
-@njit(cache=True, fastmath=True)
-def _tail_bf16(out, x, w, r0, r1, c0):
-    for r in range(r0, r1):
-        s = F32(0.0)
-        for i in range(c0, x.shape[0]):
-            s += bf16_to_f32(w[r, i]) * x[i]
-        out[r] += s
+def _dot_bf16(w, x):
+    s = F32(0.0)
+    for i in range(w.shape[0]):
+        s += bf16_to_f32(w[i]) * x[i]
+    return s
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_f32(out, x, w):
-    nc = min(MV_CHUNKS, out.shape[0])
-    c0 = x.shape[0] & ~15
-    for c in prange(nc):
-        r0, r1 = _row_chunk(c, nc, out.shape[0])
-        rows_dot_f32(out, x, w, r0, r1)
-        if c0 < x.shape[0]:
-            _tail_f32(out, x, w, r0, r1, c0)
+    for r in prange(out.shape[0]):
+        out[r] = _dot_f32(w[r], x)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_f16(out, x, w):
-    nc = min(MV_CHUNKS, out.shape[0])
-    c0 = x.shape[0] & ~15
-    for c in prange(nc):
-        r0, r1 = _row_chunk(c, nc, out.shape[0])
-        rows_dot_f16(out, x, w, r0, r1)
-        if c0 < x.shape[0]:
-            _tail_f16(out, x, w, r0, r1, c0)
+    for r in prange(out.shape[0]):
+        out[r] = _dot_f16(w[r], x)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_bf16(out, x, w):
-    nc = min(MV_CHUNKS, out.shape[0])
-    c0 = x.shape[0] & ~15
-    for c in prange(nc):
-        r0, r1 = _row_chunk(c, nc, out.shape[0])
-        rows_dot_bf16(out, x, w, r0, r1)
-        if c0 < x.shape[0]:
-            _tail_bf16(out, x, w, r0, r1, c0)
+    for r in prange(out.shape[0]):
+        out[r] = _dot_bf16(w[r], x)
 
 
 @njit(cache=True)

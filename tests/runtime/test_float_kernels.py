@@ -1,5 +1,6 @@
-"""F32 / F16 / BF16 matvec (runtime/kernels/_fdot.py row loops + the scalar tail in floats.py): any row length and row
-count, exact widening of every weight (subnormal halves, signed zeros), and the same numbers from 1 and 2 threads."""
+"""F32 / F16 / BF16 matvec (runtime/kernels/floats.py): any row length and row count (LLVM's vector loop, its
+remainder and scalar tail), exact widening of every weight (subnormal halves, signed zeros), and the same numbers
+from 1 and 2 threads."""
 import numba
 import numpy as np
 import pytest
@@ -37,8 +38,8 @@ def test_matvec_any_shape(name, rows, cols):
 
 @pytest.mark.parametrize("name", TYPES)
 def test_every_weight_widened_exactly(name):
-    """A one-hot x picks one column: out must be that column's weights exactly (covers the vector loop, the
-    16-step rest and the scalar tail: 100 = 64 + 32 + 4)."""
+    """A one-hot x picks one column: out must be that column's weights exactly (columns in the 64-element vector
+    steps and in the remainder: 100 = 64 + 32 + 4)."""
     rng = np.random.default_rng(7)
     cols = 100
     if name == "F16":     # every class of half: subnormals, signed zeros, normals up to the largest
