@@ -242,18 +242,6 @@ def _c64(v):
     return ir.Constant(_I64, v)
 
 
-def _k_codes_lo_hi(builder, packed, high_lo=None, high_hi=None):
-    """32 bytes of a Q4_K / Q5_K qs chunk -> 64 unsigned codes in element order (low nibbles, then high nibbles),
-    optionally with a 5th bit (0 or 16 per byte) or-ed into each half."""
-    v32 = ir.VectorType(_I8, 32)
-    lo = builder.and_(packed, ir.Constant(v32, [15] * 32))
-    hi = builder.lshr(packed, ir.Constant(v32, [4] * 32))
-    if high_lo is not None:
-        lo = builder.or_(lo, high_lo)
-        hi = builder.or_(hi, high_hi)
-    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
-
-
 def _bit_at_4(builder, v, bit):
     """bit `bit` of each byte of v moved to bit 4 (others cleared)."""
     t = v.type
@@ -266,9 +254,11 @@ def _bit_at_4(builder, v, bit):
 
 def _q4k_codegen(with_qh):
     """Q4_K (and Q5_K with its qh plane) row: q the file's qs bytes (32 per 64 elements: block 2c in the low
-    nibbles, block 2c+1 in the high ones, both in element order); sc, mn the 6-bit scales and mins as u8 per 32
-    in split order (the row's even blocks, then its odd ones: see kquants); d, dm per 256 (u16 fp16 or f32); xq Q8_K codes in element order, xd per 32 (the per-256 scale repeated), bs the
-    exact per-32 code sums; n super-blocks."""
+    nibbles, block 2c+1 in the high ones, both in element order), taken 64 bytes at a time: the low nibbles are
+    blocks 2c and 2c + 2, the high ones 2c + 1 and 2c + 3, so xq must be in that order (intdot.k4_x_order); sc, mn
+    the 6-bit scales and mins as u8 per 32 in split order (the row's even blocks, then its odd ones: see kquants);
+    d, dm per 256 (u16 fp16 or f32); xd per 32 (the per-256 scale repeated), bs the exact per-32 code sums (block
+    order); n super-blocks."""
     def codegen(context, builder, signature, args):
         sig = signature.args
         k = 1 if with_qh else 0
@@ -294,6 +284,7 @@ def _q4k_codegen(with_qh):
             return b.shuffle_vector(_vec_load(b, p, o4, v4i8), _vec_load(b, p, b.add(half, o4), v4i8), zip8)
 
         v8i32, v8f, v32 = ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
+        cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
 
         def body(b, i, acc, macc):
             sumi = ir.Constant(_V16I32, None)
@@ -301,17 +292,19 @@ def _q4k_codegen(with_qh):
             o4 = b.mul(i, _c64(4))
             scales = b.zext(natural8(b, sc_p, o4), v8i32)
             qh = _vec_load(b, qh_p, b.mul(i, _c64(32)), v32) if with_qh else None
-            for s in range(4):
-                c = b.add(b.mul(i, _c64(4)), _c64(s))
-                packed = _vec_load(b, q_p, b.mul(c, _c64(32)), v32)
-                if with_qh:   # bit 2s of qh[m]: element 64s + m, bit 2s+1: element 64s + 32 + m; moved to bit 4
-                    w = _k_codes_lo_hi(b, packed, _bit_at_4(b, qh, 2 * s), _bit_at_4(b, qh, 2 * s + 1))
-                else:
-                    w = _k_codes_lo_hi(b, packed)
-                x = _vec_load(b, xq_p, b.mul(c, _c64(64)), _V64I8)
-                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
-                scl = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16), [2 * s] * 8 + [2 * s + 1] * 8))
-                sumi = b.add(sumi, b.mul(dot, scl))
+            for p in range(2):     # chunks c = 2p, 2p + 1 (64 elements each): 64 bytes of qs
+                packed = _vec_load(b, q_p, b.add(b.mul(i, _c64(128)), _c64(64 * p)), _V64I8)
+                lo = b.and_(packed, ir.Constant(_V64I8, [15] * 64))     # blocks 4p (bytes 0-31), 4p + 2
+                hi = b.lshr(packed, ir.Constant(_V64I8, [4] * 64))      # blocks 4p + 1, 4p + 3
+                if with_qh:   # bit 2c of qh[m]: element 64c + m, bit 2c+1: element 64c + 32 + m; moved to bit 4
+                    lo = b.or_(lo, b.shuffle_vector(_bit_at_4(b, qh, 4 * p), _bit_at_4(b, qh, 4 * p + 2), cat))
+                    hi = b.or_(hi, b.shuffle_vector(_bit_at_4(b, qh, 4 * p + 1), _bit_at_4(b, qh, 4 * p + 3), cat))
+                for k, w in enumerate((lo, hi)):
+                    x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(256)), _c64(128 * p + 64 * k)), _V64I8)
+                    dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
+                    scl = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16),
+                                                                       [4 * p + k] * 8 + [4 * p + k + 2] * 8))
+                    sumi = b.add(sumi, b.mul(dot, scl))
             xd = b.load(b.gep(xd_p, [o8]))
             scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
             acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),

@@ -99,14 +99,27 @@ def code_sums(bs, xq):
         bs[g] = t
 
 
+@njit(cache=True)
+def k4_x_order(dst, xq):
+    """xq as q4k_row_dot reads it: per 128 elements (32-blocks A B C D), blocks A C B D."""
+    for p in range(xq.shape[0] // 128):
+        o = 128 * p
+        dst[o:o + 32] = xq[o:o + 32]
+        dst[o + 32:o + 64] = xq[o + 64:o + 96]
+        dst[o + 64:o + 96] = xq[o + 32:o + 64]
+        dst[o + 96:o + 128] = xq[o + 96:o + 128]
+
+
+def k4_scratch(cols):
+    """Scratch of the Q4_K / Q5_K integer kernels: Q8_K codes in k4_x_order, scale per 32, int32 code sums per 32,
+    the codes in element order."""
+    return (np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32),
+            np.empty(cols, np.int8))
+
+
 def k16_scratch(cols):
     """Scratch of the K-quant integer kernels: Q8_K codes in element order, scale per 32, int32 code sums per 16."""
     return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 16, np.int32)
-
-
-def k32_scratch(cols):
-    """The same with code sums per 32."""
-    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32)
 
 
 def int_scratch(cols):

@@ -33,7 +33,7 @@ from ._ir import f16_to_f32, ubits, widen
 from ._vnni import q2k_row_dot, q3k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
-from .intdot import code_sums, int_matvec, iq4_row, k16_scratch, k32_scratch, nib_x_order
+from .intdot import code_sums, int_matvec, iq4_row, k4_scratch, k4_x_order, k16_scratch, nib_x_order
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -308,10 +308,11 @@ def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_k_vnni(out, x, q, sc, mn, d, dm, xq, xd, bs):
+def _mv_q4_k_vnni(out, x, q, sc, mn, d, dm, xq, xd, bs, xn):
     """Integer dot products as llama.cpp's (_vnni.q4k_row_dot): x as Q8_K codes with exact per-32 sums."""
-    q8_k_codes(xq, xd, x)
-    code_sums(bs, xq)
+    q8_k_codes(xn, xd, x)
+    code_sums(bs, xn)
+    k4_x_order(xq, xn)
     nsb = d.shape[1]
     for r in prange(out.shape[0]):
         out[r] = q4k_row_dot(q[r], sc[r], mn[r], d[r], dm[r], xq, xd, bs, nsb)
@@ -359,10 +360,11 @@ def _mv_q5_k(out, x, q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_q5_k_vnni(out, x, q, qh, sc, mn, d, dm, xq, xd, bs):
+def _mv_q5_k_vnni(out, x, q, qh, sc, mn, d, dm, xq, xd, bs, xn):
     """Integer dot products as llama.cpp's (_vnni.q5k_row_dot)."""
-    q8_k_codes(xq, xd, x)
-    code_sums(bs, xq)
+    q8_k_codes(xn, xd, x)
+    code_sums(bs, xn)
+    k4_x_order(xq, xn)
     nsb = d.shape[1]
     for r in prange(out.shape[0]):
         out[r] = q5k_row_dot(q[r], qh[r], sc[r], mn[r], d[r], dm[r], xq, xd, bs, nsb)
@@ -680,11 +682,11 @@ def _mm_q3_k(out, x, c, h, sc, d):
 # ---------------------------------------------------------------- registration
 
 _Q4_K_MATVEC, _Q4_K_SCRATCH, _Q4_K_ROUNDS, _Q4_K_HOW = int_matvec(_mv_q4_k_vnni, q8_k, _mv_q4_k, _q4_k_scratch,
-                                                                  "Q4_K", scratch=k32_scratch)
+                                                                  "Q4_K", scratch=k4_scratch)
 register("Q4_K", Layout(256, _rp_q4_k, _Q4_K_SCRATCH, _Q4_K_MATVEC, _mm_q4_k,
                         "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q4_K_HOW, _Q4_K_ROUNDS))
 _Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni, q8_k, _mv_q5_k, _q5_k_scratch,
-                                                                  "Q5_K", scratch=k32_scratch)
+                                                                  "Q5_K", scratch=k4_scratch)
 register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
                         "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q5_K_HOW, _Q5_K_ROUNDS))
 _IQ4_XS_MATVEC, _IQ4_XS_SCRATCH, _IQ4_XS_ROUNDS, _IQ4_XS_HOW = int_matvec(_mv_iq4_xs_vnni, q8_k, _mv_iq4,
