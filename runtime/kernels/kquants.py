@@ -8,8 +8,8 @@ Repacked (once, parallel over rows), memory over the file in brackets:
   Q2_K   the file's qs + its scale/min byte per 16 + fp16 d, dmin per 256            [1.00x]
   Q3_K   the file's qs and hmask + int8 scale (s-32) per 16 + fp16 d per 256        [1.04x]
 The file's Q4_K / Q5_K qs are 32 bytes per 64 elements, block 2c in the low nibbles and block 2c+1 in the high ones,
-each in element order: split by a mask and a shift they are 64 codes in element order, ready for vpdpbusd with x as
-it is. Q6_K's ql (low nibbles: elements 0-63 of a 128-half, high nibbles: 64-127) and qh (crumb u: elements
+each in element order: the integer kernel splits 64 bytes by a mask and a shift into blocks 2c, 2c+2 (low nibbles)
+and 2c+1, 2c+3 (high), with x reordered to match once per call. Q6_K's ql (low nibbles: elements 0-63 of a 128-half, high nibbles: 64-127) and qh (crumb u: elements
 32u .. 32u+31) give its codes 0..63 in element order the same way, as do Q2_K's / Q3_K's qs (crumb u of byte j:
 element 32u + j of a 128-half) with Q3_K's hmask (bit 4h + u of byte j: the same element's high bit). Q4_K / Q5_K
 scales and mins are kept in split order (each row's even 32-blocks', then its odd ones') so the float fallback
