@@ -127,7 +127,13 @@ def test_chat_cli_two_turns_through_stdin(smollm2_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     answers = [line for line in r.stdout.splitlines() if line.strip()]
-    assert len(answers) >= 2 and "Paris" in r.stdout
+    assert len(answers) >= 2
+    # the first answer is the Python API's, streamed as it is typed (its first token is a near tie on this model,
+    # "The" vs "L" by 0.3, so the test does not ask for a particular answer)
+    from kvant.runtime import Model
+    with Model(smollm2_path, n_threads=2) as m:
+        first = m.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, temperature=0)
+    assert first.strip() and r.stdout.startswith(first)
     stats = [line for line in r.stderr.splitlines() if line.startswith("[prompt")]
     assert len(stats) == 2
     second = stats[1].split()
