@@ -329,6 +329,52 @@ def crumb_tile(typingctx, wt, c, r0, nb, unused):
     return (sig, _tile_codegen("crumb")) if sig is not None else None
 
 
+def _k4_codegen(context, builder, signature, args):
+    """Q4_K / Q5_K: per 64-element chunk c, 32 qs bytes of each of 16 rows transposed 4 bytes at a time (as I8's),
+    low nibbles -> block 2c, high -> block 2c+1; with has_qh the 5th bits (bit 2(c & 3) + s of qh byte m of the
+    super-block: element 64c + 32s + m), transposed the same way, shifted to bit 4 and or-ed in."""
+    sig = signature.args
+    wt_p = _ptr(context, builder, sig[0], args[0], _I8)
+    r0, nb, has_qh = (_as_i64(builder, a) for a in args[3:6])
+    rows = _row_pointers(context, builder, sig[1], args[1], r0)
+    hrows = _row_pointers(context, builder, sig[2], args[2], r0)
+    vrow = ir.VectorType(_I32, 8)
+    use_qh = builder.icmp_signed("!=", has_qh, _c64(0))
+    low4 = ir.Constant(_V16I32, [0x0F0F0F0F] * 16)
+    bit4 = ir.Constant(_V16I32, [0x10101010] * 16)
+
+    def chunk(b, i, _):
+        cols = _transpose16(b, [_vload(b, p, b.mul(i, _c64(32)), vrow) for p in rows])
+        lo = [b.and_(v, low4) for v in cols]
+        hi = [b.and_(b.lshr(v, ir.Constant(_V16I32, [4] * 16)), low4) for v in cols]
+        # qh: the chunk's super-block's 32 bytes (the last row's again when not has_qh: loads stay in bounds)
+        hcols = _transpose16(b, [_vload(b, p, b.mul(b.ashr(i, _c64(2)), _c64(32)), vrow) for p in hrows])
+        sh = _splat(b, b.trunc(b.mul(b.and_(i, _c64(3)), _c64(2)), _I32), _V16I32)
+        hs = [b.lshr(h, sh) for h in hcols]          # bit 0 of each byte: block 2c's 5th bit, bit 1: block 2c+1's
+        out = []
+        for half, vs in ((0, lo), (1, hi)):
+            for g, v in enumerate(vs):
+                hb = b.and_(b.shl(hs[g], ir.Constant(_V16I32, [4 - half] * 16)), bit4)
+                out.append(b.bitcast(b.select(use_qh, b.or_(v, hb), v), _V64I8))
+        dst = b.mul(i, _c64(1024))
+        for g, v in enumerate(out):
+            _vstore(b, v, wt_p, b.add(dst, _c64(64 * g)) if g else dst)
+        return []
+
+    _loop(builder, _c64(0), builder.sdiv(nb, _c64(2)), _c64(1), [], chunk, "k4tile")
+    return context.get_dummy_value()
+
+
+@intrinsic
+def k4_tile(typingctx, wt, q, qh, r0, nb, has_qh):
+    """wt from rows r0..r0+15 of Q4_K's qs plane q (rows, 16 nb) uint8 (and with has_qh nonzero Q5_K's qh plane
+    (rows, 4 nb)): codes 0..15 (0..31), offset 0. nb even (32-blocks)."""
+    ok = (_is_c(wt, types.uint8) and all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
+                                         and a.dtype == types.uint8 for a in (q, qh))
+          and all(isinstance(a, types.Integer) for a in (r0, nb, has_qh)))
+    return (types.void(wt, q, qh, r0, nb, has_qh), _k4_codegen) if ok else None
+
+
 # ---------------------------------------------------------------- activations: codes once per token
 
 @njit(cache=True, parallel=True)
@@ -462,6 +508,41 @@ def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
             crumb_tile(wt, c, r0, nb, 0)
             _fill_scales(ws, d, r0, 3)
             tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, ws, xq, xd, xo, xm, n, nb)
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _fill_k4_scales(ws, wm, sc, mn, d, dm, r0):
+    """Q4_K / Q5_K: ws[16 b + j] = d * sc, wm[16 b + j] = -dmin * m of block b of row r0 + j (split order: block
+    2c at c, 2c+1 at half + c)."""
+    last = d.shape[0] - 1
+    nb = ws.shape[0] // ROWS
+    half = nb // 2
+    for j in range(ROWS):
+        r = min(r0 + j, last)
+        for b in range(nb):
+            k = (b >> 1) + (b & 1) * half
+            ws[ROWS * b + j] = widen(d[r, b >> 3]) * np.float32(sc[r, k])
+            wm[ROWS * b + j] = -widen(dm[r, b >> 3]) * np.float32(mn[r, k])
+
+
+@njit(cache=True, parallel=True)
+def gemm_k4(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm, has_qh):
+    """Q4_K / Q5_K (has_qh, qh its plane; for Q4_K any uint8 plane of 4 nb bytes per row) with Q8_K codes:
+    offset 0, the mins -dmin m against xm = d_x * code sum (tile_gemm_min)."""
+    n, nb = xq.shape[0], sc.shape[1]
+    rows = out.shape[1]
+    xo = np.zeros_like(xs)
+    ntiles = (rows + ROWS - 1) // ROWS
+    nch = _chunks(rows)
+    for ch in prange(nch):
+        wt = np.empty(nb * 512, np.uint8)
+        ws = np.empty(nb * ROWS, np.float32)
+        wm = np.empty(nb * ROWS, np.float32)
+        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
+            r0 = tile * ROWS
+            k4_tile(wt, q, qh, r0, nb, has_qh)
+            _fill_k4_scales(ws, wm, sc, mn, d, dm, r0)
+            tile_gemm_min(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
 
 
 # ---------------------------------------------------------------- which types run here

@@ -30,6 +30,7 @@ from numba import njit, prange
 from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
                       n_chunks, tile_span)
 from ._ir import f16_to_f32, ubits, widen
+from ._gemm import gemm_k4, gemm_nib, register_gemm
 from ._vnni import q2k_row_dot, q3k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
@@ -705,3 +706,21 @@ _Q3_K_MATVEC, _Q3_K_SCRATCH, _Q3_K_ROUNDS, _Q3_K_HOW = int_matvec(_mv_q3_k_vnni,
                                                                   "Q3_K", scratch=k16_scratch)
 register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
                         "the file's qs, hmask + int8 scale per 16 + fp16 d per 256" + _Q3_K_HOW, _Q3_K_ROUNDS))
+
+
+# ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py, VNNI)
+
+def _gemm_q4_k(out, codes, q, sc, mn, d, dm):
+    gemm_k4(out, *codes, q, q, sc, mn, d, dm, 0)
+
+
+def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
+    gemm_k4(out, *codes, q, qh, sc, mn, d, dm, 1)
+
+
+def _gemm_iq4_xs(out, codes, q, d):
+    gemm_nib(out, *codes, q, d, d, 128, 1, False)
+
+
+for _name, _run in (("Q4_K", _gemm_q4_k), ("Q5_K", _gemm_q5_k), ("IQ4_XS", _gemm_iq4_xs)):
+    register_gemm(_name, "q8_k", _run)

@@ -10,7 +10,7 @@ import pytest
 from gguf.quants import IQ4_NL
 
 from kvant.runtime.kernels import prepare
-from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, i8_tile, int_matmul, nib_tile, quantize
+from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, i8_tile, int_matmul, k4_tile, nib_tile, quantize
 from kvant.runtime.kernels._vnni import HAS_VNNI
 from kvant.runtime.kernels.actquant import VEC_DOT
 
@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_kernels import make_weight  # noqa: E402
 
 needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="the integer GEMM needs AVX-512 VNNI")
-INT_TYPES = ["IQ4_NL", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0"]
+INT_TYPES = ["IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q8_0", "TQ1_0", "TQ2_0"]
 SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per row)
 
 
@@ -107,6 +107,68 @@ def test_tile_decoders():
             wt = np.empty(512 * nb, np.uint8)
             run(wt, plane, r0, nb, flag)
             np.testing.assert_array_equal(wt, _tile_order(codes, r0))
+
+
+@needs_vnni
+def test_k4_tile():
+    """Q4_K / Q5_K qs (32 bytes per 64 elements: low nibbles block 2c, high 2c+1) and Q5_K's qh (bit 2(c & 3) + s of
+    byte m of the super-block's 32: the 5th bit of element 64c + 32s + m) into TILE order."""
+    from numba import njit
+
+    @njit
+    def run(wt, q, qh, r0, nb, flag):
+        k4_tile(wt, q, qh, r0, nb, flag)
+
+    rng = np.random.default_rng(2)
+    rows, nsb = 37, 3
+    nb = 8 * nsb
+    q = rng.integers(0, 256, (rows, 16 * nb)).astype(np.uint8)
+    qh = rng.integers(0, 256, (rows, 4 * nb)).astype(np.uint8)
+    chunks = q.reshape(rows, nb // 2, 32)
+    codes4 = np.concatenate([chunks & 15, chunks >> 4], 2).reshape(rows, -1)
+    c = np.arange(nb // 2)
+    bits = qh.reshape(rows, nsb, 1, 32)[:, c // 4]                  # (rows, chunks, 1, 32)
+    shifts = (2 * (c % 4))[None, :, None, None] + np.arange(2)[None, None, :, None]
+    codes5 = codes4 + 16 * ((bits >> shifts) & 1).reshape(rows, -1)
+    for flag, codes in ((0, codes4), (1, codes5)):
+        for r0 in (0, 16, 32):
+            wt = np.empty(512 * nb, np.uint8)
+            run(wt, q, qh if flag else q, r0, nb, flag)
+            np.testing.assert_array_equal(wt, _tile_order(codes.astype(np.uint8), r0))
+
+
+REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", ".work")
+
+
+@needs_vnni
+@pytest.mark.realmodel
+@pytest.mark.parametrize("file, types", [("SmolLM2-135M-Instruct-Q4_K_M.gguf", ("Q4_K",)),
+                                         ("SmolLM2-135M-Instruct-Q5_K_M.gguf", ("Q5_K",)),
+                                         ("SmolLM2-135M-Instruct-IQ4_XS.gguf", ("IQ4_XS",))])
+def test_gemm_real_tensors(file, types):
+    """Real tensors of the bench files (where bench/.work has them): each token's row is the integer matvec's."""
+    from kvant.formats.gguf_file import GGUFFile
+    path = os.path.join(REAL, file)
+    if not os.path.exists(path):
+        pytest.skip(f"{file} not in bench/.work")
+    rng = np.random.default_rng(0)
+    seen = set()
+    with GGUFFile(path) as f:
+        for name, info in f.tensors.items():
+            tname = info.ggml_type.name
+            if len(info.shape) != 2 or tname not in types or (tname, info.shape[0]) in seen:
+                continue
+            seen.add((tname, info.shape[0]))
+            raw = np.ascontiguousarray(f.raw(name)[:77])
+            qm = prepare(raw, tname)
+            x = rng.standard_normal((9, qm.shape[1])).astype(np.float32)
+            out = np.full((9, raw.shape[0]), np.nan, np.float32)
+            int_matmul(qm, out, x)
+            ref = np.empty_like(out)
+            for t in range(9):
+                qm.matvec(ref[t], x[t])
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert seen
 
 
 @needs_vnni
