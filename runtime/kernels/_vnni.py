@@ -252,6 +252,21 @@ def _bit_at_4(builder, v, bit):
     return builder.and_(v, ir.Constant(t, [16] * t.count))
 
 
+def _k_row_args(context, builder, signature, args, n_planes, n_scales):
+    """The arguments of a K-quant row intrinsic as pointers, in their fixed order: n_planes byte planes, n_scales
+    per-256 scales (u16 holding fp16, or f32: is_f32), xq (int8 codes), xd (f32 per 32), bs (int32 code sums), then
+    the super-block count n. Returns (planes, scales, is_f32, xq, xd, bs, n)."""
+    sig = signature.args
+    planes = [_data(context, builder, sig[i], args[i], _I8) for i in range(n_planes)]
+    is_f32 = sig[n_planes].dtype == types.float32
+    scales = [_data(context, builder, sig[i], args[i], _F32 if is_f32 else _I16)
+              for i in range(n_planes, n_planes + n_scales)]
+    k = n_planes + n_scales
+    return (planes, scales, is_f32, _data(context, builder, sig[k], args[k], _I8),
+            _data(context, builder, sig[k + 1], args[k + 1], _F32),
+            _data(context, builder, sig[k + 2], args[k + 2], _I32), _as_i64(builder, args[k + 3]))
+
+
 def _q4k_codegen(with_qh):
     """Q4_K (and Q5_K with its qh plane) row: q the file's qs bytes (32 per 64 elements: block 2c in the low
     nibbles, block 2c+1 in the high ones, both in element order), taken 64 bytes at a time: the low nibbles are
@@ -260,19 +275,9 @@ def _q4k_codegen(with_qh):
     d, dm per 256 (u16 fp16 or f32); xd per 32 (the per-256 scale repeated), bs the exact per-32 code sums (block
     order); n super-blocks."""
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        k = 1 if with_qh else 0
-        q_p = _data(context, builder, sig[0], args[0], _I8)
-        qh_p = _data(context, builder, sig[1], args[1], _I8) if with_qh else None
-        sc_p = _data(context, builder, sig[1 + k], args[1 + k], _I8)
-        mn_p = _data(context, builder, sig[2 + k], args[2 + k], _I8)
-        d_f32 = sig[3 + k].dtype == types.float32
-        d_p = _data(context, builder, sig[3 + k], args[3 + k], _F32 if d_f32 else _I16)
-        dm_p = _data(context, builder, sig[4 + k], args[4 + k], _F32 if d_f32 else _I16)
-        xq_p = _data(context, builder, sig[5 + k], args[5 + k], _I8)
-        xd_p = _data(context, builder, sig[6 + k], args[6 + k], _F32)
-        bs_p = _data(context, builder, sig[7 + k], args[7 + k], _I32)
-        n = _as_i64(builder, args[8 + k])
+        planes, (d_p, dm_p), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args,
+                                                                      4 if with_qh else 3, 2)
+        q_p, qh_p, sc_p, mn_p = planes if with_qh else (planes[0], None, planes[1], planes[2])
         half = builder.mul(n, _c64(4))
         module = builder.module
         dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
@@ -351,16 +356,7 @@ def _q6k_codegen(context, builder, signature, args):
     """Q6_K row: ql, qh the file's planes (128 and 64 bytes per super-block), sc int8 per 16, d per 256; xq Q8_K
     codes in element order, xd per 32, bs the exact per-16 code sums. Codes 0..63 go in unsigned; the -32 is
     -32 * sum_g sc_g bs_g, in the same int32 sum (as llama.cpp)."""
-    sig = signature.args
-    ql_p = _data(context, builder, sig[0], args[0], _I8)
-    qh_p = _data(context, builder, sig[1], args[1], _I8)
-    sc_p = _data(context, builder, sig[2], args[2], _I8)
-    d_f32 = sig[3].dtype == types.float32
-    d_p = _data(context, builder, sig[3], args[3], _F32 if d_f32 else _I16)
-    xq_p = _data(context, builder, sig[4], args[4], _I8)
-    xd_p = _data(context, builder, sig[5], args[5], _F32)
-    bs_p = _data(context, builder, sig[6], args[6], _I32)
-    n = _as_i64(builder, args[7])
+    (ql_p, qh_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module
     dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
@@ -417,16 +413,7 @@ def _q2k_codegen(context, builder, signature, args):
     128h + 32u + j), sc the file's scale bytes per 16 (scale in the low nibble, min in the high one), d, dm per 256;
     xq Q8_K codes in element order, xd per 32, bs exact per-16 code sums. As ggml_vec_dot_q2_K_q8_K: per super-block
     d_x * (d * sum_g sc_g (q_g . x_g) - dmin * sum_g m_g bs_g), both sums exact in int32."""
-    sig = signature.args
-    q_p = _data(context, builder, sig[0], args[0], _I8)
-    sc_p = _data(context, builder, sig[1], args[1], _I8)
-    d_f32 = sig[2].dtype == types.float32
-    d_p = _data(context, builder, sig[2], args[2], _F32 if d_f32 else _I16)
-    dm_p = _data(context, builder, sig[3], args[3], _F32 if d_f32 else _I16)
-    xq_p = _data(context, builder, sig[4], args[4], _I8)
-    xd_p = _data(context, builder, sig[5], args[5], _F32)
-    bs_p = _data(context, builder, sig[6], args[6], _I32)
-    n = _as_i64(builder, args[7])
+    (q_p, sc_p), (d_p, dm_p), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 2, 2)
     module = builder.module
     dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
@@ -489,16 +476,7 @@ def _q3k_codegen(context, builder, signature, args):
     element 128h + 32u + j), sc the 6-bit scales minus 32 as int8 per 16, d per 256; xq, xd, bs as for Q6_K.
     Codes 0..7 (low 2 bits | high bit << 2) go in unsigned; the -4 is -4 * sum_g sc_g bs_g in the same int32 sum
     (llama.cpp subtracts 4 where the high bit is clear: the same integers)."""
-    sig = signature.args
-    q_p = _data(context, builder, sig[0], args[0], _I8)
-    hm_p = _data(context, builder, sig[1], args[1], _I8)
-    sc_p = _data(context, builder, sig[2], args[2], _I8)
-    d_f32 = sig[3].dtype == types.float32
-    d_p = _data(context, builder, sig[3], args[3], _F32 if d_f32 else _I16)
-    xq_p = _data(context, builder, sig[4], args[4], _I8)
-    xd_p = _data(context, builder, sig[5], args[5], _F32)
-    bs_p = _data(context, builder, sig[6], args[6], _I32)
-    n = _as_i64(builder, args[7])
+    (q_p, hm_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module
     dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
