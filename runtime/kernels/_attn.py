@@ -9,13 +9,12 @@ are rows S[t, :] += q[t, i] * kt[i, :] (vectorized over keys, eight i a pass) an
 pass for all TB queries while those rows are in L1. Work items are (head, query block) pairs, so two threads stay
 balanced with 9 heads. Only the summation order differs from ops.attention.
 """
-import math
 
 import numpy as np
 from numba import njit, prange
 
 from ._ir import widen
-from .ops import _round_as_cache, exp_nonpositive
+from .ops import _round_as_cache, softmax_scaled
 
 TB = 8      # queries per work item
 
@@ -89,28 +88,6 @@ def _weigh(acc, p, vf, first, nk, tb):
         j += 1
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _softmax(row, scale, softcap):
-    """row = softmax(row * scale (tanh-capped when softcap > 0)) as ops.attention, in loops that vectorize (the cap
-    in its own loop: a tanh call inside the first loop kept all of them scalar, 3.5 ns a score)."""
-    for j in range(row.shape[0]):
-        row[j] = row[j] * scale
-    if softcap > 0:
-        for j in range(row.shape[0]):
-            row[j] = softcap * math.tanh(row[j] / softcap)
-    m = np.float32(-np.inf)
-    for j in range(row.shape[0]):
-        m = max(m, row[j])
-    total = 0.0
-    for j in range(row.shape[0]):
-        e = exp_nonpositive(row[j] - m)
-        row[j] = e
-        total += e
-    inv = np.float32(1.0 / total)
-    for j in range(row.shape[0]):
-        row[j] = row[j] * inv
-
-
 @njit(cache=True, parallel=True, fastmath=True)
 def attention_prefill(out, q, k_cache, v_cache, start, scale, window, softcap):
     """ops.attention's contract (out (n, n_head, dv), q (n, n_head, dk), caches (n_kv, n_ctx, d) f16 bits or f32,
@@ -145,7 +122,7 @@ def attention_prefill(out, q, k_cache, v_cache, start, scale, window, softcap):
             lo = (max(0, pos - window + 1) if window > 0 else 0) - first
             hi = pos + 1 - first
             probs = s[t, lo:hi]
-            _softmax(probs, scale, softcap)
+            softmax_scaled(probs, scale, softcap)
             _round_as_cache(probs, v_cache)
             row = s[t]
             row[:lo] = 0.0
