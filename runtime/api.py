@@ -72,6 +72,9 @@ class Model:
         self.n_batch = int(n_batch)
         self.kv_type = kv_type
         self.cache = KVCache(self.config, self.n_ctx, kv_type)
+        # the decode steps' machine code, loaded from numba's cache (40-80 ms) while the model opens, as llama.cpp
+        # has its code ready at load: a first generate call runs at the speed of every later one
+        self.transformer.prepare_decode(self.cache)
         self.template = ChatTemplate(md.get("tokenizer.chat_template"),
                                      self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
@@ -136,7 +139,6 @@ class Model:
     def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None):
         """Yield token ids sampled after prompt_tokens until an end-of-generation token or max_tokens."""
         sampler = sampler or Sampler()
-        self.transformer.prepare_decode(self.cache)     # before the timed loop; commands that never decode skip it
         logits = self.eval(prompt_tokens)
         history = list(prompt_tokens)
         t0 = time.perf_counter()
