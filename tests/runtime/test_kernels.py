@@ -10,7 +10,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from kvant.runtime.kernels.registry import SMALL_BATCH
-from kvant.runtime.kernels.intdot import FLOAT_MATVEC
+from kvant.runtime.kernels.intdot import FLOAT_MATVEC, FLOAT_REPACK
 from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
 
 # byte offsets of the fp16 scale fields inside one block
@@ -107,10 +107,10 @@ def test_float_fallback_matvec(name):
     rng = np.random.default_rng(7)
     for rows, nblocks in SHAPES:
         raw, w = make_weight(name, rows, nblocks, rng)
-        qm = prepare(raw, name)
+        arrays = FLOAT_REPACK[name](raw, w.shape[1]) if name in FLOAT_REPACK else prepare(raw, name).arrays
         x = rng.standard_normal(w.shape[1]).astype(np.float32)
         out = np.full(rows, np.nan, np.float32)
-        kernel(out, x, *qm.arrays, *scratch(w.shape[1]))
+        kernel(out, x, *arrays, *scratch(w.shape[1]))
         check(out[None], w, x[None])
 
 
