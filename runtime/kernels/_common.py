@@ -19,7 +19,7 @@ floors, and the differences are folded into the activation planes once per token
   sum_t field_t(b) * X_t = b * Y_0 + sum_{t>0} floor(b / 2^(k t)) * Y_t,   Y_t = X_t - 2^k X_{t-1}.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ._ir import bit_select, f16_to_f32, ubits, widen
 
@@ -258,24 +258,26 @@ def n_chunks(rows):
 
 
 @njit(cache=True, inline="always")
-def tile_span(c, nthreads, rows):
-    """The row tiles [t0, t1) that worker c of nthreads handles."""
-    ntiles = (rows + ROW_TILE - 1) // ROW_TILE
+def tile_span(c, nthreads, rows, tile=ROW_TILE):
+    """The tiles [t0, t1) of `tile` rows that worker c of nthreads handles."""
+    ntiles = (rows + tile - 1) // tile
     return ntiles * c // nthreads, ntiles * (c + 1) // nthreads
 
 
-# A prefill kernel per type (numba caches neither closures nor functions taking a jitted function as argument,
-# so each type spells out this loop with its own decoder):
-#
-#   @njit(cache=True, fastmath=True, parallel=True)
-#   def _mm_T(out, x, *arrays):
-#       nt = n_chunks(out.shape[1])
-#       for ch in prange(nt):
-#           w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-#           t0, t1 = tile_span(ch, nt, out.shape[1])
-#           for t in range(t0, t1):
-#               r0 = t * ROW_TILE
-#               nr = min(ROW_TILE, out.shape[1] - r0)
-#               for j in range(nr):
-#                   _dec_T(w[j], r0 + j, *arrays)
-#               gemm_tile(out, x, w, r0, nr)
+@njit(inline="always")
+def float_matmul(out, x, decode, arrays):
+    """The prefill kernel of a type: out[:, r] = x @ (row r decoded to floats) for every row. Each worker decodes
+    ROW_TILE rows at a time by decode(dst, r, *arrays) into its float tile and runs all tokens over it (gemm_tile).
+    Inlined only, into the type's own @njit(cache=True, parallel=True) kernel: numba caches no function that takes
+    a jitted function as an argument, but once inlined, decode is a call to a global."""
+    rows = out.shape[1]
+    nt = n_chunks(rows)
+    for ch in prange(nt):
+        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
+        t0, t1 = tile_span(ch, nt, rows)
+        for t in range(t0, t1):
+            r0 = t * ROW_TILE
+            nr = min(ROW_TILE, rows - r0)
+            for j in range(nr):
+                decode(w[j], r0 + j, *arrays)
+            gemm_tile(out, x, w, r0, nr)

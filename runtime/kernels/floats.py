@@ -11,7 +11,7 @@ stream per core, not interleaved rows), software prefetch 1-16 KB ahead (t0 / nt
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, ROW_TILE, gemm_tile, n_chunks, tile_span
+from ._common import F32, float_matmul
 from ._ir import bf16_to_f32, f16_to_f32
 from .registry import Layout, register
 
@@ -78,44 +78,17 @@ def _dec_bf16(dst, r, w):
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_f32(out, x, w):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        t = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for k in range(t0, t1):
-            r0 = k * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_f32(t[j], r0 + j, w)
-            gemm_tile(out, x, t, r0, nr)
+    float_matmul(out, x, _dec_f32, (w,))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_f16(out, x, w):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        t = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for k in range(t0, t1):
-            r0 = k * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_f16(t[j], r0 + j, w)
-            gemm_tile(out, x, t, r0, nr)
+    float_matmul(out, x, _dec_f16, (w,))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_bf16(out, x, w):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        t = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for k in range(t0, t1):
-            r0 = k * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_bf16(t[j], r0 + j, w)
-            gemm_tile(out, x, t, r0, nr)
+    float_matmul(out, x, _dec_bf16, (w,))
 
 
 def _view(dtype):

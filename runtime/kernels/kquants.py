@@ -27,8 +27,7 @@ scale index k >> 4 is then a broadcast).
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, bits_dot16, crumb_dot16, f16_at, gemm_tile, group_sums,
-                      n_chunks, tile_span)
+from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_k4, gemm_nib, register_gemm
 from ._vnni import q2k_row_dot, q3k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
@@ -612,72 +611,27 @@ def _dec_q3_k(dst, r, c, h, sc, d):
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q4_k(out, x, q, sc, mn, d, dm):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q4_k(w[j], r0 + j, q, sc, mn, d, dm)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q4_k, (q, sc, mn, d, dm))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q5_k(out, x, q, qh, sc, mn, d, dm):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q5_k(w[j], r0 + j, q, qh, sc, mn, d, dm)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q5_k, (q, qh, sc, mn, d, dm))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q6_k(out, x, ql, qh, sc, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q6_k(w[j], r0 + j, ql, qh, sc, d)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q6_k, (ql, qh, sc, d))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q2_k(out, x, c, sc, d, dm):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q2_k(w[j], r0 + j, c, sc, d, dm)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q2_k, (c, sc, d, dm))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q3_k(out, x, c, h, sc, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q3_k(w[j], r0 + j, c, h, sc, d)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q3_k, (c, h, sc, d))
 
 
 # ---------------------------------------------------------------- registration

@@ -15,8 +15,8 @@ Matvec of Q8_0, Q5_0, Q4_0, Q4_1, IQ4_NL: integer block dot products where the C
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, affine_i8, affine_nib, gemm_tile, i8_dot32, n_chunks, nib_dot,
-                      prep_nib, prep_pairs, scale_dot, tile_span)
+from ._common import (F32, affine_i8, affine_nib, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs,
+                      scale_dot)
 from ._gemm import gemm_i8, gemm_nib, register_gemm
 from ._ir import ubits, widen
 from .actquant import q8_0, q8_codes
@@ -264,77 +264,32 @@ def _dec_iq4(dst, r, q, d):
     dec_iq4(dst, q[r], d[r])
 
 
-# ---------------------------------------------------------------- prefill (see _common: one loop per decoder)
+# ---------------------------------------------------------------- prefill (_common.float_matmul with each decoder)
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_i8(out, x, q, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_i8(w[j], r0 + j, q, d)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_i8, (q, d))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q5_1(out, x, q, d, m):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q5_1(w[j], r0 + j, q, d, m)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q5_1, (q, d, m))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q4_0(out, x, q, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q4_0(w[j], r0 + j, q, d)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q4_0, (q, d))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_q4_1(out, x, q, d, m):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_q4_1(w[j], r0 + j, q, d, m)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_q4_1, (q, d, m))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_iq4(out, x, q, d):
     """IQ4_NL and IQ4_XS."""
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_iq4(w[j], r0 + j, q, d)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_iq4, (q, d))
 
 
 # ---------------------------------------------------------------- registration

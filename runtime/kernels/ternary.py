@@ -4,8 +4,7 @@ byte; decoding base 3 in the hot loop would cost more than the 0.44 bits a weigh
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, ROW_TILE, crumb_dot, f16_at, gemm_tile, group_sums, n_chunks, prep_crumbs,
-                      tile_span)
+from ._common import F32, crumb_dot, f16_at, float_matmul, group_sums, prep_crumbs
 from ._gemm import gemm_crumb, register_gemm
 from ._ir import ubits
 from ._vnni import crumb_steps_dot
@@ -129,16 +128,7 @@ def _dec_tq(dst, r, c, d):
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mm_tq(out, x, c, d):
-    nt = n_chunks(out.shape[1])
-    for ch in prange(nt):
-        w = np.empty((ROW_TILE, x.shape[1]), np.float32)
-        t0, t1 = tile_span(ch, nt, out.shape[1])
-        for t in range(t0, t1):
-            r0 = t * ROW_TILE
-            nr = min(ROW_TILE, out.shape[1] - r0)
-            for j in range(nr):
-                _dec_tq(w[j], r0 + j, c, d)
-            gemm_tile(out, x, w, r0, nr)
+    float_matmul(out, x, _dec_tq, (c, d))
 
 
 _MATVEC, _MV_SCRATCH, _ROUNDS, _HOW = int_matvec(_mv_tq_vnni, q8_k, _mv_tq, _scratch, "TQ2_0", "TQ1_0")
