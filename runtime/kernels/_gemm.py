@@ -29,6 +29,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from ._common import tile_span
 from ._ir import widen
 from ._vnni import HAS_VNNI
 from .actquant import q8_codes, q8_k_codes
@@ -446,68 +447,59 @@ def _chunks(rows):
     return min((rows + ROWS - 1) // ROWS, 32)
 
 
-@njit(cache=True, parallel=True)
-def gemm_i8(out, xq, xd, xs, xm, q, d, m, off, flip, has_min):
-    """Q8_0 / Q5_0 (flip 0x80, off 128) and Q5_1 (flip 0, off 0, mins m) from their I8 planes."""
-    n, nb = xq.shape[0], d.shape[1]
+@njit(cache=True, inline="always")
+def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min):
+    """Every token's outputs of the decoded tile at rows r0.. (rows past the end masked), with the mins' term
+    wm * xm when has_min."""
     rows = out.shape[1]
-    xo = _offsets(xs, off)
-    ntiles = (rows + ROWS - 1) // ROWS
+    nr = min(ROWS, rows - r0)
+    if has_min:
+        tile_gemm_min(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+    else:
+        tile_gemm(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+
+
+@njit(inline="always")
+def _tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
+    """The GEMM of a type: each worker decodes its 16-row tiles one at a time with decode(wt, ws, wm, r0, *arrays)
+    and multiplies every token by each. Inlined only, into the type's own cached driver (as _common.float_matmul:
+    numba caches no function that takes a jitted function as an argument)."""
+    nb = xd.shape[1]
+    rows = out.shape[1]
     nch = _chunks(rows)
     for ch in prange(nch):
         wt = np.empty(nb * 512, np.uint8)
         ws = np.empty(nb * ROWS, np.float32)
         wm = np.empty(nb * ROWS, np.float32)
-        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
-            r0 = tile * ROWS
-            i8_tile(wt, q, r0, nb, flip)
-            _fill_scales(ws, d, r0, 0)
-            if has_min:
-                _fill_scales(wm, m, r0, 0)
-                tile_gemm_min(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
-            else:
-                tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+        t0, t1 = tile_span(ch, nch, rows, ROWS)
+        for r0 in range(t0 * ROWS, t1 * ROWS, ROWS):
+            decode(wt, ws, wm, r0, *arrays)
+            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min)
 
 
-@njit(cache=True, parallel=True)
-def gemm_nib(out, xq, xd, xs, xm, q, d, m, off, iq4, has_min):
-    """Q4_0 (off 8), Q4_1 (off 0, mins m), IQ4_NL (iq4 1, off 128) from their NIB planes."""
-    n, nb = xq.shape[0], d.shape[1]
-    rows = out.shape[1]
-    xo = _offsets(xs, off)
-    ntiles = (rows + ROWS - 1) // ROWS
-    nch = _chunks(rows)
-    for ch in prange(nch):
-        wt = np.empty(nb * 512, np.uint8)
-        ws = np.empty(nb * ROWS, np.float32)
-        wm = np.empty(nb * ROWS, np.float32)
-        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
-            r0 = tile * ROWS
-            nib_tile(wt, q, r0, nb, iq4)
-            _fill_scales(ws, d, r0, 0)
-            if has_min:
-                _fill_scales(wm, m, r0, 0)
-                tile_gemm_min(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
-            else:
-                tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+# The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines
+# no call with *args, and one call per tile costs nothing.
+
+@njit(cache=True)
+def _i8_rows(wt, ws, wm, r0, q, d, m, flip, has_min):
+    i8_tile(wt, q, r0, ws.shape[0] // ROWS, flip)
+    _fill_scales(ws, d, r0, 0)
+    if has_min:
+        _fill_scales(wm, m, r0, 0)
 
 
-@njit(cache=True, parallel=True)
-def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
-    """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one f32 per 256."""
-    n, nb = xq.shape[0], xq.shape[1] // 32
-    rows = out.shape[1]
-    xo = _offsets(xs, off)
-    ntiles = (rows + ROWS - 1) // ROWS
-    nch = _chunks(rows)
-    for ch in prange(nch):
-        wt = np.empty(nb * 512, np.uint8)
-        ws = np.empty(nb * ROWS, np.float32)
-        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
-            r0 = tile * ROWS
-            crumb_tile(wt, c, r0, nb, 0)
-            _fill_scales(ws, d, r0, 3)
-            tile_gemm(out, rows, r0, min(ROWS, rows - r0), wt, ws, ws, xq, xd, xo, xm, n, nb)
+@njit(cache=True)
+def _nib_rows(wt, ws, wm, r0, q, d, m, iq4, has_min):
+    nib_tile(wt, q, r0, ws.shape[0] // ROWS, iq4)
+    _fill_scales(ws, d, r0, 0)
+    if has_min:
+        _fill_scales(wm, m, r0, 0)
+
+
+@njit(cache=True)
+def _crumb_rows(wt, ws, wm, r0, c, d):
+    crumb_tile(wt, c, r0, ws.shape[0] // ROWS, 0)
+    _fill_scales(ws, d, r0, 3)
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -525,24 +517,35 @@ def _fill_k4_scales(ws, wm, sc, mn, d, dm, r0):
             wm[ROWS * b + j] = -widen(dm[r, b >> 3]) * np.float32(mn[r, k])
 
 
+@njit(cache=True)
+def _k4_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm, has_qh):
+    k4_tile(wt, q, qh, r0, ws.shape[0] // ROWS, has_qh)
+    _fill_k4_scales(ws, wm, sc, mn, d, dm, r0)
+
+
+@njit(cache=True, parallel=True)
+def gemm_i8(out, xq, xd, xs, xm, q, d, m, off, flip, has_min):
+    """Q8_0 / Q5_0 (flip 0x80, off 128) and Q5_1 (flip 0, off 0, mins m) from their I8 planes."""
+    _tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _i8_rows, (q, d, m, flip, has_min))
+
+
+@njit(cache=True, parallel=True)
+def gemm_nib(out, xq, xd, xs, xm, q, d, m, off, iq4, has_min):
+    """Q4_0 (off 8), Q4_1 (off 0, mins m), IQ4_NL (iq4 1, off 128) from their NIB planes."""
+    _tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _nib_rows, (q, d, m, iq4, has_min))
+
+
+@njit(cache=True, parallel=True)
+def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
+    """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one f32 per 256."""
+    _tiles(out, xq, xd, _offsets(xs, off), xm, False, _crumb_rows, (c, d))
+
+
 @njit(cache=True, parallel=True)
 def gemm_k4(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm, has_qh):
     """Q4_K / Q5_K (has_qh, qh its plane; for Q4_K any uint8 plane of 4 nb bytes per row) with Q8_K codes:
     offset 0, the mins -dmin m against xm = d_x * code sum (tile_gemm_min)."""
-    n, nb = xq.shape[0], sc.shape[1]
-    rows = out.shape[1]
-    xo = np.zeros_like(xs)
-    ntiles = (rows + ROWS - 1) // ROWS
-    nch = _chunks(rows)
-    for ch in prange(nch):
-        wt = np.empty(nb * 512, np.uint8)
-        ws = np.empty(nb * ROWS, np.float32)
-        wm = np.empty(nb * ROWS, np.float32)
-        for tile in range(ntiles * ch // nch, ntiles * (ch + 1) // nch):
-            r0 = tile * ROWS
-            k4_tile(wt, q, qh, r0, nb, has_qh)
-            _fill_k4_scales(ws, wm, sc, mn, d, dm, r0)
-            tile_gemm_min(out, rows, r0, min(ROWS, rows - r0), wt, ws, wm, xq, xd, xo, xm, n, nb)
+    _tiles(out, xq, xd, np.zeros_like(xs), xm, True, _k4_rows, (q, qh, sc, mn, d, dm, has_qh))
 
 
 # ---------------------------------------------------------------- which types run here
