@@ -8,7 +8,7 @@ import numpy as np
 from gguf.quants import MXFP4, NVFP4
 from numba import njit, prange
 
-from .codecs_common import F16_TO_F32, u16, u32
+from .codecs_common import F16_TO_F32, decode_blocks, u16, u32
 
 # ggml_e8m0_to_fp32_half: 2**(e-127) / 2 as float32 bits; e < 2 lands in the subnormals.
 _E = np.arange(256, dtype=np.uint32)
@@ -43,37 +43,38 @@ def dequant_bf16(out, raw, rows):
             bits[i, j] = u16(src, 2 * j) << 16
 
 
+@njit(cache=True, inline="always")
+def _mxfp4(dst, o, src, s, tables):  # e[1] (E8M0), qs[16]
+    e8m0_half, kvalues = tables
+    d = e8m0_half[src[s]]
+    for j in range(16):
+        q = src[s + 1 + j]
+        dst[o + j] = d * kvalues[q & 15]
+        dst[o + 16 + j] = d * kvalues[q >> 4]
+
+
+@njit(cache=True, inline="always")
+def _nvfp4(dst, o, src, s, tables):  # d[4] (UE4M3, one per 16), qs[32]
+    ue4m3_half, kvalues = tables
+    for g in range(4):  # sub-block g: low nibbles of qs[8g:8g+8], then the high nibbles
+        d = ue4m3_half[src[s + g]]
+        og = o + g * 16
+        for j in range(8):
+            q = src[s + 4 + g * 8 + j]
+            dst[og + j] = d * kvalues[q & 15]
+            dst[og + 8 + j] = d * kvalues[q >> 4]
+
+
 @njit(parallel=True, cache=True)
 def dequant_mxfp4(out, raw, rows, e8m0_half, kvalues):
-    nb = raw.shape[1] // 17
     for i in prange(rows.shape[0]):
-        src = raw[rows[i]]
-        dst = out[i]
-        for b in range(nb):
-            s = b * 17
-            o = b * 32
-            d = e8m0_half[src[s]]
-            for j in range(16):
-                q = src[s + 1 + j]
-                dst[o + j] = d * kvalues[q & 15]
-                dst[o + 16 + j] = d * kvalues[q >> 4]
+        decode_blocks(out[i], raw[rows[i]], 17, 32, _mxfp4, (e8m0_half, kvalues))
 
 
 @njit(parallel=True, cache=True)
-def dequant_nvfp4(out, raw, rows, ue4m3_half, kvalues):  # d[4] (UE4M3, one per 16), qs[32]
-    nb = raw.shape[1] // 36
+def dequant_nvfp4(out, raw, rows, ue4m3_half, kvalues):
     for i in prange(rows.shape[0]):
-        src = raw[rows[i]]
-        dst = out[i]
-        for b in range(nb):
-            s = b * 36
-            for g in range(4):  # sub-block g: low nibbles of qs[8g:8g+8], then the high nibbles
-                d = ue4m3_half[src[s + g]]
-                o = b * 64 + g * 16
-                for j in range(8):
-                    q = src[s + 4 + g * 8 + j]
-                    dst[o + j] = d * kvalues[q & 15]
-                    dst[o + 8 + j] = d * kvalues[q >> 4]
+        decode_blocks(out[i], raw[rows[i]], 36, 64, _nvfp4, (ue4m3_half, kvalues))
 
 
 CODECS = {
