@@ -84,18 +84,11 @@ def group_sums(xs, x):
 
 @njit(cache=True, fastmath=True)
 def dot(a, b):
+    """sum of widen(a[i]) * b[i] (a f32, or u16 holding fp16): F32 / F16 rows against x, and the per-group offsets
+    (mins, folded -8 / -16) as scales against group sums of x."""
     s = F32(0.0)
     for i in range(a.shape[0]):
-        s += a[i] * b[i]
-    return s
-
-
-@njit(cache=True, fastmath=True)
-def scale_dot(d, xs):
-    """sum of widen(d[g]) * xs[g]: the per-group offsets (mins, folded -8 / -16) against group sums of x."""
-    s = F32(0.0)
-    for g in range(d.shape[0]):
-        s += widen(d[g]) * xs[g]
+        s += widen(a[i]) * b[i]
     return s
 
 

@@ -11,25 +11,9 @@ stream per core, not interleaved rows), software prefetch 1-16 KB ahead (t0 / nt
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, float_matmul
-from ._ir import bf16_to_f32, f16_to_f32
+from ._common import F32, dot, float_matmul
+from ._ir import bf16_to_f32, widen
 from .registry import Layout, register
-
-
-@njit(cache=True, fastmath=True)
-def _dot_f32(w, x):
-    s = F32(0.0)
-    for i in range(w.shape[0]):
-        s += w[i] * x[i]
-    return s
-
-
-@njit(cache=True, fastmath=True)
-def _dot_f16(w, x):
-    s = F32(0.0)
-    for i in range(w.shape[0]):
-        s += f16_to_f32(w[i]) * x[i]
-    return s
 
 
 @njit(cache=True, fastmath=True)
@@ -41,15 +25,10 @@ def _dot_bf16(w, x):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mv_f32(out, x, w):
+def _mv_plain(out, x, w):
+    """F32, and F16 rows as u16 (dot widens them)."""
     for r in prange(out.shape[0]):
-        out[r] = _dot_f32(w[r], x)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_f16(out, x, w):
-    for r in prange(out.shape[0]):
-        out[r] = _dot_f16(w[r], x)
+        out[r] = dot(w[r], x)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -59,15 +38,9 @@ def _mv_bf16(out, x, w):
 
 
 @njit(cache=True)
-def _dec_f32(dst, r, w):
+def _dec_plain(dst, r, w):
     for i in range(dst.shape[0]):
-        dst[i] = w[r, i]
-
-
-@njit(cache=True)
-def _dec_f16(dst, r, w):
-    for i in range(dst.shape[0]):
-        dst[i] = f16_to_f32(w[r, i])
+        dst[i] = widen(w[r, i])
 
 
 @njit(cache=True)
@@ -77,13 +50,8 @@ def _dec_bf16(dst, r, w):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _mm_f32(out, x, w):
-    float_matmul(out, x, _dec_f32, (w,))
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mm_f16(out, x, w):
-    float_matmul(out, x, _dec_f16, (w,))
+def _mm_plain(out, x, w):
+    float_matmul(out, x, _dec_plain, (w,))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -97,6 +65,6 @@ def _view(dtype):
     return repack
 
 
-register("F32", Layout(1, _view(np.float32), lambda c: (), _mv_f32, _mm_f32, "file rows as f32 (view)"))
-register("F16", Layout(1, _view(np.uint16), lambda c: (), _mv_f16, _mm_f16, "file rows as u16 (view)"))
+register("F32", Layout(1, _view(np.float32), lambda c: (), _mv_plain, _mm_plain, "file rows as f32 (view)"))
+register("F16", Layout(1, _view(np.uint16), lambda c: (), _mv_plain, _mm_plain, "file rows as u16 (view)"))
 register("BF16", Layout(1, _view(np.uint16), lambda c: (), _mv_bf16, _mm_bf16, "file rows as u16 (view)"))

@@ -15,8 +15,7 @@ Matvec of Q8_0, Q5_0, Q4_0, Q4_1, IQ4_NL: integer block dot products where the C
 import numpy as np
 from numba import njit, prange
 
-from ._common import (F32, affine_i8, affine_nib, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs,
-                      scale_dot)
+from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._gemm import gemm_i8, gemm_nib, register_gemm
 from ._ir import ubits, widen
 from .actquant import q8_0, q8_codes
@@ -136,7 +135,7 @@ def _mv_q4_0_vnni(out, x, q, d, xq, xd, xs, xn):
     nib_x_order(xq, xn)
     block_sums(xs, xn, xd)
     for r in prange(out.shape[0]):
-        out[r] = nib_row(q[r], d[r], xq, xd) - F32(8.0) * scale_dot(d[r], xs)
+        out[r] = nib_row(q[r], d[r], xq, xd) - F32(8.0) * dot(d[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -145,7 +144,7 @@ def _mv_q4_1_vnni(out, x, q, d, m, xq, xd, xs, xn):
     q8_codes(xn, xd, xs, x)
     nib_x_order(xq, xn)
     for r in prange(out.shape[0]):
-        out[r] = nib_row(q[r], d[r], xq, xd) + scale_dot(m[r], xs)
+        out[r] = nib_row(q[r], d[r], xq, xd) + dot(m[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -160,21 +159,21 @@ def _mv_iq4_nl_vnni(out, x, q, d, xq, xd, xs, xn):
 def _mv_q5_1(out, x, q, d, m, xs):
     sums32(xs, x)
     for r in prange(out.shape[0]):
-        out[r] = i8_dot32(q[r], d[r], x) + scale_dot(m[r], xs)
+        out[r] = i8_dot32(q[r], d[r], x) + dot(m[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_0(out, x, q, d, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) - F32(8.0) * scale_dot(d[r], xs)
+        out[r] = nib_dot(q[r], d[r], xa, xb) - F32(8.0) * dot(d[r], xs)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_1(out, x, q, d, m, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
-        out[r] = nib_dot(q[r], d[r], xa, xb) + scale_dot(m[r], xs)
+        out[r] = nib_dot(q[r], d[r], xa, xb) + dot(m[r], xs)
 
 
 # The IQ4 codebook as arithmetic: rint of this quartic (minimax fit, error 0.433 < 0.5) is kvalues[n] exactly for
