@@ -58,13 +58,24 @@ def q8_codes(q, d, s, x):
         round_f16(s)
 
 
+@njit(cache=True, inline="always")
+def _code_buffers(n):
+    """int8 codes and per-32 scales for n activations."""
+    return np.empty(n, np.int8), np.empty(n // 32, np.float32)
+
+
+@njit(cache=True, inline="always")
+def _decode_codes(out, q, d):
+    """out = the values of codes q with per-32 scales d."""
+    for i in range(out.shape[0]):
+        out[i] = d[i >> 5] * np.float32(q[i])
+
+
 @njit(cache=True)
 def q8_0_row(out, x):
-    q = np.empty(x.shape[0], np.int8)
-    d = np.empty(x.shape[0] // 32, np.float32)
+    q, d = _code_buffers(x.shape[0])
     q8_codes(q, d, d[:0], x)
-    for i in range(x.shape[0]):
-        out[i] = d[i >> 5] * np.float32(q[i])
+    _decode_codes(out, q, d)
 
 
 @njit(cache=True)
@@ -92,11 +103,9 @@ def q8_k_codes(q, d, x):
 
 @njit(cache=True)
 def q8_k_row(out, x):
-    q = np.empty(x.shape[0], np.int8)
-    d = np.empty(x.shape[0] // 32, np.float32)
+    q, d = _code_buffers(x.shape[0])
     q8_k_codes(q, d, x)
-    for i in range(x.shape[0]):
-        out[i] = d[i >> 5] * np.float32(q[i])
+    _decode_codes(out, q, d)
 
 
 @njit(cache=True)
