@@ -30,6 +30,16 @@ def _widen_heads(kt, vf, k_cache, v_cache, end):
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _add8(dst, c, r0, r1, r2, r3, r4, r5, r6, r7):
+    """dst += c[0] r0 + ... + c[7] r7: one chain of fused multiply-adds per vector of dst (scores: c a query's eight
+    dimensions, r the keys' values in them; weighing: c eight probabilities, r their value rows)."""
+    c0, c1, c2, c3, c4, c5, c6, c7 = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+    for j in range(dst.shape[0]):
+        dst[j] = (dst[j] + c0 * r0[j] + c1 * r1[j] + c2 * r2[j] + c3 * r3[j] + c4 * r4[j] + c5 * r5[j]
+                  + c6 * r6[j] + c7 * r7[j])
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _scores(s, qb, kt, first, nk, tb):
     """s[t, j] = qb[t] . kt[:, first + j] for t < tb, j < nk: eight i a pass, one chain of fused multiply-adds per
     vector of keys (32 G multiply-adds/s on one core here; four i as a sum tree: 22)."""
@@ -42,12 +52,7 @@ def _scores(s, qb, kt, first, nk, tb):
         k4, k5, k6, k7 = kt[i + 4, first:first + nk], kt[i + 5, first:first + nk], kt[i + 6, first:first + nk], kt[
             i + 7, first:first + nk]
         for t in range(tb):
-            q = qb[t]
-            q0, q1, q2, q3, q4, q5, q6, q7 = q[i], q[i + 1], q[i + 2], q[i + 3], q[i + 4], q[i + 5], q[i + 6], q[i + 7]
-            row = s[t]
-            for j in range(nk):
-                row[j] = (row[j] + q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j] + q4 * k4[j] + q5 * k5[j]
-                          + q6 * k6[j] + q7 * k7[j])
+            _add8(s[t], qb[t, i:i + 8], k0, k1, k2, k3, k4, k5, k6, k7)
         i += 8
     while i < dk:
         k0 = kt[i, first:first + nk]
@@ -70,13 +75,7 @@ def _weigh(acc, p, vf, first, nk, tb):
         v0, v1, v2, v3, v4, v5, v6, v7 = vf[o], vf[o + 1], vf[o + 2], vf[o + 3], vf[o + 4], vf[o + 5], vf[o + 6], vf[
             o + 7]
         for t in range(tb):
-            pt = p[t]
-            w0, w1, w2, w3 = pt[j], pt[j + 1], pt[j + 2], pt[j + 3]
-            w4, w5, w6, w7 = pt[j + 4], pt[j + 5], pt[j + 6], pt[j + 7]
-            a = acc[t]
-            for i in range(dv):
-                a[i] = (a[i] + w0 * v0[i] + w1 * v1[i] + w2 * v2[i] + w3 * v3[i] + w4 * v4[i] + w5 * v5[i]
-                        + w6 * v6[i] + w7 * v7[i])
+            _add8(acc[t], p[t, j:j + 8], v0, v1, v2, v3, v4, v5, v6, v7)
         j += 8
     while j < nk:
         v0 = vf[first + j]
