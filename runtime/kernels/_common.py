@@ -188,6 +188,12 @@ def affine_nib(ds, qs, s, m):
         ds[16 + j] = s * ubits(v, 4, 15) + m
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _fma4(a, b, c, e, u, v, s, t, p):
+    """One token's step in _dot4x4: its x value p times the 4 weight rows' values u, v, s, t."""
+    return a + u * p, b + v * p, c + s * p, e + t * p
+
+
 @njit(cache=True, fastmath=True)
 def _dot4x4(w0, w1, w2, w3, x0, x1, x2, x3):
     """The 16 dot products of 4 weight rows with 4 token rows: one pass, 8 loads per 16 multiply-adds."""
@@ -198,26 +204,10 @@ def _dot4x4(w0, w1, w2, w3, x0, x1, x2, x3):
         v = w1[i]
         s = w2[i]
         t = w3[i]
-        p = x0[i]
-        a0 += u * p
-        b0 += v * p
-        c0 += s * p
-        e0 += t * p
-        p = x1[i]
-        a1 += u * p
-        b1 += v * p
-        c1 += s * p
-        e1 += t * p
-        p = x2[i]
-        a2 += u * p
-        b2 += v * p
-        c2 += s * p
-        e2 += t * p
-        p = x3[i]
-        a3 += u * p
-        b3 += v * p
-        c3 += s * p
-        e3 += t * p
+        a0, b0, c0, e0 = _fma4(a0, b0, c0, e0, u, v, s, t, x0[i])
+        a1, b1, c1, e1 = _fma4(a1, b1, c1, e1, u, v, s, t, x1[i])
+        a2, b2, c2, e2 = _fma4(a2, b2, c2, e2, u, v, s, t, x2[i])
+        a3, b3, c3, e3 = _fma4(a3, b3, c3, e3, u, v, s, t, x3[i])
     return a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3
 
 
