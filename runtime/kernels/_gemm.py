@@ -478,7 +478,8 @@ def _tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
 
 
 # The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines
-# no call with *args, and one call per tile costs nothing.
+# no call with *args, and one call per tile costs nothing. _i8_rows and _nib_rows differ only in the tile
+# intrinsic, which only a function's own code can pick (its plane's dtype differs: int8 / uint8).
 
 @njit(cache=True)
 def _i8_rows(wt, ws, wm, r0, q, d, m, flip, has_min):

@@ -258,6 +258,8 @@ def _q3_k_scratch(cols):
 
 
 # ---------------------------------------------------------------- matvec
+# The integer kernels (_mv_*_vnni) repeat one short loop on purpose: each row intrinsic takes its own planes' rows,
+# and a shared loop would have to slice a mixed tuple of planes per row (numba: only through literal_unroll).
 
 @njit(cache=True, fastmath=True)
 def prep_k4(xa, xb, xs, x):
