@@ -38,6 +38,25 @@ def _sum_sq(x, n):
     return s
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _imatrix_weights(weight, x, qw, o, n, sigma2):
+    """quantize_row_*_impl's weights qw[j] * sqrt(sigma2 + x[j]^2) of the n elements at o, and their sum."""
+    s = f32(0.0)
+    for l in range(n):
+        weight[l] = qw[o + l] * np.sqrt(sigma2 + x[o + l] * x[o + l])
+        s += weight[l]
+    return s
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _scale_min_work(n_sub, sub_len):
+    """One row's work arrays for the (scale, min) K-quants Q2_K, Q4_K, Q5_K: codes L, trial codes Laux, weights,
+    sub-block scales, mins and weight sums, and the scale and min codes Ls, Lm."""
+    return (np.empty(QK_K, np.uint8), np.empty(sub_len, np.uint8), np.empty(sub_len, np.float32),
+            np.empty(n_sub, np.float32), np.empty(n_sub, np.float32), np.empty(n_sub, np.float32),
+            np.empty(n_sub, np.uint8), np.empty(n_sub, np.uint8))
+
+
 @njit(cache=True, error_model="numpy")
 def _pack_2bit(dst, p, L):
     """qs[64]: byte j/4 + l of each 128-half holds elements j+l, +32, +64, +96 at shifts 0, 2, 4, 6."""
@@ -50,15 +69,12 @@ def _pack_2bit(dst, p, L):
 # ---------------------------------------------------------------- Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82
 
 @njit(cache=True, error_model="numpy")
-def _q2_k_block(dst, x, qw, has_qw, L, Laux, weight, scales, mins, sw, Ls, Lm):
+def _q2_k_block(dst, x, qw, has_qw, work):
+    L, Laux, weight, scales, mins, sw, Ls, Lm = work
     if has_qw:
         sigma2 = _sum_sq(x, QK_K) / f32(QK_K)
         for j in range(16):
-            s = f32(0.0)
-            for l in range(16):
-                weight[l] = qw[16 * j + l] * np.sqrt(sigma2 + x[16 * j + l] * x[16 * j + l])
-                s += weight[l]
-            sw[j] = s
+            sw[j] = _imatrix_weights(weight, x, qw, 16 * j, 16, sigma2)
             scales[j], mins[j] = Q2_K_IM(16, x[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux)
         dm = Q2_K_SCALES(16, scales, Ls, sw)
         mm = Q2_K_SCALES(16, mins, Lm, sw)
@@ -112,18 +128,10 @@ def quant_q2_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
     for r in prange(x.shape[0]):
-        L = np.empty(QK_K, np.uint8)
-        Laux = np.empty(16, np.uint8)
-        weight = np.empty(16, np.float32)
-        scales = np.empty(16, np.float32)
-        mins = np.empty(16, np.float32)
-        sw = np.empty(16, np.float32)
-        Ls = np.empty(16, np.uint8)
-        Lm = np.empty(16, np.uint8)
+        work = _scale_min_work(16, 16)
         for b in range(nb):
             o = b * QK_K
-            _q2_k_block(out[r, b * 84:(b + 1) * 84], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, Laux, weight,
-                        scales, mins, sw, Ls, Lm)
+            _q2_k_block(out[r, b * 84:(b + 1) * 84], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, work)
 
 
 # ------------------------------------------------- Q3_K: hmask[32] @0, qs[64] @32, scales[12] @96, d @108
@@ -152,12 +160,7 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
     if has_qw:
         sigma2 = f32(2.0) * _sum_sq(x, QK_K) / f32(QK_K)
         for j in range(16):
-            s = f32(0.0)
-            for l in range(16):
-                weight[l] = qw[16 * j + l] * np.sqrt(sigma2 + x[16 * j + l] * x[16 * j + l])
-            for l in range(16):
-                s += weight[l]
-            sw[j] = s
+            sw[j] = _imatrix_weights(weight, x, qw, 16 * j, 16, sigma2)
             scales[j] = Q3_K_IM(16, x[16 * j:16 * j + 16], L[16 * j:16 * j + 16], weight)
         d_block = Q3_K_SCALES(16, scales, Ls, sw)
         for j in range(16):
@@ -238,19 +241,15 @@ def _get_scale_min_k4(sc, j):
 
 
 @njit(cache=True, error_model="numpy")
-def _qk_scale_min_block(dst, x, qw, has_qw, nmax, L, Laux, weights, scales, mins, sw, Ls, Lm):
+def _qk_scale_min_block(dst, x, qw, has_qw, nmax, work):
     """The shared part of Q4_K (nmax 15) and Q5_K (nmax 31): sub-block searches, the packed 6-bit scales and
     mins at dst[4:16], d and dmin at dst[0:4], and L re-quantized against them."""
+    L, Laux, weights, scales, mins, sw, Ls, Lm = work
     sc = dst[4:16]
     if has_qw:
         sigma2 = f32(2.0) * _sum_sq(x, QK_K) / f32(QK_K)
         for j in range(8):
-            s = f32(0.0)
-            for l in range(32):
-                weights[l] = qw[32 * j + l] * np.sqrt(sigma2 + x[32 * j + l] * x[32 * j + l])
-            for l in range(32):
-                s += weights[l]
-            sw[j] = s
+            sw[j] = _imatrix_weights(weights, x, qw, 32 * j, 32, sigma2)
             xs = x[32 * j:32 * j + 32]
             Lj = L[32 * j:32 * j + 32]
             if nmax == 15:
@@ -315,19 +314,12 @@ def quant_q4_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
     for r in prange(x.shape[0]):
-        L = np.empty(QK_K, np.uint8)
-        Laux = np.empty(32, np.uint8)
-        weights = np.empty(32, np.float32)
-        scales = np.empty(8, np.float32)
-        mins = np.empty(8, np.float32)
-        sw = np.empty(8, np.float32)
-        Ls = np.empty(8, np.uint8)
-        Lm = np.empty(8, np.uint8)
+        work = _scale_min_work(8, 32)
+        L = work[0]
         for b in range(nb):
             o = b * QK_K
             dst = out[r, b * 144:(b + 1) * 144]
-            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, L, Laux, weights, scales, mins,
-                                sw, Ls, Lm)
+            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, work)
             for j in range(0, QK_K, 64):
                 for l in range(32):
                     dst[16 + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
@@ -338,19 +330,12 @@ def quant_q5_k(out, x, qw):
     nb = x.shape[1] // QK_K
     has_qw = qw.shape[0] > 0
     for r in prange(x.shape[0]):
-        L = np.empty(QK_K, np.uint8)
-        Laux = np.empty(32, np.uint8)
-        weights = np.empty(32, np.float32)
-        scales = np.empty(8, np.float32)
-        mins = np.empty(8, np.float32)
-        sw = np.empty(8, np.float32)
-        Ls = np.empty(8, np.uint8)
-        Lm = np.empty(8, np.uint8)
+        work = _scale_min_work(8, 32)
+        L = work[0]
         for b in range(nb):
             o = b * QK_K
             dst = out[r, b * 176:(b + 1) * 176]
-            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, L, Laux, weights, scales, mins,
-                                sw, Ls, Lm)
+            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, work)
             for j in range(32):
                 dst[16 + j] = 0
             for n in range(0, QK_K, 64):
