@@ -241,9 +241,36 @@ def _get_scale_min_k4(sc, j):
 
 
 @njit(cache=True, error_model="numpy")
+def _pack_q4_k(dst, L):
+    """qs[128] @16: byte j/2 + l of each 64 holds elements j + l (low nibble) and j + l + 32."""
+    for j in range(0, QK_K, 64):
+        for l in range(32):
+            dst[16 + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
+
+
+@njit(cache=True, error_model="numpy")
+def _pack_q5_k(dst, L):
+    """qh[32] @16 (bit 2k and 2k+1 of byte j: the fifth bits of elements 64k + j and 64k + j + 32), qs[128] @48."""
+    for j in range(32):
+        dst[16 + j] = 0
+    for n in range(0, QK_K, 64):
+        m1 = 1 << (n // 32)
+        for j in range(32):
+            l1 = np.int64(L[n + j])
+            if l1 > 15:
+                l1 -= 16
+                dst[16 + j] |= m1
+            l2 = np.int64(L[n + j + 32])
+            if l2 > 15:
+                l2 -= 16
+                dst[16 + j] |= m1 << 1
+            dst[48 + n // 2 + j] = l1 | (l2 << 4)
+
+
+@njit(cache=True, error_model="numpy")
 def _qk_scale_min_block(dst, x, qw, has_qw, nmax, work):
-    """The shared part of Q4_K (nmax 15) and Q5_K (nmax 31): sub-block searches, the packed 6-bit scales and
-    mins at dst[4:16], d and dmin at dst[0:4], and L re-quantized against them."""
+    """One Q4_K (nmax 15) or Q5_K (nmax 31) block: sub-block searches, the packed 6-bit scales and mins at
+    dst[4:16], d and dmin at dst[0:4], then the codes re-quantized against them and packed."""
     L, Laux, weights, scales, mins, sw, Ls, Lm = work
     sc = dst[4:16]
     if has_qw:
@@ -307,6 +334,10 @@ def _qk_scale_min_block(dst, x, qw, has_qw, nmax, work):
         dm = dmin * f32(m)
         for ii in range(32):
             L[32 * j + ii] = max(0, min(nmax, nearest_int((x[32 * j + ii] + dm) / d)))
+    if nmax == 15:
+        _pack_q4_k(dst, L)
+    else:
+        _pack_q5_k(dst, L)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -315,14 +346,9 @@ def quant_q4_k(out, x, qw):
     has_qw = qw.shape[0] > 0
     for r in prange(x.shape[0]):
         work = _scale_min_work(8, 32)
-        L = work[0]
         for b in range(nb):
             o = b * QK_K
-            dst = out[r, b * 144:(b + 1) * 144]
-            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, work)
-            for j in range(0, QK_K, 64):
-                for l in range(32):
-                    dst[16 + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
+            _qk_scale_min_block(out[r, b * 144:(b + 1) * 144], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, work)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -331,25 +357,9 @@ def quant_q5_k(out, x, qw):
     has_qw = qw.shape[0] > 0
     for r in prange(x.shape[0]):
         work = _scale_min_work(8, 32)
-        L = work[0]
         for b in range(nb):
             o = b * QK_K
-            dst = out[r, b * 176:(b + 1) * 176]
-            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, work)
-            for j in range(32):
-                dst[16 + j] = 0
-            for n in range(0, QK_K, 64):
-                m1 = 1 << (n // 32)
-                for j in range(32):
-                    l1 = np.int64(L[n + j])
-                    if l1 > 15:
-                        l1 -= 16
-                        dst[16 + j] |= m1
-                    l2 = np.int64(L[n + j + 32])
-                    if l2 > 15:
-                        l2 -= 16
-                        dst[16 + j] |= m1 << 1
-                    dst[48 + n // 2 + j] = l1 | (l2 << 4)
+            _qk_scale_min_block(out[r, b * 176:(b + 1) * 176], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, work)
 
 
 # --------------------------------------------------- Q6_K: ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
