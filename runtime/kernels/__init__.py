@@ -11,7 +11,6 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 
 from .registry import LAYOUTS, SMALL_BATCH, QMatrix, UnsupportedTypeError, prepare, prepare_stacked  # noqa: E402
 from . import floats, kquants, legacy, ternary  # noqa: E402,F401  (they register their layouts)
-from . import kquants_rows16  # noqa: E402,F401  (after kquants: Q4_K's layout where the CPU has VNNI)
 
 SUPPORTED_TYPES = tuple(LAYOUTS)
 

@@ -29,6 +29,16 @@ TOK_TILE = 4      # tokens sharing one pass over decoded rows
 
 
 @njit(cache=True, inline="always")
+def scale_min_k4(src, o, j):
+    """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at src[o]."""
+    if j < 4:
+        return src[o + j] & 63, src[o + j + 4] & 63
+    sc = (src[o + j + 4] & 15) | ((src[o + j - 4] >> 6) << 4)
+    mn = (src[o + j + 4] >> 4) | ((src[o + j] >> 6) << 4)
+    return sc, mn
+
+
+@njit(cache=True, inline="always")
 def f16_at(src, o):
     """The fp16 stored little-endian at src[o:o+2], as float32."""
     return f16_to_f32(np.int64(src[o]) | (np.int64(src[o + 1]) << 8))

@@ -460,7 +460,7 @@ def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min):
 
 
 @njit(inline="always")
-def _tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
+def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
     """The GEMM of a type: each worker decodes its 16-row tiles one at a time with decode(wt, ws, wm, r0, *arrays)
     and multiplies every token by each. Inlined only, into the type's own cached driver (as _common.float_matmul:
     numba caches no function that takes a jitted function as an argument)."""
@@ -527,26 +527,26 @@ def _k4_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm, has_qh):
 @njit(cache=True, parallel=True)
 def gemm_i8(out, xq, xd, xs, xm, q, d, m, off, flip, has_min):
     """Q8_0 / Q5_0 (flip 0x80, off 128) and Q5_1 (flip 0, off 0, mins m) from their I8 planes."""
-    _tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _i8_rows, (q, d, m, flip, has_min))
+    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _i8_rows, (q, d, m, flip, has_min))
 
 
 @njit(cache=True, parallel=True)
 def gemm_nib(out, xq, xd, xs, xm, q, d, m, off, iq4, has_min):
     """Q4_0 (off 8), Q4_1 (off 0, mins m), IQ4_NL (iq4 1, off 128) from their NIB planes."""
-    _tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _nib_rows, (q, d, m, iq4, has_min))
+    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _nib_rows, (q, d, m, iq4, has_min))
 
 
 @njit(cache=True, parallel=True)
 def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
     """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one f32 per 256."""
-    _tiles(out, xq, xd, _offsets(xs, off), xm, False, _crumb_rows, (c, d))
+    tiles(out, xq, xd, _offsets(xs, off), xm, False, _crumb_rows, (c, d))
 
 
 @njit(cache=True, parallel=True)
 def gemm_k4(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm, has_qh):
     """Q4_K / Q5_K (has_qh, qh its plane; for Q4_K any uint8 plane of 4 nb bytes per row) with Q8_K codes:
     offset 0, the mins -dmin m against xm = d_x * code sum (tile_gemm_min)."""
-    _tiles(out, xq, xd, np.zeros_like(xs), xm, True, _k4_rows, (q, qh, sc, mn, d, dm, has_qh))
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _k4_rows, (q, qh, sc, mn, d, dm, has_qh))
 
 
 # ---------------------------------------------------------------- which types run here

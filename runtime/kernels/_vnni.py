@@ -333,18 +333,11 @@ def _is_arr(t, *dtypes):
 
 
 @intrinsic
-def q4k_row_dot(typingctx, q, sc, mn, d, dm, xq, xd, bs, nsb):
-    """A Q4_K row times Q8_K activations, llama.cpp's sums: per super-block d_x * (d * sum_b sc_b (q_b . x_b)
-    - dmin * sum_b mn_b bs_b) with the integer sums exact (see _q4k_codegen for the planes)."""
-    ok = (_is_arr(q, types.uint8) and _is_arr(sc, types.uint8) and _is_arr(mn, types.uint8)
-          and _is_arr(d, types.uint16, types.float32) and dm == d and _is_arr(xq, types.int8)
-          and _is_arr(xd, types.float32) and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
-    return (types.float32(q, sc, mn, d, dm, xq, xd, bs, nsb), _q4k_codegen(False)) if ok else None
-
-
-@intrinsic
 def q5k_row_dot(typingctx, q, qh, sc, mn, d, dm, xq, xd, bs, nsb):
-    """q4k_row_dot with the file's qh plane (32 bytes per super-block) giving each code its 5th bit (Q5_K)."""
+    """A Q5_K row times Q8_K activations, llama.cpp's sums: per super-block d_x * (d * sum_b sc_b (q_b . x_b)
+    - dmin * sum_b mn_b bs_b) with the integer sums exact (see _q4k_codegen for the planes: the file's qh plane,
+    32 bytes per super-block, gives each code its 5th bit). Q4_K's row planes took this path without qh until
+    16-row interleaving (q4k_rows16_dot) replaced it."""
     ok = (_is_arr(q, types.uint8) and _is_arr(qh, types.uint8) and _is_arr(sc, types.uint8)
           and _is_arr(mn, types.uint8) and _is_arr(d, types.uint16, types.float32) and dm == d
           and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
@@ -528,7 +521,7 @@ def q3k_row_dot(typingctx, qs, hm, sc, d, xq, xd, bs, nsb):
 # int32 lanes are 16 rows (as llama.cpp's repacked q4_K_8x8 GEMV, and _gemm.py's tiles): one vpdpbusd multiplies 4
 # codes of each of 16 rows by the same 4 activation codes (a 32-bit broadcast), and a block's scale is one vpmulld
 # for 16 rows: ~25 instructions per 512 weights (a block of 16 rows), no horizontal sums. One core, in cache:
-# 104 G weights/s against 41 for q4k_row_dot.
+# 104 G weights/s against 41 for the row planes (the q5k_row_dot code without qh).
 
 _V16I8 = ir.VectorType(_I8, 16)
 _V16I16 = ir.VectorType(_I16, 16)

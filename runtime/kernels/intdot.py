@@ -101,7 +101,7 @@ def code_sums(bs, xq):
 
 @njit(cache=True)
 def k4_x_order(dst, xq):
-    """xq as q4k_row_dot reads it: per 128 elements (32-blocks A B C D), blocks A C B D."""
+    """xq as q5k_row_dot reads it: per 128 elements (32-blocks A B C D), blocks A C B D."""
     for p in range(xq.shape[0] // 128):
         o = 128 * p
         dst[o:o + 32] = xq[o:o + 32]

@@ -27,29 +27,21 @@ scale index k >> 4 is then a broadcast).
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums
+from . import kquants_rows16 as rows16
+from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_k4, gemm_nib, register_gemm
-from ._vnni import q2k_row_dot, q3k_row_dot, q4k_row_dot, q5k_row_dot, q6k_row_dot
+from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
-from .intdot import code_sums, int_matvec, iq4_row, k4_scratch, k4_x_order, k16_scratch, nib_x_order
+from .intdot import (FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, iq4_row, k4_scratch, k4_x_order,
+                     k16_scratch, nib_x_order)
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
 
 
 # ---------------------------------------------------------------- repack
-
-@njit(cache=True, inline="always")
-def _scale_min_k4(src, o, j):
-    """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at src[o]."""
-    if j < 4:
-        return src[o + j] & 63, src[o + j + 4] & 63
-    sc = (src[o + j + 4] & 15) | ((src[o + j - 4] >> 6) << 4)
-    mn = (src[o + j + 4] >> 4) | ((src[o + j] >> 6) << 4)
-    return sc, mn
-
 
 @njit(cache=True, inline="always")
 def _k4_scales(src, o, r, blk, sc, mn, d, dm):
@@ -60,7 +52,7 @@ def _k4_scales(src, o, r, blk, sc, mn, d, dm):
     d[r, blk] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
     dm[r, blk] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
     for j in range(8):
-        s, n = _scale_min_k4(src, o + 4, j)
+        s, n = scale_min_k4(src, o + 4, j)
         k = (j & 1) * half + 4 * blk + (j >> 1)
         sc[r, k] = s
         mn[r, k] = n
@@ -307,17 +299,6 @@ def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs):
     prep_k4(xa, xb, xs, x)
     for r in prange(out.shape[0]):
         out[r] = k4_dot(q[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_k_vnni(out, x, q, sc, mn, d, dm, xq, xd, bs, xn):
-    """Integer dot products as llama.cpp's (_vnni.q4k_row_dot): x as Q8_K codes with exact per-32 sums."""
-    q8_k_codes(xn, xd, x)
-    code_sums(bs, xn)
-    k4_x_order(xq, xn)
-    nsb = d.shape[1]
-    for r in prange(out.shape[0]):
-        out[r] = q4k_row_dot(q[r], sc[r], mn[r], d[r], dm[r], xq, xd, bs, nsb)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -638,10 +619,16 @@ def _mm_q3_k(out, x, c, h, sc, d):
 
 # ---------------------------------------------------------------- registration
 
-_Q4_K_MATVEC, _Q4_K_SCRATCH, _Q4_K_ROUNDS, _Q4_K_HOW = int_matvec(_mv_q4_k_vnni, q8_k, _mv_q4_k, _q4_k_scratch,
-                                                                  "Q4_K", scratch=k4_scratch)
-register("Q4_K", Layout(256, _rp_q4_k, _Q4_K_SCRATCH, _Q4_K_MATVEC, _mm_q4_k,
-                        "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q4_K_HOW, _Q4_K_ROUNDS))
+# Q4_K: with VNNI, 16 rows interleaved (kquants_rows16.py) for decode and prefill; the row planes' float kernels
+# run elsewhere (and are tested here through FLOAT_MATVEC / FLOAT_REPACK)
+FLOAT_MATVEC["Q4_K"] = (_mv_q4_k, _q4_k_scratch)
+if HAS_VNNI:
+    FLOAT_REPACK["Q4_K"] = _rp_q4_k
+    register("Q4_K", rows16.LAYOUT)
+    register_gemm("Q4_K", "q8_k", rows16.gemm)
+else:
+    register("Q4_K", Layout(256, _rp_q4_k, _q4_k_scratch, _mv_q4_k, _mm_q4_k,
+                            "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256"))
 _Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni, q8_k, _mv_q5_k, _q5_k_scratch,
                                                                   "Q5_K", scratch=k4_scratch)
 register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
@@ -666,10 +653,6 @@ register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
 
 # ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py, VNNI)
 
-def _gemm_q4_k(out, codes, q, sc, mn, d, dm):
-    gemm_k4(out, *codes, q, q, sc, mn, d, dm, 0)
-
-
 def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
     gemm_k4(out, *codes, q, qh, sc, mn, d, dm, 1)
 
@@ -678,5 +661,5 @@ def _gemm_iq4_xs(out, codes, q, d):
     gemm_nib(out, *codes, q, d, d, 128, 1, False)
 
 
-for _name, _run in (("Q4_K", _gemm_q4_k), ("Q5_K", _gemm_q5_k), ("IQ4_XS", _gemm_iq4_xs)):
+for _name, _run in (("Q5_K", _gemm_q5_k), ("IQ4_XS", _gemm_iq4_xs)):
     register_gemm(_name, "q8_k", _run)

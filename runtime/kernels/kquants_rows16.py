@@ -1,7 +1,7 @@
 """Q4_K in ROWS16 order: 16 rows' super-blocks interleaved, so that the 16 int32 lanes of a vpdpbusd are 16 rows.
 
-The row-plane Q4_K kernel (_vnni.q4k_row_dot) spends ~40 instructions per 256 weights on per-block scale shuffles,
-multiplies and the row's final sum: at 2 threads it is compute-bound below the read bandwidth on large matrices
+The row-plane Q4_K kernel (_vnni._q4k_codegen) spent ~40 instructions per 256 weights on per-block scale shuffles,
+multiplies and the row's final sum: at 2 threads it was compute-bound below the read bandwidth on large matrices
 (the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in _gemm.py's prefill tiles,
 one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against 4-code broadcasts of the
 activations, one vpmulld by the 16 rows' block scales, and no horizontal sum (_vnni.q4k_rows16_dot).
@@ -19,25 +19,15 @@ matmul all read this order.
 import numpy as np
 from numba import njit, prange
 
-from . import kquants
-from ._common import F32, ROW_TILE, gemm_tile
-from ._gemm import ROWS, register_gemm, tile_gemm_min
+from ._common import F32, float_matmul, scale_min_k4
+from ._gemm import tiles
 from ._ir import widen
-from ._vnni import HAS_VNNI, q4k_rows16_dot
+from ._vnni import q4k_rows16_dot
 from .actquant import q8_k, q8_k_codes
-from .intdot import FLOAT_REPACK, code_sums
-from .registry import Layout, register
+from .intdot import code_sums
+from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
-
-
-@njit(cache=True, inline="always")
-def _scale_min(src, o, j):
-    """The j-th 6-bit (scale, min) pair of the Q4_K block whose 12 scale bytes start at src[o]."""
-    if j < 4:
-        return src[o + j] & 63, src[o + j + 4] & 63
-    return ((src[o + j + 4] & 15) | ((src[o + j - 4] >> 6) << 4),
-            (src[o + j + 4] >> 4) | ((src[o + j] >> 6) << 4))
 
 
 @njit(cache=True, inline="always")
@@ -58,7 +48,7 @@ def _repack(raw, q, sc, mn, d, dm):
                 d[g, s, r] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
                 dm[g, s, r] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
                 for b in range(8):
-                    sc[g, s, 16 * b + r], mn[g, s, 16 * b + r] = _scale_min(src, o + 4, b)
+                    sc[g, s, 16 * b + r], mn[g, s, 16 * b + r] = scale_min_k4(src, o + 4, b)
                     for c in range(4):
                         for t in range(4):
                             e = 32 * b + 4 * c + t
@@ -91,38 +81,29 @@ def matvec(out, x, q, sc, mn, d, dm, xq, xd, bs):
 
 # ---------------------------------------------------------------- prefill
 
-@njit(cache=True, inline="always")
-def _tile(wt, ws, wm, q, sc, mn, d, dm):
-    """One group as _gemm.py's TILE order (wt[512 B + 64 k + 4 r + t]: row r, element 32 B + 4 k + t) with the
-    block scales ws = d * sc and mins wm = -dmin * mn (16 B + r)."""
-    for s in range(q.shape[0]):
+@njit(cache=True)
+def _tile(wt, ws, wm, r0, q, sc, mn, d, dm):
+    """The group of rows r0.. as _gemm.py's TILE order (wt[512 B + 64 k + 4 r + t]: row r, element 32 B + 4 k + t)
+    with the block scales ws = d * sc and mins wm = -dmin * mn (16 B + r)."""
+    g = r0 // GROUP
+    for s in range(q.shape[1]):
         for b in range(8):
             blk = 8 * s + b
             for c in range(4):
                 src = 256 * b + 64 * c
                 dst = 512 * blk + 64 * c
                 for i in range(64):
-                    v = q[s, src + i]
+                    v = q[g, s, src + i]
                     wt[dst + i] = v & 15
                     wt[dst + 256 + i] = v >> 4
             for r in range(GROUP):
-                ws[GROUP * blk + r] = widen(d[s, r]) * F32(sc[s, 16 * b + r])
-                wm[GROUP * blk + r] = -widen(dm[s, r]) * F32(mn[s, 16 * b + r])
+                ws[GROUP * blk + r] = widen(d[g, s, r]) * F32(sc[g, s, 16 * b + r])
+                wm[GROUP * blk + r] = -widen(dm[g, s, r]) * F32(mn[g, s, 16 * b + r])
 
 
 @njit(cache=True, parallel=True)
 def _gemm(out, xq, xd, xs, xm, q, sc, mn, d, dm):
-    n, nb, rows = xq.shape[0], 8 * q.shape[1], out.shape[1]
-    xo = np.zeros_like(xs)      # codes are used as they are: no offset
-    groups = q.shape[0]
-    workers = min(groups, 32)
-    for w in prange(workers):
-        wt = np.empty(nb * 512, np.uint8)
-        ws = np.empty(nb * ROWS, np.float32)
-        wm = np.empty(nb * ROWS, np.float32)
-        for g in range(groups * w // workers, groups * (w + 1) // workers):
-            _tile(wt, ws, wm, q[g], sc[g], mn[g], d[g], dm[g])
-            tile_gemm_min(out, rows, GROUP * g, min(GROUP, rows - GROUP * g), wt, ws, wm, xq, xd, xo, xm, n, nb)
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _tile, (q, sc, mn, d, dm))      # codes as they are: no offset
 
 
 def gemm(out, codes, q, sc, mn, d, dm):
@@ -130,43 +111,27 @@ def gemm(out, codes, q, sc, mn, d, dm):
     _gemm(out, *codes, q, sc, mn, d, dm)
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def _decode(w, q, sc, mn, d, dm):
-    """The group's 16 rows as floats: w[r, e] = d sc code - dmin mn."""
-    for s in range(q.shape[0]):
+@njit(cache=True, fastmath=True)
+def _decode_row(dst, row, q, sc, mn, d, dm):
+    """Row `row` as floats: d sc code - dmin mn."""
+    g, r = row // GROUP, row % GROUP
+    for s in range(q.shape[1]):
         for b in range(8):
-            for r in range(GROUP):
-                a = widen(d[s, r]) * F32(sc[s, 16 * b + r])
-                m = widen(dm[s, r]) * F32(mn[s, 16 * b + r])
-                for c in range(4):
-                    for t in range(4):
-                        v = q[s, 256 * b + 64 * c + 4 * r + t]
-                        e = 256 * s + 32 * b + 4 * c + t
-                        w[r, e] = a * F32(v & 15) - m
-                        w[r, e + 16] = a * F32(v >> 4) - m
+            a = widen(d[g, s, r]) * F32(sc[g, s, 16 * b + r])
+            m = widen(dm[g, s, r]) * F32(mn[g, s, 16 * b + r])
+            for c in range(4):
+                for t in range(4):
+                    v = q[g, s, 256 * b + 64 * c + 4 * r + t]
+                    e = 256 * s + 32 * b + 4 * c + t
+                    dst[e] = a * F32(v & 15) - m
+                    dst[e + 16] = a * F32(v >> 4) - m
 
 
 @njit(cache=True, fastmath=True, parallel=True)
 def matmul(out, x, q, sc, mn, d, dm):
-    """out[n, rows] = x @ W.T with float activations (QMatrix.matmul): each group decoded once to floats."""
-    rows, groups = out.shape[1], q.shape[0]
-    workers = min(groups, 24)
-    for wk in prange(workers):
-        w = np.empty((GROUP, x.shape[1]), np.float32)
-        for g in range(groups * wk // workers, groups * (wk + 1) // workers):
-            _decode(w, q[g], sc[g], mn[g], d[g], dm[g])
-            for half in range(0, GROUP, ROW_TILE):
-                r0 = GROUP * g + half
-                if r0 < rows:
-                    gemm_tile(out, x, w[half:half + ROW_TILE], r0, min(ROW_TILE, rows - r0))
+    """out[n, rows] = x @ W.T with float activations (QMatrix.matmul)."""
+    float_matmul(out, x, _decode_row, (q, sc, mn, d, dm))
 
 
-# ---------------------------------------------------------------- registration
-# Where the CPU has VNNI this layout replaces the row planes kquants.py registers for Q4_K; elsewhere the row
-# planes' float kernels run (and stay tested here through FLOAT_MATVEC / FLOAT_REPACK).
-if HAS_VNNI:
-    register("Q4_K", Layout(256, repack, scratch, matvec, matmul,
-                            "ROWS16: 16 rows' qs interleaved 4 bytes a row, u8 scale, min per 32 + fp16 d, dmin "
-                            "per 256, int8 x Q8_K activations (VNNI)", q8_k))
-    register_gemm("Q4_K", "q8_k", gemm)
-    FLOAT_REPACK["Q4_K"] = kquants._rp_q4_k     # noqa: SLF001 (the row planes' repack)
+LAYOUT = Layout(256, repack, scratch, matvec, matmul, "ROWS16: 16 rows' qs interleaved 4 bytes a row, u8 scale, "
+                "min per 32 + fp16 d, dmin per 256, int8 x Q8_K activations (VNNI)", q8_k)
