@@ -30,15 +30,10 @@ from .registry import Layout
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
 
 
-@njit(cache=True, inline="always")
-def _code(src, o, e):
-    """The 4-bit code of element e of the Q4_K super-block at src[o] (qs: 32 bytes per 64 elements, the low
-    nibbles the first 32, the high nibbles the next 32)."""
-    return (src[o + 16 + 32 * (e >> 6) + (e & 31)] >> (4 * ((e >> 5) & 1))) & 15
-
-
 @njit(cache=True, parallel=True)
 def _repack(raw, q, sc, mn, d, dm):
+    """The file's qs are 32 bytes per 64 elements, block 2c in the low nibbles and 2c+1 in the high ones: block b's
+    element i is in byte 32 (b >> 1) + i, nibble b & 1."""
     rows = raw.shape[0]
     for g in prange(q.shape[0]):
         for r in range(min(GROUP, rows - GROUP * g)):
@@ -49,10 +44,11 @@ def _repack(raw, q, sc, mn, d, dm):
                 dm[g, s, r] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
                 for b in range(8):
                     sc[g, s, 16 * b + r], mn[g, s, 16 * b + r] = scale_min_k4(src, o + 4, b)
-                    for c in range(4):
-                        for t in range(4):
-                            e = 32 * b + 4 * c + t
-                            q[g, s, 256 * b + 64 * c + 4 * r + t] = _code(src, o, e) | (_code(src, o, e + 16) << 4)
+                    base, shift = o + 16 + 32 * (b >> 1), 4 * (b & 1)
+                    for i in range(16):
+                        lo = (src[base + i] >> shift) & 15
+                        hi = (src[base + 16 + i] >> shift) & 15
+                        q[g, s, 256 * b + 64 * (i >> 2) + 4 * r + (i & 3)] = lo | (hi << 4)
 
 
 def repack(raw, cols):
