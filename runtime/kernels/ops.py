@@ -91,14 +91,18 @@ def rope(x, positions, cos, sin, n_rot, neox):
                 x[t, j, b] = x0 * s + x1 * c
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def silu_mul(gate, up):
-    """gate = silu(gate) * up, in place (SwiGLU)."""
+    """gate = silu(gate) * up, in place (SwiGLU): g / (1 + e^-g), for g < 0 as g e^g / (1 + e^g), so that the
+    exponent is never positive and the loop vectorizes (exp_nonpositive). error_model="numpy": numba's default
+    checks every float division for zero, a branch that keeps the loop scalar (with libm's exp: 2.9 ns an element,
+    16 us per 1.1B layer; now 0.3 ns)."""
     n, d = gate.shape
     for t in range(n):
         for i in range(d):
             g = gate[t, i]
-            gate[t, i] = g / (np.float32(1.0) + math.exp(-g)) * up[t, i]
+            e = exp_nonpositive(-abs(g))
+            gate[t, i] = (g if g >= 0 else g * e) / (np.float32(1.0) + e) * up[t, i]
 
 
 _GELU_A = np.float32(0.044715)
