@@ -31,11 +31,11 @@ TOK_TILE = 4      # tokens sharing one pass over decoded rows
 @njit(cache=True, inline="always")
 def scale_min_k4(src, o, j):
     """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at src[o]."""
-    if j < 4:
-        return src[o + j] & 63, src[o + j + 4] & 63
+    if j < 4:      # int64 on both branches: numba would unify unsigned and signed results to float64
+        return np.int64(src[o + j] & 63), np.int64(src[o + j + 4] & 63)
     sc = (src[o + j + 4] & 15) | ((src[o + j - 4] >> 6) << 4)
     mn = (src[o + j + 4] >> 4) | ((src[o + j] >> 6) << 4)
-    return sc, mn
+    return np.int64(sc), np.int64(mn)
 
 
 @njit(cache=True, inline="always")

@@ -532,23 +532,27 @@ _V16I1 = ir.VectorType(ir.IntType(1), 16)
 def _q4k_rows16_codegen(context, builder, signature, args):
     """16 rows' Q4_K super-blocks in ROWS16 order (kquants_rows16.py): per super-block s, q 2048 bytes (block b,
     chunk c, row r, byte t at 256 b + 64 c + 4 r + t: low nibble element 32 b + 4 c + t, high nibble element
-    32 b + 16 + 4 c + t), sc and mn 128 bytes (block b, row r at 16 b + r), d and dm 16 fp16 bits (row r).
+    32 b + 16 + 4 c + t), sm 192 bytes (block b, row r: byte 16 b + r = scale | (min >> 4) << 6, the min's low 4
+    bits in byte 128 + 16 (b & 3) + r, nibble b >> 2), d and dm 16 fp16 bits (row r).
     out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
     sums, for r < nr (masked store)."""
     sig = signature.args
-    q_p, sc_p, mn_p = (_data(context, builder, sig[i], args[i], _I8) for i in range(3))
-    d_p, dm_p = (_data(context, builder, sig[i], args[i], _I16) for i in (3, 4))
-    xq_p = _data(context, builder, sig[5], args[5], _I8)
-    xd_p = _data(context, builder, sig[6], args[6], _F32)
-    bs_p = _data(context, builder, sig[7], args[7], _I32)
-    n = _as_i64(builder, args[8])
-    out_p = _data(context, builder, sig[9], args[9], _F32)
-    r0, nr = _as_i64(builder, args[10]), _as_i64(builder, args[11])
+    q_p, sm_p = (_data(context, builder, sig[i], args[i], _I8) for i in range(2))
+    d_p, dm_p = (_data(context, builder, sig[i], args[i], _I16) for i in (2, 3))
+    xq_p = _data(context, builder, sig[4], args[4], _I8)
+    xd_p = _data(context, builder, sig[5], args[5], _F32)
+    bs_p = _data(context, builder, sig[6], args[6], _I32)
+    n = _as_i64(builder, args[7])
+    out_p = _data(context, builder, sig[8], args[8], _F32)
+    r0, nr = _as_i64(builder, args[9]), _as_i64(builder, args[10])
     module = builder.module
     dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
     i32p = _I32.as_pointer()
     low4 = ir.Constant(_V64I8, [15] * 64)
     four = ir.Constant(_V64I8, [4] * 64)
+
+    def const16(v):
+        return ir.Constant(_V16I8, [v] * 16)
 
     def x_quad(b, o):
         return b.bitcast(_splat(b, b.load(b.bitcast(b.gep(xq_p, [o]), i32p), align=1), _V16I32), _V64I8)
@@ -558,7 +562,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
 
     def body(b, s, acc, _):
         sumi = summ = ir.Constant(_V16I32, None)
-        qo, so, xo = b.mul(s, _c64(2048)), b.mul(s, _c64(128)), b.mul(s, _c64(256))
+        qo, so, xo = b.mul(s, _c64(2048)), b.mul(s, _c64(192)), b.mul(s, _c64(256))
         for blk in range(8):
             dots = []
             for c in range(4):
@@ -569,9 +573,13 @@ def _q4k_rows16_codegen(context, builder, signature, args):
                 hi = b.call(dpbusd, [dots[1] if dots else ir.Constant(_V16I32, None), b.lshr(packed, four),
                                      x_quad(b, b.add(xb, _c64(16)))])
                 dots = [lo, hi]
-            scales = b.zext(_vec_load(b, sc_p, b.add(so, _c64(16 * blk)), _V16I8), _V16I32)
+            packed_sm = _vec_load(b, sm_p, b.add(so, _c64(16 * blk)), _V16I8)
+            scales = b.zext(b.and_(packed_sm, const16(63)), _V16I32)
             sumi = b.add(sumi, b.mul(b.add(dots[0], dots[1]), scales))
-            mins = b.zext(_vec_load(b, mn_p, b.add(so, _c64(16 * blk)), _V16I8), _V16I32)
+            low = _vec_load(b, sm_p, b.add(so, _c64(128 + 16 * (blk & 3))), _V16I8)
+            low = b.and_(b.lshr(low, const16(4 * (blk >> 2))), const16(15))
+            high = b.lshr(b.and_(packed_sm, const16(0xC0)), const16(2))
+            mins = b.zext(b.or_(low, high), _V16I32)
             bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(8)), _c64(blk))])), _V16I32)
             summ = b.add(summ, b.mul(mins, bsum))
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
@@ -592,12 +600,12 @@ def _q4k_rows16_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def q4k_rows16_dot(typingctx, q, sc, mn, d, dm, xq, xd, bs, nsb, out, r0, nr):
+def q4k_rows16_dot(typingctx, q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr):
     """out[r0 + r] for r < nr (<= 16): 16 Q4_K rows in ROWS16 order (see _q4k_rows16_codegen) times Q8_K
     activations, llama.cpp's sums (per super-block d_x (d sum_b sc_b q_b . x_b - dmin sum_b mn_b bs_b), the
     integer sums exact)."""
-    ok = (all(_is_arr(t, types.uint8) and t.layout == "C" for t in (q, sc, mn))
+    ok = (all(_is_arr(t, types.uint8) and t.layout == "C" for t in (q, sm))
           and all(_is_arr(t, types.uint16) and t.layout == "C" for t in (d, dm))
           and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
           and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
-    return (types.void(q, sc, mn, d, dm, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None
+    return (types.void(q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None

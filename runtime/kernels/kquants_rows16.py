@@ -9,9 +9,10 @@ activations, one vpmulld by the 16 rows' block scales, and no horizontal sum (_v
 Per group g of 16 rows (the last group zero-padded) and super-block s:
     q[g, s]   2048 bytes: block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t; low nibble element
               32 b + 4 c + t, high nibble element 32 b + 16 + 4 c + t
-    sc[g, s], mn[g, s]   the 6-bit scales and mins, block b of row r at 16 b + r
+    sm[g, s]  192 bytes, the 6-bit scales and mins, block b of row r: byte 16 b + r = scale | (min >> 4) << 6,
+              and the min's low 4 bits in byte 128 + 16 (b & 3) + r, low nibble for b < 4, high for b >= 4
     d[g, s], dm[g, s]    the rows' fp16 d and dmin bits
-148 bytes per row and super-block, as the row planes (file: 144).
+144 bytes per row and super-block, as the file.
 
 Used where the CPU has AVX-512 VNNI (the Q4_K layout, kquants.py); decode, the integer prefill GEMM and the float
 matmul all read this order.
@@ -31,7 +32,7 @@ GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
 
 
 @njit(cache=True, parallel=True)
-def _repack(raw, q, sc, mn, d, dm):
+def _repack(raw, q, sm, d, dm):
     """The file's qs are 32 bytes per 64 elements, block 2c in the low nibbles and 2c+1 in the high ones: block b's
     element i is in byte 32 (b >> 1) + i, nibble b & 1."""
     rows = raw.shape[0]
@@ -43,7 +44,9 @@ def _repack(raw, q, sc, mn, d, dm):
                 d[g, s, r] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
                 dm[g, s, r] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
                 for b in range(8):
-                    sc[g, s, 16 * b + r], mn[g, s, 16 * b + r] = scale_min_k4(src, o + 4, b)
+                    scale, mn = scale_min_k4(src, o + 4, b)
+                    sm[g, s, 16 * b + r] = scale | ((mn >> 4) << 6)
+                    sm[g, s, 128 + 16 * (b & 3) + r] |= (mn & 15) << (4 * (b >> 2))
                     base, shift = o + 16 + 32 * (b >> 1), 4 * (b & 1)
                     for i in range(16):
                         lo = (src[base + i] >> shift) & 15
@@ -54,10 +57,10 @@ def _repack(raw, q, sc, mn, d, dm):
 def repack(raw, cols):
     groups, nsb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 256
     q = np.zeros((groups, nsb, 2048), np.uint8)
-    sc, mn = np.zeros((groups, nsb, 128), np.uint8), np.zeros((groups, nsb, 128), np.uint8)
+    sm = np.zeros((groups, nsb, 192), np.uint8)
     d, dm = np.zeros((groups, nsb, GROUP), np.uint16), np.zeros((groups, nsb, GROUP), np.uint16)
-    _repack(raw, q, sc, mn, d, dm)
-    return q, sc, mn, d, dm
+    _repack(raw, q, sm, d, dm)
+    return q, sm, d, dm
 
 
 def scratch(cols):
@@ -66,19 +69,26 @@ def scratch(cols):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def matvec(out, x, q, sc, mn, d, dm, xq, xd, bs):
+def matvec(out, x, q, sm, d, dm, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
     rows, nsb = out.shape[0], q.shape[1]
     for g in prange(q.shape[0]):
-        q4k_rows16_dot(q[g], sc[g], mn[g], d[g], dm[g], xq, xd, bs, nsb, out, GROUP * g,
-                       min(GROUP, rows - GROUP * g))
+        q4k_rows16_dot(q[g], sm[g], d[g], dm[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+
+
+@njit(cache=True, inline="always")
+def _scale_min(sm, s, b, r):
+    """Block b's 6-bit scale and min of row r from the packed sm plane."""
+    a = sm[s, 16 * b + r]
+    lo = (sm[s, 128 + 16 * (b & 3) + r] >> (4 * (b >> 2))) & 15
+    return F32(a & 63), F32(lo | ((a >> 6) << 4))
 
 
 # ---------------------------------------------------------------- prefill
 
 @njit(cache=True)
-def _tile(wt, ws, wm, r0, q, sc, mn, d, dm):
+def _tile(wt, ws, wm, r0, q, sm, d, dm):
     """The group of rows r0.. as _gemm.py's TILE order (wt[512 B + 64 k + 4 r + t]: row r, element 32 B + 4 k + t)
     with the block scales ws = d * sc and mins wm = -dmin * mn (16 B + r)."""
     g = r0 // GROUP
@@ -93,28 +103,30 @@ def _tile(wt, ws, wm, r0, q, sc, mn, d, dm):
                     wt[dst + i] = v & 15
                     wt[dst + 256 + i] = v >> 4
             for r in range(GROUP):
-                ws[GROUP * blk + r] = widen(d[g, s, r]) * F32(sc[g, s, 16 * b + r])
-                wm[GROUP * blk + r] = -widen(dm[g, s, r]) * F32(mn[g, s, 16 * b + r])
+                scale, mn = _scale_min(sm[g], s, b, r)
+                ws[GROUP * blk + r] = widen(d[g, s, r]) * scale
+                wm[GROUP * blk + r] = -widen(dm[g, s, r]) * mn
 
 
 @njit(cache=True, parallel=True)
-def _gemm(out, xq, xd, xs, xm, q, sc, mn, d, dm):
-    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _tile, (q, sc, mn, d, dm))      # codes as they are: no offset
+def _gemm(out, xq, xd, xs, xm, q, sm, d, dm):
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _tile, (q, sm, d, dm))      # codes as they are: no offset
 
 
-def gemm(out, codes, q, sc, mn, d, dm):
+def gemm(out, codes, q, sm, d, dm):
     """The integer prefill GEMM (_gemm.INT_GEMM's run): codes = Q8_K codes of the tokens (_gemm.quantize)."""
-    _gemm(out, *codes, q, sc, mn, d, dm)
+    _gemm(out, *codes, q, sm, d, dm)
 
 
 @njit(cache=True, fastmath=True)
-def _decode_row(dst, row, q, sc, mn, d, dm):
+def _decode_row(dst, row, q, sm, d, dm):
     """Row `row` as floats: d sc code - dmin mn."""
     g, r = row // GROUP, row % GROUP
     for s in range(q.shape[1]):
         for b in range(8):
-            a = widen(d[g, s, r]) * F32(sc[g, s, 16 * b + r])
-            m = widen(dm[g, s, r]) * F32(mn[g, s, 16 * b + r])
+            scale, mn = _scale_min(sm[g], s, b, r)
+            a = widen(d[g, s, r]) * scale
+            m = widen(dm[g, s, r]) * mn
             for c in range(4):
                 for t in range(4):
                     v = q[g, s, 256 * b + 64 * c + 4 * r + t]
@@ -124,10 +136,11 @@ def _decode_row(dst, row, q, sc, mn, d, dm):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def matmul(out, x, q, sc, mn, d, dm):
+def matmul(out, x, q, sm, d, dm):
     """out[n, rows] = x @ W.T with float activations (QMatrix.matmul)."""
-    float_matmul(out, x, _decode_row, (q, sc, mn, d, dm))
+    float_matmul(out, x, _decode_row, (q, sm, d, dm))
 
 
-LAYOUT = Layout(256, repack, scratch, matvec, matmul, "ROWS16: 16 rows' qs interleaved 4 bytes a row, u8 scale, "
-                "min per 32 + fp16 d, dmin per 256, int8 x Q8_K activations (VNNI)", q8_k)
+LAYOUT = Layout(256, repack, scratch, matvec, matmul, "ROWS16: 16 rows' qs interleaved 4 bytes a row, 6-bit scale "
+                "and min per 32 packed in 12 bytes + fp16 d, dmin per 256 (the file's 144 bytes), int8 x Q8_K "
+                "activations (VNNI)", q8_k)
