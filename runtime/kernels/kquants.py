@@ -1,7 +1,8 @@
 """256-element super-block types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS.
 
 Repacked (once, parallel over rows), memory over the file in brackets:
-  Q4_K   the file's qs + 6-bit scale and min as u8 per 32 + fp16 d, dmin per 256   [1.03x]
+  Q4_K   with VNNI: ROWS16, 16 rows interleaved (kquants_rows16.py)                [1.00x]
+         else: the file's qs + 6-bit scale and min as u8 per 32 + fp16 d, dmin per 256  [1.03x]
   Q5_K   the same + the file's qh (5th bits)                                     [1.02x]
   Q6_K   the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row    [1.00x]
   IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic      [1.18x]
