@@ -53,35 +53,33 @@ def _q3_k(dst, o, src, s, tables):  # hmask[32], qs[64], scales[12] (16 x 6 bits
 
 
 @njit(cache=True, inline="always")
-def _q4_k(dst, o, src, s, tables):  # d, dmin, scales[12], qs[128]
+def _k4_blocks(dst, o, src, s, tables, qs_at, with_qh):
+    """Q4_K (d, dmin, scales[12], qs[128]) and Q5_K (the same with qh[32] before qs: the high bit of element
+    k*32 + j is bit k of qh[j]). Sub-block k: nibble (k & 1) of qs[(k >> 1)*32 + j]."""
     (f16,) = tables
     d = f16[u16(src, s)]
     dmin = f16[u16(src, s + 2)]
-    for k in range(8):  # sub-block k: nibble (k & 1) of qs[(k >> 1)*32 + j]
+    for k in range(8):
         sc, mn = _scale_min_k4(src, s + 4, k)
         dk = d * np.float32(sc)
         mk = dmin * np.float32(mn)
-        p = s + 16 + (k >> 1) * 32
+        p = s + qs_at + (k >> 1) * 32
         shift = 4 * (k & 1)
         for j in range(32):
             q = (np.int64(src[p + j]) >> shift) & 15
+            if with_qh:
+                q |= ((np.int64(src[s + 16 + j]) >> k) & 1) << 4
             dst[o + k * 32 + j] = dk * np.float32(q) - mk
 
 
 @njit(cache=True, inline="always")
-def _q5_k(dst, o, src, s, tables):  # d, dmin, scales[12], qh[32], qs[128]
-    (f16,) = tables
-    d = f16[u16(src, s)]
-    dmin = f16[u16(src, s + 2)]
-    for k in range(8):  # high bit of element k*32 + j: bit k of qh[j]
-        sc, mn = _scale_min_k4(src, s + 4, k)
-        dk = d * np.float32(sc)
-        mk = dmin * np.float32(mn)
-        p = s + 48 + (k >> 1) * 32
-        shift = 4 * (k & 1)
-        for j in range(32):
-            q = ((np.int64(src[p + j]) >> shift) & 15) | (((np.int64(src[s + 16 + j]) >> k) & 1) << 4)
-            dst[o + k * 32 + j] = dk * np.float32(q) - mk
+def _q4_k(dst, o, src, s, tables):
+    _k4_blocks(dst, o, src, s, tables, 16, False)
+
+
+@njit(cache=True, inline="always")
+def _q5_k(dst, o, src, s, tables):
+    _k4_blocks(dst, o, src, s, tables, 48, True)
 
 
 @njit(cache=True, inline="always")
