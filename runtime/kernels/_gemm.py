@@ -543,10 +543,11 @@ def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
 
 
 @njit(cache=True, parallel=True)
-def gemm_k4(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm, has_qh):
-    """Q4_K / Q5_K (has_qh, qh its plane; for Q4_K any uint8 plane of 4 nb bytes per row) with Q8_K codes:
-    offset 0, the mins -dmin m against xm = d_x * code sum (tile_gemm_min)."""
-    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _k4_rows, (q, qh, sc, mn, d, dm, has_qh))
+def gemm_q5_k(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm):
+    """Q5_K's row planes (qh its 5th bits) with Q8_K codes: offset 0, the mins -dmin m against xm = d_x * code sum
+    (tile_gemm_min). (Q4_K has its own GEMM on 16-row interleaved planes, kquants_rows16.py; k4_tile keeps its
+    has_qh = 0 path for Q4_K's row planes, tested in test_k4_tile.)"""
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _k4_rows, (q, qh, sc, mn, d, dm, 1))
 
 
 # ---------------------------------------------------------------- which types run here

@@ -267,65 +267,63 @@ def _k_row_args(context, builder, signature, args, n_planes, n_scales):
             _data(context, builder, sig[k + 2], args[k + 2], _I32), _as_i64(builder, args[k + 3]))
 
 
-def _q4k_codegen(with_qh):
-    """Q4_K (and Q5_K with its qh plane) row: q the file's qs bytes (32 per 64 elements: block 2c in the low
-    nibbles, block 2c+1 in the high ones, both in element order), taken 64 bytes at a time: the low nibbles are
-    blocks 2c and 2c + 2, the high ones 2c + 1 and 2c + 3, so xq must be in that order (intdot.k4_x_order); sc, mn
-    the 6-bit scales and mins as u8 per 32 in split order (the row's even blocks, then its odd ones: see kquants);
-    d, dm per 256 (u16 fp16 or f32); xd per 32 (the per-256 scale repeated), bs the exact per-32 code sums (block
-    order); n super-blocks."""
-    def codegen(context, builder, signature, args):
-        planes, (d_p, dm_p), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args,
-                                                                      4 if with_qh else 3, 2)
-        q_p, qh_p, sc_p, mn_p = planes if with_qh else (planes[0], None, planes[1], planes[2])
-        half = builder.mul(n, _c64(4))
-        module = builder.module
-        dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
-        v4i8 = ir.VectorType(_I8, 4)
-        zip8 = ir.Constant(ir.VectorType(_I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
+def _q5k_codegen(context, builder, signature, args):
+    """Q5_K row: q the file's qs bytes (32 per 64 elements: block 2c in the low nibbles, block 2c+1 in the high
+    ones, both in element order), taken 64 bytes at a time: the low nibbles are blocks 2c and 2c + 2, the high ones
+    2c + 1 and 2c + 3, so xq must be in that order (intdot.k4_x_order); qh the file's qh plane (32 bytes per
+    super-block), each code's 5th bit; sc, mn the 6-bit scales and mins as u8 per 32 in split order (the row's even
+    blocks, then its odd ones: see kquants); d, dm per 256 (u16 fp16 or f32); xd per 32 (the per-256 scale
+    repeated), bs the exact per-32 code sums (block order); n super-blocks. (Q4_K's row planes went through this
+    loop without qh until 16-row interleaving, kquants_rows16.py.)"""
+    (q_p, qh_p, sc_p, mn_p), (d_p, dm_p), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature,
+                                                                                  args, 4, 2)
+    half = builder.mul(n, _c64(4))
+    module = builder.module
+    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    v4i8 = ir.VectorType(_I8, 4)
+    zip8 = ir.Constant(ir.VectorType(_I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
 
-        def natural8(b, p, o4):
-            """The super-block's 8 bytes in block order from the split-order halves."""
-            return b.shuffle_vector(_vec_load(b, p, o4, v4i8), _vec_load(b, p, b.add(half, o4), v4i8), zip8)
+    def natural8(b, p, o4):
+        """The super-block's 8 bytes in block order from the split-order halves."""
+        return b.shuffle_vector(_vec_load(b, p, o4, v4i8), _vec_load(b, p, b.add(half, o4), v4i8), zip8)
 
-        v8i32, v8f, v32 = ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
-        cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
+    v8i32, v8f, v32 = ir.VectorType(_I32, 8), ir.VectorType(_F32, 8), ir.VectorType(_I8, 32)
+    cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
 
-        def body(b, i, acc, macc):
-            sumi = ir.Constant(_V16I32, None)
-            o8 = b.mul(i, _c64(8))
-            o4 = b.mul(i, _c64(4))
-            scales = b.zext(natural8(b, sc_p, o4), v8i32)
-            qh = _vec_load(b, qh_p, b.mul(i, _c64(32)), v32) if with_qh else None
-            for p in range(2):     # chunks c = 2p, 2p + 1 (64 elements each): 64 bytes of qs
-                packed = _vec_load(b, q_p, b.add(b.mul(i, _c64(128)), _c64(64 * p)), _V64I8)
-                lo = b.and_(packed, ir.Constant(_V64I8, [15] * 64))     # blocks 4p (bytes 0-31), 4p + 2
-                hi = b.lshr(packed, ir.Constant(_V64I8, [4] * 64))      # blocks 4p + 1, 4p + 3
-                if with_qh:   # bit 2c of qh[m]: element 64c + m, bit 2c+1: element 64c + 32 + m; moved to bit 4
-                    lo = b.or_(lo, b.shuffle_vector(_bit_at_4(b, qh, 4 * p), _bit_at_4(b, qh, 4 * p + 2), cat))
-                    hi = b.or_(hi, b.shuffle_vector(_bit_at_4(b, qh, 4 * p + 1), _bit_at_4(b, qh, 4 * p + 3), cat))
-                for k, w in enumerate((lo, hi)):
-                    x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(256)), _c64(128 * p + 64 * k)), _V64I8)
-                    dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
-                    scl = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16),
-                                                                       [4 * p + k] * 8 + [4 * p + k + 2] * 8))
-                    sumi = b.add(sumi, b.mul(dot, scl))
-            xd = b.load(b.gep(xd_p, [o8]))
-            scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
-            acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),
-                         flags=("contract",))
-            mins = b.mul(b.zext(natural8(b, mn_p, o4), v8i32), _vec_load(b, bs_p, o8, v8i32))
-            mscale = b.fmul(_widen_scale(b, dm_p, d_f32, i), xd)
-            macc = b.fadd(macc, b.fmul(b.sitofp(mins, v8f), _splat(b, mscale, v8f), flags=("contract",)),
-                          flags=("contract",))
-            return acc, macc
+    def body(b, i, acc, macc):
+        sumi = ir.Constant(_V16I32, None)
+        o8 = b.mul(i, _c64(8))
+        o4 = b.mul(i, _c64(4))
+        scales = b.zext(natural8(b, sc_p, o4), v8i32)
+        qh = _vec_load(b, qh_p, b.mul(i, _c64(32)), v32)
+        for p in range(2):     # chunks c = 2p, 2p + 1 (64 elements each): 64 bytes of qs
+            packed = _vec_load(b, q_p, b.add(b.mul(i, _c64(128)), _c64(64 * p)), _V64I8)
+            lo = b.and_(packed, ir.Constant(_V64I8, [15] * 64))     # blocks 4p (bytes 0-31), 4p + 2
+            hi = b.lshr(packed, ir.Constant(_V64I8, [4] * 64))      # blocks 4p + 1, 4p + 3
+            # bit 2c of qh[m]: element 64c + m, bit 2c+1: element 64c + 32 + m; moved to bit 4
+            lo = b.or_(lo, b.shuffle_vector(_bit_at_4(b, qh, 4 * p), _bit_at_4(b, qh, 4 * p + 2), cat))
+            hi = b.or_(hi, b.shuffle_vector(_bit_at_4(b, qh, 4 * p + 1), _bit_at_4(b, qh, 4 * p + 3), cat))
+            for k, w in enumerate((lo, hi)):
+                x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(256)), _c64(128 * p + 64 * k)), _V64I8)
+                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
+                scl = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16),
+                                                                   [4 * p + k] * 8 + [4 * p + k + 2] * 8))
+                sumi = b.add(sumi, b.mul(dot, scl))
+        xd = b.load(b.gep(xd_p, [o8]))
+        scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),
+                     flags=("contract",))
+        mins = b.mul(b.zext(natural8(b, mn_p, o4), v8i32), _vec_load(b, bs_p, o8, v8i32))
+        mscale = b.fmul(_widen_scale(b, dm_p, d_f32, i), xd)
+        macc = b.fadd(macc, b.fmul(b.sitofp(mins, v8f), _splat(b, mscale, v8f), flags=("contract",)),
+                      flags=("contract",))
+        return acc, macc
 
-        acc, macc = _sb_loop(builder, n, body, v8f)
-        fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
-        fsum8 = _declare(module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, v8f])
-        total = builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
-        return builder.fsub(total, builder.call(fsum8, [ir.Constant(_F32, 0.0), macc], fastmath=("reassoc",)))
-    return codegen
+    acc, macc = _sb_loop(builder, n, body, v8f)
+    fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+    fsum8 = _declare(module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, v8f])
+    total = builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+    return builder.fsub(total, builder.call(fsum8, [ir.Constant(_F32, 0.0), macc], fastmath=("reassoc",)))
 
 
 def _is_arr(t, *dtypes):
@@ -335,14 +333,12 @@ def _is_arr(t, *dtypes):
 @intrinsic
 def q5k_row_dot(typingctx, q, qh, sc, mn, d, dm, xq, xd, bs, nsb):
     """A Q5_K row times Q8_K activations, llama.cpp's sums: per super-block d_x * (d * sum_b sc_b (q_b . x_b)
-    - dmin * sum_b mn_b bs_b) with the integer sums exact (see _q4k_codegen for the planes: the file's qh plane,
-    32 bytes per super-block, gives each code its 5th bit). Q4_K's row planes took this path without qh until
-    16-row interleaving (q4k_rows16_dot) replaced it."""
+    - dmin * sum_b mn_b bs_b) with the integer sums exact (see _q5k_codegen for the planes)."""
     ok = (_is_arr(q, types.uint8) and _is_arr(qh, types.uint8) and _is_arr(sc, types.uint8)
           and _is_arr(mn, types.uint8) and _is_arr(d, types.uint16, types.float32) and dm == d
           and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
           and isinstance(nsb, types.Integer))
-    return (types.float32(q, qh, sc, mn, d, dm, xq, xd, bs, nsb), _q4k_codegen(True)) if ok else None
+    return (types.float32(q, qh, sc, mn, d, dm, xq, xd, bs, nsb), _q5k_codegen) if ok else None
 
 
 def _q6k_codegen(context, builder, signature, args):
@@ -521,7 +517,7 @@ def q3k_row_dot(typingctx, qs, hm, sc, d, xq, xd, bs, nsb):
 # int32 lanes are 16 rows (as llama.cpp's repacked q4_K_8x8 GEMV, and _gemm.py's tiles): one vpdpbusd multiplies 4
 # codes of each of 16 rows by the same 4 activation codes (a 32-bit broadcast), and a block's scale is one vpmulld
 # for 16 rows: ~25 instructions per 512 weights (a block of 16 rows), no horizontal sums. One core, in cache:
-# 104 G weights/s against 41 for the row planes (the q5k_row_dot code without qh).
+# 104 G weights/s against 41 for the row planes (the _q5k_codegen loop without qh).
 
 _V16I8 = ir.VectorType(_I8, 16)
 _V16I16 = ir.VectorType(_I16, 16)

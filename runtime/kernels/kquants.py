@@ -31,7 +31,7 @@ from numba import njit, prange
 from . import kquants_rows16 as rows16
 from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
-from ._gemm import gemm_k4, gemm_nib, register_gemm
+from ._gemm import gemm_nib, gemm_q5_k, register_gemm
 from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
@@ -655,7 +655,7 @@ register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
 # ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py, VNNI)
 
 def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
-    gemm_k4(out, *codes, q, qh, sc, mn, d, dm, 1)
+    gemm_q5_k(out, *codes, q, qh, sc, mn, d, dm)
 
 
 def _gemm_iq4_xs(out, codes, q, d):

@@ -1,10 +1,11 @@
 """Q4_K in ROWS16 order: 16 rows' super-blocks interleaved, so that the 16 int32 lanes of a vpdpbusd are 16 rows.
 
-The row-plane Q4_K kernel (_vnni._q4k_codegen) spent ~40 instructions per 256 weights on per-block scale shuffles,
-multiplies and the row's final sum: at 2 threads it was compute-bound below the read bandwidth on large matrices
-(the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in _gemm.py's prefill tiles,
-one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against 4-code broadcasts of the
-activations, one vpmulld by the 16 rows' block scales, and no horizontal sum (_vnni.q4k_rows16_dot).
+The row-plane Q4_K kernel (_vnni._q5k_codegen's loop without qh) spent ~40 instructions per 256 weights on
+per-block scale shuffles, multiplies and the row's final sum: at 2 threads it was compute-bound below the read
+bandwidth on large matrices (the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in
+_gemm.py's prefill tiles, one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against
+4-code broadcasts of the activations, one vpmulld by the 16 rows' block scales, and no horizontal sum
+(_vnni.q4k_rows16_dot).
 
 Per group g of 16 rows (the last group zero-padded) and super-block s:
     q[g, s]   2048 bytes: block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t; low nibble element
