@@ -18,8 +18,9 @@ from numba import njit, prange
 from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._gemm import gemm_i8, gemm_nib, register_gemm
 from ._ir import ubits, widen
+from ._vnni import HAS_VNNI
 from .actquant import q8_0, q8_codes
-from .intdot import block_sums, i8_row, int_matvec, iq4_row, nib_row, nib_x_order
+from .intdot import FLOAT_REPACK, block_sums, i8_row, int_matvec, iq4_row, nib_row, nib_x_order
 from .registry import Layout, register
 
 
@@ -344,3 +345,11 @@ def _gemm_iq4_nl(out, codes, q, d):
 for _name, _run in (("Q8_0", _gemm_i8), ("Q5_0", _gemm_i8), ("Q5_1", _gemm_q5_1), ("Q4_0", _gemm_q4_0),
                     ("Q4_1", _gemm_q4_1), ("IQ4_NL", _gemm_iq4_nl)):
     register_gemm(_name, "q8_0", _run)
+
+# Q4_0, Q4_1, IQ4_NL: with VNNI, 16 rows interleaved (legacy_rows16.py) for decode and prefill; the NIB row planes
+# above run elsewhere (and are tested here through FLOAT_MATVEC / FLOAT_REPACK)
+if HAS_VNNI:
+    from . import legacy_rows16
+    for _name, (_bsize, _qoff, _has_m, *_) in legacy_rows16.TYPES.items():
+        FLOAT_REPACK[_name] = _rp_plain(_bsize, 16, _qoff, _has_m)
+    legacy_rows16.register_all(register)

@@ -1,0 +1,164 @@
+"""Decode intrinsics for ROWS16 layouts: the 16 int32 lanes of a vpdpbusd are 16 weight rows.
+
+A row kernel (_vnni.py) puts 64 codes of one row in a vector, so every 32-block costs a scale shuffle and every row a
+horizontal sum at its end: on SmolLM2's 576-wide rows that overhead, not memory, bounded the 4-bit types (Q4_0 and
+IQ4_NL at 13-25 GB/s in cache against Q8_0's 33-50). Here one vector holds 4 codes of each of 16 rows (as llama.cpp's
+repacked q4_0_8x8 / iq4_nl_4x4 GEMVs and _gemm.py's prefill tiles): a 32-block of 16 rows is 8 vpdpbusd against
+32-bit broadcasts of 4 activation codes, one conversion and one multiply-add by the 16 rows' scales, no horizontal
+sum; the 16 results are one masked store.
+
+NIB16 (rows16_nib.py): per group of 16 rows and 32-block b, 256 bytes: chunk c, row r, byte t at 64 c + 4 r + t holds
+element 4 c + t in its low nibble and 16 + 4 c + t in its high one (the file's Q4_0 / IQ4_NL byte order within a
+row's block, so each byte is copied as it is).
+"""
+from gguf.quants import IQ4_NL
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ._vnni import (_F32, _I8, _I16, _I32, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
+                    _sb_loop, _splat, _vec_load)
+
+_V16I16 = ir.VectorType(_I16, 16)
+_V16H = ir.VectorType(ir.HalfType(), 16)
+_V16I1 = ir.VectorType(ir.IntType(1), 16)
+
+
+def dpbusd(builder):
+    return _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+
+
+def x_quad(builder, xq_p, offset):
+    """The 4 activation codes at xq_p[offset] broadcast to all 16 lanes."""
+    quad = builder.load(builder.bitcast(builder.gep(xq_p, [offset]), _I32.as_pointer()), align=1)
+    return builder.bitcast(_splat(builder, quad, _V16I32), _V64I8)
+
+
+def lanes_f32(builder, ptr, offset, is_f32):
+    """16 scales at ptr[offset] as floats: f32, or u16 holding fp16 (vcvtph2ps)."""
+    if is_f32:
+        return _vec_load(builder, ptr, offset, _V16F)
+    return builder.fpext(builder.bitcast(_vec_load(builder, ptr, offset, _V16I16), _V16H), _V16F)
+
+
+def store_rows(builder, acc, out_p, r0, nr):
+    """out[r0 + r] = acc[r] for r < nr."""
+    mstore = _declare(builder.module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
+                      [_V16F, _V16F.as_pointer(), _I32, _V16I1])
+    bits = builder.sub(builder.shl(_c64(1), nr), _c64(1))
+    mask = builder.bitcast(builder.trunc(bits, _I16), _V16I1)
+    dst = builder.bitcast(builder.gep(out_p, [r0]), _V16F.as_pointer())
+    builder.call(mstore, [acc, dst, ir.Constant(_I32, 4), mask])
+
+
+def iq4_plus_128(builder, codes):
+    """4-bit codes -> their IQ4 codebook values + 128, as unsigned bytes (vpshufb, 16 values per 128-bit lane)."""
+    lookup = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
+    table = ir.Constant(_V64I8, [(int(v) + 128) & 0xFF for v in IQ4_NL.kvalues] * 4)
+    return builder.call(lookup, [table, codes])
+
+
+def _nib16_codegen(iq4, with_min):
+    """out[r0 + r] (r < nr) = sum over 32-blocks b of fp16 d[b, r] xd[b] (xo[b] + codes . xq) (+ m[b, r] xm[b]):
+    q (nb, 256) NIB16 bytes of 16 rows, codes as unsigned bytes (iq4: codebook value + 128); d, m (nb, 16) fp16 bits
+    or f32; xq int8 codes (element order), xd f32 per block, xo int32 per block (-offset * code sum), xm f32."""
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        q_p = _data(context, builder, sig[0], args[0], _I8)
+        d_f32 = sig[1].dtype == types.float32
+        d_p, m_p = (_data(context, builder, sig[k], args[k], _F32 if d_f32 else _I16) for k in (1, 2))
+        xq_p = _data(context, builder, sig[3], args[3], _I8)
+        xd_p = _data(context, builder, sig[4], args[4], _F32)
+        xo_p = _data(context, builder, sig[5], args[5], _I32)
+        xm_p = _data(context, builder, sig[6], args[6], _F32)
+        n = _as_i64(builder, args[7])
+        out_p = _data(context, builder, sig[8], args[8], _F32)
+        r0, nr = _as_i64(builder, args[9]), _as_i64(builder, args[10])
+        vnni = dpbusd(builder)
+        low4 = ir.Constant(_V64I8, [15] * 64)
+        four = ir.Constant(_V64I8, [4] * 64)
+
+        def body(b, i, acc, _):
+            qo, xo = b.mul(i, _c64(256)), b.mul(i, _c64(32))
+            lo_dot = hi_dot = ir.Constant(_V16I32, None)
+            for c in range(4):
+                packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
+                lo, hi = b.and_(packed, low4), b.lshr(packed, four)
+                if iq4:
+                    lo, hi = iq4_plus_128(b, lo), iq4_plus_128(b, hi)
+                xc = b.add(xo, _c64(4 * c))
+                lo_dot = b.call(vnni, [lo_dot, lo, x_quad(b, xq_p, xc)])
+                hi_dot = b.call(vnni, [hi_dot, hi, x_quad(b, xq_p, b.add(xc, _c64(16)))])
+            dot = b.add(b.add(lo_dot, hi_dot), _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
+            scale = b.fmul(lanes_f32(b, d_p, b.mul(i, _c64(16)), d_f32), _splat(b, b.load(b.gep(xd_p, [i])), _V16F))
+            acc = b.fadd(acc, b.fmul(b.sitofp(dot, _V16F), scale, flags=("contract",)), flags=("contract",))
+            if with_min:
+                mins = lanes_f32(b, m_p, b.mul(i, _c64(16)), d_f32)
+                acc = b.fadd(acc, b.fmul(mins, _splat(b, b.load(b.gep(xm_p, [i])), _V16F), flags=("contract",)),
+                             flags=("contract",))
+            return acc, _
+
+        acc, _ = _sb_loop(builder, n, body, _I32)
+        store_rows(builder, acc, out_p, r0, nr)
+        return context.get_dummy_value()
+    return codegen
+
+
+def _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    ok = (_is_arr(q, types.uint8) and q.layout == "C" and _is_arr(d, types.uint16, types.float32) and m == d
+          and d.layout == "C" and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
+          and _is_arr(xo, types.int32) and _is_arr(xm, types.float32) and _is_arr(out, types.float32)
+          and all(isinstance(t, types.Integer) for t in (nb, r0, nr)))
+    return types.void(q, d, m, xq, xd, xo, xm, nb, out, r0, nr) if ok else None
+
+
+@intrinsic
+def nib16_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    """16 NIB16 rows (codes 0..15) times int8 activations: see _nib16_codegen (m, xm unused)."""
+    sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr)
+    return (sig, _nib16_codegen(False, False)) if sig is not None else None
+
+
+@intrinsic
+def nib16_min_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    """nib16_dot plus m[b, r] * xm[b] per block (Q4_1's min times Q8_1's block sum)."""
+    sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr)
+    return (sig, _nib16_codegen(False, True)) if sig is not None else None
+
+
+@intrinsic
+def iq4_16_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    """nib16_dot with each code looked up in the IQ4 codebook (+ 128: xo must hold -128 * code sum)."""
+    sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr)
+    return (sig, _nib16_codegen(True, False)) if sig is not None else None
+
+
+def _nib16_tile_codegen(context, builder, signature, args):
+    sig = signature.args
+    wt_p = _data(context, builder, sig[0], args[0], _I8)
+    q_p = _data(context, builder, sig[1], args[1], _I8)
+    n, iq4 = _as_i64(builder, args[2]), _as_i64(builder, args[3])
+    use_table = builder.icmp_signed("!=", iq4, _c64(0))
+    low4 = ir.Constant(_V64I8, [15] * 64)
+    four = ir.Constant(_V64I8, [4] * 64)
+
+    def body(b, i, acc, _):
+        for c in range(4):
+            packed = _vec_load(b, q_p, b.add(b.mul(i, _c64(256)), _c64(64 * c)), _V64I8)
+            for half, codes in ((0, b.and_(packed, low4)), (1, b.lshr(packed, four))):
+                codes = b.select(use_table, iq4_plus_128(b, codes), codes)
+                dst = b.add(b.mul(i, _c64(512)), _c64(256 * half + 64 * c))
+                b.store(codes, b.bitcast(b.gep(wt_p, [dst]), _V64I8.as_pointer()), align=1)
+        return acc, _
+
+    _sb_loop(builder, n, body, _I32)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def nib16_tile(typingctx, wt, q, nb, iq4):
+    """wt (nb * 512 u8, _gemm.py's TILE order) from one group's NIB16 bytes q (nb, 256): the codes, or with iq4
+    nonzero their IQ4 codebook values + 128."""
+    ok = (_is_arr(wt, types.uint8) and wt.layout == "C" and _is_arr(q, types.uint8) and q.layout == "C"
+          and isinstance(nb, types.Integer) and isinstance(iq4, types.Integer))
+    return (types.void(wt, q, nb, iq4), _nib16_tile_codegen) if ok else None
