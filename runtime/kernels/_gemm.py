@@ -16,10 +16,11 @@ then one conversion and one fused multiply-add by (the 16 rows' block scales) * 
 multiply-adds in 12 instructions, against 32 for the float GEMM. Each weight vector is loaded once per block and
 used for TOK tokens.
 
-The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, nibbles split, the IQ4
-codebook looked up by vpshufb), so decoding costs a few percent of the GEMM even at 128 tokens.
+The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, crumbs split; layouts
+that already interleave 16 rows, nib16.py and kquants_rows16.py, only split nibbles and look up the IQ4 codebook by
+vpshufb), so decoding costs a few percent of the GEMM even at 128 tokens.
 
-What a weight type provides (legacy.py, ternary.py; K-quants the same way, see bench/KERNELS.md):
+What a weight type provides (legacy.py, ternary.py, nib16.py; K-quants the same way, see bench/KERNELS.md):
   - a tile decoder writing wt (codes + offset, as u8) and the per-block scales ws[b, j] (and mins wm[b, j]);
   - the offset: the u8 code minus the value the type multiplies, taken out as -offset * sum(x codes);
   - which activation rounding (q8_0 / q8_k) the dot product uses.
@@ -257,19 +258,15 @@ def _row_pointers(context, builder, arr_type, arr, r0):
 
 def _tile_codegen(kind):
     """kind "i8": I8 plane (32 bytes per block and row), bytes xor-ed with flip (0x80: signed -> code + 128);
-    "nib": NIB plane (16 bytes: low nibbles elements 0-15, high 16-31), looked up in the IQ4 codebook + 128 when
-    flip is nonzero; "crumb": CRUMB plane (8 bytes: crumb u of byte k = element 4k + u)."""
+    "crumb": CRUMB plane (8 bytes: crumb u of byte k = element 4k + u). (The NIB types decode their 16-row
+    interleaved groups with _vnni16.nib16_tile.)"""
     def codegen(context, builder, signature, args):
         sig = signature.args
         wt_p = _ptr(context, builder, sig[0], args[0], _I8)
         r0, nb, flip = (_as_i64(builder, a) for a in args[2:5])
         rows = _row_pointers(context, builder, sig[1], args[1], r0)
-        g_count, block_bytes = {"i8": (8, 32), "nib": (4, 16), "crumb": (2, 8)}[kind]
+        g_count, block_bytes = {"i8": (8, 32), "crumb": (2, 8)}[kind]
         vrow = ir.VectorType(_I32, g_count)
-        pshufb = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
-        from gguf.quants import IQ4_NL
-        table = ir.Constant(_V64I8, [(int(v) + 128) & 0xFF for v in IQ4_NL.kvalues] * 4)
-        use_table = builder.icmp_signed("!=", flip, _c64(0))
         xor = _splat(builder, builder.trunc(flip, _I8), _V64I8)
 
         def block(b, i, _):
@@ -279,10 +276,6 @@ def _tile_codegen(kind):
             out = []
             if kind == "i8":
                 out = [b.xor(b.bitcast(v, _V64I8), xor) for v in cols]
-            elif kind == "nib":
-                lo = [b.and_(b.bitcast(v, _V64I8), ir.Constant(_V64I8, [15] * 64)) for v in cols]
-                hi = [b.lshr(b.bitcast(v, _V64I8), ir.Constant(_V64I8, [4] * 64)) for v in cols]
-                out = [b.select(use_table, b.call(pshufb, [table, v]), v) for v in lo + hi]
             else:
                 for g in range(8):
                     v = b.bitcast(cols[g // 4], _V64I8)
@@ -313,14 +306,6 @@ def i8_tile(typingctx, wt, q, r0, nb, flip):
     codes: code + 128, offset 128; 0 for codes already >= 0)."""
     sig = _tile_signature(wt, q, r0, nb, flip, types.int8)
     return (sig, _tile_codegen("i8")) if sig is not None else None
-
-
-@intrinsic
-def nib_tile(typingctx, wt, q, r0, nb, iq4):
-    """wt from rows r0..r0+15 of a NIB plane q (rows, 16 nb) uint8: the 4-bit codes, or with iq4 nonzero their
-    IQ4 codebook values + 128 (offset 128)."""
-    sig = _tile_signature(wt, q, r0, nb, iq4, types.uint8)
-    return (sig, _tile_codegen("nib")) if sig is not None else None
 
 
 @intrinsic
@@ -478,20 +463,11 @@ def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
 
 
 # The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines
-# no call with *args, and one call per tile costs nothing. _i8_rows and _nib_rows differ only in the tile
-# intrinsic, which only a function's own code can pick (its plane's dtype differs: int8 / uint8).
+# no call with *args, and one call per tile costs nothing.
 
 @njit(cache=True)
 def _i8_rows(wt, ws, wm, r0, q, d, m, flip, has_min):
     i8_tile(wt, q, r0, ws.shape[0] // ROWS, flip)
-    _fill_scales(ws, d, r0, 0)
-    if has_min:
-        _fill_scales(wm, m, r0, 0)
-
-
-@njit(cache=True)
-def _nib_rows(wt, ws, wm, r0, q, d, m, iq4, has_min):
-    nib_tile(wt, q, r0, ws.shape[0] // ROWS, iq4)
     _fill_scales(ws, d, r0, 0)
     if has_min:
         _fill_scales(wm, m, r0, 0)
@@ -528,12 +504,6 @@ def _k4_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm, has_qh):
 def gemm_i8(out, xq, xd, xs, xm, q, d, m, off, flip, has_min):
     """Q8_0 / Q5_0 (flip 0x80, off 128) and Q5_1 (flip 0, off 0, mins m) from their I8 planes."""
     tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _i8_rows, (q, d, m, flip, has_min))
-
-
-@njit(cache=True, parallel=True)
-def gemm_nib(out, xq, xd, xs, xm, q, d, m, off, iq4, has_min):
-    """Q4_0 (off 8), Q4_1 (off 0, mins m), IQ4_NL (iq4 1, off 128) from their NIB planes."""
-    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _nib_rows, (q, d, m, iq4, has_min))
 
 
 @njit(cache=True, parallel=True)

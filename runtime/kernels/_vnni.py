@@ -10,7 +10,6 @@ kernel on the same I8 plane (bench/KERNELS.md).
 
 Only where the CPU has AVX-512 VNNI and numba compiles for the host (HAS_VNNI); elsewhere the float kernels run.
 """
-from gguf.quants import IQ4_NL
 from llvmlite import binding, ir
 from numba import types
 from numba.core import config
@@ -119,19 +118,6 @@ def _load_i8(builder, wq_p, i):
     return builder.load(builder.bitcast(builder.gep(wq_p, [offset]), _V64I8.as_pointer()), align=1)
 
 
-def _load_nib(builder, wq_p, i):
-    """A NIB pair of blocks is 32 bytes: block A's elements 0-15 in the low nibbles of bytes 0-15, 16-31 in their
-    high nibbles, block B likewise in bytes 16-31. The codes come out as the 32 low nibbles then the 32 high ones
-    (a plain concatenation: interleaving them back into element order cost more than it saved), so xq must be
-    given in the order A0-15, B0-15, A16-31, B16-31 per pair (NIB_X_ORDER)."""
-    v32 = ir.VectorType(_I8, 32)
-    offset = builder.mul(i, ir.Constant(_I64, 32))
-    packed = builder.load(builder.bitcast(builder.gep(wq_p, [offset]), v32.as_pointer()), align=1)
-    lo = builder.and_(packed, ir.Constant(v32, [15] * 32))
-    hi = builder.lshr(packed, ir.Constant(v32, [4] * 32))
-    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 64), list(range(64))))
-
-
 def _pairs_signature(wq, wd, xq, xd, npairs, code_dtype):
     ok = (isinstance(wq, types.Array) and wq.dtype == code_dtype and isinstance(xq, types.Array)
           and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
@@ -146,28 +132,6 @@ def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
     or float32; xd: float32."""
     sig = _pairs_signature(wq, wd, xq, xd, npairs, types.int8)
     return (sig, _pairs_dot(_load_i8, True, [0] * 8 + [1] * 8)) if sig is not None else None
-
-
-@intrinsic
-def nib_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
-    """The same for a NIB row (uint8, two 4-bit codes 0..15 a byte in the file's block order) and xq in
-    _load_nib's order: codes multiplied as unsigned (Q4_0's -8 is the caller's: -8 * d_w * d_x * sum of xq)."""
-    sig = _pairs_signature(wq, wd, xq, xd, npairs, types.uint8)
-    return (sig, _pairs_dot(_load_nib, False, [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)) if sig is not None else None
-
-
-def _load_iq4(builder, wq_p, i):
-    """_load_nib's codes looked up in the IQ4 codebook (vpshufb: the 16 signed values in each 128-bit lane)."""
-    lookup = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
-    table = ir.Constant(_V64I8, [int(v) & 0xFF for v in IQ4_NL.kvalues] * 4)
-    return builder.call(lookup, [table, _load_nib(builder, wq_p, i)])
-
-
-@intrinsic
-def iq4_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
-    """nib_pairs_dot for IQ4_NL / IQ4_XS: each 4-bit code stands for its (signed) codebook value."""
-    sig = _pairs_signature(wq, wd, xq, xd, npairs, types.uint8)
-    return (sig, _pairs_dot(_load_iq4, True, [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4)) if sig is not None else None
 
 
 def _load_crumbs(builder, wq_p, i):
@@ -509,99 +473,3 @@ def q3k_row_dot(typingctx, qs, hm, sc, d, xq, xd, bs, nsb):
           and _is_arr(d, types.uint16, types.float32) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
           and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
     return (types.float32(qs, hm, sc, d, xq, xd, bs, nsb), _q3k_codegen) if ok else None
-
-
-# ---------------------------------------------------------------- Q4_K, 16 rows at once (decode)
-# The row kernels above put 64 codes of one row in a vector: every 32-block then costs a scale shuffle, a vpmulld
-# and an add per 16 lanes, and a row's lanes are summed at its end (~40 instructions per 256 weights). Here the 16
-# int32 lanes are 16 rows (as llama.cpp's repacked q4_K_8x8 GEMV, and _gemm.py's tiles): one vpdpbusd multiplies 4
-# codes of each of 16 rows by the same 4 activation codes (a 32-bit broadcast), and a block's scale is one vpmulld
-# for 16 rows: ~25 instructions per 512 weights (a block of 16 rows), no horizontal sums. One core, in cache:
-# 104 G weights/s against 41 for the row planes (the _q5k_codegen loop without qh).
-
-_V16I8 = ir.VectorType(_I8, 16)
-_V16I16 = ir.VectorType(_I16, 16)
-_V16H = ir.VectorType(ir.HalfType(), 16)
-_V16I1 = ir.VectorType(ir.IntType(1), 16)
-
-
-def _q4k_rows16_codegen(context, builder, signature, args):
-    """16 rows' Q4_K super-blocks in ROWS16 order (kquants_rows16.py): per super-block s, q 2048 bytes (block b,
-    chunk c, row r, byte t at 256 b + 64 c + 4 r + t: low nibble element 32 b + 4 c + t, high nibble element
-    32 b + 16 + 4 c + t), sm 192 bytes (block b, row r: byte 16 b + r = scale | (min >> 4) << 6, the min's low 4
-    bits in byte 128 + 16 (b & 3) + r, nibble b >> 2), d and dm 16 fp16 bits (row r).
-    out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
-    sums, for r < nr (masked store)."""
-    sig = signature.args
-    q_p, sm_p = (_data(context, builder, sig[i], args[i], _I8) for i in range(2))
-    d_p, dm_p = (_data(context, builder, sig[i], args[i], _I16) for i in (2, 3))
-    xq_p = _data(context, builder, sig[4], args[4], _I8)
-    xd_p = _data(context, builder, sig[5], args[5], _F32)
-    bs_p = _data(context, builder, sig[6], args[6], _I32)
-    n = _as_i64(builder, args[7])
-    out_p = _data(context, builder, sig[8], args[8], _F32)
-    r0, nr = _as_i64(builder, args[9]), _as_i64(builder, args[10])
-    module = builder.module
-    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
-    i32p = _I32.as_pointer()
-    low4 = ir.Constant(_V64I8, [15] * 64)
-    four = ir.Constant(_V64I8, [4] * 64)
-
-    def const16(v):
-        return ir.Constant(_V16I8, [v] * 16)
-
-    def x_quad(b, o):
-        return b.bitcast(_splat(b, b.load(b.bitcast(b.gep(xq_p, [o]), i32p), align=1), _V16I32), _V64I8)
-
-    def halfs(b, p, o):
-        return b.fpext(b.bitcast(_vec_load(b, p, o, _V16I16), _V16H), _V16F)
-
-    def body(b, s, acc, _):
-        sumi = summ = ir.Constant(_V16I32, None)
-        qo, so, xo = b.mul(s, _c64(2048)), b.mul(s, _c64(192)), b.mul(s, _c64(256))
-        for blk in range(8):
-            dots = []
-            for c in range(4):
-                packed = _vec_load(b, q_p, b.add(qo, _c64(256 * blk + 64 * c)), _V64I8)
-                xb = b.add(xo, _c64(32 * blk + 4 * c))
-                lo = b.call(dpbusd, [dots[0] if dots else ir.Constant(_V16I32, None), b.and_(packed, low4),
-                                     x_quad(b, xb)])
-                hi = b.call(dpbusd, [dots[1] if dots else ir.Constant(_V16I32, None), b.lshr(packed, four),
-                                     x_quad(b, b.add(xb, _c64(16)))])
-                dots = [lo, hi]
-            packed_sm = _vec_load(b, sm_p, b.add(so, _c64(16 * blk)), _V16I8)
-            scales = b.zext(b.and_(packed_sm, const16(63)), _V16I32)
-            sumi = b.add(sumi, b.mul(b.add(dots[0], dots[1]), scales))
-            low = _vec_load(b, sm_p, b.add(so, _c64(128 + 16 * (blk & 3))), _V16I8)
-            low = b.and_(b.lshr(low, const16(4 * (blk >> 2))), const16(15))
-            high = b.lshr(b.and_(packed_sm, const16(0xC0)), const16(2))
-            mins = b.zext(b.or_(low, high), _V16I32)
-            bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(8)), _c64(blk))])), _V16I32)
-            summ = b.add(summ, b.mul(mins, bsum))
-        xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
-        o16 = b.mul(s, _c64(16))
-        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), b.fmul(halfs(b, d_p, o16), xd), flags=("contract",)),
-                     flags=("contract",))
-        acc = b.fsub(acc, b.fmul(b.sitofp(summ, _V16F), b.fmul(halfs(b, dm_p, o16), xd), flags=("contract",)),
-                     flags=("contract",))
-        return acc, _
-
-    acc, _ = _sb_loop(builder, n, body, _I32)
-    mstore = _declare(module, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_V16F, _V16F.as_pointer(), _I32, _V16I1])
-    bits = builder.sub(builder.shl(_c64(1), nr), _c64(1))
-    mask = builder.bitcast(builder.trunc(bits, _I16), _V16I1)
-    dst = builder.bitcast(builder.gep(out_p, [r0]), _V16F.as_pointer())
-    builder.call(mstore, [acc, dst, ir.Constant(_I32, 4), mask])
-    return context.get_dummy_value()
-
-
-@intrinsic
-def q4k_rows16_dot(typingctx, q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr):
-    """out[r0 + r] for r < nr (<= 16): 16 Q4_K rows in ROWS16 order (see _q4k_rows16_codegen) times Q8_K
-    activations, llama.cpp's sums (per super-block d_x (d sum_b sc_b q_b . x_b - dmin sum_b mn_b bs_b), the
-    integer sums exact)."""
-    ok = (all(_is_arr(t, types.uint8) and t.layout == "C" for t in (q, sm))
-          and all(_is_arr(t, types.uint16) and t.layout == "C" for t in (d, dm))
-          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
-          and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
-    return (types.void(q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None

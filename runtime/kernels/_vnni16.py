@@ -7,7 +7,7 @@ repacked q4_0_8x8 / iq4_nl_4x4 GEMVs and _gemm.py's prefill tiles): a 32-block o
 32-bit broadcasts of 4 activation codes, one conversion and one multiply-add by the 16 rows' scales, no horizontal
 sum; the 16 results are one masked store.
 
-NIB16 (rows16_nib.py): per group of 16 rows and 32-block b, 256 bytes: chunk c, row r, byte t at 64 c + 4 r + t holds
+NIB16 (nib16.py): per group of 16 rows and 32-block b, 256 bytes: chunk c, row r, byte t at 64 c + 4 r + t holds
 element 4 c + t in its low nibble and 16 + 4 c + t in its high one (the file's Q4_0 / IQ4_NL byte order within a
 row's block, so each byte is copied as it is).
 """
@@ -17,8 +17,9 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._vnni import (_F32, _I8, _I16, _I32, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
-                    _sb_loop, _splat, _vec_load)
+                    _k_row_args, _sb_loop, _splat, _vec_load)
 
+_V16I8 = ir.VectorType(_I8, 16)
 _V16I16 = ir.VectorType(_I16, 16)
 _V16H = ir.VectorType(ir.HalfType(), 16)
 _V16I1 = ir.VectorType(ir.IntType(1), 16)
@@ -51,11 +52,36 @@ def store_rows(builder, acc, out_p, r0, nr):
     builder.call(mstore, [acc, dst, ir.Constant(_I32, 4), mask])
 
 
+def _run_and_store(context, builder, n, body, out_p, r0, nr):
+    """for i in range(n): acc = body(builder, i, acc, _) (a 16-float accumulator from zero), then out[r0 + r] =
+    acc[r] for r < nr."""
+    acc, _ = _sb_loop(builder, n, body, _I32)
+    store_rows(builder, acc, out_p, r0, nr)
+    return context.get_dummy_value()
+
+
 def iq4_plus_128(builder, codes):
     """4-bit codes -> their IQ4 codebook values + 128, as unsigned bytes (vpshufb, 16 values per 128-bit lane)."""
     lookup = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
     table = ir.Constant(_V64I8, [(int(v) + 128) & 0xFF for v in IQ4_NL.kvalues] * 4)
     return builder.call(lookup, [table, codes])
+
+
+def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4):
+    """The int32 dot products of one NIB16 32-block of 16 rows (256 bytes at q_p[qo]) with the 32 activation codes
+    at xq_p[xo]: 8 vpdpbusd in two chains (low and high nibbles), codes unsigned (iq4: codebook value + 128)."""
+    low4 = ir.Constant(_V64I8, [15] * 64)
+    four = ir.Constant(_V64I8, [4] * 64)
+    lo_dot = hi_dot = ir.Constant(_V16I32, None)
+    for c in range(4):
+        packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
+        lo, hi = b.and_(packed, low4), b.lshr(packed, four)
+        if iq4:
+            lo, hi = iq4_plus_128(b, lo), iq4_plus_128(b, hi)
+        xc = b.add(xo, _c64(4 * c))
+        lo_dot = b.call(vnni, [lo_dot, lo, x_quad(b, xq_p, xc)])
+        hi_dot = b.call(vnni, [hi_dot, hi, x_quad(b, xq_p, b.add(xc, _c64(16)))])
+    return b.add(lo_dot, hi_dot)
 
 
 def _nib16_codegen(iq4, with_min):
@@ -75,21 +101,10 @@ def _nib16_codegen(iq4, with_min):
         out_p = _data(context, builder, sig[8], args[8], _F32)
         r0, nr = _as_i64(builder, args[9]), _as_i64(builder, args[10])
         vnni = dpbusd(builder)
-        low4 = ir.Constant(_V64I8, [15] * 64)
-        four = ir.Constant(_V64I8, [4] * 64)
 
         def body(b, i, acc, _):
-            qo, xo = b.mul(i, _c64(256)), b.mul(i, _c64(32))
-            lo_dot = hi_dot = ir.Constant(_V16I32, None)
-            for c in range(4):
-                packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
-                lo, hi = b.and_(packed, low4), b.lshr(packed, four)
-                if iq4:
-                    lo, hi = iq4_plus_128(b, lo), iq4_plus_128(b, hi)
-                xc = b.add(xo, _c64(4 * c))
-                lo_dot = b.call(vnni, [lo_dot, lo, x_quad(b, xq_p, xc)])
-                hi_dot = b.call(vnni, [hi_dot, hi, x_quad(b, xq_p, b.add(xc, _c64(16)))])
-            dot = b.add(b.add(lo_dot, hi_dot), _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
+            dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(256)), xq_p, b.mul(i, _c64(32)), iq4)
+            dot = b.add(dot, _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
             scale = b.fmul(lanes_f32(b, d_p, b.mul(i, _c64(16)), d_f32), _splat(b, b.load(b.gep(xd_p, [i])), _V16F))
             acc = b.fadd(acc, b.fmul(b.sitofp(dot, _V16F), scale, flags=("contract",)), flags=("contract",))
             if with_min:
@@ -98,9 +113,7 @@ def _nib16_codegen(iq4, with_min):
                              flags=("contract",))
             return acc, _
 
-        acc, _ = _sb_loop(builder, n, body, _I32)
-        store_rows(builder, acc, out_p, r0, nr)
-        return context.get_dummy_value()
+        return _run_and_store(context, builder, n, body, out_p, r0, nr)
     return codegen
 
 
@@ -162,3 +175,105 @@ def nib16_tile(typingctx, wt, q, nb, iq4):
     ok = (_is_arr(wt, types.uint8) and wt.layout == "C" and _is_arr(q, types.uint8) and q.layout == "C"
           and isinstance(nb, types.Integer) and isinstance(iq4, types.Integer))
     return (types.void(wt, q, nb, iq4), _nib16_tile_codegen) if ok else None
+
+
+def _rows16_args(context, builder, signature, args, n_planes, n_scales):
+    """The arguments of a super-block ROWS16 intrinsic as pointers, in their fixed order: n_planes byte planes,
+    n_scales fp16 planes, xq, xd, bs, the super-block count, out, r0, nr (as _vnni._k_row_args, plus the last three).
+    Returns (planes, scales, xq, xd, bs, n, out, r0, nr)."""
+    planes, scales, _, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, n_planes, n_scales)
+    k = n_planes + n_scales + 4
+    out_p = _data(context, builder, signature.args[k], args[k], _F32)
+    return planes, scales, xq_p, xd_p, bs_p, n, out_p, _as_i64(builder, args[k + 1]), _as_i64(builder, args[k + 2])
+
+
+def _iq4_xs16_codegen(context, builder, signature, args):
+    """IQ4_XS, 16 rows: q (nsb, 2048) NIB16 bytes (8 blocks of 256), sc (nsb, 128) int8 block scales ls - 32 at
+    16 b + r, d (nsb, 16) fp16 bits; xq Q8_K codes (element order), xd per 32 (the per-256 scale repeated), bs
+    int32 code sums per 32. As llama.cpp's iq4_xs dot: per super-block d d_x sum_b sc_b (q_b . x_b), the sum exact."""
+    (q_p, sc_p), (d_p,), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 2, 1)
+    vnni = dpbusd(builder)
+    v16i8 = ir.VectorType(_I8, 16)
+
+    def body(b, s, acc, _):
+        sumi = ir.Constant(_V16I32, None)
+        for blk in range(8):
+            k = b.add(b.mul(s, _c64(8)), _c64(blk))
+            dot = _block_dot16(b, vnni, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), True)
+            offset = b.mul(b.load(b.gep(bs_p, [k])), ir.Constant(_I32, -128))
+            dot = b.add(dot, _splat(b, offset, _V16I32))
+            scales = b.sext(_vec_load(b, sc_p, b.add(b.mul(s, _c64(128)), _c64(16 * blk)), v16i8), _V16I32)
+            sumi = b.add(sumi, b.mul(dot, scales))
+        scale = b.fmul(lanes_f32(b, d_p, b.mul(s, _c64(16)), False),
+                       _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F))
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), scale, flags=("contract",)), flags=("contract",))
+        return acc, _
+
+    return _run_and_store(context, builder, n, body, out_p, r0, nr)
+
+
+@intrinsic
+def iq4_xs16_dot(typingctx, q, sc, d, xq, xd, bs, nsb, out, r0, nr):
+    """out[r0 + r] for r < nr (<= 16): 16 IQ4_XS rows in NIB16 order times Q8_K activations (see
+    _iq4_xs16_codegen)."""
+    ok = (_is_arr(q, types.uint8) and _is_arr(sc, types.int8) and _is_arr(d, types.uint16)
+          and all(t.layout == "C" for t in (q, sc, d)) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
+          and _is_arr(bs, types.int32) and _is_arr(out, types.float32)
+          and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
+    return (types.void(q, sc, d, xq, xd, bs, nsb, out, r0, nr), _iq4_xs16_codegen) if ok else None
+
+
+# ---------------------------------------------------------------- Q4_K (kquants_rows16.py)
+# The row kernel (_vnni._q5k_codegen without qh) spent ~40 instructions per 256 weights on per-block scale shuffles,
+# vpmulld and the row's final sum; here a block's scales are one vpmulld for 16 rows: one core, in cache, 104 G
+# weights/s against 41.
+
+
+def _q4k_rows16_codegen(context, builder, signature, args):
+    """16 rows' Q4_K super-blocks in ROWS16 order (kquants_rows16.py): per super-block s, q 2048 bytes (block b,
+    chunk c, row r, byte t at 256 b + 64 c + 4 r + t: low nibble element 32 b + 4 c + t, high nibble element
+    32 b + 16 + 4 c + t), sm 192 bytes (block b, row r: byte 16 b + r = scale | (min >> 4) << 6, the min's low 4
+    bits in byte 128 + 16 (b & 3) + r, nibble b >> 2), d and dm 16 fp16 bits (row r).
+    out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
+    sums, for r < nr (masked store)."""
+    (q_p, sm_p), (d_p, dm_p), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args,
+                                                                                2, 2)
+    vnni = dpbusd(builder)
+
+    def const16(v):
+        return ir.Constant(_V16I8, [v] * 16)
+
+    def body(b, s, acc, _):
+        sumi = summ = ir.Constant(_V16I32, None)
+        qo, so, xo = b.mul(s, _c64(2048)), b.mul(s, _c64(192)), b.mul(s, _c64(256))
+        for blk in range(8):
+            dot = _block_dot16(b, vnni, q_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
+            packed_sm = _vec_load(b, sm_p, b.add(so, _c64(16 * blk)), _V16I8)
+            scales = b.zext(b.and_(packed_sm, const16(63)), _V16I32)
+            sumi = b.add(sumi, b.mul(dot, scales))
+            low = _vec_load(b, sm_p, b.add(so, _c64(128 + 16 * (blk & 3))), _V16I8)
+            low = b.and_(b.lshr(low, const16(4 * (blk >> 2))), const16(15))
+            high = b.lshr(b.and_(packed_sm, const16(0xC0)), const16(2))
+            mins = b.zext(b.or_(low, high), _V16I32)
+            bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(8)), _c64(blk))])), _V16I32)
+            summ = b.add(summ, b.mul(mins, bsum))
+        xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
+        o16 = b.mul(s, _c64(16))
+        d, dm = (b.fmul(lanes_f32(b, p, o16, False), xd) for p in (d_p, dm_p))
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), d, flags=("contract",)), flags=("contract",))
+        acc = b.fsub(acc, b.fmul(b.sitofp(summ, _V16F), dm, flags=("contract",)), flags=("contract",))
+        return acc, _
+
+    return _run_and_store(context, builder, n, body, out_p, r0, nr)
+
+
+@intrinsic
+def q4k_rows16_dot(typingctx, q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr):
+    """out[r0 + r] for r < nr (<= 16): 16 Q4_K rows in ROWS16 order (see _q4k_rows16_codegen) times Q8_K
+    activations, llama.cpp's sums (per super-block d_x (d sum_b sc_b q_b . x_b - dmin sum_b mn_b bs_b), the
+    integer sums exact)."""
+    ok = (all(_is_arr(t, types.uint8) and t.layout == "C" for t in (q, sm))
+          and all(_is_arr(t, types.uint16) and t.layout == "C" for t in (d, dm))
+          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
+          and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
+    return (types.void(q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None

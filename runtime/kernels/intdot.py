@@ -5,20 +5,17 @@ Scratch of every integer kernel (int_scratch): codes xq in the order the kernel 
 block sums xs, codes in element order xn.
 """
 import numpy as np
+from gguf.quants import IQ4_NL
 from numba import njit
 
 from ._common import F32
 from ._ir import widen
-from gguf.quants import IQ4_NL
-
-from ._vnni import HAS_VNNI, i8_pairs_dot, iq4_pairs_dot, nib_pairs_dot
+from ._vnni import HAS_VNNI, i8_pairs_dot
 
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
 
 
-NIB_VALUES = np.arange(16, dtype=np.int64)
 # The intrinsics take blocks two at a time; a row with an odd number of blocks ends with one done here.
-
 
 @njit(cache=True, inline="always")
 def _last_block(dr, xd, t):
@@ -36,51 +33,16 @@ def _i8_last(qr, xq, nb):
     return t
 
 
-@njit(cache=True, inline="always")
-def _nib_last(qr, xq, nb, values):
-    t = 0
-    if nb & 1:
-        b = nb - 1
-        for j in range(16):
-            t += values[qr[16 * b + j] & 15] * np.int64(xq[32 * b + j])
-            t += values[qr[16 * b + j] >> 4] * np.int64(xq[32 * b + 16 + j])
-    return t
-
-
 @njit(cache=True, fastmath=True, inline="always")
 def i8_row(qr, dr, xq, xd):
     nb = xd.shape[0]
     return i8_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _i8_last(qr, xq, nb))
 
 
-@njit(cache=True, fastmath=True, inline="always")
-def nib_row(qr, dr, xq, xd):
-    nb = xd.shape[0]
-    return nib_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _nib_last(qr, xq, nb, NIB_VALUES))
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def iq4_row(qr, dr, xq, xd):
-    nb = xd.shape[0]
-    return iq4_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _nib_last(qr, xq, nb, IQ4_VALUES))
-
-
-@njit(cache=True)
-def nib_x_order(dst, xq):
-    """xq as nib_pairs_dot reads it: per pair of blocks A0-15, B0-15, A16-31, B16-31 (a last odd block as is)."""
-    pairs = xq.shape[0] // 64
-    for p in range(pairs):
-        o = 64 * p
-        dst[o:o + 16] = xq[o:o + 16]
-        dst[o + 16:o + 32] = xq[o + 32:o + 48]
-        dst[o + 32:o + 48] = xq[o + 16:o + 32]
-        dst[o + 48:o + 64] = xq[o + 48:o + 64]
-    dst[64 * pairs:] = xq[64 * pairs:]
-
-
 @njit(cache=True)
 def block_sums(xs, xq, xd):
-    """xs[b] = xd[b] * (sum of block b's codes), exact integer sums: Q4_0's -8 as -8 * sum_b d_w xs[b]."""
+    """xs[b] = xd[b] * (sum of block b's codes), exact integer sums: a code offset o as
+    o * sum_b d_w xs[b] (the TQ types' -1)."""
     for b in range(xs.shape[0]):
         t = 0
         for j in range(32 * b, 32 * b + 32):

@@ -5,7 +5,8 @@ Repacked (once, parallel over rows), memory over the file in brackets:
          else: the file's qs + 6-bit scale and min as u8 per 32 + fp16 d, dmin per 256  [1.03x]
   Q5_K   the same + the file's qh (5th bits)                                     [1.02x]
   Q6_K   the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row    [1.00x]
-  IQ4_XS NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic      [1.18x]
+  IQ4_XS with VNNI: NIB16, 16 rows interleaved + int8 ls-32 per 32 + fp16 d (nib16.py)  [1.01x]
+         else: NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic  [1.18x]
   Q2_K   the file's qs + its scale/min byte per 16 + fp16 d, dmin per 256            [1.00x]
   Q3_K   the file's qs and hmask + int8 scale (s-32) per 16 + fp16 d per 256        [1.04x]
 The file's Q4_K / Q5_K qs are 32 bytes per 64 elements, block 2c in the low nibbles and block 2c+1 in the high ones,
@@ -28,15 +29,14 @@ scale index k >> 4 is then a broadcast).
 import numpy as np
 from numba import njit, prange
 
-from . import kquants_rows16 as rows16
+from . import kquants_rows16 as rows16, nib16
 from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
-from ._gemm import gemm_nib, gemm_q5_k, register_gemm
+from ._gemm import gemm_q5_k, register_gemm
 from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot, q6k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
-from .intdot import (FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, iq4_row, k4_scratch, k4_x_order,
-                     k16_scratch, nib_x_order)
+from .intdot import FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, k4_scratch, k4_x_order, k16_scratch
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -300,14 +300,6 @@ def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs):
     prep_k4(xa, xb, xs, x)
     for r in prange(out.shape[0]):
         out[r] = k4_dot(q[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_iq4_xs_vnni(out, x, q, d, xq, xd, xs, xn):
-    q8_k_codes(xn, xd, x)
-    nib_x_order(xq, xn)
-    for r in prange(out.shape[0]):
-        out[r] = iq4_row(q[r], d[r], xq, xd)
 
 
 @njit(cache=True, fastmath=True)
@@ -634,10 +626,15 @@ _Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni,
                                                                   "Q5_K", scratch=k4_scratch)
 register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
                         "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q5_K_HOW, _Q5_K_ROUNDS))
-_IQ4_XS_MATVEC, _IQ4_XS_SCRATCH, _IQ4_XS_ROUNDS, _IQ4_XS_HOW = int_matvec(_mv_iq4_xs_vnni, q8_k, _mv_iq4,
-                                                                          _pairs_scratch, "IQ4_XS")
-register("IQ4_XS", Layout(256, _rp_iq4_xs, _IQ4_XS_SCRATCH, _IQ4_XS_MATVEC, _mm_iq4,
-                          "NIB + f32 scale per 32" + _IQ4_XS_HOW, _IQ4_XS_ROUNDS))
+# IQ4_XS: with VNNI, 16 rows interleaved with integer dot products (nib16.py) for decode and prefill; elsewhere NIB
+# row planes with float activations (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK)
+FLOAT_MATVEC["IQ4_XS"] = (_mv_iq4, _pairs_scratch)
+FLOAT_REPACK["IQ4_XS"] = _rp_iq4_xs
+if HAS_VNNI:
+    register("IQ4_XS", nib16.IQ4_XS)
+    register_gemm("IQ4_XS", "q8_k", nib16.gemm_iq4_xs)
+else:
+    register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
 _Q6_K_MATVEC, _Q6_K_SCRATCH, _Q6_K_ROUNDS, _Q6_K_HOW = int_matvec(_mv_q6_k_vnni, q8_k, _mv_q6_k, _q6_k_scratch,
                                                                   "Q6_K", scratch=k16_scratch)
 register("Q6_K", Layout(256, _rp_q6_k, _Q6_K_SCRATCH, _Q6_K_MATVEC, _mm_q6_k,
@@ -658,9 +655,4 @@ def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
     gemm_q5_k(out, *codes, q, qh, sc, mn, d, dm)
 
 
-def _gemm_iq4_xs(out, codes, q, d):
-    gemm_nib(out, *codes, q, d, d, 128, 1, False)
-
-
-for _name, _run in (("Q5_K", _gemm_q5_k), ("IQ4_XS", _gemm_iq4_xs)):
-    register_gemm(_name, "q8_k", _run)
+register_gemm("Q5_K", "q8_k", _gemm_q5_k)

@@ -5,7 +5,7 @@ per-block scale shuffles, multiplies and the row's final sum: at 2 threads it wa
 bandwidth on large matrices (the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in
 _gemm.py's prefill tiles, one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against
 4-code broadcasts of the activations, one vpmulld by the 16 rows' block scales, and no horizontal sum
-(_vnni.q4k_rows16_dot).
+(_vnni16.q4k_rows16_dot). A super-block's 2048 bytes are its 8 blocks in nib16.py's NIB16 order.
 
 Per group g of 16 rows (the last group zero-padded) and super-block s:
     q[g, s]   2048 bytes: block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t; low nibble element
@@ -24,7 +24,7 @@ from numba import njit, prange
 from ._common import F32, float_matmul, scale_min_k4
 from ._gemm import tiles
 from ._ir import widen
-from ._vnni import q4k_rows16_dot
+from ._vnni16 import nib16_tile, q4k_rows16_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
 from .registry import Layout
@@ -93,16 +93,11 @@ def _tile(wt, ws, wm, r0, q, sm, d, dm):
     """The group of rows r0.. as _gemm.py's TILE order (wt[512 B + 64 k + 4 r + t]: row r, element 32 B + 4 k + t)
     with the block scales ws = d * sc and mins wm = -dmin * mn (16 B + r)."""
     g = r0 // GROUP
+    nb = 8 * q.shape[1]
+    nib16_tile(wt, q[g].reshape(nb, 256), nb, 0)
     for s in range(q.shape[1]):
         for b in range(8):
             blk = 8 * s + b
-            for c in range(4):
-                src = 256 * b + 64 * c
-                dst = 512 * blk + 64 * c
-                for i in range(64):
-                    v = q[g, s, src + i]
-                    wt[dst + i] = v & 15
-                    wt[dst + 256 + i] = v >> 4
             for r in range(GROUP):
                 scale, mn = _scale_min(sm[g], s, b, r)
                 ws[GROUP * blk + r] = widen(d[g, s, r]) * scale

@@ -6,21 +6,23 @@ measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q4_0   NIB (the file's nibble order) + fp16 d; the -8 folded out as -8 d sum(x of the block)   [1.00x]
   Q4_1   NIB + fp16 d, m                                                [1.00x]
   IQ4_NL NIB + fp16 d; the codebook as a rounded quartic                [1.00x]
+  (Q4_0, Q4_1, IQ4_NL where the CPU has VNNI: the same bytes with 16 rows interleaved, NIB16, nib16.py)
   Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
   Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
 Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit costs an extraction in the loop.
-Matvec of Q8_0, Q5_0, Q4_0, Q4_1, IQ4_NL: integer block dot products where the CPU has AVX-512 VNNI (intdot.py, _vnni.py;
-1.2-3x the float kernel), else float activations.
+Matvec of Q8_0, Q5_0 (and the NIB16 types): integer block dot products where the CPU has AVX-512 VNNI (intdot.py,
+_vnni.py; 1.2-3x the float kernel), else float activations.
 """
 import numpy as np
 from numba import njit, prange
 
+from . import nib16
 from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
-from ._gemm import gemm_i8, gemm_nib, register_gemm
+from ._gemm import gemm_i8, register_gemm
 from ._ir import ubits, widen
 from ._vnni import HAS_VNNI
 from .actquant import q8_0, q8_codes
-from .intdot import FLOAT_REPACK, block_sums, i8_row, int_matvec, iq4_row, nib_row, nib_x_order
+from .intdot import FLOAT_MATVEC, FLOAT_REPACK, i8_row, int_matvec
 from .registry import Layout, register
 
 
@@ -128,32 +130,6 @@ def _mv_i8_vnni(out, x, q, d, xq, xd, xs, xn):
     q8_codes(xq, xd, xs[:0], x)
     for r in prange(out.shape[0]):
         out[r] = i8_row(q[r], d[r], xq, xd)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_0_vnni(out, x, q, d, xq, xd, xs, xn):
-    q8_codes(xn, xd, xs[:0], x)
-    nib_x_order(xq, xn)
-    block_sums(xs, xn, xd)
-    for r in prange(out.shape[0]):
-        out[r] = nib_row(q[r], d[r], xq, xd) - F32(8.0) * dot(d[r], xs)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q4_1_vnni(out, x, q, d, m, xq, xd, xs, xn):
-    """As llama.cpp's Q4_1 x Q8_1: the min times Q8_1's fp16 block sum."""
-    q8_codes(xn, xd, xs, x)
-    nib_x_order(xq, xn)
-    for r in prange(out.shape[0]):
-        out[r] = nib_row(q[r], d[r], xq, xd) + dot(m[r], xs)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_iq4_nl_vnni(out, x, q, d, xq, xd, xs, xn):
-    q8_codes(xn, xd, xs[:0], x)
-    nib_x_order(xq, xn)
-    for r in prange(out.shape[0]):
-        out[r] = iq4_row(q[r], d[r], xq, xd)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -300,20 +276,8 @@ def _no_scratch(cols):
 
 _I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = int_matvec(_mv_i8_vnni, q8_0, _mv_i8, _no_scratch, "Q8_0",
                                                           "Q5_0")
-_Q4_0_MATVEC, _Q4_0_SCRATCH, _Q4_0_ROUNDS, _Q4_0_HOW = int_matvec(_mv_q4_0_vnni, q8_0, _mv_q4_0, _nib_scratch,
-                                                                  "Q4_0")
-_Q4_1_MATVEC, _Q4_1_SCRATCH, _Q4_1_ROUNDS, _Q4_1_HOW = int_matvec(_mv_q4_1_vnni, q8_0, _mv_q4_1, _nib_scratch,
-                                                                  "Q4_1")
 register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
-register("Q4_0", Layout(32, _rp_plain(18, 16, 2, False), _Q4_0_SCRATCH, _Q4_0_MATVEC, _mm_q4_0,
-                        "NIB + fp16 d per 32" + _Q4_0_HOW, _Q4_0_ROUNDS))
-register("Q4_1", Layout(32, _rp_plain(20, 16, 4, True), _Q4_1_SCRATCH, _Q4_1_MATVEC, _mm_q4_1,
-                        "NIB + fp16 d, m per 32" + _Q4_1_HOW, _Q4_1_ROUNDS))
-_IQ4_MATVEC, _IQ4_SCRATCH, _IQ4_ROUNDS, _IQ4_HOW = int_matvec(_mv_iq4_nl_vnni, q8_0, _mv_iq4, _pairs_scratch,
-                                                              "IQ4_NL")
-register("IQ4_NL", Layout(32, _rp_plain(18, 16, 2, False), _IQ4_SCRATCH, _IQ4_MATVEC, _mm_iq4,
-                          "NIB + fp16 d per 32, codebook as a rounded quartic" + _IQ4_HOW, _IQ4_ROUNDS))
 register("Q5_0", Layout(32, _rp_q5(22, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 (q-16) + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
 register("Q5_1", Layout(32, _rp_q5(24, True), _sums_scratch, _mv_q5_1, _mm_q5_1, "I8 + fp16 d, m per 32"))
@@ -330,26 +294,25 @@ def _gemm_q5_1(out, codes, q, d, m):
     gemm_i8(out, *codes, q, d, m, 0, 0, True)
 
 
-def _gemm_q4_0(out, codes, q, d):
-    gemm_nib(out, *codes, q, d, d, 8, 0, False)
-
-
-def _gemm_q4_1(out, codes, q, d, m):
-    gemm_nib(out, *codes, q, d, m, 0, 0, True)
-
-
-def _gemm_iq4_nl(out, codes, q, d):
-    gemm_nib(out, *codes, q, d, d, 128, 1, False)
-
-
-for _name, _run in (("Q8_0", _gemm_i8), ("Q5_0", _gemm_i8), ("Q5_1", _gemm_q5_1), ("Q4_0", _gemm_q4_0),
-                    ("Q4_1", _gemm_q4_1), ("IQ4_NL", _gemm_iq4_nl)):
+for _name, _run in (("Q8_0", _gemm_i8), ("Q5_0", _gemm_i8), ("Q5_1", _gemm_q5_1)):
     register_gemm(_name, "q8_0", _run)
 
-# Q4_0, Q4_1, IQ4_NL: with VNNI, 16 rows interleaved (legacy_rows16.py) for decode and prefill; the NIB row planes
-# above run elsewhere (and are tested here through FLOAT_MATVEC / FLOAT_REPACK)
+
+# ---------------------------------------------------------------- the NIB types
+
+# Q4_0, Q4_1, IQ4_NL: where the CPU has VNNI, 16 rows interleaved with integer dot products (nib16.py) for decode
+# and prefill; elsewhere these NIB row planes with float activations (tested everywhere through FLOAT_MATVEC and
+# FLOAT_REPACK)
+_NIB_TYPES = {
+    "Q4_0": (_rp_plain(18, 16, 2, False), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
+    "Q4_1": (_rp_plain(20, 16, 4, True), _mv_q4_1, _nib_scratch, _mm_q4_1, "NIB + fp16 d, m per 32"),
+    "IQ4_NL": (_rp_plain(18, 16, 2, False), _mv_iq4, _pairs_scratch, _mm_iq4,
+               "NIB + fp16 d per 32, codebook as a rounded quartic"),
+}
+for _name, (_repack, _matvec, _scratch, _matmul, _note) in _NIB_TYPES.items():
+    FLOAT_MATVEC[_name] = (_matvec, _scratch)
+    FLOAT_REPACK[_name] = _repack
+    if not HAS_VNNI:
+        register(_name, Layout(32, _repack, _scratch, _matvec, _matmul, _note))
 if HAS_VNNI:
-    from . import legacy_rows16
-    for _name, (_bsize, _qoff, _has_m, *_) in legacy_rows16.TYPES.items():
-        FLOAT_REPACK[_name] = _rp_plain(_bsize, 16, _qoff, _has_m)
-    legacy_rows16.register_all(register)
+    nib16.register_all(register)

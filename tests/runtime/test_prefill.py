@@ -10,7 +10,7 @@ import pytest
 from gguf.quants import IQ4_NL
 
 from kvant.runtime.kernels import prepare
-from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, i8_tile, int_matmul, k4_tile, nib_tile, quantize
+from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, i8_tile, int_matmul, k4_tile, quantize
 from kvant.runtime.kernels._vnni import HAS_VNNI
 from kvant.runtime.kernels.actquant import VEC_DOT
 
@@ -84,30 +84,48 @@ def test_tile_decoders():
         i8_tile(wt, q, r0, nb, flag)
 
     @njit
-    def run_nib(wt, q, r0, nb, flag):
-        nib_tile(wt, q, r0, nb, flag)
-
-    @njit
     def run_crumb(wt, q, r0, nb, flag):
         crumb_tile(wt, q, r0, nb, flag)
 
     rng = np.random.default_rng(1)
     rows, nb = 37, 5
     q8 = rng.integers(-128, 128, (rows, 32 * nb)).astype(np.int8)
-    nib = rng.integers(0, 256, (rows, 16 * nb)).astype(np.uint8)
     crumb = rng.integers(0, 256, (rows, 8 * nb)).astype(np.uint8)
-    nib_codes = np.concatenate([(nib & 15).reshape(rows, nb, 16), (nib >> 4).reshape(rows, nb, 16)], 2)
-    nib_codes = nib_codes.reshape(rows, -1)
     crumb_codes = np.stack([(crumb >> (2 * u)) & 3 for u in range(4)], 2).reshape(rows, -1)
-    iq4 = (np.array(IQ4_NL.kvalues, np.int16) + 128).astype(np.uint8)
     cases = [(run_i8, q8, 0x80, (q8.astype(np.int16) + 128).astype(np.uint8)), (run_i8, q8, 0, q8.view(np.uint8)),
-             (run_nib, nib, 0, nib_codes), (run_nib, nib, 1, iq4[nib_codes]), (run_crumb, crumb, 0, crumb_codes)]
+             (run_crumb, crumb, 0, crumb_codes)]
     for run, plane, flag, codes in cases:
         for r0 in (0, 16, 32):
             wt = np.empty(512 * nb, np.uint8)
             run(wt, plane, r0, nb, flag)
             np.testing.assert_array_equal(wt, _tile_order(codes, r0))
 
+
+
+@needs_vnni
+def test_nib16_tile():
+    """A NIB16 group (the file's Q4_0 / IQ4_NL blocks of 16 rows interleaved) decodes to the TILE order, as codes or
+    as IQ4 codebook values + 128."""
+    from numba import njit
+    from kvant.runtime.kernels import nib16
+    from kvant.runtime.kernels._vnni16 import nib16_tile
+
+    @njit
+    def run(wt, q, nb, flag):
+        nib16_tile(wt, q, nb, flag)
+
+    rng = np.random.default_rng(2)
+    rows, nb = 48, 5
+    nib = rng.integers(0, 256, (rows, nb, 16)).astype(np.uint8)
+    raw = np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1)   # Q4_0 blocks, d = 0
+    q = nib16._rp(18, 2, False)(raw, 32 * nb)[0]
+    codes = np.concatenate([nib & 15, nib >> 4], 2).reshape(rows, -1)
+    iq4 = (np.array(IQ4_NL.kvalues, np.int16) + 128).astype(np.uint8)
+    for flag, want in ((0, codes), (1, iq4[codes])):
+        for g in range(rows // 16):
+            wt = np.empty(512 * nb, np.uint8)
+            run(wt, q[g], nb, flag)
+            np.testing.assert_array_equal(wt, _tile_order(want, 16 * g))
 
 @needs_vnni
 def test_k4_tile():

@@ -1,12 +1,14 @@
-"""Q4_0, Q4_1 and IQ4_NL in NIB16 order: 16 rows' 32-blocks interleaved, so that the 16 int32 lanes of a vpdpbusd
-are 16 rows (_vnni16.py says why; kquants_rows16.py does the same for Q4_K).
+"""Q4_0, Q4_1, IQ4_NL and IQ4_XS in NIB16 order: 16 rows' 32-blocks interleaved, so that the 16 int32 lanes of a
+vpdpbusd are 16 rows (_vnni16.py says why; kquants_rows16.py does the same for Q4_K).
 
 Per group g of 16 rows (the last group zero-padded) and 32-block b:
     q[g, b]   256 bytes: chunk c, row r, byte t at 64 c + 4 r + t = the row's block byte 4 c + t as the file has
               it (low nibble element 4 c + t, high nibble element 16 + 4 c + t)
     d[g, b]   the 16 rows' fp16 d bits (and Q4_1's m[g, b] the same)
-The file's bytes per row and block (18, Q4_1 20). Used where the CPU has AVX-512 VNNI (legacy.py registers it);
-decode, the integer prefill GEMM and the float matmul all read this order.
+The file's bytes per row and block (18, Q4_1 20). IQ4_XS: its super-blocks' 8 blocks in the same order, q[g, 8 s + b],
+with the 6-bit block scales as int8 ls - 32 in sc[g, s, 16 b + r] and fp16 d[g, s, r] (138 bytes a row and
+super-block, the file 136). Used where the CPU has AVX-512 VNNI (legacy.py, kquants.py register it); decode, the
+integer prefill GEMM and the float matmul all read this order.
 
 What differs between the three types is data, not code (TYPES): the code offset the integer sums take out
 (-offset * sum of the activation codes per block), whether the codes stand for the IQ4 codebook (looked up + 128),
@@ -18,9 +20,9 @@ from numba import njit, prange
 from ._common import F32, float_matmul
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
-from ._vnni16 import iq4_16_dot, nib16_dot, nib16_min_dot, nib16_tile
-from .actquant import q8_0, q8_codes
-from .intdot import IQ4_VALUES
+from ._vnni16 import iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile
+from .actquant import q8_0, q8_codes, q8_k, q8_k_codes
+from .intdot import IQ4_VALUES, code_sums
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
@@ -70,6 +72,7 @@ def _code_offsets(xo, xq, off):
 
 
 # ---------------------------------------------------------------- decode
+# One kernel per intrinsic: numba picks an intrinsic at compile time only (not through an argument).
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_0(out, x, q, d, xq, xd, xs, xo):
@@ -169,3 +172,88 @@ def register_all(register):
                               "NIB16: 16 rows' blocks interleaved 4 bytes a row + fp16 d" + (", m" if has_min else "")
                               + " per 32, int8 x Q8_0 activations (VNNI)", q8_0))
         register_gemm(name, "q8_0", gemm)
+
+
+# ---------------------------------------------------------------- IQ4_XS
+
+@njit(cache=True, parallel=True)
+def _repack_iq4_xs(raw, q, sc, d):
+    """Super-blocks of 136 bytes: fp16 d, the scales' high bits (u16), their low nibbles (4 bytes), 128 code bytes
+    (block b's at 16 b, as IQ4_NL's)."""
+    rows, nsb = raw.shape[0], d.shape[1]
+    for g in prange(q.shape[0]):
+        for r in range(min(GROUP, rows - GROUP * g)):
+            src = raw[GROUP * g + r]
+            for s in range(nsb):
+                o = 136 * s
+                d[g, s, r] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+                high = np.int64(src[o + 2]) | (np.int64(src[o + 3]) << 8)
+                for b in range(8):
+                    ls = ((src[o + 4 + b // 2] >> (4 * (b % 2))) & 15) | (((high >> (2 * b)) & 3) << 4)
+                    sc[g, s, 16 * b + r] = ls - 32
+                    for i in range(16):
+                        q[g, 8 * s + b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + 8 + 16 * b + i]
+
+
+def _rp_iq4_xs(raw, cols):
+    groups, nsb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 256
+    q = np.zeros((groups, 8 * nsb, 256), np.uint8)
+    sc = np.zeros((groups, nsb, 128), np.int8)
+    d = np.zeros((groups, nsb, GROUP), np.uint16)
+    _repack_iq4_xs(raw, q, sc, d)
+    return q, sc, d
+
+
+def _scratch_k(cols):
+    """Q8_K codes in element order, the scale per 32, exact int32 code sums per 32."""
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32)
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_iq4_xs(out, x, q, sc, d, xq, xd, bs):
+    q8_k_codes(xq, xd, x)
+    code_sums(bs, xq)
+    rows, nsb = out.shape[0], d.shape[1]
+    for g in prange(q.shape[0]):
+        iq4_xs16_dot(q[g], sc[g], d[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+
+
+@njit(cache=True)
+def _tile_iq4_xs(wt, ws, wm, r0, q, sc, d):
+    g = r0 // GROUP
+    nib16_tile(wt, q[g], q.shape[1], 1)
+    for b in range(q.shape[1]):
+        for r in range(GROUP):
+            ws[GROUP * b + r] = widen(d[g, b >> 3, r]) * F32(sc[g, b >> 3, 16 * (b & 7) + r])
+
+
+@njit(cache=True, parallel=True)
+def _gemm_iq4_xs(out, xq, xd, xs, xm, q, sc, d):
+    tiles(out, xq, xd, _offsets(xs, 128), xm, False, _tile_iq4_xs, (q, sc, d))
+
+
+def gemm_iq4_xs(out, codes, q, sc, d):
+    _gemm_iq4_xs(out, *codes, q, sc, d)
+
+
+@njit(cache=True, fastmath=True)
+def _decode_row_iq4_xs(dst, row, q, sc, d):
+    g, r = row // GROUP, row % GROUP
+    for b in range(q.shape[1]):
+        s = widen(d[g, b >> 3, r]) * F32(sc[g, b >> 3, 16 * (b & 7) + r])
+        for c in range(4):
+            for t in range(4):
+                v = q[g, b, 64 * c + 4 * r + t]
+                e = 32 * b + 4 * c + t
+                dst[e] = s * F32(IQ4_VALUES[v & 15])
+                dst[e + 16] = s * F32(IQ4_VALUES[v >> 4])
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _matmul_iq4_xs(out, x, q, sc, d):
+    float_matmul(out, x, _decode_row_iq4_xs, (q, sc, d))
+
+
+IQ4_XS = Layout(256, _rp_iq4_xs, _scratch_k, _mv_iq4_xs, _matmul_iq4_xs,
+                "NIB16: 16 rows' blocks interleaved 4 bytes a row + int8 scale per 32 + fp16 d per 256, int8 x Q8_K "
+                "activations (VNNI)", q8_k)
