@@ -466,11 +466,9 @@ def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
 # no call with *args, and one call per tile costs nothing.
 
 @njit(cache=True)
-def _i8_rows(wt, ws, wm, r0, q, d, m, flip, has_min):
+def _i8_rows(wt, ws, wm, r0, q, d, flip):
     i8_tile(wt, q, r0, ws.shape[0] // ROWS, flip)
     _fill_scales(ws, d, r0, 0)
-    if has_min:
-        _fill_scales(wm, m, r0, 0)
 
 
 @njit(cache=True)
@@ -501,9 +499,9 @@ def _k4_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm, has_qh):
 
 
 @njit(cache=True, parallel=True)
-def gemm_i8(out, xq, xd, xs, xm, q, d, m, off, flip, has_min):
-    """Q8_0 / Q5_0 (flip 0x80, off 128) and Q5_1 (flip 0, off 0, mins m) from their I8 planes."""
-    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _i8_rows, (q, d, m, flip, has_min))
+def gemm_i8(out, xq, xd, xs, xm, q, d, off, flip):
+    """Q8_0 (flip 0x80: signed codes + 128, off 128) from its I8 plane."""
+    tiles(out, xq, xd, _offsets(xs, off), xm, False, _i8_rows, (q, d, flip))
 
 
 @njit(cache=True, parallel=True)

@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._vnni import (_F32, _I8, _I16, _I32, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
+from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
                     _k_row_args, _sb_loop, _splat, _vec_load)
 
 _V16I8 = ir.VectorType(_I8, 16)
@@ -67,43 +67,63 @@ def iq4_plus_128(builder, codes):
     return builder.call(lookup, [table, codes])
 
 
-def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4):
-    """The int32 dot products of one NIB16 32-block of 16 rows (256 bytes at q_p[qo]) with the 32 activation codes
-    at xq_p[xo]: 8 vpdpbusd in two chains (low and high nibbles), codes unsigned (iq4: codebook value + 128)."""
-    low4 = ir.Constant(_V64I8, [15] * 64)
-    four = ir.Constant(_V64I8, [4] * 64)
+def _fifth_bits(b, h_p, offset):
+    """16 in each byte whose bit is set in the 64-bit mask at h_p[offset], else 0 (a masked byte move)."""
+    mask = b.load(b.bitcast(b.gep(h_p, [offset]), _I64.as_pointer()), align=1)
+    return b.select(b.bitcast(mask, ir.VectorType(ir.IntType(1), 64)), ir.Constant(_V64I8, [16] * 64),
+                    ir.Constant(_V64I8, None))
+
+
+def _block_codes16(b, q_p, qo, c, iq4, h_p=None, ho=None):
+    """Chunk c of one NIB16 32-block of 16 rows (256 bytes at q_p[qo]) as two vectors of unsigned codes: the low
+    nibbles (elements 4c..4c+3 of each row) and the high ones (16 + 4c..); iq4: codebook value + 128; with h_p, the
+    5th bits from the block's 8 masks at h_p[ho] (mask 2c + half, bit 4 r + t)."""
+    packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
+    lo, hi = b.and_(packed, ir.Constant(_V64I8, [15] * 64)), b.lshr(packed, ir.Constant(_V64I8, [4] * 64))
+    if iq4:
+        lo, hi = iq4_plus_128(b, lo), iq4_plus_128(b, hi)
+    if h_p is not None:
+        lo = b.or_(lo, _fifth_bits(b, h_p, b.add(ho, _c64(16 * c))))
+        hi = b.or_(hi, _fifth_bits(b, h_p, b.add(ho, _c64(16 * c + 8))))
+    return lo, hi
+
+
+def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None):
+    """The int32 dot products of one NIB16 32-block of 16 rows with the 32 activation codes at xq_p[xo]: 8 vpdpbusd
+    in two chains (low and high nibbles) on _block_codes16's codes."""
     lo_dot = hi_dot = ir.Constant(_V16I32, None)
     for c in range(4):
-        packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
-        lo, hi = b.and_(packed, low4), b.lshr(packed, four)
-        if iq4:
-            lo, hi = iq4_plus_128(b, lo), iq4_plus_128(b, hi)
+        lo, hi = _block_codes16(b, q_p, qo, c, iq4, h_p, ho)
         xc = b.add(xo, _c64(4 * c))
         lo_dot = b.call(vnni, [lo_dot, lo, x_quad(b, xq_p, xc)])
         hi_dot = b.call(vnni, [hi_dot, hi, x_quad(b, xq_p, b.add(xc, _c64(16)))])
     return b.add(lo_dot, hi_dot)
 
 
-def _nib16_codegen(iq4, with_min):
+def _nib16_codegen(iq4, with_min, with_qh=False):
     """out[r0 + r] (r < nr) = sum over 32-blocks b of fp16 d[b, r] xd[b] (xo[b] + codes . xq) (+ m[b, r] xm[b]):
-    q (nb, 256) NIB16 bytes of 16 rows, codes as unsigned bytes (iq4: codebook value + 128); d, m (nb, 16) fp16 bits
-    or f32; xq int8 codes (element order), xd f32 per block, xo int32 per block (-offset * code sum), xm f32."""
+    q (nb, 256) NIB16 bytes of 16 rows, codes as unsigned bytes (iq4: codebook value + 128; with_qh: 5-bit codes,
+    the 5th bits in h (nb, 64), the argument after q); d, m (nb, 16) fp16 bits or f32; xq int8 codes (element
+    order), xd f32 per block, xo int32 per block (-offset * code sum), xm f32."""
     def codegen(context, builder, signature, args):
         sig = signature.args
         q_p = _data(context, builder, sig[0], args[0], _I8)
-        d_f32 = sig[1].dtype == types.float32
-        d_p, m_p = (_data(context, builder, sig[k], args[k], _F32 if d_f32 else _I16) for k in (1, 2))
-        xq_p = _data(context, builder, sig[3], args[3], _I8)
-        xd_p = _data(context, builder, sig[4], args[4], _F32)
-        xo_p = _data(context, builder, sig[5], args[5], _I32)
-        xm_p = _data(context, builder, sig[6], args[6], _F32)
-        n = _as_i64(builder, args[7])
-        out_p = _data(context, builder, sig[8], args[8], _F32)
-        r0, nr = _as_i64(builder, args[9]), _as_i64(builder, args[10])
+        h_p = _data(context, builder, sig[1], args[1], _I8) if with_qh else None
+        k = 2 if with_qh else 1
+        d_f32 = sig[k].dtype == types.float32
+        d_p, m_p = (_data(context, builder, sig[j], args[j], _F32 if d_f32 else _I16) for j in (k, k + 1))
+        xq_p = _data(context, builder, sig[k + 2], args[k + 2], _I8)
+        xd_p = _data(context, builder, sig[k + 3], args[k + 3], _F32)
+        xo_p = _data(context, builder, sig[k + 4], args[k + 4], _I32)
+        xm_p = _data(context, builder, sig[k + 5], args[k + 5], _F32)
+        n = _as_i64(builder, args[k + 6])
+        out_p = _data(context, builder, sig[k + 7], args[k + 7], _F32)
+        r0, nr = _as_i64(builder, args[k + 8]), _as_i64(builder, args[k + 9])
         vnni = dpbusd(builder)
 
         def body(b, i, acc, _):
-            dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(256)), xq_p, b.mul(i, _c64(32)), iq4)
+            dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(256)), xq_p, b.mul(i, _c64(32)), iq4, h_p,
+                               b.mul(i, _c64(64)) if with_qh else None)
             dot = b.add(dot, _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
             scale = b.fmul(lanes_f32(b, d_p, b.mul(i, _c64(16)), d_f32), _splat(b, b.load(b.gep(xd_p, [i])), _V16F))
             acc = b.fadd(acc, b.fmul(b.sitofp(dot, _V16F), scale, flags=("contract",)), flags=("contract",))
@@ -117,12 +137,16 @@ def _nib16_codegen(iq4, with_min):
     return codegen
 
 
-def _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+def _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr, h=None):
     ok = (_is_arr(q, types.uint8) and q.layout == "C" and _is_arr(d, types.uint16, types.float32) and m == d
           and d.layout == "C" and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
           and _is_arr(xo, types.int32) and _is_arr(xm, types.float32) and _is_arr(out, types.float32)
-          and all(isinstance(t, types.Integer) for t in (nb, r0, nr)))
-    return types.void(q, d, m, xq, xd, xo, xm, nb, out, r0, nr) if ok else None
+          and all(isinstance(t, types.Integer) for t in (nb, r0, nr))
+          and (h is None or (_is_arr(h, types.uint8) and h.layout == "C")))
+    if not ok:
+        return None
+    head = (q,) if h is None else (q, h)
+    return types.void(*head, d, m, xq, xd, xo, xm, nb, out, r0, nr)
 
 
 @intrinsic
@@ -146,35 +170,64 @@ def iq4_16_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
     return (sig, _nib16_codegen(True, False)) if sig is not None else None
 
 
-def _nib16_tile_codegen(context, builder, signature, args):
-    sig = signature.args
-    wt_p = _data(context, builder, sig[0], args[0], _I8)
-    q_p = _data(context, builder, sig[1], args[1], _I8)
-    n, iq4 = _as_i64(builder, args[2]), _as_i64(builder, args[3])
-    use_table = builder.icmp_signed("!=", iq4, _c64(0))
-    low4 = ir.Constant(_V64I8, [15] * 64)
-    four = ir.Constant(_V64I8, [4] * 64)
+@intrinsic
+def nib16h_dot(typingctx, q, h, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    """nib16_dot for 5-bit codes (Q5_0): the 5th bits from h (nb, 64), 8 masks a block (see _block_codes16)."""
+    sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr, h)
+    return (sig, _nib16_codegen(False, False, True)) if sig is not None else None
 
-    def body(b, i, acc, _):
-        for c in range(4):
-            packed = _vec_load(b, q_p, b.add(b.mul(i, _c64(256)), _c64(64 * c)), _V64I8)
-            for half, codes in ((0, b.and_(packed, low4)), (1, b.lshr(packed, four))):
-                codes = b.select(use_table, iq4_plus_128(b, codes), codes)
-                dst = b.add(b.mul(i, _c64(512)), _c64(256 * half + 64 * c))
-                b.store(codes, b.bitcast(b.gep(wt_p, [dst]), _V64I8.as_pointer()), align=1)
-        return acc, _
 
-    _sb_loop(builder, n, body, _I32)
-    return context.get_dummy_value()
+@intrinsic
+def nib16h_min_dot(typingctx, q, h, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    """nib16h_dot plus m[b, r] * xm[b] per block (Q5_1)."""
+    sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr, h)
+    return (sig, _nib16_codegen(False, True, True)) if sig is not None else None
+
+
+def _tile16_codegen(with_qh):
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        wt_p = _data(context, builder, sig[0], args[0], _I8)
+        q_p = _data(context, builder, sig[1], args[1], _I8)
+        h_p = _data(context, builder, sig[2], args[2], _I8) if with_qh else None
+        k = 3 if with_qh else 2
+        n, iq4 = _as_i64(builder, args[k]), _as_i64(builder, args[k + 1])
+        use_table = builder.icmp_signed("!=", iq4, _c64(0))
+
+        def body(b, i, acc, _):
+            for c in range(4):
+                codes = _block_codes16(b, q_p, b.mul(i, _c64(256)), c, False, h_p,
+                                       b.mul(i, _c64(64)) if with_qh else None)
+                for half in range(2):
+                    v = codes[half] if with_qh else b.select(use_table, iq4_plus_128(b, codes[half]), codes[half])
+                    dst = b.add(b.mul(i, _c64(512)), _c64(256 * half + 64 * c))
+                    b.store(v, b.bitcast(b.gep(wt_p, [dst]), _V64I8.as_pointer()), align=1)
+            return acc, _
+
+        _sb_loop(builder, n, body, _I32)
+        return context.get_dummy_value()
+    return codegen
+
+
+def _tile16_signature(wt, q, h, nb, flag):
+    ok = (_is_arr(wt, types.uint8) and wt.layout == "C" and all(_is_arr(a, types.uint8) and a.layout == "C"
+                                                                 for a in (q, h))
+          and isinstance(nb, types.Integer) and isinstance(flag, types.Integer))
+    return ok
 
 
 @intrinsic
 def nib16_tile(typingctx, wt, q, nb, iq4):
     """wt (nb * 512 u8, _gemm.py's TILE order) from one group's NIB16 bytes q (nb, 256): the codes, or with iq4
     nonzero their IQ4 codebook values + 128."""
-    ok = (_is_arr(wt, types.uint8) and wt.layout == "C" and _is_arr(q, types.uint8) and q.layout == "C"
-          and isinstance(nb, types.Integer) and isinstance(iq4, types.Integer))
-    return (types.void(wt, q, nb, iq4), _nib16_tile_codegen) if ok else None
+    return (types.void(wt, q, nb, iq4), _tile16_codegen(False)) if _tile16_signature(wt, q, q, nb, iq4) else None
+
+
+@intrinsic
+def nib16h_tile(typingctx, wt, q, h, nb, unused):
+    """The same for 5-bit codes, their 5th bits from h (nb, 64) (see _block_codes16)."""
+    return (types.void(wt, q, h, nb, unused), _tile16_codegen(True)) if _tile16_signature(wt, q, h, nb, unused) \
+        else None
 
 
 def _rows16_args(context, builder, signature, args, n_planes, n_scales):

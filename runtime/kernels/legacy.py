@@ -6,12 +6,12 @@ measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q4_0   NIB (the file's nibble order) + fp16 d; the -8 folded out as -8 d sum(x of the block)   [1.00x]
   Q4_1   NIB + fp16 d, m                                                [1.00x]
   IQ4_NL NIB + fp16 d; the codebook as a rounded quartic                [1.00x]
-  (Q4_0, Q4_1, IQ4_NL where the CPU has VNNI: the same bytes with 16 rows interleaved, NIB16, nib16.py)
   Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
   Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
-Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed: every bit costs an extraction in the loop.
-Matvec of Q8_0, Q5_0 (and the NIB16 types): integer block dot products where the CPU has AVX-512 VNNI (intdot.py,
-_vnni.py; 1.2-3x the float kernel), else float activations.
+Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed in the float kernels: every bit costs an
+extraction in the loop. Where the CPU has AVX-512 VNNI, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL instead keep the file's
+bytes with 16 rows interleaved (NIB16, nib16.py: the 5th bits as byte masks, one masked move per 64 codes), and
+Q8_0 runs integer block dot products (intdot.py, _vnni.py; 1.2-3x the float kernel); elsewhere float activations.
 """
 import numpy as np
 from numba import njit, prange
@@ -274,42 +274,30 @@ def _no_scratch(cols):
     return ()
 
 
-_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = int_matvec(_mv_i8_vnni, q8_0, _mv_i8, _no_scratch, "Q8_0",
-                                                          "Q5_0")
+_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = int_matvec(_mv_i8_vnni, q8_0, _mv_i8, _no_scratch, "Q8_0")
 register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
                         "I8 + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
-register("Q5_0", Layout(32, _rp_q5(22, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
-                        "I8 (q-16) + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
-register("Q5_1", Layout(32, _rp_q5(24, True), _sums_scratch, _mv_q5_1, _mm_q5_1, "I8 + fp16 d, m per 32"))
 
 
-# ---------------------------------------------------------------- integer prefill GEMM (_gemm.py; CPUs with VNNI)
-
-def _gemm_i8(out, codes, q, d):
-    """Q8_0, Q5_0: signed codes + 128."""
-    gemm_i8(out, *codes, q, d, d, 128, 0x80, False)
+def _gemm_q8_0(out, codes, q, d):
+    """The integer prefill GEMM (_gemm.py, CPUs with VNNI): signed codes + 128."""
+    gemm_i8(out, *codes, q, d, 128, 0x80)
 
 
-def _gemm_q5_1(out, codes, q, d, m):
-    gemm_i8(out, *codes, q, d, m, 0, 0, True)
+register_gemm("Q8_0", "q8_0", _gemm_q8_0)
 
-
-for _name, _run in (("Q8_0", _gemm_i8), ("Q5_0", _gemm_i8), ("Q5_1", _gemm_q5_1)):
-    register_gemm(_name, "q8_0", _run)
-
-
-# ---------------------------------------------------------------- the NIB types
-
-# Q4_0, Q4_1, IQ4_NL: where the CPU has VNNI, 16 rows interleaved with integer dot products (nib16.py) for decode
-# and prefill; elsewhere these NIB row planes with float activations (tested everywhere through FLOAT_MATVEC and
+# The 4- and 5-bit types: where the CPU has VNNI, 16 rows interleaved with integer dot products (nib16.py) for
+# decode and prefill; elsewhere these row planes with float activations (tested everywhere through FLOAT_MATVEC and
 # FLOAT_REPACK)
-_NIB_TYPES = {
+_ROW_TYPES = {
     "Q4_0": (_rp_plain(18, 16, 2, False), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
     "Q4_1": (_rp_plain(20, 16, 4, True), _mv_q4_1, _nib_scratch, _mm_q4_1, "NIB + fp16 d, m per 32"),
+    "Q5_0": (_rp_q5(22, False), _mv_i8, _no_scratch, _mm_i8, "I8 (q-16) + fp16 d per 32"),
+    "Q5_1": (_rp_q5(24, True), _mv_q5_1, _sums_scratch, _mm_q5_1, "I8 + fp16 d, m per 32"),
     "IQ4_NL": (_rp_plain(18, 16, 2, False), _mv_iq4, _pairs_scratch, _mm_iq4,
                "NIB + fp16 d per 32, codebook as a rounded quartic"),
 }
-for _name, (_repack, _matvec, _scratch, _matmul, _note) in _NIB_TYPES.items():
+for _name, (_repack, _matvec, _scratch, _matmul, _note) in _ROW_TYPES.items():
     FLOAT_MATVEC[_name] = (_matvec, _scratch)
     FLOAT_REPACK[_name] = _repack
     if not HAS_VNNI:

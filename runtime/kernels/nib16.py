@@ -1,18 +1,20 @@
-"""Q4_0, Q4_1, IQ4_NL and IQ4_XS in NIB16 order: 16 rows' 32-blocks interleaved, so that the 16 int32 lanes of a
-vpdpbusd are 16 rows (_vnni16.py says why; kquants_rows16.py does the same for Q4_K).
+"""Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS in NIB16 order: 16 rows' 32-blocks interleaved, so that the 16 int32
+lanes of a vpdpbusd are 16 rows (_vnni16.py says why; kquants_rows16.py does the same for Q4_K).
 
 Per group g of 16 rows (the last group zero-padded) and 32-block b:
     q[g, b]   256 bytes: chunk c, row r, byte t at 64 c + 4 r + t = the row's block byte 4 c + t as the file has
               it (low nibble element 4 c + t, high nibble element 16 + 4 c + t)
-    d[g, b]   the 16 rows' fp16 d bits (and Q4_1's m[g, b] the same)
-The file's bytes per row and block (18, Q4_1 20). IQ4_XS: its super-blocks' 8 blocks in the same order, q[g, 8 s + b],
-with the 6-bit block scales as int8 ls - 32 in sc[g, s, 16 b + r] and fp16 d[g, s, r] (138 bytes a row and
-super-block, the file 136). Used where the CPU has AVX-512 VNNI (legacy.py, kquants.py register it); decode, the
-integer prefill GEMM and the float matmul all read this order.
+    h[g, b]   Q5_0 / Q5_1: the 5th bits as 8 little-endian 64-bit masks, mask 2 c + half, bit 4 r + t = the 5th
+              bit of element 16 half + 4 c + t of row r (a masked byte move puts them in place)
+    d[g, b]   the 16 rows' fp16 d bits (and Q4_1's / Q5_1's m[g, b] the same)
+Exactly the file's bytes per row and block (18, 20, 22, 24). IQ4_XS: its super-blocks' 8 blocks in the same order,
+q[g, 8 s + b], with the 6-bit block scales as int8 ls - 32 in sc[g, s, 16 b + r] and fp16 d[g, s, r] (138 bytes a
+row and super-block, the file 136). Used where the CPU has AVX-512 VNNI (legacy.py, kquants.py register it);
+decode, the integer prefill GEMM and the float matmul all read this order.
 
-What differs between the three types is data, not code (TYPES): the code offset the integer sums take out
+What differs between the 32-block types is data, not code (TYPES): the code offset the integer sums take out
 (-offset * sum of the activation codes per block), whether the codes stand for the IQ4 codebook (looked up + 128),
-and Q4_1's min (m times Q8_1's fp16 block sum, as llama.cpp).
+the 5th bits, and the min of Q4_1 / Q5_1 (m times Q8_1's fp16 block sum, as llama.cpp).
 """
 import numpy as np
 from numba import njit, prange
@@ -20,7 +22,8 @@ from numba import njit, prange
 from ._common import F32, float_matmul
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
-from ._vnni16 import iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile
+from ._vnni16 import (iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile, nib16h_dot, nib16h_min_dot,
+                      nib16h_tile)
 from .actquant import q8_0, q8_codes, q8_k, q8_k_codes
 from .intdot import IQ4_VALUES, code_sums
 from .registry import Layout
@@ -29,10 +32,11 @@ GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
 
 
 @njit(cache=True, parallel=True)
-def _repack(raw, bsize, qoff, q, d, m):
-    """Blocks of bsize bytes: fp16 d at 0, fp16 m at 2 (if m has room), 16 code bytes at qoff."""
+def _repack(raw, bsize, qoff, q, h, d, m):
+    """Blocks of bsize bytes: fp16 d at 0, fp16 m at 2 (if m has room), the 5th bits as a u32 at qoff - 4 (if h
+    has room), 16 code bytes at qoff."""
     rows, nb = raw.shape[0], q.shape[1]
-    has_m = m.shape[2] > 0
+    has_m, has_h = m.shape[2] > 0, h.shape[2] > 0
     for g in prange(q.shape[0]):
         for r in range(min(GROUP, rows - GROUP * g)):
             src = raw[GROUP * g + r]
@@ -43,16 +47,22 @@ def _repack(raw, bsize, qoff, q, d, m):
                     m[g, b, r] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
                 for i in range(16):
                     q[g, b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + qoff + i]
+                if has_h:
+                    for e in range(32):      # element e = 16 half + 4 c + t
+                        if (src[o + qoff - 4 + (e >> 3)] >> (e & 7)) & 1:
+                            mask, bit = 2 * ((e & 15) >> 2) + (e >> 4), 4 * r + (e & 3)
+                            h[g, b, 8 * mask + (bit >> 3)] |= np.uint8(1 << (bit & 7))
 
 
-def _rp(bsize, qoff, has_m):
+def _rp(bsize, qoff, has_m, has_h):
     def repack(raw, cols):
         groups, nb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 32
         q = np.zeros((groups, nb, 256), np.uint8)
+        h = np.zeros((groups, nb, 64 if has_h else 0), np.uint8)
         d = np.zeros((groups, nb, GROUP), np.uint16)
         m = np.zeros((groups, nb, GROUP if has_m else 0), np.uint16)
-        _repack(raw, bsize, qoff, q, d, m)
-        return (q, d, m) if has_m else (q, d)
+        _repack(raw, bsize, qoff, q, h, d, m)
+        return (q,) + ((h,) if has_h else ()) + (d,) + ((m,) if has_m else ())
     return repack
 
 
@@ -93,6 +103,24 @@ def _mv_q4_1(out, x, q, d, m, xq, xd, xs, xo):
 
 
 @njit(cache=True, fastmath=True, parallel=True)
+def _mv_q5_0(out, x, q, h, d, xq, xd, xs, xo):
+    q8_codes(xq, xd, xs[:0], x)
+    _code_offsets(xo, xq, 16)
+    rows, nb = out.shape[0], xd.shape[0]
+    for g in prange(q.shape[0]):
+        nib16h_dot(q[g], h[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q5_1(out, x, q, h, d, m, xq, xd, xs, xo):
+    q8_codes(xq, xd, xs, x)
+    xo[:] = 0
+    rows, nb = out.shape[0], xd.shape[0]
+    for g in prange(q.shape[0]):
+        nib16h_min_dot(q[g], h[g], d[g], m[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+
+
+@njit(cache=True, fastmath=True, parallel=True)
 def _mv_iq4_nl(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
     _code_offsets(xo, xq, 128)
@@ -104,10 +132,13 @@ def _mv_iq4_nl(out, x, q, d, xq, xd, xs, xo):
 # ---------------------------------------------------------------- prefill
 
 @njit(cache=True)
-def _tile(wt, ws, wm, r0, q, d, m, iq4, has_min):
+def _tile(wt, ws, wm, r0, q, h, d, m, iq4, has_min, has_h):
     """The group at rows r0.. in _gemm.py's TILE order, block scales ws (mins wm) at 16 b + r."""
     g = r0 // GROUP
-    nib16_tile(wt, q[g], q.shape[1], iq4)
+    if has_h:
+        nib16h_tile(wt, q[g], h[g], q.shape[1], 0)
+    else:
+        nib16_tile(wt, q[g], q.shape[1], iq4)
     for b in range(q.shape[1]):
         for r in range(GROUP):
             ws[GROUP * b + r] = widen(d[g, b, r])
@@ -116,12 +147,17 @@ def _tile(wt, ws, wm, r0, q, d, m, iq4, has_min):
 
 
 @njit(cache=True, parallel=True)
-def _gemm(out, xq, xd, xs, xm, q, d, m, off, iq4, has_min):
-    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _tile, (q, d, m, iq4, has_min))
+def _gemm(out, xq, xd, xs, xm, q, h, d, m, off, iq4, has_min, has_h):
+    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _tile, (q, h, d, m, iq4, has_min, has_h))
+
+
+@njit(cache=True, inline="always")
+def _fifth_bit(h, g, b, mask, bit):
+    return np.int64((h[g, b, 8 * mask + (bit >> 3)] >> (bit & 7)) & 1)
 
 
 @njit(cache=True, fastmath=True)
-def _decode_row(dst, row, q, d, m, off, iq4, has_min):
+def _decode_row(dst, row, q, h, d, m, off, iq4, has_min, has_h):
     """Row `row` as floats: d (code - off) (+ m), or d * codebook value."""
     g, r = row // GROUP, row % GROUP
     for b in range(q.shape[1]):
@@ -130,47 +166,64 @@ def _decode_row(dst, row, q, d, m, off, iq4, has_min):
         for c in range(4):
             for t in range(4):
                 v = q[g, b, 64 * c + 4 * r + t]
+                lo, hi = np.int64(v & 15), np.int64(v >> 4)     # int64: numba makes u8 | i64 a float
+                if has_h:
+                    lo |= _fifth_bit(h, g, b, 2 * c, 4 * r + t) << 4
+                    hi |= _fifth_bit(h, g, b, 2 * c + 1, 4 * r + t) << 4
                 e = 32 * b + 4 * c + t
                 if iq4:
-                    dst[e] = s * F32(IQ4_VALUES[v & 15])
-                    dst[e + 16] = s * F32(IQ4_VALUES[v >> 4])
+                    dst[e] = s * F32(IQ4_VALUES[lo])
+                    dst[e + 16] = s * F32(IQ4_VALUES[hi])
                 else:
-                    dst[e] = s * F32(v & 15) + add
-                    dst[e + 16] = s * F32(v >> 4) + add
+                    dst[e] = s * F32(lo) + add
+                    dst[e + 16] = s * F32(hi) + add
 
 
 @njit(cache=True, fastmath=True, parallel=True)
-def _matmul(out, x, q, d, m, off, iq4, has_min):
-    float_matmul(out, x, _decode_row, (q, d, m, off, iq4, has_min))
+def _matmul(out, x, q, h, d, m, off, iq4, has_min, has_h):
+    float_matmul(out, x, _decode_row, (q, h, d, m, off, iq4, has_min, has_h))
 
 
-# ---------------------------------------------------------------- the three types
+# ---------------------------------------------------------------- the 32-block types
 
-# name: (file block bytes, code offset in the block, has a min, code offset in the sums, IQ4 codebook, matvec)
+# name: (file block bytes, offset of the code bytes in the block, has a min, has 5th bits, code offset in the sums,
+#        IQ4 codebook, matvec)
 TYPES = {
-    "Q4_0": (18, 2, False, 8, 0, _mv_q4_0),
-    "Q4_1": (20, 4, True, 0, 0, _mv_q4_1),
-    "IQ4_NL": (18, 2, False, 128, 1, _mv_iq4_nl),
+    "Q4_0": (18, 2, False, False, 8, 0, _mv_q4_0),
+    "Q4_1": (20, 4, True, False, 0, 0, _mv_q4_1),
+    "Q5_0": (22, 6, False, True, 16, 0, _mv_q5_0),
+    "Q5_1": (24, 8, True, True, 0, 0, _mv_q5_1),
+    "IQ4_NL": (18, 2, False, False, 128, 1, _mv_iq4_nl),
 }
 
+_NO_BITS = np.zeros((1, 1, 0), np.uint8)
 
-def _runs(off, iq4, has_min):
-    """matmul(out, x, *arrays) and the GEMM's run(out, codes, *arrays) of one type (m = d where it has none)."""
-    def matmul(out, x, q, d, m=None):
-        _matmul(out, x, q, d, d if m is None else m, off, iq4, has_min)
 
-    def gemm(out, codes, q, d, m=None):
-        _gemm(out, *codes, q, d, d if m is None else m, off, iq4, has_min)
+def _runs(off, iq4, has_min, has_h):
+    """matmul(out, x, *arrays) and the GEMM's run(out, codes, *arrays) of one type, its arrays (q, [h], d, [m])
+    spread into the kernels' fixed order (h empty, m = d where the type has none)."""
+    def spread(arrays):
+        q, rest = arrays[0], list(arrays[1:])
+        h = rest.pop(0) if has_h else _NO_BITS
+        d = rest.pop(0)
+        return q, h, d, (rest.pop(0) if has_min else d)
+
+    def matmul(out, x, *arrays):
+        _matmul(out, x, *spread(arrays), off, iq4, has_min, has_h)
+
+    def gemm(out, codes, *arrays):
+        _gemm(out, *codes, *spread(arrays), off, iq4, has_min, has_h)
     return matmul, gemm
 
 
 def register_all(register):
     """Register the NIB16 layouts (decode and float matmul) and their integer GEMMs."""
-    for name, (bsize, qoff, has_min, off, iq4, matvec) in TYPES.items():
-        matmul, gemm = _runs(off, iq4, has_min)
-        register(name, Layout(32, _rp(bsize, qoff, has_min), _scratch, matvec, matmul,
-                              "NIB16: 16 rows' blocks interleaved 4 bytes a row + fp16 d" + (", m" if has_min else "")
-                              + " per 32, int8 x Q8_0 activations (VNNI)", q8_0))
+    for name, (bsize, qoff, has_min, has_h, off, iq4, matvec) in TYPES.items():
+        matmul, gemm = _runs(off, iq4, has_min, has_h)
+        register(name, Layout(32, _rp(bsize, qoff, has_min, has_h), _scratch, matvec, matmul,
+                              "NIB16: 16 rows' blocks interleaved 4 bytes a row" + (" + 5th-bit masks" if has_h else "")
+                              + " + fp16 d" + (", m" if has_min else "") + " per 32, int8 x Q8_0 activations (VNNI)",
+                              q8_0))
         register_gemm(name, "q8_0", gemm)
 
 

@@ -40,17 +40,11 @@ def test_gemm_rows_equal_the_integer_matvec(name):
             out = np.full((n, rows), np.nan, np.float32)
             int_matmul(qm, out, x)
             bound = np.abs(x) @ np.abs(w).T + 1e-30
-            if qm.layout.matvec_rounds_x is not None:
-                ref = np.empty_like(out)
-                for t in range(n):
-                    qm.matvec(ref[t], x[t])
-                tolerance = 2e-6
-            else:   # Q5_1 has no integer matvec: against x as its dot product rounds it (Q8_1's fp16 sums: 2^-11)
-                rounded = np.empty_like(x)
-                VEC_DOT[name](rounded, x)
-                ref = rounded.astype(np.float64) @ w.T.astype(np.float64)
-                tolerance = 1e-3
-            assert (np.abs(out - ref) / bound).max() < tolerance, (rows, nblocks, n)
+            assert qm.layout.matvec_rounds_x is not None        # every type here has an integer matvec
+            ref = np.empty_like(out)
+            for t in range(n):
+                qm.matvec(ref[t], x[t])
+            assert (np.abs(out - ref) / bound).max() < 2e-6, (rows, nblocks, n)
 
 
 @needs_vnni
@@ -103,56 +97,40 @@ def test_tile_decoders():
 
 
 @needs_vnni
-def test_nib16_tile():
-    """A NIB16 group (the file's Q4_0 / IQ4_NL blocks of 16 rows interleaved) decodes to the TILE order, as codes or
-    as IQ4 codebook values + 128."""
+def test_nib16_tiles():
+    """A NIB16 group (the file's Q4_0 / IQ4_NL / Q5_0 blocks of 16 rows interleaved) decodes to the TILE order: the
+    4-bit codes, their IQ4 codebook values + 128, or with the 5th bits the 5-bit codes."""
     from numba import njit
     from kvant.runtime.kernels import nib16
-    from kvant.runtime.kernels._vnni16 import nib16_tile
+    from kvant.runtime.kernels._vnni16 import nib16_tile, nib16h_tile
 
     @njit
     def run(wt, q, nb, flag):
         nib16_tile(wt, q, nb, flag)
 
+    @njit
+    def run_h(wt, q, h, nb):
+        nib16h_tile(wt, q, h, nb, 0)
+
     rng = np.random.default_rng(2)
     rows, nb = 48, 5
     nib = rng.integers(0, 256, (rows, nb, 16)).astype(np.uint8)
-    raw = np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1)   # Q4_0 blocks, d = 0
-    q = nib16._rp(18, 2, False)(raw, 32 * nb)[0]
-    codes = np.concatenate([nib & 15, nib >> 4], 2).reshape(rows, -1)
+    qh = rng.integers(0, 256, (rows, nb, 4)).astype(np.uint8)
+    codes = np.concatenate([nib & 15, nib >> 4], 2)                      # (rows, nb, 32), element order
+    fifth = np.unpackbits(qh, axis=2, bitorder="little")                   # bit j of the u32: element j
+    q4 = nib16._rp(18, 2, False, False)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1),
+                                        32 * nb)[0]
+    q5, h5, _ = nib16._rp(22, 6, False, True)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), qh, nib], 2)
+                                              .reshape(rows, -1), 32 * nb)
     iq4 = (np.array(IQ4_NL.kvalues, np.int16) + 128).astype(np.uint8)
-    for flag, want in ((0, codes), (1, iq4[codes])):
-        for g in range(rows // 16):
+    for g in range(rows // 16):
+        for flag, want in ((0, codes), (1, iq4[codes])):
             wt = np.empty(512 * nb, np.uint8)
-            run(wt, q[g], nb, flag)
-            np.testing.assert_array_equal(wt, _tile_order(want, 16 * g))
-
-@needs_vnni
-def test_k4_tile():
-    """Q4_K / Q5_K qs (32 bytes per 64 elements: low nibbles block 2c, high 2c+1) and Q5_K's qh (bit 2(c & 3) + s of
-    byte m of the super-block's 32: the 5th bit of element 64c + 32s + m) into TILE order."""
-    from numba import njit
-
-    @njit
-    def run(wt, q, qh, r0, nb, flag):
-        k4_tile(wt, q, qh, r0, nb, flag)
-
-    rng = np.random.default_rng(2)
-    rows, nsb = 37, 3
-    nb = 8 * nsb
-    q = rng.integers(0, 256, (rows, 16 * nb)).astype(np.uint8)
-    qh = rng.integers(0, 256, (rows, 4 * nb)).astype(np.uint8)
-    chunks = q.reshape(rows, nb // 2, 32)
-    codes4 = np.concatenate([chunks & 15, chunks >> 4], 2).reshape(rows, -1)
-    c = np.arange(nb // 2)
-    bits = qh.reshape(rows, nsb, 1, 32)[:, c // 4]                  # (rows, chunks, 1, 32)
-    shifts = (2 * (c % 4))[None, :, None, None] + np.arange(2)[None, None, :, None]
-    codes5 = codes4 + 16 * ((bits >> shifts) & 1).reshape(rows, -1)
-    for flag, codes in ((0, codes4), (1, codes5)):
-        for r0 in (0, 16, 32):
-            wt = np.empty(512 * nb, np.uint8)
-            run(wt, q, qh if flag else q, r0, nb, flag)
-            np.testing.assert_array_equal(wt, _tile_order(codes.astype(np.uint8), r0))
+            run(wt, q4[g], nb, flag)
+            np.testing.assert_array_equal(wt, _tile_order(want.reshape(rows, -1), 16 * g))
+        wt = np.empty(512 * nb, np.uint8)
+        run_h(wt, q5[g], h5[g], nb)
+        np.testing.assert_array_equal(wt, _tile_order((codes | fifth << 4).reshape(rows, -1), 16 * g))
 
 
 REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", ".work")
