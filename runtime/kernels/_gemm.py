@@ -17,10 +17,10 @@ multiply-adds in 12 instructions, against 32 for the float GEMM. Each weight vec
 used for TOK tokens.
 
 The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, crumbs split; layouts
-that already interleave 16 rows, nib16.py and kquants_rows16.py, only split nibbles and look up the IQ4 codebook by
+that already interleave 16 rows, blocks16.py and kquants_rows16.py, only split nibbles and look up the IQ4 codebook by
 vpshufb), so decoding costs a few percent of the GEMM even at 128 tokens.
 
-What a weight type provides (legacy.py, ternary.py, nib16.py; K-quants the same way, see bench/KERNELS.md):
+What a weight type provides (legacy.py, ternary.py, blocks16.py; K-quants the same way, see bench/KERNELS.md):
   - a tile decoder writing wt (codes + offset, as u8) and the per-block scales ws[b, j] (and mins wm[b, j]);
   - the offset: the u8 code minus the value the type multiplies, taken out as -offset * sum(x codes);
   - which activation rounding (q8_0 / q8_k) the dot product uses.
@@ -301,31 +301,22 @@ def _tile_signature(wt, q, r0, nb, flip, dtype):
 
 
 @intrinsic
-def i8_tile(typingctx, wt, q, r0, nb, flip):
-    """wt (TILE order) from rows r0..r0+15 of an I8 plane q (rows, 32 nb) int8: code ^ flip (0x80 for signed
-    codes: code + 128, offset 128; 0 for codes already >= 0)."""
-    sig = _tile_signature(wt, q, r0, nb, flip, types.int8)
-    return (sig, _tile_codegen("i8")) if sig is not None else None
-
-
-@intrinsic
 def crumb_tile(typingctx, wt, c, r0, nb, unused):
     """wt from rows r0..r0+15 of a CRUMB plane c (rows, 8 nb) uint8: the 2-bit codes."""
     sig = _tile_signature(wt, c, r0, nb, unused, types.uint8)
     return (sig, _tile_codegen("crumb")) if sig is not None else None
 
 
-def _k4_codegen(context, builder, signature, args):
+def _q5k_tile_codegen(context, builder, signature, args):
     """Q4_K / Q5_K: per 64-element chunk c, 32 qs bytes of each of 16 rows transposed 4 bytes at a time (as I8's),
-    low nibbles -> block 2c, high -> block 2c+1; with has_qh the 5th bits (bit 2(c & 3) + s of qh byte m of the
-    super-block: element 64c + 32s + m), transposed the same way, shifted to bit 4 and or-ed in."""
+    low nibbles -> block 2c, high -> block 2c+1; the 5th bits (bit 2(c & 3) + s of qh byte m of the super-block:
+    element 64c + 32s + m), transposed the same way, shifted to bit 4 and or-ed in."""
     sig = signature.args
     wt_p = _ptr(context, builder, sig[0], args[0], _I8)
-    r0, nb, has_qh = (_as_i64(builder, a) for a in args[3:6])
+    r0, nb = (_as_i64(builder, a) for a in args[3:5])
     rows = _row_pointers(context, builder, sig[1], args[1], r0)
     hrows = _row_pointers(context, builder, sig[2], args[2], r0)
     vrow = ir.VectorType(_I32, 8)
-    use_qh = builder.icmp_signed("!=", has_qh, _c64(0))
     low4 = ir.Constant(_V16I32, [0x0F0F0F0F] * 16)
     bit4 = ir.Constant(_V16I32, [0x10101010] * 16)
 
@@ -333,7 +324,7 @@ def _k4_codegen(context, builder, signature, args):
         cols = _transpose16(b, [_vload(b, p, b.mul(i, _c64(32)), vrow) for p in rows])
         lo = [b.and_(v, low4) for v in cols]
         hi = [b.and_(b.lshr(v, ir.Constant(_V16I32, [4] * 16)), low4) for v in cols]
-        # qh: the chunk's super-block's 32 bytes (the last row's again when not has_qh: loads stay in bounds)
+        # qh: the chunk's super-block's 32 bytes
         hcols = _transpose16(b, [_vload(b, p, b.mul(b.ashr(i, _c64(2)), _c64(32)), vrow) for p in hrows])
         sh = _splat(b, b.trunc(b.mul(b.and_(i, _c64(3)), _c64(2)), _I32), _V16I32)
         hs = [b.lshr(h, sh) for h in hcols]          # bit 0 of each byte: block 2c's 5th bit, bit 1: block 2c+1's
@@ -341,7 +332,7 @@ def _k4_codegen(context, builder, signature, args):
         for half, vs in ((0, lo), (1, hi)):
             for g, v in enumerate(vs):
                 hb = b.and_(b.shl(hs[g], ir.Constant(_V16I32, [4 - half] * 16)), bit4)
-                out.append(b.bitcast(b.select(use_qh, b.or_(v, hb), v), _V64I8))
+                out.append(b.bitcast(b.or_(v, hb), _V64I8))
         dst = b.mul(i, _c64(1024))
         for g, v in enumerate(out):
             _vstore(b, v, wt_p, b.add(dst, _c64(64 * g)) if g else dst)
@@ -352,13 +343,13 @@ def _k4_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def k4_tile(typingctx, wt, q, qh, r0, nb, has_qh):
-    """wt from rows r0..r0+15 of Q4_K's qs plane q (rows, 16 nb) uint8 (and with has_qh nonzero Q5_K's qh plane
-    (rows, 4 nb)): codes 0..15 (0..31), offset 0. nb even (32-blocks)."""
+def q5k_tile(typingctx, wt, q, qh, r0, nb):
+    """wt from rows r0..r0+15 of Q5_K's qs plane q (rows, 16 nb) uint8 and qh plane (rows, 4 nb): codes 0..31,
+    offset 0. nb even (32-blocks)."""
     ok = (_is_c(wt, types.uint8) and all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C"
                                          and a.dtype == types.uint8 for a in (q, qh))
-          and all(isinstance(a, types.Integer) for a in (r0, nb, has_qh)))
-    return (types.void(wt, q, qh, r0, nb, has_qh), _k4_codegen) if ok else None
+          and all(isinstance(a, types.Integer) for a in (r0, nb)))
+    return (types.void(wt, q, qh, r0, nb), _q5k_tile_codegen) if ok else None
 
 
 # ---------------------------------------------------------------- activations: codes once per token
@@ -466,12 +457,6 @@ def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
 # no call with *args, and one call per tile costs nothing.
 
 @njit(cache=True)
-def _i8_rows(wt, ws, wm, r0, q, d, flip):
-    i8_tile(wt, q, r0, ws.shape[0] // ROWS, flip)
-    _fill_scales(ws, d, r0, 0)
-
-
-@njit(cache=True)
 def _crumb_rows(wt, ws, wm, r0, c, d):
     crumb_tile(wt, c, r0, ws.shape[0] // ROWS, 0)
     _fill_scales(ws, d, r0, 3)
@@ -493,15 +478,9 @@ def _fill_k4_scales(ws, wm, sc, mn, d, dm, r0):
 
 
 @njit(cache=True)
-def _k4_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm, has_qh):
-    k4_tile(wt, q, qh, r0, ws.shape[0] // ROWS, has_qh)
+def _q5k_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm):
+    q5k_tile(wt, q, qh, r0, ws.shape[0] // ROWS)
     _fill_k4_scales(ws, wm, sc, mn, d, dm, r0)
-
-
-@njit(cache=True, parallel=True)
-def gemm_i8(out, xq, xd, xs, xm, q, d, off, flip):
-    """Q8_0 (flip 0x80: signed codes + 128, off 128) from its I8 plane."""
-    tiles(out, xq, xd, _offsets(xs, off), xm, False, _i8_rows, (q, d, flip))
 
 
 @njit(cache=True, parallel=True)
@@ -513,9 +492,8 @@ def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
 @njit(cache=True, parallel=True)
 def gemm_q5_k(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm):
     """Q5_K's row planes (qh its 5th bits) with Q8_K codes: offset 0, the mins -dmin m against xm = d_x * code sum
-    (tile_gemm_min). (Q4_K has its own GEMM on 16-row interleaved planes, kquants_rows16.py; k4_tile keeps its
-    has_qh = 0 path for Q4_K's row planes, tested in test_k4_tile.)"""
-    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _k4_rows, (q, qh, sc, mn, d, dm, 1))
+    (tile_gemm_min). (Q4_K has its own GEMM on 16-row interleaved planes, kquants_rows16.py.)"""
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _q5k_rows, (q, qh, sc, mn, d, dm))
 
 
 # ---------------------------------------------------------------- which types run here

@@ -2,11 +2,10 @@
 products summed exactly in int32 by vpdpbusd, one float multiply-add per block.
 
 numba types every integer operation as int64, so an int8 dot product written in Python vectorizes 8 lanes wide at
-best (vpmovsxbq + vpmuldq, 11 G products/s on one core here) - slower than converting to float. This intrinsic
-writes the loop in LLVM IR instead: 64 codes (two 32-blocks) a step, |w| * (x with w's sign) through vpdpbusd into
-16 int32 lanes (lanes 0-7 the first block, 8-15 the second), converted and scaled by the two blocks' d_w * d_x in
-a 16-float accumulator, summed once per row. On one core of this machine: 20-27 G weights/s vs 10-17 for the float
-kernel on the same I8 plane (bench/KERNELS.md).
+best (vpmovsxbq + vpmuldq, 11 G products/s on one core here) - slower than converting to float. These intrinsics
+write the loop in LLVM IR instead: one row's codes a step through vpdpbusd into 16 int32 lanes, converted and scaled
+in a 16-float accumulator, summed once per row (the TQ types' CRUMB rows, and the K-quants a super-block a step).
+The 32-block types and Q4_K / IQ4_XS put 16 rows in the lanes instead (_vnni16.py): faster where rows are short.
 
 Only where the CPU has AVX-512 VNNI and numba compiles for the host (HAS_VNNI); elsewhere the float kernels run.
 """
@@ -47,11 +46,10 @@ def _data(context, builder, arr_type, arr, elem):
     return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
 
 
-def _pairs_dot(load_codes, signed_codes, lane_blocks, wd_shift=0):
+def _pairs_dot(load_codes, lane_blocks, wd_shift=0):
     """codegen of sum over 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (block dot of codes and xq):
-    load_codes(builder, wq_p, i) gives the 64 weight codes of block pair i, in the order xq holds them;
-    signed_codes: they are int8 (use |w| and move the sign onto x), else unsigned bytes multiplied as they are;
-    lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to;
+    load_codes(builder, wq_p, i) gives the 64 weight codes of block pair i (unsigned bytes), in the order xq holds
+    them; lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to;
     wd_shift: wd holds one scale per 2**wd_shift 32-blocks (xd always one per 32-block)."""
     def codegen(context, builder, signature, args):
         wq_p = _data(context, builder, signature.args[0], args[0], _I8)
@@ -62,7 +60,6 @@ def _pairs_dot(load_codes, signed_codes, lane_blocks, wd_shift=0):
         n = builder.sext(args[4], _I64) if args[4].type.width < 64 else args[4]
         module = builder.module
         dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
-        absb = _declare(module, "llvm.abs.v64i8", _V64I8, [_V64I8, ir.IntType(1)])
         fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
 
         entry = builder.block
@@ -82,12 +79,6 @@ def _pairs_dot(load_codes, signed_codes, lane_blocks, wd_shift=0):
         w = load_codes(builder, wq_p, i)
         x = builder.load(builder.bitcast(builder.gep(xq_p, [builder.mul(i, ir.Constant(_I64, 64))]),
                                          _V64I8.as_pointer()), align=1)
-        if signed_codes:
-            # vpdpbusd multiplies unsigned by signed bytes: |w| (a code -128 becomes 128 unsigned, still right)
-            # times x carrying w's sign (|x| <= 127, so negating it cannot overflow)
-            x = builder.select(builder.icmp_signed("<", w, ir.Constant(_V64I8, None)),
-                               builder.sub(ir.Constant(_V64I8, None), x), x)
-            w = builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)])
         dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
 
         def block_scale(b):
@@ -113,25 +104,11 @@ def _pairs_dot(load_codes, signed_codes, lane_blocks, wd_shift=0):
     return codegen
 
 
-def _load_i8(builder, wq_p, i):
-    offset = builder.mul(i, ir.Constant(_I64, 64))
-    return builder.load(builder.bitcast(builder.gep(wq_p, [offset]), _V64I8.as_pointer()), align=1)
-
-
 def _pairs_signature(wq, wd, xq, xd, npairs, code_dtype):
     ok = (isinstance(wq, types.Array) and wq.dtype == code_dtype and isinstance(xq, types.Array)
           and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
           and isinstance(xd, types.Array) and xd.dtype == types.float32 and isinstance(npairs, types.Integer))
     return types.float32(wq, wd, xq, xd, npairs) if ok else None
-
-
-@intrinsic
-def i8_pairs_dot(typingctx, wq, wd, xq, xd, npairs):
-    """sum over the first 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (wq[b] . xq[b]), the block dot products
-    exact in int32. wq, xq: int8 codes (|xq| <= 127, as Q8_0 / Q8_K quantization gives); wd: uint16 holding fp16,
-    or float32; xd: float32."""
-    sig = _pairs_signature(wq, wd, xq, xd, npairs, types.int8)
-    return (sig, _pairs_dot(_load_i8, True, [0] * 8 + [1] * 8)) if sig is not None else None
 
 
 def _load_crumbs(builder, wq_p, i):
@@ -152,7 +129,7 @@ def crumb_steps_dot(typingctx, wq, wd, xq, xd, nsteps):
     """sum over nsteps groups of 64 elements of a CRUMB row (codes 0..3, multiplied as they are) with xq in
     _load_crumbs' order: wd one f32 scale per 256 elements, xd one per 32."""
     sig = _pairs_signature(wq, wd, xq, xd, nsteps, types.uint8)
-    return (sig, _pairs_dot(_load_crumbs, False, [0] * 16, wd_shift=3)) if sig is not None else None
+    return (sig, _pairs_dot(_load_crumbs, [0] * 16, wd_shift=3)) if sig is not None else None
 
 
 # ---------------------------------------------------------------- K-quants: one 256-element super-block a step

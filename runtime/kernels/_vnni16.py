@@ -7,7 +7,7 @@ repacked q4_0_8x8 / iq4_nl_4x4 GEMVs and _gemm.py's prefill tiles): a 32-block o
 32-bit broadcasts of 4 activation codes, one conversion and one multiply-add by the 16 rows' scales, no horizontal
 sum; the 16 results are one masked store.
 
-NIB16 (nib16.py): per group of 16 rows and 32-block b, 256 bytes: chunk c, row r, byte t at 64 c + 4 r + t holds
+NIB16 (blocks16.py): per group of 16 rows and 32-block b, 256 bytes: chunk c, row r, byte t at 64 c + 4 r + t holds
 element 4 c + t in its low nibble and 16 + 4 c + t in its high one (the file's Q4_0 / IQ4_NL byte order within a
 row's block, so each byte is copied as it is).
 """
@@ -88,22 +88,26 @@ def _block_codes16(b, q_p, qo, c, iq4, h_p=None, ho=None):
     return lo, hi
 
 
-def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None):
-    """The int32 dot products of one NIB16 32-block of 16 rows with the 32 activation codes at xq_p[xo]: 8 vpdpbusd
-    in two chains (low and high nibbles) on _block_codes16's codes."""
-    lo_dot = hi_dot = ir.Constant(_V16I32, None)
+def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
+    """The int32 dot products of one 32-block of 16 rows with the 32 activation codes at xq_p[xo]: 8 vpdpbusd in
+    two chains. NIB16 (256 bytes at q_p[qo]): low and high nibbles, _block_codes16's codes; i8: I8_16 (512 bytes,
+    chunk k, row r, byte t at 64 k + 4 r + t = element 4 k + t as an unsigned byte)."""
+    chains = [ir.Constant(_V16I32, None)] * 2
     for c in range(4):
-        lo, hi = _block_codes16(b, q_p, qo, c, iq4, h_p, ho)
-        xc = b.add(xo, _c64(4 * c))
-        lo_dot = b.call(vnni, [lo_dot, lo, x_quad(b, xq_p, xc)])
-        hi_dot = b.call(vnni, [hi_dot, hi, x_quad(b, xq_p, b.add(xc, _c64(16)))])
-    return b.add(lo_dot, hi_dot)
+        if i8:
+            pair = [_vec_load(b, q_p, b.add(qo, _c64(64 * k)), _V64I8) for k in (2 * c, 2 * c + 1)]
+            quads = (b.add(xo, _c64(8 * c)), b.add(xo, _c64(8 * c + 4)))
+        else:
+            pair = _block_codes16(b, q_p, qo, c, iq4, h_p, ho)
+            quads = (b.add(xo, _c64(4 * c)), b.add(xo, _c64(4 * c + 16)))
+        chains = [b.call(vnni, [chains[j], pair[j], x_quad(b, xq_p, quads[j])]) for j in range(2)]
+    return b.add(chains[0], chains[1])
 
 
-def _nib16_codegen(iq4, with_min, with_qh=False):
+def _nib16_codegen(iq4, with_min, with_qh=False, i8=False):
     """out[r0 + r] (r < nr) = sum over 32-blocks b of fp16 d[b, r] xd[b] (xo[b] + codes . xq) (+ m[b, r] xm[b]):
     q (nb, 256) NIB16 bytes of 16 rows, codes as unsigned bytes (iq4: codebook value + 128; with_qh: 5-bit codes,
-    the 5th bits in h (nb, 64), the argument after q); d, m (nb, 16) fp16 bits or f32; xq int8 codes (element
+    the 5th bits in h (nb, 64), the argument after q; i8: q (nb, 512) I8_16 bytes); d, m (nb, 16) fp16 bits or f32; xq int8 codes (element
     order), xd f32 per block, xo int32 per block (-offset * code sum), xm f32."""
     def codegen(context, builder, signature, args):
         sig = signature.args
@@ -122,8 +126,8 @@ def _nib16_codegen(iq4, with_min, with_qh=False):
         vnni = dpbusd(builder)
 
         def body(b, i, acc, _):
-            dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(256)), xq_p, b.mul(i, _c64(32)), iq4, h_p,
-                               b.mul(i, _c64(64)) if with_qh else None)
+            dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(512 if i8 else 256)), xq_p, b.mul(i, _c64(32)), iq4, h_p,
+                               b.mul(i, _c64(64)) if with_qh else None, i8)
             dot = b.add(dot, _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
             scale = b.fmul(lanes_f32(b, d_p, b.mul(i, _c64(16)), d_f32), _splat(b, b.load(b.gep(xd_p, [i])), _V16F))
             acc = b.fadd(acc, b.fmul(b.sitofp(dot, _V16F), scale, flags=("contract",)), flags=("contract",))
@@ -168,6 +172,13 @@ def iq4_16_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
     """nib16_dot with each code looked up in the IQ4 codebook (+ 128: xo must hold -128 * code sum)."""
     sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr)
     return (sig, _nib16_codegen(True, False)) if sig is not None else None
+
+
+@intrinsic
+def i8_16_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
+    """nib16_dot for I8_16 rows (Q8_0: q (nb, 512), codes + 128 as unsigned bytes; xo = -128 * code sum)."""
+    sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr)
+    return (sig, _nib16_codegen(False, False, False, True)) if sig is not None else None
 
 
 @intrinsic

@@ -9,34 +9,9 @@ from gguf.quants import IQ4_NL
 from numba import njit
 
 from ._common import F32
-from ._ir import widen
-from ._vnni import HAS_VNNI, i8_pairs_dot
+from ._vnni import HAS_VNNI
 
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
-
-
-# The intrinsics take blocks two at a time; a row with an odd number of blocks ends with one done here.
-
-@njit(cache=True, inline="always")
-def _last_block(dr, xd, t):
-    """The last block's scaled integer sum t, when the row has an odd number of blocks (else t is 0)."""
-    b = xd.shape[0] - 1
-    return widen(dr[b]) * xd[b] * F32(t) if xd.shape[0] & 1 else F32(0.0)
-
-
-@njit(cache=True, inline="always")
-def _i8_last(qr, xq, nb):
-    t = 0
-    if nb & 1:
-        for j in range(32 * (nb - 1), 32 * nb):
-            t += np.int64(qr[j]) * np.int64(xq[j])
-    return t
-
-
-@njit(cache=True, fastmath=True, inline="always")
-def i8_row(qr, dr, xq, xd):
-    nb = xd.shape[0]
-    return i8_pairs_dot(qr, dr, xq, xd, nb // 2) + _last_block(dr, xd, _i8_last(qr, xq, nb))
 
 
 @njit(cache=True)

@@ -5,7 +5,7 @@ Repacked (once, parallel over rows), memory over the file in brackets:
          else: the file's qs + 6-bit scale and min as u8 per 32 + fp16 d, dmin per 256  [1.03x]
   Q5_K   the same + the file's qh (5th bits)                                     [1.02x]
   Q6_K   the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row    [1.00x]
-  IQ4_XS with VNNI: NIB16, 16 rows interleaved + int8 ls-32 per 32 + fp16 d (nib16.py)  [1.01x]
+  IQ4_XS with VNNI: NIB16, 16 rows interleaved + int8 ls-32 per 32 + fp16 d (blocks16.py)  [1.01x]
          else: NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic  [1.18x]
   Q2_K   the file's qs + its scale/min byte per 16 + fp16 d, dmin per 256            [1.00x]
   Q3_K   the file's qs and hmask + int8 scale (s-32) per 16 + fp16 d per 256        [1.04x]
@@ -29,7 +29,7 @@ scale index k >> 4 is then a broadcast).
 import numpy as np
 from numba import njit, prange
 
-from . import kquants_rows16 as rows16, nib16
+from . import kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_q5_k, register_gemm
@@ -626,13 +626,13 @@ _Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni,
                                                                   "Q5_K", scratch=k4_scratch)
 register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
                         "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q5_K_HOW, _Q5_K_ROUNDS))
-# IQ4_XS: with VNNI, 16 rows interleaved with integer dot products (nib16.py) for decode and prefill; elsewhere NIB
+# IQ4_XS: with VNNI, 16 rows interleaved with integer dot products (blocks16.py) for decode and prefill; elsewhere NIB
 # row planes with float activations (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK)
 FLOAT_MATVEC["IQ4_XS"] = (_mv_iq4, _pairs_scratch)
 FLOAT_REPACK["IQ4_XS"] = _rp_iq4_xs
 if HAS_VNNI:
-    register("IQ4_XS", nib16.IQ4_XS)
-    register_gemm("IQ4_XS", "q8_k", nib16.gemm_iq4_xs)
+    register("IQ4_XS", blocks16.IQ4_XS)
+    register_gemm("IQ4_XS", "q8_k", blocks16.gemm_iq4_xs)
 else:
     register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
 _Q6_K_MATVEC, _Q6_K_SCRATCH, _Q6_K_ROUNDS, _Q6_K_HOW = int_matvec(_mv_q6_k_vnni, q8_k, _mv_q6_k, _q6_k_scratch,

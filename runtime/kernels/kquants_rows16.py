@@ -5,7 +5,7 @@ per-block scale shuffles, multiplies and the row's final sum: at 2 threads it wa
 bandwidth on large matrices (the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in
 _gemm.py's prefill tiles, one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against
 4-code broadcasts of the activations, one vpmulld by the 16 rows' block scales, and no horizontal sum
-(_vnni16.q4k_rows16_dot). A super-block's 2048 bytes are its 8 blocks in nib16.py's NIB16 order.
+(_vnni16.q4k_rows16_dot). A super-block's 2048 bytes are its 8 blocks in blocks16.py's NIB16 order.
 
 Per group g of 16 rows (the last group zero-padded) and super-block s:
     q[g, s]   2048 bytes: block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t; low nibble element

@@ -1,5 +1,7 @@
-"""32-element block types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL.
+"""32-element block types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, as row planes with float activations.
 
+Where the CPU has AVX-512 VNNI all six run from blocks16.py instead (the file's bytes with 16 rows interleaved,
+integer dot products as llama.cpp's); these row planes are the kernels of every other CPU (and are tested here).
 Repack (once, parallel over rows). The fp16 scales stay fp16 (u16 arrays, widened in the loop by vcvtph2ps at no
 measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q8_0   I8 codes + fp16 d per 32                                       [1.00x]
@@ -9,20 +11,16 @@ measured cost), so the 4- and 8-bit types take exactly the file's bytes:
   Q5_0   I8 codes (q - 16) + fp16 d                                     [1.55x]
   Q5_1   I8 codes (0..31) + fp16 d, m                                   [1.50x]
 Q5 as NIB + a plane of 5th bits (1.1x) ran at a third of the I8 speed in the float kernels: every bit costs an
-extraction in the loop. Where the CPU has AVX-512 VNNI, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL instead keep the file's
-bytes with 16 rows interleaved (NIB16, nib16.py: the 5th bits as byte masks, one masked move per 64 codes), and
-Q8_0 runs integer block dot products (intdot.py, _vnni.py; 1.2-3x the float kernel); elsewhere float activations.
+extraction in the loop (blocks16.py's integer kernel moves them with one masked byte move per 64 codes).
 """
 import numpy as np
 from numba import njit, prange
 
-from . import nib16
+from . import blocks16
 from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
-from ._gemm import gemm_i8, register_gemm
 from ._ir import ubits, widen
 from ._vnni import HAS_VNNI
-from .actquant import q8_0, q8_codes
-from .intdot import FLOAT_MATVEC, FLOAT_REPACK, i8_row, int_matvec
+from .intdot import FLOAT_MATVEC, FLOAT_REPACK
 from .registry import Layout, register
 
 
@@ -122,14 +120,6 @@ def _mv_i8(out, x, q, d):
     """Q8_0 and Q5_0."""
     for r in prange(out.shape[0]):
         out[r] = i8_dot32(q[r], d[r], x)
-
-
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_i8_vnni(out, x, q, d, xq, xd, xs, xn):
-    """Q8_0 and Q5_0."""
-    q8_codes(xq, xd, xs[:0], x)
-    for r in prange(out.shape[0]):
-        out[r] = i8_row(q[r], d[r], xq, xd)
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -274,22 +264,10 @@ def _no_scratch(cols):
     return ()
 
 
-_I8_MATVEC, _I8_SCRATCH, _I8_ROUNDS, _I8_HOW = int_matvec(_mv_i8_vnni, q8_0, _mv_i8, _no_scratch, "Q8_0")
-register("Q8_0", Layout(32, _rp_plain(34, 32, 2, False), _I8_SCRATCH, _I8_MATVEC, _mm_i8,
-                        "I8 + fp16 d per 32" + _I8_HOW, _I8_ROUNDS))
-
-
-def _gemm_q8_0(out, codes, q, d):
-    """The integer prefill GEMM (_gemm.py, CPUs with VNNI): signed codes + 128."""
-    gemm_i8(out, *codes, q, d, 128, 0x80)
-
-
-register_gemm("Q8_0", "q8_0", _gemm_q8_0)
-
-# The 4- and 5-bit types: where the CPU has VNNI, 16 rows interleaved with integer dot products (nib16.py) for
-# decode and prefill; elsewhere these row planes with float activations (tested everywhere through FLOAT_MATVEC and
-# FLOAT_REPACK)
+# Where the CPU has VNNI, 16 rows interleaved with integer dot products (blocks16.py) for decode and prefill;
+# elsewhere these row planes (tested everywhere through FLOAT_MATVEC and FLOAT_REPACK)
 _ROW_TYPES = {
+    "Q8_0": (_rp_plain(34, 32, 2, False), _mv_i8, _no_scratch, _mm_i8, "I8 + fp16 d per 32"),
     "Q4_0": (_rp_plain(18, 16, 2, False), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
     "Q4_1": (_rp_plain(20, 16, 4, True), _mv_q4_1, _nib_scratch, _mm_q4_1, "NIB + fp16 d, m per 32"),
     "Q5_0": (_rp_q5(22, False), _mv_i8, _no_scratch, _mm_i8, "I8 (q-16) + fp16 d per 32"),
@@ -303,4 +281,4 @@ for _name, (_repack, _matvec, _scratch, _matmul, _note) in _ROW_TYPES.items():
     if not HAS_VNNI:
         register(_name, Layout(32, _repack, _scratch, _matvec, _matmul, _note))
 if HAS_VNNI:
-    nib16.register_all(register)
+    blocks16.register_all(register)

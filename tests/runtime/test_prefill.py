@@ -10,7 +10,7 @@ import pytest
 from gguf.quants import IQ4_NL
 
 from kvant.runtime.kernels import prepare
-from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, i8_tile, int_matmul, k4_tile, quantize
+from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, int_matmul, quantize
 from kvant.runtime.kernels._vnni import HAS_VNNI
 from kvant.runtime.kernels.actquant import VEC_DOT
 
@@ -74,20 +74,14 @@ def test_tile_decoders():
     from numba import njit
 
     @njit
-    def run_i8(wt, q, r0, nb, flag):
-        i8_tile(wt, q, r0, nb, flag)
-
-    @njit
     def run_crumb(wt, q, r0, nb, flag):
         crumb_tile(wt, q, r0, nb, flag)
 
     rng = np.random.default_rng(1)
     rows, nb = 37, 5
-    q8 = rng.integers(-128, 128, (rows, 32 * nb)).astype(np.int8)
     crumb = rng.integers(0, 256, (rows, 8 * nb)).astype(np.uint8)
     crumb_codes = np.stack([(crumb >> (2 * u)) & 3 for u in range(4)], 2).reshape(rows, -1)
-    cases = [(run_i8, q8, 0x80, (q8.astype(np.int16) + 128).astype(np.uint8)), (run_i8, q8, 0, q8.view(np.uint8)),
-             (run_crumb, crumb, 0, crumb_codes)]
+    cases = [(run_crumb, crumb, 0, crumb_codes)]
     for run, plane, flag, codes in cases:
         for r0 in (0, 16, 32):
             wt = np.empty(512 * nb, np.uint8)
@@ -101,7 +95,7 @@ def test_nib16_tiles():
     """A NIB16 group (the file's Q4_0 / IQ4_NL / Q5_0 blocks of 16 rows interleaved) decodes to the TILE order: the
     4-bit codes, their IQ4 codebook values + 128, or with the 5th bits the 5-bit codes."""
     from numba import njit
-    from kvant.runtime.kernels import nib16
+    from kvant.runtime.kernels import blocks16
     from kvant.runtime.kernels._vnni16 import nib16_tile, nib16h_tile
 
     @njit
@@ -118,9 +112,9 @@ def test_nib16_tiles():
     qh = rng.integers(0, 256, (rows, nb, 4)).astype(np.uint8)
     codes = np.concatenate([nib & 15, nib >> 4], 2)                      # (rows, nb, 32), element order
     fifth = np.unpackbits(qh, axis=2, bitorder="little")                   # bit j of the u32: element j
-    q4 = nib16._rp(18, 2, False, False)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1),
+    q4 = blocks16._rp(18, 2, False, False)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1),
                                         32 * nb)[0]
-    q5, h5, _ = nib16._rp(22, 6, False, True)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), qh, nib], 2)
+    q5, h5, _ = blocks16._rp(22, 6, False, True)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), qh, nib], 2)
                                               .reshape(rows, -1), 32 * nb)
     iq4 = (np.array(IQ4_NL.kvalues, np.int16) + 128).astype(np.uint8)
     for g in range(rows // 16):

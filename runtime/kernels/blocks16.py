@@ -1,5 +1,5 @@
-"""Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS in NIB16 order: 16 rows' 32-blocks interleaved, so that the 16 int32
-lanes of a vpdpbusd are 16 rows (_vnni16.py says why; kquants_rows16.py does the same for Q4_K).
+"""Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS with 16 rows' 32-blocks interleaved, so that the 16 int32 lanes
+of a vpdpbusd are 16 rows (_vnni16.py says why; kquants_rows16.py does the same for Q4_K).
 
 Per group g of 16 rows (the last group zero-padded) and 32-block b:
     q[g, b]   256 bytes: chunk c, row r, byte t at 64 c + 4 r + t = the row's block byte 4 c + t as the file has
@@ -7,7 +7,9 @@ Per group g of 16 rows (the last group zero-padded) and 32-block b:
     h[g, b]   Q5_0 / Q5_1: the 5th bits as 8 little-endian 64-bit masks, mask 2 c + half, bit 4 r + t = the 5th
               bit of element 16 half + 4 c + t of row r (a masked byte move puts them in place)
     d[g, b]   the 16 rows' fp16 d bits (and Q4_1's / Q5_1's m[g, b] the same)
-Exactly the file's bytes per row and block (18, 20, 22, 24). IQ4_XS: its super-blocks' 8 blocks in the same order,
+Q8_0 (I8_16): q[g, b] 512 bytes, chunk k, row r, byte t at 64 k + 4 r + t = element 4 k + t + 128 (unsigned, so
+vpdpbusd takes it as it is; -128 * code sum per block) - already _gemm.py's TILE order.
+Exactly the file's bytes per row and block (18, 20, 22, 24, 34). IQ4_XS: its super-blocks' 8 blocks in the same order,
 q[g, 8 s + b], with the 6-bit block scales as int8 ls - 32 in sc[g, s, 16 b + r] and fp16 d[g, s, r] (138 bytes a
 row and super-block, the file 136). Used where the CPU has AVX-512 VNNI (legacy.py, kquants.py register it);
 decode, the integer prefill GEMM and the float matmul all read this order.
@@ -16,14 +18,17 @@ What differs between the 32-block types is data, not code (TYPES): the code offs
 (-offset * sum of the activation codes per block), whether the codes stand for the IQ4 codebook (looked up + 128),
 the 5th bits, and the min of Q4_1 / Q5_1 (m times Q8_1's fp16 block sum, as llama.cpp).
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 from numba import njit, prange
 
 from ._common import F32, float_matmul
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
-from ._vnni16 import (iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile, nib16h_dot, nib16h_min_dot,
-                      nib16h_tile)
+from ._vnni16 import (i8_16_dot, iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile, nib16h_dot,
+                      nib16h_min_dot, nib16h_tile)
 from .actquant import q8_0, q8_codes, q8_k, q8_k_codes
 from .intdot import IQ4_VALUES, code_sums
 from .registry import Layout
@@ -34,9 +39,9 @@ GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
 @njit(cache=True, parallel=True)
 def _repack(raw, bsize, qoff, q, h, d, m):
     """Blocks of bsize bytes: fp16 d at 0, fp16 m at 2 (if m has room), the 5th bits as a u32 at qoff - 4 (if h
-    has room), 16 code bytes at qoff."""
+    has room), 16 code bytes at qoff (Q8_0, q 512 bytes a block: 32 int8 codes)."""
     rows, nb = raw.shape[0], q.shape[1]
-    has_m, has_h = m.shape[2] > 0, h.shape[2] > 0
+    has_m, has_h, i8 = m.shape[2] > 0, h.shape[2] > 0, q.shape[2] == 512
     for g in prange(q.shape[0]):
         for r in range(min(GROUP, rows - GROUP * g)):
             src = raw[GROUP * g + r]
@@ -45,8 +50,12 @@ def _repack(raw, bsize, qoff, q, h, d, m):
                 d[g, b, r] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
                 if has_m:
                     m[g, b, r] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
-                for i in range(16):
-                    q[g, b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + qoff + i]
+                if i8:
+                    for i in range(32):
+                        q[g, b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + qoff + i] ^ 0x80
+                else:
+                    for i in range(16):
+                        q[g, b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + qoff + i]
                 if has_h:
                     for e in range(32):      # element e = 16 half + 4 c + t
                         if (src[o + qoff - 4 + (e >> 3)] >> (e & 7)) & 1:
@@ -54,10 +63,10 @@ def _repack(raw, bsize, qoff, q, h, d, m):
                             h[g, b, 8 * mask + (bit >> 3)] |= np.uint8(1 << (bit & 7))
 
 
-def _rp(bsize, qoff, has_m, has_h):
+def _rp(bsize, qoff, has_m, has_h, i8=False):
     def repack(raw, cols):
         groups, nb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 32
-        q = np.zeros((groups, nb, 256), np.uint8)
+        q = np.zeros((groups, nb, 512 if i8 else 256), np.uint8)
         h = np.zeros((groups, nb, 64 if has_h else 0), np.uint8)
         d = np.zeros((groups, nb, GROUP), np.uint16)
         m = np.zeros((groups, nb, GROUP if has_m else 0), np.uint16)
@@ -91,6 +100,15 @@ def _mv_q4_0(out, x, q, d, xq, xd, xs, xo):
     rows, nb = out.shape[0], xd.shape[0]
     for g in prange(q.shape[0]):
         nib16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def _mv_q8_0(out, x, q, d, xq, xd, xs, xo):
+    q8_codes(xq, xd, xs[:0], x)
+    _code_offsets(xo, xq, 128)
+    rows, nb = out.shape[0], xd.shape[0]
+    for g in prange(q.shape[0]):
+        i8_16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -135,7 +153,9 @@ def _mv_iq4_nl(out, x, q, d, xq, xd, xs, xo):
 def _tile(wt, ws, wm, r0, q, h, d, m, iq4, has_min, has_h):
     """The group at rows r0.. in _gemm.py's TILE order, block scales ws (mins wm) at 16 b + r."""
     g = r0 // GROUP
-    if has_h:
+    if q.shape[2] == 512:       # I8_16 is the TILE order
+        wt[:] = q[g].ravel()
+    elif has_h:
         nib16h_tile(wt, q[g], h[g], q.shape[1], 0)
     else:
         nib16_tile(wt, q[g], q.shape[1], iq4)
@@ -163,6 +183,10 @@ def _decode_row(dst, row, q, h, d, m, off, iq4, has_min, has_h):
     for b in range(q.shape[1]):
         s = widen(d[g, b, r])
         add = widen(m[g, b, r]) if has_min else -s * F32(off)
+        if q.shape[2] == 512:
+            for e in range(32):
+                dst[32 * b + e] = s * F32(q[g, b, 64 * (e >> 2) + 4 * r + (e & 3)]) + add
+            continue
         for c in range(4):
             for t in range(4):
                 v = q[g, b, 64 * c + 4 * r + t]
@@ -186,14 +210,26 @@ def _matmul(out, x, q, h, d, m, off, iq4, has_min, has_h):
 
 # ---------------------------------------------------------------- the 32-block types
 
-# name: (file block bytes, offset of the code bytes in the block, has a min, has 5th bits, code offset in the sums,
-#        IQ4 codebook, matvec)
+@dataclass(frozen=True)
+class Block16:
+    """One 32-block type: its file block (bytes, where its codes start), what its codes carry and its kernel."""
+    bsize: int              # bytes of a block in the file
+    qoff: int               # offset of its code bytes
+    has_min: bool           # Q4_1 / Q5_1: d * code + m
+    has_h: bool             # 5th bits (Q5_0 / Q5_1)
+    off: int                # the unsigned code minus the value it stands for, taken out of the integer sums
+    iq4: int                # codes stand for the IQ4 codebook (looked up + 128)
+    i8: bool                # 8-bit codes (I8_16)
+    matvec: Callable
+
+
 TYPES = {
-    "Q4_0": (18, 2, False, False, 8, 0, _mv_q4_0),
-    "Q4_1": (20, 4, True, False, 0, 0, _mv_q4_1),
-    "Q5_0": (22, 6, False, True, 16, 0, _mv_q5_0),
-    "Q5_1": (24, 8, True, True, 0, 0, _mv_q5_1),
-    "IQ4_NL": (18, 2, False, False, 128, 1, _mv_iq4_nl),
+    "Q8_0": Block16(34, 2, False, False, 128, 0, True, _mv_q8_0),
+    "Q4_0": Block16(18, 2, False, False, 8, 0, False, _mv_q4_0),
+    "Q4_1": Block16(20, 4, True, False, 0, 0, False, _mv_q4_1),
+    "Q5_0": Block16(22, 6, False, True, 16, 0, False, _mv_q5_0),
+    "Q5_1": Block16(24, 8, True, True, 0, 0, False, _mv_q5_1),
+    "IQ4_NL": Block16(18, 2, False, False, 128, 1, False, _mv_iq4_nl),
 }
 
 _NO_BITS = np.zeros((1, 1, 0), np.uint8)
@@ -217,13 +253,14 @@ def _runs(off, iq4, has_min, has_h):
 
 
 def register_all(register):
-    """Register the NIB16 layouts (decode and float matmul) and their integer GEMMs."""
-    for name, (bsize, qoff, has_min, has_h, off, iq4, matvec) in TYPES.items():
-        matmul, gemm = _runs(off, iq4, has_min, has_h)
-        register(name, Layout(32, _rp(bsize, qoff, has_min, has_h), _scratch, matvec, matmul,
-                              "NIB16: 16 rows' blocks interleaved 4 bytes a row" + (" + 5th-bit masks" if has_h else "")
-                              + " + fp16 d" + (", m" if has_min else "") + " per 32, int8 x Q8_0 activations (VNNI)",
-                              q8_0))
+    """Register the 16-row layouts (decode and float matmul) and their integer GEMMs."""
+    for name, t in TYPES.items():
+        matmul, gemm = _runs(t.off, t.iq4, t.has_min, t.has_h)
+        codes = ("I8_16: 16 rows' blocks interleaved 4 bytes a row" if t.i8 else
+                 "NIB16: 16 rows' blocks interleaved 4 bytes a row" + (" + 5th-bit masks" if t.has_h else ""))
+        register(name, Layout(32, _rp(t.bsize, t.qoff, t.has_min, t.has_h, t.i8), _scratch, t.matvec, matmul,
+                              codes + " + fp16 d" + (", m" if t.has_min else "")
+                              + " per 32, int8 x Q8_0 activations (VNNI)", q8_0))
         register_gemm(name, "q8_0", gemm)
 
 
