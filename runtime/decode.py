@@ -13,6 +13,7 @@ from numba.core.typing.typeof import typeof
 from numba.extending import overload
 
 from kvant.runtime.kernels import LAYOUTS, ops
+from kvant.runtime.kernels._common import copy_into
 from kvant.runtime.kernels.actquant import VEC_DOT_ROW, round_f16
 
 ABSENT = ""     # the type of a matrix that is not multiplied on its own (stacked into the one before it)
@@ -108,7 +109,7 @@ def store(cache, pos, values, scratch):
 def _store(cache, pos, values, scratch):
     if cache.dtype == types.uint16:
         def as_f16(cache, pos, values, scratch):
-            scratch[:] = values
+            copy_into(scratch, values)
             round_f16(scratch)
             bits = scratch.view(np.uint32)
             width = cache.shape[2]

@@ -29,6 +29,14 @@ TOK_TILE = 4      # tokens sharing one pass over decoded rows
 
 
 @njit(cache=True, inline="always")
+def copy_into(dst, src):
+    """dst[:] = src (1-D, same length) as a plain loop: numba's slice assignment checks for overlap through a
+    temporary copy, 7x slower on a 576-float row and 3 GB/s on a 9 KB tile."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, inline="always")
 def scale_min_k4(src, o, j):
     """The j-th 6-bit (scale, min) pair of a Q4_K / Q5_K block whose 12 scale bytes start at src[o]."""
     if j < 4:      # int64 on both branches: numba would unify unsigned and signed results to float64

@@ -10,6 +10,8 @@ would (the integer sums are exact; the float scale products differ only in the l
 import numpy as np
 from numba import njit, prange
 
+from ._common import copy_into
+
 # x86's quantize_row_q8_0 / q8_1 (AVX2): id = 127 / amax, round half to even; d stored as fp16.
 # quantize_row_q8_K_ref: iscale = -127 / (the signed value of largest magnitude), nearest_int (half to even),
 # q = min(127, .), d = 1 / iscale kept in f32.
@@ -110,7 +112,7 @@ def q8_k_row(out, x):
 
 @njit(cache=True)
 def f16_row(out, x):
-    out[:] = x
+    copy_into(out, x)
     round_f16(out)
 
 

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, float_matmul
+from ._common import F32, copy_into, float_matmul
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
 from ._vnni16 import (i8_16_dot, iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile, nib16h_dot,
@@ -154,7 +154,7 @@ def _tile(wt, ws, wm, r0, q, h, d, m, iq4, has_min, has_h):
     """The group at rows r0.. in _gemm.py's TILE order, block scales ws (mins wm) at 16 b + r."""
     g = r0 // GROUP
     if q.shape[2] == 512:       # I8_16 is the TILE order
-        wt[:] = q[g].ravel()
+        copy_into(wt, q[g].reshape(wt.shape[0]))
     elif has_h:
         nib16h_tile(wt, q[g], h[g], q.shape[1], 0)
     else:

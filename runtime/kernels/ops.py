@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from kvant.runtime.kernels._common import copy_into
 from kvant.runtime.kernels._ir import pow2i, widen
 from kvant.runtime.kernels.actquant import round_f16
 
@@ -116,7 +117,7 @@ def gelu_mul(gate, up):
     n, d = gate.shape
     g = np.empty(d, np.float32)
     for t in range(n):
-        g[:] = gate[t]
+        copy_into(g, gate[t])
         round_f16(g)
         for i in range(d):
             x = g[i]
@@ -281,7 +282,7 @@ def attention(out, q, k_cache, v_cache, start, scale, window, softcap):
         for t in range(n):
             pos = start + t
             first = max(0, pos - window + 1) if window > 0 else 0
-            qh[:] = q[t, h]
+            copy_into(qh, q[t, h])
             _round_as_cache(qh, k_cache)
             _dot_keys(scores, qh, keys, first, pos + 1)
             probs = scores[first:pos + 1]
