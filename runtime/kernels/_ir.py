@@ -38,6 +38,18 @@ def f16_to_f32(typingctx, h):
 
 
 @intrinsic
+def f32_to_f16_bits(typingctx, x):
+    """The bits of the IEEE half nearest float32 x (ties to even, as round_f16; vcvtps2ph), as uint16."""
+    if not isinstance(x, types.Float) or x.bitwidth != 32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), _I16)
+
+    return types.uint16(x), codegen
+
+
+@intrinsic
 def bf16_to_f32(typingctx, h):
     """bfloat16 (its 16 bits in any integer) -> float32, exact."""
     if not isinstance(h, types.Integer):
