@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvant.formats.dequant import dequantize, dequantize_rows
+from kvant.formats.dequant import RowReader, dequantize
 from kvant.runtime import kernels
 from kvant.runtime.config import Config, UnsupportedModelError
 from kvant.runtime.decode import ABSENT, LayerStep
@@ -122,8 +122,7 @@ class Transformer:
         self.layers = [self._load_layer(i) for i in range(cfg.n_layer)]
         self.output_norm = self._vector("output_norm.weight")
         embd = self._info("token_embd.weight")
-        self.embd_raw = gguf.raw("token_embd.weight")
-        self.embd_type = embd.ggml_type
+        self.embd_rows = RowReader(gguf.raw("token_embd.weight"), embd.ggml_type)
         out_name = "output.weight" if "output.weight" in gguf.tensors else "token_embd.weight"
         self.output = self._matrix(out_name)
         self.embed_scale = np.float32(np.sqrt(np.float32(cfg.d_model))) if cfg.spec.embed_scale else None
@@ -208,7 +207,7 @@ class Transformer:
                 out += bias
 
     def embed(self, tokens):
-        x = dequantize_rows(self.embd_raw, self.embd_type, np.asarray(tokens, np.int64))
+        x = self.embd_rows(tokens)
         if self.embed_scale is not None:
             x *= self.embed_scale
         return x
