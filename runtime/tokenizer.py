@@ -182,11 +182,14 @@ class Tokenizer:
         text at its occurrences (leftmost first, not overlapping)."""
         matcher = self._matchers.get(parse_special)
         if matcher is None:
-            # special tokens in llama.cpp's order: longest (in bytes) first; ties by id (llama.cpp's sort is unstable)
-            special = sorted(((self.tokens[i], int(i)) for i in np.flatnonzero(self._attr & _SPECIAL)),
+            # special tokens in llama.cpp's order: longest (in bytes) first; ties by id (llama.cpp's sort is unstable).
+            # Masks as plain ints, in numpy: IntFlag arithmetic per token took 45 ms on gemma-3's 6,414.
+            ids = np.flatnonzero(self._attr & int(_SPECIAL))
+            if not parse_special:
+                ids = ids[(self._attr[ids] & int(_HIDDEN)) == 0]
+            special = sorted(((self.tokens[i], int(i), int(a)) for i, a in zip(ids, self._attr[ids])),
                              key=lambda t: (-len(t[0].encode()), t[1]))
-            matcher = self._matchers[parse_special] = _Matcher(
-                [(t, i, int(self._attr[i])) for t, i in special if parse_special or not self._attr[i] & _HIDDEN])
+            matcher = self._matchers[parse_special] = _Matcher(special)
         parts: list[str | int] = [text]
         for tok_text, tid, attr in matcher.present(text):
             out: list[str | int] = []
