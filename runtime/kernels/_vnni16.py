@@ -7,9 +7,10 @@ repacked q4_0_8x8 / iq4_nl_4x4 GEMVs and _gemm.py's prefill tiles): a 32-block o
 32-bit broadcasts of 4 activation codes, one conversion and one multiply-add by the 16 rows' scales, no horizontal
 sum; the 16 results are one masked store.
 
-NIB16 (blocks16.py): per group of 16 rows and 32-block b, 256 bytes: chunk c, row r, byte t at 64 c + 4 r + t holds
-element 4 c + t in its low nibble and 16 + 4 c + t in its high one (the file's Q4_0 / IQ4_NL byte order within a
-row's block, so each byte is copied as it is).
+Here: the 32-block types and IQ4_XS (blocks16.py: NIB16, 256 bytes per 16 rows and 32-block, chunk c, row r,
+byte t at 64 c + 4 r + t holding element 4 c + t in its low nibble and 16 + 4 c + t in its high one, the file's byte;
+Q5's 5th bits as 64-bit masks; Q8_0 as I8_16, 512 bytes of codes + 128), Q4_K (kquants_rows16.py: a super-block's
+8 blocks in NIB16 order + packed 6-bit scales and mins), and the tile decoders the prefill GEMM reads them with.
 """
 from gguf.quants import IQ4_NL
 from llvmlite import ir
