@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._vnni import HAS_VNNI
+from ._vnni import HAS_VNNI, declare_dpbusd
 from .actquant import q8_codes, q8_k_codes
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
@@ -129,7 +129,7 @@ def _gemm_codegen(with_min):
         xm_p = _ptr(context, builder, sig[10], args[10], _F32)
         n, nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
         module = builder.module
-        dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        dpbusd = declare_dpbusd(builder)
         mstore = _declare(module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
                           [_V16F, _V16F.as_pointer(), _I32, ir.VectorType(_I1, 16)])
         k = builder.mul(nb, _c64(32))
@@ -256,55 +256,39 @@ def _row_pointers(context, builder, arr_type, arr, r0):
     return ptrs
 
 
-def _tile_codegen(kind):
-    """kind "i8": I8 plane (32 bytes per block and row), bytes xor-ed with flip (0x80: signed -> code + 128);
-    "crumb": CRUMB plane (8 bytes: crumb u of byte k = element 4k + u). (The NIB types decode their 16-row
-    interleaved groups with _vnni16.nib16_tile.)"""
-    def codegen(context, builder, signature, args):
-        sig = signature.args
-        wt_p = _ptr(context, builder, sig[0], args[0], _I8)
-        r0, nb, flip = (_as_i64(builder, a) for a in args[2:5])
-        rows = _row_pointers(context, builder, sig[1], args[1], r0)
-        g_count, block_bytes = {"i8": (8, 32), "crumb": (2, 8)}[kind]
-        vrow = ir.VectorType(_I32, g_count)
-        xor = _splat(builder, builder.trunc(flip, _I8), _V64I8)
+def _crumb_tile_codegen(context, builder, signature, args):
+    """A CRUMB plane (8 bytes per block and row: crumb u of byte k = element 4k + u), 16 rows transposed 4 bytes at a
+    time, each 4-element group's crumbs spread to bytes. (The other tile decoders: _q5k_tile_codegen below, and for
+    the layouts that interleave 16 rows already, _vnni16.nib16_tile.)"""
+    sig = signature.args
+    wt_p = _ptr(context, builder, sig[0], args[0], _I8)
+    r0, nb = (_as_i64(builder, a) for a in args[2:4])
+    rows = _row_pointers(context, builder, sig[1], args[1], r0)
+    vrow = ir.VectorType(_I32, 2)
 
-        def block(b, i, _):
-            src = builder.mul(i, _c64(block_bytes))
-            cols = _transpose16(b, [_vload(b, p, src, vrow) for p in rows])
-            dst = b.mul(i, _c64(512))
-            out = []
-            if kind == "i8":
-                out = [b.xor(b.bitcast(v, _V64I8), xor) for v in cols]
-            else:
-                for g in range(8):
-                    v = b.bitcast(cols[g // 4], _V64I8)
-                    v = b.bitcast(b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 64),
-                                                                     [4 * (e // 4) + g % 4 for e in range(64)])),
-                                  _V16I32)
-                    parts = [b.and_(b.lshr(v, ir.Constant(_V16I32, [2 * u] * 16)) if u else v,
-                                    ir.Constant(_V16I32, [3 << (8 * u)] * 16)) for u in range(4)]
-                    out.append(b.bitcast(b.or_(b.or_(parts[0], parts[1]), b.or_(parts[2], parts[3])), _V64I8))
-            for g, v in enumerate(out):
-                _vstore(b, v, wt_p, b.add(dst, _c64(64 * g)) if g else dst)
-            return []
+    def block(b, i, _):
+        cols = _transpose16(b, [_vload(b, p, b.mul(i, _c64(8)), vrow) for p in rows])
+        dst = b.mul(i, _c64(512))
+        for g in range(8):
+            v = b.bitcast(cols[g // 4], _V64I8)
+            v = b.bitcast(b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 64),
+                                                             [4 * (e // 4) + g % 4 for e in range(64)])), _V16I32)
+            parts = [b.and_(b.lshr(v, ir.Constant(_V16I32, [2 * u] * 16)) if u else v,
+                            ir.Constant(_V16I32, [3 << (8 * u)] * 16)) for u in range(4)]
+            out = b.bitcast(b.or_(b.or_(parts[0], parts[1]), b.or_(parts[2], parts[3])), _V64I8)
+            _vstore(b, out, wt_p, b.add(dst, _c64(64 * g)) if g else dst)
+        return []
 
-        _loop(builder, _c64(0), nb, _c64(1), [], block, "tile")
-        return context.get_dummy_value()
-    return codegen
-
-
-def _tile_signature(wt, q, r0, nb, flip, dtype):
-    ok = (_is_c(wt, types.uint8) and isinstance(q, types.Array) and q.ndim == 2 and q.layout == "C"
-          and q.dtype == dtype and all(isinstance(a, types.Integer) for a in (r0, nb, flip)))
-    return types.void(wt, q, r0, nb, flip) if ok else None
+    _loop(builder, _c64(0), nb, _c64(1), [], block, "tile")
+    return context.get_dummy_value()
 
 
 @intrinsic
-def crumb_tile(typingctx, wt, c, r0, nb, unused):
-    """wt from rows r0..r0+15 of a CRUMB plane c (rows, 8 nb) uint8: the 2-bit codes."""
-    sig = _tile_signature(wt, c, r0, nb, unused, types.uint8)
-    return (sig, _tile_codegen("crumb")) if sig is not None else None
+def crumb_tile(typingctx, wt, c, r0, nb):
+    """wt (TILE order) from rows r0..r0+15 of a CRUMB plane c (rows, 8 nb) uint8: the 2-bit codes."""
+    ok = (_is_c(wt, types.uint8) and isinstance(c, types.Array) and c.ndim == 2 and c.layout == "C"
+          and c.dtype == types.uint8 and all(isinstance(a, types.Integer) for a in (r0, nb)))
+    return (types.void(wt, c, r0, nb), _crumb_tile_codegen) if ok else None
 
 
 def _q5k_tile_codegen(context, builder, signature, args):
@@ -458,7 +442,7 @@ def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
 
 @njit(cache=True)
 def _crumb_rows(wt, ws, wm, r0, c, d):
-    crumb_tile(wt, c, r0, ws.shape[0] // ROWS, 0)
+    crumb_tile(wt, c, r0, ws.shape[0] // ROWS)
     _fill_scales(ws, d, r0, 3)
 
 

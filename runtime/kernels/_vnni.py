@@ -42,6 +42,11 @@ def _declare(module, name, ret, args):
     return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
 
 
+def declare_dpbusd(builder):
+    """vpdpbusd: 16 int32 lanes += 4 unsigned bytes times 4 signed bytes each."""
+    return _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+
+
 def _data(context, builder, arr_type, arr, elem):
     return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
 
@@ -59,7 +64,7 @@ def _pairs_dot(load_codes, lane_blocks, wd_shift=0):
         xd_p = _data(context, builder, signature.args[3], args[3], _F32)
         n = builder.sext(args[4], _I64) if args[4].type.width < 64 else args[4]
         module = builder.module
-        dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+        dpbusd = declare_dpbusd(builder)
         fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
 
         entry = builder.block
@@ -220,7 +225,7 @@ def _q5k_codegen(context, builder, signature, args):
                                                                                   args, 4, 2)
     half = builder.mul(n, _c64(4))
     module = builder.module
-    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    dpbusd = declare_dpbusd(builder)
     v4i8 = ir.VectorType(_I8, 4)
     zip8 = ir.Constant(ir.VectorType(_I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
 
@@ -288,7 +293,7 @@ def _q6k_codegen(context, builder, signature, args):
     -32 * sum_g sc_g bs_g, in the same int32 sum (as llama.cpp)."""
     (ql_p, qh_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module
-    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    dpbusd = declare_dpbusd(builder)
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
     cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
     spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
@@ -345,7 +350,7 @@ def _q2k_codegen(context, builder, signature, args):
     d_x * (d * sum_g sc_g (q_g . x_g) - dmin * sum_g m_g bs_g), both sums exact in int32."""
     (q_p, sc_p), (d_p, dm_p), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 2, 2)
     module = builder.module
-    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    dpbusd = declare_dpbusd(builder)
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
     cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
     spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
@@ -408,7 +413,7 @@ def _q3k_codegen(context, builder, signature, args):
     (llama.cpp subtracts 4 where the high bit is clear: the same integers)."""
     (q_p, hm_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module
-    dpbusd = _declare(module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    dpbusd = declare_dpbusd(builder)
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
     cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
     spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])

@@ -18,16 +18,12 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
-                    _k_row_args, _sb_loop, _splat, _vec_load)
+                    _k_row_args, _sb_loop, _splat, _vec_load, declare_dpbusd)
 
 _V16I8 = ir.VectorType(_I8, 16)
 _V16I16 = ir.VectorType(_I16, 16)
 _V16H = ir.VectorType(ir.HalfType(), 16)
 _V16I1 = ir.VectorType(ir.IntType(1), 16)
-
-
-def dpbusd(builder):
-    return _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
 
 
 def x_quad(builder, xq_p, offset):
@@ -108,8 +104,8 @@ def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
 def _nib16_codegen(iq4, with_min, with_qh=False, i8=False):
     """out[r0 + r] (r < nr) = sum over 32-blocks b of fp16 d[b, r] xd[b] (xo[b] + codes . xq) (+ m[b, r] xm[b]):
     q (nb, 256) NIB16 bytes of 16 rows, codes as unsigned bytes (iq4: codebook value + 128; with_qh: 5-bit codes,
-    the 5th bits in h (nb, 64), the argument after q; i8: q (nb, 512) I8_16 bytes); d, m (nb, 16) fp16 bits or f32; xq int8 codes (element
-    order), xd f32 per block, xo int32 per block (-offset * code sum), xm f32."""
+    the 5th bits in h (nb, 64), the argument after q; i8: q (nb, 512) I8_16 bytes); d, m (nb, 16) fp16 bits or
+    f32; xq int8 codes (element order), xd f32 per block, xo int32 per block (-offset * code sum), xm f32."""
     def codegen(context, builder, signature, args):
         sig = signature.args
         q_p = _data(context, builder, sig[0], args[0], _I8)
@@ -124,7 +120,7 @@ def _nib16_codegen(iq4, with_min, with_qh=False, i8=False):
         n = _as_i64(builder, args[k + 6])
         out_p = _data(context, builder, sig[k + 7], args[k + 7], _F32)
         r0, nr = _as_i64(builder, args[k + 8]), _as_i64(builder, args[k + 9])
-        vnni = dpbusd(builder)
+        vnni = declare_dpbusd(builder)
 
         def body(b, i, acc, _):
             dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(512 if i8 else 256)), xq_p, b.mul(i, _c64(32)), iq4, h_p,
@@ -257,7 +253,7 @@ def _iq4_xs16_codegen(context, builder, signature, args):
     16 b + r, d (nsb, 16) fp16 bits; xq Q8_K codes (element order), xd per 32 (the per-256 scale repeated), bs
     int32 code sums per 32. As llama.cpp's iq4_xs dot: per super-block d d_x sum_b sc_b (q_b . x_b), the sum exact."""
     (q_p, sc_p), (d_p,), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 2, 1)
-    vnni = dpbusd(builder)
+    vnni = declare_dpbusd(builder)
     v16i8 = ir.VectorType(_I8, 16)
 
     def body(b, s, acc, _):
@@ -303,7 +299,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
     sums, for r < nr (masked store)."""
     (q_p, sm_p), (d_p, dm_p), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args,
                                                                                 2, 2)
-    vnni = dpbusd(builder)
+    vnni = declare_dpbusd(builder)
 
     def const16(v):
         return ir.Constant(_V16I8, [v] * 16)

@@ -81,22 +81,13 @@ def _scratch(cols):
     return np.empty(cols, np.int8), np.empty(nb, np.float32), np.empty(nb, np.float32), np.empty(nb, np.int32)
 
 
-@njit(cache=True, inline="always")
-def _code_offsets(xo, xq, off):
-    for b in range(xo.shape[0]):
-        t = 0
-        for j in range(32 * b, 32 * b + 32):
-            t += np.int32(xq[j])
-        xo[b] = -off * t
-
-
 # ---------------------------------------------------------------- decode
 # One kernel per intrinsic: numba picks an intrinsic at compile time only (not through an argument).
 
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q4_0(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
-    _code_offsets(xo, xq, 8)
+    code_sums(xo, xq, -8)
     rows, nb = out.shape[0], xd.shape[0]
     for g in prange(q.shape[0]):
         nib16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
@@ -105,7 +96,7 @@ def _mv_q4_0(out, x, q, d, xq, xd, xs, xo):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q8_0(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
-    _code_offsets(xo, xq, 128)
+    code_sums(xo, xq, -128)
     rows, nb = out.shape[0], xd.shape[0]
     for g in prange(q.shape[0]):
         i8_16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
@@ -123,7 +114,7 @@ def _mv_q4_1(out, x, q, d, m, xq, xd, xs, xo):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_q5_0(out, x, q, h, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
-    _code_offsets(xo, xq, 16)
+    code_sums(xo, xq, -16)
     rows, nb = out.shape[0], xd.shape[0]
     for g in prange(q.shape[0]):
         nib16h_dot(q[g], h[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
@@ -141,7 +132,7 @@ def _mv_q5_1(out, x, q, h, d, m, xq, xd, xs, xo):
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_iq4_nl(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
-    _code_offsets(xo, xq, 128)
+    code_sums(xo, xq, -128)
     rows, nb = out.shape[0], xd.shape[0]
     for g in prange(q.shape[0]):
         iq4_16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))

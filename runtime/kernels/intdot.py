@@ -26,14 +26,15 @@ def block_sums(xs, xq, xd):
 
 
 @njit(cache=True)
-def code_sums(bs, xq):
-    """bs[g] = the exact sum of group g's codes (groups of len(xq) / len(bs): Q8_K's bsums per 16, as int32)."""
+def code_sums(bs, xq, scale=1):
+    """bs[g] = scale * the exact sum of group g's codes (groups of len(xq) / len(bs): Q8_K's bsums per 16, as
+    int32; scale -offset gives the integer sums' offset term per block)."""
     n = xq.shape[0] // bs.shape[0]
     for g in range(bs.shape[0]):
         t = 0
         for j in range(n * g, n * g + n):
             t += np.int64(xq[j])
-        bs[g] = t
+        bs[g] = scale * t
 
 
 @njit(cache=True)

@@ -70,24 +70,22 @@ def _tile_order(codes, r0):
 
 
 @needs_vnni
-def test_tile_decoders():
+def test_crumb_tile():
+    """The CRUMB tile decoder (TQ1_0 / TQ2_0) gives the TILE order exactly."""
     from numba import njit
 
     @njit
-    def run_crumb(wt, q, r0, nb, flag):
-        crumb_tile(wt, q, r0, nb, flag)
+    def run(wt, q, r0, nb):
+        crumb_tile(wt, q, r0, nb)
 
     rng = np.random.default_rng(1)
     rows, nb = 37, 5
     crumb = rng.integers(0, 256, (rows, 8 * nb)).astype(np.uint8)
-    crumb_codes = np.stack([(crumb >> (2 * u)) & 3 for u in range(4)], 2).reshape(rows, -1)
-    cases = [(run_crumb, crumb, 0, crumb_codes)]
-    for run, plane, flag, codes in cases:
-        for r0 in (0, 16, 32):
-            wt = np.empty(512 * nb, np.uint8)
-            run(wt, plane, r0, nb, flag)
-            np.testing.assert_array_equal(wt, _tile_order(codes, r0))
-
+    codes = np.stack([(crumb >> (2 * u)) & 3 for u in range(4)], 2).reshape(rows, -1)
+    for r0 in (0, 16, 32):
+        wt = np.empty(512 * nb, np.uint8)
+        run(wt, crumb, r0, nb)
+        np.testing.assert_array_equal(wt, _tile_order(codes, r0))
 
 
 @needs_vnni
@@ -112,8 +110,8 @@ def test_nib16_tiles():
     qh = rng.integers(0, 256, (rows, nb, 4)).astype(np.uint8)
     codes = np.concatenate([nib & 15, nib >> 4], 2)                      # (rows, nb, 32), element order
     fifth = np.unpackbits(qh, axis=2, bitorder="little")                   # bit j of the u32: element j
-    q4 = blocks16._rp(18, 2, False, False)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1),
-                                        32 * nb)[0]
+    q4_blocks = np.concatenate([np.zeros((rows, nb, 2), np.uint8), nib], 2).reshape(rows, -1)
+    q4 = blocks16._rp(18, 2, False, False)(q4_blocks, 32 * nb)[0]
     q5, h5, _ = blocks16._rp(22, 6, False, True)(np.concatenate([np.zeros((rows, nb, 2), np.uint8), qh, nib], 2)
                                               .reshape(rows, -1), 32 * nb)
     iq4 = (np.array(IQ4_NL.kvalues, np.int16) + 128).astype(np.uint8)
