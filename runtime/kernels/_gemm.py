@@ -32,51 +32,18 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._vnni import HAS_VNNI, declare_dpbusd
+from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, HAS_VNNI, _as_i64, _c64, _data, _declare,
+                    _splat, _vec_load, declare_dpbusd)
 from .actquant import q8_codes, q8_k_codes
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
 TOK = 4           # tokens sharing one load of a tile block's 8 weight vectors
 
-_F32 = ir.FloatType()
 _I1 = ir.IntType(1)
-_I8 = ir.IntType(8)
-_I16 = ir.IntType(16)
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_V64I8 = ir.VectorType(_I8, 64)
-_V16I32 = ir.VectorType(_I32, 16)
-_V16F = ir.VectorType(_F32, 16)
-
-
-def _c64(v):
-    return ir.Constant(_I64, v)
-
-
-def _as_i64(builder, v):
-    return builder.sext(v, _I64) if v.type.width < 64 else v
-
-
-def _declare(module, name, ret, args):
-    fn = module.globals.get(name)
-    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
-
-
-def _ptr(context, builder, arr_type, arr, elem):
-    return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
-
-
-def _vload(builder, base, offset, vtype):
-    return builder.load(builder.bitcast(builder.gep(base, [offset]), vtype.as_pointer()), align=1)
 
 
 def _vstore(builder, value, base, offset):
     builder.store(value, builder.bitcast(builder.gep(base, [offset]), value.type.as_pointer()), align=1)
-
-
-def _splat(builder, value, vtype):
-    v = builder.insert_element(ir.Constant(vtype, None), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vtype.count), [0] * vtype.count))
 
 
 def _loop(builder, start, stop, step, carried, body, name):
@@ -118,15 +85,15 @@ def _gemm_codegen(with_min):
     for every token t, j < nr (masked stores)."""
     def codegen(context, builder, signature, args):
         sig = signature.args
-        out_p = _ptr(context, builder, sig[0], args[0], _F32)
+        out_p = _data(context, builder, sig[0], args[0], _F32)
         ld, r0, nr = (_as_i64(builder, a) for a in args[1:4])
-        wt_p = _ptr(context, builder, sig[4], args[4], _I8)
-        ws_p = _ptr(context, builder, sig[5], args[5], _F32)
-        wm_p = _ptr(context, builder, sig[6], args[6], _F32)
-        xq_p = _ptr(context, builder, sig[7], args[7], _I8)
-        xd_p = _ptr(context, builder, sig[8], args[8], _F32)
-        xo_p = _ptr(context, builder, sig[9], args[9], _I32)
-        xm_p = _ptr(context, builder, sig[10], args[10], _F32)
+        wt_p = _data(context, builder, sig[4], args[4], _I8)
+        ws_p = _data(context, builder, sig[5], args[5], _F32)
+        wm_p = _data(context, builder, sig[6], args[6], _F32)
+        xq_p = _data(context, builder, sig[7], args[7], _I8)
+        xd_p = _data(context, builder, sig[8], args[8], _F32)
+        xo_p = _data(context, builder, sig[9], args[9], _I32)
+        xm_p = _data(context, builder, sig[10], args[10], _F32)
         n, nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
         module = builder.module
         dpbusd = declare_dpbusd(builder)
@@ -139,10 +106,10 @@ def _gemm_codegen(with_min):
 
         def tokens(t0, ntok):
             def block(b, i, faccs):
-                wv = [_vload(b, wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
+                wv = [_vec_load(b, wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
                              _V64I8) for g in range(8)]
-                ws = _vload(b, ws_p, b.mul(i, _c64(16)), _V16F)
-                wm = _vload(b, wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
+                ws = _vec_load(b, ws_p, b.mul(i, _c64(16)), _V16F)
+                wm = _vec_load(b, wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
                 new = []
                 for t in range(ntok):
                     tok = b.add(t0, _c64(t))
@@ -261,13 +228,13 @@ def _crumb_tile_codegen(context, builder, signature, args):
     time, each 4-element group's crumbs spread to bytes. (The other tile decoders: _q5k_tile_codegen below, and for
     the layouts that interleave 16 rows already, _vnni16.nib16_tile.)"""
     sig = signature.args
-    wt_p = _ptr(context, builder, sig[0], args[0], _I8)
+    wt_p = _data(context, builder, sig[0], args[0], _I8)
     r0, nb = (_as_i64(builder, a) for a in args[2:4])
     rows = _row_pointers(context, builder, sig[1], args[1], r0)
     vrow = ir.VectorType(_I32, 2)
 
     def block(b, i, _):
-        cols = _transpose16(b, [_vload(b, p, b.mul(i, _c64(8)), vrow) for p in rows])
+        cols = _transpose16(b, [_vec_load(b, p, b.mul(i, _c64(8)), vrow) for p in rows])
         dst = b.mul(i, _c64(512))
         for g in range(8):
             v = b.bitcast(cols[g // 4], _V64I8)
@@ -296,7 +263,7 @@ def _q5k_tile_codegen(context, builder, signature, args):
     low nibbles -> block 2c, high -> block 2c+1; the 5th bits (bit 2(c & 3) + s of qh byte m of the super-block:
     element 64c + 32s + m), transposed the same way, shifted to bit 4 and or-ed in."""
     sig = signature.args
-    wt_p = _ptr(context, builder, sig[0], args[0], _I8)
+    wt_p = _data(context, builder, sig[0], args[0], _I8)
     r0, nb = (_as_i64(builder, a) for a in args[3:5])
     rows = _row_pointers(context, builder, sig[1], args[1], r0)
     hrows = _row_pointers(context, builder, sig[2], args[2], r0)
@@ -305,11 +272,11 @@ def _q5k_tile_codegen(context, builder, signature, args):
     bit4 = ir.Constant(_V16I32, [0x10101010] * 16)
 
     def chunk(b, i, _):
-        cols = _transpose16(b, [_vload(b, p, b.mul(i, _c64(32)), vrow) for p in rows])
+        cols = _transpose16(b, [_vec_load(b, p, b.mul(i, _c64(32)), vrow) for p in rows])
         lo = [b.and_(v, low4) for v in cols]
         hi = [b.and_(b.lshr(v, ir.Constant(_V16I32, [4] * 16)), low4) for v in cols]
         # qh: the chunk's super-block's 32 bytes
-        hcols = _transpose16(b, [_vload(b, p, b.mul(b.ashr(i, _c64(2)), _c64(32)), vrow) for p in hrows])
+        hcols = _transpose16(b, [_vec_load(b, p, b.mul(b.ashr(i, _c64(2)), _c64(32)), vrow) for p in hrows])
         sh = _splat(b, b.trunc(b.mul(b.and_(i, _c64(3)), _c64(2)), _I32), _V16I32)
         hs = [b.lshr(h, sh) for h in hcols]          # bit 0 of each byte: block 2c's 5th bit, bit 1: block 2c+1's
         out = []
