@@ -1,6 +1,7 @@
-"""How far llama.cpp is from itself: perplexity of the same file with and without its flash-attention path (both
-are llama.cpp's defaults somewhere: llama-cpp-python runs without, llama-perplexity with on the CPU). Quantized
-activations make these models chaotic, so this spread is the floor under any "same perplexity" comparison. For the
+"""How far llama.cpp is from itself: perplexity of the same file in llama.cpp's default configuration and in two
+others it also runs (VARIANTS: flash attention, llama-perplexity's CPU default; one token per graph, the decode
+path). Quantized activations make these models chaotic, so this spread is the floor under any "same perplexity"
+comparison. For the
 ternary types (--ternary), whose perplexity means nothing, the same for the logits of accuracy.py's 64-token prompt.
 Writes the NOISE section of bench/RESULTS.md.
 
@@ -18,6 +19,15 @@ from accuracy import compare_logits, ternary_prompt, texts  # noqa: E402
 from results import update_section  # noqa: E402
 
 
+# llama.cpp's configurations compared with its default (llama-cpp-python's: no flash attention, 512-token batches):
+# flash attention on (llama-perplexity's CPU default), and one token per graph (n_ubatch=1: the decode path, per-row
+# dot products instead of the batched GEMM). Each is llama.cpp computing the same model; none is more right.
+VARIANTS = {
+    "flash attention": {"flash_attn": True},
+    "one token a step": {"n_ubatch": 1},
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--types", default="Q4_0,Q4_K_M,Q8_0,Q5_0")
@@ -27,30 +37,41 @@ def main():
     args = ap.parse_args()
     import llama_cpp
     corpora = texts()
-    lines = ["| file | text | llama.cpp PPL | llama.cpp PPL, flash attention | difference |", "|---|---|---|---|---|"]
-    def load(path, flash_attn):
-        return llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, n_ubatch=512, n_threads=args.threads,
-                               n_threads_batch=args.threads, logits_all=True, flash_attn=flash_attn, verbose=False)
 
+    def load(path, **variant):
+        settings = dict(n_ctx=512, n_batch=512, n_ubatch=512, n_threads=args.threads, n_threads_batch=args.threads,
+                        logits_all=True, flash_attn=False, verbose=False)
+        return llama_cpp.Llama(model_path=path, **{**settings, **variant})
+
+    head = "| file | text | llama.cpp PPL | " + " | ".join(f"{v} | difference" for v in VARIANTS) + " |"
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for t in filter(None, args.types.split(",")):
         path = models.smollm2(t)
         ppl = {}
-        for fa in (False, True):
-            llm = load(path, fa)
+        for name, variant in {"default": {}, **VARIANTS}.items():
+            llm = load(path, **variant)
             for lang, text in corpora.items():
-                ppl[fa, lang] = oracle.perplexity(llm, text, 512, args.chunks)
+                ppl[name, lang] = oracle.perplexity(llm, text, 512, args.chunks)
+            del llm
         for lang in corpora:
-            a, b = ppl[False, lang], ppl[True, lang]
-            lines.append(f"| SmolLM2 {t} | {lang} | {a:.4f} | {b:.4f} | {(b / a - 1) * 100:+.2f}% |")
+            base = ppl["default", lang]
+            cells = " | ".join(f"{ppl[v, lang]:.4f} | {(ppl[v, lang] / base - 1) * 100:+.2f}%" for v in VARIANTS)
+            lines.append(f"| SmolLM2 {t} | {lang} | {base:.4f} | {cells} |")
         print("\n".join(lines[-2:]), flush=True)
-    ternary = ["| file | logits of 64 positions, flash attention vs not: max difference, % of the logit range | "
-               "argmax equal |", "|---|---|---|"]
+
+    head = ("| file | " + " | ".join(f"logits of 64 positions, {v} vs default: max difference, % of the logit range "
+                                    f"| argmax equal" for v in VARIANTS) + " |")
+    ternary = [head, "|---" * head.count(" | ") + "|---|"]
     for t in filter(None, args.ternary.split(",")):
         path = models.smollm2(t)
-        plain, flash = load(path, False), load(path, True)
+        plain = load(path)
         tokens = ternary_prompt(plain)
-        pct, same = compare_logits(oracle.logits(flash, tokens), oracle.logits(plain, tokens))
-        ternary.append(f"| SmolLM2 {t} | {pct:.2f}% | {same:.0%} |")
+        reference = oracle.logits(plain, tokens)
+        cells = []
+        for variant in VARIANTS.values():
+            pct, same = compare_logits(oracle.logits(load(path, **variant), tokens), reference)
+            cells.append(f"{pct:.2f}% | {same:.0%}")
+        ternary.append(f"| SmolLM2 {t} | " + " | ".join(cells) + " |")
         print(ternary[-1], flush=True)
     update_section("NOISE", f"c=512, {args.chunks} chunks per text, llama-cpp-python {oracle.version()}.\n"
                             f"Command: `python bench/llamacpp_noise.py --types {args.types} --ternary {args.ternary} "
