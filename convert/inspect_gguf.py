@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 
 import numpy as np
@@ -67,4 +68,15 @@ def render_text(d: dict) -> str:
 
 
 def render_json(d: dict) -> str:
-    return json.dumps(d, ensure_ascii=False, indent=1)
+    """Strict JSON: a NaN or infinite float in the metadata (JSON has neither) becomes its name as a string."""
+    return json.dumps(_strict(d), ensure_ascii=False, indent=1, allow_nan=False)
+
+
+def _strict(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    return v

@@ -159,7 +159,18 @@ def build_plan(path: str, preset: str | None = None, overrides=(), has_imatrix: 
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_file_type(ftype)
         kv.update((k, v) for k, v in w.kv_data[0].items() if k != gguf.Keys.General.ARCHITECTURE)
+    check_consistent(kv, tensors)
     return ConversionPlan(model, arch, preset, tensors, list(kv.items()), facts)
+
+
+def check_consistent(kv: dict, tensors: list[Planned]) -> None:
+    """The metadata written describes the tensors written, as the runtime (kvant's and llama.cpp's loader) will
+    check: a config.json that disagrees with its checkpoint is refused before any output exists."""
+    from kvant.runtime.config import Config, UnsupportedModelError, check_shapes
+    try:
+        check_shapes({t.name: t.shape for t in tensors}, Config.from_metadata({k: v.value for k, v in kv.items()}))
+    except UnsupportedModelError as e:
+        raise ModelDirError(f"config.json does not match the checkpoint: {e}") from None
 
 
 def general_metadata(model: HFModel, total_params: int) -> gguf.Metadata:

@@ -62,6 +62,18 @@ class Config:
     attn_scale: float = 0.0            # derived: 1/sqrt(head_dim_k)
 
     def __post_init__(self):
+        for name in ("n_layer", "d_model", "n_head", "n_kv_head", "head_dim_k", "head_dim_v", "d_ff", "n_vocab",
+                     "n_ctx_train", "n_rot"):
+            if getattr(self, name) <= 0:
+                raise UnsupportedModelError(f"invalid GGUF metadata: {self.arch} {name} = {getattr(self, name)}")
+        if self.n_head % self.n_kv_head:
+            raise UnsupportedModelError(f"invalid GGUF metadata: {self.n_head} attention heads are not a multiple of "
+                                        f"{self.n_kv_head} KV heads")
+        if self.n_rot % 2 or self.n_rot > self.head_dim_k:
+            raise UnsupportedModelError(f"invalid GGUF metadata: rope.dimension_count {self.n_rot} for heads of "
+                                        f"{self.head_dim_k}")
+        if not self.rms_eps > 0 or not self.rope_base > 0:
+            raise UnsupportedModelError("invalid GGUF metadata: the RMS epsilon and the RoPE base must be positive")
         object.__setattr__(self, "attn_scale", 1.0 / math.sqrt(self.head_dim_k))
 
     @classmethod
@@ -75,7 +87,7 @@ class Config:
         d_model = int(_key(md, arch, "embedding_length"))
         n_head = _per_layer_first(_key(md, arch, "attention.head_count"))
         n_kv_head = _per_layer_first(md.get(f"{arch}.attention.head_count_kv", n_head))
-        head_k = int(md.get(f"{arch}.attention.key_length", d_model // n_head))
+        head_k = int(md.get(f"{arch}.attention.key_length", d_model // max(n_head, 1)))
         head_v = int(md.get(f"{arch}.attention.value_length", head_k))
         window = int(md.get(f"{arch}.attention.sliding_window", 0) or 0)
         scaling = md.get(f"{arch}.rope.scaling.type", "none")
@@ -141,3 +153,40 @@ def _swa_layers(pattern, default_pattern, n_layer, window):
     if n <= 0:
         return (True,) * n_layer
     return tuple(i % n < n - 1 for i in range(n_layer))
+
+
+def expected_shapes(cfg: Config) -> dict:
+    """The shape (numpy order: rows, row length) every tensor must have for this configuration, by name suffix
+    ("blk.N." removed), as llama.cpp's loader checks them: a file whose metadata disagrees with its tensors is
+    refused before any kernel reads past a row."""
+    d, ff = cfg.d_model, cfg.d_ff
+    q, k, v = cfg.n_head * cfg.head_dim_k, cfg.n_kv_head * cfg.head_dim_k, cfg.n_kv_head * cfg.head_dim_v
+    att = cfg.n_head * cfg.head_dim_v
+    return {
+        "token_embd.weight": (cfg.n_vocab, d), "output.weight": (cfg.n_vocab, d), "output_norm.weight": (d,),
+        "attn_norm.weight": (d,), "attn_q.weight": (q, d), "attn_k.weight": (k, d), "attn_v.weight": (v, d),
+        "attn_output.weight": (d, att), "attn_q.bias": (q,), "attn_k.bias": (k,), "attn_v.bias": (v,),
+        "attn_output.bias": (d,), "attn_q_norm.weight": (cfg.head_dim_k,), "attn_k_norm.weight": (cfg.head_dim_k,),
+        "attn_sub_norm.weight": (att,), "post_attention_norm.weight": (d,), "ffn_norm.weight": (d,),
+        "ffn_gate.weight": (ff, d), "ffn_up.weight": (ff, d), "ffn_down.weight": (d, ff),
+        "ffn_sub_norm.weight": (ff,), "post_ffw_norm.weight": (d,),
+    }
+
+
+def _suffix(name):
+    return name.split(".", 2)[2] if name.startswith("blk.") else name
+
+
+def check_shapes(shapes: dict, cfg: Config) -> None:
+    """Every tensor (name -> shape, numpy order) the model reads has the shape its metadata implies."""
+    expected = expected_shapes(cfg)
+    for name, shape in shapes.items():
+        want = expected.get(_suffix(name))
+        if want is not None and tuple(shape) != want:
+            raise UnsupportedModelError(
+                f"tensor {name} has shape {_ne(shape)}, but the {cfg.arch}.* metadata implies {_ne(want)}")
+
+
+def _ne(shape):
+    """A shape as llama.cpp prints it (ne order: row length first)."""
+    return "[" + ", ".join(str(n) for n in reversed(shape)) + "]"

@@ -9,7 +9,7 @@ import numpy as np
 
 from kvant.formats.dequant import RowReader, dequantize
 from kvant.runtime import kernels
-from kvant.runtime.config import Config, UnsupportedModelError
+from kvant.runtime.config import Config, UnsupportedModelError, check_shapes
 from kvant.runtime.decode import ABSENT, LayerStep
 from kvant.runtime.kernels import ops
 from kvant.runtime.kernels.actquant import VEC_DOT
@@ -100,6 +100,7 @@ def check_weights(gguf, cfg: Config):
     for name in names:
         if name not in gguf.tensors:
             raise UnsupportedModelError(f"tensor {name} is missing from the file")
+    check_shapes({name: info.shape for name, info in gguf.tensors.items()}, cfg)
     for name, info in gguf.tensors.items():
         is_matrix = len(info.shape) == 2 and name != "token_embd.weight" or name == "output.weight"
         if is_matrix and info.ggml_type.name not in kernels.SUPPORTED_TYPES:

@@ -92,6 +92,13 @@ def tensor_info_offset(path, tensor_name):
     return pos + len(key)
 
 
+def metadata_value_offset(path, key):
+    """Byte offset of a scalar metadata value: after the key's length (u64), the key and its value type (u32)."""
+    data = open(path, "rb").read()
+    encoded = np.uint64(len(key)).tobytes() + key.encode()
+    return data.index(encoded) + len(encoded) + 4
+
+
 def patch(path, offset, value_bytes):
     with open(path, "r+b") as f:
         f.seek(offset)

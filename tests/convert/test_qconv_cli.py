@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convert_helpers import HF, f32_files  # noqa: F401 (a fixture)
@@ -58,6 +59,23 @@ def test_unsupported_architecture_is_named(tmp_path, capsys):
     out = tmp_path / "o.gguf"
     code, _, err = run(["to-gguf", str(d), "-o", str(out)], capsys)
     assert_one_line_error(code, err, "FalconMambaForCausalLM", "LlamaForCausalLM")
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("hidden_size", 320, "metadata implies"),
+    ("vocab_size", 1000, "metadata implies"),
+    ("num_attention_heads", 0, "n_head = 0"),
+])
+def test_config_that_contradicts_the_tensors(tmp_path, capsys, key, value, needle):
+    """llama.cpp's converter writes such a file and its loader refuses it ("wrong shape"); qconv refuses first."""
+    d = broken_copy(tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg[key] = value
+    (d / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.gguf"
+    code, _, err = run(["to-gguf", str(d), "-o", str(out), "-t", "Q8_0"], capsys)
+    assert_one_line_error(code, err, "config.json does not match the checkpoint", needle)
     assert not out.exists() and not leftovers(tmp_path)
 
 
@@ -180,6 +198,18 @@ def test_inspect_text_and_json(capsys, f32_files):
     assert t["blk.0.attn_q.weight"] == {**t["blk.0.attn_q.weight"], "shape": [256, 256], "type": "F32",
                                         "bytes": 262144}
     assert d["metadata"]["tokenizer.ggml.tokens"]["count"] == 512
+
+
+def test_inspect_json_is_strict_with_a_nan_value(tmp_path, capsys, f32_files):
+    from tiny_model import metadata_value_offset, patch
+    path = tmp_path / "nan.gguf"
+    shutil.copy(f32_files["gemma3"], path)
+    patch(str(path), metadata_value_offset(str(path), "gemma3.attention.layer_norm_rms_epsilon"),
+          np.float32(np.nan).tobytes())
+    code, out, err = run(["inspect", "--json", str(path)], capsys)
+    assert code == 0, err
+    d = json.loads(out, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
+    assert d["metadata"]["gemma3.attention.layer_norm_rms_epsilon"] == "nan"
 
 
 # ---------------------------------------------------------------- importance matrices

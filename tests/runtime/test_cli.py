@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kvant.runtime.cli import main
-from tiny_model import patch, tensor_info_offset, write_tiny_model
+from tiny_model import D_FF, metadata_value_offset, patch, tensor_info_offset, write_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_generate_greedy_matches_api(capsys, tiny):
     code, out, err = run(capsys, "generate", tiny, "-p", "the the", "-n", "12", "--temp", "0", "-t", "1")
     assert code == 0, err
     expected = Model(tiny).generate("the the", max_tokens=12, temperature=0)
-    assert out == expected + "\n"
+    assert out == expected          # the text alone: a newline is added only on a terminal
 
 
 def test_tokenize_ids_is_one_json_list(capsys, tiny):
@@ -97,6 +97,11 @@ def bad_files(tmp_path, tiny):
                                         np.uint32(99).tobytes()),
         "offset-past-eof": lambda p: patch(p, tensor_info_offset(p, "blk.1.ffn_down.weight") + 4 + 16 + 4,
                                            np.uint64(1 << 40).tobytes()),
+        # metadata that contradicts the tensors: kernels would read past rows (it corrupted the heap before)
+        "ffn-length": lambda p: patch(p, metadata_value_offset(p, "llama.feed_forward_length"),
+                                      np.uint32(D_FF - 32).tobytes()),
+        "no-heads": lambda p: patch(p, metadata_value_offset(p, "llama.attention.head_count"),
+                                    np.uint32(0).tobytes()),
     }.items():
         p = tmp_path / f"{name}.gguf"
         p.write_bytes(data)
@@ -109,6 +114,7 @@ def bad_files(tmp_path, tiny):
 EXPECTED = {
     "truncated": "", "header-cut": "", "random": "", "empty": "",
     "unknown-type": "99", "offset-past-eof": "", "unsupported-arch": "mamba",
+    "ffn-length": f"metadata implies [64, {D_FF - 32}]", "no-heads": "n_head = 0",
 }
 
 
@@ -141,6 +147,18 @@ def test_bad_arguments_one_line_error(capsys, argv, needle, tmp_path, monkeypatc
     code, out, err = run(capsys, *argv)
     lines = err.strip().splitlines()
     assert code != 0 and len(lines) == 1 and needle in lines[0], err
+
+
+def test_generate_stops_cleanly_at_the_end_of_the_context(capsys, tiny):
+    code, out, err = run(capsys, "generate", tiny, "-p", "the the the", "-n", "200", "-c", "8", "--temp", "0",
+                         "-t", "1")
+    assert code == 0, err
+    assert "Traceback" not in err and (err == "" or "end of the context" in err)
+
+
+def test_prompt_that_is_not_utf8_is_one_line(capsys, tiny):
+    code, out, err = run(capsys, "generate", tiny, "-p", "\udcff hi", "-n", "2")   # argv byte 0xff, as Python sees it
+    assert code == 1 and out == "" and err.count("\n") == 1 and "UTF-8" in err, err
 
 
 def test_console_script_bad_file_no_traceback(tmp_path):
