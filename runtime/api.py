@@ -24,6 +24,7 @@ from kvant.runtime.textstream import TextStream
 from kvant.runtime.tokenizer import Tokenizer
 
 DEFAULT_N_CTX = 4096
+MIN_PERPLEXITY_CTX = 4       # half a chunk is context, the rest is scored: fewer tokens leave nothing to score
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Stats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    context_full: bool = False     # generation stopped because the context had no room for another token
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Model:
         compiled (the CLI announces a first-run compile there)."""
         t0 = time.perf_counter()
         KVCache.check_type(kv_type)
+        if n_ctx is not None and int(n_ctx) <= 0 or int(n_batch) <= 0:
+            raise ValueError(f"n_ctx and n_batch must be positive (n_ctx={n_ctx}, n_batch={n_batch})")
         self.path = resolve_model(model)
         threads.configure(n_threads)
         self.file = open_gguf(self.path)
@@ -98,8 +102,10 @@ class Model:
             ids = [self.tokenizer.bos_id] + ids
         return ids
 
-    def detokenize(self, ids) -> str:
-        return self.tokenizer.decode(list(ids))
+    def detokenize(self, ids, special: bool = False) -> str:
+        """Text of token ids; special=True also renders control tokens (BOS, <|im_start|>, ...) as their text,
+        as llama-cpp-python's detokenize(special=True)."""
+        return self.tokenizer.decode(list(ids), special=special)
 
     # -- evaluation --------------------------------------------------------------------------------------------
     def reset(self):
@@ -112,6 +118,9 @@ class Model:
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("nothing to evaluate: the prompt is empty")
+        bad = next((t for t in tokens if not 0 <= t < self.config.n_vocab), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.config.n_vocab - 1})")
         if len(tokens) > self.n_ctx:
             raise ContextFullError(f"context full: the prompt has {len(tokens)} tokens, n_ctx is {self.n_ctx}")
         keep = _common_prefix(self._tokens, tokens)
@@ -137,21 +146,26 @@ class Model:
 
     # -- generation --------------------------------------------------------------------------------------------
     def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None):
-        """Yield token ids sampled after prompt_tokens until an end-of-generation token or max_tokens."""
+        """Yield token ids sampled after prompt_tokens until an end-of-generation token, max_tokens, or the end
+        of the context (stats.context_full: the last token yielded is the one that would not fit)."""
         sampler = sampler or Sampler()
         logits = self.eval(prompt_tokens)
         history = list(prompt_tokens)
+        room = self.n_ctx - len(prompt_tokens) + 1
+        limit = min(max_tokens, room)
         t0 = time.perf_counter()
         try:
-            for i in range(max_tokens):
+            for i in range(limit):
                 token = sampler(logits, history)
                 if token in self.stop_ids:
                     break
                 history.append(token)
                 self.stats.generated_tokens += 1
                 yield token
-                if i + 1 < max_tokens:
+                if i + 1 < limit:
                     logits = self._step(token)
+            else:
+                self.stats.context_full = limit < max_tokens
         finally:
             self.stats.decode_seconds = time.perf_counter() - t0
 
@@ -179,6 +193,7 @@ class Model:
     def chat(self, messages, max_tokens: int = 512, *, stream: bool = False, stop=(), **sampling):
         """Answer the last message of a conversation [{"role": ..., "content": ...}, ...] using the file's chat
         template. Earlier turns still in the cache are not computed again."""
+        check_messages(messages)
         text = self.template.render(messages, add_generation_prompt=True)
         # the template writes BOS itself where the model wants one
         tokens = self.tokenizer.encode(text, add_special=False, parse_special=True)
@@ -190,6 +205,8 @@ class Model:
     def perplexity(self, text: str, n_ctx: int = 512, n_chunks: int | None = None, progress=None):
         """llama-perplexity's method: the text's tokens cut into chunks of n_ctx (BOS first where the vocab adds
         one), each run from an empty cache, the negative log-likelihood scored on the second half of each."""
+        if n_ctx < MIN_PERPLEXITY_CTX:
+            raise ValueError(f"perplexity needs chunks of at least {MIN_PERPLEXITY_CTX} tokens (n_ctx={n_ctx})")
         tokens = self.tokenize(text, add_bos=None)
         if len(tokens) < 2 * n_ctx:
             raise ValueError(f"perplexity needs at least {2 * n_ctx} tokens for n_ctx={n_ctx}; "
@@ -230,6 +247,15 @@ class Model:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def check_messages(messages) -> None:
+    """A conversation is a non-empty list of {"role": str, "content": str} (what every chat template reads)."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"message {i} must be a dict with a str 'role' and a str 'content'")
 
 
 def _common_prefix(a, b):

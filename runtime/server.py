@@ -96,8 +96,6 @@ def _stop_strings(body):
 def _sampler(body, defaults: SamplerSettings) -> Sampler:
     changes = {name: value for name, kind in SAMPLING_FIELDS.items()
                if (value := _get(body, name, kind)) is not None}
-    if changes.get("seed", 0) < 0:
-        changes["seed"] = None          # llama.cpp's seed -1: a random one
     try:
         return Sampler(dataclasses.replace(defaults, **changes))
     except ValueError as e:
@@ -110,7 +108,7 @@ def completion_prompt(model, body) -> list[int]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]                # one prompt in a batch of one
     if isinstance(prompt, str):
-        return model.tokenize(prompt, special=True)
+        return _encoded(lambda: model.tokenize(prompt, special=True), "prompt")
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
         n_vocab = model.tokenizer.n_vocab
         bad = [t for t in prompt if not 0 <= t < n_vocab]
@@ -150,7 +148,15 @@ def chat_prompt(model, body) -> list[int]:
     except ValueError as e:               # the template refused the conversation (raise_exception, ...)
         raise RequestError(str(e), "messages") from None
     # the template writes BOS itself where the model wants one
-    return model.tokenizer.encode(text, add_special=False, parse_special=True)
+    return _encoded(lambda: model.tokenizer.encode(text, add_special=False, parse_special=True), "messages")
+
+
+def _encoded(tokenize, field):
+    """tokenize(), its refusal of the text (lone surrogates: not UTF-8) a 400 naming the request's field."""
+    try:
+        return tokenize()
+    except ValueError as e:
+        raise RequestError(str(e), field) from None
 
 
 @dataclass(frozen=True)

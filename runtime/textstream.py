@@ -4,11 +4,12 @@ import codecs
 
 class TextStream:
     """Feed token bytes, get text pieces. A multi-byte character split across tokens is held until complete;
-    text that may be the start of a stop string is held until it is known not to be one."""
+    text that may be the start of a stop string is held until it is known not to be one. stop: one string or
+    several."""
 
     def __init__(self, stop=()):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stop = [s for s in stop if s]
+        self._stop = [s for s in ((stop,) if isinstance(stop, str) else stop) if s]
         self._held = ""
         self.stopped = False
 
@@ -19,8 +20,9 @@ class TextStream:
         return self._release(final=False)
 
     def flush(self) -> str:
-        if not self.stopped:
-            self._held += self._decoder.decode(b"", final=True)
+        """The text still held. The bytes of a character the generation stopped in the middle of are dropped
+        (they would print as U+FFFD)."""
+        self._decoder.reset()
         return self._release(final=True)
 
     def _release(self, final):

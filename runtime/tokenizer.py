@@ -25,6 +25,17 @@ from .pretokenize import PRE_TOKENIZERS
 K = Keys.Tokenizer
 
 
+def check_text(text) -> None:
+    """Text to tokenize is a str of Unicode characters that UTF-8 can hold: a command-line argument or a file with
+    bytes that are not UTF-8 arrives as lone surrogates (Python's surrogateescape), and so can a JSON string."""
+    if not isinstance(text, str):
+        raise TypeError(f"text to tokenize must be a str, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"the text is not valid UTF-8 (at character {e.start}: {text[e.start]!r})") from None
+
+
 class TokenizerError(ValueError):
     """The metadata does not describe a tokenizer kvant can build."""
 
@@ -163,6 +174,7 @@ class Tokenizer:
 
         add_special adds BOS / EOS where the model asks for them (add_bos / add_eos); parse_special turns the text
         of control tokens (e.g. "<|im_start|>") into those tokens. User-defined tokens are always matched."""
+        check_text(text)
         parts = self._split_special(text, parse_special) if text else []
         raw = [p for p in parts if isinstance(p, str)]
         prev_special = [k == 0 or not isinstance(parts[k - 1], str) for k, p in enumerate(parts) if isinstance(p, str)]

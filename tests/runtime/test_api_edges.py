@@ -1,0 +1,87 @@
+"""The Python API at its edges, on a tiny random model: what it refuses (with a clear exception) and how it ends a
+generation (stop strings, the end of the context, a character cut in the middle)."""
+import pytest
+
+from kvant.runtime import Model
+from kvant.runtime.sampling import NonFiniteLogitsError, Sampler, SamplerSettings
+from kvant.runtime.textstream import TextStream
+from tiny_model import write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    with Model(tiny, n_threads=1, n_ctx=64) as m:
+        yield m
+
+
+def test_generation_stops_at_the_end_of_the_context(tiny):
+    with Model(tiny, n_threads=1, n_ctx=16) as m:
+        m.stop_ids = frozenset()            # a random model may sample its end-of-generation token: not here
+        prompt = m.tokenize("the the the")
+        ids = list(m.generate_tokens(prompt, max_tokens=100, sampler=Sampler(SamplerSettings(temperature=0))))
+        assert m.stats.context_full and len(prompt) + len(ids) == 16 + 1     # the last one is never stepped
+
+
+def test_room_left_is_not_context_full(model):
+    list(model.generate("the the", max_tokens=3, temperature=0, stream=True))
+    assert not model.stats.context_full
+
+
+def test_a_str_stop_is_one_stop_string():
+    stream = TextStream(stop="ab")
+    assert stream.feed(b"a b ") == "a b "          # the letters alone do not stop
+    assert stream.feed(b"xab") == "x" and stream.stopped
+
+
+def test_a_character_cut_at_the_end_is_dropped_not_replaced():
+    stream = TextStream()
+    assert stream.feed("дед".encode()[:-1]) == "де"    # half of the last "д" held
+    assert stream.flush() == ""
+
+
+@pytest.mark.parametrize("text, error", [(None, TypeError), (b"hi", TypeError), ("\udcff hi", ValueError)])
+def test_tokenize_refuses_what_is_not_utf8_text(model, text, error):
+    with pytest.raises(error):
+        model.tokenize(text)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.eval([-5]),
+    lambda m: m.eval([10 ** 6]),
+    lambda m: m.chat([]),
+    lambda m: m.chat([{"role": "user", "content": None}]),
+    lambda m: m.perplexity("the " * 200, n_ctx=2),
+])
+def test_bad_arguments_raise_value_error(model, call):
+    with pytest.raises(ValueError):
+        call(model)
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_ctx=-5), dict(n_ctx=0), dict(n_batch=0)])
+def test_bad_model_options_raise_value_error(tiny, kwargs):
+    with pytest.raises(ValueError):
+        Model(tiny, **kwargs)
+
+
+def test_detokenize_renders_control_tokens_only_when_asked(model):
+    ids = [model.tokenizer.bos_id] + model.tokenize("the", add_bos=False)
+    assert model.detokenize(ids) == model.detokenize(ids[1:])
+    assert model.detokenize(ids, special=True).startswith(model.tokenizer.token_bytes(ids[0]).decode())
+
+
+def test_seed_minus_one_is_random_as_in_llamacpp():
+    assert SamplerSettings(seed=-1).seed is None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_nan_logits_are_an_error_not_a_token(temperature):
+    import numpy as np
+    logits = np.zeros(10, np.float32)
+    logits[3] = np.nan
+    with pytest.raises(NonFiniteLogitsError):
+        Sampler(SamplerSettings(temperature=temperature, seed=0))(logits)
