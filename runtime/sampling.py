@@ -78,9 +78,10 @@ class NonFiniteLogitsError(ArithmeticError):
     """The model computed NaN or infinite logits: its weights hold such values (a corrupt or broken file)."""
 
 
-def _check_finite(top_logit):
-    if not np.isfinite(top_logit):
-        raise NonFiniteLogitsError(f"the model's logits are {top_logit} (NaN or infinite weights in the file?)")
+def _check_finite(candidates):
+    """candidates: logits sorted best first (NaN sorts last, or first for argmax)."""
+    if np.isinf(candidates[0]) or np.isnan(candidates).any():
+        raise NonFiniteLogitsError("the model's logits are NaN or infinite (NaN or infinite weights in the file?)")
 
 
 class Sampler:
@@ -96,12 +97,10 @@ class Sampler:
         logits = penalize_repeats(logits, recent, s.repeat_penalty)
         if s.temperature == 0:
             best = int(np.argmax(logits))         # the first NaN, if there is one
-            _check_finite(logits[best])
+            _check_finite(logits[best:best + 1])
             return best
         ids, values = top_k(np.arange(len(logits)), logits.astype(np.float64), s.top_k)
-        _check_finite(values[0])
-        if np.isnan(values).any():      # sorted last: the best is a number, but the draw would see the NaN
-            _check_finite(np.nan)
+        _check_finite(values)
         ids, values = top_p(ids, values, s.top_p)
         ids, values = min_p(ids, values, s.min_p)
         probs = softmax(values / s.temperature)
