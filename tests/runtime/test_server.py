@@ -240,6 +240,9 @@ def test_a_failure_in_the_model_is_a_500_or_a_last_error_event(model, monkeypatc
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text parts"),
     ("/v1/chat/completions", {"messages": HELLO, "max_completion_tokens": 1.5}, "'max_completion_tokens'"),
+    # JSON may escape a lone surrogate, which no UTF-8 text holds
+    ("/v1/completions", b'{"prompt": "\\ud800 hi"}', "not valid UTF-8"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udcff hi"}]}', "not valid UTF-8"),
 ])
 def test_bad_request_is_a_400_with_an_openai_error(client, path, body, needle):
     r = client.post(path, content=body) if isinstance(body, bytes) else client.post(path, json=body)
