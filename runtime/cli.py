@@ -104,6 +104,8 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
     sampling = _sampling(kw)
     m = _load(model, threads, n_ctx, kv_type)
     interactive = sys.stdin.isatty()
+    if hasattr(sys.stdin, "reconfigure"):       # bytes that are not UTF-8 reach the check that names them
+        sys.stdin.reconfigure(errors="surrogateescape")
     messages = [{"role": "system", "content": system}] if system else []
     if interactive:
         click.echo("kvant chat: type a message; /exit or Ctrl-D ends.", err=True)
@@ -118,10 +120,15 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
             continue
         messages.append({"role": "user", "content": text})
         answer = []
-        for piece in m.chat(messages, max_tokens, stream=True, **sampling):
-            answer.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+        try:
+            for piece in m.chat(messages, max_tokens, stream=True, **sampling):
+                answer.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except ValueError as e:     # this message cannot be sent (not UTF-8, refused by the template): the chat goes on
+            messages.pop()
+            click.echo(f"qrun: {e}", err=True)
+            continue
         sys.stdout.write("\n")
         sys.stdout.flush()
         messages.append({"role": "assistant", "content": "".join(answer)})

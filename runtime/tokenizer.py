@@ -33,7 +33,7 @@ def check_text(text) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"the text is not valid UTF-8 (at character {e.start}: {text[e.start]!r})") from None
+        raise ValueError(f"the text is not valid UTF-8 ({text[e.start]!r} is not a character)") from None
 
 
 class TokenizerError(ValueError):

@@ -191,3 +191,13 @@ def _numbers(line):
     return {"prompt": int(words[1]), "reused": int(words[3]), "prefilled": int(words[5]),
             "generated": int(words[7]), "tok_s": float(words[9]), "prefill_s": float(words[12]),
             "generation_s": float(words[15])}
+
+
+def test_chat_line_that_is_not_utf8_is_reported_and_the_chat_goes_on(tiny, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "--stats", "--temp", "0", "-n", "4",
+                        "-t", "1"], input=b"\xff\xfe hello\nhello there\n/exit\n", capture_output=True,
+                       timeout=300, env={**os.environ, "KVANT_CACHE": str(tmp_path)})
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "not valid UTF-8" in err and "Traceback" not in err
+    assert sum(line.startswith("[prompt") for line in err.splitlines()) == 1     # the second line was answered
