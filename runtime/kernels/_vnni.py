@@ -51,56 +51,44 @@ def _data(context, builder, arr_type, arr, elem):
     return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
 
 
-def _pairs_dot(load_codes, lane_blocks, wd_shift=0):
-    """codegen of sum over 2*npairs 32-blocks b of fp16(wd[b]) * xd[b] * (block dot of codes and xq):
-    load_codes(builder, wq_p, i) gives the 64 weight codes of block pair i (unsigned bytes), in the order xq holds
-    them; lane_blocks: which of the pair's two blocks (0, 1) each of the 16 int32 lanes (4 codes each) belongs to;
-    wd_shift: wd holds one scale per 2**wd_shift 32-blocks (xd always one per 32-block)."""
+def _steps_dot(load_codes):
+    """codegen of the sum over nsteps groups of 64 elements of wd[g // 4] * xd[2 g] * (the int32 dot of the group's
+    weight codes and xq): load_codes(builder, wq_p, g) gives the group's 64 codes (unsigned bytes) in the order xq
+    holds them; wd (f32, or u16 holding fp16) one scale per 256 elements, xd per 32 as Q8_K writes it (one value per
+    256 repeated: a group's two blocks share it)."""
     def codegen(context, builder, signature, args):
         wq_p = _data(context, builder, signature.args[0], args[0], _I8)
         wd_f32 = signature.args[1].dtype == types.float32
         wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
         xq_p = _data(context, builder, signature.args[2], args[2], _I8)
         xd_p = _data(context, builder, signature.args[3], args[3], _F32)
-        n = builder.sext(args[4], _I64) if args[4].type.width < 64 else args[4]
-        module = builder.module
+        n = _as_i64(builder, args[4])
         dpbusd = declare_dpbusd(builder)
-        fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+        fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
 
         entry = builder.block
-        head = builder.append_basic_block("pairs.head")
-        body = builder.append_basic_block("pairs.body")
-        done = builder.append_basic_block("pairs.done")
+        head = builder.append_basic_block("steps.head")
+        body = builder.append_basic_block("steps.body")
+        done = builder.append_basic_block("steps.done")
         builder.branch(head)
 
         builder.position_at_end(head)
-        i = builder.phi(_I64)
+        g = builder.phi(_I64)
         acc = builder.phi(_V16F)
-        i.add_incoming(ir.Constant(_I64, 0), entry)
+        g.add_incoming(_c64(0), entry)
         acc.add_incoming(ir.Constant(_V16F, None), entry)
-        builder.cbranch(builder.icmp_signed("<", i, n), body, done)
+        builder.cbranch(builder.icmp_signed("<", g, n), body, done)
 
         builder.position_at_end(body)
-        w = load_codes(builder, wq_p, i)
-        x = builder.load(builder.bitcast(builder.gep(xq_p, [builder.mul(i, ir.Constant(_I64, 64))]),
-                                         _V64I8.as_pointer()), align=1)
-        dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
-
-        def block_scale(b):
-            wd_b = builder.load(builder.gep(wd_p, [builder.ashr(b, ir.Constant(_I64, wd_shift)) if wd_shift else b]))
-            if not wd_f32:
-                wd_b = builder.fpext(builder.bitcast(wd_b, ir.HalfType()), _F32)
-            return builder.fmul(wd_b, builder.load(builder.gep(xd_p, [b])))
-
-        first = builder.mul(i, ir.Constant(_I64, 2))
-        scales = builder.insert_element(ir.Constant(_V16F, None), block_scale(first), ir.Constant(_I32, 0))
-        scales = builder.insert_element(scales, block_scale(builder.add(first, ir.Constant(_I64, 1))),
-                                        ir.Constant(_I32, 8))
-        scales = builder.shuffle_vector(scales, scales,
-                                        ir.Constant(ir.VectorType(_I32, 16), [8 * b for b in lane_blocks]))
-        product = builder.fmul(builder.sitofp(dot, _V16F), scales, flags=("contract",))
+        x = _vec_load(builder, xq_p, builder.mul(g, _c64(64)), _V64I8)
+        dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), load_codes(builder, wq_p, g), x])
+        wd = builder.load(builder.gep(wd_p, [builder.ashr(g, _c64(2))]))
+        if not wd_f32:
+            wd = builder.fpext(builder.bitcast(wd, ir.HalfType()), _F32)
+        scale = builder.fmul(wd, builder.load(builder.gep(xd_p, [builder.mul(g, _c64(2))])))
+        product = builder.fmul(builder.sitofp(dot, _V16F), _splat(builder, scale, _V16F), flags=("contract",))
         new_acc = builder.fadd(acc, product, flags=("contract",))
-        i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), body)
+        g.add_incoming(builder.add(g, _c64(1)), body)
         acc.add_incoming(new_acc, body)
         builder.branch(head)
 
@@ -109,11 +97,11 @@ def _pairs_dot(load_codes, lane_blocks, wd_shift=0):
     return codegen
 
 
-def _pairs_signature(wq, wd, xq, xd, npairs, code_dtype):
+def _steps_signature(wq, wd, xq, xd, nsteps, code_dtype):
     ok = (isinstance(wq, types.Array) and wq.dtype == code_dtype and isinstance(xq, types.Array)
           and xq.dtype == types.int8 and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
-          and isinstance(xd, types.Array) and xd.dtype == types.float32 and isinstance(npairs, types.Integer))
-    return types.float32(wq, wd, xq, xd, npairs) if ok else None
+          and isinstance(xd, types.Array) and xd.dtype == types.float32 and isinstance(nsteps, types.Integer))
+    return types.float32(wq, wd, xq, xd, nsteps) if ok else None
 
 
 def _load_crumbs(builder, wq_p, i):
@@ -133,8 +121,8 @@ def _load_crumbs(builder, wq_p, i):
 def crumb_steps_dot(typingctx, wq, wd, xq, xd, nsteps):
     """sum over nsteps groups of 64 elements of a CRUMB row (codes 0..3, multiplied as they are) with xq in
     _load_crumbs' order: wd one f32 scale per 256 elements, xd one per 32."""
-    sig = _pairs_signature(wq, wd, xq, xd, nsteps, types.uint8)
-    return (sig, _pairs_dot(_load_crumbs, [0] * 16, wd_shift=3)) if sig is not None else None
+    sig = _steps_signature(wq, wd, xq, xd, nsteps, types.uint8)
+    return (sig, _steps_dot(_load_crumbs)) if sig is not None else None
 
 
 # ---------------------------------------------------------------- K-quants: one 256-element super-block a step
