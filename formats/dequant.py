@@ -68,13 +68,12 @@ class RowReader:
     took 80 us a decoded token)."""
 
     def __init__(self, raw: np.ndarray, ggml_type):
-        self.gt, (self._kernel, self._tables) = _codec(ggml_type)
+        self.gt, self._codec = _codec(ggml_type)
         raw = np.asarray(raw)
         if raw.ndim != 2:
             raise ValueError(f"a row reader needs a 2-D (rows, row_bytes) array, got shape {raw.shape}")
         self.raw = _as_rows(raw, self.gt)
         self.n_rows = self.raw.shape[0]
-        self.n_cols = self.raw.shape[1] // self.gt.type_size * self.gt.block_size
 
     def __call__(self, rows) -> np.ndarray:
         """float32 (len(rows), cols). Negative indices count from the end, as in numpy."""
@@ -86,10 +85,7 @@ class RowReader:
         bad = (idx < -n) | (idx >= n)
         if bad.any():
             raise IndexError(f"row {int(idx[bad][0])} out of range for a tensor of {n} rows")
-        out = np.empty((idx.shape[0], self.n_cols), dtype=np.float32)
-        if out.size:
-            self._kernel(out, self.raw, np.where(idx < 0, idx + n, idx), *self._tables)
-        return out
+        return _run(self.raw, self.gt, self._codec, np.where(idx < 0, idx + n, idx))
 
 
 def dequantize_rows(raw: np.ndarray, ggml_type, rows) -> np.ndarray:
