@@ -118,9 +118,7 @@ class Model:
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("nothing to evaluate: the prompt is empty")
-        bad = next((t for t in tokens if not 0 <= t < self.config.n_vocab), None)
-        if bad is not None:
-            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.config.n_vocab - 1})")
+        self.tokenizer.check_ids(tokens)      # the embedding has as many rows (check_weights)
         if len(tokens) > self.n_ctx:
             raise ContextFullError(f"context full: the prompt has {len(tokens)} tokens, n_ctx is {self.n_ctx}")
         keep = _common_prefix(self._tokens, tokens)

@@ -108,12 +108,9 @@ def completion_prompt(model, body) -> list[int]:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]                # one prompt in a batch of one
     if isinstance(prompt, str):
-        return _encoded(lambda: model.tokenize(prompt, special=True), "prompt")
+        return _checked(lambda: model.tokenize(prompt, special=True), "prompt")
     if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):
-        n_vocab = model.tokenizer.n_vocab
-        bad = [t for t in prompt if not 0 <= t < n_vocab]
-        if bad:
-            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})", "prompt")
+        _checked(lambda: model.tokenizer.check_ids(prompt), "prompt")
         return list(prompt)
     if prompt is None:
         raise RequestError("'prompt' is required", "prompt")
@@ -148,13 +145,14 @@ def chat_prompt(model, body) -> list[int]:
     except ValueError as e:               # the template refused the conversation (raise_exception, ...)
         raise RequestError(str(e), "messages") from None
     # the template writes BOS itself where the model wants one
-    return _encoded(lambda: model.tokenizer.encode(text, add_special=False, parse_special=True), "messages")
+    return _checked(lambda: model.tokenizer.encode(text, add_special=False, parse_special=True), "messages")
 
 
-def _encoded(tokenize, field):
-    """tokenize(), its refusal of the text (lone surrogates: not UTF-8) a 400 naming the request's field."""
+def _checked(call, field):
+    """call(), its refusal of the request's input (text that is not UTF-8, ids outside the vocabulary) a 400 naming
+    the request's field."""
     try:
-        return tokenize()
+        return call()
     except ValueError as e:
         raise RequestError(str(e), field) from None
 

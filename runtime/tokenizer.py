@@ -234,6 +234,12 @@ class Tokenizer:
             piece = cache[token_id] = self._piece(token_id, special)
         return piece
 
+    def check_ids(self, ids) -> None:
+        """Every id names a token of this vocabulary (a ValueError names the first that does not)."""
+        bad = next((t for t in ids if not 0 <= t < self.n_vocab), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.n_vocab - 1})")
+
     def _piece(self, token_id: int, special: bool) -> bytes:
         if not 0 <= token_id < self.n_vocab:
             raise IndexError(f"token id {token_id} out of range (vocabulary of {self.n_vocab})")
