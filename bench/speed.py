@@ -16,8 +16,9 @@ llama-cpp-python, qrun generate, the Python API, the start-up runs; then again),
   cache empty: every kvant process of a file gets NUMBA_CACHE_DIR = a fresh temporary directory, which numba
   prefers over the in-tree __pycache__ for every cache=True function, installed or editable; the cold run fills it,
   so all later kvant runs of that file are warm) and warm, llama-cpp-python (load + first token).
-- What users run: `qrun generate -n --user-tokens --temp 0 --stats` and the Python API's Model.generate (streamed,
-  detokenized, written to stdout) against `qrun bench`'s tg.
+- What users run: `qrun generate -n --user-tokens --seed 1 --stats` and the Python API's Model.generate (streamed,
+  detokenized, written to stdout), both with the default sampler (llama.cpp's: top-k 40 over the whole vocabulary
+  every token), against `qrun bench`'s tg.
 Writes the SPEED section of bench/RESULTS.md.
 """
 import argparse
@@ -37,6 +38,7 @@ from results import update_section  # noqa: E402
 
 LLAMA_BENCH = os.path.join(HERE, ".work", "llama.cpp-build", "bin", "llama-bench")
 TIMEOUT_S = 3600
+USER_SEED = 1        # sampled generation, repeatable
 
 # the prompt of the start-up and user runs: an English text long enough for 128 tokens in every tokenizer here
 TEXT = (
@@ -117,12 +119,13 @@ print(json.dumps(t))
 _KVANT_API = r"""
 import json, sys, time
 path, n_gen, threads, text = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+SEED = int(sys.argv[5])
 from kvant.runtime import Model
 m = Model(path, n_threads=threads)
 out = {}
 for call in ("first", "second"):
     t0 = time.perf_counter()
-    for piece in m.generate(text, n_gen, temperature=0, stream=True):
+    for piece in m.generate(text, n_gen, seed=SEED, stream=True):   # llama.cpp's default sampling
         sys.stdout.write(piece)
         sys.stdout.flush()
     seconds = time.perf_counter() - t0 - m.stats.prefill_seconds
@@ -199,7 +202,7 @@ def llama_ttft(path, args, env, n_ctx):
 def qrun_generate(path, args, env):
     try:
         r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "generate", path,
-                            "-p", TEXT[:args.user_prompt_chars], "-n", str(args.user_tokens), "--temp", "0",
+                            "-p", TEXT[:args.user_prompt_chars], "-n", str(args.user_tokens), "--seed", str(USER_SEED),
                             "-t", str(args.threads), "--stats"],
                            capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -215,7 +218,7 @@ def qrun_generate(path, args, env):
 
 def kvant_api(path, args, env):
     return run_json([sys.executable, "-c", _KVANT_API, path, str(args.user_tokens), str(args.threads),
-                     TEXT[:args.user_prompt_chars]], env)
+                     TEXT[:args.user_prompt_chars], str(USER_SEED)], env)
 
 
 # interleaved in this order, --reps times per file
@@ -416,7 +419,8 @@ def main():
         f"cold: numba's cache empty (NUMBA_CACHE_DIR a fresh directory), so it includes compiling every kernel the "
         f"file needs; warm: the same directory filled by the cold run (the best run). "
         f"llama-cpp-python: import, Llama(), first token.\n\n" + "\n".join(start) + "\n\n"
-        f"**What users run.** Tokens/s of generating {args.user_tokens} tokens at --temp 0 after a short prompt "
+        f"**What users run.** Tokens/s of generating {args.user_tokens} tokens with llama.cpp's default sampling "
+        f"(temperature 0.8, top-k 40, top-p 0.95, min-p 0.05; seed {USER_SEED}) after a short prompt "
         f"(TEXT's first {args.user_prompt_chars} characters), wall clock from the prompt's logits to the last token: "
         f"sampling, detokenizing and writing the streamed text included. qrun generate: the `--stats` line (a fresh "
         f"process, so the first decoded token also loads the decode kernels from the cache); API: "

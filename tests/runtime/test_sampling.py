@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kvant.runtime.sampling import Sampler, SamplerSettings, min_p, penalize_repeats, top_k, top_p
+from kvant.runtime.sampling import NonFiniteLogitsError, Sampler, SamplerSettings, min_p, penalize_repeats, top_k, top_p
 
 
 def test_temperature_zero_is_argmax():
@@ -10,9 +10,28 @@ def test_temperature_zero_is_argmax():
 
 
 def test_top_k_keeps_largest_sorted():
-    ids, values = top_k(np.arange(5), np.array([1.0, 5.0, 3.0, 4.0, 2.0]), 3)
+    ids, values = top_k(np.array([1.0, 5.0, 3.0, 4.0, 2.0], np.float32), 3)
     assert ids.tolist() == [1, 3, 2]
     assert values.tolist() == [5.0, 4.0, 3.0]
+
+
+@pytest.mark.parametrize("k", [1, 2, 40, 999, 1000, 0, 5000])
+def test_top_k_equals_a_stable_sort(k):
+    # few distinct values, so ties cross the cut: the lower id wins, as in a stable sort of the whole vocabulary
+    logits = np.random.default_rng(k).integers(-20, 20, 1000).astype(np.float32)
+    logits[[3, 500]] = -np.inf
+    order = np.argsort(-logits.astype(np.float64), kind="stable")[:k or None]
+    ids, values = top_k(logits, k)
+    assert ids.tolist() == order.tolist()
+    assert values.dtype == np.float64 and values.tolist() == logits[order].tolist()
+
+
+@pytest.mark.parametrize("k", [1, 40, 0])
+def test_nan_logits_are_refused(k):
+    logits = np.zeros(100, np.float32)
+    logits[77] = np.nan
+    with pytest.raises(NonFiniteLogitsError):
+        Sampler(SamplerSettings(temperature=1.0, top_k=k, seed=0))(logits)
 
 
 def test_top_p_smallest_prefix_reaching_p():
