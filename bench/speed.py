@@ -10,8 +10,8 @@ r"""Speed side by side, in one run, on the same files and threads: kvant (`qrun 
 Every measurement runs in a fresh process; per file, the processes run interleaved (kvant bench, llama-bench,
 llama-cpp-python, qrun generate, the Python API, the start-up runs; then again), each figure the best of --reps.
 - Speed: prompt processing (pp, one figure per -p length) and generation (tg) tokens/s, the GB/s generation implies
-  (each side's own bytes read per token x tokens/s) and its share of the machine's read bandwidth (measured once
-  first by bench/bandwidth.py), load time and resident memory after the run.
+  (each side's own bytes read per token x tokens/s) and its share of the machine's read bandwidth (bench/bandwidth.py,
+  run in every round beside the others: the best of those runs), load time and resident memory after the run.
 - Start-up: time from process start to the first generated token of a --ttft-prompt-token prompt; kvant cold (numba's
   cache empty: every kvant process of a file gets NUMBA_CACHE_DIR = a fresh temporary directory, which numba
   prefers over the in-tree __pycache__ for every cache=True function, installed or editable; the cold run fills it,
@@ -221,6 +221,12 @@ def kvant_api(path, args, env):
                      TEXT[:args.user_prompt_chars], str(USER_SEED)], env)
 
 
+def bandwidth(path, args, env):
+    """The machine's read bandwidth now (bench/bandwidth.py): it swings between about 34 and 57 GB/s over minutes
+    here (other tenants of the host), so it is measured in every round, beside the runs it is the reference for."""
+    return run_json([sys.executable, os.path.join(HERE, "bandwidth.py"), "--threads", str(args.threads), "--json"])
+
+
 # interleaved in this order, --reps times per file
 RUNS = {
     "kvant": kvant_bench,
@@ -230,6 +236,7 @@ RUNS = {
     "API generate": kvant_api,
     "kvant warm start": kvant_ttft,
     "llama-cpp-python start": llama_ttft,
+    "read bandwidth": bandwidth,
 }
 SIDES = ("kvant", "llama-bench", "llama-cpp-python")          # the rows of the speed table
 STARTS = ("kvant warm start", "llama-cpp-python start")       # taken as whole runs (the fastest), not key by key
@@ -266,10 +273,6 @@ def context_length(path):
         return min(DEFAULT_N_CTX, Config.from_metadata(f.metadata).n_ctx_train)
 
 
-def bandwidth(threads):
-    return run_json([sys.executable, os.path.join(HERE, "bandwidth.py"), "--threads", str(threads), "--json"])
-
-
 def measure_file(path, args):
     """Every run of one file: the cold start first (it fills this file's fresh numba cache), then --reps rounds of
     RUNS interleaved."""
@@ -284,7 +287,9 @@ def measure_file(path, args):
                 runs[name].append(fn(path, args, env, n_ctx) if name in STARTS else fn(path, args, env))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    bws = runs.pop("read bandwidth")
     results = {name: best(r, "ttft_s" if name in STARTS else None) for name, r in runs.items()}
+    results["read bandwidth"] = [r for r in bws if "error" not in r]
     results["kvant cold start"] = cold
     return results
 
@@ -364,9 +369,6 @@ def main():
     files += [(f"random 1.1B llama {t}", tinyllama(t)) for t in args.tinyllama.split(",") if t]
 
     load0 = os.getloadavg()[0]
-    bw = bandwidth(args.threads)
-    read_gb_s = bw.get("gb_s")
-    print(f"read bandwidth: {bw}", flush=True)
     pp_heads = " | ".join(f"pp{n} tok/s" for n in prompts)
     speed = [f"| model | side | {pp_heads} | tg{args.n_gen} tok/s | MB read / token | tg GB/s | % of read bandwidth "
              f"| load s | RSS MB | kvant / llama-bench {', '.join(f'pp{n}' for n in prompts)}, tg{args.n_gen} |",
@@ -375,18 +377,23 @@ def main():
              "| llama-cpp-python s | kvant warm / llama-cpp-python |", "|---|---|---|---|---|---|"]
     user = [f"| model | qrun bench tg{args.n_gen} tok/s | qrun generate tok/s | / bench | API generate, 1st call tok/s "
             "| / bench | API generate, 2nd call tok/s | / bench |", "|---|---|---|---|---|---|---|---|"]
-    ratios = []
+    measured = []
     for label, path in files:
         res = measure_file(path, args)
-        rows = speed_rows(label, res, file_bytes_per_token(path), read_gb_s, prompts)
-        speed += rows
+        measured.append((label, path, res))
+        print(label, json.dumps(res), flush=True)
+    load1 = os.getloadavg()[0]
+    bws = [r for _, _, res in measured for r in res["read bandwidth"]]
+    bw = max(bws, key=lambda r: r["gb_s"]) if bws else {"error": "no bandwidth run succeeded"}
+    read_gb_s = bw.get("gb_s")
+    ratios = []
+    for label, path, res in measured:
+        speed += speed_rows(label, res, file_bytes_per_token(path), read_gb_s, prompts)
         start.append(start_row(label, res))
         user.append(user_row(label, res, args.user_tokens))
         k, ref = res["kvant"], res["llama-bench"]
         if "error" not in k and "error" not in ref:
             ratios.append({key: k[key] / ref[key] for key in ref})
-        print("\n".join(rows + start[-1:] + user[-1:]), flush=True)
-    load1 = os.getloadavg()[0]
 
     command = (f"python bench/speed.py --threads {args.threads} --reps {args.reps} -p {args.n_prompt} "
                f"-n {args.n_gen} --types '{args.types}' --tinyllama '{args.tinyllama}'"
@@ -397,7 +404,9 @@ def main():
         summary = ("Minimum over the files of kvant / llama-bench (the figure that counts): "
                    + ", ".join(f"{k[:-6]} {min(r[k] for r in ratios):.2f}x" for k in keys) + ".\n\n")
     bw_line = ("" if "error" in bw else
-               f"Read bandwidth of this machine (bench/bandwidth.py: a streaming sum over 1 GiB, best of 5): "
+               f"Read bandwidth of this machine (bench/bandwidth.py: a streaming sum over 1 GiB, best of 5, run in every "
+               f"round of every file, the best of the {len(bws)} runs; the slowest gave "
+               f"{min(r['gb_s'] for r in bws):.1f} GB/s): "
                f"**{bw['gb_s']:.1f} GB/s** with numba on {args.threads} threads ({bw['numba_1t_gb_s']:.1f} GB/s on "
                f"1 thread; numpy's sum, 1 thread: {bw['numpy_sum_gb_s']:.1f} GB/s).\n")
     body = (
