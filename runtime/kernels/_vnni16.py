@@ -291,36 +291,45 @@ def iq4_xs16_dot(typingctx, q, sc, d, xq, xd, bs, nsb, out, r0, nr):
 
 
 def _q4k_rows16_codegen(context, builder, signature, args):
-    """16 rows' Q4_K super-blocks in ROWS16 order (kquants_rows16.py): per super-block s, q 2048 bytes (block b,
-    chunk c, row r, byte t at 256 b + 64 c + 4 r + t: low nibble element 32 b + 4 c + t, high nibble element
-    32 b + 16 + 4 c + t), sm 192 bytes (block b, row r: byte 16 b + r = scale | (min >> 4) << 6, the min's low 4
-    bits in byte 128 + 16 (b & 3) + r, nibble b >> 2), d and dm 16 fp16 bits (row r).
+    """16 rows' Q4_K super-blocks in ROWS16 order (kquants_rows16.py): w (nsb, 2304) one record per super-block s:
+    bytes 0-2047 the codes (block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t: low nibble element
+    32 b + 4 c + t, high nibble element 32 b + 16 + 4 c + t), 2048-2239 the scales and mins (block b, row r:
+    byte 2048 + 16 b + r = scale | (min >> 4) << 6, the min's low 4 bits in byte 2176 + 16 (b & 3) + r, nibble
+    b >> 2), 2240-2303 the 16 rows' fp16 d, then dmin.
     out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
     sums, for r < nr (masked store)."""
-    (q_p, sm_p), (d_p, dm_p), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args,
-                                                                                2, 2)
+    sig = signature.args
+    w_p = _data(context, builder, sig[0], args[0], _I8)
+    xq_p = _data(context, builder, sig[1], args[1], _I8)
+    xd_p = _data(context, builder, sig[2], args[2], _F32)
+    bs_p = _data(context, builder, sig[3], args[3], _I32)
+    n = _as_i64(builder, args[4])
+    out_p = _data(context, builder, sig[5], args[5], _F32)
+    r0, nr = _as_i64(builder, args[6]), _as_i64(builder, args[7])
     vnni = declare_dpbusd(builder)
+    half_p = builder.bitcast(w_p, _I16.as_pointer())
 
     def const16(v):
         return ir.Constant(_V16I8, [v] * 16)
 
     def body(b, s, acc, _):
         sumi = summ = ir.Constant(_V16I32, None)
-        qo, so, xo = b.mul(s, _c64(2048)), b.mul(s, _c64(192)), b.mul(s, _c64(256))
+        qo, xo = b.mul(s, _c64(2304)), b.mul(s, _c64(256))
+        so = b.add(qo, _c64(2048))
         for blk in range(8):
-            dot = _block_dot16(b, vnni, q_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
-            packed_sm = _vec_load(b, sm_p, b.add(so, _c64(16 * blk)), _V16I8)
+            dot = _block_dot16(b, vnni, w_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
+            packed_sm = _vec_load(b, w_p, b.add(so, _c64(16 * blk)), _V16I8)
             scales = b.zext(b.and_(packed_sm, const16(63)), _V16I32)
             sumi = b.add(sumi, b.mul(dot, scales))
-            low = _vec_load(b, sm_p, b.add(so, _c64(128 + 16 * (blk & 3))), _V16I8)
+            low = _vec_load(b, w_p, b.add(so, _c64(128 + 16 * (blk & 3))), _V16I8)
             low = b.and_(b.lshr(low, const16(4 * (blk >> 2))), const16(15))
             high = b.lshr(b.and_(packed_sm, const16(0xC0)), const16(2))
             mins = b.zext(b.or_(low, high), _V16I32)
             bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(8)), _c64(blk))])), _V16I32)
             summ = b.add(summ, b.mul(mins, bsum))
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
-        o16 = b.mul(s, _c64(16))
-        d, dm = (b.fmul(lanes_f32(b, p, o16, False), xd) for p in (d_p, dm_p))
+        o16 = b.mul(s, _c64(1152))         # the record's fp16 halves: d at 1120, dmin at 1136
+        d, dm = (b.fmul(lanes_f32(b, half_p, b.add(o16, _c64(k)), False), xd) for k in (1120, 1136))
         acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), d, flags=("contract",)), flags=("contract",))
         acc = b.fsub(acc, b.fmul(b.sitofp(summ, _V16F), dm, flags=("contract",)), flags=("contract",))
         return acc, _
@@ -329,12 +338,11 @@ def _q4k_rows16_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def q4k_rows16_dot(typingctx, q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr):
-    """out[r0 + r] for r < nr (<= 16): 16 Q4_K rows in ROWS16 order (see _q4k_rows16_codegen) times Q8_K
+def q4k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
+    """out[r0 + r] for r < nr (<= 16): 16 Q4_K rows in ROWS16 records (see _q4k_rows16_codegen) times Q8_K
     activations, llama.cpp's sums (per super-block d_x (d sum_b sc_b q_b . x_b - dmin sum_b mn_b bs_b), the
     integer sums exact)."""
-    ok = (all(_is_arr(t, types.uint8) and t.layout == "C" for t in (q, sm))
-          and all(_is_arr(t, types.uint16) and t.layout == "C" for t in (d, dm))
+    ok = (_is_arr(w, types.uint8) and w.layout == "C" and w.ndim == 2
           and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
           and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
-    return (types.void(q, sm, d, dm, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None
+    return (types.void(w, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None
