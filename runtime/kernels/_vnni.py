@@ -275,62 +275,6 @@ def q5k_row_dot(typingctx, q, qh, sc, mn, d, dm, xq, xd, bs, nsb):
     return (types.float32(q, qh, sc, mn, d, dm, xq, xd, bs, nsb), _q5k_codegen) if ok else None
 
 
-def _q6k_codegen(context, builder, signature, args):
-    """Q6_K row: ql, qh the file's planes (128 and 64 bytes per super-block), sc int8 per 16, d per 256; xq Q8_K
-    codes in element order, xd per 32, bs the exact per-16 code sums. Codes 0..63 go in unsigned; the -32 is
-    -32 * sum_g sc_g bs_g, in the same int32 sum (as llama.cpp)."""
-    (ql_p, qh_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
-    module = builder.module
-    dpbusd = declare_dpbusd(builder)
-    v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
-    cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
-    spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
-    m30 = ir.Constant(_V64I8, [0x30] * 64)
-
-    def group_scales(b, off):
-        s4 = b.sext(_vec_load(b, sc_p, off, v4i8), ir.VectorType(_I32, 4))
-        return b.shuffle_vector(s4, s4, spread)
-
-    def body(b, i, acc, macc):
-        sumi = ir.Constant(_V16I32, None)
-        for h in range(2):
-            ql = _vec_load(b, ql_p, b.add(b.mul(i, _c64(128)), _c64(64 * h)), _V64I8)
-            qh = _vec_load(b, qh_p, b.add(b.mul(i, _c64(64)), _c64(32 * h)), v32)
-            # elements 128h + 0..63: low nibbles, high bits from qh bits 0-1 (first 32) and 2-3 (next 32);
-            # elements 128h + 64..127: high nibbles, qh bits 4-5 and 6-7
-            qh_a = b.shuffle_vector(b.shl(qh, ir.Constant(v32, [4] * 32)), b.shl(qh, ir.Constant(v32, [2] * 32)), cat)
-            qh_b = b.shuffle_vector(qh, b.lshr(qh, ir.Constant(v32, [2] * 32)), cat)
-            wa = b.or_(b.and_(ql, ir.Constant(_V64I8, [15] * 64)), b.and_(qh_a, m30))
-            wb = b.or_(b.lshr(ql, ir.Constant(_V64I8, [4] * 64)), b.and_(qh_b, m30))
-            for k, w in enumerate((wa, wb)):
-                off = b.add(b.mul(i, _c64(256)), _c64(128 * h + 64 * k))
-                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8)])
-                scl = group_scales(b, b.add(b.mul(i, _c64(16)), _c64(8 * h + 4 * k)))
-                sumi = b.add(sumi, b.mul(dot, scl))
-        o16 = b.mul(i, _c64(16))
-        bias = b.mul(b.sext(_vec_load(b, sc_p, o16, v16i8), _V16I32), _vec_load(b, bs_p, o16, _V16I32))
-        sumi = b.sub(sumi, b.shl(bias, ir.Constant(_V16I32, [5] * 16)))
-        xd = b.load(b.gep(xd_p, [b.mul(i, _c64(8))]))
-        scale = b.fmul(_widen_scale(b, d_p, d_f32, i), xd)
-        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), _splat(b, scale, _V16F), flags=("contract",)),
-                     flags=("contract",))
-        return acc, macc
-
-    acc, _ = _sb_loop(builder, n, body)
-    fsum = _declare(module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
-    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
-
-
-@intrinsic
-def q6k_row_dot(typingctx, ql, qh, sc, d, xq, xd, bs, nsb):
-    """A Q6_K row times Q8_K activations, llama.cpp's sums: per super-block d * d_x * sum_g sc_g (q_g - 32) . x_g,
-    the integer sum exact (see _q6k_codegen)."""
-    ok = (_is_arr(ql, types.uint8) and _is_arr(qh, types.uint8) and _is_arr(sc, types.int8)
-          and _is_arr(d, types.uint16, types.float32) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
-          and _is_arr(bs, types.int32) and isinstance(nsb, types.Integer))
-    return (types.float32(ql, qh, sc, d, xq, xd, bs, nsb), _q6k_codegen) if ok else None
-
-
 def _q2k_codegen(context, builder, signature, args):
     """Q2_K row: qs the file's 2-bit plane (64 bytes per super-block: crumb u of byte 32h + j is element
     128h + 32u + j), sc the file's scale bytes per 16 (scale in the low nibble, min in the high one), d, dm per 256;
@@ -396,8 +340,8 @@ def _bit_to(builder, v, bit, to):
 
 def _q3k_codegen(context, builder, signature, args):
     """Q3_K row: qs as Q2_K's, hm the file's hmask (32 bytes per super-block: bit 4h + u of byte j is the high bit of
-    element 128h + 32u + j), sc the 6-bit scales minus 32 as int8 per 16, d per 256; xq, xd, bs as for Q6_K.
-    Codes 0..7 (low 2 bits | high bit << 2) go in unsigned; the -4 is -4 * sum_g sc_g bs_g in the same int32 sum
+    element 128h + 32u + j), sc the 6-bit scales minus 32 as int8 per 16, d per 256; xq Q8_K codes in element
+    order, xd per 32, bs the exact per-16 code sums. Codes 0..7 (low 2 bits | high bit << 2) go in unsigned; the -4 is -4 * sum_g sc_g bs_g in the same int32 sum
     (llama.cpp subtracts 4 where the high bit is clear: the same integers)."""
     (q_p, hm_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module

@@ -346,3 +346,73 @@ def q4k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
           and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
           and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
     return (types.void(w, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None
+
+
+# ---------------------------------------------------------------- Q6_K (kquants_q6k16.py)
+# The row kernel (_vnni.q6k_row_dot) spends a vpmulld and a scale shuffle on every 64 codes (its 16 lanes span four
+# 16-element groups, each with its own scale) and a horizontal sum per row: 28 GB/s a core in cache, below the read
+# bandwidth of two. Here a vector holds 4 codes of each of 16 rows of one 16-element group: a group is 4 vpdpbusd
+# and one vpmulld by the 16 rows' scales.
+
+def _q6k_rows16_codegen(context, builder, signature, args):
+    """16 rows' Q6_K super-blocks as kquants_q6k16.py records: w (nsb, 3392), per super-block s at 3392 s, groups
+    4q .. 4q+3 at 832 q: crumb vectors of chunk c at 64 c (crumb u of byte 4 r + t: the high 2 bits of row r's
+    element 4 c + t of group 4q + u), nibble vectors of pair p at 256 + 256 p + 64 c (low nibble: the low 4 bits of
+    group 4q + 2p, high nibble: of group 4q + 2p + 1), the int8 scales at 768 + 16 u + r; fp16 d at 3328 + 2 r; all
+    read in address order. xq Q8_K codes (element order), xd per 32, bs exact code sums per 16. As llama.cpp: per
+    super-block d d_x sum_G sc_G (q_G - 32) . x_G, the integer sum exact."""
+    sig = signature.args
+    w_p = _data(context, builder, sig[0], args[0], _I8)
+    xq_p = _data(context, builder, sig[1], args[1], _I8)
+    xd_p = _data(context, builder, sig[2], args[2], _F32)
+    bs_p = _data(context, builder, sig[3], args[3], _I32)
+    n = _as_i64(builder, args[4])
+    out_p = _data(context, builder, sig[5], args[5], _F32)
+    r0, nr = _as_i64(builder, args[6]), _as_i64(builder, args[7])
+    vnni = declare_dpbusd(builder)
+    half_p = builder.bitcast(w_p, _I16.as_pointer())
+
+    def const64(v):
+        return ir.Constant(_V64I8, [v] * 64)
+
+    def high_bits(b, crumbs, u):
+        """Crumb u of each byte moved to bits 4-5."""
+        moved = b.shl(crumbs, const64(4 - 2 * u)) if u < 2 else (crumbs if u == 2 else b.lshr(crumbs, const64(2)))
+        return b.and_(moved, const64(0x30))
+
+    def body(b, s, acc, _):
+        sumi = ir.Constant(_V16I32, None)
+        base = b.mul(s, _c64(3392))
+        for q in range(4):
+            at = b.add(base, _c64(832 * q))
+            crumbs = [_vec_load(b, w_p, b.add(at, _c64(64 * c)), _V64I8) for c in range(4)]
+            for p in range(2):
+                nibbles = [_vec_load(b, w_p, b.add(at, _c64(256 + 256 * p + 64 * c)), _V64I8) for c in range(4)]
+                for half in range(2):
+                    g, u = 4 * q + 2 * p + half, 2 * p + half
+                    dot = ir.Constant(_V16I32, None)
+                    for c in range(4):
+                        low = b.and_(nibbles[c], const64(15)) if half == 0 else b.lshr(nibbles[c], const64(4))
+                        codes = b.or_(low, high_bits(b, crumbs[c], u))
+                        quad = b.add(b.mul(s, _c64(256)), _c64(16 * g + 4 * c))
+                        dot = b.call(vnni, [dot, codes, x_quad(b, xq_p, quad)])
+                    bsum = b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(16)), _c64(g))]))
+                    dot = b.sub(dot, _splat(b, b.shl(bsum, ir.Constant(_I32, 5)), _V16I32))
+                    scales = b.sext(_vec_load(b, w_p, b.add(at, _c64(768 + 16 * u)), _V16I8), _V16I32)
+                    sumi = b.add(sumi, b.mul(dot, scales))
+        xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
+        d = b.fmul(lanes_f32(b, half_p, b.add(b.mul(s, _c64(1696)), _c64(1664)), False), xd)
+        acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), d, flags=("contract",)), flags=("contract",))
+        return acc, _
+
+    return _run_and_store(context, builder, n, body, out_p, r0, nr)
+
+
+@intrinsic
+def q6k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
+    """out[r0 + r] for r < nr (<= 16): 16 Q6_K rows in kquants_q6k16.py records times Q8_K activations (see
+    _q6k_rows16_codegen)."""
+    ok = (_is_arr(w, types.uint8) and w.layout == "C" and w.ndim == 2
+          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
+          and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
+    return (types.void(w, xq, xd, bs, nsb, out, r0, nr), _q6k_rows16_codegen) if ok else None

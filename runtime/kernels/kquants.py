@@ -4,7 +4,8 @@ Repacked (once, parallel over rows), memory over the file in brackets:
   Q4_K   with VNNI: ROWS16, 16 rows interleaved (kquants_rows16.py)                [1.00x]
          else: the file's qs + 6-bit scale and min as u8 per 32 + fp16 d, dmin per 256  [1.03x]
   Q5_K   the same + the file's qh (5th bits)                                     [1.02x]
-  Q6_K   the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row    [1.00x]
+  Q6_K   with VNNI: ROWS16, 16 rows interleaved (kquants_q6k16.py)                [1.01x]
+         else: the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row  [1.00x]
   IQ4_XS with VNNI: NIB16, 16 rows interleaved + int8 ls-32 per 32 + fp16 d (blocks16.py)  [1.01x]
          else: NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic  [1.18x]
   Q2_K   the file's qs + its scale/min byte per 16 + fp16 d, dmin per 256            [1.00x]
@@ -21,7 +22,7 @@ Matvec of Q2_K .. Q6_K where the CPU has AVX-512 VNNI: llama.cpp's ggml_vec_dot_
 Q8_K once per call, each super-block's sum of scale * group dot product exact in int32 (vpdpbusd, vpmulld),
 converted once and scaled by d_w * d_x; the mins (Q2_K, Q4_K, Q5_K: dmin * m * exact group code sums) and the
 offsets of Q6_K (-32) and Q3_K (-4) (offset * sum of scale * exact per-16 code sums, inside the same int32 sum) as
-llama.cpp (_vnni.q{2..6}k_row_dot).
+llama.cpp (_vnni.q{2,3,5}k_row_dot; Q4_K and Q6_K 16 rows at a time, _vnni16.q{4,6}k_rows16_dot).
 Float fallbacks (other CPUs) on the same planes: Q4_K multiplies d by the block's scale in the loop; the others
 spread each row's scales into per-worker planes first (crumbs and high bits through crumb_dot16 / bits_dot16, whose
 scale index k >> 4 is then a broadcast).
@@ -29,11 +30,11 @@ scale index k >> 4 is then a broadcast).
 import numpy as np
 from numba import njit, prange
 
-from . import kquants_rows16 as rows16, blocks16
+from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_q5_k, register_gemm
-from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot, q6k_row_dot
+from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
 from .intdot import FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, k4_scratch, k4_x_order, k16_scratch
@@ -397,16 +398,6 @@ def _mv_q6_k(out, x, ql, qh, sc, d, xa, xb, y, xs, s2, s4):
             out[r] = q6_dot(ql[r], qh[r], sc[r], d[r], xa, xb, y, xs, s2[ch], s4[ch])
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def _mv_q6_k_vnni(out, x, ql, qh, sc, d, xq, xd, bs):
-    """Integer dot products as llama.cpp's (_vnni.q6k_row_dot): x as Q8_K codes with exact per-16 sums."""
-    q8_k_codes(xq, xd, x)
-    code_sums(bs, xq)
-    nsb = d.shape[1]
-    for r in prange(out.shape[0]):
-        out[r] = q6k_row_dot(ql[r], qh[r], sc[r], d[r], xq, xd, bs, nsb)
-
-
 @njit(cache=True, fastmath=True)
 def prep_crumbs_file(y, x):
     """Planes of the Q2_K / Q6_K-qh crumb order: crumb t of byte k (32 per 128 elements) is element
@@ -635,10 +626,15 @@ if HAS_VNNI:
     register_gemm("IQ4_XS", "q8_k", blocks16.gemm_iq4_xs)
 else:
     register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
-_Q6_K_MATVEC, _Q6_K_SCRATCH, _Q6_K_ROUNDS, _Q6_K_HOW = int_matvec(_mv_q6_k_vnni, q8_k, _mv_q6_k, _q6_k_scratch,
-                                                                  "Q6_K", scratch=k16_scratch)
-register("Q6_K", Layout(256, _rp_q6_k, _Q6_K_SCRATCH, _Q6_K_MATVEC, _mm_q6_k,
-                        "the file's ql, qh, int8 scale per 16 + fp16 d per 256" + _Q6_K_HOW, _Q6_K_ROUNDS))
+# Q6_K: with VNNI, 16 rows interleaved (kquants_q6k16.py); elsewhere the row planes with float activations (tested
+# everywhere through FLOAT_MATVEC / FLOAT_REPACK)
+FLOAT_MATVEC["Q6_K"] = (_mv_q6_k, _q6_k_scratch)
+if HAS_VNNI:
+    FLOAT_REPACK["Q6_K"] = _rp_q6_k
+    register("Q6_K", q6k16.LAYOUT)
+else:
+    register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k,
+                            "the file's ql, qh, int8 scale per 16 + fp16 d per 256"))
 _Q2_K_MATVEC, _Q2_K_SCRATCH, _Q2_K_ROUNDS, _Q2_K_HOW = int_matvec(_mv_q2_k_vnni, q8_k, _mv_q2_k, _q2_k_scratch,
                                                                   "Q2_K", scratch=k16_scratch)
 register("Q2_K", Layout(256, _rp_q2_k, _Q2_K_SCRATCH, _Q2_K_MATVEC, _mm_q2_k,
