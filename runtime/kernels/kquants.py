@@ -632,6 +632,7 @@ FLOAT_MATVEC["Q6_K"] = (_mv_q6_k, _q6_k_scratch)
 if HAS_VNNI:
     FLOAT_REPACK["Q6_K"] = _rp_q6_k
     register("Q6_K", q6k16.LAYOUT)
+    register_gemm("Q6_K", "q8_k", q6k16.gemm)
 else:
     register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k,
                             "the file's ql, qh, int8 scale per 16 + fp16 d per 256"))

@@ -15,7 +15,8 @@ met out of address order streamed at two thirds of the row kernel's speed, thoug
         768 + 16 u + r   the int8 scale of group 4q + u, row r
     3328 + 2 r           row r's fp16 d
 
-Used where the CPU has AVX-512 VNNI (the Q6_K layout, kquants.py); decode and the float prefill matmul read it.
+Used where the CPU has AVX-512 VNNI (the Q6_K layout, kquants.py); decode, the integer prefill GEMM (the decode
+kernel per token) and the float matmul read it.
 """
 import numpy as np
 from numba import njit, prange
@@ -111,6 +112,27 @@ def _decode_row(dst, row, w):
 def matmul(out, x, w):
     """out[n, rows] = x @ W.T with float activations (QMatrix.matmul)."""
     float_matmul(out, x, _decode_row, (w,))
+
+
+@njit(cache=True, parallel=True)
+def _gemm(out, xq, xd, w):
+    n = xq.shape[0]
+    bs = np.empty((n, xq.shape[1] // 16), np.int32)
+    for t in range(n):
+        code_sums(bs[t], xq[t])
+    rows, nsb = out.shape[1], w.shape[1]
+    for g in prange(w.shape[0]):
+        r0, nr = GROUP * g, min(GROUP, rows - GROUP * g)
+        for t in range(n):      # the group's records stay in L2 across the tokens
+            q6k_rows16_dot(w[g], xq[t], xd[t], bs[t], nsb, out[t], r0, nr)
+
+
+def gemm(out, codes, w):
+    """The integer prefill GEMM (_gemm.INT_GEMM's run): each token's Q8_K codes (_gemm.quantize) through the decode
+    kernel, a group of 16 rows at a time, so the products are the decode's (and llama.cpp's, whose prefill runs the
+    same dot product per token). It beats decoding rows to floats at every batch size (the records interleave 16
+    rows, so a float row is a gather): a 2048x5632 matrix at 16 tokens 2.8 against 9.2 ms, at 512 41 against 66."""
+    _gemm(out, codes[0], codes[1], w)
 
 
 LAYOUT = Layout(256, repack, k16_scratch, matvec, matmul, "ROWS16: 16 rows' 6-bit codes interleaved 4 bytes a row "

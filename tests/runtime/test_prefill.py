@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_kernels import make_weight  # noqa: E402
 
 needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="the integer GEMM needs AVX-512 VNNI")
-INT_TYPES = ["IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q8_0", "TQ1_0", "TQ2_0"]
+INT_TYPES = ["IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0", "TQ1_0", "TQ2_0"]
 SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per row)
 
 
