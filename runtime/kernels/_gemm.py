@@ -443,7 +443,7 @@ def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
 @njit(cache=True, parallel=True)
 def gemm_q5_k(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm):
     """Q5_K's row planes (qh its 5th bits) with Q8_K codes: offset 0, the mins -dmin m against xm = d_x * code sum
-    (tile_gemm_min). (Q4_K has its own GEMM on 16-row interleaved planes, kquants_rows16.py.)"""
+    (tile_gemm_min). (Q4_K and Q6_K have their own GEMMs on 16-row records, kquants_rows16.py, kquants_q6k16.py.)"""
     tiles(out, xq, xd, np.zeros_like(xs), xm, True, _q5k_rows, (q, qh, sc, mn, d, dm))
 
 

@@ -5,7 +5,8 @@ numba types every integer operation as int64, so an int8 dot product written in 
 best (vpmovsxbq + vpmuldq, 11 G products/s on one core here) - slower than converting to float. These intrinsics
 write the loop in LLVM IR instead: one row's codes a step through vpdpbusd into 16 int32 lanes, converted and scaled
 in a 16-float accumulator, summed once per row (the TQ types' CRUMB rows, and the K-quants a super-block a step).
-The 32-block types and Q4_K / IQ4_XS put 16 rows in the lanes instead (_vnni16.py): faster where rows are short.
+The 32-block types, Q4_K, Q6_K and IQ4_XS put 16 rows in the lanes instead (_vnni16.py): faster where rows are
+short, and for the K-quants' per-block scales.
 
 Only where the CPU has AVX-512 VNNI and numba compiles for the host (HAS_VNNI); elsewhere the float kernels run.
 """
@@ -126,7 +127,7 @@ def crumb_steps_dot(typingctx, wq, wd, xq, xd, nsteps):
 
 
 # ---------------------------------------------------------------- K-quants: one 256-element super-block a step
-# As llama.cpp's ggml_vec_dot_q4_K_q8_K / q6_K_q8_K: each super-block's small-scale-weighted block dot products are
+# As llama.cpp's ggml_vec_dot_q{2,3,5}_K_q8_K: each super-block's small-scale-weighted block dot products are
 # summed exactly in int32 (vpdpbusd, then vpmulld by the small scales), converted once and scaled by d_w * d_x.
 
 def _vec_load(builder, base_p, offset, vtype):
@@ -341,8 +342,9 @@ def _bit_to(builder, v, bit, to):
 def _q3k_codegen(context, builder, signature, args):
     """Q3_K row: qs as Q2_K's, hm the file's hmask (32 bytes per super-block: bit 4h + u of byte j is the high bit of
     element 128h + 32u + j), sc the 6-bit scales minus 32 as int8 per 16, d per 256; xq Q8_K codes in element
-    order, xd per 32, bs the exact per-16 code sums. Codes 0..7 (low 2 bits | high bit << 2) go in unsigned; the -4 is -4 * sum_g sc_g bs_g in the same int32 sum
-    (llama.cpp subtracts 4 where the high bit is clear: the same integers)."""
+    order, xd per 32, bs the exact per-16 code sums. Codes 0..7 (low 2 bits | high bit << 2) go in unsigned; the
+    -4 is -4 * sum_g sc_g bs_g in the same int32 sum (llama.cpp subtracts 4 where the high bit is clear: the same
+    integers)."""
     (q_p, hm_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module
     dpbusd = declare_dpbusd(builder)

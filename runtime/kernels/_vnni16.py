@@ -9,8 +9,9 @@ sum; the 16 results are one masked store.
 
 Here: the 32-block types and IQ4_XS (blocks16.py: NIB16, 256 bytes per 16 rows and 32-block, chunk c, row r,
 byte t at 64 c + 4 r + t holding element 4 c + t in its low nibble and 16 + 4 c + t in its high one, the file's byte;
-Q5's 5th bits as 64-bit masks; Q8_0 as I8_16, 512 bytes of codes + 128), Q4_K (kquants_rows16.py: a super-block's
-8 blocks in NIB16 order + packed 6-bit scales and mins), and the tile decoders the prefill GEMM reads them with.
+Q5's 5th bits as 64-bit masks; Q8_0 as I8_16, 512 bytes of codes + 128), Q4_K and Q6_K (kquants_rows16.py,
+kquants_q6k16.py: one record per 16 rows and super-block, codes, scales and d together), and the tile decoders the
+prefill GEMM reads them with.
 """
 from gguf.quants import IQ4_NL
 from llvmlite import ir
@@ -284,6 +285,28 @@ def iq4_xs16_dot(typingctx, q, sc, d, xq, xd, bs, nsb, out, r0, nr):
     return (types.void(q, sc, d, xq, xd, bs, nsb, out, r0, nr), _iq4_xs16_codegen) if ok else None
 
 
+# ---------------------------------------------------------------- K-quant records (kquants_rows16.py, kquants_q6k16.py)
+# One record per 16 rows and super-block, read as one stream (bytes; both whole cache lines)
+Q4K_RECORD, Q4K_SM, Q4K_D, Q4K_DM = 2304, 2048, 2240, 2272
+Q6K_RECORD, Q6K_QUAD, Q6K_SCALES, Q6K_D = 3392, 832, 768, 3328
+
+
+def _record_args(context, builder, signature, args):
+    """(w, xq, xd, bs, n, out, r0, nr) of a record intrinsic as pointers and i64s."""
+    sig = signature.args
+    ptrs = [_data(context, builder, sig[i], args[i], t) for i, t in ((0, _I8), (1, _I8), (2, _F32), (3, _I32))]
+    out_p = _data(context, builder, sig[5], args[5], _F32)
+    return (*ptrs, _as_i64(builder, args[4]), out_p, _as_i64(builder, args[6]), _as_i64(builder, args[7]))
+
+
+def _record_signature(w, xq, xd, bs, nsb, out, r0, nr):
+    """void(w (nsb, record bytes) u8 C, xq i8, xd f32, bs i32, nsb, out f32, r0, nr), or None."""
+    ok = (_is_arr(w, types.uint8) and w.layout == "C" and w.ndim == 2
+          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
+          and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
+    return types.void(w, xq, xd, bs, nsb, out, r0, nr) if ok else None
+
+
 # ---------------------------------------------------------------- Q4_K (kquants_rows16.py)
 # The row kernel (_vnni._q5k_codegen without qh) spent ~40 instructions per 256 weights on per-block scale shuffles,
 # vpmulld and the row's final sum; here a block's scales are one vpmulld for 16 rows: one core, in cache, 104 G
@@ -298,14 +321,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
     b >> 2), 2240-2303 the 16 rows' fp16 d, then dmin.
     out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
     sums, for r < nr (masked store)."""
-    sig = signature.args
-    w_p = _data(context, builder, sig[0], args[0], _I8)
-    xq_p = _data(context, builder, sig[1], args[1], _I8)
-    xd_p = _data(context, builder, sig[2], args[2], _F32)
-    bs_p = _data(context, builder, sig[3], args[3], _I32)
-    n = _as_i64(builder, args[4])
-    out_p = _data(context, builder, sig[5], args[5], _F32)
-    r0, nr = _as_i64(builder, args[6]), _as_i64(builder, args[7])
+    w_p, xq_p, xd_p, bs_p, n, out_p, r0, nr = _record_args(context, builder, signature, args)
     vnni = declare_dpbusd(builder)
     half_p = builder.bitcast(w_p, _I16.as_pointer())
 
@@ -314,8 +330,8 @@ def _q4k_rows16_codegen(context, builder, signature, args):
 
     def body(b, s, acc, _):
         sumi = summ = ir.Constant(_V16I32, None)
-        qo, xo = b.mul(s, _c64(2304)), b.mul(s, _c64(256))
-        so = b.add(qo, _c64(2048))
+        qo, xo = b.mul(s, _c64(Q4K_RECORD)), b.mul(s, _c64(256))
+        so = b.add(qo, _c64(Q4K_SM))
         for blk in range(8):
             dot = _block_dot16(b, vnni, w_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
             packed_sm = _vec_load(b, w_p, b.add(so, _c64(16 * blk)), _V16I8)
@@ -328,8 +344,8 @@ def _q4k_rows16_codegen(context, builder, signature, args):
             bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(8)), _c64(blk))])), _V16I32)
             summ = b.add(summ, b.mul(mins, bsum))
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
-        o16 = b.mul(s, _c64(1152))         # the record's fp16 halves: d at 1120, dmin at 1136
-        d, dm = (b.fmul(lanes_f32(b, half_p, b.add(o16, _c64(k)), False), xd) for k in (1120, 1136))
+        halves = b.mul(s, _c64(Q4K_RECORD // 2))      # the record in fp16 units
+        d, dm = (b.fmul(lanes_f32(b, half_p, b.add(halves, _c64(k // 2)), False), xd) for k in (Q4K_D, Q4K_DM))
         acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), d, flags=("contract",)), flags=("contract",))
         acc = b.fsub(acc, b.fmul(b.sitofp(summ, _V16F), dm, flags=("contract",)), flags=("contract",))
         return acc, _
@@ -342,14 +358,12 @@ def q4k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
     """out[r0 + r] for r < nr (<= 16): 16 Q4_K rows in ROWS16 records (see _q4k_rows16_codegen) times Q8_K
     activations, llama.cpp's sums (per super-block d_x (d sum_b sc_b q_b . x_b - dmin sum_b mn_b bs_b), the
     integer sums exact)."""
-    ok = (_is_arr(w, types.uint8) and w.layout == "C" and w.ndim == 2
-          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
-          and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
-    return (types.void(w, xq, xd, bs, nsb, out, r0, nr), _q4k_rows16_codegen) if ok else None
+    sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
+    return (sig, _q4k_rows16_codegen) if sig is not None else None
 
 
 # ---------------------------------------------------------------- Q6_K (kquants_q6k16.py)
-# The row kernel (_vnni.q6k_row_dot) spends a vpmulld and a scale shuffle on every 64 codes (its 16 lanes span four
+# The row kernel this replaced spent a vpmulld and a scale shuffle on every 64 codes (its 16 lanes spanned four
 # 16-element groups, each with its own scale) and a horizontal sum per row: 28 GB/s a core in cache, below the read
 # bandwidth of two. Here a vector holds 4 codes of each of 16 rows of one 16-element group: a group is 4 vpdpbusd
 # and one vpmulld by the 16 rows' scales.
@@ -361,14 +375,7 @@ def _q6k_rows16_codegen(context, builder, signature, args):
     group 4q + 2p, high nibble: of group 4q + 2p + 1), the int8 scales at 768 + 16 u + r; fp16 d at 3328 + 2 r; all
     read in address order. xq Q8_K codes (element order), xd per 32, bs exact code sums per 16. As llama.cpp: per
     super-block d d_x sum_G sc_G (q_G - 32) . x_G, the integer sum exact."""
-    sig = signature.args
-    w_p = _data(context, builder, sig[0], args[0], _I8)
-    xq_p = _data(context, builder, sig[1], args[1], _I8)
-    xd_p = _data(context, builder, sig[2], args[2], _F32)
-    bs_p = _data(context, builder, sig[3], args[3], _I32)
-    n = _as_i64(builder, args[4])
-    out_p = _data(context, builder, sig[5], args[5], _F32)
-    r0, nr = _as_i64(builder, args[6]), _as_i64(builder, args[7])
+    w_p, xq_p, xd_p, bs_p, n, out_p, r0, nr = _record_args(context, builder, signature, args)
     vnni = declare_dpbusd(builder)
     half_p = builder.bitcast(w_p, _I16.as_pointer())
 
@@ -382,9 +389,9 @@ def _q6k_rows16_codegen(context, builder, signature, args):
 
     def body(b, s, acc, _):
         sumi = ir.Constant(_V16I32, None)
-        base = b.mul(s, _c64(3392))
+        base = b.mul(s, _c64(Q6K_RECORD))
         for q in range(4):
-            at = b.add(base, _c64(832 * q))
+            at = b.add(base, _c64(Q6K_QUAD * q))
             crumbs = [_vec_load(b, w_p, b.add(at, _c64(64 * c)), _V64I8) for c in range(4)]
             for p in range(2):
                 nibbles = [_vec_load(b, w_p, b.add(at, _c64(256 + 256 * p + 64 * c)), _V64I8) for c in range(4)]
@@ -398,10 +405,10 @@ def _q6k_rows16_codegen(context, builder, signature, args):
                         dot = b.call(vnni, [dot, codes, x_quad(b, xq_p, quad)])
                     bsum = b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(16)), _c64(g))]))
                     dot = b.sub(dot, _splat(b, b.shl(bsum, ir.Constant(_I32, 5)), _V16I32))
-                    scales = b.sext(_vec_load(b, w_p, b.add(at, _c64(768 + 16 * u)), _V16I8), _V16I32)
+                    scales = b.sext(_vec_load(b, w_p, b.add(at, _c64(Q6K_SCALES + 16 * u)), _V16I8), _V16I32)
                     sumi = b.add(sumi, b.mul(dot, scales))
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
-        d = b.fmul(lanes_f32(b, half_p, b.add(b.mul(s, _c64(1696)), _c64(1664)), False), xd)
+        d = b.fmul(lanes_f32(b, half_p, b.add(b.mul(s, _c64(Q6K_RECORD // 2)), _c64(Q6K_D // 2)), False), xd)
         acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), d, flags=("contract",)), flags=("contract",))
         return acc, _
 
@@ -412,7 +419,5 @@ def _q6k_rows16_codegen(context, builder, signature, args):
 def q6k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
     """out[r0 + r] for r < nr (<= 16): 16 Q6_K rows in kquants_q6k16.py records times Q8_K activations (see
     _q6k_rows16_codegen)."""
-    ok = (_is_arr(w, types.uint8) and w.layout == "C" and w.ndim == 2
-          and _is_arr(xq, types.int8) and _is_arr(xd, types.float32) and _is_arr(bs, types.int32)
-          and _is_arr(out, types.float32) and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
-    return (types.void(w, xq, xd, bs, nsb, out, r0, nr), _q6k_rows16_codegen) if ok else None
+    sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
+    return (sig, _q6k_rows16_codegen) if sig is not None else None

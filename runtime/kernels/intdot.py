@@ -67,8 +67,10 @@ def int_scratch(cols):
 
 # type -> (matvec, scratch) of the float kernels that run where the CPU has no VNNI (tests run them everywhere)
 FLOAT_MATVEC = {}
-# type -> repack(raw, cols) of those float kernels, where the VNNI layout is another one (kquants_rows16.py)
+# type -> repack(raw, cols) of those float kernels, where the VNNI layout is another one (kquants_rows16.py, ...)
 FLOAT_REPACK = {}
+# type -> the float matmul on those planes (the prefill of other CPUs), where FLOAT_REPACK has the type
+FLOAT_MATMUL = {}
 
 
 def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names, scratch=int_scratch):

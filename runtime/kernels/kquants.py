@@ -12,8 +12,9 @@ Repacked (once, parallel over rows), memory over the file in brackets:
   Q3_K   the file's qs and hmask + int8 scale (s-32) per 16 + fp16 d per 256        [1.04x]
 The file's Q4_K / Q5_K qs are 32 bytes per 64 elements, block 2c in the low nibbles and block 2c+1 in the high ones,
 each in element order: the integer kernel splits 64 bytes by a mask and a shift into blocks 2c, 2c+2 (low nibbles)
-and 2c+1, 2c+3 (high), with x reordered to match once per call. Q6_K's ql (low nibbles: elements 0-63 of a 128-half, high nibbles: 64-127) and qh (crumb u: elements
-32u .. 32u+31) give its codes 0..63 in element order the same way, as do Q2_K's / Q3_K's qs (crumb u of byte j:
+and 2c+1, 2c+3 (high), with x reordered to match once per call. Q6_K's ql (low nibbles: elements 0-63 of a
+128-half, high nibbles: 64-127) and qh (crumb u: elements 32u .. 32u+31) give its codes 0..63 in element order the
+same way (the float planes), as do Q2_K's / Q3_K's qs (crumb u of byte j:
 element 32u + j of a 128-half) with Q3_K's hmask (bit 4h + u of byte j: the same element's high bit). Q4_K / Q5_K
 scales and mins are kept in split order (each row's even 32-blocks', then its odd ones') so the float fallback
 indexes both nibbles' scales by a shift.
@@ -37,7 +38,7 @@ from ._gemm import gemm_q5_k, register_gemm
 from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
-from .intdot import FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, k4_scratch, k4_x_order, k16_scratch
+from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, k4_scratch, k4_x_order, k16_scratch
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -608,6 +609,7 @@ def _mm_q3_k(out, x, c, h, sc, d):
 FLOAT_MATVEC["Q4_K"] = (_mv_q4_k, _q4_k_scratch)
 if HAS_VNNI:
     FLOAT_REPACK["Q4_K"] = _rp_q4_k
+    FLOAT_MATMUL["Q4_K"] = _mm_q4_k
     register("Q4_K", rows16.LAYOUT)
     register_gemm("Q4_K", "q8_k", rows16.gemm)
 else:
@@ -621,6 +623,7 @@ register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
 # row planes with float activations (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK)
 FLOAT_MATVEC["IQ4_XS"] = (_mv_iq4, _pairs_scratch)
 FLOAT_REPACK["IQ4_XS"] = _rp_iq4_xs
+FLOAT_MATMUL["IQ4_XS"] = _mm_iq4
 if HAS_VNNI:
     register("IQ4_XS", blocks16.IQ4_XS)
     register_gemm("IQ4_XS", "q8_k", blocks16.gemm_iq4_xs)
@@ -631,6 +634,7 @@ else:
 FLOAT_MATVEC["Q6_K"] = (_mv_q6_k, _q6_k_scratch)
 if HAS_VNNI:
     FLOAT_REPACK["Q6_K"] = _rp_q6_k
+    FLOAT_MATMUL["Q6_K"] = _mm_q6_k
     register("Q6_K", q6k16.LAYOUT)
     register_gemm("Q6_K", "q8_k", q6k16.gemm)
 else:

@@ -21,15 +21,14 @@ kernel per token) and the float matmul read it.
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, float_matmul
-from ._ir import widen
-from ._vnni16 import q6k_rows16_dot
+from ._common import F32, f16_at, float_matmul
+from ._vnni16 import Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES, q6k_rows16_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
 from .registry import Layout
 
 GROUP = 16          # rows interleaved: the 16 int32 lanes of a vector
-QUAD, SCALES, D, RECORD = 832, 768, 3328, 3392
+QUAD, SCALES, D, RECORD = Q6K_QUAD, Q6K_SCALES, Q6K_D, Q6K_RECORD
 
 
 @njit(cache=True, inline="always")
@@ -91,7 +90,7 @@ def _decode_row(dst, row, w):
     g, r = row // GROUP, row % GROUP
     for s in range(w.shape[1]):
         rec = w[g, s]
-        d = widen(np.uint16(rec[D + 2 * r]) | (np.uint16(rec[D + 2 * r + 1]) << 8))
+        d = f16_at(rec, D + 2 * r)
         for q in range(4):
             at = QUAD * q
             sc = at + SCALES + r
@@ -118,7 +117,7 @@ def matmul(out, x, w):
 def _gemm(out, xq, xd, w):
     n = xq.shape[0]
     bs = np.empty((n, xq.shape[1] // 16), np.int32)
-    for t in range(n):
+    for t in prange(n):
         code_sums(bs[t], xq[t])
     rows, nsb = out.shape[1], w.shape[1]
     for g in prange(w.shape[0]):

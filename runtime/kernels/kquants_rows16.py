@@ -23,16 +23,15 @@ matmul all read this order.
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, float_matmul, scale_min_k4
+from ._common import F32, f16_at, float_matmul, scale_min_k4
 from ._gemm import tiles
-from ._ir import widen
-from ._vnni16 import nib16_tile, q4k_rows16_dot
+from ._vnni16 import Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, nib16_tile, q4k_rows16_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
-SM, D, DM, SB = 2048, 2240, 2272, 2304     # byte offsets in a group's super-block record, and its size
+SM, D, DM, SB = Q4K_SM, Q4K_D, Q4K_DM, Q4K_RECORD     # byte offsets in a record, and its size
 
 
 @njit(cache=True, parallel=True)
@@ -90,9 +89,7 @@ def _scale_min(rec, b, r):
 @njit(cache=True, inline="always")
 def _d_dmin(rec, r):
     """Row r's d and dmin from a super-block record."""
-    d = np.uint16(rec[D + 2 * r]) | (np.uint16(rec[D + 2 * r + 1]) << 8)
-    dm = np.uint16(rec[DM + 2 * r]) | (np.uint16(rec[DM + 2 * r + 1]) << 8)
-    return widen(d), widen(dm)
+    return f16_at(rec, D + 2 * r), f16_at(rec, DM + 2 * r)
 
 
 # ---------------------------------------------------------------- prefill

@@ -20,7 +20,7 @@ from . import blocks16
 from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._ir import ubits, widen
 from ._vnni import HAS_VNNI
-from .intdot import FLOAT_MATVEC, FLOAT_REPACK
+from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from .registry import Layout, register
 
 
@@ -278,6 +278,7 @@ _ROW_TYPES = {
 for _name, (_repack, _matvec, _scratch, _matmul, _note) in _ROW_TYPES.items():
     FLOAT_MATVEC[_name] = (_matvec, _scratch)
     FLOAT_REPACK[_name] = _repack
+    FLOAT_MATMUL[_name] = _matmul
     if not HAS_VNNI:
         register(_name, Layout(32, _repack, _scratch, _matvec, _matmul, _note))
 if HAS_VNNI:

@@ -10,7 +10,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from kvant.runtime.kernels.registry import SMALL_BATCH
-from kvant.runtime.kernels.intdot import FLOAT_MATVEC, FLOAT_REPACK
+from kvant.runtime.kernels.intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
 
 # byte offsets of the fp16 scale fields inside one block
@@ -112,6 +112,19 @@ def test_float_fallback_matvec(name):
         out = np.full(rows, np.nan, np.float32)
         kernel(out, x, *arrays, *scratch(w.shape[1]))
         check(out[None], w, x[None])
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT_MATMUL))
+def test_float_fallback_matmul(name):
+    """The float prefill on the row planes of other CPUs, for the types whose VNNI layout is another one."""
+    rng = np.random.default_rng(11)
+    for rows, nblocks in SHAPES:
+        raw, w = make_weight(name, rows, nblocks, rng)
+        arrays = FLOAT_REPACK[name](raw, w.shape[1])
+        xs = rng.standard_normal((5, w.shape[1])).astype(np.float32)
+        out = np.full((5, rows), np.nan, np.float32)
+        FLOAT_MATMUL[name](out, xs, *arrays)
+        check(out, w, xs)
 
 
 def test_accepts_type_objects_and_names():
