@@ -604,42 +604,29 @@ def _mm_q3_k(out, x, c, h, sc, d):
 
 # ---------------------------------------------------------------- registration
 
-# Q4_K: with VNNI, 16 rows interleaved (kquants_rows16.py) for decode and prefill; the row planes' float kernels
-# run elsewhere (and are tested here through FLOAT_MATVEC / FLOAT_REPACK)
-FLOAT_MATVEC["Q4_K"] = (_mv_q4_k, _q4_k_scratch)
-if HAS_VNNI:
-    FLOAT_REPACK["Q4_K"] = _rp_q4_k
-    FLOAT_MATMUL["Q4_K"] = _mm_q4_k
-    register("Q4_K", rows16.LAYOUT)
-    register_gemm("Q4_K", "q8_k", rows16.gemm)
-else:
-    register("Q4_K", Layout(256, _rp_q4_k, _q4_k_scratch, _mv_q4_k, _mm_q4_k,
-                            "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256"))
+def _register_rows16(name, layout16, gemm, repack, matvec, scratch, matmul, note):
+    """With VNNI, a 16-row layout for decode and the integer prefill GEMM; elsewhere the row planes' float kernels
+    (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK / FLOAT_MATMUL)."""
+    FLOAT_MATVEC[name] = (matvec, scratch)
+    FLOAT_REPACK[name] = repack
+    FLOAT_MATMUL[name] = matmul
+    if HAS_VNNI:
+        register(name, layout16)
+        register_gemm(name, "q8_k", gemm)
+    else:
+        register(name, Layout(256, repack, scratch, matvec, matmul, note))
+
+
+_register_rows16("Q4_K", rows16.LAYOUT, rows16.gemm, _rp_q4_k, _mv_q4_k, _q4_k_scratch, _mm_q4_k,
+                 "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256")
+_register_rows16("IQ4_XS", blocks16.IQ4_XS, blocks16.gemm_iq4_xs, _rp_iq4_xs, _mv_iq4, _pairs_scratch, _mm_iq4,
+                 "NIB + f32 scale per 32")
+_register_rows16("Q6_K", q6k16.LAYOUT, q6k16.gemm, _rp_q6_k, _mv_q6_k, _q6_k_scratch, _mm_q6_k,
+                 "the file's ql, qh, int8 scale per 16 + fp16 d per 256")
 _Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni, q8_k, _mv_q5_k, _q5_k_scratch,
                                                                   "Q5_K", scratch=k4_scratch)
 register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
                         "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q5_K_HOW, _Q5_K_ROUNDS))
-# IQ4_XS: with VNNI, 16 rows interleaved with integer dot products (blocks16.py) for decode and prefill; elsewhere NIB
-# row planes with float activations (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK)
-FLOAT_MATVEC["IQ4_XS"] = (_mv_iq4, _pairs_scratch)
-FLOAT_REPACK["IQ4_XS"] = _rp_iq4_xs
-FLOAT_MATMUL["IQ4_XS"] = _mm_iq4
-if HAS_VNNI:
-    register("IQ4_XS", blocks16.IQ4_XS)
-    register_gemm("IQ4_XS", "q8_k", blocks16.gemm_iq4_xs)
-else:
-    register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"))
-# Q6_K: with VNNI, 16 rows interleaved (kquants_q6k16.py); elsewhere the row planes with float activations (tested
-# everywhere through FLOAT_MATVEC / FLOAT_REPACK)
-FLOAT_MATVEC["Q6_K"] = (_mv_q6_k, _q6_k_scratch)
-if HAS_VNNI:
-    FLOAT_REPACK["Q6_K"] = _rp_q6_k
-    FLOAT_MATMUL["Q6_K"] = _mm_q6_k
-    register("Q6_K", q6k16.LAYOUT)
-    register_gemm("Q6_K", "q8_k", q6k16.gemm)
-else:
-    register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k,
-                            "the file's ql, qh, int8 scale per 16 + fp16 d per 256"))
 _Q2_K_MATVEC, _Q2_K_SCRATCH, _Q2_K_ROUNDS, _Q2_K_HOW = int_matvec(_mv_q2_k_vnni, q8_k, _mv_q2_k, _q2_k_scratch,
                                                                   "Q2_K", scratch=k16_scratch)
 register("Q2_K", Layout(256, _rp_q2_k, _Q2_K_SCRATCH, _Q2_K_MATVEC, _mm_q2_k,
