@@ -223,7 +223,7 @@ def kvant_api(path, args, env):
 
 
 def bandwidth(path, args, env):
-    """The machine's read bandwidth now (bench/bandwidth.py): it swings between about 34 and 57 GB/s over minutes
+    """The machine's read bandwidth now (bench/bandwidth.py): it swings between about 26 and 57 GB/s over minutes
     here (other tenants of the host), so it is measured in every round, beside the runs it is the reference for."""
     return run_json([sys.executable, os.path.join(HERE, "bandwidth.py"), "--threads", str(args.threads), "--json"])
 

@@ -291,14 +291,6 @@ Q4K_RECORD, Q4K_SM, Q4K_D, Q4K_DM = 2304, 2048, 2240, 2272
 Q6K_RECORD, Q6K_QUAD, Q6K_SCALES, Q6K_D = 3392, 832, 768, 3328
 
 
-def _record_args(context, builder, signature, args):
-    """(w, xq, xd, bs, n, out, r0, nr) of a record intrinsic as pointers and i64s."""
-    sig = signature.args
-    ptrs = [_data(context, builder, sig[i], args[i], t) for i, t in ((0, _I8), (1, _I8), (2, _F32), (3, _I32))]
-    out_p = _data(context, builder, sig[5], args[5], _F32)
-    return (*ptrs, _as_i64(builder, args[4]), out_p, _as_i64(builder, args[6]), _as_i64(builder, args[7]))
-
-
 def _record_signature(w, xq, xd, bs, nsb, out, r0, nr):
     """void(w (nsb, record bytes) u8 C, xq i8, xd f32, bs i32, nsb, out f32, r0, nr), or None."""
     ok = (_is_arr(w, types.uint8) and w.layout == "C" and w.ndim == 2
@@ -321,7 +313,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
     b >> 2), 2240-2303 the 16 rows' fp16 d, then dmin.
     out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
     sums, for r < nr (masked store)."""
-    w_p, xq_p, xd_p, bs_p, n, out_p, r0, nr = _record_args(context, builder, signature, args)
+    (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
     vnni = declare_dpbusd(builder)
     half_p = builder.bitcast(w_p, _I16.as_pointer())
 
@@ -375,7 +367,7 @@ def _q6k_rows16_codegen(context, builder, signature, args):
     group 4q + 2p, high nibble: of group 4q + 2p + 1), the int8 scales at 768 + 16 u + r; fp16 d at 3328 + 2 r; all
     read in address order. xq Q8_K codes (element order), xd per 32, bs exact code sums per 16. As llama.cpp: per
     super-block d d_x sum_G sc_G (q_G - 32) . x_G, the integer sum exact."""
-    w_p, xq_p, xd_p, bs_p, n, out_p, r0, nr = _record_args(context, builder, signature, args)
+    (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
     vnni = declare_dpbusd(builder)
     half_p = builder.bitcast(w_p, _I16.as_pointer())
 

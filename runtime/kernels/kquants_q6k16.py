@@ -1,9 +1,10 @@
 """Q6_K in ROWS16 order: 16 rows' super-blocks interleaved, so that the 16 int32 lanes of a vpdpbusd are 16 rows.
 
-The row kernel (_vnni.q6k_row_dot) decoded the 1.1B model's Q6_K matrices at 36 GB/s where the machine reads 55 (and
-Q4_K, interleaved, 42): every 64 codes cost it a vpmulld and a scale shuffle, because its lanes span four 16-element
-groups with four scales. Here, as for Q4_K (kquants_rows16.py), one vector holds 4 codes of each of 16 rows of one
-group: a group is 4 vpdpbusd and one vpmulld by its 16 rows' scales (_vnni16.q6k_rows16_dot).
+The row kernel this replaced (a row's super-block a step, as _vnni.py's other K-quants) decoded the 1.1B model's
+Q6_K matrices at 36 GB/s where the machine reads 55 (and Q4_K, interleaved, 42): every 64 codes cost it a vpmulld
+and a scale shuffle, because its lanes span four 16-element groups with four scales. Here, as for Q4_K
+(kquants_rows16.py), one vector holds 4 codes of each of 16 rows of one group: a group is 4 vpdpbusd and one vpmulld
+by its 16 rows' scales (_vnni16.q6k_rows16_dot).
 
 One record per group g of 16 rows (the last group zero-padded) and super-block s, w[g, s], 3392 bytes (16 x the
 file's 210, padded to whole cache lines), read as one stream in address order (a record whose vectors the kernel
@@ -22,13 +23,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul
-from ._vnni16 import Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES, q6k_rows16_dot
+from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES, q6k_rows16_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
 from .registry import Layout
 
 GROUP = 16          # rows interleaved: the 16 int32 lanes of a vector
-QUAD, SCALES, D, RECORD = Q6K_QUAD, Q6K_SCALES, Q6K_D, Q6K_RECORD
 
 
 @njit(cache=True, inline="always")

@@ -25,13 +25,12 @@ from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, scale_min_k4
 from ._gemm import tiles
-from ._vnni16 import Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, nib16_tile, q4k_rows16_dot
+from ._vnni16 import Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile, q4k_rows16_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
-SM, D, DM, SB = Q4K_SM, Q4K_D, Q4K_DM, Q4K_RECORD     # byte offsets in a record, and its size
 
 
 @njit(cache=True, parallel=True)
