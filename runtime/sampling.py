@@ -58,32 +58,66 @@ def penalize_repeats(logits, recent, penalty):
     return logits
 
 
+SCAN_BLOCK = 64       # logits checked against the current cut at once
+
+
 @njit(cache=True)
-def _largest(logits, ids, values):
-    """The len(ids) largest logits into values (descending) and their ids, the lower id first among equals, in one
-    pass with a sorted buffer: 0.3 ms on a 262,144-token vocabulary, where argpartition and argsort of a copy took 8.
-    Returns the number of NaN logits (skipped)."""
+def _insert(ids, values, filled, j, v):
+    """Insert logit v of token j, above the last entry when the buffer is full, into the sorted buffer
+    (descending; equals keep the earlier id first), the last entry falling off when it is full. Returns the new
+    fill."""
     k = ids.shape[0]
-    filled = 0
-    n_nan = 0
-    for j in range(logits.shape[0]):
+    if filled == k:
+        slot = k - 1
+    else:
+        slot = filled
+        filled += 1
+    while slot > 0 and values[slot - 1] < v:
+        values[slot] = values[slot - 1]
+        ids[slot] = ids[slot - 1]
+        slot -= 1
+    values[slot] = v
+    ids[slot] = j
+    return filled
+
+
+@njit(cache=True)
+def _walk(logits, start, end, ids, values, filled, n_nan):
+    """Offer logits[start:end] to the buffer one by one. Returns (fill, NaN count)."""
+    k = ids.shape[0]
+    for j in range(start, end):
         v = np.float64(logits[j])
         if v != v:
             n_nan += 1
-            continue
+        elif filled < k or v > values[k - 1]:
+            filled = _insert(ids, values, filled, j, v)
+    return filled, n_nan
+
+
+@njit(cache=True)
+def _largest(logits, ids, values):
+    """The len(ids) largest logits into values (descending) and their ids, the lower id first among equals, in one
+    pass with a sorted buffer. Once the buffer is full, a block of logits is first counted against its last entry
+    in a fixed-length loop LLVM vectorizes (with a variable end it did not: 5x slower), and only blocks holding a
+    candidate or a NaN are walked: 0.05 ms on a 262,144-token vocabulary, where walking every logit took 0.24 and
+    argpartition and argsort of a copy 8. Returns the number of NaN logits (skipped)."""
+    k = ids.shape[0]
+    n = logits.shape[0]
+    filled, n_nan = 0, 0
+    full_blocks = n // SCAN_BLOCK
+    for b in range(full_blocks):
+        start = b * SCAN_BLOCK
         if filled == k:
-            if v <= values[k - 1]:
+            block = logits[start:start + SCAN_BLOCK]
+            cut = values[k - 1]
+            above = 0
+            for j in range(SCAN_BLOCK):
+                v = np.float64(block[j])
+                above += (v > cut) | (v != v)
+            if above == 0:
                 continue
-            slot = k - 1
-        else:
-            slot = filled
-            filled += 1
-        while slot > 0 and values[slot - 1] < v:
-            values[slot] = values[slot - 1]
-            ids[slot] = ids[slot - 1]
-            slot -= 1
-        values[slot] = v
-        ids[slot] = j
+        filled, n_nan = _walk(logits, start, start + SCAN_BLOCK, ids, values, filled, n_nan)
+    filled, n_nan = _walk(logits, full_blocks * SCAN_BLOCK, n, ids, values, filled, n_nan)
     return n_nan
 
 

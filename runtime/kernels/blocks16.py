@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, copy_into, float_matmul
+from ._common import F32, copy_into, float_matmul, zeros_on_lines
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
 from ._vnni16 import (i8_16_dot, iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile, nib16h_dot,
@@ -66,10 +66,10 @@ def _repack(raw, bsize, qoff, q, h, d, m):
 def _rp(bsize, qoff, has_m, has_h, i8=False):
     def repack(raw, cols):
         groups, nb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 32
-        q = np.zeros((groups, nb, 512 if i8 else 256), np.uint8)
-        h = np.zeros((groups, nb, 64 if has_h else 0), np.uint8)
-        d = np.zeros((groups, nb, GROUP), np.uint16)
-        m = np.zeros((groups, nb, GROUP if has_m else 0), np.uint16)
+        q = zeros_on_lines((groups, nb, 512 if i8 else 256), np.uint8)
+        h = zeros_on_lines((groups, nb, 64 if has_h else 0), np.uint8)
+        d = zeros_on_lines((groups, nb, GROUP), np.uint16)
+        m = zeros_on_lines((groups, nb, GROUP if has_m else 0), np.uint16)
         _repack(raw, bsize, qoff, q, h, d, m)
         return (q,) + ((h,) if has_h else ()) + (d,) + ((m,) if has_m else ())
     return repack
@@ -278,9 +278,9 @@ def _repack_iq4_xs(raw, q, sc, d):
 
 def _rp_iq4_xs(raw, cols):
     groups, nsb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 256
-    q = np.zeros((groups, 8 * nsb, 256), np.uint8)
-    sc = np.zeros((groups, nsb, 128), np.int8)
-    d = np.zeros((groups, nsb, GROUP), np.uint16)
+    q = zeros_on_lines((groups, 8 * nsb, 256), np.uint8)
+    sc = zeros_on_lines((groups, nsb, 128), np.int8)
+    d = zeros_on_lines((groups, nsb, GROUP), np.uint16)
     _repack_iq4_xs(raw, q, sc, d)
     return q, sc, d
 

@@ -22,7 +22,7 @@ kernel per token) and the float matmul read it.
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, f16_at, float_matmul
+from ._common import F32, f16_at, float_matmul, zeros_on_lines
 from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES, q6k_rows16_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
@@ -69,7 +69,7 @@ def _repack(raw, w):
 
 
 def repack(raw, cols):
-    w = np.zeros(((raw.shape[0] + GROUP - 1) // GROUP, cols // 256, RECORD), np.uint8)
+    w = zeros_on_lines(((raw.shape[0] + GROUP - 1) // GROUP, cols // 256, RECORD), np.uint8)
     _repack(raw, w)
     return (w,)
 

@@ -23,7 +23,7 @@ matmul all read this order.
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, f16_at, float_matmul, scale_min_k4
+from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
 from ._gemm import tiles
 from ._vnni16 import Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile, q4k_rows16_dot
 from .actquant import q8_k, q8_k_codes
@@ -58,7 +58,7 @@ def _repack(raw, w):
 
 
 def repack(raw, cols):
-    w = np.zeros(((raw.shape[0] + GROUP - 1) // GROUP, cols // 256, SB), np.uint8)
+    w = zeros_on_lines(((raw.shape[0] + GROUP - 1) // GROUP, cols // 256, SB), np.uint8)
     _repack(raw, w)
     return (w,)
 

@@ -196,3 +196,13 @@ def test_kernel_is_callable_from_jitted_code():
     out = np.empty(3, np.float32)
     call(qm.kernel, out, x, qm.kernel_args)
     check(out[None], w, as_matvec_sees(qm, x[None]))
+
+
+@pytest.mark.parametrize("shape, dtype", [((3, 5, 2304), np.uint8), ((7, 16), np.uint16), ((2, 3, 5), np.int8),
+                                          ((1,), np.float32)])
+def test_repacked_records_start_on_a_cache_line(shape, dtype):
+    from kvant.runtime.kernels._common import CACHE_LINE, zeros_on_lines
+    for _ in range(4):       # several allocations: numpy alone lands 16 bytes into a page
+        a = zeros_on_lines(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % CACHE_LINE == 0 and not a.any()

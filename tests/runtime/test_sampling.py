@@ -26,10 +26,20 @@ def test_top_k_equals_a_stable_sort(k):
     assert values.dtype == np.float64 and values.tolist() == logits[order].tolist()
 
 
+def test_top_k_equals_a_stable_sort_on_a_large_vocabulary():
+    # blocks of logits below the cut are skipped after counting: the winners sit in a few blocks and the tail
+    logits = np.random.default_rng(7).standard_normal(262_144 + 17).astype(np.float32)
+    logits[[5000, 5001, 262_150]] = 9.0
+    order = np.argsort(-logits.astype(np.float64), kind="stable")[:40]
+    assert top_k(logits, 40)[0].tolist() == order.tolist()
+
+
 @pytest.mark.parametrize("k", [1, 40, 0])
-def test_nan_logits_are_refused(k):
-    logits = np.zeros(100, np.float32)
-    logits[77] = np.nan
+@pytest.mark.parametrize("where", [7, 700, 999])
+def test_nan_logits_are_refused(k, where):
+    # 700: in a block after the buffer is full where no logit beats the cut (only the NaN makes it walked); 999: tail
+    logits = np.zeros(1000, np.float32)
+    logits[where] = np.nan
     with pytest.raises(NonFiniteLogitsError):
         Sampler(SamplerSettings(temperature=1.0, top_k=k, seed=0))(logits)
 

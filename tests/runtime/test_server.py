@@ -322,7 +322,7 @@ def test_qrun_serve_process_answers_then_stops(tiny, tmp_path):
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert "Traceback" not in err and "qrun serve: stopped" in err
+    assert "Traceback" not in err and "qrun serve: stopped" in err, err
 
 
 def test_serve_port_in_use_is_one_line_error(capsys, tiny):
