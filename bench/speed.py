@@ -7,18 +7,20 @@ r"""Speed side by side, in one run, on the same files and threads: kvant (`qrun 
     # a quick check of one file, RESULTS.md left alone
     python bench/speed.py --types Q4_K_M --no-gemma --tinyllama '' --reps 1 --no-write
 
-Every measurement runs in a fresh process; per file, the processes run interleaved (kvant bench, llama-bench,
-llama-cpp-python, qrun generate, the Python API, the start-up runs; then again), each figure the best of --reps.
+Every measurement runs in a fresh process; per file, the processes run interleaved (kvant bench, qrun generate, the
+Python API, the read bandwidth, llama-bench, llama-cpp-python, the start-up runs; then again), each figure the best
+of --reps. The machine's bandwidth swings over minutes (26-57 GB/s here), so ratios of kvant to itself or to the
+bandwidth are taken within a round and the median over the rounds is reported.
 - Speed: prompt processing (pp, one figure per -p length) and generation (tg) tokens/s, the GB/s generation implies
   (each side's own bytes read per token x tokens/s) and its share of the machine's read bandwidth (bench/bandwidth.py,
-  run in every round beside the others: the best of those runs), load time and resident memory after the run.
+  run in every round, seconds after kvant's bench), load time and resident memory after the run.
 - Start-up: time from process start to the first generated token of a --ttft-prompt-token prompt; kvant cold (numba's
   cache empty: every kvant process of a file gets NUMBA_CACHE_DIR = a fresh temporary directory, which numba
   prefers over the in-tree __pycache__ for every cache=True function, installed or editable; the cold run fills it,
   so all later kvant runs of that file are warm) and warm, llama-cpp-python (load + first token).
 - What users run: `qrun generate -n --user-tokens --seed 1 --stats` and the Python API's Model.generate (streamed,
   detokenized, written to stdout), both with the default sampler (llama.cpp's: top-k 40 over the whole vocabulary
-  every token), against `qrun bench`'s tg.
+  every token), against `qrun bench`'s tg of the same round.
 Writes the SPEED section of bench/RESULTS.md.
 """
 import argparse
@@ -228,16 +230,17 @@ def bandwidth(path, args, env):
     return run_json([sys.executable, os.path.join(HERE, "bandwidth.py"), "--threads", str(args.threads), "--json"])
 
 
-# interleaved in this order, --reps times per file
+# interleaved in this order, --reps times per file. The machine's speed swings over minutes, so what is compared
+# within a round sits close together: kvant's bench, the user runs measured against it, the bandwidth, llama.cpp.
 RUNS = {
     "kvant": kvant_bench,
-    "llama-bench": llama_bench,
-    "llama-cpp-python": llama_cpp_python,
     "qrun generate": qrun_generate,
     "API generate": kvant_api,
+    "read bandwidth": bandwidth,
+    "llama-bench": llama_bench,
+    "llama-cpp-python": llama_cpp_python,
     "kvant warm start": kvant_ttft,
     "llama-cpp-python start": llama_ttft,
-    "read bandwidth": bandwidth,
 }
 SIDES = ("kvant", "llama-bench", "llama-cpp-python")          # the rows of the speed table
 STARTS = ("kvant warm start", "llama-cpp-python start")       # taken as whole runs (the fastest), not key by key
@@ -288,11 +291,23 @@ def measure_file(path, args):
                 runs[name].append(fn(path, args, env, n_ctx) if name in STARTS else fn(path, args, env))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    bws = runs.pop("read bandwidth")
-    results = {name: best(r, "ttft_s" if name in STARTS else None) for name, r in runs.items()}
-    results["read bandwidth"] = [r for r in bws if "error" not in r]
+    results = {name: best(r, "ttft_s" if name in STARTS else None) for name, r in runs.items()
+               if name != "read bandwidth"}
+    results["read bandwidth"] = [r for r in runs["read bandwidth"] if "error" not in r]
     results["kvant cold start"] = cold
+    results["rounds"] = runs
     return results
+
+
+def median_ratio(numerators, denominators, num_key, den_key, scale=1.0):
+    """The median over rounds of numerator / denominator, each taken from the same round (None if no round has
+    both): a ratio of two figures measured minutes apart would carry the machine's swings."""
+    ratios = sorted(scale * n[num_key] / d[den_key] for n, d in zip(numerators, denominators)
+                    if "error" not in n and "error" not in d)
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 def _sampler_defaults():
@@ -305,7 +320,7 @@ def _f(v, digits=1, suffix=""):
     return "" if v is None else f"{v:.{digits}f}{suffix}"
 
 
-def speed_rows(label, res, file_bytes, read_gb_s, prompts):
+def speed_rows(label, res, file_bytes, fastest_gb_s, prompts):
     """Rows of the speed table for one file: one per side."""
     lines = []
     ref_side = "llama-bench" if "tg_tok_s" in res["llama-bench"] else "llama-cpp-python"
@@ -318,11 +333,14 @@ def speed_rows(label, res, file_bytes, read_gb_s, prompts):
             continue
         per_token = r["weight_bytes"] if side == "kvant" else file_bytes
         gb_s = r["tg_tok_s"] * per_token / 1e9
+        share = median_ratio(res["rounds"][side], res["rounds"]["read bandwidth"], "tg_tok_s", "gb_s",
+                             100 * per_token / 1e9)
+        of_fastest = f" ({100 * gb_s / fastest_gb_s:.0f}%)" if fastest_gb_s else ""
         ratio = ""
         if side == "kvant" and "error" not in ref:
             ratio = ", ".join(f"{r[k] / ref[k]:.2f}x" for k in keys) + ("" if ref_side == "llama-bench" else " (vs py)")
         cells = [_f(r[k]) for k in keys] + [f"{per_token / 1e6:.0f}", f"{gb_s:.1f}",
-                                            f"{100 * gb_s / read_gb_s:.0f}%" if read_gb_s else "",
+                                            _f(share, 0, "%") + of_fastest,
                                             _f(r.get("load_s"), 2), _f(r.get("rss_mb"), 0), ratio]
         lines.append(f"| {label} | {side} | " + " | ".join(cells) + " |")
     return lines
@@ -342,12 +360,15 @@ def start_row(label, res):
 def user_row(label, res, n_tokens):
     bench, gen, api = res["kvant"], res["qrun generate"], res["API generate"]
     tg = bench.get("tg_tok_s")
+    rounds = res["rounds"]
 
     def cells(r, key):
         if "error" in r:
             return [r["error"], ""]
         short = f" ({r['generated']} tokens)" if r["generated"] < n_tokens else ""
-        return [f"{r[key]:.1f}{short}", f"{r[key] / tg:.2f}x" if tg else ""]
+        name = "qrun generate" if r is gen else "API generate"
+        paired = median_ratio(rounds[name], rounds["kvant"], key, "tg_tok_s")
+        return [f"{r[key]:.1f}{short}", (f"{r[key] / tg:.2f}x" if tg else "") + (f" ({paired:.2f}x)" if paired else "")]
     return (f"| {label} | {_f(tg)} | " + " | ".join(cells(gen, "tok_s") + cells(api, "first_tok_s")
                                                    + cells(api, "second_tok_s")) + " |")
 
@@ -392,10 +413,9 @@ def main():
     load1 = os.getloadavg()[0]
     bws = [r for _, _, res in measured for r in res["read bandwidth"]]
     bw = max(bws, key=lambda r: r["gb_s"]) if bws else {"error": "no bandwidth run succeeded"}
-    read_gb_s = bw.get("gb_s")
     ratios = []
     for label, path, res in measured:
-        speed += speed_rows(label, res, file_bytes_per_token(path), read_gb_s, prompts)
+        speed += speed_rows(label, res, file_bytes_per_token(path), bw.get("gb_s"), prompts)
         start.append(start_row(label, res))
         user.append(user_row(label, res, args.user_tokens))
         k, ref = res["kvant"], res["llama-bench"]
@@ -412,13 +432,13 @@ def main():
                    + ", ".join(f"{k[:-6]} {min(r[k] for r in ratios):.2f}x" for k in keys) + ".\n\n")
     bw_line = ("" if "error" in bw else
                f"Read bandwidth of this machine (bench/bandwidth.py: a streaming sum over 1 GiB, best of 5, run "
-               f"in every round of every file, the best of the {len(bws)} runs; the slowest gave "
-               f"{min(r['gb_s'] for r in bws):.1f} GB/s): "
-               f"**{bw['gb_s']:.1f} GB/s** with numba on {args.threads} threads ({bw['numba_1t_gb_s']:.1f} GB/s on "
-               f"1 thread; numpy's sum, 1 thread: {bw['numpy_sum_gb_s']:.1f} GB/s).\n")
+               f"in every round of every file): from {min(r['gb_s'] for r in bws):.1f} to "
+               f"**{bw['gb_s']:.1f} GB/s** over the {len(bws)} runs with numba on {args.threads} threads (the fastest "
+               f"run: {bw['numba_1t_gb_s']:.1f} GB/s on 1 thread; numpy's sum, 1 thread: "
+               f"{bw['numpy_sum_gb_s']:.1f} GB/s).\n")
     body = (
         f"{args.threads} threads; every figure the best of {args.reps} runs, each in a fresh process, interleaved "
-        f"per file (kvant bench, llama-bench, llama-cpp-python, qrun generate, Python API, starts). "
+        f"per file (kvant bench, qrun generate, Python API, read bandwidth, llama-bench, llama-cpp-python, starts). "
         f"Load average (1 min) at start / end: {load0:.1f} / {load1:.1f} on {os.cpu_count()} CPUs.\n"
         f"Command: `{command}`\n\n{bw_line}\n"
         f"**Speed.** pp = prompt processing of random tokens from an empty cache, tg = generation, tokens/s, each test "
@@ -426,7 +446,9 @@ def main():
         f"`-p {args.n_prompt} -n {args.n_gen} -r 1` per run). MB read / token: kvant, its repacked weight matrices "
         f"(`Transformer.weight_bytes`); llama.cpp, the file's tensor data. Both leave out the token embedding (one "
         f"row of it is read per token) unless it is also the output head (tied: no output.weight), and neither "
-        f"counts the KV cache. tg GB/s = MB read / token x tg tokens/s; % of read bandwidth is of the figure above. "
+        f"counts the KV cache. tg GB/s = MB read / token x tg tokens/s. % of read bandwidth: the tg GB/s of a round "
+        f"over the read bandwidth measured in the same round (seconds after kvant's bench, before llama-bench), the "
+        f"median over the rounds; in brackets, the best tg GB/s over the fastest bandwidth run of the whole table. "
         f"Load s: kvant, Model() (open, tokenizer, repack; kernels from the warm cache); llama-cpp-python, Llama(). "
         f"RSS after the run. The ratio compares with llama-bench (marked 'vs py' where only llama-cpp-python ran).\n"
         f"{summary}" + "\n".join(speed) + "\n\n"
@@ -441,7 +463,9 @@ def main():
         f"sampling, detokenizing and writing the streamed text included. qrun generate: the `--stats` line (a fresh "
         f"process, so the first decoded token also loads the decode kernels from the cache); API: "
         f"`Model.generate(stream=True)` in a fresh process, its first call and a second call with the same prompt. "
-        f"Divided by qrun bench's tg{args.n_gen}; the target is >= 0.90x.\n\n" + "\n".join(user) + "\n")
+        f"/ bench: the best run divided by qrun bench's best tg{args.n_gen}; in brackets, each run divided by qrun "
+        f"bench's tg{args.n_gen} of the same round (run just before it), the median over the rounds. The target is "
+        f">= 0.90x.\n\n" + "\n".join(user) + "\n")
     print("\n" + body)
     if args.write:
         update_section("SPEED", body)
