@@ -5,6 +5,8 @@ from typing import Callable
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from ._common import zeros_on_lines
+
 
 SMALL_BATCH = 4   # matmul with fewer tokens runs as that many matvecs
 
@@ -80,9 +82,13 @@ class QMatrix:
 def prepare_stacked(raws, ggml_type) -> QMatrix:
     """One QMatrix for several matrices of one type and row length stacked by rows (q/k/v, gate/up): one kernel
     call instead of several, which matters for small matrices (a parallel call costs a few microseconds). The
-    quantized rows are copied together first (no float copy)."""
+    quantized rows are copied together first (no float copy), into memory starting on a cache line as the file's
+    tensors do (float types are multiplied from these bytes as they are)."""
     raws = [np.asarray(r) for r in raws]
-    return prepare(np.concatenate(raws, axis=0) if len(raws) > 1 else raws[0], ggml_type)
+    if len(raws) == 1:
+        return prepare(raws[0], ggml_type)
+    stacked = zeros_on_lines((sum(r.shape[0] for r in raws), raws[0].shape[1]))
+    return prepare(np.concatenate(raws, axis=0, out=stacked), ggml_type)
 
 
 def prepare(raw, ggml_type) -> QMatrix:
