@@ -23,7 +23,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from results import update_section  # noqa: E402
+from results import publish  # noqa: E402
 
 POSITION = 4         # tokens in the cache before the measured step
 
@@ -116,9 +116,7 @@ def main():
             f"bandwidth.py's sum); share = stream time / step time, the median over the pairs, so both figures of "
             f"a pair see the same state of this machine's swinging bandwidth. The GB/s columns are medians, for "
             f"scale; they move with the machine between processes.\n\n" + "\n".join(lines) + "\n")
-    print("\n" + body)
-    if args.write:
-        update_section("DECODE BANDWIDTH", body)
+    publish("DECODE BANDWIDTH", body, args.write)
 
 
 if __name__ == "__main__":

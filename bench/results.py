@@ -30,3 +30,10 @@ def update_section(name, body):
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     with open(PATH, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def publish(name, body, write=True):
+    """Print a section's body and, when write, put it into RESULTS.md."""
+    print("\n" + body)
+    if write:
+        update_section(name, body)

@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import models  # noqa: E402
-from results import update_section  # noqa: E402
+from results import publish  # noqa: E402
 
 LLAMA_BENCH = os.path.join(HERE, ".work", "llama.cpp-build", "bin", "llama-bench")
 TIMEOUT_S = 3600
@@ -466,9 +466,7 @@ def main():
         f"/ bench: the best run divided by qrun bench's best tg{args.n_gen}; in brackets, each run divided by qrun "
         f"bench's tg{args.n_gen} of the same round (run just before it), the median over the rounds. The target is "
         f">= 0.90x.\n\n" + "\n".join(user) + "\n")
-    print("\n" + body)
-    if args.write:
-        update_section("SPEED", body)
+    publish("SPEED", body, args.write)
 
 
 if __name__ == "__main__":
