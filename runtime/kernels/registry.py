@@ -85,10 +85,10 @@ def prepare_stacked(raws, ggml_type) -> QMatrix:
     quantized rows are copied together first (no float copy), into memory starting on a cache line as the file's
     tensors do (float types are multiplied from these bytes as they are)."""
     raws = [np.asarray(r) for r in raws]
-    if len(raws) == 1:
-        return prepare(raws[0], ggml_type)
-    stacked = zeros_on_lines((sum(r.shape[0] for r in raws), raws[0].shape[1]))
-    return prepare(np.concatenate(raws, axis=0, out=stacked), ggml_type)
+    if len(raws) == 1 or raws[0].ndim != 2:           # prepare says what is wrong with a bad one
+        return prepare(raws[0] if len(raws) == 1 else np.concatenate(raws, axis=0), ggml_type)
+    stacked = zeros_on_lines((sum(r.shape[0] for r in raws), raws[0].shape[1]), raws[0].dtype)
+    return prepare(np.concatenate(raws, axis=0, out=stacked, casting="no"), ggml_type)
 
 
 def prepare(raw, ggml_type) -> QMatrix:

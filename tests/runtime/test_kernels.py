@@ -183,6 +183,19 @@ def test_prepare_stacked_is_the_row_concatenation():
     check(out[None], w, as_matvec_sees(qm, x[None]))
 
 
+def test_stacked_float_rows_start_on_a_cache_line():
+    # float types are multiplied from the stacked bytes themselves: they get an aligned copy, the rows unchanged
+    from kvant.runtime.kernels import prepare_stacked
+    from kvant.runtime.kernels._common import CACHE_LINE
+    rng = np.random.default_rng(5)
+    parts = [make_weight("F16", rows, 2, rng) for rows in (3, 1, 1)]
+    qm = prepare_stacked([raw for raw, _ in parts], "F16")
+    assert qm.kernel_args[0].ctypes.data % CACHE_LINE == 0
+    assert np.array_equal(qm.kernel_args[0].view(np.uint8).reshape(5, -1), np.concatenate([raw for raw, _ in parts]))
+    with pytest.raises(ValueError):
+        prepare_stacked([parts[0][0], parts[1][0][:, :-2]], "F16")      # rows of another length
+
+
 def test_kernel_is_callable_from_jitted_code():
     from numba import njit
 
