@@ -244,10 +244,9 @@ def serve(model, host, port, alias, threads, n_ctx, kv_type, **kw):
     bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"qrun serve: {model or DEFAULT_MODEL} on http://{bound_host}:{bound_port}/v1 "
                f"(n_ctx {m.n_ctx}; Ctrl-C stops)", err=True)
-    try:
-        server.run(app, sock)
-    except KeyboardInterrupt:         # Ctrl-C is how a server is stopped, not an error
-        click.echo("qrun serve: stopped", err=True)
+    if not server.run(app, sock):
+        raise click.ClickException("the server did not start (see uvicorn's messages above)")
+    click.echo("qrun serve: stopped", err=True)
 
 
 def _stats_line(s):

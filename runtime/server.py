@@ -428,9 +428,11 @@ def listen(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-def run(app, sock: socket.socket, log_level: str = "info"):
-    """Serve build_app's app on sock with uvicorn until SIGINT or SIGTERM. On the signal the running generation
-    ends at its next token, so its response completes and uvicorn's graceful shutdown need not wait for it."""
+def run(app, sock: socket.socket, log_level: str = "info") -> bool:
+    """Serve build_app's app on sock with uvicorn until SIGINT or SIGTERM; True if it started. On the signal the
+    running generation ends at its next token, so its response completes and uvicorn's graceful shutdown need not
+    wait for it. Afterwards uvicorn raises the signal again under the handler the process had before: a
+    KeyboardInterrupt, or nothing where SIGINT was ignored (a process started in the background by a shell)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -439,4 +441,9 @@ def run(app, sock: socket.socket, log_level: str = "info"):
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACE_SECONDS)
-    Server(config).run(sockets=[sock])
+    server = Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:         # Ctrl-C is how a server is stopped, not an error
+        pass
+    return server.started
