@@ -295,11 +295,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_qrun_serve_process_answers_then_stops(tiny, tmp_path):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# started in the background by a non-interactive shell (as CI may run it), a process begins with SIGINT ignored
+@pytest.mark.parametrize("sigint_ignored", [False, True])
+def test_qrun_serve_process_answers_then_stops(tiny, tmp_path, sigint_ignored):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "kvant.runtime.cli", "serve", tiny, "--port", str(port),
                                "-t", "1", "-c", "128", "--temp", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, "KVANT_CACHE": str(tmp_path)})
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "KVANT_CACHE": str(tmp_path)},
+                              preexec_fn=_ignore_sigint if sigint_ignored else None)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
