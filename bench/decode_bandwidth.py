@@ -102,7 +102,7 @@ def main():
     from make_tinyllama import tinyllama
     lines = ["| model | side | MB read / step | step GB/s (median) | stream GB/s (median) | share of the stream "
              "(median of pairs) | middle half of the pairs |", "|---|---|---|---|---|---|---|"]
-    for t in args.tinyllama.split(","):
+    for t in [t for t in args.tinyllama.split(",") if t]:
         label = f"random 1.1B llama {t}"
         for side in ("kvant", "llama.cpp"):
             r = measure(side, tinyllama(t), args)

