@@ -1,6 +1,7 @@
-"""llama-bench's measurement inside kvant: prompt processing of n random tokens from an empty cache (one test per
-prompt length), then generation of n tokens one at a time; each test warmed up once first as llama-bench does (the
-whole prompt, one generated token), then the best of the repetitions."""
+"""llama-bench's measurement inside kvant: prompt processing of n random tokens (one test per prompt length), then
+generation of n tokens one at a time, each after `depth` random tokens already in the cache (llama-bench's -d; their
+prefill is not timed); each test warmed up once first as llama-bench does (the whole prompt, one generated token),
+then the best of the repetitions."""
 import os
 import time
 
@@ -20,43 +21,51 @@ def resident_mb() -> float:
     return float("nan")
 
 
-def _time_prompt(model, prompt):
+def _time_prompt(model, prompt, context=()):
     model.reset()
+    context = list(context)
+    if context:
+        model.eval(context)
     t0 = time.perf_counter()
-    model.eval(prompt)
+    model.eval(context + list(prompt))        # the context is reused from the cache: only the prompt runs
     return time.perf_counter() - t0
 
 
-def _time_gen(model, first, tokens):
+def _time_gen(model, first, tokens, context=()):
     model.reset()
-    model.eval([first])
+    model.eval(list(context) + [first])
     t0 = time.perf_counter()
     for token in tokens:
         model._step(token)
     return time.perf_counter() - t0
 
 
-def run_bench(model, n_prompt=(128,), n_gen=64, repetitions=1, seed=0):
+def run_bench(model, n_prompt=(128,), n_gen=64, repetitions=1, seed=0, depth=0):
     """tokens/s of prompt processing for each length in n_prompt (an int or a sequence) and of generating n_gen
-    tokens; the GB/s generation implies from the bytes of weights kvant reads per token (its repacked matrices: the
-    token embedding only where it is also the output head, since decode reads one row of it)."""
+    tokens, each after depth tokens of context; the GB/s generation implies from the bytes of weights kvant reads
+    per token (its repacked matrices: the token embedding only where it is also the output head, since decode reads
+    one row of it; the KV cache not counted)."""
     n_prompt = [int(n_prompt)] if np.isscalar(n_prompt) else [int(n) for n in n_prompt]
     rng = np.random.default_rng(seed)
     vocab = model.config.n_vocab
+    context = rng.integers(0, vocab, depth).tolist()
+
+    def tokens(n):
+        return rng.integers(0, vocab, n).tolist()
     pp = {}
     for n in n_prompt:
-        _time_prompt(model, rng.integers(0, vocab, n).tolist())                    # warm-up
-        best = min(_time_prompt(model, rng.integers(0, vocab, n).tolist()) for _ in range(repetitions))
+        _time_prompt(model, tokens(n), context)                                     # warm-up
+        best = min(_time_prompt(model, tokens(n), context) for _ in range(repetitions))
         pp[str(n)] = n / best
-    _time_gen(model, 0, [int(rng.integers(0, vocab))])                              # warm-up
-    best_tg = min(_time_gen(model, int(rng.integers(0, vocab)), rng.integers(0, vocab, n_gen).tolist())
-                  for _ in range(repetitions))
+    _time_gen(model, 0, tokens(1), context)                                         # warm-up
+    best_tg = min(_time_gen(model, tokens(1)[0], tokens(n_gen), context) for _ in range(repetitions))
     tg = n_gen / best_tg
     return {
         "model": os.path.basename(model.path),
         "threads": numba.get_num_threads(),
         "n_prompt": n_prompt,
         "n_gen": n_gen,
+        "n_depth": depth,
         "pp_tok_s": pp,
         "tg_tok_s": tg,
         "tg_gb_s": model.transformer.weight_bytes * tg / 1e9,

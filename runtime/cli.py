@@ -208,20 +208,23 @@ def _int_list(ctx, param, value):
               help="prompt lengths, comma-separated (one prompt-processing test each)")
 @click.option("-n", "--n-gen", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("-d", "--n-depth", "depth", type=click.IntRange(min=0), default=0, show_default=True,
+              help="tokens already in the cache before each test (llama-bench's -d)")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(model, n_prompt, n_gen, repetitions, threads, as_json):
+def bench(model, n_prompt, n_gen, repetitions, depth, threads, as_json):
     """Prompt processing and generation speed, as llama-bench measures them (random tokens, a warm-up run first)."""
     from kvant.runtime.bench import run_bench
-    m = _load(model, threads, max(n_prompt) + n_gen + 8)
-    result = run_bench(m, n_prompt, n_gen, repetitions)
+    m = _load(model, threads, depth + max(n_prompt) + n_gen + 8)
+    result = run_bench(m, n_prompt, n_gen, repetitions, depth=depth)
     if as_json:
         click.echo(json.dumps(result))
     else:
+        at = f" @ d{depth}" if depth else ""
         click.echo(f"model {result['model']}  threads {result['threads']}  load {result['load_s']:.2f} s")
-        pp = "   ".join(f"pp{n}: {v:.1f} tok/s" for n, v in result["pp_tok_s"].items())
-        click.echo(f"{pp}   tg{n_gen}: {result['tg_tok_s']:.1f} tok/s ({result['tg_gb_s']:.1f} GB/s of weights)   "
-                   f"RSS {result['rss_mb']:.0f} MB")
+        pp = "   ".join(f"pp{n}{at}: {v:.1f} tok/s" for n, v in result["pp_tok_s"].items())
+        click.echo(f"{pp}   tg{n_gen}{at}: {result['tg_tok_s']:.1f} tok/s ({result['tg_gb_s']:.1f} GB/s of "
+                   f"weights)   RSS {result['rss_mb']:.0f} MB")
 
 
 @qrun.command()

@@ -69,6 +69,21 @@ def test_bench_several_prompt_lengths(capsys, tiny):
     assert "pp16: " in out and "pp8: " in out and "tg2: " in out
 
 
+def test_bench_depth_runs_each_test_after_that_context(capsys, tiny):
+    # llama-bench's -d: the tests run with depth tokens already in the cache (not timed)
+    from kvant.runtime import Model
+    from kvant.runtime.bench import run_bench
+    m = Model(tiny, n_ctx=64, n_threads=1)
+    result = run_bench(m, n_prompt=(8,), n_gen=4, depth=20)
+    assert result["n_depth"] == 20 and result["pp_tok_s"]["8"] > 0 and result["tg_tok_s"] > 0
+    assert len(m._tokens) == 20 + 1 + 4            # the last test: context, its first token, 4 generated
+    code, out, err = run(capsys, "bench", tiny, "-p", "8", "-n", "2", "-d", "20", "-t", "1")
+    assert code == 0, err
+    assert "pp8 @ d20: " in out and "tg2 @ d20: " in out
+    code, out, err = run(capsys, "bench", tiny, "-d", "-1")
+    assert code == 2 and "-1" in err and len(err.strip().splitlines()) == 1
+
+
 def test_generate_stats_line_on_stderr(capsys, tiny):
     code, out, err = run(capsys, "generate", tiny, "-p", "the the", "-n", "5", "--temp", "0", "-t", "1", "--stats")
     assert code == 0, err
