@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -302,12 +303,9 @@ def measure_file(path, args):
 def median_ratio(numerators, denominators, num_key, den_key, scale=1.0):
     """The median over rounds of numerator / denominator, each taken from the same round (None if no round has
     both): a ratio of two figures measured minutes apart would carry the machine's swings."""
-    ratios = sorted(scale * n[num_key] / d[den_key] for n, d in zip(numerators, denominators)
-                    if "error" not in n and "error" not in d)
-    if not ratios:
-        return None
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    ratios = [scale * n[num_key] / d[den_key] for n, d in zip(numerators, denominators)
+              if "error" not in n and "error" not in d]
+    return statistics.median(ratios) if ratios else None
 
 
 def _sampler_defaults():
@@ -358,19 +356,19 @@ def start_row(label, res):
 
 
 def user_row(label, res, n_tokens):
-    bench, gen, api = res["kvant"], res["qrun generate"], res["API generate"]
-    tg = bench.get("tg_tok_s")
+    tg = res["kvant"].get("tg_tok_s")
     rounds = res["rounds"]
 
-    def cells(r, key):
+    def cells(name, key):
+        r = res[name]
         if "error" in r:
             return [r["error"], ""]
         short = f" ({r['generated']} tokens)" if r["generated"] < n_tokens else ""
-        name = "qrun generate" if r is gen else "API generate"
         paired = median_ratio(rounds[name], rounds["kvant"], key, "tg_tok_s")
         return [f"{r[key]:.1f}{short}", (f"{r[key] / tg:.2f}x" if tg else "") + (f" ({paired:.2f}x)" if paired else "")]
-    return (f"| {label} | {_f(tg)} | " + " | ".join(cells(gen, "tok_s") + cells(api, "first_tok_s")
-                                                   + cells(api, "second_tok_s")) + " |")
+    columns = cells("qrun generate", "tok_s") + cells("API generate", "first_tok_s") + cells("API generate",
+                                                                                         "second_tok_s")
+    return f"| {label} | {_f(tg)} | " + " | ".join(columns) + " |"
 
 
 def main():
