@@ -3,6 +3,8 @@
     from kvant.runtime import Model
     model = Model("smollm2")
 """
+import kvant.formats  # noqa: F401,E402  (the kernel path and numba's cache folder, before any kernel)
+
 __all__ = ["Model", "load", "load_tokenizer", "Stats", "PerplexityResult", "ContextFullError"]
 
 

@@ -1,6 +1,6 @@
-"""Integer prefill GEMM with AVX-512 VNNI, llama.cpp's way: activations quantized once per token (Q8_0 / Q8_K codes,
-kernels/actquant.py), weights as unsigned bytes, products summed exactly in int32 by vpdpbusd, one float
-multiply-add per 32-block.
+"""Integer prefill GEMM, llama.cpp's way: activations quantized once per token (Q8_0 / Q8_K codes,
+kernels/actquant.py), weights as unsigned bytes, products summed exactly in int32 by vpdpbusd (or AVX2's pair of
+multiply-adds: _isa.py), one float multiply-add per 32-block.
 
 The matvec kernels (_vnni.py) put 64 consecutive codes of one row in a vector, so every 32-block of every
 (row, token) pair costs an int -> float conversion and a scale vector: about as many instructions as the float
@@ -32,8 +32,8 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, HAS_VNNI, _as_i64, _c64, _data, _declare,
-                    _splat, _vec_load, declare_dpbusd)
+from ._isa import INT_KERNELS, WIDE_UNBIASED, dot4
+from ._vnni import _F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat, _vec_load
 from .actquant import q8_codes, q8_k_codes
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
@@ -80,9 +80,11 @@ def _is_c(t, *dtypes):
 
 # ---------------------------------------------------------------- the GEMM of one decoded tile
 
-def _gemm_codegen(with_min):
+def _gemm_codegen(with_min, wide=False):
     """out[t, r0 + j] = sum_b (ws[b, j] xd[t, b]) (xo[t, b] + sum_k wt codes * xq[t, k]) (+ wm[b, j] xm[t, b])
-    for every token t, j < nr (masked stores)."""
+    for every token t, j < nr (masked stores). wide: codes up to 255 (a signed value + 128, xo = -128 * code sum),
+    whose offset a WIDE_UNBIASED path takes out in the dot products themselves (_isa)."""
+    unbiased = wide and WIDE_UNBIASED
     def codegen(context, builder, signature, args):
         sig = signature.args
         out_p = _data(context, builder, sig[0], args[0], _F32)
@@ -96,7 +98,6 @@ def _gemm_codegen(with_min):
         xm_p = _data(context, builder, sig[10], args[10], _F32)
         n, nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
         module = builder.module
-        dpbusd = declare_dpbusd(builder)
         mstore = _declare(module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
                           [_V16F, _V16F.as_pointer(), _I32, ir.VectorType(_I1, 16)])
         k = builder.mul(nb, _c64(32))
@@ -114,12 +115,12 @@ def _gemm_codegen(with_min):
                 for t in range(ntok):
                     tok = b.add(t0, _c64(t))
                     tb = b.add(b.mul(tok, nb), i)
-                    acc = _splat(b, b.load(b.gep(xo_p, [tb])), _V16I32)
+                    acc = ir.Constant(_V16I32, None) if unbiased else _splat(b, b.load(b.gep(xo_p, [tb])), _V16I32)
                     xrow = b.gep(xq_p, [b.add(b.mul(tok, k), b.mul(i, _c64(32)))])
                     for g in range(8):
                         xv = b.load(b.bitcast(b.gep(xrow, [_c64(4 * g)]), i32p), align=1)
                         xb = b.bitcast(_splat(b, xv, _V16I32), _V64I8)
-                        acc = b.call(dpbusd, [acc, wv[g], xb])
+                        acc = dot4(b, acc, wv[g], xb, wide)
                     scale = b.fmul(ws, _splat(b, b.load(b.gep(xd_p, [tb])), _V16F))
                     f = b.fadd(faccs[t], b.fmul(b.sitofp(acc, _V16F), scale, flags=("contract",)),
                                flags=("contract",))
@@ -166,6 +167,13 @@ def tile_gemm(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
     int32 start values (-offset * block code sums). wm, xm unused."""
     sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     return (sig, _gemm_codegen(False)) if sig is not None else None
+
+
+@intrinsic
+def tile_gemm_wide(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """tile_gemm for codes up to 255 (Q8_0 and the IQ4 codebook + 128; xo = -128 * block code sums)."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(False, True)) if sig is not None else None
 
 
 @intrinsic
@@ -375,21 +383,23 @@ def _chunks(rows):
 
 
 @njit(cache=True, inline="always")
-def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min):
+def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide):
     """Every token's outputs of the decoded tile at rows r0.. (rows past the end masked), with the mins' term
-    wm * xm when has_min."""
+    wm * xm when has_min; wide: codes up to 255 (tile_gemm_wide)."""
     rows = out.shape[1]
     nr = min(ROWS, rows - r0)
-    if has_min:
+    if wide:
+        tile_gemm_wide(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+    elif has_min:
         tile_gemm_min(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
     else:
         tile_gemm(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
 
 
 @njit(inline="always")
-def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
+def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays):
     """The GEMM of a type: each worker decodes its 16-row tiles one at a time with decode(wt, ws, wm, r0, *arrays)
-    and multiplies every token by each. Inlined only, into the type's own cached driver (as _common.float_matmul:
+    and multiplies every token by each (wide: _multiply). Inlined only, into the type's own cached driver (as _common.float_matmul:
     numba caches no function that takes a jitted function as an argument)."""
     nb = xd.shape[1]
     rows = out.shape[1]
@@ -401,7 +411,7 @@ def tiles(out, xq, xd, xo, xm, has_min, decode, arrays):
         t0, t1 = tile_span(ch, nch, rows, ROWS)
         for r0 in range(t0 * ROWS, t1 * ROWS, ROWS):
             decode(wt, ws, wm, r0, *arrays)
-            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min)
+            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide)
 
 
 # The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines
@@ -437,24 +447,25 @@ def _q5k_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm):
 @njit(cache=True, parallel=True)
 def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
     """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one f32 per 256."""
-    tiles(out, xq, xd, _offsets(xs, off), xm, False, _crumb_rows, (c, d))
+    tiles(out, xq, xd, _offsets(xs, off), xm, False, False, _crumb_rows, (c, d))
 
 
 @njit(cache=True, parallel=True)
 def gemm_q5_k(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm):
     """Q5_K's row planes (qh its 5th bits) with Q8_K codes: offset 0, the mins -dmin m against xm = d_x * code sum
     (tile_gemm_min). (Q4_K and Q6_K have their own GEMMs on 16-row records, kquants_rows16.py, kquants_q6k16.py.)"""
-    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _q5k_rows, (q, qh, sc, mn, d, dm))
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, False, _q5k_rows, (q, qh, sc, mn, d, dm))
 
 
 # ---------------------------------------------------------------- which types run here
 
-# type name -> (activation scheme, run(out, codes, *QMatrix.arrays)); filled by the type families where HAS_VNNI
+# type name -> (activation scheme, run(out, codes, *QMatrix.arrays)); filled by the type families where the CPU has
+# an integer path (INT_KERNELS)
 INT_GEMM = {}
 
 
 def register_gemm(type_name, scheme, run):
-    if HAS_VNNI:
+    if INT_KERNELS:
         INT_GEMM[type_name] = (scheme, run)
 
 

@@ -8,12 +8,14 @@ in a 16-float accumulator, summed once per row (the TQ types' CRUMB rows, and th
 The 32-block types, Q4_K, Q6_K and IQ4_XS put 16 rows in the lanes instead (_vnni16.py): faster where rows are
 short, and for the K-quants' per-block scales.
 
-Only where the CPU has AVX-512 VNNI and numba compiles for the host (HAS_VNNI); elsewhere the float kernels run.
+The dot-product step itself is the kernel path's (_isa.dot4: vpdpbusd with AVX-512 VNNI, vpmaddubsw + vpmaddwd with
+AVX2); where the CPU has neither (INT_KERNELS false), the float kernels run.
 """
-from llvmlite import binding, ir
+from llvmlite import ir
 from numba import types
-from numba.core import config
 from numba.extending import intrinsic
+
+from ._isa import INT_KERNELS, _declare, dot4  # noqa: F401  (INT_KERNELS: whether these kernels run here)
 
 _F32 = ir.FloatType()
 _I8 = ir.IntType(8)
@@ -23,29 +25,6 @@ _I64 = ir.IntType(64)
 _V64I8 = ir.VectorType(_I8, 64)
 _V16I32 = ir.VectorType(_I32, 16)
 _V16F = ir.VectorType(_F32, 16)
-
-
-def _host_has_vnni():
-    if config.CPU_NAME not in (None, "host"):       # compiling for another CPU (NUMBA_CPU_NAME): stay portable
-        return False
-    try:
-        features = binding.get_host_cpu_features()
-    except RuntimeError:
-        return False
-    return bool(features.get("avx512vnni")) and bool(features.get("avx512bw"))
-
-
-HAS_VNNI = _host_has_vnni()
-
-
-def _declare(module, name, ret, args):
-    fn = module.globals.get(name)
-    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
-
-
-def declare_dpbusd(builder):
-    """vpdpbusd: 16 int32 lanes += 4 unsigned bytes times 4 signed bytes each."""
-    return _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
 
 
 def _data(context, builder, arr_type, arr, elem):
@@ -64,7 +43,6 @@ def _steps_dot(load_codes):
         xq_p = _data(context, builder, signature.args[2], args[2], _I8)
         xd_p = _data(context, builder, signature.args[3], args[3], _F32)
         n = _as_i64(builder, args[4])
-        dpbusd = declare_dpbusd(builder)
         fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
 
         entry = builder.block
@@ -82,7 +60,7 @@ def _steps_dot(load_codes):
 
         builder.position_at_end(body)
         x = _vec_load(builder, xq_p, builder.mul(g, _c64(64)), _V64I8)
-        dot = builder.call(dpbusd, [ir.Constant(_V16I32, None), load_codes(builder, wq_p, g), x])
+        dot = dot4(builder, ir.Constant(_V16I32, None), load_codes(builder, wq_p, g), x)
         wd = builder.load(builder.gep(wd_p, [builder.ashr(g, _c64(2))]))
         if not wd_f32:
             wd = builder.fpext(builder.bitcast(wd, ir.HalfType()), _F32)
@@ -214,7 +192,6 @@ def _q5k_codegen(context, builder, signature, args):
                                                                                   args, 4, 2)
     half = builder.mul(n, _c64(4))
     module = builder.module
-    dpbusd = declare_dpbusd(builder)
     v4i8 = ir.VectorType(_I8, 4)
     zip8 = ir.Constant(ir.VectorType(_I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
 
@@ -240,7 +217,7 @@ def _q5k_codegen(context, builder, signature, args):
             hi = b.or_(hi, b.shuffle_vector(_bit_at_4(b, qh, 4 * p + 1), _bit_at_4(b, qh, 4 * p + 3), cat))
             for k, w in enumerate((lo, hi)):
                 x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(256)), _c64(128 * p + 64 * k)), _V64I8)
-                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, x])
+                dot = dot4(b, ir.Constant(_V16I32, None), w, x)
                 scl = b.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(_I32, 16),
                                                                    [4 * p + k] * 8 + [4 * p + k + 2] * 8))
                 sumi = b.add(sumi, b.mul(dot, scl))
@@ -283,7 +260,6 @@ def _q2k_codegen(context, builder, signature, args):
     d_x * (d * sum_g sc_g (q_g . x_g) - dmin * sum_g m_g bs_g), both sums exact in int32."""
     (q_p, sc_p), (d_p, dm_p), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 2, 2)
     module = builder.module
-    dpbusd = declare_dpbusd(builder)
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
     cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
     spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
@@ -299,7 +275,7 @@ def _q2k_codegen(context, builder, signature, args):
             for k in range(2):
                 w = b.shuffle_vector(crumbs(b, qv, 2 * k), crumbs(b, qv, 2 * k + 1), cat)
                 off = b.add(b.mul(i, _c64(256)), _c64(128 * h + 64 * k))
-                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8)])
+                dot = dot4(b, ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8))
                 s4 = _vec_load(b, sc_p, b.add(b.mul(i, _c64(16)), _c64(8 * h + 4 * k)), v4i8)
                 s4 = b.zext(b.and_(s4, ir.Constant(v4i8, [15] * 4)), ir.VectorType(_I32, 4))
                 sumi = b.add(sumi, b.mul(dot, b.shuffle_vector(s4, s4, spread)))
@@ -347,7 +323,6 @@ def _q3k_codegen(context, builder, signature, args):
     integers)."""
     (q_p, hm_p, sc_p), (d_p,), d_f32, xq_p, xd_p, bs_p, n = _k_row_args(context, builder, signature, args, 3, 1)
     module = builder.module
-    dpbusd = declare_dpbusd(builder)
     v4i8, v16i8, v32 = ir.VectorType(_I8, 4), ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
     cat = ir.Constant(ir.VectorType(_I32, 64), list(range(64)))
     spread = ir.Constant(ir.VectorType(_I32, 16), [j // 4 for j in range(16)])
@@ -365,7 +340,7 @@ def _q3k_codegen(context, builder, signature, args):
             for k in range(2):
                 w = b.shuffle_vector(code(b, qv, hm, h, 2 * k), code(b, qv, hm, h, 2 * k + 1), cat)
                 off = b.add(b.mul(i, _c64(256)), _c64(128 * h + 64 * k))
-                dot = b.call(dpbusd, [ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8)])
+                dot = dot4(b, ir.Constant(_V16I32, None), w, _vec_load(b, xq_p, off, _V64I8))
                 s4 = b.sext(_vec_load(b, sc_p, b.add(b.mul(i, _c64(16)), _c64(8 * h + 4 * k)), v4i8),
                             ir.VectorType(_I32, 4))
                 sumi = b.add(sumi, b.mul(dot, b.shuffle_vector(s4, s4, spread)))

@@ -18,8 +18,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._isa import WIDE_UNBIASED, dot4, lookup16
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
-                    _k_row_args, _sb_loop, _splat, _vec_load, declare_dpbusd)
+                    _k_row_args, _sb_loop, _splat, _vec_load)
 
 _V16I8 = ir.VectorType(_I8, 16)
 _V16I16 = ir.VectorType(_I16, 16)
@@ -60,9 +61,8 @@ def _run_and_store(context, builder, n, body, out_p, r0, nr):
 
 def iq4_plus_128(builder, codes):
     """4-bit codes -> their IQ4 codebook values + 128, as unsigned bytes (vpshufb, 16 values per 128-bit lane)."""
-    lookup = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
     table = ir.Constant(_V64I8, [(int(v) + 128) & 0xFF for v in IQ4_NL.kvalues] * 4)
-    return builder.call(lookup, [table, codes])
+    return lookup16(builder, table, codes)
 
 
 def _fifth_bits(b, h_p, offset):
@@ -86,7 +86,7 @@ def _block_codes16(b, q_p, qo, c, iq4, h_p=None, ho=None):
     return lo, hi
 
 
-def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
+def _block_dot16(b, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
     """The int32 dot products of one 32-block of 16 rows with the 32 activation codes at xq_p[xo]: 8 vpdpbusd in
     two chains. NIB16 (256 bytes at q_p[qo]): low and high nibbles, _block_codes16's codes; i8: I8_16 (512 bytes,
     chunk k, row r, byte t at 64 k + 4 r + t = element 4 k + t as an unsigned byte)."""
@@ -98,7 +98,7 @@ def _block_dot16(b, vnni, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
         else:
             pair = _block_codes16(b, q_p, qo, c, iq4, h_p, ho)
             quads = (b.add(xo, _c64(4 * c)), b.add(xo, _c64(4 * c + 16)))
-        chains = [b.call(vnni, [chains[j], pair[j], x_quad(b, xq_p, quads[j])]) for j in range(2)]
+        chains = [dot4(b, chains[j], pair[j], x_quad(b, xq_p, quads[j]), iq4 or i8) for j in range(2)]
     return b.add(chains[0], chains[1])
 
 
@@ -121,12 +121,12 @@ def _nib16_codegen(iq4, with_min, with_qh=False, i8=False):
         n = _as_i64(builder, args[k + 6])
         out_p = _data(context, builder, sig[k + 7], args[k + 7], _F32)
         r0, nr = _as_i64(builder, args[k + 8]), _as_i64(builder, args[k + 9])
-        vnni = declare_dpbusd(builder)
 
         def body(b, i, acc, _):
-            dot = _block_dot16(b, vnni, q_p, b.mul(i, _c64(512 if i8 else 256)), xq_p, b.mul(i, _c64(32)), iq4, h_p,
+            dot = _block_dot16(b, q_p, b.mul(i, _c64(512 if i8 else 256)), xq_p, b.mul(i, _c64(32)), iq4, h_p,
                                b.mul(i, _c64(64)) if with_qh else None, i8)
-            dot = b.add(dot, _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
+            if not ((iq4 or i8) and WIDE_UNBIASED):      # the offset is out already (_isa)
+                dot = b.add(dot, _splat(b, b.load(b.gep(xo_p, [i])), _V16I32))
             scale = b.fmul(lanes_f32(b, d_p, b.mul(i, _c64(16)), d_f32), _splat(b, b.load(b.gep(xd_p, [i])), _V16F))
             acc = b.fadd(acc, b.fmul(b.sitofp(dot, _V16F), scale, flags=("contract",)), flags=("contract",))
             if with_min:
@@ -254,16 +254,16 @@ def _iq4_xs16_codegen(context, builder, signature, args):
     16 b + r, d (nsb, 16) fp16 bits; xq Q8_K codes (element order), xd per 32 (the per-256 scale repeated), bs
     int32 code sums per 32. As llama.cpp's iq4_xs dot: per super-block d d_x sum_b sc_b (q_b . x_b), the sum exact."""
     (q_p, sc_p), (d_p,), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 2, 1)
-    vnni = declare_dpbusd(builder)
     v16i8 = ir.VectorType(_I8, 16)
 
     def body(b, s, acc, _):
         sumi = ir.Constant(_V16I32, None)
         for blk in range(8):
             k = b.add(b.mul(s, _c64(8)), _c64(blk))
-            dot = _block_dot16(b, vnni, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), True)
-            offset = b.mul(b.load(b.gep(bs_p, [k])), ir.Constant(_I32, -128))
-            dot = b.add(dot, _splat(b, offset, _V16I32))
+            dot = _block_dot16(b, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), True)
+            if not WIDE_UNBIASED:       # codebook value + 128: take out 128 * the code sum (_isa)
+                offset = b.mul(b.load(b.gep(bs_p, [k])), ir.Constant(_I32, -128))
+                dot = b.add(dot, _splat(b, offset, _V16I32))
             scales = b.sext(_vec_load(b, sc_p, b.add(b.mul(s, _c64(128)), _c64(16 * blk)), v16i8), _V16I32)
             sumi = b.add(sumi, b.mul(dot, scales))
         scale = b.fmul(lanes_f32(b, d_p, b.mul(s, _c64(16)), False),
@@ -314,7 +314,6 @@ def _q4k_rows16_codegen(context, builder, signature, args):
     out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
     sums, for r < nr (masked store)."""
     (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
-    vnni = declare_dpbusd(builder)
     half_p = builder.bitcast(w_p, _I16.as_pointer())
 
     def const16(v):
@@ -325,7 +324,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
         qo, xo = b.mul(s, _c64(Q4K_RECORD)), b.mul(s, _c64(256))
         so = b.add(qo, _c64(Q4K_SM))
         for blk in range(8):
-            dot = _block_dot16(b, vnni, w_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
+            dot = _block_dot16(b, w_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
             packed_sm = _vec_load(b, w_p, b.add(so, _c64(16 * blk)), _V16I8)
             scales = b.zext(b.and_(packed_sm, const16(63)), _V16I32)
             sumi = b.add(sumi, b.mul(dot, scales))
@@ -368,7 +367,6 @@ def _q6k_rows16_codegen(context, builder, signature, args):
     read in address order. xq Q8_K codes (element order), xd per 32, bs exact code sums per 16. As llama.cpp: per
     super-block d d_x sum_G sc_G (q_G - 32) . x_G, the integer sum exact."""
     (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
-    vnni = declare_dpbusd(builder)
     half_p = builder.bitcast(w_p, _I16.as_pointer())
 
     def const64(v):
@@ -394,7 +392,7 @@ def _q6k_rows16_codegen(context, builder, signature, args):
                         low = b.and_(nibbles[c], const64(15)) if half == 0 else b.lshr(nibbles[c], const64(4))
                         codes = b.or_(low, high_bits(b, crumbs[c], u))
                         quad = b.add(b.mul(s, _c64(256)), _c64(16 * g + 4 * c))
-                        dot = b.call(vnni, [dot, codes, x_quad(b, xq_p, quad)])
+                        dot = dot4(b, dot, codes, x_quad(b, xq_p, quad))
                     bsum = b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(16)), _c64(g))]))
                     dot = b.sub(dot, _splat(b, b.shl(bsum, ir.Constant(_I32, 5)), _V16I32))
                     scales = b.sext(_vec_load(b, w_p, b.add(at, _c64(Q6K_SCALES + 16 * u)), _V16I8), _V16I32)

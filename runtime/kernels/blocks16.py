@@ -11,7 +11,7 @@ Q8_0 (I8_16): q[g, b] 512 bytes, chunk k, row r, byte t at 64 k + 4 r + t = elem
 vpdpbusd takes it as it is; -128 * code sum per block) - already _gemm.py's TILE order.
 Exactly the file's bytes per row and block (18, 20, 22, 24, 34). IQ4_XS: its super-blocks' 8 blocks in the same order,
 q[g, 8 s + b], with the 6-bit block scales as int8 ls - 32 in sc[g, s, 16 b + r] and fp16 d[g, s, r] (138 bytes a
-row and super-block, the file 136). Used where the CPU has AVX-512 VNNI (legacy.py, kquants.py register it);
+row and super-block, the file 136). Used where the CPU has an integer path (_isa.py; legacy.py, kquants.py register it);
 decode, the integer prefill GEMM and the float matmul all read this order.
 
 What differs between the 32-block types is data, not code (TYPES): the code offset the integer sums take out
@@ -159,7 +159,7 @@ def _tile(wt, ws, wm, r0, q, h, d, m, iq4, has_min, has_h):
 
 @njit(cache=True, parallel=True)
 def _gemm(out, xq, xd, xs, xm, q, h, d, m, off, iq4, has_min, has_h):
-    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, _tile, (q, h, d, m, iq4, has_min, has_h))
+    tiles(out, xq, xd, _offsets(xs, off), xm, has_min, off == 128, _tile, (q, h, d, m, iq4, has_min, has_h))
 
 
 @njit(cache=True, inline="always")
@@ -251,7 +251,7 @@ def register_all(register):
                  "NIB16: 16 rows' blocks interleaved 4 bytes a row" + (" + 5th-bit masks" if t.has_h else ""))
         register(name, Layout(32, _rp(t.bsize, t.qoff, t.has_min, t.has_h, t.i8), _scratch, t.matvec, matmul,
                               codes + " + fp16 d" + (", m" if t.has_min else "")
-                              + " per 32, int8 x Q8_0 activations (VNNI)", q8_0))
+                              + " per 32, int8 x Q8_0 activations", q8_0))
         register_gemm(name, "q8_0", gemm)
 
 
@@ -310,7 +310,7 @@ def _tile_iq4_xs(wt, ws, wm, r0, q, sc, d):
 
 @njit(cache=True, parallel=True)
 def _gemm_iq4_xs(out, xq, xd, xs, xm, q, sc, d):
-    tiles(out, xq, xd, _offsets(xs, 128), xm, False, _tile_iq4_xs, (q, sc, d))
+    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_iq4_xs, (q, sc, d))
 
 
 def gemm_iq4_xs(out, codes, q, sc, d):
@@ -337,4 +337,4 @@ def _matmul_iq4_xs(out, x, q, sc, d):
 
 IQ4_XS = Layout(256, _rp_iq4_xs, _scratch_k, _mv_iq4_xs, _matmul_iq4_xs,
                 "NIB16: 16 rows' blocks interleaved 4 bytes a row + int8 scale per 32 + fp16 d per 256, int8 x Q8_K "
-                "activations (VNNI)", q8_k)
+                "activations", q8_k)

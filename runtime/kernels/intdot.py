@@ -1,4 +1,4 @@
-"""Shared parts of the integer matvec kernels (AVX-512 VNNI through _vnni.py): activations quantized as llama.cpp
+"""Shared parts of the integer matvec kernels (_vnni.py, the dot-product step per CPU in _isa.py): activations quantized as llama.cpp
 quantizes them (Q8_0, or Q8_K with its per-256 scale repeated per 32), int8 block dot products summed exactly.
 
 Scratch of every integer kernel (int_scratch): codes xq in the order the kernel reads them, per-32 scales xd, scaled
@@ -9,7 +9,7 @@ from gguf.quants import IQ4_NL
 from numba import njit
 
 from ._common import F32
-from ._vnni import HAS_VNNI
+from ._isa import INT_KERNELS
 
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
 
@@ -65,9 +65,9 @@ def int_scratch(cols):
         cols, np.int8)
 
 
-# type -> (matvec, scratch) of the float kernels that run where the CPU has no VNNI (tests run them everywhere)
+# type -> (matvec, scratch) of the float kernels that run where the CPU has no integer path (tests run them everywhere)
 FLOAT_MATVEC = {}
-# type -> repack(raw, cols) of those float kernels, where the VNNI layout is another one (kquants_rows16.py, ...)
+# type -> repack(raw, cols) of those float kernels, where the integer layout is another one (kquants_rows16.py, ...)
 FLOAT_REPACK = {}
 # type -> the float matmul on those planes (the prefill of other CPUs), where FLOAT_REPACK has the type
 FLOAT_MATMUL = {}
@@ -75,9 +75,9 @@ FLOAT_MATMUL = {}
 
 def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names, scratch=int_scratch):
     """(matvec, scratch, the activation rounding it applies, note): the integer kernel where the CPU has AVX-512
-    VNNI, else the float one."""
+    integer path (_isa.py), else the float one."""
     for name in type_names:
         FLOAT_MATVEC[name] = (float_kernel, float_scratch)
-    if HAS_VNNI:
-        return vnni_kernel, scratch, rounding, f", int8 x {rounding.__name__.upper()} activations (VNNI)"
+    if INT_KERNELS:
+        return vnni_kernel, scratch, rounding, f", int8 x {rounding.__name__.upper()} activations"
     return float_kernel, float_scratch, None, ""

@@ -1,12 +1,12 @@
 """256-element super-block types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS.
 
 Repacked (once, parallel over rows), memory over the file in brackets:
-  Q4_K   with VNNI: ROWS16, 16 rows interleaved (kquants_rows16.py)                [1.00x]
+  Q4_K   integer:   ROWS16, 16 rows interleaved (kquants_rows16.py)                [1.00x]
          else: the file's qs + 6-bit scale and min as u8 per 32 + fp16 d, dmin per 256  [1.03x]
   Q5_K   the same + the file's qh (5th bits)                                     [1.02x]
-  Q6_K   with VNNI: ROWS16, 16 rows interleaved (kquants_q6k16.py)                [1.01x]
+  Q6_K   integer:   ROWS16, 16 rows interleaved (kquants_q6k16.py)                [1.01x]
          else: the file's ql, qh, int8 scale per 16 and fp16 d, each gathered per row  [1.00x]
-  IQ4_XS with VNNI: NIB16, 16 rows interleaved + int8 ls-32 per 32 + fp16 d (blocks16.py)  [1.01x]
+  IQ4_XS integer:   NIB16, 16 rows interleaved + int8 ls-32 per 32 + fp16 d (blocks16.py)  [1.01x]
          else: NIB + f32 scale per 32 (d*(ls-32)); codebook as a rounded quartic  [1.18x]
   Q2_K   the file's qs + its scale/min byte per 16 + fp16 d, dmin per 256            [1.00x]
   Q3_K   the file's qs and hmask + int8 scale (s-32) per 16 + fp16 d per 256        [1.04x]
@@ -19,7 +19,7 @@ element 32u + j of a 128-half) with Q3_K's hmask (bit 4h + u of byte j: the same
 scales and mins are kept in split order (each row's even 32-blocks', then its odd ones') so the float fallback
 indexes both nibbles' scales by a shift.
 
-Matvec of Q2_K .. Q6_K where the CPU has AVX-512 VNNI: llama.cpp's ggml_vec_dot_q{2..6}_K_q8_K, x quantized to
+Matvec of Q2_K .. Q6_K where the CPU has an integer path: llama.cpp's ggml_vec_dot_q{2..6}_K_q8_K, x quantized to
 Q8_K once per call, each super-block's sum of scale * group dot product exact in int32 (vpdpbusd, vpmulld),
 converted once and scaled by d_w * d_x; the mins (Q2_K, Q4_K, Q5_K: dmin * m * exact group code sums) and the
 offsets of Q6_K (-32) and Q3_K (-4) (offset * sum of scale * exact per-16 code sums, inside the same int32 sum) as
@@ -35,7 +35,8 @@ from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_q5_k, register_gemm
-from ._vnni import HAS_VNNI, q2k_row_dot, q3k_row_dot, q5k_row_dot
+from ._isa import INT_KERNELS
+from ._vnni import q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
 from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, k4_scratch, k4_x_order, k16_scratch
@@ -605,12 +606,12 @@ def _mm_q3_k(out, x, c, h, sc, d):
 # ---------------------------------------------------------------- registration
 
 def _register_rows16(name, layout16, gemm, repack, matvec, scratch, matmul, note):
-    """With VNNI, a 16-row layout for decode and the integer prefill GEMM; elsewhere the row planes' float kernels
+    """With an integer path (_isa.py), a 16-row layout for decode and the integer prefill GEMM; elsewhere the row planes' float kernels
     (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK / FLOAT_MATMUL)."""
     FLOAT_MATVEC[name] = (matvec, scratch)
     FLOAT_REPACK[name] = repack
     FLOAT_MATMUL[name] = matmul
-    if HAS_VNNI:
+    if INT_KERNELS:
         register(name, layout16)
         register_gemm(name, "q8_k", gemm)
     else:
@@ -637,7 +638,7 @@ register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
                         "the file's qs, hmask + int8 scale per 16 + fp16 d per 256" + _Q3_K_HOW, _Q3_K_ROUNDS))
 
 
-# ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py, VNNI)
+# ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py)
 
 def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
     gemm_q5_k(out, *codes, q, qh, sc, mn, d, dm)

@@ -16,7 +16,7 @@ met out of address order streamed at two thirds of the row kernel's speed, thoug
         768 + 16 u + r   the int8 scale of group 4q + u, row r
     3328 + 2 r           row r's fp16 d
 
-Used where the CPU has AVX-512 VNNI (the Q6_K layout, kquants.py); decode, the integer prefill GEMM (the decode
+Used where the CPU has an integer path (_isa.py; the Q6_K layout, kquants.py); decode, the integer prefill GEMM (the decode
 kernel per token) and the float matmul read it.
 """
 import numpy as np
@@ -136,4 +136,4 @@ def gemm(out, codes, w):
 
 LAYOUT = Layout(256, repack, k16_scratch, matvec, matmul, "ROWS16: 16 rows' 6-bit codes interleaved 4 bytes a row "
                 "(4 low bits in nibbles, 2 high bits in crumbs), int8 scale per 16 + fp16 d per 256 (the file's 210 "
-                "bytes), one record per 16 rows and super-block, int8 x Q8_K activations (VNNI)", q8_k)
+                "bytes), one record per 16 rows and super-block, int8 x Q8_K activations", q8_k)

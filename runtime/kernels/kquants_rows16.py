@@ -17,7 +17,7 @@ rows (the last group zero-padded) and super-block s, w[g, s] holds:
     bytes 2240-2303   the rows' fp16 d (2240 + 2 r) and dmin (2272 + 2 r), little-endian
 144 bytes per row and super-block, as the file.
 
-Used where the CPU has AVX-512 VNNI (the Q4_K layout, kquants.py); decode, the integer prefill GEMM and the float
+Used where the CPU has an integer path (_isa.py; the Q4_K layout, kquants.py); decode, the integer prefill GEMM and the float
 matmul all read this order.
 """
 import numpy as np
@@ -111,7 +111,7 @@ def _tile(wt, ws, wm, r0, w):
 
 @njit(cache=True, parallel=True)
 def _gemm(out, xq, xd, xs, xm, w):
-    tiles(out, xq, xd, np.zeros_like(xs), xm, True, _tile, (w,))      # codes as they are: no offset
+    tiles(out, xq, xd, np.zeros_like(xs), xm, True, False, _tile, (w,))      # codes as they are: no offset
 
 
 def gemm(out, codes, w):
@@ -146,4 +146,4 @@ def matmul(out, x, w):
 
 LAYOUT = Layout(256, repack, scratch, matvec, matmul, "ROWS16: 16 rows' qs interleaved 4 bytes a row, 6-bit scale "
                 "and min per 32 packed in 12 bytes + fp16 d, dmin per 256 (the file's 144 bytes), one record per "
-                "16 rows and super-block, int8 x Q8_K activations (VNNI)", q8_k)
+                "16 rows and super-block, int8 x Q8_K activations", q8_k)

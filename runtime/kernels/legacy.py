@@ -1,6 +1,6 @@
 """32-element block types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, as row planes with float activations.
 
-Where the CPU has AVX-512 VNNI all six run from blocks16.py instead (the file's bytes with 16 rows interleaved,
+Where the CPU has an integer path all six run from blocks16.py instead (the file's bytes with 16 rows interleaved,
 integer dot products as llama.cpp's); these row planes are the kernels of every other CPU (and are tested here).
 Repack (once, parallel over rows). The fp16 scales stay fp16 (u16 arrays, widened in the loop by vcvtph2ps at no
 measured cost), so the 4- and 8-bit types take exactly the file's bytes:
@@ -19,7 +19,7 @@ from numba import njit, prange
 from . import blocks16
 from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._ir import ubits, widen
-from ._vnni import HAS_VNNI
+from ._isa import INT_KERNELS
 from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from .registry import Layout, register
 
@@ -264,7 +264,7 @@ def _no_scratch(cols):
     return ()
 
 
-# Where the CPU has VNNI, 16 rows interleaved with integer dot products (blocks16.py) for decode and prefill;
+# Where the CPU has an integer path (_isa.py), 16 rows interleaved with integer dot products (blocks16.py) for decode and prefill;
 # elsewhere these row planes (tested everywhere through FLOAT_MATVEC and FLOAT_REPACK)
 _ROW_TYPES = {
     "Q8_0": (_rp_plain(34, 32, 2, False), _mv_i8, _no_scratch, _mm_i8, "I8 + fp16 d per 32"),
@@ -279,7 +279,7 @@ for _name, (_repack, _matvec, _scratch, _matmul, _note) in _ROW_TYPES.items():
     FLOAT_MATVEC[_name] = (_matvec, _scratch)
     FLOAT_REPACK[_name] = _repack
     FLOAT_MATMUL[_name] = _matmul
-    if not HAS_VNNI:
+    if not INT_KERNELS:
         register(_name, Layout(32, _repack, _scratch, _matvec, _matmul, _note))
-if HAS_VNNI:
+if INT_KERNELS:
     blocks16.register_all(register)

@@ -19,6 +19,7 @@ from convert_helpers import HF, MODELS  # noqa: E402
 from kvant.convert.pipeline import convert  # noqa: E402
 
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_K_M")
+NEAR_TIE = 0.03      # bitnet TQ2_0: a top-2 logit gap below this is not decided by the file (see the test)
 XFAIL = {
     ("gemma3", "Q4_K_M"): "Pearson 0.978 with llama-quantize's exact bytes",
 }
@@ -60,4 +61,12 @@ def test_runtime_logits_match_transformers(tmp_path, name, type_):
     elif type_ == "Q4_K_M":
         assert pearson >= 0.98
     else:  # bitnet in TQ2_0
-        assert same_argmax >= 0.98
+        # transformers rounds BitNet's activations to int8 per token, a TQ2_0 file's dot products per 256 (Q8_K): the
+        # logits differ by up to ~0.05 (on every kernel path), so where the reference's best two are closer than
+        # NEAR_TIE the argmax is summation order's draw (seen: gaps of 0.0014 and 0.021 flipped on AVX2).
+        assert pearson >= 0.999
+        chosen = ref[np.arange(len(ref)), got.argmax(1)]
+        assert (chosen >= ref.max(1) - NEAR_TIE).all()          # kvant's pick is the reference's, or a near-tie
+        top2 = np.sort(ref, axis=1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] > NEAR_TIE
+        assert decided.sum() >= len(ref) // 2 and (got.argmax(1) == ref.argmax(1))[decided].mean() >= 0.98

@@ -11,13 +11,13 @@ from gguf.quants import IQ4_NL
 
 from kvant.runtime.kernels import prepare
 from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, int_matmul, quantize
-from kvant.runtime.kernels._vnni import HAS_VNNI
+from kvant.runtime.kernels._isa import INT_KERNELS
 from kvant.runtime.kernels.actquant import VEC_DOT
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_kernels import make_weight  # noqa: E402
 
-needs_vnni = pytest.mark.skipif(not HAS_VNNI, reason="the integer GEMM needs AVX-512 VNNI")
+needs_vnni = pytest.mark.skipif(not INT_KERNELS, reason="the integer GEMM needs an integer kernel path")
 INT_TYPES = ["IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0", "TQ1_0", "TQ2_0"]
 SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per row)
 
@@ -162,20 +162,22 @@ def test_gemm_real_tensors(file, types):
 @needs_vnni
 @pytest.mark.parametrize("weight_type", ["Q8_0", "Q4_0"])
 def test_model_prefill_near_the_float_path(tmp_path, weight_type, monkeypatch):
-    """A whole forward pass through the integer GEMM against the float GEMM on the same rounded activations."""
+    """A whole forward pass through the integer GEMM against the float GEMM on the same rounded activations. With an
+    f32 cache: on an f16 one a last-bit difference of summation order (which differs between the kernel paths) can
+    flip a cached value to the next f16 step, and the next Q8_0 rounding carries that on (1-2% of the logits)."""
     from kvant.runtime import Model
     from kvant.runtime.kernels import _gemm
     from tiny_model import write_tiny_model
     path = tmp_path / "tiny.gguf"
     write_tiny_model(path, weight_type=weight_type)
     tokens = list(np.random.default_rng(0).integers(1, 200, 24))
-    with Model(str(path), n_ctx=64, n_threads=2) as m:
+    with Model(str(path), n_ctx=64, n_threads=2, kv_type="f32") as m:
         integer = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
         monkeypatch.setattr(_gemm, "INT_GEMM", {})
         import kvant.runtime.model as model_module
         monkeypatch.setattr(model_module, "INT_GEMM", {})
         floats = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
-    assert np.abs(integer - floats).max() < 1e-3 * np.abs(floats).max()
+    assert np.abs(integer - floats).max() < 1e-5 * np.abs(floats).max()
 
 
 @pytest.mark.parametrize("kv_type", ["f16", "f32"])

@@ -1,0 +1,101 @@
+"""The machine kvant runs on: which kernel path is in force, and where numba keeps what it compiled.
+
+A kernel path is an instruction set the integer kernels are written for (runtime/kernels/_isa.py). It is chosen once
+per process, best first, from what LLVM reports about the host, or forced with KVANT_CPU_PATH to any path the host
+can execute (an AVX-512 machine runs the AVX2 path too). "float" is the float kernels alone, for CPUs with none.
+
+numba's on-disk cache goes under the user's cache directory, in a folder per kvant version and path, set before any
+kernel module is compiled:
+- not beside the installed modules (numba's default): pip leaves those files behind when it uninstalls kvant, and
+  the left-over folder is then imported as an empty namespace package in place of an editable install;
+- per path, because forcing another path changes what the same Python function compiles to, and numba's own cache
+  key (signature, CPU name and features) cannot tell; numba itself refuses entries of another CPU or numba version.
+NUMBA_CACHE_DIR, when the user sets it, is where that folder goes instead.
+"""
+import os
+from importlib import metadata
+
+import numba  # noqa: F401  (numba.core.config below must exist, and numba reads the environment once)
+from llvmlite import binding
+from numba.core import config
+
+# path -> the LLVM host features it needs (x86: avx512vnni needs BW for its byte vectors; every x86 path F16C for
+# the fp16 scales), best first
+PATH_FEATURES = {
+    "avx512vnni": ("avx512f", "avx512bw", "avx512vnni", "avx2", "fma", "f16c"),
+    "avx2": ("avx2", "fma", "f16c"),
+    "float": (),
+}
+PATHS = tuple(PATH_FEATURES)
+
+
+class HostPathError(ValueError):
+    """KVANT_CPU_PATH names no path, or one this CPU cannot execute."""
+
+
+def host_features() -> frozenset:
+    """The LLVM features of the CPU numba compiles for; none when it compiles for another CPU (NUMBA_CPU_NAME)."""
+    if config.CPU_NAME not in (None, "host"):
+        return frozenset()
+    try:
+        return frozenset(k for k, v in binding.get_host_cpu_features().items() if v)
+    except RuntimeError:
+        return frozenset()
+
+
+def runnable_paths(features=None) -> tuple:
+    """The paths this CPU can execute, best first ("float" always)."""
+    features = host_features() if features is None else features
+    return tuple(p for p, needed in PATH_FEATURES.items() if all(f in features for f in needed))
+
+
+def choose_path(forced=None, features=None) -> str:
+    """The best runnable path, or the forced one if the CPU can run it."""
+    runnable = runnable_paths(features)
+    if not forced:
+        return runnable[0]
+    forced = forced.strip().lower()
+    if forced not in PATH_FEATURES:
+        raise HostPathError(f"KVANT_CPU_PATH={forced}: not a kernel path (known: {', '.join(PATHS)})")
+    if forced not in runnable:
+        raise HostPathError(f"KVANT_CPU_PATH={forced}: this CPU cannot execute it (it can: {', '.join(runnable)})")
+    return forced
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (for bench tables), else LLVM's name for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return binding.get_host_cpu_name()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kvant")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def user_cache_root() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kvant")
+
+
+def numba_cache_dir(path: str) -> str:
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(user_cache_root(), "numba")
+    return os.path.join(base, f"kvant-{_version()}-{path}")
+
+
+try:
+    CPU_PATH = choose_path(os.environ.get("KVANT_CPU_PATH"))
+    PATH_ERROR = None
+except HostPathError as e:          # reported by the CLIs in one line and raised by the kernels' import
+    CPU_PATH, PATH_ERROR = "float", e
+
+# numba looks the directory up when a cached function is defined, so this must run before any kernel module
+CACHE_DIR = numba_cache_dir(CPU_PATH)
+config.CACHE_DIR = CACHE_DIR

@@ -1,0 +1,83 @@
+"""The instruction-level steps of the integer kernels, one implementation per kernel path (kvant.formats.host).
+
+The kernels (_vnni.py, _vnni16.py, _gemm.py) are written once in LLVM IR on 512-bit values (16 int32 lanes, 64
+bytes) and call these steps; on a 256-bit path LLVM splits every value into two ymm registers.
+
+dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned bytes u and signed bytes s.
+- avx512vnni: vpdpbusd.
+- avx2 (no int8 dot product, as ggml's AVX2 kernels): vpmaddubsw multiplies the bytes and adds neighbours into
+  int16, saturating, then vpmaddwd by ones adds pairs of those into int32. Exact while a pair of products fits int16:
+  true for codes u <= 128 against activation codes s in -127..127 (2 * 128 * 127 = 32512). The types whose unsigned
+  codes are a signed value + 128 (Q8_0, the IQ4 codebook: `wide`) go the other way: w = u - 128 is signed, so the
+  product is |w| times s with w's sign (vpsignb), and what comes out is the dot product of w, without the 128 * sum(s)
+  the unsigned codes carry. WIDE_UNBIASED says so: the caller then leaves out its -128 * sum(s) term.
+"""
+from llvmlite import ir
+
+from kvant.formats.host import CPU_PATH, PATH_ERROR
+
+if PATH_ERROR is not None:        # KVANT_CPU_PATH asked for a path this CPU cannot run: refuse before compiling
+    raise PATH_ERROR
+
+INT_KERNELS = CPU_PATH != "float"
+WIDE_UNBIASED = CPU_PATH == "avx2"
+
+_I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+_V32I8, _V64I8 = ir.VectorType(_I8, 32), ir.VectorType(_I8, 64)
+_V16I16, _V8I32, _V16I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8), ir.VectorType(_I32, 16)
+
+
+def _declare(module, name, ret, args):
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
+
+
+def _halves(builder, v):
+    n = v.type.count // 2
+    return [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(k * n, k * n + n))))
+            for k in (0, 1)]
+
+
+def _join(builder, lo, hi):
+    n = lo.type.count
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
+
+
+def _dot4_avx512vnni(builder, acc, u, s, wide):
+    fn = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    return builder.call(fn, [acc, u, s])
+
+
+def _dot4_avx2(builder, acc, u, s, wide):
+    module = builder.module
+    maddubs = _declare(module, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
+    maddwd = _declare(module, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
+    ones = ir.Constant(_V16I16, [1] * 16)
+    parts = []
+    for uh, sh in zip(_halves(builder, u), _halves(builder, s)):
+        if wide:
+            sign = _declare(module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+            absb = _declare(module, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
+            w = builder.xor(uh, ir.Constant(_V32I8, [0x80] * 32))
+            uh, sh = builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)]), builder.call(sign, [sh, w])
+        parts.append(builder.call(maddwd, [builder.call(maddubs, [uh, sh]), ones]))
+    return builder.add(acc, _join(builder, *parts))
+
+
+_DOT4 = {"avx512vnni": _dot4_avx512vnni, "avx2": _dot4_avx2}
+
+
+def dot4(builder, acc, u, s, wide=False):
+    """acc (16 x i32) + the 4-byte dot products of u (64 x u8 codes) and s (64 x i8, -127..127) per lane. wide: u
+    may exceed 128 (a signed value + 128); then on a WIDE_UNBIASED path the result leaves out 128 * sum(s)."""
+    return _DOT4[CPU_PATH](builder, acc, u, s, wide)
+
+
+def lookup16(builder, table, idx):
+    """vpshufb: each byte of idx (0..15) replaced by that entry of its 128-bit lane of table (64 x i8 both)."""
+    if CPU_PATH == "avx512vnni":
+        fn = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
+        return builder.call(fn, [table, idx])
+    fn = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
+    return _join(builder, *(builder.call(fn, [t, i]) for t, i in zip(_halves(builder, table),
+                                                                        _halves(builder, idx))))
