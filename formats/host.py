@@ -27,6 +27,8 @@ PATH_FEATURES = {
     "float": (),
 }
 PATHS = tuple(PATH_FEATURES)
+# the features a bench table shows (what any path looks at, and the ones a later path would)
+REPORTED_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni", "dotprod", "i8mm")
 
 
 class HostPathError(ValueError):

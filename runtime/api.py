@@ -168,6 +168,10 @@ class Model:
             self.stats.decode_seconds = time.perf_counter() - t0
 
     def _stream_text(self, prompt_tokens, max_tokens, settings, stop):
+        _check_max_tokens(max_tokens)       # here, not inside the generator: refused at the call, as the CLI refuses
+        return self._pieces(prompt_tokens, max_tokens, settings, stop)
+
+    def _pieces(self, prompt_tokens, max_tokens, settings, stop):
         stream = TextStream(stop)
         for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings)):
             piece = stream.feed(self.tokenizer.token_bytes(token, special=False))
@@ -254,6 +258,11 @@ def check_messages(messages) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ValueError(f"message {i} must be a dict with a str 'role' and a str 'content'")
+
+
+def _check_max_tokens(max_tokens):
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 0:
+        raise ValueError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
 
 
 def _common_prefix(a, b):

@@ -21,6 +21,14 @@ def resident_mb() -> float:
     return float("nan")
 
 
+def host_info() -> dict:
+    """What a bench table names: the CPU, the host features that choose a kernel path, and the path in force."""
+    from kvant.formats import host
+    features = host.host_features()
+    return {"cpu": host.cpu_model(), "kernel_path": host.CPU_PATH,
+            "features": sorted(f for f in features if f in host.REPORTED_FEATURES)}
+
+
 def _time_prompt(model, prompt, context=()):
     model.reset()
     context = list(context)
@@ -62,6 +70,7 @@ def run_bench(model, n_prompt=(128,), n_gen=64, repetitions=1, seed=0, depth=0):
     tg = n_gen / best_tg
     return {
         "model": os.path.basename(model.path),
+        **host_info(),
         "threads": numba.get_num_threads(),
         "n_prompt": n_prompt,
         "n_gen": n_gen,

@@ -120,8 +120,9 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
             continue
         messages.append({"role": "user", "content": text})
         answer = []
+        pieces = m.chat(messages, max_tokens, stream=True, **sampling)
         try:
-            for piece in m.chat(messages, max_tokens, stream=True, **sampling):
+            for piece in pieces:
                 answer.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -129,6 +130,9 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
             messages.pop()
             click.echo(f"qrun: {e}", err=True)
             continue
+        except KeyboardInterrupt:   # Ctrl-C stops this answer, as llama-cli and ollama do; the chat goes on with it
+            pieces.close()
+            click.echo(" [interrupted]", err=True, nl=False)
         sys.stdout.write("\n")
         sys.stdout.flush()
         messages.append({"role": "assistant", "content": "".join(answer)})
@@ -188,7 +192,14 @@ def tokenize(model, text_file, prompt, ids, add_bos, special):
         click.echo(json.dumps(out))
     else:
         for i in out:
-            click.echo(f"{i:6d} -> {tok.token_bytes(i)!r}")
+            click.echo(f"{i:6d} -> '{_printable(tok.token_bytes(i))}'")
+
+
+def _printable(piece: bytes) -> str:
+    """A token's bytes as text (Cyrillic as Cyrillic), escaped only where not printable: control characters as \\n,
+    \\x01, bytes that are not UTF-8 on their own (part of a character) as \\xd0."""
+    text = piece.decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _int_list(ctx, param, value):
@@ -222,6 +233,7 @@ def bench(model, n_prompt, n_gen, repetitions, depth, threads, as_json):
     else:
         at = f" @ d{depth}" if depth else ""
         click.echo(f"model {result['model']}  threads {result['threads']}  load {result['load_s']:.2f} s")
+        click.echo(f"cpu {result['cpu']}  kernel path {result['kernel_path']}  ({' '.join(result['features'])})")
         pp = "   ".join(f"pp{n}{at}: {v:.1f} tok/s" for n, v in result["pp_tok_s"].items())
         click.echo(f"{pp}   tg{n_gen}{at}: {result['tg_tok_s']:.1f} tok/s ({result['tg_gb_s']:.1f} GB/s of "
                    f"weights)   RSS {result['rss_mb']:.0f} MB")
@@ -263,10 +275,13 @@ def _stats_line(s):
 
 
 def _read_line(interactive):
-    """The next line the user typed, or None at the end of input (Ctrl-D)."""
+    """The next line the user typed, or None at the end of input (Ctrl-D, or Ctrl-C at the prompt)."""
     try:
         line = input("> ") if interactive else sys.stdin.readline()
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
+        if interactive:         # the shell's prompt starts on a line of its own
+            sys.stdout.write("\n")
+            sys.stdout.flush()
         return None
     return line if interactive or line else None
 

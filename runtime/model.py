@@ -75,10 +75,20 @@ class KVCache:
 
     def __init__(self, cfg: Config, n_ctx: int, kv_type: str = "f16"):
         dtype = self.check_type(kv_type)
+        need = self.bytes_needed(cfg, n_ctx, kv_type)
+        free = _available_memory()
+        if free is not None and need > free:
+            raise MemoryError(f"a {n_ctx}-token context needs {need / 2**30:.1f} GiB of KV cache ({kv_type}); this "
+                              f"machine has {free / 2**30:.1f} GiB available (a smaller -c / n_ctx fits)")
         self.n_ctx = n_ctx
         self.kv_type = kv_type
         self.k = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_k), dtype) for _ in range(cfg.n_layer)]
         self.v = [np.zeros((cfg.n_kv_head, n_ctx, cfg.head_dim_v), dtype) for _ in range(cfg.n_layer)]
+
+    @staticmethod
+    def bytes_needed(cfg: Config, n_ctx: int, kv_type: str) -> int:
+        item = np.dtype(KVCache.check_type(kv_type)).itemsize
+        return cfg.n_layer * cfg.n_kv_head * n_ctx * (cfg.head_dim_k + cfg.head_dim_v) * item
 
     @staticmethod
     def check_type(kv_type):
@@ -89,6 +99,18 @@ class KVCache:
     @property
     def nbytes(self):
         return sum(a.nbytes for a in self.k) + sum(a.nbytes for a in self.v)
+
+
+def _available_memory():
+    """MemAvailable of /proc/meminfo in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def check_weights(gguf, cfg: Config):
