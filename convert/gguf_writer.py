@@ -128,7 +128,7 @@ class GGUFWriter:
 
     def __enter__(self) -> GGUFWriter:
         directory = os.path.dirname(self.path)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".part", dir=directory)
+        fd, self._tmp = temp_beside(self.path)
         self._file = os.fdopen(fd, "wb")
         self._file.write(self._header())
         return self
@@ -193,6 +193,36 @@ class GGUFWriter:
 
 def tensor_spec(name: str, shape, type_) -> TensorSpec:
     return TensorSpec(name, tuple(int(d) for d in shape), ggml_type(type_))
+
+
+def temp_beside(path: str):
+    """(fd, name) of a new hidden file beside path that a writer fills and then renames onto it:
+    .NAME.PID.RANDOM.part. Such files of writers that are gone (killed before they could remove theirs) are removed
+    first, so an interrupted run leaves nothing behind once the same output is written again."""
+    directory, base = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    prefix = f".{base}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0] if name.startswith(prefix) and name.endswith(".part") else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+    return tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".part", dir=directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # another user's process
+        return True
+    return True
 
 
 def public_mode(path: str) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -220,13 +219,13 @@ def collect(model, text: str, n_ctx: int = 512, n_chunks: int | None = None, pro
 
 # ------------------------------------------------------------------------------------------------- writing
 def _atomic_write(path: str, chunks, force: bool) -> None:
-    from .gguf_writer import OutputExistsError
+    from .gguf_writer import OutputExistsError, temp_beside
     path = os.path.abspath(path)
     if os.path.isdir(path):
         raise OutputExistsError(f"{path} is a directory")
     if os.path.exists(path) and not force:
         raise OutputExistsError(f"{path} exists (use --force to overwrite it)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=os.path.dirname(path))
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             for c in chunks:

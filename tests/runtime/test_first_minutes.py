@@ -1,0 +1,193 @@
+"""What a new user meets in the first minutes (issue 19): Ctrl-C and Ctrl-D in qrun chat on a real terminal (a
+pseudo-terminal here), and a one-line message for each edge of the command line and the API."""
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kvant.runtime.cli import main
+from tiny_model import write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class Terminal:
+    """A command on a pseudo-terminal: what it wrote so far, and keys typed into it."""
+
+    def __init__(self, argv, env):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:       # the child: its stdin, stdout and stderr are the terminal
+            os.execvpe(argv[0], argv, env)
+        self.seen = b""
+
+    def read_until(self, needle: bytes, timeout=240.0, after=0):
+        """Read until needle appears past position `after` of everything read; returns where it ends."""
+        deadline = time.monotonic() + timeout
+        while True:
+            at = self.seen.find(needle, after)
+            if at >= 0:
+                return at + len(needle)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {needle!r} within {timeout} s; the terminal shows: {self.seen[-2000:]!r}")
+            ready, _, _ = select.select([self.fd], [], [], min(left, 1.0))
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:         # the child has ended
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"the command ended before {needle!r}: {self.seen[-2000:]!r}")
+                self.seen += chunk
+
+    def type(self, keys: bytes):
+        os.write(self.fd, keys)
+
+    def wait(self, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if ready:
+                try:
+                    self.seen += os.read(self.fd, 65536)
+                except OSError:
+                    pass
+        os.kill(self.pid, 9)
+        raise AssertionError(f"the command did not end: {self.seen[-2000:]!r}")
+
+
+def test_chat_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny, tmp_path):
+    # a long context and answer, so that the answer is still being written when Ctrl-C comes
+    argv = [sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "-c", "8192", "-n", "8000", "-t", "1",
+            "--temp", "1"]
+    term = Terminal(argv, {**os.environ, "KVANT_CACHE": str(tmp_path)})
+    at = term.read_until(b"> ")
+    for question in (b"hello there\n", b"and again\n"):
+        term.type(question)
+        started = term.read_until(question.strip(), after=at)
+        time.sleep(0.5)                                       # some of the answer is out
+        term.type(b"\x03")                                    # Ctrl-C
+        at = term.read_until(b"[interrupted]", after=started)
+        at = term.read_until(b"> ", after=at)                 # back at the prompt: the next question is read
+    term.type(b"\x04")                                        # Ctrl-D at the prompt ends the chat
+    assert term.wait() == 0, term.seen[-2000:]
+    assert term.seen.endswith(b"\r\n"), term.seen[-200:]      # the shell's prompt starts on a new line
+    assert b"Traceback" not in term.seen and b"error" not in term.seen
+
+
+def test_tokenize_prints_pieces_as_text(capsys, tmp_path):
+    path = write_tiny_model(tmp_path / "tiny.gguf")
+    code, out, err = run(capsys, "tokenize", str(path), "-p", "the\tthe")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(" -> '" in line for line in lines) and "b'" not in out
+    assert any("\\t" in line for line in lines)               # a control character escaped, not written raw
+
+
+def test_tokenize_prints_cyrillic_as_cyrillic(capsys):
+    from kvant.runtime.cli import _printable
+    assert _printable("Привет".encode()) == "Привет"
+    assert _printable(b"\n") == "\\n" and _printable(b"\xd0") == "\\xd0"
+
+
+def test_context_that_cannot_fit_in_memory_is_one_line(capsys, tiny):
+    code, out, err = run(capsys, "generate", tiny, "-p", "the", "-n", "1", "-c", "100000000000")
+    assert code == 1 and err.count("\n") == 1
+    assert "GiB of KV cache" in err and "GiB available" in err and "Unable to allocate" not in err
+
+
+def test_threads_above_the_cpu_count_are_clamped_with_a_note(capsys, tiny):
+    import numba
+    code, out, err = run(capsys, "generate", tiny, "-p", "the", "-n", "2", "--temp", "0", "-t", "100000")
+    assert code == 0, err
+    assert f"using {numba.config.NUMBA_NUM_THREADS}" in err and "100000 threads" in err
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "8", True])
+def test_api_max_tokens_checked_as_the_cli_checks_n(tiny, bad):
+    from kvant.runtime import Model
+    with Model(tiny) as m:
+        with pytest.raises(ValueError, match="max_tokens must be an integer >= 0"):
+            m.generate("the", max_tokens=bad)
+        with pytest.raises(ValueError, match="max_tokens must be an integer >= 0"):
+            m.chat([{"role": "user", "content": "hi"}], max_tokens=bad, stream=True)    # refused at the call
+        assert m.generate("the", max_tokens=0) == ""
+
+
+def test_stale_part_files_of_a_killed_run_are_removed_on_the_next_write(tmp_path):
+    from kvant.convert.gguf_writer import temp_beside
+    out = tmp_path / "model.gguf"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".model.gguf.{int(dead.stdout)}.abc123.part"     # a pid no process has now
+    stale.write_bytes(b"half a file")
+    live = tmp_path / f".model.gguf.{os.getpid()}.def456.part"             # a writer still running (this one)
+    live.write_bytes(b"being written")
+    other = tmp_path / ".other.gguf.1.x.part"
+    other.write_bytes(b"")
+    fd, name = temp_beside(str(out))
+    os.close(fd)
+    assert not stale.exists() and live.exists() and other.exists()
+    assert os.path.basename(name).startswith(f".model.gguf.{os.getpid()}.") and name.endswith(".part")
+
+
+def test_qconv_quantize_killed_leaves_nothing_after_the_next_run(tmp_path):
+    """kill -9 in the middle of writing, then the same command again: one output file, no hidden .part."""
+    src = write_tiny_model(tmp_path / "src.gguf", weight_type="F32")
+    out = tmp_path / "q.gguf"
+    cmd = [sys.executable, "-m", "kvant.convert.cli", "quantize", str(src), str(out), "Q8_0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".q.gguf.*.part")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    if out.exists():
+        pytest.skip("the quantize finished before it could be killed")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and not list(tmp_path.glob(".q.gguf.*"))
+
+
+def test_second_first_fetch_waits_for_the_first(tmp_path, monkeypatch):
+    """Two processes resolving a known model at once: the second waits on the lock and then finds the file."""
+    from kvant.runtime import model_cache
+    monkeypatch.setenv("KVANT_CACHE", str(tmp_path))
+    target = model_cache.cached_path("smollm2")
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, sys, time, os
+os.makedirs({str(target.parent)!r}, exist_ok=True)
+lock = open({str(target.parent / ('.' + target.name + '.lock'))!r}, "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(1.5)
+open({str(target)!r}, "wb").write(b"GGUF")       # the first fetch's result
+"""], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    fetched = []
+    monkeypatch.setattr(model_cache, "fetch", lambda name, progress=True: fetched.append(name))
+    t0 = time.monotonic()
+    assert model_cache.resolve_model("smollm2") == str(target)
+    assert time.monotonic() - t0 > 0.5 and fetched == []          # it waited, and did not download again
+    holder.wait()
+
+
+def test_unknown_cpu_path_is_one_line(tiny):
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "generate", tiny, "-p", "the", "-n", "1"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "KVANT_CPU_PATH": "sse9"})
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "KVANT_CPU_PATH=sse9" in r.stderr, r.stderr
