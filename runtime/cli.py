@@ -119,9 +119,9 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
         if not text.strip():
             continue
         messages.append({"role": "user", "content": text})
-        answer = []
-        pieces = m.chat(messages, max_tokens, stream=True, **sampling)
+        answer, pieces = [], None
         try:
+            pieces = m.chat(messages, max_tokens, stream=True, **sampling)
             for piece in pieces:
                 answer.append(piece)
                 sys.stdout.write(piece)
@@ -131,7 +131,8 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
             click.echo(f"qrun: {e}", err=True)
             continue
         except KeyboardInterrupt:   # Ctrl-C stops this answer, as llama-cli and ollama do; the chat goes on with it
-            pieces.close()
+            if pieces is not None:
+                pieces.close()
             click.echo(" [interrupted]", err=True, nl=False)
         sys.stdout.write("\n")
         sys.stdout.flush()
