@@ -143,9 +143,11 @@ class Model:
         return logits[-1]
 
     # -- generation --------------------------------------------------------------------------------------------
-    def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None):
-        """Yield token ids sampled after prompt_tokens until an end-of-generation token, max_tokens, or the end
-        of the context (stats.context_full: the last token yielded is the one that would not fit)."""
+    def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None, ignore_eos=False):
+        """Yield token ids sampled after prompt_tokens until an end-of-generation token (unless ignore_eos, as
+        llama.cpp's --ignore-eos), max_tokens, or the end of the context (stats.context_full: the last token yielded
+        is the one that would not fit)."""
+        stop_ids = frozenset() if ignore_eos else self.stop_ids
         sampler = sampler or Sampler()
         logits = self.eval(prompt_tokens)
         history = list(prompt_tokens)
@@ -155,7 +157,7 @@ class Model:
         try:
             for i in range(limit):
                 token = sampler(logits, history)
-                if token in self.stop_ids:
+                if token in stop_ids:
                     break
                 history.append(token)
                 self.stats.generated_tokens += 1
@@ -167,13 +169,13 @@ class Model:
         finally:
             self.stats.decode_seconds = time.perf_counter() - t0
 
-    def _stream_text(self, prompt_tokens, max_tokens, settings, stop):
+    def _stream_text(self, prompt_tokens, max_tokens, settings, stop, ignore_eos):
         _check_max_tokens(max_tokens)       # here, not inside the generator: refused at the call, as the CLI refuses
-        return self._pieces(prompt_tokens, max_tokens, settings, stop)
+        return self._pieces(prompt_tokens, max_tokens, settings, stop, ignore_eos)
 
-    def _pieces(self, prompt_tokens, max_tokens, settings, stop):
+    def _pieces(self, prompt_tokens, max_tokens, settings, stop, ignore_eos):
         stream = TextStream(stop)
-        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings)):
+        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings), ignore_eos):
             piece = stream.feed(self.tokenizer.token_bytes(token, special=False))
             if piece:
                 yield piece
@@ -185,14 +187,16 @@ class Model:
 
     def generate(self, prompt: str, max_tokens: int = 128, *, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
-                 stop=(), stream: bool = False, add_bos: bool | None = None):
+                 stop=(), stream: bool = False, add_bos: bool | None = None, ignore_eos: bool = False):
         """Continue prompt. stream=True returns an iterator of text pieces; otherwise the whole text."""
         settings = SamplerSettings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                    repeat_penalty=repeat_penalty, seed=seed)
-        pieces = self._stream_text(self.tokenize(prompt, add_bos=add_bos, special=True), max_tokens, settings, stop)
+        pieces = self._stream_text(self.tokenize(prompt, add_bos=add_bos, special=True), max_tokens, settings, stop,
+                                   ignore_eos)
         return pieces if stream else "".join(pieces)
 
-    def chat(self, messages, max_tokens: int = 512, *, stream: bool = False, stop=(), **sampling):
+    def chat(self, messages, max_tokens: int = 512, *, stream: bool = False, stop=(), ignore_eos: bool = False,
+             **sampling):
         """Answer the last message of a conversation [{"role": ..., "content": ...}, ...] using the file's chat
         template. Earlier turns still in the cache are not computed again."""
         check_messages(messages)
@@ -200,7 +204,7 @@ class Model:
         # the template writes BOS itself where the model wants one
         tokens = self.tokenizer.encode(text, add_special=False, parse_special=True)
         settings = SamplerSettings(**sampling)
-        pieces = self._stream_text(tokens, max_tokens, settings, stop)
+        pieces = self._stream_text(tokens, max_tokens, settings, stop, ignore_eos)
         return pieces if stream else "".join(pieces)
 
     # -- perplexity ----------------------------------------------------------------------------------------------

@@ -58,9 +58,7 @@ def _sampling(kw):
 def _load(model, threads=None, n_ctx=None, kv_type="f16"):
     from kvant.runtime import compile_notice
     from kvant.runtime.api import Model
-    m = Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce)
-    compile_notice.done()
-    return m
+    return Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,13 +72,14 @@ def qrun():
 @click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=0), default=128, show_default=True)
 @click.option("--stop", multiple=True, help="stop at this string (repeatable)")
 @click.option("--stats", is_flag=True, help="afterwards print token counts, times and speed on stderr")
+@click.option("--ignore-eos", is_flag=True, help="go on past end-of-generation tokens (llama.cpp's flag)")
 @sampling_options
 @runtime_options
-def generate(model, prompt, max_tokens, stop, stats, threads, n_ctx, kv_type, **kw):
+def generate(model, prompt, max_tokens, stop, stats, ignore_eos, threads, n_ctx, kv_type, **kw):
     """Continue PROMPT; prints only the generated text."""
     sampling = _sampling(kw)
     m = _load(model, threads, n_ctx, kv_type)
-    for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, **sampling):
+    for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, ignore_eos=ignore_eos, **sampling):
         sys.stdout.write(piece)
         sys.stdout.flush()
     if sys.stdout.isatty():         # end the line for the shell's prompt; a pipe or file gets the text alone
@@ -97,9 +96,10 @@ def generate(model, prompt, max_tokens, stop, stats, threads, n_ctx, kv_type, **
 @click.option("-s", "--system", default=None, help="system prompt")
 @click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--stats", is_flag=True, help="after each answer print token counts and speed on stderr")
+@click.option("--ignore-eos", is_flag=True, help="go on past end-of-generation tokens (llama.cpp's flag)")
 @sampling_options
 @runtime_options
-def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
+def chat(model, system, max_tokens, stats, ignore_eos, threads, n_ctx, kv_type, **kw):
     """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
     sampling = _sampling(kw)
     m = _load(model, threads, n_ctx, kv_type)
@@ -121,7 +121,7 @@ def chat(model, system, max_tokens, stats, threads, n_ctx, kv_type, **kw):
         messages.append({"role": "user", "content": text})
         answer, pieces = [], None
         try:
-            pieces = m.chat(messages, max_tokens, stream=True, **sampling)
+            pieces = m.chat(messages, max_tokens, stream=True, ignore_eos=ignore_eos, **sampling)
             for piece in pieces:
                 answer.append(piece)
                 sys.stdout.write(piece)

@@ -1,30 +1,52 @@
-"""The first run compiles the numba kernels (later runs load them from numba's on-disk cache): say so once."""
-import hashlib
-import os
+"""Say when numba compiles: every compile (a cache miss; loading from numba's cache is silent) is one line on stderr
+with the kernel it compiles and how long it took, so a first run or a newly used weight type never sits silent.
+
+Compiles nested inside another (a kernel's callees) count towards the outer one.
+"""
 import sys
+import threading
+import time
 
-import numba
+from numba.core import event
 
-from kvant.runtime.model_cache import cache_dir
-
-VERSION = "1"
-
-
-def _marker():
-    # numba caches beside the installed modules: one marker per installation and numba version
-    here = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:12]
-    return cache_dir() / f"compiled-{VERSION}-numba{numba.__version__}-{here}"
+_state = threading.local()
 
 
-def announce():
-    """Say once per machine (and numba version) that kernels are being compiled."""
-    if not _marker().exists():
-        print("kvant: compiling kernels for this machine (first run only; later runs reuse numba's cache) ...",
-              file=sys.stderr, flush=True)
+class _Announcer(event.Listener):
+    def __init__(self, stream):
+        self.stream = stream            # None: whatever sys.stderr is when a compile ends
+        self.count = 0
+        self.seconds = 0.0
+
+    def on_start(self, ev):
+        depth = getattr(_state, "depth", 0)
+        _state.depth = depth + 1
+        if depth == 0:
+            _state.t0 = time.perf_counter()
+
+    def on_end(self, ev):
+        _state.depth -= 1
+        if _state.depth:
+            return
+        took = time.perf_counter() - _state.t0
+        self.count += 1
+        self.seconds += took
+        dispatcher = ev.data["dispatcher"]
+        name = f"{dispatcher.py_func.__module__.removeprefix('kvant.')}.{dispatcher.py_func.__name__}"
+        line = (f"kvant: compiled {name} in {took:.1f} s ({self.count} kernels, {self.seconds:.0f} s so far; "
+                f"later runs load them from the cache)")
+        stream = self.stream or sys.stderr
+        stream.write(line + "\n")      # whole lines: a compile may come in the middle of an answer
+        stream.flush()
 
 
-def done():
-    marker = _marker()
-    if not marker.exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+_listener = None
+
+
+def announce(stream=None):
+    """Start announcing compiles (idempotent)."""
+    global _listener
+    if _listener is None:
+        _listener = _Announcer(stream)
+        event.register("numba:compile", _listener)
+

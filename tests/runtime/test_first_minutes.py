@@ -74,14 +74,14 @@ class Terminal:
 
 def test_chat_ctrl_c_stops_the_answer_and_the_chat_goes_on(tiny, tmp_path):
     # a long context and answer, so that the answer is still being written when Ctrl-C comes
-    argv = [sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "-c", "8192", "-n", "8000", "-t", "1",
-            "--temp", "1"]
+    argv = [sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "-c", "16384", "-n", "16000", "-t", "1",
+            "--temp", "1", "--ignore-eos"]
     term = Terminal(argv, {**os.environ, "KVANT_CACHE": str(tmp_path)})
     at = term.read_until(b"> ")
     for question in (b"hello there\n", b"and again\n"):
         term.type(question)
         started = term.read_until(question.strip(), after=at)
-        time.sleep(0.5)                                       # some of the answer is out
+        time.sleep(0.3)                                       # some of the answer is out
         term.type(b"\x03")                                    # Ctrl-C
         at = term.read_until(b"[interrupted]", after=started)
         at = term.read_until(b"> ", after=at)                 # back at the prompt: the next question is read
@@ -191,3 +191,27 @@ def test_unknown_cpu_path_is_one_line(tiny):
     r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "generate", tiny, "-p", "the", "-n", "1"],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "KVANT_CPU_PATH": "sse9"})
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "KVANT_CPU_PATH=sse9" in r.stderr, r.stderr
+
+
+def test_every_compile_is_announced_with_its_name_and_time(capsys):
+    from numba import njit
+
+    from kvant.runtime import compile_notice
+    compile_notice.announce()
+
+    @njit       # no cache: always compiled here
+    def kvant_probe_kernel(x):
+        return x + 1
+
+    assert kvant_probe_kernel(1) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "kvant_probe_kernel" in x)
+    assert line.startswith("kvant: compiled ") and " in " in line and " s (" in line
+
+
+def test_a_warm_start_compiles_nothing(tiny):
+    env = {**os.environ}
+    cmd = [sys.executable, "-m", "kvant.runtime.cli", "generate", tiny, "-p", "the", "-n", "3", "--temp", "0"]
+    subprocess.run(cmd, capture_output=True, timeout=600, env=env)             # fills numba's cache if needed
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0 and "compiled" not in r.stderr, r.stderr
