@@ -2,6 +2,11 @@
 
 Regenerate (needs llama-cpp-python, which builds llama.cpp from source: `pip install llama-cpp-python`):
     python tests/make_llamacpp_fixtures.py [smollm2 gemma3-270m]
+    python tests/make_llamacpp_fixtures.py --perplexity-for-this-cpu [smollm2 gemma3-270m]
+The second adds only the perplexities of the llama.cpp built on this machine (natively: its best instruction set)
+under perplexity_by_path[kvant's kernel path for this CPU], beside the others: llama.cpp's x86 builds differ from
+each other in the last digits as kvant's paths do, so the test compares each kvant path with the llama.cpp of the
+same instruction set ("perplexity" is that of the AVX-512 VNNI build, where the rest was made).
 The models are the known small models of kvant's model cache (fetched from their PyPI packages). For each:
 perplexity on ../shared/corpora/{en,ru}.txt (c=512, 8 chunks, llama-perplexity's method), the greedy continuation
 of a fixed prompt, and per-position argmax / top-5 logits of a 64-token prompt.
@@ -32,15 +37,19 @@ def sha256(path):
     return h.hexdigest()
 
 
-def reference(path, n_chunks=8):
-    import numpy as np
-    llm = oracle.load(path, n_ctx=512)
-    result = {"file_sha256": sha256(path), "perplexity": {}}
+def perplexities(llm, n_chunks=8):
+    out = {}
     for lang in ("en", "ru"):
         with open(os.path.join(CORPORA, f"{lang}.txt"), encoding="utf-8") as f:
             text = f.read()
-        result["perplexity"][lang] = {"n_ctx": 512, "n_chunks": n_chunks,
-                                      "ppl": oracle.perplexity(llm, text, 512, n_chunks)}
+        out[lang] = {"n_ctx": 512, "n_chunks": n_chunks, "ppl": oracle.perplexity(llm, text, 512, n_chunks)}
+    return out
+
+
+def reference(path, n_chunks=8):
+    import numpy as np
+    llm = oracle.load(path, n_ctx=512)
+    result = {"file_sha256": sha256(path), "perplexity": perplexities(llm, n_chunks)}
     ids, margins = oracle.greedy_steps(llm, oracle.tokenize(llm, GREEDY_PROMPT, add_bos=oracle.adds_bos(llm)), 16)
     result["greedy"] = {"prompt": GREEDY_PROMPT, "n_predict": 16, "text": oracle.greedy(llm, GREEDY_PROMPT, 16),
                         "ids": ids, "margins": [round(m, 4) for m in margins]}
@@ -57,6 +66,22 @@ def reference(path, n_chunks=8):
     return result
 
 
+def perplexity_for_this_cpu(names):
+    from kvant.formats import host
+    path_name = host.runnable_paths()[0]
+    for name in names:
+        out = os.path.join(OUT, f"{name}.json")
+        with open(out, encoding="utf-8") as f:
+            data = json.load(f)
+        model = resolve_model(name)
+        assert sha256(model) == data["file_sha256"], f"{name}: not the file the fixture was made from"
+        data.setdefault("perplexity_by_path", {})[path_name] = perplexities(oracle.load(model, n_ctx=512))
+        data["perplexity_by_path"][path_name]["cpu"] = host.cpu_model()
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=1)
+        print(name, path_name, json.dumps(data["perplexity_by_path"][path_name]))
+
+
 def main(names):
     os.makedirs(OUT, exist_ok=True)
     for name in names:
@@ -67,4 +92,7 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["smollm2", "gemma3-270m"])
+    args = sys.argv[1:]
+    this_cpu = "--perplexity-for-this-cpu" in args
+    names = [a for a in args if not a.startswith("--")] or ["smollm2", "gemma3-270m"]
+    perplexity_for_this_cpu(names) if this_cpu else main(names)

@@ -5,12 +5,6 @@ import pytest
 from kvant.runtime import Model
 from kvant.runtime.sampling import NonFiniteLogitsError, Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
-from tiny_model import write_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
 
 
 @pytest.fixture(scope="module")

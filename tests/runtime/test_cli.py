@@ -11,11 +11,6 @@ from kvant.runtime.cli import main
 from tiny_model import D_FF, metadata_value_offset, patch, tensor_info_offset, write_tiny_model
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
-
-
 def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
