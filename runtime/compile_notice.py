@@ -33,7 +33,7 @@ class _Announcer(event.Listener):
         self.seconds += took
         dispatcher = ev.data["dispatcher"]
         name = f"{dispatcher.py_func.__module__.removeprefix('kvant.')}.{dispatcher.py_func.__name__}"
-        line = (f"kvant: compiled {name} in {took:.1f} s ({self.count} kernels, {self.seconds:.0f} s so far; "
+        line = (f"kvant: compiled {name} in {took:.1f} s ({self.count} so far, {self.seconds:.0f} s; "
                 f"later runs load them from the cache)")
         stream = self.stream or sys.stderr
         stream.write(line + "\n")      # whole lines: a compile may come in the middle of an answer
