@@ -89,10 +89,14 @@ def test_perplexity_within_half_percent_of_llamacpp(model, lang):
     (its AVX2 and AVX-512 builds differ in the last digits as kvant's paths do), else its AVX-512 build's."""
     from kvant.formats.host import CPU_PATH
     fixture = reference(model.name)
-    ref = fixture.get("perplexity_by_path", {}).get(CPU_PATH, fixture["perplexity"])[lang]
+    by_path = fixture.get("perplexity_by_path", {})
+    ref = by_path.get(CPU_PATH, fixture["perplexity"])[lang]
+    # without that build's figure, the AVX-512 build's, within the spread measured between llama.cpp's own paths
+    # on one machine (default, flash attention, one token at a time: up to 0.81%, bench/RESULTS.md NOISE)
+    bound = 0.005 if CPU_PATH in by_path or CPU_PATH == "avx512vnni" else 0.0081
     result = model.perplexity(corpus(lang), n_ctx=ref["n_ctx"], n_chunks=ref["n_chunks"])
     assert result.n_chunks == ref["n_chunks"]
-    assert abs(result.ppl / ref["ppl"] - 1) < 0.005, (result.ppl, ref["ppl"])
+    assert abs(result.ppl / ref["ppl"] - 1) < bound, (result.ppl, ref["ppl"], bound)
 
 
 def test_chat_second_turn_prefills_only_its_new_tokens(model):
