@@ -25,3 +25,10 @@ def smollm2_path():
 @pytest.fixture(scope="session")
 def gemma3_path():
     return _known_model("gemma3-270m")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random llama-architecture model (tests/tiny_model.py), written once per test module."""
+    from tiny_model import write_tiny_model
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
