@@ -13,8 +13,7 @@ _state = threading.local()
 
 
 class _Announcer(event.Listener):
-    def __init__(self, stream):
-        self.stream = stream            # None: whatever sys.stderr is when a compile ends
+    def __init__(self):
         self.count = 0
         self.seconds = 0.0
 
@@ -35,18 +34,18 @@ class _Announcer(event.Listener):
         name = f"{dispatcher.py_func.__module__.removeprefix('kvant.')}.{dispatcher.py_func.__name__}"
         line = (f"kvant: compiled {name} in {took:.1f} s ({self.count} so far, {self.seconds:.0f} s; "
                 f"later runs load them from the cache)")
-        stream = self.stream or sys.stderr
-        stream.write(line + "\n")      # whole lines: a compile may come in the middle of an answer
-        stream.flush()
+        # whole lines (a compile may come in the middle of an answer), to whatever sys.stderr is by then
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 _listener = None
 
 
-def announce(stream=None):
+def announce():
     """Start announcing compiles (idempotent)."""
     global _listener
     if _listener is None:
-        _listener = _Announcer(stream)
+        _listener = _Announcer()
         event.register("numba:compile", _listener)
 

@@ -33,7 +33,8 @@ from numba.extending import intrinsic
 from ._common import tile_span
 from ._ir import widen
 from ._isa import INT_KERNELS, WIDE_UNBIASED, dot4
-from ._vnni import _F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat, _vec_load
+from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
+                    _vec_load)
 from .actquant import q8_codes, q8_k_codes
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
@@ -399,8 +400,8 @@ def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide):
 @njit(inline="always")
 def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays):
     """The GEMM of a type: each worker decodes its 16-row tiles one at a time with decode(wt, ws, wm, r0, *arrays)
-    and multiplies every token by each (wide: _multiply). Inlined only, into the type's own cached driver (as _common.float_matmul:
-    numba caches no function that takes a jitted function as an argument)."""
+    and multiplies every token by each (wide: _multiply). Inlined only, into the type's own cached driver (as
+    _common.float_matmul: numba caches no function that takes a jitted function as an argument)."""
     nb = xd.shape[1]
     rows = out.shape[1]
     nch = _chunks(rows)

@@ -15,7 +15,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._isa import INT_KERNELS, _declare, dot4  # noqa: F401  (INT_KERNELS: whether these kernels run here)
+from ._isa import _declare, dot4
 
 _F32 = ir.FloatType()
 _I8 = ir.IntType(8)

@@ -11,8 +11,8 @@ Q8_0 (I8_16): q[g, b] 512 bytes, chunk k, row r, byte t at 64 k + 4 r + t = elem
 vpdpbusd takes it as it is; -128 * code sum per block) - already _gemm.py's TILE order.
 Exactly the file's bytes per row and block (18, 20, 22, 24, 34). IQ4_XS: its super-blocks' 8 blocks in the same order,
 q[g, 8 s + b], with the 6-bit block scales as int8 ls - 32 in sc[g, s, 16 b + r] and fp16 d[g, s, r] (138 bytes a
-row and super-block, the file 136). Used where the CPU has an integer path (_isa.py; legacy.py, kquants.py register it);
-decode, the integer prefill GEMM and the float matmul all read this order.
+row and super-block, the file 136). Used where the CPU has an integer path (_isa.py; legacy.py, kquants.py register
+it); decode, the integer prefill GEMM and the float matmul all read this order.
 
 What differs between the 32-block types is data, not code (TYPES): the code offset the integer sums take out
 (-offset * sum of the activation codes per block), whether the codes stand for the IQ4 codebook (looked up + 128),

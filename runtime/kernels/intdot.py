@@ -1,5 +1,6 @@
-"""Shared parts of the integer matvec kernels (_vnni.py, the dot-product step per CPU in _isa.py): activations quantized as llama.cpp
-quantizes them (Q8_0, or Q8_K with its per-256 scale repeated per 32), int8 block dot products summed exactly.
+"""Shared parts of the integer matvec kernels (_vnni.py; the dot-product step per CPU in _isa.py): activations
+quantized as llama.cpp quantizes them (Q8_0, or Q8_K with its per-256 scale repeated per 32), int8 block dot products
+summed exactly.
 
 Scratch of every integer kernel (int_scratch): codes xq in the order the kernel reads them, per-32 scales xd, scaled
 block sums xs, codes in element order xn.
@@ -74,7 +75,7 @@ FLOAT_MATMUL = {}
 
 
 def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names, scratch=int_scratch):
-    """(matvec, scratch, the activation rounding it applies, note): the integer kernel where the CPU has AVX-512
+    """(matvec, scratch, the activation rounding it applies, note): the integer kernel where the CPU has an
     integer path (_isa.py), else the float one."""
     for name in type_names:
         FLOAT_MATVEC[name] = (float_kernel, float_scratch)

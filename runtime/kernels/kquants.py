@@ -606,8 +606,8 @@ def _mm_q3_k(out, x, c, h, sc, d):
 # ---------------------------------------------------------------- registration
 
 def _register_rows16(name, layout16, gemm, repack, matvec, scratch, matmul, note):
-    """With an integer path (_isa.py), a 16-row layout for decode and the integer prefill GEMM; elsewhere the row planes' float kernels
-    (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK / FLOAT_MATMUL)."""
+    """With an integer path (_isa.py), a 16-row layout for decode and the integer prefill GEMM; elsewhere the row
+    planes' float kernels (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK / FLOAT_MATMUL)."""
     FLOAT_MATVEC[name] = (matvec, scratch)
     FLOAT_REPACK[name] = repack
     FLOAT_MATMUL[name] = matmul

@@ -16,8 +16,8 @@ met out of address order streamed at two thirds of the row kernel's speed, thoug
         768 + 16 u + r   the int8 scale of group 4q + u, row r
     3328 + 2 r           row r's fp16 d
 
-Used where the CPU has an integer path (_isa.py; the Q6_K layout, kquants.py); decode, the integer prefill GEMM (the decode
-kernel per token) and the float matmul read it.
+Used where the CPU has an integer path (_isa.py; the Q6_K layout, kquants.py); decode, the integer prefill GEMM (the
+decode kernel per token) and the float matmul read it.
 """
 import numpy as np
 from numba import njit, prange

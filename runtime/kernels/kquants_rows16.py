@@ -17,8 +17,8 @@ rows (the last group zero-padded) and super-block s, w[g, s] holds:
     bytes 2240-2303   the rows' fp16 d (2240 + 2 r) and dmin (2272 + 2 r), little-endian
 144 bytes per row and super-block, as the file.
 
-Used where the CPU has an integer path (_isa.py; the Q4_K layout, kquants.py); decode, the integer prefill GEMM and the float
-matmul all read this order.
+Used where the CPU has an integer path (_isa.py; the Q4_K layout, kquants.py); decode, the integer prefill GEMM and the
+float matmul all read this order.
 """
 import numpy as np
 from numba import njit, prange

@@ -264,8 +264,8 @@ def _no_scratch(cols):
     return ()
 
 
-# Where the CPU has an integer path (_isa.py), 16 rows interleaved with integer dot products (blocks16.py) for decode and prefill;
-# elsewhere these row planes (tested everywhere through FLOAT_MATVEC and FLOAT_REPACK)
+# Where the CPU has an integer path (_isa.py), 16 rows interleaved with integer dot products (blocks16.py) for decode
+# and prefill; elsewhere these row planes (tested everywhere through FLOAT_MATVEC and FLOAT_REPACK)
 _ROW_TYPES = {
     "Q8_0": (_rp_plain(34, 32, 2, False), _mv_i8, _no_scratch, _mm_i8, "I8 + fp16 d per 32"),
     "Q4_0": (_rp_plain(18, 16, 2, False), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
