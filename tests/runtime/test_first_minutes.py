@@ -210,3 +210,38 @@ def test_a_warm_start_compiles_nothing(tiny):
     subprocess.run(cmd, capture_output=True, timeout=600, env=env)             # fills numba's cache if needed
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0 and "compiled" not in r.stderr, r.stderr
+
+
+def test_ctrl_c_during_a_compile_is_held_until_it_has_ended():
+    """SIGINT in the middle of a numba compile: the compile completes (the kernel is there), then KeyboardInterrupt,
+    and the kernel works (an interrupt inside numba's compiler left "no compiled object yet" behind)."""
+    import signal
+
+    from numba import njit
+    from numba.core import event
+
+    from kvant.runtime import compile_notice
+    compile_notice.announce()
+
+    @njit       # no cache: always compiled here
+    def kvant_interrupted_kernel(x):
+        return x * 2 + 1
+
+    class CtrlCMidCompile(event.Listener):           # registered after kvant's: Ctrl-C once the compile has begun
+        def on_start(self, ev):
+            if ev.data["dispatcher"] is kvant_interrupted_kernel:
+                signal.raise_signal(signal.SIGINT)
+
+        def on_end(self, ev):
+            pass
+
+    listener = CtrlCMidCompile()
+    event.register("numba:compile", listener)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            kvant_interrupted_kernel(3)
+    finally:
+        event.unregister("numba:compile", listener)
+    assert kvant_interrupted_kernel.signatures          # compiled before the interrupt was let through
+    assert kvant_interrupted_kernel(3) == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
