@@ -8,8 +8,9 @@
 "stream": true answers with server-sent events, `data: {chunk}` per text piece and `data: [DONE]` at the end.
 One thread owns the Model and runs the requests one at a time, whole, in arrival order; the KV cache then still
 holds the previous request's tokens, so the next turn of a conversation computes only its new ones
-(usage.prompt_tokens_details.cached_tokens tells how many were reused). A client's mistake is a 400 with OpenAI's
-{"error": {"message", "type", "param", "code"}} body.
+(usage.prompt_tokens_details.cached_tokens tells how many were reused). A client that closes its connection has its
+request cancelled at the next token, streaming or not. A client's mistake, and a field the server does not implement
+yet, is a 400 with OpenAI's {"error": {"message", "type", "param", "code"}} body.
 """
 import asyncio
 import contextlib
@@ -28,7 +29,7 @@ import numba
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kvant.runtime.sampling import Sampler, SamplerSettings
@@ -39,6 +40,10 @@ GRACE_SECONDS = 5          # on shutdown, responses still being sent after this 
 
 class ShuttingDown(RuntimeError):
     """A request that was still waiting for the model when the server was told to stop."""
+
+
+class ClientGone(RuntimeError):
+    """The client closed its connection before its answer was ready: nobody is left to answer."""
 
 
 class RequestError(ValueError):
@@ -69,6 +74,44 @@ SAMPLING_FIELDS = {
     "repeat_penalty": "a number",
     "seed": "an integer",
 }
+
+
+# fields of OpenAI's API (and llama-server's) that qrun serve does not implement yet -> the values that ask for
+# nothing, which are accepted; any other value is a 400 naming the field rather than a 200 with something else
+# than the client asked for. Fields that cannot change the answer (user, metadata, store, ...) are ignored.
+def _absent(*neutral):
+    return lambda value: value is None or any(value == v and type(value) is type(v) for v in neutral)
+
+
+UNIMPLEMENTED = {
+    "response_format": _absent({"type": "text"}),
+    "tools": _absent([]),
+    "tool_choice": _absent("none"),
+    "functions": _absent([]),
+    "function_call": _absent("none"),
+    "logprobs": _absent(False),
+    "top_logprobs": _absent(0),
+    "presence_penalty": _absent(0, 0.0),
+    "frequency_penalty": _absent(0, 0.0),
+    "logit_bias": _absent({}),
+    "echo": _absent(False),
+    "suffix": _absent(""),
+    "best_of": _absent(1),
+    "modalities": _absent(["text"]),
+    "audio": _absent(),
+    "prediction": _absent(),
+    "grammar": _absent(""),
+    "json_schema": _absent(),
+    "typical_p": _absent(1, 1.0),
+    "mirostat": _absent(0),
+}
+
+
+def _refuse_unimplemented(body):
+    for name, asks_nothing in UNIMPLEMENTED.items():
+        if name in body and not asks_nothing(body[name]):
+            raise RequestError(f"'{name}' is not supported by qrun serve yet (got {json.dumps(body[name])[:60]})",
+                               name, "unsupported_parameter")
 
 
 def _get(body, name, kind, default=None):
@@ -195,6 +238,7 @@ class Job:
 
 
 def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings) -> Job:
+    _refuse_unimplemented(body)
     if _get(body, "n", "an integer", 1) != 1:
         raise RequestError("only n=1 is supported", "n")
     if not prompt:
@@ -250,11 +294,12 @@ class ModelThread:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kvant-model", initializer=numba.set_num_threads,
                                         initargs=(numba.get_num_threads(),))
 
-    async def run(self, job: Job):
-        """Text pieces, then one Finish. Leaving early (the client went away) stops the job at its next token."""
+    async def run(self, job: Job, cancelled: threading.Event | None = None):
+        """Text pieces, then one Finish. Leaving early, or setting cancelled (the client went away), stops the job
+        at its next token; a job cancelled before it started raises ClientGone."""
         loop = asyncio.get_running_loop()
         events = asyncio.Queue()
-        cancelled = threading.Event()
+        cancelled = cancelled or threading.Event()
 
         def post(event):
             try:
@@ -266,9 +311,9 @@ class ModelThread:
             return cancelled.is_set() or self.stopping.is_set()
 
         def work():
-            if cancelled.is_set():
-                return
             try:
+                if cancelled.is_set():
+                    raise ClientGone("the client went away before its turn")
                 if self.stopping.is_set():
                     raise ShuttingDown("the server is shutting down")
                 post(generate(self.model, job, should_stop, post))
@@ -301,6 +346,13 @@ def _usage(stats):
     return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens,
             "total_tokens": stats.prompt_tokens + stats.generated_tokens,
             "prompt_tokens_details": {"cached_tokens": stats.reused_tokens}}
+
+
+async def _until_disconnected(receive, gone: threading.Event):
+    """Set gone when the client closes its connection: with the body read, the server's next message is that."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 def _event(obj):
@@ -374,18 +426,25 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
             def head(kind):
                 return {"id": ident, "object": kind, "created": now, "model": name}
 
-            events = worker.run(job)
-            if job.stream:
+            gone = threading.Event()
+            events = worker.run(job, gone)
+            if job.stream:        # Starlette notices a client gone at the next piece sent, and closes events
                 return StreamingResponse(stream(endpoint, head, events, job.include_usage),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             pieces = []
-            async with contextlib.aclosing(events):
-                async for event in events:
-                    if isinstance(event, Finish):
-                        finish = event
-                    else:
-                        pieces.append(event)
+            watcher = asyncio.create_task(_until_disconnected(request.receive, gone))
+            try:
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if isinstance(event, Finish):
+                            finish = event
+                        else:
+                            pieces.append(event)
+            except ClientGone:
+                return Response(status_code=499)      # nginx's "client closed request": nobody reads it
+            finally:
+                watcher.cancel()
             finished(finish)
             return JSONResponse({**head(endpoint.object),
                                  "choices": [_choice(endpoint.whole("".join(pieces)), finish.reason)],

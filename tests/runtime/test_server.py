@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -190,6 +191,87 @@ def test_leaving_a_stream_early_stops_its_generation(tiny):
     *_, finish = asyncio.run(read_one_piece_then_leave())
     assert isinstance(finish, Finish) and finish.stats.generated_tokens == 1
     assert len(produced) < 50        # the left job stopped at once, not after its 200 tokens
+
+
+def slowed(model, produced, seconds=0.01):
+    """model with each generated token recorded in produced and taking at least seconds: a long answer stays long."""
+    generate_tokens = model.generate_tokens
+
+    def slow(*args):
+        for token in generate_tokens(*args):
+            produced.append(token)
+            time.sleep(seconds)
+            yield token
+    model.generate_tokens = slow
+    return model
+
+
+@pytest.fixture
+def live_server(tiny):
+    """qrun serve's app under uvicorn in a thread, on a free port, over a model whose tokens take 10 ms each."""
+    import uvicorn
+    produced = []
+    model = Model(tiny, n_threads=1, n_ctx=4096)
+    model.generate("t t t", max_tokens=2)          # compiled before the clock of a test starts
+    slowed(model, produced)
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(model), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield sock.getsockname()[1], produced
+    server.should_exit = True
+    thread.join(10)
+
+
+def _post_then_drop(port, body, after):
+    """Send a request by hand and close the connection after `after` seconds, unanswered."""
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+        time.sleep(after)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_dropped_client_is_cancelled_at_the_next_token(live_server, stream):
+    port, produced = live_server
+    # greedy runs all 2000 tokens: 20 s at 10 ms a token if the dropped request were not cancelled
+    _post_then_drop(port, {"prompt": "t t t", "max_tokens": 2000, "temperature": 0, "stream": stream}, after=0.5)
+    dropped_at = len(produced)
+    assert 0 < dropped_at < 2000
+    started = time.monotonic()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", method="POST",
+                                     headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"prompt": "the the", "max_tokens": 1}).encode())
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert json.loads(r.read())["usage"]["completion_tokens"] == 1
+    # the next request ran after at most a few of the dropped one's tokens (each 10 ms), not its 1,500 left
+    assert time.monotonic() - started < 1.0
+    assert len(produced) - dropped_at <= 1 + 5
+
+
+@pytest.mark.parametrize("field, value", [
+    ("response_format", {"type": "json_object"}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tool_choice", "required"), ("logprobs", True), ("top_logprobs", 3), ("presence_penalty", 0.5),
+    ("frequency_penalty", 1), ("logit_bias", {"50": 10}), ("grammar", "root ::= x"), ("typical_p", 0.9)])
+def test_an_unimplemented_field_is_a_400_naming_it(client, field, value):
+    for path, body in [("/v1/chat/completions", {"messages": HELLO}), ("/v1/completions", {"prompt": "x"})]:
+        r = client.post(path, json={**body, field: value})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == field and error["code"] == "unsupported_parameter"
+        assert f"'{field}' is not supported" in error["message"]
+
+
+def test_an_unimplemented_field_that_asks_for_nothing_is_accepted(client):
+    # what client libraries send by default
+    neutral = {"response_format": {"type": "text"}, "tools": [], "logprobs": False, "presence_penalty": 0,
+               "frequency_penalty": 0.0, "logit_bias": {}, "top_logprobs": None, "user": "me", "store": False}
+    assert chat(client, max_tokens=2, **neutral)["usage"]["completion_tokens"] <= 2
 
 
 def test_a_stopping_server_refuses_waiting_requests_with_a_503(model):
