@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import click
 
@@ -38,6 +39,10 @@ def _check_output(path: str, force: bool) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"the output directory {parent} does not exist")
+    try:        # the output is written beside itself and renamed: the directory must take a new file, now
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as e:
+        raise PermissionError(f"cannot write to the output directory {parent}: {e.strerror}") from None
 
 
 def _imatrix(path):

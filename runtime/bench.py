@@ -8,6 +8,8 @@ import time
 import numba
 import numpy as np
 
+from kvant.runtime.progress import step_progress
+
 
 def resident_mb() -> float:
     """Current resident set size of this process in MB (from /proc, so it counts mapped file pages)."""
@@ -61,12 +63,17 @@ def run_bench(model, n_prompt=(128,), n_gen=64, repetitions=1, seed=0, depth=0):
     def tokens(n):
         return rng.integers(0, vocab, n).tolist()
     pp = {}
-    for n in n_prompt:
-        _time_prompt(model, tokens(n), context)                                     # warm-up
-        best = min(_time_prompt(model, tokens(n), context) for _ in range(repetitions))
-        pp[str(n)] = n / best
-    _time_gen(model, 0, tokens(1), context)                                         # warm-up
-    best_tg = min(_time_gen(model, tokens(1)[0], tokens(n_gen), context) for _ in range(repetitions))
+    with step_progress((len(n_prompt) + 1) * (repetitions + 1), "bench", "run") as advance:
+        def timed(run, *args):
+            seconds = run(*args)
+            advance()
+            return seconds
+        for n in n_prompt:
+            timed(_time_prompt, model, tokens(n), context)                          # warm-up
+            best = min(timed(_time_prompt, model, tokens(n), context) for _ in range(repetitions))
+            pp[str(n)] = n / best
+        timed(_time_gen, model, 0, tokens(1), context)                              # warm-up
+        best_tg = min(timed(_time_gen, model, tokens(1)[0], tokens(n_gen), context) for _ in range(repetitions))
     tg = n_gen / best_tg
     return {
         "model": os.path.basename(model.path),

@@ -157,18 +157,18 @@ def perplexity(model, text_file, n_ctx, chunks, threads, as_json):
     m = _load(model, threads, n_ctx)
     text = _read_text(text_file)
 
-    def progress(done, total, ppl):
-        if not as_json:
-            click.echo(f"[{done}]{ppl:.4f},", nl=done == total)
-
+    from kvant.runtime.progress import step_progress
     t0 = time.perf_counter()
-    r = m.perplexity(text, n_ctx=n_ctx, n_chunks=chunks or None, progress=progress)
+    with step_progress(None, "perplexity", "chunk") as advance:
+        r = m.perplexity(text, n_ctx=n_ctx, n_chunks=chunks or None,
+                         progress=lambda done, total, ppl: advance(total, ppl=f"{ppl:.4f}"))
     seconds = time.perf_counter() - t0
     if as_json:
         click.echo(json.dumps({"ppl": r.ppl, "nll": r.nll, "n_chunks": r.n_chunks, "n_ctx": r.n_ctx,
                                "n_tokens_scored": r.n_tokens_scored, "chunk_ppl": r.chunk_ppl,
                                "seconds": seconds}))
-    else:
+    else:       # llama-perplexity's lines: the running estimate after each chunk, then the final one
+        click.echo(",".join(f"[{i}]{ppl:.4f}" for i, ppl in enumerate(r.chunk_ppl, 1)) + ",")
         click.echo(f"Final estimate: PPL = {r.ppl:.4f}")
 
 

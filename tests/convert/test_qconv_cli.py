@@ -5,6 +5,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -118,6 +119,37 @@ def test_existing_output_needs_force(tmp_path, capsys):
     code, _, err = run(["to-gguf", os.path.join(HF, "qwen3"), "-o", str(out), "--force", "-t", "F16"], capsys)
     assert code == 0, err
     assert out.read_bytes()[:4] == b"GGUF"
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A directory no new file can be made in: one without write permission, or, for root (who writes anywhere),
+    the read-only /sys of a container."""
+    for candidate in (tmp_path / "read-only", "/sys"):
+        if candidate != "/sys":
+            candidate.mkdir()
+            candidate.chmod(0o555)
+        try:
+            tempfile.TemporaryFile(dir=candidate).close()
+        except OSError:
+            yield str(candidate)
+            break
+    else:
+        pytest.skip("no unwritable directory here: this user writes in a 0o555 directory and in /sys")
+    (tmp_path / "read-only").chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["to-gguf", os.path.join(HF, "qwen3"), "-o"], ["imatrix", "x.gguf", "-o"],
+                                     ["quantize", "x.gguf"]])
+def test_an_unwritable_output_is_refused_before_the_work(unwritable_dir, tmp_path, capsys, command):
+    from tiny_model import write_tiny_model
+    write_tiny_model(tmp_path / "x.gguf")
+    command = [str(tmp_path / a) if a == "x.gguf" else a for a in command]
+    argv = command + [os.path.join(unwritable_dir, "o.gguf")] + (["Q4_0"] if command[0] == "quantize" else [])
+    if command[0] == "imatrix":
+        argv += ["-f", __file__]
+    code, _, err = run(argv, capsys)
+    assert_one_line_error(code, err, "cannot write to the output directory", unwritable_dir)
 
 
 def test_missing_tokenizer(tmp_path, capsys):

@@ -45,6 +45,23 @@ def test_perplexity_prints_final_estimate_and_json(capsys, tiny, tmp_path):
     assert result["n_chunks"] == 2 and result["ppl"] == pytest.approx(float(last.split("=")[1]), rel=1e-4)
 
 
+@pytest.mark.parametrize("argv, bar", [
+    (["perplexity", "-f", "TEXT", "-c", "64", "--chunks", "2"], "perplexity: 100%|"),
+    (["bench", "-p", "16,8", "-n", "2", "-r", "2"], "bench: 100%|"),
+])
+def test_long_commands_draw_a_progress_bar_on_a_terminal(capsys, monkeypatch, tiny, tmp_path, argv, bar):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    argv = [argv[0], tiny, "-t", "1", *[str(text) if a == "TEXT" else a for a in argv[1:]]]
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "|" not in err          # not on a pipe or a log
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out_tty, err = run(capsys, *argv)
+    assert code == 0 and bar in err, err         # tqdm's frames: the last one at 100%, then wiped (leave=False)
+    if argv[0] == "perplexity":
+        assert "2/2 [" in err and "ppl=" in err and out_tty == out
+
+
 def test_bench_json(capsys, tiny):
     code, out, err = run(capsys, "bench", tiny, "-p", "16", "-n", "4", "-t", "1", "--json")
     assert code == 0, err
