@@ -113,7 +113,8 @@ def _join_strings(buf, starts, lengths, sep):
         if i:
             out[o] = sep
             o += 1
-        out[o:o + lengths[i]] = buf[starts[i]:starts[i] + lengths[i]]
+        for j in range(lengths[i]):     # a loop: numba's slice assignment adds 3 s of compile
+            out[o + j] = buf[starts[i] + j]
         o += lengths[i]
     return out
 

@@ -16,6 +16,7 @@ import numpy as np
 from kvant.formats.gguf_file import open_gguf
 from kvant.runtime import threads
 from kvant.runtime.chat_template import ChatTemplate
+from kvant.runtime.compile_ahead import PromptPathHelper
 from kvant.runtime.config import Config
 from kvant.runtime.model import ContextFullError, KVCache, Transformer, check_weights
 from kvant.runtime.model_cache import resolve_model
@@ -54,10 +55,11 @@ class Model:
     whose prompt extends them (the next turn of a chat) only computes its new tokens."""
 
     def __init__(self, model: str, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
-                 kv_type: str = "f16", before_weights=None):
+                 kv_type: str = "f16", before_weights=None, compile_ahead: bool = False):
         """model: a GGUF path or a known model name. kv_type: "f16" (llama.cpp's default) or "f32".
         before_weights: called once the file has passed every check, before weights are prepared and kernels
-        compiled (the CLI announces a first-run compile there)."""
+        compiled (the CLI announces a first-run compile there). compile_ahead: on a first run, compile the prompt
+        path in a helper process while this one compiles the decode step (compile_ahead.py)."""
         t0 = time.perf_counter()
         KVCache.check_type(kv_type)
         if n_ctx is not None and int(n_ctx) <= 0 or int(n_batch) <= 0:
@@ -76,9 +78,13 @@ class Model:
         self.n_batch = int(n_batch)
         self.kv_type = kv_type
         self.cache = KVCache(self.config, self.n_ctx, kv_type)
+        self._helper = PromptPathHelper.start(self.path, self.file, self.config, kv_type,
+                                              self.transformer.weight_bytes) if compile_ahead else None
         # the decode steps' machine code, loaded from numba's cache (40-80 ms) while the model opens, as llama.cpp
         # has its code ready at load: a first generate call runs at the speed of every later one
         self.transformer.prepare_decode(self.cache)
+        if self._helper is not None:      # a first run: the rest of a token's path is compiled here meanwhile
+            self._compile_token_path()
         self.template = ChatTemplate(md.get("tokenizer.chat_template"),
                                      self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
@@ -118,6 +124,7 @@ class Model:
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("nothing to evaluate: the prompt is empty")
+        self._await_helper()
         self.tokenizer.check_ids(tokens)      # the embedding has as many rows (check_weights)
         if len(tokens) > self.n_ctx:
             raise ContextFullError(f"context full: the prompt has {len(tokens)} tokens, n_ctx is {self.n_ctx}")
@@ -133,6 +140,20 @@ class Model:
         self.stats = Stats(prompt_tokens=len(tokens), reused_tokens=keep, prefilled_tokens=len(tokens) - keep,
                            prefill_seconds=time.perf_counter() - t0)
         return logits[-1]
+
+    def _compile_token_path(self):
+        """Compile what a generated token needs besides the decode step (its embedding row, the output head,
+        sampling greedy and not) by running one token at position 0; the cache holds no tokens yet, so nothing
+        that is kept is overwritten."""
+        logits = self.transformer.forward([max(self.tokenizer.bos_id or 0, 0)], 0, self.cache)[-1]
+        for settings in (SamplerSettings(), SamplerSettings(temperature=0)):
+            Sampler(settings)(logits.copy())
+
+    def _await_helper(self):
+        """Before the first prompt: the prompt path's kernels are in numba's cache once the helper has ended."""
+        if self._helper is not None:
+            self._helper.wait()
+            self._helper = None
 
     def _step(self, token):
         if len(self._tokens) >= self.n_ctx:
@@ -217,6 +238,7 @@ class Model:
         if len(tokens) < 2 * n_ctx:
             raise ValueError(f"perplexity needs at least {2 * n_ctx} tokens for n_ctx={n_ctx}; "
                              f"the text has {len(tokens)}")
+        self._await_helper()
         n_total = len(tokens) // n_ctx
         n_chunks = n_total if n_chunks is None or n_chunks <= 0 else min(n_chunks, n_total)
         cache = KVCache(self.config, n_ctx, self.kv_type)
@@ -246,6 +268,9 @@ class Model:
                                 n_tokens_scored=count, chunk_ppl=chunk_ppl)
 
     def close(self):
+        if self._helper is not None:
+            self._helper.stop()
+            self._helper = None
         self.file.close()
 
     def __enter__(self):

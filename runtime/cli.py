@@ -55,10 +55,11 @@ def _sampling(kw):
     return settings
 
 
-def _load(model, threads=None, n_ctx=None, kv_type="f16"):
+def _load(model, threads=None, n_ctx=None, kv_type="f16", compile_ahead=False):
     from kvant.runtime import compile_notice
     from kvant.runtime.api import Model
-    return Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce)
+    return Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce,
+                 compile_ahead=compile_ahead)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +79,7 @@ def qrun():
 def generate(model, prompt, max_tokens, stop, stats, ignore_eos, threads, n_ctx, kv_type, **kw):
     """Continue PROMPT; prints only the generated text."""
     sampling = _sampling(kw)
-    m = _load(model, threads, n_ctx, kv_type)
+    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True)
     for piece in m.generate(prompt, max_tokens, stop=stop, stream=True, ignore_eos=ignore_eos, **sampling):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -102,7 +103,7 @@ def generate(model, prompt, max_tokens, stop, stats, ignore_eos, threads, n_ctx,
 def chat(model, system, max_tokens, stats, ignore_eos, threads, n_ctx, kv_type, **kw):
     """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
     sampling = _sampling(kw)
-    m = _load(model, threads, n_ctx, kv_type)
+    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True)
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):       # bytes that are not UTF-8 reach the check that names them
         sys.stdin.reconfigure(errors="surrogateescape")
@@ -254,7 +255,7 @@ def serve(model, host, port, alias, threads, n_ctx, kv_type, **kw):
     from kvant.runtime.sampling import SamplerSettings
     defaults = SamplerSettings(**_sampling(kw))
     sock = server.listen(host, port)
-    m = _load(model, threads, n_ctx, kv_type)
+    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True)
     app = server.build_app(m, alias, defaults, log=lambda line: click.echo(line, err=True))
     bound_host, bound_port = sock.getsockname()[:2]
     bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -46,11 +46,8 @@ class _Announcer(event.Listener):
         self.seconds += took
         dispatcher = ev.data["dispatcher"]
         name = f"{dispatcher.py_func.__module__.removeprefix('kvant.')}.{dispatcher.py_func.__name__}"
-        line = (f"kvant: compiled {name} in {took:.1f} s ({self.count} so far, {self.seconds:.0f} s; "
-                f"later runs load them from the cache)")
-        # whole lines (a compile may come in the middle of an answer), to whatever sys.stderr is by then
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        say(f"kvant: compiled {name} in {took:.1f} s ({self.count} so far, {self.seconds:.0f} s; later runs load "
+            f"them from the cache)")
 
 
 def _holds_ctrl_c():
@@ -65,6 +62,14 @@ def _hold(signum, frame):
 
 
 _listener = None
+
+
+def say(line):
+    """One line about compiling, where compiles are announced: whole lines (a compile may come in the middle of an
+    answer), to whatever sys.stderr is by then."""
+    if _listener is not None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def announce():

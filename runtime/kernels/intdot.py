@@ -9,7 +9,7 @@ import numpy as np
 from gguf.quants import IQ4_NL
 from numba import njit
 
-from ._common import F32
+from ._common import F32, copy_into
 from ._isa import INT_KERNELS
 
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
@@ -43,10 +43,10 @@ def k4_x_order(dst, xq):
     """xq as q5k_row_dot reads it: per 128 elements (32-blocks A B C D), blocks A C B D."""
     for p in range(xq.shape[0] // 128):
         o = 128 * p
-        dst[o:o + 32] = xq[o:o + 32]
-        dst[o + 32:o + 64] = xq[o + 64:o + 96]
-        dst[o + 64:o + 96] = xq[o + 32:o + 64]
-        dst[o + 96:o + 128] = xq[o + 96:o + 128]
+        copy_into(dst[o:o + 32], xq[o:o + 32])
+        copy_into(dst[o + 32:o + 64], xq[o + 64:o + 96])
+        copy_into(dst[o + 64:o + 96], xq[o + 32:o + 64])
+        copy_into(dst[o + 96:o + 128], xq[o + 96:o + 128])
 
 
 def k4_scratch(cols):

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
-from ._common import F32, bits_dot16, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
+from ._common import F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_q5_k, register_gemm
 from ._isa import INT_KERNELS
@@ -72,7 +72,7 @@ def _repack_q4_k(raw, q, sc, mn, d, dm):
         for blk in range(nsb):
             o = blk * 144
             _k4_scales(src, o, r, blk, sc, mn, d, dm)
-            q[r, 128 * blk:128 * blk + 128] = src[o + 16:o + 144]
+            copy_into(q[r, 128 * blk:128 * blk + 128], src[o + 16:o + 144])
 
 
 @njit(cache=True, parallel=True)
@@ -84,8 +84,8 @@ def _repack_q5_k(raw, q, qh, sc, mn, d, dm):
         for blk in range(nsb):
             o = blk * 176
             _k4_scales(src, o, r, blk, sc, mn, d, dm)
-            qh[r, 32 * blk:32 * blk + 32] = src[o + 16:o + 48]
-            q[r, 128 * blk:128 * blk + 128] = src[o + 48:o + 176]
+            copy_into(qh[r, 32 * blk:32 * blk + 32], src[o + 16:o + 48])
+            copy_into(q[r, 128 * blk:128 * blk + 128], src[o + 48:o + 176])
 
 
 @njit(cache=True, parallel=True)
@@ -113,9 +113,9 @@ def _repack_q6_k(raw, ql, qh, sc, d):
         for blk in range(nsb):
             o = blk * 210
             d[r, blk] = np.uint16(src[o + 208]) | (np.uint16(src[o + 209]) << 8)
-            ql[r, 128 * blk:128 * blk + 128] = src[o:o + 128]
-            qh[r, 64 * blk:64 * blk + 64] = src[o + 128:o + 192]
-            sc[r, 16 * blk:16 * blk + 16] = src[o + 192:o + 208]
+            copy_into(ql[r, 128 * blk:128 * blk + 128], src[o:o + 128])
+            copy_into(qh[r, 64 * blk:64 * blk + 64], src[o + 128:o + 192])
+            copy_into(sc[r, 16 * blk:16 * blk + 16], src[o + 192:o + 208])
 
 
 @njit(cache=True, inline="always")
@@ -142,8 +142,8 @@ def _repack_q2_k(raw, c, sc, d, dm):
             o = blk * 84
             d[r, blk] = np.uint16(src[o + 80]) | (np.uint16(src[o + 81]) << 8)
             dm[r, blk] = np.uint16(src[o + 82]) | (np.uint16(src[o + 83]) << 8)
-            sc[r, 16 * blk:16 * blk + 16] = src[o:o + 16]
-            c[r, 64 * blk:64 * blk + 64] = src[o + 16:o + 80]
+            copy_into(sc[r, 16 * blk:16 * blk + 16], src[o:o + 16])
+            copy_into(c[r, 64 * blk:64 * blk + 64], src[o + 16:o + 80])
 
 
 @njit(cache=True, parallel=True)
@@ -160,8 +160,8 @@ def _repack_q3_k(raw, c, h, sc, d):
                 lo = (src[o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
                 hi = (src[o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
                 sc[r, 16 * blk + g] = (lo | (hi << 4)) - 32
-            c[r, 64 * blk:64 * blk + 64] = src[o + 32:o + 96]
-            h[r, 32 * blk:32 * blk + 32] = src[o:o + 32]
+            copy_into(c[r, 64 * blk:64 * blk + 64], src[o + 32:o + 96])
+            copy_into(h[r, 32 * blk:32 * blk + 32], src[o:o + 32])
 
 
 def _rp_q4_k(raw, cols):

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import blocks16
-from ._common import F32, affine_i8, affine_nib, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
+from ._common import F32, affine_i8, affine_nib, copy_into, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._ir import ubits, widen
 from ._isa import INT_KERNELS
 from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
@@ -41,7 +41,7 @@ def _repack_plain(raw, bsize, q, qoff, d, m):
             dr[b] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
             if has_m:
                 m[r, b] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
-            qr[qlen * b:qlen * (b + 1)] = src[o + qoff:o + qoff + qlen]
+            copy_into(qr[qlen * b:qlen * (b + 1)], src[o + qoff:o + qoff + qlen])
 
 
 @njit(cache=True, parallel=True)

@@ -245,3 +245,36 @@ def test_ctrl_c_during_a_compile_is_held_until_it_has_ended():
     assert kvant_interrupted_kernel.signatures          # compiled before the interrupt was let through
     assert kvant_interrupted_kernel(3) == 7
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_first_run_compiles_the_prompt_path_in_a_helper_process(tiny):
+    """With this model's prompt path not yet marked as cached, `qrun generate` starts the helper, waits for it before
+    the prompt, and writes the same text as the API; the helper marks the cache, so the next run starts none."""
+    from kvant.formats.gguf_file import open_gguf
+    from kvant.runtime import Model
+    from kvant.runtime.compile_ahead import _marker
+    from kvant.runtime.config import Config
+    gguf = open_gguf(tiny)
+    marker = _marker(gguf, Config.from_metadata(gguf.metadata), "f16")
+    if os.path.exists(marker):
+        os.remove(marker)
+    cmd = [sys.executable, "-m", "kvant.runtime.cli", "generate", tiny, "-p", "the the", "-n", "6", "--temp", "0"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and "compiling the prompt path in a helper process" in first.stderr, first.stderr
+    assert os.path.exists(marker)
+    assert first.stdout == Model(tiny).generate("the the", max_tokens=6, temperature=0)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "helper" not in second.stderr and second.stdout == first.stdout
+
+
+def test_the_helper_needs_numba_s_cache(tiny, tmp_path, monkeypatch):
+    from kvant.formats.gguf_file import open_gguf
+    from kvant.runtime import compile_ahead
+    from kvant.runtime.config import Config
+    gguf = open_gguf(tiny)
+    cfg = Config.from_metadata(gguf.metadata)
+    # the key: which kernels a prompt compiles depends on the KV type
+    assert compile_ahead._marker(gguf, cfg, "f16") != compile_ahead._marker(gguf, cfg, "f32")
+    monkeypatch.setattr(compile_ahead, "_marker", lambda *args: str(tmp_path / "not-yet"))
+    monkeypatch.setenv("NUMBA_DISABLE_CACHE", "1")
+    assert compile_ahead.PromptPathHelper.start(tiny, gguf, cfg, "f16", 0) is None
