@@ -4,7 +4,7 @@ warm, timed to the chat prompt and from the prompt to the first token of the fir
 Per model, in one run: fresh directories for KVANT_CACHE (models) and NUMBA_CACHE_DIR (compiled kernels); the model
 fetched first (timed on its own: it is the network's time, not kvant's), then `qrun chat MODEL -t THREADS` twice,
 cold and warm. The question is typed the moment the prompt shows (a person takes longer, so the figures are the
-worst case); the answer's first byte is its first token. stderr (the compile lines) goes to a file, not the screen.
+worst case); the answer's first byte is its first token. kvant's own lines on stderr (the compile notices) are not the answer.
 
     python bench/cold_start.py [--threads 2] [--models smollm2,gemma3-270m] [--no-write]
 """
@@ -24,6 +24,7 @@ sys.path.insert(0, HERE)
 from results import publish  # noqa: E402
 
 QUESTION = b"Hello! Who are you?\n"
+NOTICE = b"kvant: "
 TIMEOUT = 600
 
 
@@ -45,9 +46,7 @@ def chat_timings(model, threads, env, log):
     argv = [sys.executable, "-m", "kvant.runtime.cli", "chat", model, "-t", str(threads), "-n", "16"]
     start = time.monotonic()
     pid, fd = pty.fork()
-    if pid == 0:                # the child: stdin and stdout the terminal, stderr the log
-        err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.dup2(err, 2)
+    if pid == 0:                # the child: its stdin, stdout and stderr the terminal
         os.execvpe(argv[0], argv, env)
     seen = bytearray()
     deadline = start + TIMEOUT
@@ -57,16 +56,31 @@ def chat_timings(model, threads, env, log):
         os.write(fd, QUESTION)
         asked = time.monotonic()
         echoed = _read_until(fd, seen, QUESTION.rstrip(b"\n") + b"\r\n", at, deadline)
-        while len(seen) == echoed:      # the answer's first byte
+        while not _answer_begun(seen[echoed:]):
             if time.monotonic() > deadline:
-                raise TimeoutError("no answer")
-            if select.select([fd], [], [], 0.05)[0]:
+                raise TimeoutError(f"no answer: the terminal shows {bytes(seen[-500:])!r}")
+            if select.select([fd], [], [], 0.02)[0]:
                 seen += os.read(fd, 65536)
         return to_prompt, time.monotonic() - asked
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(fd)
+        with open(log, "ab") as f:
+            f.write(bytes(seen))
+
+
+def _answer_begun(after_question: bytes) -> bool:
+    """Whether the terminal shows a byte of the answer past the question: anything but kvant's own lines (the
+    compile notices, on stderr, share the terminal)."""
+    for line in after_question.split(b"\n"):
+        text = line.strip(b"\r")
+        if not text or text.startswith(NOTICE):
+            continue
+        if NOTICE.startswith(text) and not line.endswith(b"\r"):
+            return False        # perhaps a notice still being written
+        return True
+    return False
 
 
 def measure(model, threads):
@@ -81,8 +95,8 @@ def measure(model, threads):
         fetch = time.monotonic() - t0
         cold = chat_timings(model, threads, env, log)
         warm = chat_timings(model, threads, env, log)
-        with open(log) as f:
-            compiles = sum(line.startswith("kvant: compiled") for line in f)
+        with open(log, encoding="utf-8", errors="replace") as f:
+            compiles = f.read().count("kvant: compiled")
         return fetch, cold, warm, compiles
     finally:
         shutil.rmtree(root, ignore_errors=True)
