@@ -4,14 +4,18 @@ A kernel path is an instruction set the integer kernels are written for (runtime
 per process, best first, from what LLVM reports about the host, or forced with KVANT_CPU_PATH to any path the host
 can execute (an AVX-512 machine runs the AVX2 path too). "float" is the float kernels alone, for CPUs with none.
 
-numba's on-disk cache goes under the user's cache directory, in a folder per kvant version and path, set before any
-kernel module is compiled:
+numba's on-disk cache goes under the user's cache directory, in a folder per kvant version, source and path, set
+before any kernel module is compiled:
 - not beside the installed modules (numba's default): pip leaves those files behind when it uninstalls kvant, and
   the left-over folder is then imported as an empty namespace package in place of an editable install;
 - per path, because forcing another path changes what the same Python function compiles to, and numba's own cache
-  key (signature, CPU name and features) cannot tell; numba itself refuses entries of another CPU or numba version.
+  key (signature, CPU name and features) cannot tell; numba itself refuses entries of another CPU or numba version;
+- per source (a digest of kvant's own .py files), because numba checks only the file a cached function is defined
+  in: a kernel that inlines helpers from another module would otherwise keep their old code after an update that
+  left its own file alone (an install from git between versions, an edit in a checkout).
 NUMBA_CACHE_DIR, when the user sets it, is where that folder goes instead.
 """
+import hashlib
 import os
 from importlib import metadata
 
@@ -29,6 +33,9 @@ PATH_FEATURES = {
 PATHS = tuple(PATH_FEATURES)
 # the features a bench table shows (what any path looks at, and the ones a later path would)
 REPORTED_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni", "dotprod", "i8mm")
+
+
+SOURCE_PACKAGES = ("formats", "convert", "runtime")     # kvant's folders, installed or in a checkout
 
 
 class HostPathError(ValueError):
@@ -87,9 +94,25 @@ def user_cache_root() -> str:
     return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kvant")
 
 
+def source_digest(root=None) -> str:
+    """12 hex digits of a hash over kvant's .py files under root (default: this installation; paths and contents,
+    ~4 ms)."""
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha1()
+    for package in SOURCE_PACKAGES:
+        for folder, dirs, files in os.walk(os.path.join(root, package)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
 def numba_cache_dir(path: str) -> str:
     base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(user_cache_root(), "numba")
-    return os.path.join(base, f"kvant-{_version()}-{path}")
+    return os.path.join(base, f"kvant-{_version()}-{source_digest()}-{path}")
 
 
 try:

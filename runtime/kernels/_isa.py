@@ -21,6 +21,8 @@ if PATH_ERROR is not None:        # KVANT_CPU_PATH asked for a path this CPU can
 
 INT_KERNELS = CPU_PATH != "float"
 WIDE_UNBIASED = CPU_PATH == "avx2"
+# 32 vector registers (AVX-512) hold a 4 x 4 block of float dot products and their loads; 16 (AVX2, SSE) do not
+REGISTERS_32 = CPU_PATH == "avx512vnni"
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _V32I8, _V64I8 = ir.VectorType(_I8, 32), ir.VectorType(_I8, 64)

@@ -278,3 +278,21 @@ def test_the_helper_needs_numba_s_cache(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(compile_ahead, "_marker", lambda *args: str(tmp_path / "not-yet"))
     monkeypatch.setenv("NUMBA_DISABLE_CACHE", "1")
     assert compile_ahead.PromptPathHelper.start(tiny, gguf, cfg, "f16", 0) is None
+
+
+def test_numba_s_cache_is_per_version_source_and_path(tmp_path):
+    """A kernel that inlines a helper of another module is cached with its own file's stamp only: after an update
+    of the helper's file alone numba would load the old code. The folder changes with any source file instead."""
+    import shutil
+
+    from kvant.formats import host
+    assert os.path.basename(host.CACHE_DIR) == f"kvant-{host._version()}-{host.source_digest()}-{host.CPU_PATH}"
+    installed = os.path.dirname(os.path.dirname(os.path.abspath(host.__file__)))
+    for package in host.SOURCE_PACKAGES:
+        shutil.copytree(os.path.join(installed, package), tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    before = host.source_digest(str(tmp_path))
+    assert before == host.source_digest()
+    helper = tmp_path / "runtime" / "kernels" / "_common.py"
+    helper.write_text(helper.read_text() + "\n# an edit\n")
+    assert host.source_digest(str(tmp_path)) != before
