@@ -4,7 +4,8 @@ warm, timed to the chat prompt and from the prompt to the first token of the fir
 Per model, in one run: fresh directories for KVANT_CACHE (models) and NUMBA_CACHE_DIR (compiled kernels); the model
 fetched first (timed on its own: it is the network's time, not kvant's), then `qrun chat MODEL -t THREADS` twice,
 cold and warm. The question is typed the moment the prompt shows (a person takes longer, so the figures are the
-worst case); the answer's first byte is its first token. kvant's own lines on stderr (the compile notices) are not the answer.
+worst case); the answer's first byte is its first token (kvant's own lines on stderr, the compile notices, are not
+the answer).
 
     python bench/cold_start.py [--threads 2] [--models smollm2,gemma3-270m] [--no-write]
 """

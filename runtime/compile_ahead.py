@@ -29,7 +29,8 @@ PROMPT_TOKENS = 8           # tokens of the helper's prompt: at least kernels.SM
 def _marker(gguf, cfg, kv_type) -> str:
     """The file that says this kind of model's prompt path is in numba's cache: the set of (tensor role, type)
     pairs (block numbers left out), the architecture and the KV type decide which kernels it compiles."""
-    roles = sorted({(re.sub(r"^blk\.\d+\.", "blk.", name), str(info.ggml_type)) for name, info in gguf.tensors.items()})
+    roles = sorted({(re.sub(r"^blk\.\d+\.", "blk.", name), str(info.ggml_type))
+                    for name, info in gguf.tensors.items()})
     key = json.dumps([cfg.arch, kv_type, roles])
     return os.path.join(host.CACHE_DIR, "prompt-path", hashlib.sha1(key.encode()).hexdigest())
 
