@@ -102,11 +102,14 @@ def source_digest(root=None) -> str:
     for package in SOURCE_PACKAGES:
         for folder, dirs, files in os.walk(os.path.join(root, package)):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(f for f in files if f.endswith(".py")):
-                path = os.path.join(folder, name)
+            for name in sorted(f for f in files if f.endswith(".py") and not f.startswith(".")):
+                path = os.path.join(folder, name)       # (an editor's lock file .#x.py may dangle)
                 digest.update(os.path.relpath(path, root).encode())
-                with open(path, "rb") as f:
-                    digest.update(f.read())
+                try:
+                    with open(path, "rb") as f:
+                        digest.update(f.read())
+                except OSError:
+                    pass
     return digest.hexdigest()[:12]
 
 
@@ -124,3 +127,28 @@ except HostPathError as e:          # reported by the CLIs in one line and raise
 # numba looks the directory up when a cached function is defined, so this must run before any kernel module
 CACHE_DIR = numba_cache_dir(CPU_PATH)
 config.CACHE_DIR = CACHE_DIR
+
+
+def _serialize_cache_writes():
+    """numba saves a new signature of a function by reading the function's index, taking the first data file name
+    the index does not list, and writing both: two processes saving different signatures of one function at the
+    same moment (kvant's compile-ahead helper and its parent) could take the same name, and an index entry would
+    then point at the other signature's machine code. One lock file per cache folder makes each save whole."""
+    try:
+        import fcntl
+    except ImportError:         # no POSIX locks (Windows): kvant starts no helper process there that could race
+        return
+    from numba.core.caching import IndexDataCacheFile
+
+    def locked(method):
+        def call(self, *args):
+            os.makedirs(self._cache_path, exist_ok=True)
+            with open(os.path.join(self._cache_path, ".kvant-save.lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return method(self, *args)
+        return call
+    IndexDataCacheFile.save = locked(IndexDataCacheFile.save)
+    IndexDataCacheFile.flush = locked(IndexDataCacheFile.flush)
+
+
+_serialize_cache_writes()

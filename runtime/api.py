@@ -80,11 +80,16 @@ class Model:
         self.cache = KVCache(self.config, self.n_ctx, kv_type)
         self._helper = PromptPathHelper.start(self.path, self.file, self.config, kv_type,
                                               self.transformer.weight_bytes) if compile_ahead else None
-        # the decode steps' machine code, loaded from numba's cache (40-80 ms) while the model opens, as llama.cpp
-        # has its code ready at load: a first generate call runs at the speed of every later one
-        self.transformer.prepare_decode(self.cache)
-        if self._helper is not None:      # a first run: the rest of a token's path is compiled here meanwhile
-            self._compile_token_path()
+        try:
+            # the decode steps' machine code, loaded from numba's cache (40-80 ms) while the model opens, as
+            # llama.cpp has its code ready at load: a first generate call runs at the speed of every later one
+            self.transformer.prepare_decode(self.cache)
+            if self._helper is not None:      # a first run: the rest of a token's path is compiled here meanwhile
+                self._compile_token_path()
+        except BaseException:                 # Ctrl-C or a failure while loading: no helper outlives the load
+            if self._helper is not None:
+                self._helper.stop()
+            raise
         self.template = ChatTemplate(md.get("tokenizer.chat_template"),
                                      self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
@@ -124,10 +129,10 @@ class Model:
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise ValueError("nothing to evaluate: the prompt is empty")
-        self._await_helper()
         self.tokenizer.check_ids(tokens)      # the embedding has as many rows (check_weights)
         if len(tokens) > self.n_ctx:
             raise ContextFullError(f"context full: the prompt has {len(tokens)} tokens, n_ctx is {self.n_ctx}")
+        self._await_helper()
         keep = _common_prefix(self._tokens, tokens)
         keep = min(keep, len(tokens) - 1)     # the last token is always run: its logits are needed
         self._tokens = self._tokens[:keep]

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+import numba
+
 from kvant.formats import host
 from kvant.runtime import compile_notice
 
@@ -31,7 +33,7 @@ def _marker(gguf, cfg, kv_type) -> str:
     pairs (block numbers left out), the architecture and the KV type decide which kernels it compiles."""
     roles = sorted({(re.sub(r"^blk\.\d+\.", "blk.", name), str(info.ggml_type))
                     for name, info in gguf.tensors.items()})
-    key = json.dumps([cfg.arch, kv_type, roles])
+    key = json.dumps([cfg.arch, kv_type, roles, numba.__version__])     # numba refuses another version's cache
     return os.path.join(host.CACHE_DIR, "prompt-path", hashlib.sha1(key.encode()).hexdigest())
 
 
@@ -50,16 +52,17 @@ class PromptPathHelper:
         marker = _marker(gguf, cfg, kv_type)
         if os.path.exists(marker) or os.environ.get("NUMBA_DISABLE_CACHE") not in (None, "", "0"):
             return None
-        if weight_bytes * 2 > _available_memory():
-            return None
-        try:
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-        except OSError:
+        free = _available_memory()
+        if free is None or weight_bytes * 2 > free:       # unknown (no /proc/meminfo) counts as short
             return None
         env = {**os.environ, "KVANT_CPU_PATH": host.CPU_PATH, "NUMBA_NUM_THREADS": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "kvant.runtime.compile_ahead", path, kv_type, marker],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env=env)
+        try:        # only a head start: where it cannot begin, this process compiles everything as before
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            process = subprocess.Popen([sys.executable, "-m", "kvant.runtime.compile_ahead", path, kv_type, marker],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, env=env)
+        except OSError:
+            return None
         compile_notice.say("kvant: compiling the prompt path in a helper process meanwhile")
         return cls(process)
 

@@ -90,7 +90,7 @@ UNIMPLEMENTED = {
     "functions": _absent([]),
     "function_call": _absent("none"),
     "logprobs": _absent(False),
-    "top_logprobs": _absent(0),
+    "top_logprobs": _absent(0, 0.0),
     "presence_penalty": _absent(0, 0.0),
     "frequency_penalty": _absent(0, 0.0),
     "logit_bias": _absent({}),

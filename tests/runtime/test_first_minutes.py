@@ -296,3 +296,17 @@ def test_numba_s_cache_is_per_version_source_and_path(tmp_path):
     helper = tmp_path / "runtime" / "kernels" / "_common.py"
     helper.write_text(helper.read_text() + "\n# an edit\n")
     assert host.source_digest(str(tmp_path)) != before
+
+
+def test_numba_cache_saves_hold_a_lock_shared_by_processes(tmp_path):
+    """The compile-ahead helper and its parent save into the same cache folder at once: each numba save (read the
+    index, pick a data file name, write) runs under one lock file of the folder, so two saves cannot interleave."""
+    module = tmp_path / "kvant_lock_probe.py"
+    module.write_text("from numba import njit\n\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n")
+    code = ("import kvant.formats, kvant_lock_probe as m; assert m.twice(2) == 4 and m.twice(2.5) == 5.0")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+    walk = list(os.walk(tmp_path / "cache"))
+    index_dirs = {d for d, _, files in walk if any(f.endswith(".nbi") for f in files)}
+    lock_dirs = {d for d, _, files in walk if ".kvant-save.lock" in files}
+    assert index_dirs and index_dirs <= lock_dirs      # every folder numba saved into was saved under the lock
