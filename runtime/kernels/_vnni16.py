@@ -287,7 +287,7 @@ def iq4_xs16_dot(typingctx, q, sc, d, xq, xd, bs, nsb, out, r0, nr):
 
 # ---------------------------------------------------------------- K-quant records (kquants_rows16.py, kquants_q6k16.py)
 # One record per 16 rows and super-block, read as one stream (bytes; both whole cache lines)
-Q4K_RECORD, Q4K_SM, Q4K_D, Q4K_DM = 2304, 2048, 2240, 2272
+Q4K_RECORD, Q4K_SM, Q4K_D, Q4K_DM, Q4K_CODES = 2304, 0, 192, 224, 256
 Q6K_RECORD, Q6K_QUAD, Q6K_SCALES, Q6K_D = 3392, 832, 768, 3328
 
 
@@ -307,10 +307,10 @@ def _record_signature(w, xq, xd, bs, nsb, out, r0, nr):
 
 def _q4k_rows16_codegen(context, builder, signature, args):
     """16 rows' Q4_K super-blocks in ROWS16 order (kquants_rows16.py): w (nsb, 2304) one record per super-block s:
-    bytes 0-2047 the codes (block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t: low nibble element
-    32 b + 4 c + t, high nibble element 32 b + 16 + 4 c + t), 2048-2239 the scales and mins (block b, row r:
-    byte 2048 + 16 b + r = scale | (min >> 4) << 6, the min's low 4 bits in byte 2176 + 16 (b & 3) + r, nibble
-    b >> 2), 2240-2303 the 16 rows' fp16 d, then dmin.
+    bytes 0-191 the scales and mins (block b, row r: byte 16 b + r = scale | (min >> 4) << 6, the min's low 4 bits
+    in byte 128 + 16 (b & 3) + r, nibble b >> 2), 192-255 the 16 rows' fp16 d, then dmin, 256-2303 the codes (block
+    b, chunk c, row r, byte t at 256 + 256 b + 64 c + 4 r + t: low nibble element 32 b + 4 c + t, high nibble element
+    32 b + 16 + 4 c + t).
     out[r0 + r] = the row's dot product with the Q8_K codes xq (element order), xd per 32, bs exact per-32 code
     sums, for r < nr (masked store)."""
     (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
@@ -324,7 +324,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
         qo, xo = b.mul(s, _c64(Q4K_RECORD)), b.mul(s, _c64(256))
         so = b.add(qo, _c64(Q4K_SM))
         for blk in range(8):
-            dot = _block_dot16(b, w_p, b.add(qo, _c64(256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
+            dot = _block_dot16(b, w_p, b.add(qo, _c64(Q4K_CODES + 256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
             packed_sm = _vec_load(b, w_p, b.add(so, _c64(16 * blk)), _V16I8)
             scales = b.zext(b.and_(packed_sm, const16(63)), _V16I32)
             sumi = b.add(sumi, b.mul(dot, scales))

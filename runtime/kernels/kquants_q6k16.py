@@ -23,12 +23,16 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, zeros_on_lines
-from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES, q6k_rows16_dot
+from . import _avx2_16, _vnni16
+from ._isa import CPU_PATH
+from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
 from .registry import Layout
 
 GROUP = 16          # rows interleaved: the 16 int32 lanes of a vector
+# the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2_16.py)
+_ROWS16_DOT = {"avx2": _avx2_16.q6k_rows16_dot}.get(CPU_PATH, _vnni16.q6k_rows16_dot)
 
 
 @njit(cache=True, inline="always")
@@ -80,7 +84,7 @@ def matvec(out, x, w, xq, xd, bs):
     code_sums(bs, xq)
     rows, nsb = out.shape[0], w.shape[1]
     for g in prange(w.shape[0]):
-        q6k_rows16_dot(w[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+        _ROWS16_DOT(w[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
 @njit(cache=True, fastmath=True)
@@ -123,7 +127,7 @@ def _gemm(out, xq, xd, w):
     for g in prange(w.shape[0]):
         r0, nr = GROUP * g, min(GROUP, rows - GROUP * g)
         for t in range(n):      # the group's records stay in L2 across the tokens
-            q6k_rows16_dot(w[g], xq[t], xd[t], bs[t], nsb, out[t], r0, nr)
+            _ROWS16_DOT(w[g], xq[t], xd[t], bs[t], nsb, out[t], r0, nr)
 
 
 def gemm(out, codes, w):

@@ -5,16 +5,20 @@ per-block scale shuffles, multiplies and the row's final sum: at 2 threads it wa
 bandwidth on large matrices (the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in
 _gemm.py's prefill tiles, one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against
 4-code broadcasts of the activations, one vpmulld by the 16 rows' block scales, and no horizontal sum
-(_vnni16.q4k_rows16_dot). A super-block's 2048 bytes are its 8 blocks in blocks16.py's NIB16 order.
+(_vnni16.q4k_rows16_dot; on AVX2 _avx2_16.py's). A super-block's 2048 code bytes are its 8 blocks in blocks16.py's
+NIB16 order.
 
 One array w (groups, super-blocks, 2304 bytes), so that a decode reads one stream per thread (four planes, one
-for the codes and three small ones for scales, read at 37 GB/s where one stream reads at 52). Per group g of 16
-rows (the last group zero-padded) and super-block s, w[g, s] holds:
-    bytes 0-2047      the codes: block b, chunk c, row r, byte t at 256 b + 64 c + 4 r + t; low nibble element
-                      32 b + 4 c + t, high nibble element 32 b + 16 + 4 c + t
-    bytes 2048-2239   the 6-bit scales and mins, block b of row r: byte 2048 + 16 b + r = scale | (min >> 4) << 6,
-                      and the min's low 4 bits in byte 2176 + 16 (b & 3) + r, low nibble for b < 4, high for b >= 4
-    bytes 2240-2303   the rows' fp16 d (2240 + 2 r) and dmin (2272 + 2 r), little-endian
+for the codes and three small ones for scales, read at 37 GB/s where one stream reads at 52). The scales come
+first, so the kernels read a record in address order: with the codes first and the scales after them, the AVX2
+decode step read its records from memory at 61-69% of a streaming read, 92% in this order (this CPU's prefetchers
+follow one ascending stream per core). Per group g of 16 rows (the last group zero-padded) and super-block s,
+w[g, s] holds:
+    bytes 0-191       the 6-bit scales and mins, block b of row r: byte 16 b + r = scale | (min >> 4) << 6,
+                      and the min's low 4 bits in byte 128 + 16 (b & 3) + r, low nibble for b < 4, high for b >= 4
+    bytes 192-255     the rows' fp16 d (192 + 2 r) and dmin (224 + 2 r), little-endian
+    bytes 256-2303    the codes: block b, chunk c, row r, byte t at 256 + 256 b + 64 c + 4 r + t; low nibble
+                      element 32 b + 4 c + t, high nibble element 32 b + 16 + 4 c + t
 144 bytes per row and super-block, as the file.
 
 Used where the CPU has an integer path (_isa.py; the Q4_K layout, kquants.py); decode, the integer prefill GEMM and the
@@ -24,13 +28,17 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
+from . import _avx2_16, _vnni16
 from ._gemm import tiles
-from ._vnni16 import Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile, q4k_rows16_dot
+from ._isa import CPU_PATH
+from ._vnni16 import Q4K_CODES as CODES, Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
+# the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2_16.py)
+_ROWS16_DOT = {"avx2": _avx2_16.q4k_rows16_dot}.get(CPU_PATH, _vnni16.q4k_rows16_dot)
 
 
 @njit(cache=True, parallel=True)
@@ -54,7 +62,7 @@ def _repack(raw, w):
                     for i in range(16):
                         lo = (src[base + i] >> shift) & 15
                         hi = (src[base + 16 + i] >> shift) & 15
-                        dst[256 * b + 64 * (i >> 2) + 4 * r + (i & 3)] = lo | (hi << 4)
+                        dst[CODES + 256 * b + 64 * (i >> 2) + 4 * r + (i & 3)] = lo | (hi << 4)
 
 
 def repack(raw, cols):
@@ -74,7 +82,7 @@ def matvec(out, x, w, xq, xd, bs):
     code_sums(bs, xq)
     rows, nsb = out.shape[0], w.shape[1]
     for g in prange(w.shape[0]):
-        q4k_rows16_dot(w[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+        _ROWS16_DOT(w[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
 @njit(cache=True, inline="always")
@@ -100,7 +108,7 @@ def _tile(wt, ws, wm, r0, w):
     g = r0 // GROUP
     for s in range(w.shape[1]):
         rec = w[g, s]
-        nib16_tile(wt[4096 * s:], rec[:SM].reshape(8, 256), 8, 0)
+        nib16_tile(wt[4096 * s:], rec[CODES:].reshape(8, 256), 8, 0)
         for r in range(GROUP):
             d, dm = _d_dmin(rec, r)
             for b in range(8):
@@ -132,7 +140,7 @@ def _decode_row(dst, row, w):
             m = dm * mn
             for c in range(4):
                 for t in range(4):
-                    v = rec[256 * b + 64 * c + 4 * r + t]
+                    v = rec[CODES + 256 * b + 64 * c + 4 * r + t]
                     e = 256 * s + 32 * b + 4 * c + t
                     dst[e] = a * F32(v & 15) - m
                     dst[e + 16] = a * F32(v >> 4) - m

@@ -1,0 +1,208 @@
+"""ROWS16 decode steps written for 256-bit registers (the avx2 path): a 16-row record read as two 8-row halves.
+
+_vnni16.py writes its steps on 512-bit values, which LLVM splits into ymm pairs on AVX2. For Q4_K that split came
+out badly: LLVM computed every block's first half, then every second half, and kept the 4-code activation broadcasts
+of the first for the second, spilling about 30 of them to the stack per block (the 1.1B model's decode step at 66%
+of a streaming read of its bytes). Here a step is written on ymm values, 8 rows a vector, both halves of a chunk
+done together against the same two broadcasts.
+
+And AVX2 has no vpdpbusd: its dot product is vpmaddubsw (pairs of u8 x i8 products into i16) then vpmaddwd (pairs
+of those into i32). With 4-bit codes (0..15) and Q8_K codes (|x| <= 128) a pair is at most 3840, so the 8 vpmaddubsw
+of one 32-block (16 products per i16 lane) add up in i16 without overflow (<= 30720), and one vpmaddwd by the block
+scales (each row's scale in both i16 of its lane) turns them into scale * the block's dot product: per 32-block and
+8 rows, 8 vpmaddubsw + 7 vpaddw + 1 vpmaddwd where the split 512-bit step took 8 + 8 vpmaddwd + 8 vpaddd + vpmulld,
+as ggml's AVX2 q4_K dot product does (its vpmaddwd by the scales).
+"""
+from llvmlite import ir
+from numba.extending import intrinsic
+
+from ._isa import _declare
+from ._vnni import _F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _c64, _splat, _vec_load
+from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES, _record_signature,
+                      _rows16_args, _run_and_store, lanes_f32)
+
+_V16I8, _V32I8 = ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
+_V16I16, _V8I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
+
+
+def _const(vtype, value):
+    return ir.Constant(vtype, [value] * vtype.count)
+
+
+def _maddubs(b, u, s):
+    """vpmaddubsw: i16 lanes of u0 s0 + u1 s1 (u unsigned, s signed bytes), saturating."""
+    fn = _declare(b.module, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
+    return b.call(fn, [u, s])
+
+
+def _maddwd(b, a, c):
+    """vpmaddwd: i32 lanes of a0 c0 + a1 c1 (signed i16)."""
+    fn = _declare(b.module, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
+    return b.call(fn, [a, c])
+
+
+def _x_quad8(b, xq_p, offset):
+    """The 4 activation codes at xq_p[offset] broadcast to the 8 lanes of a ymm."""
+    quad = b.load(b.bitcast(b.gep(xq_p, [offset]), _I32.as_pointer()), align=1)
+    return b.bitcast(_splat(b, quad, _V8I32), _V32I8)
+
+
+def _row_pairs(b, bytes16, half, signed=False):
+    """Rows 8 half .. 8 half + 7 of 16 bytes (unsigned, or signed) as i16 pairs (v, v) per i32 lane: vpmaddwd's
+    factor."""
+    picks = ir.Constant(ir.VectorType(_I32, 16), [8 * half + k // 2 for k in range(16)])
+    doubled = b.shuffle_vector(bytes16, bytes16, picks)
+    return b.sext(doubled, _V16I16) if signed else b.zext(doubled, _V16I16)
+
+
+def _rows_i32(b, bytes16, half):
+    """Rows 8 half .. 8 half + 7 of 16 unsigned bytes as i32 lanes."""
+    picks = ir.Constant(ir.VectorType(_I32, 8), list(range(8 * half, 8 * half + 8)))
+    return b.zext(b.shuffle_vector(bytes16, bytes16, picks), _V8I32)
+
+
+def _loop(builder, n, body, states):
+    """for i in range(n): states = body(builder, i, states), a loop in the IR: LLVM schedules each iteration's
+    straight-line code on its own instead of hoisting loads across a whole unrolled super-block (spills)."""
+    entry = builder.block
+    head, loop, done = (builder.append_basic_block(f"loop.{k}") for k in ("head", "body", "done"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(_c64(0), entry)
+    phis = []
+    for value in states:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, _c64(n) if isinstance(n, int) else n), loop, done)
+    builder.position_at_end(loop)
+    new = body(builder, i, phis)
+    i.add_incoming(builder.add(i, _c64(1)), builder.block)
+    for phi, value in zip(phis, new):
+        phi.add_incoming(value, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return phis
+
+
+def _join(b, lo, hi):
+    return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+
+
+def _q4k_block_sums16(b, w_p, qo, xq_p, xo):
+    """Each half's i16 sums of one 32-block's 16 products per lane (8 vpmaddubsw), codes at w_p[qo] (NIB16 chunks
+    of 64 bytes, 32 per half), the block's activation codes at xq_p[xo]."""
+    sums = [None, None]
+    for c in range(4):
+        x_lo, x_hi = _x_quad8(b, xq_p, b.add(xo, _c64(4 * c))), _x_quad8(b, xq_p, b.add(xo, _c64(16 + 4 * c)))
+        for half in range(2):
+            packed = _vec_load(b, w_p, b.add(qo, _c64(64 * c + 32 * half)), _V32I8)
+            lo = b.and_(packed, _const(_V32I8, 15))
+            hi = b.and_(b.lshr(packed, _const(_V32I8, 4)), _const(_V32I8, 15))
+            part = b.add(_maddubs(b, lo, x_lo), _maddubs(b, hi, x_hi))
+            sums[half] = part if sums[half] is None else b.add(sums[half], part)
+    return sums
+
+
+def _q4k_rows16_codegen(context, builder, signature, args):
+    """_vnni16._q4k_rows16_codegen's sums (the same record, arguments and result) on 8-row halves."""
+    (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
+    half_p = builder.bitcast(w_p, _I16.as_pointer())
+
+    def four_blocks(b, j, sums, s):
+        """Blocks 4j .. 4j + 3 of super-block s: sums = [sumi half 0, half 1, summ half 0, half 1]."""
+        record = b.mul(s, _c64(Q4K_RECORD))
+        qo = b.add(b.add(record, _c64(Q4K_CODES)), b.mul(j, _c64(1024)))
+        xo = b.add(b.mul(s, _c64(256)), b.mul(j, _c64(128)))
+        so = b.add(record, _c64(Q4K_SM))
+        low_shift = _splat(b, b.trunc(b.mul(j, _c64(4)), _I8), _V16I8)
+        for k in range(4):
+            block_sums = _q4k_block_sums16(b, w_p, b.add(qo, _c64(256 * k)), xq_p, b.add(xo, _c64(32 * k)))
+            packed_sm = _vec_load(b, w_p, b.add(so, b.add(b.mul(j, _c64(64)), _c64(16 * k))), _V16I8)
+            scales = b.and_(packed_sm, _const(_V16I8, 63))
+            low = _vec_load(b, w_p, b.add(so, _c64(128 + 16 * k)), _V16I8)
+            low = b.and_(b.lshr(low, low_shift), _const(_V16I8, 15))
+            mins = b.or_(low, b.lshr(b.and_(packed_sm, _const(_V16I8, 0xC0)), _const(_V16I8, 2)))
+            bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.add(b.mul(s, _c64(8)), b.mul(j, _c64(4))), _c64(k))])),
+                          _V8I32)
+            for half in range(2):
+                sums[half] = b.add(sums[half], _maddwd(b, block_sums[half], _row_pairs(b, scales, half)))
+                sums[2 + half] = b.add(sums[2 + half], b.mul(_rows_i32(b, mins, half), bsum))
+        return sums
+
+    def body(b, s, acc, _):
+        sums = _loop(b, 2, lambda b, j, sums: four_blocks(b, j, list(sums), s), [ir.Constant(_V8I32, None)] * 4)
+        sumi, summ = sums[:2], sums[2:]
+        xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
+        halves = b.mul(s, _c64(Q4K_RECORD // 2))      # the record in fp16 units
+        d, dm = (b.fmul(lanes_f32(b, half_p, b.add(halves, _c64(k // 2)), False), xd) for k in (Q4K_D, Q4K_DM))
+        acc = b.fadd(acc, b.fmul(b.sitofp(_join(b, *sumi), _V16F), d, flags=("contract",)), flags=("contract",))
+        acc = b.fsub(acc, b.fmul(b.sitofp(_join(b, *summ), _V16F), dm, flags=("contract",)), flags=("contract",))
+        return acc, _
+
+    return _run_and_store(context, builder, n, body, out_p, r0, nr)
+
+
+@intrinsic
+def q4k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
+    """_vnni16.q4k_rows16_dot for the avx2 path."""
+    sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
+    return (sig, _q4k_rows16_codegen) if sig is not None else None
+
+
+def _q6k_rows16_codegen(context, builder, signature, args):
+    """_vnni16._q6k_rows16_codegen's sums (the same record, arguments and result) on 8-row halves. A 16-element
+    group of 8 rows is 4 vpmaddubsw of the codes 0..63 (8 products per i16 lane: up to 64008, so the i16 sum wraps)
+    less 4 of 32 against the same activations (x-only, shared by both halves): the wrapped difference is the exact
+    sum of (q - 32) x, at most 8 * 32 * 127 = 32512 in size. One vpmaddwd by the group's scales then."""
+    (w_p,), _, xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 1, 0)
+    half_p = builder.bitcast(w_p, _I16.as_pointer())
+    thirty_two = _const(_V32I8, 32)
+
+    def high_bits(b, crumbs, u):
+        """Crumb u of each byte moved to bits 4-5."""
+        moved = b.shl(crumbs, _const(_V32I8, 4 - 2 * u)) if u < 2 else \
+            (crumbs if u == 2 else b.lshr(crumbs, _const(_V32I8, 2)))
+        return b.and_(moved, _const(_V32I8, 0x30))
+
+    def quad(b, q, sumi, s):
+        """Groups 4q .. 4q + 3 of super-block s (the record's q-th 832 bytes)."""
+        at = b.add(b.mul(s, _c64(Q6K_RECORD)), b.mul(q, _c64(Q6K_QUAD)))
+        xo = b.add(b.mul(s, _c64(256)), b.mul(q, _c64(64)))
+        for u in range(4):
+            p = u >> 1
+            xs = [_x_quad8(b, xq_p, b.add(xo, _c64(16 * u + 4 * c))) for c in range(4)]
+            offset = None
+            for x in xs:
+                part = _maddubs(b, thirty_two, x)
+                offset = part if offset is None else b.add(offset, part)
+            scales = _vec_load(b, w_p, b.add(at, _c64(Q6K_SCALES + 16 * u)), _V16I8)
+            for half in range(2):
+                sums = None
+                for c in range(4):
+                    nibbles = _vec_load(b, w_p, b.add(at, _c64(256 + 256 * p + 64 * c + 32 * half)), _V32I8)
+                    crumbs = _vec_load(b, w_p, b.add(at, _c64(64 * c + 32 * half)), _V32I8)
+                    low = b.lshr(nibbles, _const(_V32I8, 4)) if u & 1 else nibbles
+                    codes = b.or_(b.and_(low, _const(_V32I8, 15)), high_bits(b, crumbs, u))
+                    part = _maddubs(b, codes, xs[c])
+                    sums = part if sums is None else b.add(sums, part)
+                signed_sums = b.sub(sums, offset)
+                sumi[half] = b.add(sumi[half], _maddwd(b, signed_sums, _row_pairs(b, scales, half, True)))
+        return sumi
+
+    def body(b, s, acc, _):
+        sumi = _loop(b, 4, lambda b, q, sumi: quad(b, q, list(sumi), s), [ir.Constant(_V8I32, None)] * 2)
+        xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
+        d = b.fmul(lanes_f32(b, half_p, b.add(b.mul(s, _c64(Q6K_RECORD // 2)), _c64(Q6K_D // 2)), False), xd)
+        acc = b.fadd(acc, b.fmul(b.sitofp(_join(b, *sumi), _V16F), d, flags=("contract",)), flags=("contract",))
+        return acc, _
+
+    return _run_and_store(context, builder, n, body, out_p, r0, nr)
+
+
+@intrinsic
+def q6k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
+    """_vnni16.q6k_rows16_dot for the avx2 path."""
+    sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
+    return (sig, _q6k_rows16_codegen) if sig is not None else None
