@@ -5,7 +5,7 @@ per-block scale shuffles, multiplies and the row's final sum: at 2 threads it wa
 bandwidth on large matrices (the 1.1B model: 31 GB/s of 34-36). Here, as in llama.cpp's repacked q4_K_8x8 and in
 _gemm.py's prefill tiles, one vector holds 4 codes of each of 16 rows: a 32-block of 16 rows is 8 vpdpbusd against
 4-code broadcasts of the activations, one vpmulld by the 16 rows' block scales, and no horizontal sum
-(_vnni16.q4k_rows16_dot; on AVX2 _avx2_16.py's). A super-block's 2048 code bytes are its 8 blocks in blocks16.py's
+(_vnni16.q4k_rows16_dot; on AVX2 _avx2.py's). A super-block's 2048 code bytes are its 8 blocks in blocks16.py's
 NIB16 order.
 
 One array w (groups, super-blocks, 2304 bytes), so that a decode reads one stream per thread (four planes, one
@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
-from . import _avx2_16, _vnni16
+from . import _avx2, _vnni16
 from ._gemm import tiles
 from ._isa import CPU_PATH
 from ._vnni16 import Q4K_CODES as CODES, Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile
@@ -37,8 +37,8 @@ from .intdot import code_sums
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
-# the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2_16.py)
-_ROWS16_DOT = {"avx2": _avx2_16.q4k_rows16_dot}.get(CPU_PATH, _vnni16.q4k_rows16_dot)
+# the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2.py)
+_ROWS16_DOT = {"avx2": _avx2.q4k_rows16_dot}.get(CPU_PATH, _vnni16.q4k_rows16_dot)
 
 
 @njit(cache=True, parallel=True)

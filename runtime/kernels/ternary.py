@@ -7,6 +7,8 @@ from numba import njit, prange
 from ._common import F32, crumb_dot, dot, f16_at, float_matmul, group_sums, prep_crumbs
 from ._gemm import gemm_crumb, register_gemm
 from ._ir import ubits
+from ._avx2 import crumb_row_dot
+from ._isa import CPU_PATH
 from ._vnni import crumb_steps_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import block_sums, int_matvec
@@ -87,7 +89,7 @@ def _mv_tq(out, x, c, d, y, xs):
 
 
 @njit(cache=True)
-def _crumb_x_order(dst, xq):
+def _x_order_64(dst, xq):
     """xq as crumb_steps_dot reads it: per 64 elements, those at 4j + u ordered by u, then j."""
     for g in range(xq.shape[0] // 64):
         for u in range(4):
@@ -95,18 +97,43 @@ def _crumb_x_order(dst, xq):
                 dst[64 * g + 16 * u + j] = xq[64 * g + 4 * j + u]
 
 
+@njit(cache=True)
+def _x_order_128(dst, xq):
+    """xq as _avx2.crumb_row_dot reads it: per 128 elements, those at 4j + u of the first 64, then of the second,
+    for u = 0..3 (16 each): the 4 fields of one 32-byte load of the row's CRUMB bytes."""
+    for h in range(xq.shape[0] // 128):
+        for u in range(4):
+            for half in range(2):
+                for j in range(16):
+                    dst[128 * h + 32 * u + 16 * half + j] = xq[128 * h + 64 * half + 4 * j + u]
+
+
+@njit(cache=True, inline="always")
+def _row_dot_64(c, d, xq, xd):
+    return crumb_steps_dot(c, d, xq, xd, xq.shape[0] // 64)
+
+
+@njit(cache=True, inline="always")
+def _row_dot_256(c, d, xq, xd):
+    return crumb_row_dot(c, d, xq, xd, xq.shape[0] // 256)
+
+
+# the row's dot product and the x order it reads, per kernel path (_avx2.py: for 256-bit registers)
+_X_ORDER, _ROW_DOT = {"avx2": (_x_order_128, _row_dot_256)}.get(CPU_PATH, (_x_order_64, _row_dot_64))
+
+
 @njit(cache=True, fastmath=True, parallel=True)
 def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
     """Integer dot products (intdot): x as Q8_K codes; the code offset (value = code - 1) as -d * block sums."""
     q8_k_codes(xn, xd, x)
-    _crumb_x_order(xq, xn)
+    _X_ORDER(xq, xn)
     block_sums(xs, xn, xd)
     for r in prange(out.shape[0]):
         dr = d[r]
         offset = F32(0.0)
         for b in range(xs.shape[0]):
             offset += dr[b >> 3] * xs[b]
-        out[r] = crumb_steps_dot(c[r], dr, xq, xd, xq.shape[0] // 64) - offset
+        out[r] = _ROW_DOT(c[r], dr, xq, xd) - offset
 
 
 @njit(cache=True, fastmath=True)

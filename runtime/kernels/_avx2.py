@@ -1,4 +1,5 @@
-"""ROWS16 decode steps written for 256-bit registers (the avx2 path): a 16-row record read as two 8-row halves.
+"""Decode steps written for 256-bit registers (the avx2 path): ROWS16 records read as two 8-row halves, and the
+ternary types' CRUMB rows.
 
 _vnni16.py writes its steps on 512-bit values, which LLVM splits into ymm pairs on AVX2. For Q4_K that split came
 out badly: LLVM computed every block's first half, then every second half, and kept the 4-code activation broadcasts
@@ -17,7 +18,9 @@ from llvmlite import ir
 from numba.extending import intrinsic
 
 from ._isa import _declare
-from ._vnni import _F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _c64, _splat, _vec_load
+from numba import types
+
+from ._vnni import _F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load
 from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES, _record_signature,
                       _rows16_args, _run_and_store, lanes_f32)
 
@@ -206,3 +209,45 @@ def q6k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
     """_vnni16.q6k_rows16_dot for the avx2 path."""
     sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
     return (sig, _q6k_rows16_codegen) if sig is not None else None
+
+
+# ---------------------------------------------------------------- CRUMB rows (TQ1_0, TQ2_0: ternary.py)
+# _vnni.crumb_steps_dot puts 64 codes in a 512-bit vector from 16 bytes and scales every 64 in floats; split into
+# ymm pairs with its 64-byte shuffles it ran at 20 G weights/s a core, a third of what the read bandwidth of two
+# needs for 2-bit weights. Here a 32-byte load is 128 codes, 4 ymm of 32 by a shift and a mask each, and a
+# super-block's 8 vpmaddubsw add up in i16 (codes 0..2: 16 products of at most 254 a lane), one vpmaddwd and one
+# float multiply-add per 256 weights.
+
+def _crumb_row_codegen(context, builder, signature, args):
+    wq_p = _data(context, builder, signature.args[0], args[0], _I8)
+    wd_p = _data(context, builder, signature.args[1], args[1], _F32)
+    xq_p = _data(context, builder, signature.args[2], args[2], _I8)
+    xd_p = _data(context, builder, signature.args[3], args[3], _F32)
+    n = _as_i64(builder, args[4])
+    v8f = ir.VectorType(_F32, 8)
+    ones = _const(_V16I16, 1)
+
+    def super_block(b, s, state):
+        sums = None
+        for h in range(2):
+            packed = _vec_load(b, wq_p, b.add(b.mul(s, _c64(64)), _c64(32 * h)), _V32I8)
+            for u in range(4):
+                codes = b.and_(b.lshr(packed, _const(_V32I8, 2 * u)) if u else packed, _const(_V32I8, 3))
+                x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(128 * h + 32 * u)), _V32I8)
+                part = _maddubs(b, codes, x)
+                sums = part if sums is None else b.add(sums, part)
+        scale = b.fmul(b.load(b.gep(wd_p, [s])), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
+        dot = b.sitofp(_maddwd(b, sums, ones), v8f)
+        return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, v8f), flags=("contract",)), flags=("contract",))]
+
+    acc, = _loop(builder, n, super_block, [ir.Constant(v8f, None)])
+    fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, v8f])
+    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+
+
+@intrinsic
+def crumb_row_dot(typingctx, wq, wd, xq, xd, nsb):
+    """sum over nsb super-blocks of a CRUMB row (codes 0..3, multiplied as they are) with xq in ternary.py's 128-element order:
+    wd one f32 scale per 256 elements, xd one per 32 (Q8_K's per-256 value repeated)."""
+    sig = _steps_signature(wq, wd, xq, xd, nsb, types.uint8)
+    return (sig, _crumb_row_codegen) if sig is not None and sig.args[1].dtype == types.float32 else None
