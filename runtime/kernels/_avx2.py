@@ -17,12 +17,12 @@ as ggml's AVX2 q4_K dot product does (its vpmaddwd by the scales).
 from llvmlite import ir
 from numba.extending import intrinsic
 
-from ._isa import _declare
+from ._isa import _declare, maddubs, maddwd
 from numba import types
 
-from ._vnni import _F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load
+from ._vnni import _F32, _I8, _I16, _I32, _V16F, _V16I32, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load, ir_loop
 from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES, _record_signature,
-                      _rows16_args, _run_and_store, lanes_f32)
+                      _rows16_args, _run_and_store, lanes_f32, x_quad)
 
 _V16I8, _V32I8 = ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
 _V16I16, _V8I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
@@ -30,24 +30,6 @@ _V16I16, _V8I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
 
 def _const(vtype, value):
     return ir.Constant(vtype, [value] * vtype.count)
-
-
-def _maddubs(b, u, s):
-    """vpmaddubsw: i16 lanes of u0 s0 + u1 s1 (u unsigned, s signed bytes), saturating."""
-    fn = _declare(b.module, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
-    return b.call(fn, [u, s])
-
-
-def _maddwd(b, a, c):
-    """vpmaddwd: i32 lanes of a0 c0 + a1 c1 (signed i16)."""
-    fn = _declare(b.module, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
-    return b.call(fn, [a, c])
-
-
-def _x_quad8(b, xq_p, offset):
-    """The 4 activation codes at xq_p[offset] broadcast to the 8 lanes of a ymm."""
-    quad = b.load(b.bitcast(b.gep(xq_p, [offset]), _I32.as_pointer()), align=1)
-    return b.bitcast(_splat(b, quad, _V8I32), _V32I8)
 
 
 def _row_pairs(b, bytes16, half, signed=False):
@@ -64,31 +46,6 @@ def _rows_i32(b, bytes16, half):
     return b.zext(b.shuffle_vector(bytes16, bytes16, picks), _V8I32)
 
 
-def _loop(builder, n, body, states):
-    """for i in range(n): states = body(builder, i, states), a loop in the IR: LLVM schedules each iteration's
-    straight-line code on its own instead of hoisting loads across a whole unrolled super-block (spills)."""
-    entry = builder.block
-    head, loop, done = (builder.append_basic_block(f"loop.{k}") for k in ("head", "body", "done"))
-    builder.branch(head)
-    builder.position_at_end(head)
-    i = builder.phi(_I64)
-    i.add_incoming(_c64(0), entry)
-    phis = []
-    for value in states:
-        phi = builder.phi(value.type)
-        phi.add_incoming(value, entry)
-        phis.append(phi)
-    builder.cbranch(builder.icmp_signed("<", i, _c64(n) if isinstance(n, int) else n), loop, done)
-    builder.position_at_end(loop)
-    new = body(builder, i, phis)
-    i.add_incoming(builder.add(i, _c64(1)), builder.block)
-    for phi, value in zip(phis, new):
-        phi.add_incoming(value, builder.block)
-    builder.branch(head)
-    builder.position_at_end(done)
-    return phis
-
-
 def _join(b, lo, hi):
     return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
 
@@ -98,12 +55,12 @@ def _q4k_block_sums16(b, w_p, qo, xq_p, xo):
     of 64 bytes, 32 per half), the block's activation codes at xq_p[xo]."""
     sums = [None, None]
     for c in range(4):
-        x_lo, x_hi = _x_quad8(b, xq_p, b.add(xo, _c64(4 * c))), _x_quad8(b, xq_p, b.add(xo, _c64(16 + 4 * c)))
+        x_lo, x_hi = x_quad(b, xq_p, b.add(xo, _c64(4 * c)), 8), x_quad(b, xq_p, b.add(xo, _c64(16 + 4 * c)), 8)
         for half in range(2):
             packed = _vec_load(b, w_p, b.add(qo, _c64(64 * c + 32 * half)), _V32I8)
             lo = b.and_(packed, _const(_V32I8, 15))
             hi = b.and_(b.lshr(packed, _const(_V32I8, 4)), _const(_V32I8, 15))
-            part = b.add(_maddubs(b, lo, x_lo), _maddubs(b, hi, x_hi))
+            part = b.add(maddubs(b, lo, x_lo), maddubs(b, hi, x_hi))
             sums[half] = part if sums[half] is None else b.add(sums[half], part)
     return sums
 
@@ -130,12 +87,12 @@ def _q4k_rows16_codegen(context, builder, signature, args):
             bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.add(b.mul(s, _c64(8)), b.mul(j, _c64(4))), _c64(k))])),
                           _V8I32)
             for half in range(2):
-                sums[half] = b.add(sums[half], _maddwd(b, block_sums[half], _row_pairs(b, scales, half)))
+                sums[half] = b.add(sums[half], maddwd(b, block_sums[half], _row_pairs(b, scales, half)))
                 sums[2 + half] = b.add(sums[2 + half], b.mul(_rows_i32(b, mins, half), bsum))
         return sums
 
     def body(b, s, acc, _):
-        sums = _loop(b, 2, lambda b, j, sums: four_blocks(b, j, list(sums), s), [ir.Constant(_V8I32, None)] * 4)
+        sums = ir_loop(b, 2, lambda b, j, sums: four_blocks(b, j, list(sums), s), [ir.Constant(_V8I32, None)] * 4)
         sumi, summ = sums[:2], sums[2:]
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
         halves = b.mul(s, _c64(Q4K_RECORD // 2))      # the record in fp16 units
@@ -175,10 +132,10 @@ def _q6k_rows16_codegen(context, builder, signature, args):
         xo = b.add(b.mul(s, _c64(256)), b.mul(q, _c64(64)))
         for u in range(4):
             p = u >> 1
-            xs = [_x_quad8(b, xq_p, b.add(xo, _c64(16 * u + 4 * c))) for c in range(4)]
+            xs = [x_quad(b, xq_p, b.add(xo, _c64(16 * u + 4 * c)), 8) for c in range(4)]
             offset = None
             for x in xs:
-                part = _maddubs(b, thirty_two, x)
+                part = maddubs(b, thirty_two, x)
                 offset = part if offset is None else b.add(offset, part)
             scales = _vec_load(b, w_p, b.add(at, _c64(Q6K_SCALES + 16 * u)), _V16I8)
             for half in range(2):
@@ -188,14 +145,14 @@ def _q6k_rows16_codegen(context, builder, signature, args):
                     crumbs = _vec_load(b, w_p, b.add(at, _c64(64 * c + 32 * half)), _V32I8)
                     low = b.lshr(nibbles, _const(_V32I8, 4)) if u & 1 else nibbles
                     codes = b.or_(b.and_(low, _const(_V32I8, 15)), high_bits(b, crumbs, u))
-                    part = _maddubs(b, codes, xs[c])
+                    part = maddubs(b, codes, xs[c])
                     sums = part if sums is None else b.add(sums, part)
                 signed_sums = b.sub(sums, offset)
-                sumi[half] = b.add(sumi[half], _maddwd(b, signed_sums, _row_pairs(b, scales, half, True)))
+                sumi[half] = b.add(sumi[half], maddwd(b, signed_sums, _row_pairs(b, scales, half, True)))
         return sumi
 
     def body(b, s, acc, _):
-        sumi = _loop(b, 4, lambda b, q, sumi: quad(b, q, list(sumi), s), [ir.Constant(_V8I32, None)] * 2)
+        sumi = ir_loop(b, 4, lambda b, q, sumi: quad(b, q, list(sumi), s), [ir.Constant(_V8I32, None)] * 2)
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
         d = b.fmul(lanes_f32(b, half_p, b.add(b.mul(s, _c64(Q6K_RECORD // 2)), _c64(Q6K_D // 2)), False), xd)
         acc = b.fadd(acc, b.fmul(b.sitofp(_join(b, *sumi), _V16F), d, flags=("contract",)), flags=("contract",))
@@ -234,13 +191,13 @@ def _crumb_row_codegen(context, builder, signature, args):
             for u in range(4):
                 codes = b.and_(b.lshr(packed, _const(_V32I8, 2 * u)) if u else packed, _const(_V32I8, 3))
                 x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(128 * h + 32 * u)), _V32I8)
-                part = _maddubs(b, codes, x)
+                part = maddubs(b, codes, x)
                 sums = part if sums is None else b.add(sums, part)
         scale = b.fmul(b.load(b.gep(wd_p, [s])), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
-        dot = b.sitofp(_maddwd(b, sums, ones), v8f)
+        dot = b.sitofp(maddwd(b, sums, ones), v8f)
         return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, v8f), flags=("contract",)), flags=("contract",))]
 
-    acc, = _loop(builder, n, super_block, [ir.Constant(v8f, None)])
+    acc, = ir_loop(builder, n, super_block, [ir.Constant(v8f, None)])
     fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, v8f])
     return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
 

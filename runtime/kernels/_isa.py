@@ -51,22 +51,37 @@ def _dot4_avx512vnni(builder, acc, u, s, wide):
 
 
 def _dot4_avx2(builder, acc, u, s, wide):
-    module = builder.module
-    maddubs = _declare(module, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
-    maddwd = _declare(module, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
     ones = ir.Constant(_V16I16, [1] * 16)
     parts = []
     for uh, sh in zip(_halves(builder, u), _halves(builder, s)):
         if wide:
-            sign = _declare(module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
-            absb = _declare(module, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
-            w = builder.xor(uh, ir.Constant(_V32I8, [0x80] * 32))
-            uh, sh = builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)]), builder.call(sign, [sh, w])
-        parts.append(builder.call(maddwd, [builder.call(maddubs, [uh, sh]), ones]))
+            uh, sh = signed_pair(builder, uh, sh)
+        parts.append(maddwd(builder, maddubs(builder, uh, sh), ones))
     return builder.add(acc, _join(builder, *parts))
 
 
 _DOT4 = {"avx512vnni": _dot4_avx512vnni, "avx2": _dot4_avx2}
+
+
+def maddubs(builder, u, s):
+    """vpmaddubsw (AVX2, 32 bytes): i16 lanes of u0 s0 + u1 s1 (u unsigned, s signed bytes), saturating."""
+    fn = _declare(builder.module, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
+    return builder.call(fn, [u, s])
+
+
+def maddwd(builder, a, c):
+    """vpmaddwd (AVX2): i32 lanes of a0 c0 + a1 c1 (signed i16)."""
+    fn = _declare(builder.module, "llvm.x86.avx2.pmadd.wd", _V8I32, [_V16I16, _V16I16])
+    return builder.call(fn, [a, c])
+
+
+def signed_pair(builder, u, s, biased=True):
+    """(|w|, s with w's sign) for w = u - 128 (biased) or u as signed bytes (32 bytes each): vpmaddubsw of the pair
+    is the dot product of w and s (|w| <= 128, |s| <= 127: a pair of products fits i16)."""
+    sign = _declare(builder.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+    absb = _declare(builder.module, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
+    w = builder.xor(u, ir.Constant(_V32I8, [0x80] * 32)) if biased else u
+    return builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)]), builder.call(sign, [s, w])
 
 
 def dot4(builder, acc, u, s, wide=False):

@@ -147,6 +147,31 @@ def _sb_loop(builder, n, body, macc_type=_F32):
     return acc, macc
 
 
+def ir_loop(builder, n, body, states):
+    """for i in range(n): states = body(builder, i, states), a loop in the IR: LLVM schedules each iteration's
+    straight-line code on its own instead of hoisting loads across a whole unrolled super-block (spills)."""
+    entry = builder.block
+    head, loop, done = (builder.append_basic_block(f"loop.{k}") for k in ("head", "body", "done"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(_c64(0), entry)
+    phis = []
+    for value in states:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, _c64(n) if isinstance(n, int) else n), loop, done)
+    builder.position_at_end(loop)
+    new = body(builder, i, phis)
+    i.add_incoming(builder.add(i, _c64(1)), builder.block)
+    for phi, value in zip(phis, new):
+        phi.add_incoming(value, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return phis
+
+
 def _as_i64(builder, v):
     return builder.sext(v, _I64) if v.type.width < 64 else v
 

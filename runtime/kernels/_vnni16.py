@@ -18,20 +18,21 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._isa import WIDE_UNBIASED, dot4, lookup16
+from ._isa import CPU_PATH, WIDE_UNBIASED, dot4, lookup16, maddubs, maddwd, signed_pair
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
-                    _k_row_args, _sb_loop, _splat, _vec_load)
+                    _k_row_args, _sb_loop, _splat, _vec_load, ir_loop)
 
 _V16I8 = ir.VectorType(_I8, 16)
 _V16I16 = ir.VectorType(_I16, 16)
 _V16H = ir.VectorType(ir.HalfType(), 16)
 _V16I1 = ir.VectorType(ir.IntType(1), 16)
+_V8I32 = ir.VectorType(_I32, 8)
 
 
-def x_quad(builder, xq_p, offset):
-    """The 4 activation codes at xq_p[offset] broadcast to all 16 lanes."""
+def x_quad(builder, xq_p, offset, lanes=16):
+    """The 4 activation codes at xq_p[offset] broadcast to all lanes (16: a 512-bit value, 8: a ymm)."""
     quad = builder.load(builder.bitcast(builder.gep(xq_p, [offset]), _I32.as_pointer()), align=1)
-    return builder.bitcast(_splat(builder, quad, _V16I32), _V64I8)
+    return builder.bitcast(_splat(builder, quad, ir.VectorType(_I32, lanes)), ir.VectorType(_I8, 4 * lanes))
 
 
 def lanes_f32(builder, ptr, offset, is_f32):
@@ -59,9 +60,10 @@ def _run_and_store(context, builder, n, body, out_p, r0, nr):
     return context.get_dummy_value()
 
 
-def iq4_plus_128(builder, codes):
-    """4-bit codes -> their IQ4 codebook values + 128, as unsigned bytes (vpshufb, 16 values per 128-bit lane)."""
-    table = ir.Constant(_V64I8, [(int(v) + 128) & 0xFF for v in IQ4_NL.kvalues] * 4)
+def iq4_plus_128(builder, codes, bias=128):
+    """4-bit codes -> their IQ4 codebook values + 128 (or + bias), as bytes (vpshufb, 16 values per 128-bit
+    lane)."""
+    table = ir.Constant(_V64I8, [(int(v) + bias) & 0xFF for v in IQ4_NL.kvalues] * 4)
     return lookup16(builder, table, codes)
 
 
@@ -72,34 +74,81 @@ def _fifth_bits(b, h_p, offset):
                     ir.Constant(_V64I8, None))
 
 
-def _block_codes16(b, q_p, qo, c, iq4, h_p=None, ho=None):
+def _block_codes16(b, q_p, qo, c, iq4, h_p=None, ho=None, iq4_bias=128):
     """Chunk c of one NIB16 32-block of 16 rows (256 bytes at q_p[qo]) as two vectors of unsigned codes: the low
-    nibbles (elements 4c..4c+3 of each row) and the high ones (16 + 4c..); iq4: codebook value + 128; with h_p, the
-    5th bits from the block's 8 masks at h_p[ho] (mask 2c + half, bit 4 r + t)."""
+    nibbles (elements 4c..4c+3 of each row) and the high ones (16 + 4c..); iq4: codebook value + 128 (+ iq4_bias);
+    with h_p, the 5th bits from the block's 8 masks at h_p[ho] (mask 2c + half, bit 4 r + t)."""
     packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
     lo, hi = b.and_(packed, ir.Constant(_V64I8, [15] * 64)), b.lshr(packed, ir.Constant(_V64I8, [4] * 64))
     if iq4:
-        lo, hi = iq4_plus_128(b, lo), iq4_plus_128(b, hi)
+        lo, hi = iq4_plus_128(b, lo, iq4_bias), iq4_plus_128(b, hi, iq4_bias)
     if h_p is not None:
         lo = b.or_(lo, _fifth_bits(b, h_p, b.add(ho, _c64(16 * c))))
         hi = b.or_(hi, _fifth_bits(b, h_p, b.add(ho, _c64(16 * c + 8))))
     return lo, hi
 
 
-def _block_dot16(b, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
-    """The int32 dot products of one 32-block of 16 rows with the 32 activation codes at xq_p[xo]: 8 vpdpbusd in
-    two chains. NIB16 (256 bytes at q_p[qo]): low and high nibbles, _block_codes16's codes; i8: I8_16 (512 bytes,
-    chunk k, row r, byte t at 64 k + 4 r + t = element 4 k + t as an unsigned byte)."""
+def _chunk_codes(b, q_p, qo, xo, c, iq4, h_p, ho, i8, iq4_bias=128):
+    """Chunk c of a 32-block of 16 rows: two vectors of 4 codes of each row and the offsets of their 4 activation
+    codes. NIB16 (256 bytes at q_p[qo]): low and high nibbles, _block_codes16's codes; i8: I8_16 (512 bytes, chunk
+    k, row r, byte t at 64 k + 4 r + t = element 4 k + t as an unsigned byte)."""
+    if i8:
+        pair = [_vec_load(b, q_p, b.add(qo, _c64(64 * k)), _V64I8) for k in (2 * c, 2 * c + 1)]
+        return pair, (b.add(xo, _c64(8 * c)), b.add(xo, _c64(8 * c + 4)))
+    return (_block_codes16(b, q_p, qo, c, iq4, h_p, ho, iq4_bias),
+            (b.add(xo, _c64(4 * c)), b.add(xo, _c64(4 * c + 16))))
+
+
+def _block_dot16_512(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
+    """8 dot4 (vpdpbusd with AVX-512 VNNI) in two chains."""
     chains = [ir.Constant(_V16I32, None)] * 2
     for c in range(4):
-        if i8:
-            pair = [_vec_load(b, q_p, b.add(qo, _c64(64 * k)), _V64I8) for k in (2 * c, 2 * c + 1)]
-            quads = (b.add(xo, _c64(8 * c)), b.add(xo, _c64(8 * c + 4)))
-        else:
-            pair = _block_codes16(b, q_p, qo, c, iq4, h_p, ho)
-            quads = (b.add(xo, _c64(4 * c)), b.add(xo, _c64(4 * c + 16)))
+        pair, quads = _chunk_codes(b, q_p, qo, xo, c, iq4, h_p, ho, i8)
         chains = [dot4(b, chains[j], pair[j], x_quad(b, xq_p, quads[j]), iq4 or i8) for j in range(2)]
     return b.add(chains[0], chains[1])
+
+
+def _block_dot16_256(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
+    """On ymm values, 8 rows each, both halves of a chunk against the same two 8-lane broadcasts (_avx2.py says
+    why). vpmaddubsw products add up in i16 while they cannot overflow: codes 0..15 against |x| <= 127, 8 of them
+    (16 products a lane); 5-bit codes 4; the wide codes (signed values, _isa.signed_pair) 1. Then vpmaddwd by
+    ones."""
+    wide = iq4 or i8
+    per_sum = 1 if wide else (4 if h_p is not None else 8)
+    ones = ir.Constant(_V16I16, [1] * 16)
+    dots, pending = [ir.Constant(_V8I32, None)] * 2, [None, None]
+    for c in range(4):
+        # the IQ4 codebook looked up as signed values: signed_pair needs no bias taken out
+        pair, quads = _chunk_codes(b, q_p, qo, xo, c, iq4, h_p, ho, i8, iq4_bias=0)
+        for j in range(2):
+            x = x_quad(b, xq_p, quads[j], 8)
+            for half in range(2):
+                u = b.shuffle_vector(pair[j], pair[j], ir.Constant(ir.VectorType(_I32, 32),
+                                                                   list(range(32 * half, 32 * half + 32))))
+                u, s = signed_pair(b, u, x, biased=i8) if wide else (u, x)
+                part = maddubs(b, u, s)
+                pending[half] = part if pending[half] is None else b.add(pending[half], part)
+                if (2 * c + j + 1) % per_sum == 0:
+                    dots[half] = b.add(dots[half], maddwd(b, pending[half], ones))
+                    pending[half] = None
+    return b.shuffle_vector(dots[0], dots[1], ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+
+
+def for_blocks(builder, n, step, state):
+    """state = step(builder, k, state) for k in range(n): unrolled (k a constant) where the vector registers are
+    512-bit, an IR loop on AVX2, where LLVM otherwise hoists the loads of the whole unrolled run and spills them."""
+    if CPU_PATH == "avx2":
+        return ir_loop(builder, n, lambda b, k, states: [step(b, k, states[0])], [state])[0]
+    for k in range(n):
+        state = step(builder, _c64(k), state)
+    return state
+
+
+def _block_dot16(b, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
+    """The int32 dot products of one 32-block of 16 rows with the 32 activation codes at xq_p[xo] (codes: see
+    _chunk_codes), written per kernel path."""
+    step = _block_dot16_256 if CPU_PATH == "avx2" else _block_dot16_512
+    return step(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8)
 
 
 def _nib16_codegen(iq4, with_min, with_qh=False, i8=False):
@@ -256,16 +305,17 @@ def _iq4_xs16_codegen(context, builder, signature, args):
     (q_p, sc_p), (d_p,), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 2, 1)
     v16i8 = ir.VectorType(_I8, 16)
 
+    def block(b, blk, sumi, s):
+        k = b.add(b.mul(s, _c64(8)), blk)
+        dot = _block_dot16(b, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), True)
+        if not WIDE_UNBIASED:       # codebook value + 128: take out 128 * the code sum (_isa)
+            offset = b.mul(b.load(b.gep(bs_p, [k])), ir.Constant(_I32, -128))
+            dot = b.add(dot, _splat(b, offset, _V16I32))
+        scales = b.sext(_vec_load(b, sc_p, b.mul(k, _c64(16)), v16i8), _V16I32)
+        return b.add(sumi, b.mul(dot, scales))
+
     def body(b, s, acc, _):
-        sumi = ir.Constant(_V16I32, None)
-        for blk in range(8):
-            k = b.add(b.mul(s, _c64(8)), _c64(blk))
-            dot = _block_dot16(b, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), True)
-            if not WIDE_UNBIASED:       # codebook value + 128: take out 128 * the code sum (_isa)
-                offset = b.mul(b.load(b.gep(bs_p, [k])), ir.Constant(_I32, -128))
-                dot = b.add(dot, _splat(b, offset, _V16I32))
-            scales = b.sext(_vec_load(b, sc_p, b.add(b.mul(s, _c64(128)), _c64(16 * blk)), v16i8), _V16I32)
-            sumi = b.add(sumi, b.mul(dot, scales))
+        sumi = for_blocks(b, 8, lambda b, blk, sumi: block(b, blk, sumi, s), ir.Constant(_V16I32, None))
         scale = b.fmul(lanes_f32(b, d_p, b.mul(s, _c64(16)), False),
                        _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F))
         acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), scale, flags=("contract",)), flags=("contract",))
