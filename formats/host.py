@@ -23,10 +23,11 @@ import numba  # noqa: F401  (numba.core.config below must exist, and numba reads
 from llvmlite import binding
 from numba.core import config
 
-# path -> the LLVM host features it needs (x86: avx512vnni needs BW for its byte vectors; every x86 path F16C for
-# the fp16 scales), best first
+# path -> the LLVM host features it needs (x86: avx512vnni needs BW for its byte vectors; avxvnni is the 256-bit
+# VEX vpdpbusd of Alder Lake and later; every x86 path F16C for the fp16 scales), best first
 PATH_FEATURES = {
     "avx512vnni": ("avx512f", "avx512bw", "avx512vnni", "avx2", "fma", "f16c"),
+    "avxvnni": ("avxvnni", "avx2", "fma", "f16c"),
     "avx2": ("avx2", "fma", "f16c"),
     "float": (),
 }
@@ -43,9 +44,11 @@ class HostPathError(ValueError):
 
 
 def host_features() -> frozenset:
-    """The LLVM features of the CPU numba compiles for; none when it compiles for another CPU (NUMBA_CPU_NAME)."""
+    """The LLVM features of the CPU numba compiles for. When it compiles for another CPU (NUMBA_CPU_NAME), the ones
+    NUMBA_CPU_FEATURES turns on ("+avx2,+fma,..."): what the emitted-instruction tests compile a path for; code so
+    compiled is inspected, never run."""
     if config.CPU_NAME not in (None, "host"):
-        return frozenset()
+        return frozenset(f[1:] for f in (config.CPU_FEATURES or "").split(",") if f.startswith("+"))
     try:
         return frozenset(k for k, v in binding.get_host_cpu_features().items() if v)
     except RuntimeError:

@@ -1,10 +1,12 @@
 """The instruction-level steps of the integer kernels, one implementation per kernel path (kvant.formats.host).
 
 The kernels (_vnni.py, _vnni16.py, _gemm.py) are written once in LLVM IR on 512-bit values (16 int32 lanes, 64
-bytes) and call these steps; on a 256-bit path LLVM splits every value into two ymm registers.
+bytes) and call these steps; on a 256-bit path LLVM splits every value into two ymm registers. Where that split
+came out badly (spills), the 256-bit paths have their own steps on ymm values (_avx2.py, _vnni16._block_dot16_256).
 
 dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned bytes u and signed bytes s.
 - avx512vnni: vpdpbusd.
+- avxvnni (Alder Lake and later, Zen 5): vpdpbusd on ymm halves (the VEX encoding).
 - avx2 (no int8 dot product, as ggml's AVX2 kernels): vpmaddubsw multiplies the bytes and adds neighbours into
   int16, saturating, then vpmaddwd by ones adds pairs of those into int32. Exact while a pair of products fits int16:
   true for codes u <= 128 against activation codes s in -127..127 (2 * 128 * 127 = 32512). The types whose unsigned
@@ -21,6 +23,9 @@ if PATH_ERROR is not None:        # KVANT_CPU_PATH asked for a path this CPU can
 
 INT_KERNELS = CPU_PATH != "float"
 WIDE_UNBIASED = CPU_PATH == "avx2"
+# 256-bit vector registers: the kernels written for them (_avx2.py, _vnni16._block_dot16_256) run; AVX-VNNI machines
+# have every AVX2 instruction and add vpdpbusd on ymm, used where it replaces a vpmaddubsw + vpmaddwd pair
+YMM = CPU_PATH in ("avx2", "avxvnni")
 # 32 vector registers (AVX-512) hold a 4 x 4 block of float dot products and their loads; 16 (AVX2, SSE) do not
 REGISTERS_32 = CPU_PATH == "avx512vnni"
 
@@ -50,19 +55,6 @@ def _dot4_avx512vnni(builder, acc, u, s, wide):
     return builder.call(fn, [acc, u, s])
 
 
-def _dot4_avx2(builder, acc, u, s, wide):
-    ones = ir.Constant(_V16I16, [1] * 16)
-    parts = []
-    for uh, sh in zip(_halves(builder, u), _halves(builder, s)):
-        if wide:
-            uh, sh = signed_pair(builder, uh, sh)
-        parts.append(maddwd(builder, maddubs(builder, uh, sh), ones))
-    return builder.add(acc, _join(builder, *parts))
-
-
-_DOT4 = {"avx512vnni": _dot4_avx512vnni, "avx2": _dot4_avx2}
-
-
 def maddubs(builder, u, s):
     """vpmaddubsw (AVX2, 32 bytes): i16 lanes of u0 s0 + u1 s1 (u unsigned, s signed bytes), saturating."""
     fn = _declare(builder.module, "llvm.x86.avx2.pmadd.ub.sw", _V16I16, [_V32I8, _V32I8])
@@ -82,6 +74,27 @@ def signed_pair(builder, u, s, biased=True):
     absb = _declare(builder.module, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
     w = builder.xor(u, ir.Constant(_V32I8, [0x80] * 32)) if biased else u
     return builder.call(absb, [w, ir.Constant(ir.IntType(1), 0)]), builder.call(sign, [s, w])
+
+
+def dot4_256(builder, acc, u, s, wide=False):
+    """dot4 on ymm values (8 i32 lanes, 32 bytes): vpdpbusd with AVX-VNNI (its VEX form where the CPU has no
+    AVX-512VL: LLVM picks the encoding), else vpmaddubsw + vpmaddwd by ones (wide: signed_pair first, the result
+    without 128 * sum(s), as WIDE_UNBIASED says)."""
+    if CPU_PATH == "avxvnni":
+        fn = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.256", _V8I32, [_V8I32, _V32I8, _V32I8])
+        return builder.call(fn, [acc, u, s])
+    if wide:
+        u, s = signed_pair(builder, u, s)
+    return builder.add(acc, maddwd(builder, maddubs(builder, u, s), ir.Constant(_V16I16, [1] * 16)))
+
+
+def _dot4_ymm_pairs(builder, acc, u, s, wide):
+    parts = [dot4_256(builder, ir.Constant(_V8I32, None), uh, sh, wide)
+             for uh, sh in zip(_halves(builder, u), _halves(builder, s))]
+    return builder.add(acc, _join(builder, *parts))
+
+
+_DOT4 = {"avx512vnni": _dot4_avx512vnni, "avxvnni": _dot4_ymm_pairs, "avx2": _dot4_ymm_pairs}
 
 
 def dot4(builder, acc, u, s, wide=False):

@@ -18,7 +18,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._isa import CPU_PATH, WIDE_UNBIASED, dot4, lookup16, maddubs, maddwd, signed_pair
+from ._isa import CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, lookup16, maddubs, maddwd, signed_pair
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
                     _k_row_args, _sb_loop, _splat, _vec_load, ir_loop)
 
@@ -110,21 +110,24 @@ def _block_dot16_512(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
 
 def _block_dot16_256(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
     """On ymm values, 8 rows each, both halves of a chunk against the same two 8-lane broadcasts (_avx2.py says
-    why). vpmaddubsw products add up in i16 while they cannot overflow: codes 0..15 against |x| <= 127, 8 of them
-    (16 products a lane); 5-bit codes 4; the wide codes (signed values, _isa.signed_pair) 1. Then vpmaddwd by
-    ones."""
+    why). AVX-VNNI: a vpdpbusd per ymm. AVX2: vpmaddubsw products add up in i16 while they cannot overflow: codes
+    0..15 against |x| <= 127, 8 of them (16 products a lane); 5-bit codes 4; the wide codes (signed values,
+    _isa.signed_pair) 1. Then vpmaddwd by ones."""
     wide = iq4 or i8
     per_sum = 1 if wide else (4 if h_p is not None else 8)
     ones = ir.Constant(_V16I16, [1] * 16)
     dots, pending = [ir.Constant(_V8I32, None)] * 2, [None, None]
     for c in range(4):
-        # the IQ4 codebook looked up as signed values: signed_pair needs no bias taken out
-        pair, quads = _chunk_codes(b, q_p, qo, xo, c, iq4, h_p, ho, i8, iq4_bias=0)
+        # AVX2 looks the IQ4 codebook up as signed values: signed_pair then needs no bias taken out
+        pair, quads = _chunk_codes(b, q_p, qo, xo, c, iq4, h_p, ho, i8, iq4_bias=0 if WIDE_UNBIASED else 128)
         for j in range(2):
             x = x_quad(b, xq_p, quads[j], 8)
             for half in range(2):
                 u = b.shuffle_vector(pair[j], pair[j], ir.Constant(ir.VectorType(_I32, 32),
                                                                    list(range(32 * half, 32 * half + 32))))
+                if CPU_PATH == "avxvnni":
+                    dots[half] = dot4_256(b, dots[half], u, x)
+                    continue
                 u, s = signed_pair(b, u, x, biased=i8) if wide else (u, x)
                 part = maddubs(b, u, s)
                 pending[half] = part if pending[half] is None else b.add(pending[half], part)
@@ -137,7 +140,7 @@ def _block_dot16_256(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
 def for_blocks(builder, n, step, state):
     """state = step(builder, k, state) for k in range(n): unrolled (k a constant) where the vector registers are
     512-bit, an IR loop on AVX2, where LLVM otherwise hoists the loads of the whole unrolled run and spills them."""
-    if CPU_PATH == "avx2":
+    if YMM:
         return ir_loop(builder, n, lambda b, k, states: [step(b, k, states[0])], [state])[0]
     for k in range(n):
         state = step(builder, _c64(k), state)
@@ -147,7 +150,7 @@ def for_blocks(builder, n, step, state):
 def _block_dot16(b, q_p, qo, xq_p, xo, iq4, h_p=None, ho=None, i8=False):
     """The int32 dot products of one 32-block of 16 rows with the 32 activation codes at xq_p[xo] (codes: see
     _chunk_codes), written per kernel path."""
-    step = _block_dot16_256 if CPU_PATH == "avx2" else _block_dot16_512
+    step = _block_dot16_256 if YMM else _block_dot16_512
     return step(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8)
 
 

@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, zeros_on_lines
 from . import _avx2, _vnni16
-from ._isa import CPU_PATH
+from ._isa import YMM
 from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
@@ -32,7 +32,7 @@ from .registry import Layout
 
 GROUP = 16          # rows interleaved: the 16 int32 lanes of a vector
 # the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2.py)
-_ROWS16_DOT = {"avx2": _avx2.q6k_rows16_dot}.get(CPU_PATH, _vnni16.q6k_rows16_dot)
+_ROWS16_DOT = _avx2.q6k_rows16_dot if YMM else _vnni16.q6k_rows16_dot
 
 
 @njit(cache=True, inline="always")

@@ -30,7 +30,7 @@ from numba import njit, prange
 from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
 from . import _avx2, _vnni16
 from ._gemm import tiles
-from ._isa import CPU_PATH
+from ._isa import YMM
 from ._vnni16 import Q4K_CODES as CODES, Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
@@ -38,7 +38,7 @@ from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
 # the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2.py)
-_ROWS16_DOT = {"avx2": _avx2.q4k_rows16_dot}.get(CPU_PATH, _vnni16.q4k_rows16_dot)
+_ROWS16_DOT = _avx2.q4k_rows16_dot if YMM else _vnni16.q4k_rows16_dot
 
 
 @njit(cache=True, parallel=True)

@@ -8,7 +8,7 @@ from ._common import F32, crumb_dot, dot, f16_at, float_matmul, group_sums, prep
 from ._gemm import gemm_crumb, register_gemm
 from ._ir import ubits
 from ._avx2 import crumb_row_dot
-from ._isa import CPU_PATH
+from ._isa import YMM
 from ._vnni import crumb_steps_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import block_sums, int_matvec
@@ -119,7 +119,7 @@ def _row_dot_256(c, d, xq, xd):
 
 
 # the row's dot product and the x order it reads, per kernel path (_avx2.py: for 256-bit registers)
-_X_ORDER, _ROW_DOT = {"avx2": (_x_order_128, _row_dot_256)}.get(CPU_PATH, (_x_order_64, _row_dot_64))
+_X_ORDER, _ROW_DOT = (_x_order_128, _row_dot_256) if YMM else (_x_order_64, _row_dot_64)
 
 
 @njit(cache=True, fastmath=True, parallel=True)

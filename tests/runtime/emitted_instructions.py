@@ -1,0 +1,50 @@
+"""Compile every integer kernel's matvec for a named CPU and count the instructions that say which path it took.
+
+    NUMBA_CPU_NAME=alderlake NUMBA_CPU_FEATURES=+avx2,+avxvnni,... KVANT_CPU_PATH=avxvnni \
+        python tests/runtime/emitted_instructions.py SIGNATURES.pkl
+
+SIGNATURES.pkl: {type name: numba argument types of its matvec}, written by a process on the host's own path
+(test_emitted_instructions.py; the repacked arrays are the same on every integer path). Nothing is run here, so a
+CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object:
+{type: {mnemonic: count}} for the mnemonics in MNEMONICS, with "zmm" and "ymm" counting the instructions that use
+such registers, and "{vex} vpdpbusd" AVX-VNNI's encoding of it.
+"""
+import json
+import pickle
+import re
+import sys
+import warnings
+
+MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "zmm", "ymm")
+
+
+def counts(asm):
+    found = dict.fromkeys(MNEMONICS, 0)
+    for line in asm.splitlines():
+        text = line.strip()
+        if not text or text.startswith((".", "#")) or text.endswith(":"):
+            continue
+        for name in ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb"):
+            found[name] += bool(re.match(rf"(\{{vex\}}\s*)?{name}\b", text))
+        found["{vex} vpdpbusd"] += text.startswith("{vex}") and "vpdpbusd" in text
+        found["zmm"] += "%zmm" in text
+        found["ymm"] += "%ymm" in text
+    return found
+
+
+def main(path):
+    from kvant.runtime.kernels import LAYOUTS
+    with open(path, "rb") as f:
+        signatures = pickle.load(f)
+    result = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, sig in signatures.items():
+            kernel = LAYOUTS[name].matvec
+            kernel.compile(sig)
+            result[name] = counts(kernel.inspect_asm(sig))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

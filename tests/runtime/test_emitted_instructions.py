@@ -1,0 +1,78 @@
+"""Each x86 kernel path, compiled for a named CPU that has it, emits the instructions it is written for.
+
+A machine runs the paths it can execute (test_paths.py); the others are compiled here for a CPU that has them
+(NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, in a child process: emitted_instructions.py) and their matvec kernels'
+assembly is read, never run. The avx512vnni path on Sapphire Rapids: vpdpbusd on zmm registers in every type. The
+avxvnni path on Alder Lake: AVX-VNNI's VEX-encoded vpdpbusd on ymm where the kernel's dot step is one (the 32-block
+types, IQ4_XS, the K-quant row kernels), and no zmm register anywhere (Alder Lake has no AVX-512); the kernels
+written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K, TQ1_0, TQ2_0) are AVX2
+instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm.
+"""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+
+from kvant.runtime.kernels import prepare
+from kvant.runtime.kernels._isa import INT_KERNELS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from test_kernels import FP16_FIELDS, make_weight  # noqa: E402
+
+INT_TYPES = sorted(FP16_FIELDS)
+OWN_256_BIT = {"Q4_K", "Q6_K", "TQ1_0", "TQ2_0"}    # _avx2.py's kernels, on both 256-bit paths
+TARGETS = {     # path: (CPU, the features the path needs, as NUMBA_CPU_FEATURES)
+    "avx512vnni": ("sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx2,+fma,+f16c"),
+    "avxvnni": ("alderlake", "+avxvnni,+avx2,+fma,+f16c"),
+    "avx2": ("znver3", "+avx2,+fma,+f16c"),
+}
+
+
+def expectations(path, name, found):
+    """The instructions a type's matvec must show on a path: a list of (what, holds)."""
+    if path == "avx512vnni":
+        return [("vpdpbusd", found["vpdpbusd"] > 0), ("zmm registers", found["zmm"] > 0),
+                ("no vpmaddubsw", found["vpmaddubsw"] == 0)]
+    checks = [("no zmm register", found["zmm"] == 0)]
+    if path == "avxvnni" and name not in OWN_256_BIT:
+        return checks + [("{vex} vpdpbusd", found["{vex} vpdpbusd"] > 0),
+                         ("only the VEX vpdpbusd", found["vpdpbusd"] == found["{vex} vpdpbusd"])]
+    return checks + [("vpmaddubsw", found["vpmaddubsw"] > 0), ("no vpdpbusd", found["vpdpbusd"] == 0)]
+
+
+@pytest.fixture(scope="module")
+def signatures(tmp_path_factory):
+    """Every integer type's matvec argument types, from matrices repacked on this machine's own path."""
+    if not INT_KERNELS:
+        pytest.skip("the integer layouts' argument types come from a process on an integer path (this one: float)")
+    rng = np.random.default_rng(0)
+    found = {}
+    for name in INT_TYPES:
+        raw, _ = make_weight(name, 16, 1, rng)
+        qm = prepare(raw, name)
+        out, x = np.empty(16, np.float32), np.empty(qm.shape[1], np.float32)
+        found[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
+    path = tmp_path_factory.mktemp("signatures") / "signatures.pkl"
+    path.write_bytes(pickle.dumps(found))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(TARGETS))
+def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatures, tmp_path):
+    cpu, features = TARGETS[path]
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features, "KVANT_CPU_PATH": path,
+           "NUMBA_CACHE_DIR": str(tmp_path)}      # an empty cache: numba does not show cached code's assembly
+    r = subprocess.run([sys.executable, os.path.join(HERE, "emitted_instructions.py"), str(signatures)],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = json.loads(r.stdout)
+    assert sorted(counts) == INT_TYPES
+    failed = [f"{name}: {what} ({counts[name]})" for name in INT_TYPES
+              for what, holds in expectations(path, name, counts[name]) if not holds]
+    assert not failed, f"{path} on {cpu}: " + "; ".join(failed)
