@@ -13,6 +13,7 @@ balanced with 9 heads. Only the summation order differs from ops.attention.
 import numpy as np
 from numba import njit, prange
 
+from ._isa import FAST
 from ._common import copy_into
 from ._ir import widen
 from .ops import _round_as_cache, softmax_scaled
@@ -20,7 +21,7 @@ from .ops import _round_as_cache, softmax_scaled
 TB = 8      # queries per work item
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FAST)
 def _widen_heads(kt, vf, k_cache, v_cache, end):
     for hk in prange(kt.shape[0]):
         for j in range(end):
@@ -30,7 +31,7 @@ def _widen_heads(kt, vf, k_cache, v_cache, end):
                 vf[hk, j, i] = widen(v_cache[hk, j, i])
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _add8(dst, c, r0, r1, r2, r3, r4, r5, r6, r7):
     """dst += c[0] r0 + ... + c[7] r7: one chain of fused multiply-adds per vector of dst (scores: c a query's eight
     dimensions, r the keys' values in them; weighing: c eight probabilities, r their value rows)."""
@@ -40,7 +41,7 @@ def _add8(dst, c, r0, r1, r2, r3, r4, r5, r6, r7):
                   + c6 * r6[j] + c7 * r7[j])
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _scores(s, qb, kt, first, nk, tb):
     """s[t, j] = qb[t] . kt[:, first + j] for t < tb, j < nk: eight i a pass, one chain of fused multiply-adds per
     vector of keys (32 G multiply-adds/s on one core here; four i as a sum tree: 22)."""
@@ -65,7 +66,7 @@ def _scores(s, qb, kt, first, nk, tb):
         i += 1
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _weigh(acc, p, vf, first, nk, tb):
     """acc[t] = sum_j p[t, j] vf[first + j] for t < tb: eight value rows a pass (in L1 for all tb queries)."""
     acc[:tb, :] = 0.0
@@ -88,7 +89,7 @@ def _weigh(acc, p, vf, first, nk, tb):
         j += 1
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FAST)
 def attention_prefill(out, q, k_cache, v_cache, start, scale, window, softcap):
     """ops.attention's contract (out (n, n_head, dv), q (n, n_head, dk), caches (n_kv, n_ctx, d) f16 bits or f32,
     keys of the n queries already stored), for a block of queries."""
@@ -104,7 +105,7 @@ def attention_prefill(out, q, k_cache, v_cache, start, scale, window, softcap):
         _attend_block(out, q, kt, vf, k_cache, v_cache, item // nblk, item % nblk, start, scale, window, softcap)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _attend_block(out, q, kt, vf, k_cache, v_cache, h, blk, start, scale, window, softcap):
     """One work item: head h's queries blk * TB .. + TB. A function of its own, not the prange loop's body: the
     kernel then compiles in 13 s instead of 17.5 (cold, on this AVX2 Zen 3)."""

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._ir import bit_select, f16_to_f32, ubits, widen
-from ._isa import REGISTERS_32
+from ._isa import FAST, REGISTERS_32
 
 F32 = np.float32
 ROW_TILE = 8      # rows decoded together in matmul (a multiple of 4)
@@ -68,7 +68,7 @@ def f16_at(src, o):
 
 # ---------------------------------------------------------------- activation planes (once per token)
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_nib(xa, xb, xs, x):
     """NIB planes with the floor fold: xa = x_lo, xb = x_hi - 16 x_lo; xs = sums of 32-element groups."""
     for b in range(xs.shape[0]):
@@ -82,7 +82,7 @@ def prep_nib(xa, xb, xs, x):
         xs[b] = s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_pairs(xlo, xhi, x):
     """NIB planes without the fold (for codebook types)."""
     for b in range(xlo.shape[0] // 16):
@@ -91,7 +91,7 @@ def prep_pairs(xlo, xhi, x):
             xhi[16 * b + j] = x[32 * b + 16 + j]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_crumbs(y, x):
     """CRUMB planes with the floor fold: y (4, cols/4)."""
     for k in range(y.shape[1]):
@@ -102,7 +102,7 @@ def prep_crumbs(y, x):
             prev = v
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def group_sums(xs, x):
     g = x.shape[0] // xs.shape[0]
     for b in range(xs.shape[0]):
@@ -114,7 +114,7 @@ def group_sums(xs, x):
 
 # ---------------------------------------------------------------- flat row loops (the hot part)
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def dot(a, b):
     """sum of widen(a[i]) * b[i] (a f32, or u16 holding fp16): F32 / F16 rows against x, and the per-group offsets
     (mins, folded -8 / -16) as scales against group sums of x."""
@@ -124,7 +124,7 @@ def dot(a, b):
     return s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def nib_dot(q, d, xa, xb):
     """sum over a NIB row of d[group] * code * x, with prep_nib planes (d: f32, or u16 holding fp16)."""
     s = F32(0.0)
@@ -134,7 +134,7 @@ def nib_dot(q, d, xa, xb):
     return s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def crumb_dot(c, d, y):
     """sum over a CRUMB row of d[256-element group] * code * x, with prep_crumbs planes."""
     s = F32(0.0)
@@ -146,7 +146,7 @@ def crumb_dot(c, d, y):
     return s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def crumb_dot16(c, s4, y):
     """sum over a CRUMB16 row (run R of 16 bytes: crumb t of byte j = element 64R + 16t + j, in 16-element group
     4R + t) of scale * code * x, with prep_runs16 planes (P=4) and the row's scales as planes s4[t, R] (so the
@@ -164,7 +164,7 @@ def crumb_dot16(c, s4, y):
     return s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def bits_dot16(h, s8, y):
     """BITS16 rows (bit t of byte j of run R = element 128R + 16t + j, group 8R + t): sum of scale * bit * x with
     prep_runs16 planes (P=8) and scale planes s8[t, R]."""
@@ -179,7 +179,7 @@ def bits_dot16(h, s8, y):
     return s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_runs16(y, x):
     """Planes for CRUMB16 (y (4, cols/4)) and BITS16 (y (8, cols/8)): y[t, 16R + j] = x[16P R + 16t + j]."""
     p = y.shape[0]
@@ -189,7 +189,7 @@ def prep_runs16(y, x):
             y[t, k] = x[base + 16 * t]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def i8_dot32(q, d, x):
     """sum over an I8 row of d[32-element group] * q * x, d f32 or fp16 bits. (Group sizes are constants: with a variable shift
     LLVM cannot see that a vector's lanes share one scale and gathers it.)"""
@@ -204,14 +204,14 @@ def i8_dot32(q, d, x):
 # index (d[i >> 5]) is not vectorized (LLVM cannot bound that load for its aliasing check), a loop over two slices
 # with the scale passed in is (8 vs 2.5 G elem/s).
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def affine_i8(ds, qs, s, m):
     """ds[j] = s * qs[j] + m over a block (ds, qs slices of one length)."""
     for j in range(ds.shape[0]):
         ds[j] = s * F32(qs[j]) + m
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def affine_nib(ds, qs, s, m):
     """A NIB block: 16 bytes qs -> 32 floats ds = s * code + m (low nibbles first)."""
     for j in range(16):
@@ -220,13 +220,13 @@ def affine_nib(ds, qs, s, m):
         ds[16 + j] = s * ubits(v, 4, 15) + m
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _fma4(a, b, c, e, u, v, s, t, p):
     """One token's step in _dot4x4: its x value p times the 4 weight rows' values u, v, s, t."""
     return a + u * p, b + v * p, c + s * p, e + t * p
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dot4x4(w0, w1, w2, w3, x0, x1, x2, x3):
     """The 16 dot products of 4 weight rows with 4 token rows: one pass, 8 loads per 16 multiply-adds."""
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = F32(0.0)
@@ -243,7 +243,7 @@ def _dot4x4(w0, w1, w2, w3, x0, x1, x2, x3):
     return a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dot2x4(w0, w1, x0, x1, x2, x3):
     """_dot4x4 for 16 vector registers: 2 weight rows with 4 token rows, 8 accumulators. _dot4x4's 16 and their
     loads spill there (AVX2 Zen 3, 128 tokens over a 1536x576 F16 matrix: 53 GFLOP/s, this 145)."""
@@ -265,7 +265,7 @@ def _put_block(out, res, k, col, count):
             out[k + t, col + a] = res[4 * a + t]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def gemm_tile(out, x, w, r0, nr):
     """out[:, r0:r0+nr] = x @ w[:nr].T for a decoded float tile w (ROW_TILE rows; rows past nr are zeroed),
     in register blocks of 4 tokens and 4 rows (32 vector registers) or 2 rows (16)."""

@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._isa import INT_KERNELS, WIDE_UNBIASED, dot4
+from ._isa import FAST, INT_KERNELS, WIDE_UNBIASED, dot4
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
                     _vec_load)
 from .actquant import q8_codes, q8_k_codes
@@ -366,7 +366,7 @@ def _offsets(xs, off):
     return xo
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _fill_scales(ws, d, r0, shift):
     """ws[16 b + j] = the block-b scale of row r0 + j (the last row again past the end), d holding one scale per
     2**shift blocks (f32, or u16 holding fp16)."""
@@ -424,7 +424,7 @@ def _crumb_rows(wt, ws, wm, r0, c, d):
     _fill_scales(ws, d, r0, 3)
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _fill_k4_scales(ws, wm, sc, mn, d, dm, r0):
     """Q4_K / Q5_K: ws[16 b + j] = d * sc, wm[16 b + j] = -dmin * m of block b of row r0 + j (split order: block
     2c at c, 2c+1 at half + c)."""

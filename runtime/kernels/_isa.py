@@ -22,6 +22,10 @@ if PATH_ERROR is not None:        # KVANT_CPU_PATH asked for a path this CPU can
     raise PATH_ERROR
 
 INT_KERNELS = CPU_PATH != "float"
+# The fast-math flags the kernels compile with (njit(fastmath=FAST)): reassociation (vectorized sums), contraction
+# (FMA), no signed zeros, reciprocals. Not nnan / ninf: with those LLVM may assume a NaN away (a max that skips it,
+# x * 0 folded to 0), and a corrupt weight must still reach the sampler's check of the logits as NaN (tests).
+FAST = {"reassoc", "contract", "nsz", "arcp"}
 WIDE_UNBIASED = CPU_PATH == "avx2"
 # 256-bit vector registers: the kernels written for them (_avx2.py, _vnni16._block_dot16_256) run; AVX-VNNI machines
 # have every AVX2 instruction and add vpdpbusd on ymm, used where it replaces a vpmaddubsw + vpmaddwd pair

@@ -10,11 +10,17 @@ would (the integer sums are exact; the float scale products differ only in the l
 import numpy as np
 from numba import njit, prange
 
+from ._isa import FAST
 from ._common import copy_into
 
 # x86's quantize_row_q8_0 / q8_1 (AVX2): id = 127 / amax, round half to even; d stored as fp16.
 # quantize_row_q8_K_ref: iscale = -127 / (the signed value of largest magnitude), nearest_int (half to even),
 # q = min(127, .), d = 1 / iscale kept in f32.
+# A NaN or infinite activation makes its block's scale NaN (`poison`: the sum of v - v, 0 for finite values, NaN
+# otherwise): its int8 code is meaningless, and without the NaN scale the block would pass as finite codes and a
+# corrupt weight would never reach the sampler's check of the logits (tests: a NaN weight in any layer). fastmath
+# would fold v - v to 0, so these say fastmath=False explicitly: a function that leaves it unset inherits the
+# fastmath=FAST of the kernel that calls it (numba's option inheritance), and did.
 
 
 @njit(cache=True)
@@ -35,17 +41,19 @@ def round_f16(a):
             a[i] = np.float32(np.rint(a[i] * np.float32(16777216.0)) * np.float32(5.9604645e-08))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def q8_codes(q, d, s, x):
     """llama.cpp's quantize_row_q8_0 / q8_1: int8 codes q and per-32 scales d (float32 holding the fp16-rounded
     scale); when s has room, also Q8_1's block sums s = fp16(d before rounding * sum of the block's codes)."""
     nb = d.shape[0]
     iscale = np.empty(nb, np.float32)
     for b in range(nb):
-        amax = np.float32(0.0)
+        amax, poison = np.float32(0.0), np.float32(0.0)
         for j in range(32):
-            amax = max(amax, abs(x[b * 32 + j]))
-        d[b] = amax / np.float32(127.0)
+            v = x[b * 32 + j]
+            amax = max(amax, abs(v))
+            poison += v - v
+        d[b] = amax / np.float32(127.0) + poison
         iscale[b] = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
     for b in range(nb):
         total = 0
@@ -80,24 +88,24 @@ def q8_0_row(out, x):
     _decode_codes(out, q, d)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def q8_k_codes(q, d, x):
     """llama.cpp's quantize_row_q8_K_ref: int8 codes q and the f32 scale of each 256-block, written for each of its
     eight 32-blocks (d has one entry per 32)."""
     for b in range(x.shape[0] // 256):
-        amax = np.float32(0.0)
-        vmax = np.float32(0.0)
+        amax, vmax, poison = np.float32(0.0), np.float32(0.0), np.float32(0.0)
         for j in range(256):
             v = x[b * 256 + j]
+            poison += v - v
             if abs(v) > amax:
                 amax = abs(v)
                 vmax = v
-        scale = np.float32(0.0)
+        scale = poison
         if amax == 0:
             q[b * 256:b * 256 + 256] = 0
         else:
             iscale = np.float32(-127.0) / vmax
-            scale = np.float32(1.0) / iscale
+            scale += np.float32(1.0) / iscale
             for j in range(256):
                 q[b * 256 + j] = np.int8(min(np.float32(127.0), np.float32(np.rint(iscale * x[b * 256 + j]))))
         d[8 * b:8 * b + 8] = scale

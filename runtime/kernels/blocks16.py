@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from numba import njit, prange
 
+from ._isa import FAST
 from ._common import F32, copy_into, float_matmul, zeros_on_lines
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
@@ -84,7 +85,7 @@ def _scratch(cols):
 # ---------------------------------------------------------------- decode
 # One kernel per intrinsic: numba picks an intrinsic at compile time only (not through an argument).
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q4_0(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
     code_sums(xo, xq, -8)
@@ -93,7 +94,7 @@ def _mv_q4_0(out, x, q, d, xq, xd, xs, xo):
         nib16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q8_0(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
     code_sums(xo, xq, -128)
@@ -102,7 +103,7 @@ def _mv_q8_0(out, x, q, d, xq, xd, xs, xo):
         i8_16_dot(q[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q4_1(out, x, q, d, m, xq, xd, xs, xo):
     q8_codes(xq, xd, xs, x)
     xo[:] = 0
@@ -111,7 +112,7 @@ def _mv_q4_1(out, x, q, d, m, xq, xd, xs, xo):
         nib16_min_dot(q[g], d[g], m[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q5_0(out, x, q, h, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
     code_sums(xo, xq, -16)
@@ -120,7 +121,7 @@ def _mv_q5_0(out, x, q, h, d, xq, xd, xs, xo):
         nib16h_dot(q[g], h[g], d[g], d[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q5_1(out, x, q, h, d, m, xq, xd, xs, xo):
     q8_codes(xq, xd, xs, x)
     xo[:] = 0
@@ -129,7 +130,7 @@ def _mv_q5_1(out, x, q, h, d, m, xq, xd, xs, xo):
         nib16h_min_dot(q[g], h[g], d[g], m[g], xq, xd, xo, xs, nb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_iq4_nl(out, x, q, d, xq, xd, xs, xo):
     q8_codes(xq, xd, xs[:0], x)
     code_sums(xo, xq, -128)
@@ -167,7 +168,7 @@ def _fifth_bit(h, g, b, mask, bit):
     return np.int64((h[g, b, 8 * mask + (bit >> 3)] >> (bit & 7)) & 1)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _decode_row(dst, row, q, h, d, m, off, iq4, has_min, has_h):
     """Row `row` as floats: d (code - off) (+ m), or d * codebook value."""
     g, r = row // GROUP, row % GROUP
@@ -194,7 +195,7 @@ def _decode_row(dst, row, q, h, d, m, off, iq4, has_min, has_h):
                     dst[e + 16] = s * F32(hi) + add
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _matmul(out, x, q, h, d, m, off, iq4, has_min, has_h):
     float_matmul(out, x, _decode_row, (q, h, d, m, off, iq4, has_min, has_h))
 
@@ -290,7 +291,7 @@ def _scratch_k(cols):
     return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_iq4_xs(out, x, q, sc, d, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
@@ -317,7 +318,7 @@ def gemm_iq4_xs(out, codes, q, sc, d):
     _gemm_iq4_xs(out, *codes, q, sc, d)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _decode_row_iq4_xs(dst, row, q, sc, d):
     g, r = row // GROUP, row % GROUP
     for b in range(q.shape[1]):
@@ -330,7 +331,7 @@ def _decode_row_iq4_xs(dst, row, q, sc, d):
                 dst[e + 16] = s * F32(IQ4_VALUES[v >> 4])
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _matmul_iq4_xs(out, x, q, sc, d):
     float_matmul(out, x, _decode_row_iq4_xs, (q, sc, d))
 

@@ -11,12 +11,13 @@ stream per core, not interleaved rows), software prefetch 1-16 KB ahead (t0 / nt
 import numpy as np
 from numba import njit, prange
 
+from ._isa import FAST
 from ._common import F32, dot, float_matmul
 from ._ir import bf16_to_f32, widen
 from .registry import Layout, register
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dot_bf16(w, x):
     s = F32(0.0)
     for i in range(w.shape[0]):
@@ -24,14 +25,14 @@ def _dot_bf16(w, x):
     return s
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_plain(out, x, w):
     """F32, and F16 rows as u16 (dot widens them)."""
     for r in prange(out.shape[0]):
         out[r] = dot(w[r], x)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_bf16(out, x, w):
     for r in prange(out.shape[0]):
         out[r] = _dot_bf16(w[r], x)
@@ -49,12 +50,12 @@ def _dec_bf16(dst, r, w):
         dst[i] = bf16_to_f32(w[r, i])
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_plain(out, x, w):
     float_matmul(out, x, _dec_plain, (w,))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_bf16(out, x, w):
     float_matmul(out, x, _dec_bf16, (w,))
 

@@ -35,7 +35,7 @@ from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import gemm_q5_k, register_gemm
-from ._isa import INT_KERNELS
+from ._isa import FAST, INT_KERNELS
 from ._vnni import q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
@@ -257,7 +257,7 @@ def _q3_k_scratch(cols):
 # The integer kernels (_mv_*_vnni) repeat one short loop on purpose: each row intrinsic takes its own planes' rows,
 # and a shared loop would have to slice a mixed tuple of planes per row (numba: only through literal_unroll).
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_k4(xa, xb, xs, x):
     """Activation planes of the Q4_K qs order: byte i of a 64-element chunk c holds element 64c + i (low nibble)
     and 64c + 32 + i (high): xa, xb those elements' x; xs the per-32 sums of x in split order."""
@@ -276,7 +276,7 @@ def prep_k4(xa, xb, xs, x):
         xs[half + c] = sb
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def k4_dot(q, sc, mn, d, dm, xa, xb, xs):
     """A Q4_K row (the file's qs, u8 scales and mins per 32 in split order, fp16 d, dmin per 256) with prep_k4
     planes. The two nibbles of a byte have different scales a, b: lo*a*xa + hi*b*xb = byte*a*xa + hi*(b*xb - 16*a*xa),
@@ -298,14 +298,14 @@ def k4_dot(q, sc, mn, d, dm, xa, xb, xs):
     return s - m
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q4_k(out, x, q, sc, mn, d, dm, xa, xb, xs):
     prep_k4(xa, xb, xs, x)
     for r in prange(out.shape[0]):
         out[r] = k4_dot(q[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_q5(y, x):
     """BITS16 planes of Q5_K's qh: bit t of qh byte k (32 bytes per super-block) is element 256 (k >> 5) + 32t +
     (k & 31): y[t, k] = that x."""
@@ -314,7 +314,7 @@ def prep_q5(y, x):
             y[t, k] = x[256 * (k >> 5) + 32 * t + (k & 31)]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def q5_dot(q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
     """A Q5_K row: k4_dot of the low 4 bits plus 16 * scale * bit * x of the 5th bits (bits_dot16 with the scale
     of bit t of the bytes 16u .. 16u + 15 at s8[t, u], filled here for the row)."""
@@ -328,7 +328,7 @@ def q5_dot(q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
     return k4_dot(q, sc, mn, d, dm, xa, xb, xs) + bits_dot16(qh, s8, y)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q5_k(out, x, q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
     prep_k4(xa, xb, xs, x)
     prep_q5(y, x)
@@ -338,7 +338,7 @@ def _mv_q5_k(out, x, q, qh, sc, mn, d, dm, xa, xb, xs, y, s8):
             out[r] = q5_dot(q[r], qh[r], sc[r], mn[r], d[r], dm[r], xa, xb, xs, y, s8[ch])
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q5_k_vnni(out, x, q, qh, sc, mn, d, dm, xq, xd, bs, xn):
     """Integer dot products as llama.cpp's (_vnni.q5k_row_dot)."""
     q8_k_codes(xn, xd, x)
@@ -349,7 +349,7 @@ def _mv_q5_k_vnni(out, x, q, qh, sc, mn, d, dm, xq, xd, bs, xn):
         out[r] = q5k_row_dot(q[r], qh[r], sc[r], mn[r], d[r], dm[r], xq, xd, bs, nsb)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_q6(xa, xb, y, xs, x):
     """Activation planes of the Q6_K file order, for half super-block R (128 elements): ql byte 64R + j holds
     element 128R + j (low nibble, xa) and 128R + 64 + j (high, xb); crumb u of qh byte 32R + j is bits 4-5 of
@@ -364,7 +364,7 @@ def prep_q6(xa, xb, y, xs, x):
     group_sums(xs, x)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def q6_dot(ql, qh, sc, d, xa, xb, y, xs, s2, s4):
     """A Q6_K row (the file's planes) with prep_q6 planes. The row's scales d*sc are first spread into s2 (ql bytes:
     the low and the high nibble's group of byte 16k..16k+15 at s2[0, k], s2[1, k]) and s4 (qh: crumb u of bytes
@@ -391,7 +391,7 @@ def q6_dot(ql, qh, sc, d, xa, xb, y, xs, s2, s4):
     return s + crumb_dot16(qh, s4, y) - F32(32.0) * bias
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q6_k(out, x, ql, qh, sc, d, xa, xb, y, xs, s2, s4):
     prep_q6(xa, xb, y, xs, x)
     rows = out.shape[0]
@@ -400,7 +400,7 @@ def _mv_q6_k(out, x, ql, qh, sc, d, xa, xb, y, xs, s2, s4):
             out[r] = q6_dot(ql[r], qh[r], sc[r], d[r], xa, xb, y, xs, s2[ch], s4[ch])
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def prep_crumbs_file(y, x):
     """Planes of the Q2_K / Q6_K-qh crumb order: crumb t of byte k (32 per 128 elements) is element
     128 (k >> 5) + 32t + (k & 31); y[t, k] = that x."""
@@ -409,7 +409,7 @@ def prep_crumbs_file(y, x):
             y[t, k] = x[128 * (k >> 5) + 32 * t + (k & 31)]
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s4):
     """Float fallback: crumb_dot16 over the file's qs, the row's scales spread into per-worker planes: crumb t of
     bytes 16u .. 16u + 15 lies in group 8 (u >> 1) + 2t + (u & 1)."""
@@ -429,7 +429,7 @@ def _mv_q2_k(out, x, c, sc, d, dm, y, xs, s4):
             out[r] = crumb_dot16(c[r], s, y) - bias
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q3_k_vnni(out, x, c, h, sc, d, xq, xd, bs):
     """Integer dot products as llama.cpp's (_vnni.q3k_row_dot)."""
     q8_k_codes(xq, xd, x)
@@ -439,7 +439,7 @@ def _mv_q3_k_vnni(out, x, c, h, sc, d, xq, xd, bs):
         out[r] = q3k_row_dot(c[r], h[r], sc[r], d[r], xq, xd, bs, nsb)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q2_k_vnni(out, x, c, sc, d, dm, xq, xd, bs):
     """Integer dot products as llama.cpp's (_vnni.q2k_row_dot)."""
     q8_k_codes(xq, xd, x)
@@ -449,7 +449,7 @@ def _mv_q2_k_vnni(out, x, c, sc, d, dm, xq, xd, bs):
         out[r] = q2k_row_dot(c[r], sc[r], d[r], dm[r], xq, xd, bs, nsb)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s4, s8):
     """Float fallback: crumb_dot16 over qs and bits_dot16 over hmask (bit t of bytes 16u .. 16u + 15: group
     16 (u >> 1) + 2t + (u & 1)), the row's scales spread into per-worker planes."""
@@ -474,7 +474,7 @@ def _mv_q3_k(out, x, c, h, sc, d, y, yb, xs, s4, s8):
 
 # ---------------------------------------------------------------- row decoders (natural order)
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _k4_chunk(ds, qs, sa, ma, sb, mb):
     """64 floats of a Q4_K chunk from its 32 qs bytes: low nibbles * sa - ma, then high nibbles * sb - mb."""
     for j in range(32):
@@ -483,7 +483,7 @@ def _k4_chunk(ds, qs, sa, ma, sb, mb):
         ds[32 + j] = sb * ubits(v, 4, 15) - mb
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q4_k(dst, r, q, sc, mn, d, dm):
     half = sc.shape[1] // 2
     for c in range(half):
@@ -493,7 +493,7 @@ def _dec_q4_k(dst, r, q, sc, mn, d, dm):
                   dd * F32(sc[r, half + c]), dmm * F32(mn[r, half + c]))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _k5_chunk(ds, qs, qh, sh, sa, ma, sb, mb):
     """_k4_chunk with the 5th bits: bit sh of qh[j] for element j, bit sh + 1 for element 32 + j."""
     for j in range(32):
@@ -503,7 +503,7 @@ def _k5_chunk(ds, qs, qh, sh, sa, ma, sb, mb):
         ds[32 + j] = sb * (ubits(v, 4, 15) + F32(16.0) * ubits(h, sh + 1, 1)) - mb
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q5_k(dst, r, q, qh, sc, mn, d, dm):
     half = sc.shape[1] // 2
     for c in range(half):
@@ -514,7 +514,7 @@ def _dec_q5_k(dst, r, q, qh, sc, mn, d, dm):
                   dd * F32(sc[r, c]), dmm * F32(mn[r, c]), dd * F32(sc[r, half + c]), dmm * F32(mn[r, half + c]))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q6_k(dst, r, ql, qh, sc, d):
     """Element 128R + 32u + j of a row (R a half super-block): nibble u >> 1 of ql[64R + 32(u & 1) + j], crumb u of
     qh[32R + j]. The codes first, then each 16-element group scaled (loops of constant length: vectorized)."""
@@ -535,7 +535,7 @@ def _dec_q6_k(dst, r, ql, qh, sc, d):
             dst[j] = s * (dst[j] - F32(32.0))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q2_k(dst, r, c, sc, d, dm):
     """The codes first (crumb t of byte 32R + j: element 128R + 32t + j), then each 16-group scaled."""
     cr = c[r]
@@ -554,7 +554,7 @@ def _dec_q2_k(dst, r, c, sc, d, dm):
             dst[j] = a * dst[j] - m
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q3_k(dst, r, c, h, sc, d):
     """The codes 0..7 first (crumb t of qs byte 32R + j and bit 4 (R & 1) + t of hmask byte 32 (R >> 1) + j:
     element 128R + 32t + j), then each 16-group scaled: d * sc * (code - 4)."""
@@ -578,27 +578,27 @@ def _dec_q3_k(dst, r, c, h, sc, d):
 
 # ---------------------------------------------------------------- prefill
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q4_k(out, x, q, sc, mn, d, dm):
     float_matmul(out, x, _dec_q4_k, (q, sc, mn, d, dm))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q5_k(out, x, q, qh, sc, mn, d, dm):
     float_matmul(out, x, _dec_q5_k, (q, qh, sc, mn, d, dm))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q6_k(out, x, ql, qh, sc, d):
     float_matmul(out, x, _dec_q6_k, (ql, qh, sc, d))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q2_k(out, x, c, sc, d, dm):
     float_matmul(out, x, _dec_q2_k, (c, sc, d, dm))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q3_k(out, x, c, h, sc, d):
     float_matmul(out, x, _dec_q3_k, (c, h, sc, d))
 

@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, zeros_on_lines
 from . import _avx2, _vnni16
-from ._isa import YMM
+from ._isa import FAST, YMM
 from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
@@ -78,7 +78,7 @@ def repack(raw, cols):
     return (w,)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def matvec(out, x, w, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
@@ -87,7 +87,7 @@ def matvec(out, x, w, xq, xd, bs):
         _ROWS16_DOT(w[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _decode_row(dst, row, w):
     """Row `row` as floats: d sc (code - 32). Per quad and chunk, one crumb byte and two nibble bytes are element
     4 c + t of the quad's four groups."""
@@ -111,7 +111,7 @@ def _decode_row(dst, row, w):
                     dst[e + 48] = sc3 * (F32((n1 >> 4) | ((hb >> 6) << 4)) - F32(32.0))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def matmul(out, x, w):
     """out[n, rows] = x @ W.T with float activations (QMatrix.matmul)."""
     float_matmul(out, x, _decode_row, (w,))

@@ -30,7 +30,7 @@ from numba import njit, prange
 from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
 from . import _avx2, _vnni16
 from ._gemm import tiles
-from ._isa import YMM
+from ._isa import FAST, YMM
 from ._vnni16 import Q4K_CODES as CODES, Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
@@ -76,7 +76,7 @@ def scratch(cols):
     return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def matvec(out, x, w, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
@@ -127,7 +127,7 @@ def gemm(out, codes, w):
     _gemm(out, *codes, w)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _decode_row(dst, row, w):
     """Row `row` as floats: d sc code - dmin mn."""
     g, r = row // GROUP, row % GROUP
@@ -146,7 +146,7 @@ def _decode_row(dst, row, w):
                     dst[e + 16] = a * F32(v >> 4) - m
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def matmul(out, x, w):
     """out[n, rows] = x @ W.T with float activations (QMatrix.matmul)."""
     float_matmul(out, x, _decode_row, (w,))

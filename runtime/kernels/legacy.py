@@ -19,7 +19,7 @@ from numba import njit, prange
 from . import blocks16
 from ._common import F32, affine_i8, affine_nib, copy_into, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._ir import ubits, widen
-from ._isa import INT_KERNELS
+from ._isa import FAST, INT_KERNELS
 from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from .registry import Layout, register
 
@@ -104,7 +104,7 @@ def _pairs_scratch(cols):
     return np.empty(cols // 2, np.float32), np.empty(cols // 2, np.float32)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def sums32(xs, x):
     for b in range(xs.shape[0]):
         s = F32(0.0)
@@ -115,28 +115,28 @@ def sums32(xs, x):
 
 # ---------------------------------------------------------------- matvec
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_i8(out, x, q, d):
     """Q8_0 and Q5_0."""
     for r in prange(out.shape[0]):
         out[r] = i8_dot32(q[r], d[r], x)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q5_1(out, x, q, d, m, xs):
     sums32(xs, x)
     for r in prange(out.shape[0]):
         out[r] = i8_dot32(q[r], d[r], x) + dot(m[r], xs)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q4_0(out, x, q, d, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
         out[r] = nib_dot(q[r], d[r], xa, xb) - F32(8.0) * dot(d[r], xs)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_q4_1(out, x, q, d, m, xa, xb, xs):
     prep_nib(xa, xb, xs, x)
     for r in prange(out.shape[0]):
@@ -149,12 +149,12 @@ _P4, _P3, _P2, _P1, _P0 = (F32(1.58604282e-03), F32(3.10864393e-02), F32(-1.3719
                            F32(-1.26567010e+02))
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def iq4_value(n):
     return np.rint((((_P4 * n + _P3) * n + _P2) * n + _P1) * n + _P0)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def iq4_dot(q, d, xlo, xhi):
     s = F32(0.0)
     for i in range(q.shape[0]):
@@ -165,7 +165,7 @@ def iq4_dot(q, d, xlo, xhi):
     return s
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_iq4(out, x, q, d, xlo, xhi):
     """IQ4_NL and IQ4_XS."""
     prep_pairs(xlo, xhi, x)
@@ -175,7 +175,7 @@ def _mv_iq4(out, x, q, d, xlo, xhi):
 
 # ---------------------------------------------------------------- row decoders (natural order)
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_i8(dst, r, q, d):
     qr = q[r]
     dr = d[r]
@@ -183,7 +183,7 @@ def _dec_i8(dst, r, q, d):
         affine_i8(dst[32 * b:32 * b + 32], qr[32 * b:32 * b + 32], widen(dr[b]), F32(0.0))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q5_1(dst, r, q, d, m):
     qr = q[r]
     dr = d[r]
@@ -192,7 +192,7 @@ def _dec_q5_1(dst, r, q, d, m):
         affine_i8(dst[32 * b:32 * b + 32], qr[32 * b:32 * b + 32], widen(dr[b]), widen(mr[b]))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def dec_nib(dst, qr, dr, mr, off):
     """dst = d * (code + off) + m per 32-element block of a NIB row (mr may be empty)."""
     for b in range(dr.shape[0]):
@@ -201,7 +201,7 @@ def dec_nib(dst, qr, dr, mr, off):
         affine_nib(dst[32 * b:32 * b + 32], qr[16 * b:16 * b + 16], db, db * off + mb)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _iq4_block(ds, qs, s):
     for j in range(16):
         v = qs[j]
@@ -209,50 +209,50 @@ def _iq4_block(ds, qs, s):
         ds[16 + j] = s * iq4_value(ubits(v, 4, 15))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def dec_iq4(dst, qr, dr):
     for b in range(dr.shape[0]):
         _iq4_block(dst[32 * b:32 * b + 32], qr[16 * b:16 * b + 16], widen(dr[b]))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q4_0(dst, r, q, d):
     dec_nib(dst, q[r], d[r], d[r, :0], F32(-8.0))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_q4_1(dst, r, q, d, m):
     dec_nib(dst, q[r], d[r], m[r], F32(0.0))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_iq4(dst, r, q, d):
     dec_iq4(dst, q[r], d[r])
 
 
 # ---------------------------------------------------------------- prefill (_common.float_matmul with each decoder)
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_i8(out, x, q, d):
     float_matmul(out, x, _dec_i8, (q, d))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q5_1(out, x, q, d, m):
     float_matmul(out, x, _dec_q5_1, (q, d, m))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q4_0(out, x, q, d):
     float_matmul(out, x, _dec_q4_0, (q, d))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_q4_1(out, x, q, d, m):
     float_matmul(out, x, _dec_q4_1, (q, d, m))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_iq4(out, x, q, d):
     """IQ4_NL and IQ4_XS."""
     float_matmul(out, x, _dec_iq4, (q, d))

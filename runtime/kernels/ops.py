@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
+from ._isa import FAST
 
 from kvant.runtime.kernels._common import copy_into
 from kvant.runtime.kernels._ir import f32_to_f16_bits, pow2i, widen
@@ -68,7 +69,7 @@ def _rope_tables(n_ctx, half, theta_scale, freq_scale, freq_factors):
     return cos, sin
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def rope(x, positions, cos, sin, n_rot, neox):
     """In-place rotary embedding of x (n, n_heads, head_dim) at positions (n,).
     neox: rotate pairs (i, i + n_rot/2) (qwen, gemma); else adjacent pairs (2i, 2i+1) (llama)."""
@@ -92,7 +93,7 @@ def rope(x, positions, cos, sin, n_rot, neox):
                 x[t, j, b] = x0 * s + x1 * c
 
 
-@njit(cache=True, fastmath=True, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def silu_mul(gate, up):
     """gate = silu(gate) * up, in place (SwiGLU): g / (1 + e^-g), for g < 0 as g e^g / (1 + e^g), so that the
     exponent is never positive and the loop vectorizes (exp_nonpositive). error_model="numpy": numba's default
@@ -141,7 +142,7 @@ def gelu_mul(gate, up):
                 gate[t, i] = _GELU_TABLE[f32_to_f16_bits(x)] * up[t, i]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def relu2_mul(gate, up):
     """gate = relu(gate)^2 * up, in place (BitNet's squared ReLU)."""
     n, d = gate.shape
@@ -190,7 +191,7 @@ _LN2_HI, _LN2_LO = np.float32(float.fromhex("0x1.62e4p-1")), np.float32(float.fr
 _LOG2_E = np.float32(float.fromhex("0x1.715476p+0"))
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def exp_nonpositive(x):
     """e^x for x <= 0 in float32, within ~2 ulp, flushed to 2^-126 below -87 (a probability that small rounds to 0
     in f16 and is nothing against a sum >= 1). A polynomial instead of libm's exp so the softmax loop vectorizes:
@@ -205,7 +206,7 @@ def exp_nonpositive(x):
     return s + s * p
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _dot_keys(scores, qh, keys, first, end):
     """scores[j] = qh . keys[j] for first <= j < end, four keys a pass (four independent sums: one reduction each
     per key, but the loads of qh shared and the adds in flight together)."""
@@ -227,7 +228,7 @@ def _dot_keys(scores, qh, keys, first, end):
         scores[jj] = s
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def _weigh_values(acc, probs, vals, first, end):
     """acc = sum over first <= j < end of probs[j] * vals[j], four rows a pass (acc read and written once per four)."""
     acc[:] = 0.0
@@ -244,7 +245,7 @@ def _weigh_values(acc, probs, vals, first, end):
             acc[i] += w * widen(vals[jj, i])
 
 
-@njit(cache=True, fastmath=True, inline="always")
+@njit(cache=True, fastmath=FAST, inline="always")
 def softmax_scaled(row, scale, softcap):
     """row = softmax(row * scale (tanh-capped when softcap > 0)), the sum in float64, in loops that vectorize (the cap
     in its own loop: a tanh call inside the first loop kept all of them scalar, 3.5 ns a score)."""
@@ -266,7 +267,7 @@ def softmax_scaled(row, scale, softcap):
         row[j] = row[j] * inv
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FAST)
 def attention(out, q, k_cache, v_cache, start, scale, window, softcap):
     """Causal attention of n query tokens at positions start..start+n-1 over the cache, with llama.cpp's rounding
     (its non-flash path): on an f16 cache q is rounded to f16 for q.k and the normalized probabilities to f16

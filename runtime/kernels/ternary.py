@@ -8,7 +8,7 @@ from ._common import F32, crumb_dot, dot, f16_at, float_matmul, group_sums, prep
 from ._gemm import gemm_crumb, register_gemm
 from ._ir import ubits
 from ._avx2 import crumb_row_dot
-from ._isa import YMM
+from ._isa import FAST, YMM
 from ._vnni import crumb_steps_dot
 from .actquant import q8_k, q8_k_codes
 from .intdot import block_sums, int_matvec
@@ -80,7 +80,7 @@ def _scratch(cols):
     return np.empty((4, cols // 4), np.float32), np.empty(cols // 256, np.float32)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_tq(out, x, c, d, y, xs):
     prep_crumbs(y, x)
     group_sums(xs, x)
@@ -122,7 +122,7 @@ def _row_dot_256(c, d, xq, xd):
 _X_ORDER, _ROW_DOT = (_x_order_128, _row_dot_256) if YMM else (_x_order_64, _row_dot_64)
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
     """Integer dot products (intdot): x as Q8_K codes; the code offset (value = code - 1) as -d * block sums."""
     q8_k_codes(xn, xd, x)
@@ -136,7 +136,7 @@ def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
         out[r] = _ROW_DOT(c[r], dr, xq, xd) - offset
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FAST)
 def _dec_tq(dst, r, c, d):
     for k in range(c.shape[1]):
         s = d[r, k >> 6]
@@ -145,7 +145,7 @@ def _dec_tq(dst, r, c, d):
             dst[4 * k + u] = s * (ubits(b, 2 * u, 3) - F32(1.0))
 
 
-@njit(cache=True, fastmath=True, parallel=True)
+@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_tq(out, x, c, d):
     float_matmul(out, x, _dec_tq, (c, d))
 

@@ -79,3 +79,23 @@ def test_nan_logits_are_an_error_not_a_token(temperature):
     logits[3] = np.nan
     with pytest.raises(NonFiniteLogitsError):
         Sampler(SamplerSettings(temperature=temperature, seed=0))(logits)
+
+
+@pytest.mark.parametrize("prompt", ["the the", "the the the the the the the the the the"])
+@pytest.mark.parametrize("weight_type", ["Q8_0", "Q4_0", "F32"])
+@pytest.mark.parametrize("tensor", ["blk.0.attn_q.weight", "blk.0.ffn_gate.weight", "blk.1.ffn_down.weight"])
+def test_a_nan_weight_reaches_the_samplers_check(tmp_path, weight_type, tensor, prompt):
+    """A NaN in a weight (a block's scale, or a float) must come out as NaN logits, which the sampler refuses,
+    through every later layer: the activations of the next matrix are quantized to int8 on an integer kernel path,
+    where a NaN would otherwise turn into some code. A short prompt runs as matvecs, a long one through the prefill
+    GEMMs."""
+    import numpy as np
+    from gguf import GGUFReader
+    from tiny_model import patch, write_tiny_model
+    path = write_tiny_model(tmp_path / "nan.gguf", weight_type=weight_type)
+    info = next(t for t in GGUFReader(str(path)).tensors if t.name == tensor)
+    nan = np.float32(np.nan).tobytes() if weight_type == "F32" else np.float16(np.nan).tobytes()
+    patch(path, int(info.data_offset), nan)
+    with Model(str(path), n_threads=1, n_ctx=32) as m:
+        with pytest.raises(NonFiniteLogitsError):
+            list(m.generate_tokens(m.tokenize(prompt), max_tokens=2, sampler=Sampler(SamplerSettings(temperature=0))))

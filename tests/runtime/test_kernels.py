@@ -219,3 +219,28 @@ def test_repacked_records_start_on_a_cache_line(shape, dtype):
         a = zeros_on_lines(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
         assert a.ctypes.data % CACHE_LINE == 0 and not a.any()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_nan_weight_reaches_its_row_of_the_output(name):
+    """A corrupt weight (a NaN scale, or a NaN float) makes its row's output NaN on the kernel path in force (the
+    sampler then refuses the logits): no kernel may compile under flags that let LLVM assume NaN away."""
+    rng = np.random.default_rng(7)
+    raw, w = make_weight(name, 37, 2, rng)
+    raw = raw.copy()
+    if name in FLOATS:
+        bad = np.full(1, np.nan, np.float32)
+        width = raw.shape[1] // w.shape[1]
+        raw[5, :width] = (bad if name == "F32" else bad.astype(np.float16) if name == "F16"
+                          else (bad.view(np.uint32) >> 16).astype(np.uint16)).view(np.uint8)
+    else:
+        raw[5, FP16_FIELDS[name][0]:FP16_FIELDS[name][0] + 2] = np.float16(np.nan).reshape(1).view(np.uint8)
+    qm = prepare(raw, name)
+    x = rng.standard_normal(w.shape[1]).astype(np.float32)
+    out = np.empty(37, np.float32)
+    qm.matvec(out, x)
+    assert np.isnan(out[5]) and np.isfinite(np.delete(out, 5)).all(), out
+    xs = rng.standard_normal((5, w.shape[1])).astype(np.float32)
+    outs = np.empty((5, 37), np.float32)
+    qm.matmul(outs, xs)
+    assert np.isnan(outs[:, 5]).all() and np.isfinite(np.delete(outs, 5, axis=1)).all()
