@@ -1,5 +1,5 @@
-"""Decode steps written for 256-bit registers (the avx2 path): ROWS16 records read as two 8-row halves, and the
-ternary types' CRUMB rows.
+"""Decode steps written for 256-bit registers (the avx2 and avxvnni paths: _isa.YMM): ROWS16 records read as two
+8-row halves, and the ternary types' CRUMB rows. They use AVX2 instructions only, which AVX-VNNI CPUs have too.
 
 _vnni16.py writes its steps on 512-bit values, which LLVM splits into ymm pairs on AVX2. For Q4_K that split came
 out badly: LLVM computed every block's first half, then every second half, and kept the 4-code activation broadcasts
@@ -8,21 +8,20 @@ of a streaming read of its bytes). Here a step is written on ymm values, 8 rows 
 done together against the same two broadcasts.
 
 And AVX2 has no vpdpbusd: its dot product is vpmaddubsw (pairs of u8 x i8 products into i16) then vpmaddwd (pairs
-of those into i32). With 4-bit codes (0..15) and Q8_K codes (|x| <= 128) a pair is at most 3840, so the 8 vpmaddubsw
-of one 32-block (16 products per i16 lane) add up in i16 without overflow (<= 30720), and one vpmaddwd by the block
+of those into i32). With 4-bit codes (0..15) and Q8_K codes (|x| <= 127) a pair is at most 3810, so the 8 vpmaddubsw
+of one 32-block (16 products per i16 lane) add up in i16 without overflow (<= 30480), and one vpmaddwd by the block
 scales (each row's scale in both i16 of its lane) turns them into scale * the block's dot product: per 32-block and
 8 rows, 8 vpmaddubsw + 7 vpaddw + 1 vpmaddwd where the split 512-bit step took 8 + 8 vpmaddwd + 8 vpaddd + vpmulld,
 as ggml's AVX2 q4_K dot product does (its vpmaddwd by the scales).
 """
 from llvmlite import ir
+from numba import types
 from numba.extending import intrinsic
 
 from ._isa import _declare, maddubs, maddwd
-from numba import types
-
-from ._vnni import _F32, _I8, _I16, _I32, _V16F, _V16I32, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load, ir_loop
-from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES, _record_signature,
-                      _rows16_args, _run_and_store, lanes_f32, x_quad)
+from ._vnni import _F32, _I8, _I16, _I32, _V16F, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load, ir_loop
+from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES,
+                      _record_signature, _rows16_args, _run_and_store, lanes_f32, x_quad)
 
 _V16I8, _V32I8 = ir.VectorType(_I8, 16), ir.VectorType(_I8, 32)
 _V16I16, _V8I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8)
@@ -106,7 +105,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
 
 @intrinsic
 def q4k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
-    """_vnni16.q4k_rows16_dot for the avx2 path."""
+    """_vnni16.q4k_rows16_dot for the 256-bit paths."""
     sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
     return (sig, _q4k_rows16_codegen) if sig is not None else None
 
@@ -163,7 +162,7 @@ def _q6k_rows16_codegen(context, builder, signature, args):
 
 @intrinsic
 def q6k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
-    """_vnni16.q6k_rows16_dot for the avx2 path."""
+    """_vnni16.q6k_rows16_dot for the 256-bit paths."""
     sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
     return (sig, _q6k_rows16_codegen) if sig is not None else None
 
@@ -204,7 +203,7 @@ def _crumb_row_codegen(context, builder, signature, args):
 
 @intrinsic
 def crumb_row_dot(typingctx, wq, wd, xq, xd, nsb):
-    """sum over nsb super-blocks of a CRUMB row (codes 0..3, multiplied as they are) with xq in ternary.py's 128-element order:
-    wd one f32 scale per 256 elements, xd one per 32 (Q8_K's per-256 value repeated)."""
+    """sum over nsb super-blocks of a CRUMB row (codes 0..3, multiplied as they are) with xq in ternary.py's
+    128-element order: wd one f32 scale per 256 elements, xd one per 32 (Q8_K's per-256 value repeated)."""
     sig = _steps_signature(wq, wd, xq, xd, nsb, types.uint8)
     return (sig, _crumb_row_codegen) if sig is not None and sig.args[1].dtype == types.float32 else None
