@@ -49,6 +49,21 @@ def _join(b, lo, hi):
     return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
 
 
+def _add_scaled(b, acc, halves, scale, subtract=False):
+    """acc +- float(the two 8-row halves of i32 sums, joined) * scale (16 floats), contracted to FMAs."""
+    product = b.fmul(b.sitofp(_join(b, *halves), _V16F), scale, flags=("contract",))
+    return (b.fsub if subtract else b.fadd)(acc, product, flags=("contract",))
+
+
+def _record_dot(codegen, doc):
+    """The intrinsic of a ROWS16 record step: the arguments of _vnni16's (its _record_signature)."""
+    def typer(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
+        sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
+        return (sig, codegen) if sig is not None else None
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
 def _q4k_block_sums16(b, w_p, qo, xq_p, xo):
     """Each half's i16 sums of one 32-block's 16 products per lane (8 vpmaddubsw), codes at w_p[qo] (NIB16 chunks
     of 64 bytes, 32 per half), the block's activation codes at xq_p[xo]."""
@@ -96,18 +111,12 @@ def _q4k_rows16_codegen(context, builder, signature, args):
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
         halves = b.mul(s, _c64(Q4K_RECORD // 2))      # the record in fp16 units
         d, dm = (b.fmul(lanes_f32(b, half_p, b.add(halves, _c64(k // 2)), False), xd) for k in (Q4K_D, Q4K_DM))
-        acc = b.fadd(acc, b.fmul(b.sitofp(_join(b, *sumi), _V16F), d, flags=("contract",)), flags=("contract",))
-        acc = b.fsub(acc, b.fmul(b.sitofp(_join(b, *summ), _V16F), dm, flags=("contract",)), flags=("contract",))
-        return acc, _
+        return _add_scaled(b, _add_scaled(b, acc, sumi, d), summ, dm, subtract=True), _
 
     return _run_and_store(context, builder, n, body, out_p, r0, nr)
 
 
-@intrinsic
-def q4k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
-    """_vnni16.q4k_rows16_dot for the 256-bit paths."""
-    sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
-    return (sig, _q4k_rows16_codegen) if sig is not None else None
+q4k_rows16_dot = _record_dot(_q4k_rows16_codegen, "_vnni16.q4k_rows16_dot for the 256-bit paths.")
 
 
 def _q6k_rows16_codegen(context, builder, signature, args):
@@ -154,17 +163,12 @@ def _q6k_rows16_codegen(context, builder, signature, args):
         sumi = ir_loop(b, 4, lambda b, q, sumi: quad(b, q, list(sumi), s), [ir.Constant(_V8I32, None)] * 2)
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
         d = b.fmul(lanes_f32(b, half_p, b.add(b.mul(s, _c64(Q6K_RECORD // 2)), _c64(Q6K_D // 2)), False), xd)
-        acc = b.fadd(acc, b.fmul(b.sitofp(_join(b, *sumi), _V16F), d, flags=("contract",)), flags=("contract",))
-        return acc, _
+        return _add_scaled(b, acc, sumi, d), _
 
     return _run_and_store(context, builder, n, body, out_p, r0, nr)
 
 
-@intrinsic
-def q6k_rows16_dot(typingctx, w, xq, xd, bs, nsb, out, r0, nr):
-    """_vnni16.q6k_rows16_dot for the 256-bit paths."""
-    sig = _record_signature(w, xq, xd, bs, nsb, out, r0, nr)
-    return (sig, _q6k_rows16_codegen) if sig is not None else None
+q6k_rows16_dot = _record_dot(_q6k_rows16_codegen, "_vnni16.q6k_rows16_dot for the 256-bit paths.")
 
 
 # ---------------------------------------------------------------- CRUMB rows (TQ1_0, TQ2_0: ternary.py)
