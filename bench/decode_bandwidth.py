@@ -23,7 +23,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from results import publish  # noqa: E402
+from results import path_line, path_section, publish  # noqa: E402
 
 POSITION = 4         # tokens in the cache before the measured step
 
@@ -110,18 +110,14 @@ def main():
             lines.append(row(label, side, r))
     command = f"python bench/decode_bandwidth.py --threads {args.threads} --pairs {args.pairs} " \
               f"--tinyllama '{args.tinyllama}'"
-    from kvant.formats import host
-    features = " ".join(f for f in host.REPORTED_FEATURES if f in host.host_features())
-    body = (f"CPU: {host.cpu_model()}; features: {features}; kvant's kernel path: {host.CPU_PATH}.\n"
+    body = (f"{path_line()}.\n"
             f"Command: `{command}`\n\n"
             f"Per file and side, one process alternates {args.pairs} times a decode step of one token (at position "
             f"{POSITION}) and a streaming read of as many bytes on the same {args.threads} threads (bench/"
             f"bandwidth.py's sum); share = stream time / step time, the median over the pairs, so both figures of "
             f"a pair see the same state of this machine's swinging bandwidth. The GB/s columns are medians, for "
             f"scale; they move with the machine between processes.\n\n" + "\n".join(lines) + "\n")
-    # one section per kernel path, as bench/speed.py's
-    publish("DECODE BANDWIDTH" if host.CPU_PATH == "avx512vnni" else f"DECODE BANDWIDTH {host.CPU_PATH.upper()}", body,
-            args.write)
+    publish(path_section("DECODE BANDWIDTH"), body, args.write)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,24 @@ def machine():
     return f"{cpu}, {os.cpu_count()} logical CPUs"
 
 
+def path_line():
+    """What a table of kvant's speed names: the CPU, the features the kernel paths look at, and the path in force."""
+    from kvant.formats import host
+    features = " ".join(f for f in host.REPORTED_FEATURES if f in host.host_features())
+    forced = " (forced by KVANT_CPU_PATH)" if os.environ.get("KVANT_CPU_PATH") else ""
+    return f"CPU: {host.cpu_model()}; features: {features}; kvant's kernel path: {host.CPU_PATH}{forced}"
+
+
+def path_section(name):
+    """The section of a table measured on the path in force: one per path, so that a run on an AVX2 machine (or a
+    forced path) keeps the AVX-512 machine's table under the plain name."""
+    from kvant.formats import host
+    forced = bool(os.environ.get("KVANT_CPU_PATH"))
+    if host.CPU_PATH == "avx512vnni" and not forced:
+        return name
+    return f"{name} {host.CPU_PATH.upper()}" + (" FORCED" if forced else "")
+
+
 def update_section(name, body):
     """Replace the text between <!-- name --> markers (appending the section if it is new)."""
     text = open(PATH, encoding="utf-8").read() if os.path.exists(PATH) else HEADER

@@ -37,7 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import models  # noqa: E402
-from results import publish  # noqa: E402
+from results import path_line, path_section, publish  # noqa: E402
 
 LLAMA_BENCH = os.path.join(HERE, ".work", "llama.cpp-build", "bin", "llama-bench")
 TIMEOUT_S = 3600
@@ -395,9 +395,6 @@ def main():
     files += [(f"random 1.1B llama {t}", tinyllama(t)) for t in args.tinyllama.split(",") if t]
 
     load0 = os.getloadavg()[0]
-    from kvant.formats import host
-    forced = bool(os.environ.get("KVANT_CPU_PATH"))
-    features = " ".join(f for f in host.REPORTED_FEATURES if f in host.host_features())
     pp_heads = " | ".join(f"pp{n} tok/s" for n in prompts)
     speed = [f"| model | side | {pp_heads} | tg{args.n_gen} tok/s | MB read / token | tg GB/s | % of read bandwidth "
              f"| load s | RSS MB | kvant / llama-bench {', '.join(f'pp{n}' for n in prompts)}, tg{args.n_gen} |",
@@ -441,9 +438,7 @@ def main():
         f"{args.threads} threads; every figure the best of {args.reps} runs, each in a fresh process, interleaved "
         f"per file (kvant bench, qrun generate, Python API, read bandwidth, llama-bench, llama-cpp-python, starts). "
         f"Load average (1 min) at start / end: {load0:.1f} / {load1:.1f} on {os.cpu_count()} CPUs.\n"
-        f"CPU: {host.cpu_model()}; features: {features}; "
-        f"kvant's kernel path: {host.CPU_PATH}{' (forced by KVANT_CPU_PATH)' if forced else ''}; llama-bench built "
-        f"by bench/build_llama_bench.py (GGML_NATIVE=ON).\n"
+        f"{path_line()}; llama-bench built by bench/build_llama_bench.py (GGML_NATIVE=ON).\n"
         f"Command: `{command}`\n\n{bw_line}\n"
         f"**Speed.** pp = prompt processing of random tokens from an empty cache, tg = generation, tokens/s, each test "
         f"after one warm-up run (llama-bench's method; kvant's `qrun bench -p {args.n_prompt}`, llama-bench "
@@ -471,9 +466,7 @@ def main():
         f"/ bench: the best run divided by qrun bench's best tg{args.n_gen}; in brackets, each run divided by qrun "
         f"bench's tg{args.n_gen} of the same round (the round's first run), the median over the rounds. The target is "
         f">= 0.90x.\n\n" + "\n".join(user) + "\n")
-    # one section per kernel path, so a run on an AVX2 machine (or forced AVX2) keeps the AVX-512 machine's table
-    publish("SPEED" if host.CPU_PATH == "avx512vnni" and not forced else f"SPEED {host.CPU_PATH.upper()}"
-            + (" FORCED" if forced else ""), body, args.write)
+    publish(path_section("SPEED"), body, args.write)
 
 
 if __name__ == "__main__":

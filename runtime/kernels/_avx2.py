@@ -18,7 +18,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._isa import _declare, maddubs, maddwd
+from ._isa import _declare, halves, join, maddubs, maddwd
 from ._vnni import _F32, _I8, _I16, _I32, _V16F, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load, ir_loop
 from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES,
                       _record_signature, _rows16_args, _run_and_store, lanes_f32, x_quad)
@@ -41,17 +41,12 @@ def _row_pairs(b, bytes16, half, signed=False):
 
 def _rows_i32(b, bytes16, half):
     """Rows 8 half .. 8 half + 7 of 16 unsigned bytes as i32 lanes."""
-    picks = ir.Constant(ir.VectorType(_I32, 8), list(range(8 * half, 8 * half + 8)))
-    return b.zext(b.shuffle_vector(bytes16, bytes16, picks), _V8I32)
-
-
-def _join(b, lo, hi):
-    return b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+    return b.zext(halves(b, bytes16)[half], _V8I32)
 
 
 def _add_scaled(b, acc, halves, scale, subtract=False):
     """acc +- float(the two 8-row halves of i32 sums, joined) * scale (16 floats), contracted to FMAs."""
-    product = b.fmul(b.sitofp(_join(b, *halves), _V16F), scale, flags=("contract",))
+    product = b.fmul(b.sitofp(join(b, *halves), _V16F), scale, flags=("contract",))
     return (b.fsub if subtract else b.fadd)(acc, product, flags=("contract",))
 
 

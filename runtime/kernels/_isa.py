@@ -43,13 +43,15 @@ def _declare(module, name, ret, args):
     return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
 
 
-def _halves(builder, v):
+def halves(builder, v):
+    """The low and high halves of a vector (a 512-bit value as its two ymm)."""
     n = v.type.count // 2
     return [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(k * n, k * n + n))))
             for k in (0, 1)]
 
 
-def _join(builder, lo, hi):
+def join(builder, lo, hi):
+    """Two vectors as one of twice the lanes, lo first."""
     n = lo.type.count
     return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
 
@@ -94,8 +96,8 @@ def dot4_256(builder, acc, u, s, wide=False):
 
 def _dot4_ymm_pairs(builder, acc, u, s, wide):
     parts = [dot4_256(builder, ir.Constant(_V8I32, None), uh, sh, wide)
-             for uh, sh in zip(_halves(builder, u), _halves(builder, s))]
-    return builder.add(acc, _join(builder, *parts))
+             for uh, sh in zip(halves(builder, u), halves(builder, s))]
+    return builder.add(acc, join(builder, *parts))
 
 
 _DOT4 = {"avx512vnni": _dot4_avx512vnni, "avxvnni": _dot4_ymm_pairs, "avx2": _dot4_ymm_pairs}
@@ -113,5 +115,5 @@ def lookup16(builder, table, idx):
         fn = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
         return builder.call(fn, [table, idx])
     fn = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
-    return _join(builder, *(builder.call(fn, [t, i]) for t, i in zip(_halves(builder, table),
-                                                                        _halves(builder, idx))))
+    return join(builder, *(builder.call(fn, [t, i]) for t, i in zip(halves(builder, table),
+                                                                        halves(builder, idx))))

@@ -18,7 +18,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._isa import CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, lookup16, maddubs, maddwd, signed_pair
+from ._isa import (CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, halves, join, lookup16, maddubs, maddwd,
+                   signed_pair)
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
                     _k_row_args, _sb_loop, _splat, _vec_load, ir_loop)
 
@@ -122,9 +123,7 @@ def _block_dot16_256(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
         pair, quads = _chunk_codes(b, q_p, qo, xo, c, iq4, h_p, ho, i8, iq4_bias=0 if WIDE_UNBIASED else 128)
         for j in range(2):
             x = x_quad(b, xq_p, quads[j], 8)
-            for half in range(2):
-                u = b.shuffle_vector(pair[j], pair[j], ir.Constant(ir.VectorType(_I32, 32),
-                                                                   list(range(32 * half, 32 * half + 32))))
+            for half, u in enumerate(halves(b, pair[j])):
                 if CPU_PATH == "avxvnni":
                     dots[half] = dot4_256(b, dots[half], u, x)
                     continue
@@ -134,7 +133,7 @@ def _block_dot16_256(b, q_p, qo, xq_p, xo, iq4, h_p, ho, i8):
                 if (2 * c + j + 1) % per_sum == 0:
                     dots[half] = b.add(dots[half], maddwd(b, pending[half], ones))
                     pending[half] = None
-    return b.shuffle_vector(dots[0], dots[1], ir.Constant(ir.VectorType(_I32, 16), list(range(16))))
+    return join(b, *dots)
 
 
 def for_blocks(builder, n, step, state):
