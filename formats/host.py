@@ -24,16 +24,20 @@ from llvmlite import binding
 from numba.core import config
 
 # path -> the LLVM host features it needs (x86: avx512vnni needs BW for its byte vectors; avxvnni is the 256-bit
-# VEX vpdpbusd of Alder Lake and later; every x86 path F16C for the fp16 scales), best first
+# VEX vpdpbusd of Alder Lake and later; every x86 path F16C for the fp16 scales; AArch64: the Armv8.6 int8 matrix
+# extension's usdot, else the Armv8.2 dot product's sdot), best first
 PATH_FEATURES = {
     "avx512vnni": ("avx512f", "avx512bw", "avx512vnni", "avx2", "fma", "f16c"),
     "avxvnni": ("avxvnni", "avx2", "fma", "f16c"),
     "avx2": ("avx2", "fma", "f16c"),
+    "i8mm": ("neon", "dotprod", "i8mm"),
+    "dotprod": ("neon", "dotprod"),
     "float": (),
 }
 PATHS = tuple(PATH_FEATURES)
 # the features a bench table shows (what any path looks at, and the ones a later path would)
-REPORTED_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni", "dotprod", "i8mm")
+REPORTED_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni", "neon", "dotprod",
+                     "i8mm")
 
 
 SOURCE_PACKAGES = ("formats", "convert", "runtime")     # kvant's folders, installed or in a checkout
@@ -51,8 +55,34 @@ def host_features() -> frozenset:
         return frozenset(f[1:] for f in (config.CPU_FEATURES or "").split(",") if f.startswith("+"))
     try:
         return frozenset(k for k, v in binding.get_host_cpu_features().items() if v)
-    except RuntimeError:
-        return frozenset()
+    except RuntimeError:            # LLVM cannot tell on this OS (Apple silicon with some LLVM versions)
+        return _apple_arm_features()
+
+
+# Apple's names for the AArch64 features a path needs (sysctl hw.optional.arm.*), for when LLVM reports none
+_APPLE_FEATURES = {"FEAT_DotProd": "dotprod", "FEAT_I8MM": "i8mm"}
+
+
+def _apple_arm_features(sysctl=None) -> frozenset:
+    """The path features of an Apple silicon Mac from sysctl (NEON is in every one); empty elsewhere. The CPU name
+    LLVM compiles for (apple-m1, apple-m2, ...) implies the same features."""
+    import platform
+    import subprocess
+    if sysctl is None:
+        if platform.system() != "Darwin" or platform.machine() != "arm64":
+            return frozenset()
+
+        def sysctl(name):
+            r = subprocess.run(["sysctl", "-n", f"hw.optional.arm.{name}"], capture_output=True, text=True)
+            return r.stdout.strip()
+    found = {"neon"}
+    for name, feature in _APPLE_FEATURES.items():
+        try:
+            if sysctl(name) == "1":
+                found.add(feature)
+        except OSError:
+            pass
+    return frozenset(found)
 
 
 def runnable_paths(features=None) -> tuple:

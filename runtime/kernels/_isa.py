@@ -1,7 +1,8 @@
 """The instruction-level steps of the integer kernels, one implementation per kernel path (kvant.formats.host).
 
 The kernels (_vnni.py, _vnni16.py, _gemm.py) are written once in LLVM IR on 512-bit values (16 int32 lanes, 64
-bytes) and call these steps; on a 256-bit path LLVM splits every value into two ymm registers. Where that split
+bytes) and call these steps; on a 256-bit path LLVM splits every value into two ymm registers, on AArch64 into four
+128-bit ones. Where that split
 came out badly (spills), the 256-bit paths have their own steps on ymm values (_avx2.py, _vnni16._block_dot16_256).
 
 dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned bytes u and signed bytes s.
@@ -13,6 +14,12 @@ dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned byte
   codes are a signed value + 128 (Q8_0, the IQ4 codebook: `wide`) go the other way: w = u - 128 is signed, so the
   product is |w| times s with w's sign (vpsignb), and what comes out is the dot product of w, without the 128 * sum(s)
   the unsigned codes carry. WIDE_UNBIASED says so: the caller then leaves out its -128 * sum(s) term.
+- i8mm (AArch64 with the Armv8.6 int8 matrix extension: Apple M2 and later, Graviton 3, Neoverse V1/N2, Snapdragon
+  X): usdot, vpdpbusd's arithmetic on 128-bit registers, four to a 512-bit value.
+- dotprod (AArch64 with the Armv8.2 dot product: Apple M1, Graviton 2, Neoverse N1, Cortex-A76 in a Raspberry Pi 5):
+  sdot, whose bytes are both signed. The codes that are not wide are below 128 (at most 6 bits), so they are the same
+  bytes read as signed; wide codes are flipped to w = u - 128 (an xor of the top bit) and, as on avx2, the result
+  leaves out 128 * sum(s) (WIDE_UNBIASED).
 """
 from llvmlite import ir
 
@@ -22,11 +29,12 @@ if PATH_ERROR is not None:        # KVANT_CPU_PATH asked for a path this CPU can
     raise PATH_ERROR
 
 INT_KERNELS = CPU_PATH != "float"
+ARM_PATHS = ("i8mm", "dotprod")
 # The fast-math flags the kernels compile with (njit(fastmath=FAST)): reassociation (vectorized sums), contraction
 # (FMA), no signed zeros, reciprocals. Not nnan / ninf: with those LLVM may assume a NaN away (a max that skips it,
 # x * 0 folded to 0), and a corrupt weight must still reach the sampler's check of the logits as NaN (tests).
 FAST = {"reassoc", "contract", "nsz", "arcp"}
-WIDE_UNBIASED = CPU_PATH == "avx2"
+WIDE_UNBIASED = CPU_PATH in ("avx2", "dotprod")
 # 256-bit vector registers: the kernels written for them (_avx2.py, _vnni16._block_dot16_256) run; AVX-VNNI machines
 # have every AVX2 instruction and add vpdpbusd on ymm, used where it replaces a vpmaddubsw + vpmaddwd pair
 YMM = CPU_PATH in ("avx2", "avxvnni")
@@ -36,6 +44,7 @@ REGISTERS_32 = CPU_PATH == "avx512vnni"
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _V32I8, _V64I8 = ir.VectorType(_I8, 32), ir.VectorType(_I8, 64)
 _V16I16, _V8I32, _V16I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8), ir.VectorType(_I32, 16)
+_V16I8, _V4I32 = ir.VectorType(_I8, 16), ir.VectorType(_I32, 4)
 
 
 def _declare(module, name, ret, args):
@@ -43,17 +52,34 @@ def _declare(module, name, ret, args):
     return fn if fn is not None else ir.Function(module, ir.FunctionType(ret, args), name=name)
 
 
+def parts(builder, v, count):
+    """A vector as `count` equal pieces, lowest lanes first (a 512-bit value as its four 128-bit registers)."""
+    n = v.type.count // count
+    return [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(k * n, k * n + n))))
+            for k in range(count)]
+
+
 def halves(builder, v):
     """The low and high halves of a vector (a 512-bit value as its two ymm)."""
-    n = v.type.count // 2
-    return [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(k * n, k * n + n))))
-            for k in (0, 1)]
+    return parts(builder, v, 2)
 
 
 def join(builder, lo, hi):
     """Two vectors as one of twice the lanes, lo first."""
     n = lo.type.count
     return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
+
+
+def join_all(builder, pieces):
+    """Vectors of equal type as one, the first lowest (parts' inverse)."""
+    while len(pieces) > 1:
+        pieces = [join(builder, pieces[k], pieces[k + 1]) for k in range(0, len(pieces), 2)]
+    return pieces[0]
+
+
+def per_part(builder, count, step, *vectors):
+    """step applied to the matching pieces of each vector (parts), joined again."""
+    return join_all(builder, [step(*pieces) for pieces in zip(*(parts(builder, v, count) for v in vectors))])
 
 
 def _dot4_avx512vnni(builder, acc, u, s, wide):
@@ -95,12 +121,27 @@ def dot4_256(builder, acc, u, s, wide=False):
 
 
 def _dot4_ymm_pairs(builder, acc, u, s, wide):
-    parts = [dot4_256(builder, ir.Constant(_V8I32, None), uh, sh, wide)
-             for uh, sh in zip(halves(builder, u), halves(builder, s))]
-    return builder.add(acc, join(builder, *parts))
+    zero = ir.Constant(_V8I32, None)
+    return builder.add(acc, per_part(builder, 2, lambda uh, sh: dot4_256(builder, zero, uh, sh, wide), u, s))
 
 
-_DOT4 = {"avx512vnni": _dot4_avx512vnni, "avxvnni": _dot4_ymm_pairs, "avx2": _dot4_ymm_pairs}
+def _neon_dot(builder, name, acc, u, s):
+    fn = _declare(builder.module, f"llvm.aarch64.neon.{name}.v4i32.v16i8", _V4I32, [_V4I32, _V16I8, _V16I8])
+    return builder.call(fn, [acc, u, s])
+
+
+def _dot4_i8mm(builder, acc, u, s, wide):
+    return per_part(builder, 4, lambda a, uq, sq: _neon_dot(builder, "usdot", a, uq, sq), acc, u, s)
+
+
+def _dot4_dotprod(builder, acc, u, s, wide):
+    if wide:
+        u = builder.xor(u, ir.Constant(_V64I8, [0x80] * 64))
+    return per_part(builder, 4, lambda a, uq, sq: _neon_dot(builder, "sdot", a, uq, sq), acc, u, s)
+
+
+_DOT4 = {"avx512vnni": _dot4_avx512vnni, "avxvnni": _dot4_ymm_pairs, "avx2": _dot4_ymm_pairs,
+         "i8mm": _dot4_i8mm, "dotprod": _dot4_dotprod}
 
 
 def dot4(builder, acc, u, s, wide=False):
@@ -114,6 +155,8 @@ def lookup16(builder, table, idx):
     if CPU_PATH == "avx512vnni":
         fn = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
         return builder.call(fn, [table, idx])
+    if CPU_PATH in ARM_PATHS:       # tbl: one 16-byte table per register, as pshufb's 128-bit lanes
+        fn = _declare(builder.module, "llvm.aarch64.neon.tbl1.v16i8", _V16I8, [_V16I8, _V16I8])
+        return per_part(builder, 4, lambda t, i: builder.call(fn, [t, i]), table, idx)
     fn = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
-    return join(builder, *(builder.call(fn, [t, i]) for t, i in zip(halves(builder, table),
-                                                                        halves(builder, idx))))
+    return per_part(builder, 2, lambda t, i: builder.call(fn, [t, i]), table, idx)

@@ -2,20 +2,28 @@
 
     NUMBA_CPU_NAME=alderlake NUMBA_CPU_FEATURES=+avx2,+avxvnni,... KVANT_CPU_PATH=avxvnni \
         python tests/runtime/emitted_instructions.py SIGNATURES.pkl
+    KVANT_TARGET_TRIPLE=aarch64-unknown-linux-gnu NUMBA_CPU_NAME=apple-m1 NUMBA_CPU_FEATURES=+neon,+dotprod \
+        KVANT_CPU_PATH=dotprod python tests/runtime/emitted_instructions.py SIGNATURES.pkl
 
 SIGNATURES.pkl: {type name: numba argument types of its matvec}, written by a process on the host's own path
 (test_emitted_instructions.py; the repacked arrays are the same on every integer path). Nothing is run here, so a
 CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object:
 {type: {mnemonic: count}} for the mnemonics in MNEMONICS, with "zmm" and "ymm" counting the instructions that use
-such registers, and "{vex} vpdpbusd" AVX-VNNI's encoding of it.
+such registers, and "{vex} vpdpbusd" AVX-VNNI's encoding of it; on AArch64 sdot, usdot and tbl.
+
+KVANT_TARGET_TRIPLE compiles for another architecture than this process runs on: LLVM's targets are all registered
+and numba is told the triple is the process's own before it builds its code generator. The machine code is loaded
+(relocated) but never called.
 """
 import json
+import os
 import pickle
 import re
 import sys
 import warnings
 
-MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "zmm", "ymm")
+MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "zmm", "ymm", "sdot", "usdot", "tbl")
+PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "sdot", "usdot", "tbl")
 
 
 def counts(asm):
@@ -24,7 +32,7 @@ def counts(asm):
         text = line.strip()
         if not text or text.startswith((".", "#")) or text.endswith(":"):
             continue
-        for name in ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb"):
+        for name in PLAIN:
             found[name] += bool(re.match(rf"(\{{vex\}}\s*)?{name}\b", text))
         found["{vex} vpdpbusd"] += text.startswith("{vex}") and "vpdpbusd" in text
         found["zmm"] += "%zmm" in text
@@ -32,7 +40,17 @@ def counts(asm):
     return found
 
 
+def target_triple(triple):
+    """Make numba compile for `triple` (before numba builds its code generator, at its first compile)."""
+    from llvmlite import binding
+    binding.initialize_all_targets()
+    binding.initialize_all_asmprinters()
+    binding.get_process_triple = binding.get_default_triple = lambda: triple
+
+
 def main(path):
+    if os.environ.get("KVANT_TARGET_TRIPLE"):
+        target_triple(os.environ["KVANT_TARGET_TRIPLE"])
     from kvant.runtime.kernels import LAYOUTS
     with open(path, "rb") as f:
         signatures = pickle.load(f)

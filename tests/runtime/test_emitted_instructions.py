@@ -6,7 +6,9 @@ assembly is read, never run. The avx512vnni path on Sapphire Rapids: vpdpbusd on
 avxvnni path on Alder Lake: AVX-VNNI's VEX-encoded vpdpbusd on ymm where the kernel's dot step is one (the 32-block
 types, IQ4_XS, the K-quant row kernels), and no zmm register anywhere (Alder Lake has no AVX-512); the kernels
 written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K, TQ1_0, TQ2_0) are AVX2
-instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm.
+instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
+paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
+every type, dotprod on Apple M1 sdot; the IQ4 codebook looked up by tbl.
 """
 import json
 import os
@@ -27,15 +29,24 @@ from test_kernels import FP16_FIELDS, make_weight  # noqa: E402
 
 INT_TYPES = sorted(FP16_FIELDS)
 OWN_256_BIT = {"Q4_K", "Q6_K", "TQ1_0", "TQ2_0"}    # _avx2.py's kernels, on both 256-bit paths
-TARGETS = {     # path: (CPU, the features the path needs, as NUMBA_CPU_FEATURES)
-    "avx512vnni": ("sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx2,+fma,+f16c"),
-    "avxvnni": ("alderlake", "+avxvnni,+avx2,+fma,+f16c"),
-    "avx2": ("znver3", "+avx2,+fma,+f16c"),
+IQ4 = {"IQ4_NL", "IQ4_XS"}
+AARCH64 = "aarch64-unknown-linux-gnu"
+TARGETS = {     # path: (CPU, the features the path needs as NUMBA_CPU_FEATURES, the target triple or None: this one)
+    "avx512vnni": ("sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx2,+fma,+f16c", None),
+    "avxvnni": ("alderlake", "+avxvnni,+avx2,+fma,+f16c", None),
+    "avx2": ("znver3", "+avx2,+fma,+f16c", None),
+    "i8mm": ("apple-m2", "+neon,+dotprod,+i8mm", AARCH64),
+    "dotprod": ("apple-m1", "+neon,+dotprod", AARCH64),
 }
+ARM_DOT = {"i8mm": ("usdot", "sdot"), "dotprod": ("sdot", "usdot")}    # path: (its dot product, the other one)
 
 
 def expectations(path, name, found):
     """The instructions a type's matvec must show on a path: a list of (what, holds)."""
+    if path in ARM_DOT:
+        used, other = ARM_DOT[path]
+        checks = [(used, found[used] > 0), (f"no {other}", found[other] == 0)]
+        return checks + [("tbl", found["tbl"] > 0)] if name in IQ4 else checks
     if path == "avx512vnni":
         return [("vpdpbusd", found["vpdpbusd"] > 0), ("zmm registers", found["zmm"] > 0),
                 ("no vpmaddubsw", found["vpmaddubsw"] == 0)]
@@ -65,9 +76,11 @@ def signatures(tmp_path_factory):
 
 @pytest.mark.parametrize("path", sorted(TARGETS))
 def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatures, tmp_path):
-    cpu, features = TARGETS[path]
+    cpu, features, triple = TARGETS[path]
     env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features, "KVANT_CPU_PATH": path,
            "NUMBA_CACHE_DIR": str(tmp_path)}      # an empty cache: numba does not show cached code's assembly
+    if triple:
+        env["KVANT_TARGET_TRIPLE"] = triple
     r = subprocess.run([sys.executable, os.path.join(HERE, "emitted_instructions.py"), str(signatures)],
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
