@@ -7,6 +7,8 @@ combination of types in a file (usually two or three) compiles once and is then 
 
 Numerics are those of forward(): the same ops, the same activation rounding per weight type, the same order.
 """
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, types
 from numba.core.typing.typeof import typeof
@@ -17,6 +19,22 @@ from kvant.runtime.kernels._common import copy_into
 from kvant.runtime.kernels.actquant import VEC_DOT_ROW, round_f16
 
 ABSENT = ""     # the type of a matrix that is not multiplied on its own (stacked into the one before it)
+
+# The step's arguments by name (numba compiles a namedtuple's fields as attributes). A matrix is its kernel
+# arguments, () where ABSENT; a vector None where the architecture has none (no norm, no bias).
+LayerMats = namedtuple("LayerMats", "q k v o gate up down")
+LayerVecs = namedtuple("LayerVecs", "attn_norm q_norm k_norm attn_sub_norm attn_post_norm ffn_norm ffn_sub_norm "
+                                    "ffn_post_norm bq bk bv bo")
+LayerConsts = namedtuple("LayerConsts", "eps n_head n_kv_head dk dv rows_q rows_gate n_rot neox scale window")
+# Per-token work space, shared by the layers: h (d_model), qkv (the q|k|v outputs), att (the heads' output),
+# gate_up (2 d_ff), the activations rounded for the weights reading h, att and the gate (round_d, round_att,
+# round_ff), kv_scratch (a K or V row on its way into an f16 cache), position (the token's, for RoPE).
+StepBuffers = namedtuple("StepBuffers", "h qkv att gate_up round_d round_att round_ff kv_scratch position")
+
+
+def step_buffers(d_model, n_qkv, n_att, d_ff, n_kv_row):
+    f32 = [np.zeros(n, np.float32) for n in (d_model, n_qkv, n_att, 2 * d_ff, d_model, n_att, d_ff, n_kv_row)]
+    return StepBuffers(*f32, position=np.zeros(1, np.int64))
 
 
 # -- compile-time choices -------------------------------------------------------------------------------------------
@@ -146,50 +164,49 @@ def f16_bits_of_rounded(b):
 @njit(cache=True)
 def _layer(kind_q, kind_k, kind_v, kind_o, kind_gate, kind_up, kind_down, activation,
            x, pos, k_cache, v_cache, cos, sin, mats, vecs, bufs, consts):
-    (attn_norm, q_norm, k_norm, attn_sub_norm, attn_post_norm,
-     ffn_norm, ffn_sub_norm, ffn_post_norm, bq, bk, bv, bo) = vecs
-    w_q, w_k, w_v, w_o, w_gate, w_up, w_down = mats
-    h, qkv, att, gate_up, round_d, round_att, round_ff, kv_scratch = bufs
-    eps, n_head, n_kv_head, dk, dv, rows_q, rows_gate, n_rot, neox, scale, window = consts
-    nq = n_head * dk
-    nk = n_kv_head * dk
-    d_ff = gate_up.shape[0] // 2
+    c = consts
+    nq = c.n_head * c.dk
+    nk = c.n_kv_head * c.dk
+    d_ff = bufs.gate_up.shape[0] // 2
+    qkv, h = bufs.qkv, bufs.h
     x2 = x.reshape(1, x.shape[0])
     h2 = h.reshape(1, h.shape[0])
 
-    ops.rmsnorm(h2, x2, attn_norm, eps)
-    matvec(kind_q, qkv[:rows_q], h, w_q, round_d)          # q, or q|k|v stacked
-    matvec(kind_k, qkv[nq:nq + nk], h, w_k, round_d)
-    matvec(kind_v, qkv[nq + nk:], h, w_v, round_d)
+    ops.rmsnorm(h2, x2, vecs.attn_norm, c.eps)
+    matvec(kind_q, qkv[:c.rows_q], h, mats.q, bufs.round_d)         # q, or q|k|v stacked
+    matvec(kind_k, qkv[nq:nq + nk], h, mats.k, bufs.round_d)
+    matvec(kind_v, qkv[nq + nk:], h, mats.v, bufs.round_d)
     q = qkv[:nq]
     k = qkv[nq:nq + nk]
     v = qkv[nq + nk:]
-    add(q, bq)
-    add(k, bk)
-    add(v, bv)
-    norm_heads(q, q_norm, eps, n_head)
-    norm_heads(k, k_norm, eps, n_kv_head)
-    positions = np.full(1, pos, np.int64)
-    q3 = q.reshape(1, n_head, dk)
-    ops.rope(q3, positions, cos, sin, n_rot, neox)
-    ops.rope(k.reshape(1, n_kv_head, dk), positions, cos, sin, n_rot, neox)
-    store(k_cache, pos, k, kv_scratch[:nk])
-    store(v_cache, pos, v, kv_scratch[:v.shape[0]])
-    ops.attention(att.reshape(1, n_head, dv), q3, k_cache, v_cache, pos, scale, window, np.float32(0.0))
-    norm(att, attn_sub_norm, eps)
-    matvec(kind_o, h, att, w_o, round_att)
-    add(h, bo)
-    norm(h, attn_post_norm, eps)
+    add(q, vecs.bq)
+    add(k, vecs.bk)
+    add(v, vecs.bv)
+    norm_heads(q, vecs.q_norm, c.eps, c.n_head)
+    norm_heads(k, vecs.k_norm, c.eps, c.n_kv_head)
+    bufs.position[0] = pos
+    q3 = q.reshape(1, c.n_head, c.dk)
+    ops.rope(q3, bufs.position, cos, sin, c.n_rot, c.neox)
+    ops.rope(k.reshape(1, c.n_kv_head, c.dk), bufs.position, cos, sin, c.n_rot, c.neox)
+    store(k_cache, pos, k, bufs.kv_scratch[:nk])
+    store(v_cache, pos, v, bufs.kv_scratch[:v.shape[0]])
+    att = bufs.att
+    ops.attention(att.reshape(1, c.n_head, c.dv), q3, k_cache, v_cache, pos, c.scale, c.window, np.float32(0.0))
+    norm(att, vecs.attn_sub_norm, c.eps)
+    matvec(kind_o, h, att, mats.o, bufs.round_att)
+    add(h, vecs.bo)
+    norm(h, vecs.attn_post_norm, c.eps)
     x += h
 
-    ops.rmsnorm(h2, x2, ffn_norm, eps)
-    matvec(kind_gate, gate_up[:rows_gate], h, w_gate, round_d)   # gate, or gate|up stacked
-    matvec(kind_up, gate_up[d_ff:], h, w_up, round_d)
+    ops.rmsnorm(h2, x2, vecs.ffn_norm, c.eps)
+    gate_up = bufs.gate_up
+    matvec(kind_gate, gate_up[:c.rows_gate], h, mats.gate, bufs.round_d)     # gate, or gate|up stacked
+    matvec(kind_up, gate_up[d_ff:], h, mats.up, bufs.round_d)
     gate = gate_up[:d_ff]
     activate(activation, gate.reshape(1, d_ff), gate_up[d_ff:].reshape(1, d_ff))
-    norm(gate, ffn_sub_norm, eps)
-    matvec(kind_down, h, gate, w_down, round_ff)
-    norm(h, ffn_post_norm, eps)
+    norm(gate, vecs.ffn_sub_norm, c.eps)
+    matvec(kind_down, h, gate, mats.down, bufs.round_ff)
+    norm(h, vecs.ffn_post_norm, c.eps)
     x += h
 
 
@@ -201,7 +218,7 @@ class LayerStep:
     """One layer's decode step, compiled (or loaded from the disk cache) for its types, called without numba's
     per-call dispatch: with literal arguments the dispatcher would retry a non-literal compile on every call."""
 
-    def __init__(self, kinds, activation, mats, vecs, consts):
+    def __init__(self, kinds, activation, mats: LayerMats, vecs: LayerVecs, consts: LayerConsts):
         self.kinds = tuple(kinds) + (activation,)
         self.mats = mats
         self.vecs = vecs

@@ -10,7 +10,7 @@ import numpy as np
 from kvant.formats.dequant import RowReader, dequantize
 from kvant.runtime import kernels
 from kvant.runtime.config import Config, UnsupportedModelError, check_shapes
-from kvant.runtime.decode import ABSENT, LayerStep
+from kvant.runtime.decode import ABSENT, LayerConsts, LayerMats, LayerStep, LayerVecs, step_buffers
 from kvant.runtime.kernels import ops
 from kvant.runtime.kernels.actquant import VEC_DOT
 from kvant.runtime.kernels._attn import attention_prefill
@@ -314,8 +314,7 @@ class Transformer:
             self._steps = [self._layer_step(i, layer) for i, layer in enumerate(self.layers)]
             nq, nk = cfg.n_head * cfg.head_dim_k, cfg.n_kv_head * cfg.head_dim_k
             nv, natt = cfg.n_kv_head * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
-            self._step_bufs = tuple(np.zeros(size, np.float32) for size in (
-                cfg.d_model, nq + nk + nv, natt, 2 * cfg.d_ff, cfg.d_model, natt, cfg.d_ff, max(nk, nv)))
+            self._step_bufs = step_buffers(cfg.d_model, nq + nk + nv, natt, cfg.d_ff, max(nk, nv))
         return self._steps
 
     def _decode(self, token, pos, cache: KVCache):
@@ -336,13 +335,12 @@ class Transformer:
             else:
                 mats += parts
         kinds = [ABSENT if m is None else m.type_name for m in mats]
-        args = tuple(() if m is None else m.kernel_args for m in mats)
-        vecs = (layer.attn_norm, layer.q_norm, layer.k_norm, layer.attn_sub_norm, layer.attn_post_norm,
-                layer.ffn_norm, layer.ffn_sub_norm, layer.ffn_post_norm, layer.bq, layer.bk, layer.bv, layer.bo)
-        is_swa = cfg.layer_is_swa[i]
-        consts = (cfg.rms_eps, cfg.n_head, cfg.n_kv_head, cfg.head_dim_k, cfg.head_dim_v, mats[0].shape[0],
-                  mats[4].shape[0], cfg.n_rot, cfg.spec.rope_neox, np.float32(cfg.attn_scale),
-                  cfg.sliding_window if is_swa else 0)
+        args = LayerMats(*(() if m is None else m.kernel_args for m in mats))
+        vecs = LayerVecs(*(getattr(layer, name) for name in LayerVecs._fields))
+        consts = LayerConsts(eps=cfg.rms_eps, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, dk=cfg.head_dim_k,
+                             dv=cfg.head_dim_v, rows_q=mats[0].shape[0], rows_gate=mats[4].shape[0], n_rot=cfg.n_rot,
+                             neox=cfg.spec.rope_neox, scale=np.float32(cfg.attn_scale),
+                             window=cfg.sliding_window if cfg.layer_is_swa[i] else 0)
         return LayerStep(kinds, cfg.activation, args, vecs, consts)
 
 
