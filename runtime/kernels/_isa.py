@@ -21,6 +21,9 @@ dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned byte
   bytes read as signed; wide codes are flipped to w = u - 128 (an xor of the top bit) and, as on avx2, the result
   leaves out 128 * sum(s) (WIDE_UNBIASED).
 """
+from dataclasses import dataclass
+from typing import Callable
+
 from llvmlite import ir
 
 from kvant.formats.host import CPU_PATH, PATH_ERROR
@@ -28,18 +31,10 @@ from kvant.formats.host import CPU_PATH, PATH_ERROR
 if PATH_ERROR is not None:        # KVANT_CPU_PATH asked for a path this CPU cannot run: refuse before compiling
     raise PATH_ERROR
 
-INT_KERNELS = CPU_PATH != "float"
-ARM_PATHS = ("i8mm", "dotprod")
 # The fast-math flags the kernels compile with (njit(fastmath=FAST)): reassociation (vectorized sums), contraction
 # (FMA), no signed zeros, reciprocals. Not nnan / ninf: with those LLVM may assume a NaN away (a max that skips it,
 # x * 0 folded to 0), and a corrupt weight must still reach the sampler's check of the logits as NaN (tests).
 FAST = {"reassoc", "contract", "nsz", "arcp"}
-WIDE_UNBIASED = CPU_PATH in ("avx2", "dotprod")
-# 256-bit vector registers: the kernels written for them (_avx2.py, _vnni16._block_dot16_256) run; AVX-VNNI machines
-# have every AVX2 instruction and add vpdpbusd on ymm, used where it replaces a vpmaddubsw + vpmaddwd pair
-YMM = CPU_PATH in ("avx2", "avxvnni")
-# 32 vector registers (AVX-512) hold a 4 x 4 block of float dot products and their loads; 16 (AVX2, SSE) do not
-REGISTERS_32 = CPU_PATH == "avx512vnni"
 
 _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _V32I8, _V64I8 = ir.VectorType(_I8, 32), ir.VectorType(_I8, 64)
@@ -140,23 +135,49 @@ def _dot4_dotprod(builder, acc, u, s, wide):
     return per_part(builder, 4, lambda a, uq, sq: _neon_dot(builder, "sdot", a, uq, sq), acc, u, s)
 
 
-_DOT4 = {"avx512vnni": _dot4_avx512vnni, "avxvnni": _dot4_ymm_pairs, "avx2": _dot4_ymm_pairs,
-         "i8mm": _dot4_i8mm, "dotprod": _dot4_dotprod}
-
-
 def dot4(builder, acc, u, s, wide=False):
     """acc (16 x i32) + the 4-byte dot products of u (64 x u8 codes) and s (64 x i8, -127..127) per lane. wide: u
     may exceed 128 (a signed value + 128); then on a WIDE_UNBIASED path the result leaves out 128 * sum(s)."""
-    return _DOT4[CPU_PATH](builder, acc, u, s, wide)
+    return PATH.dot4(builder, acc, u, s, wide)
+
+
+@dataclass(frozen=True)
+class KernelPath:
+    """What the integer kernels need to know of a path.
+    register_bits: its vector registers' width. dot4: its dot-product step (above). wide_unbiased: dot4 of wide
+    codes leaves out 128 * sum(s). registers_32: 32 registers of that width hold a 4 x 4 block of float dot
+    products and their loads (AVX-512; not 16 ymm, and 32 NEON registers are a quarter as wide). ymm_steps: the
+    decode steps written for 256-bit registers run (_avx2.py, _vnni16._block_dot16_256), where LLVM's split of the
+    512-bit ones spilled; on AVX-VNNI they use vpdpbusd where it replaces a vpmaddubsw + vpmaddwd pair."""
+    register_bits: int
+    dot4: Callable
+    wide_unbiased: bool = False
+    registers_32: bool = False
+    ymm_steps: bool = False
+
+
+KERNEL_PATHS = {
+    "avx512vnni": KernelPath(512, _dot4_avx512vnni, registers_32=True),
+    "avxvnni": KernelPath(256, _dot4_ymm_pairs, ymm_steps=True),
+    "avx2": KernelPath(256, _dot4_ymm_pairs, wide_unbiased=True, ymm_steps=True),
+    "i8mm": KernelPath(128, _dot4_i8mm),
+    "dotprod": KernelPath(128, _dot4_dotprod, wide_unbiased=True),
+    "float": None,          # no integer kernels: the float ones run
+}
+PATH = KERNEL_PATHS[CPU_PATH]
+INT_KERNELS = PATH is not None
+WIDE_UNBIASED = INT_KERNELS and PATH.wide_unbiased
+YMM = INT_KERNELS and PATH.ymm_steps
+REGISTERS_32 = INT_KERNELS and PATH.registers_32
+
+
+# a 16-entry byte lookup per register width: vpshufb (zmm, ymm), tbl (AArch64, the same 16 bytes per register)
+_LOOKUP16 = {512: "llvm.x86.avx512.pshuf.b.512", 256: "llvm.x86.avx2.pshuf.b", 128: "llvm.aarch64.neon.tbl1.v16i8"}
 
 
 def lookup16(builder, table, idx):
-    """vpshufb: each byte of idx (0..15) replaced by that entry of its 128-bit lane of table (64 x i8 both)."""
-    if CPU_PATH == "avx512vnni":
-        fn = _declare(builder.module, "llvm.x86.avx512.pshuf.b.512", _V64I8, [_V64I8, _V64I8])
-        return builder.call(fn, [table, idx])
-    if CPU_PATH in ARM_PATHS:       # tbl: one 16-byte table per register, as pshufb's 128-bit lanes
-        fn = _declare(builder.module, "llvm.aarch64.neon.tbl1.v16i8", _V16I8, [_V16I8, _V16I8])
-        return per_part(builder, 4, lambda t, i: builder.call(fn, [t, i]), table, idx)
-    fn = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
-    return per_part(builder, 2, lambda t, i: builder.call(fn, [t, i]), table, idx)
+    """Each byte of idx (0..15) replaced by that entry of its 16-byte lane of table (64 x i8 both)."""
+    bits = PATH.register_bits
+    vt = ir.VectorType(_I8, bits // 8)
+    fn = _declare(builder.module, _LOOKUP16[bits], vt, [vt, vt])
+    return per_part(builder, 512 // bits, lambda t, i: builder.call(fn, [t, i]), table, idx)

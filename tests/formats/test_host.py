@@ -38,3 +38,9 @@ def test_a_forced_path_is_taken_only_if_the_cpu_can_run_it():
 ])
 def test_apple_silicon_features_come_from_sysctl_when_llvm_reports_none(answers, features):
     assert host._apple_arm_features(answers.__getitem__) == features
+
+
+def test_every_path_host_can_choose_has_its_kernel_steps():
+    from kvant.runtime.kernels._isa import KERNEL_PATHS
+    assert set(KERNEL_PATHS) == set(host.PATHS)
+    assert KERNEL_PATHS["float"] is None and all(KERNEL_PATHS[p] for p in host.PATHS if p != "float")
