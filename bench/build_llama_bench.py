@@ -1,8 +1,10 @@
-"""Build llama.cpp's own C++ benchmark, llama-bench, once into bench/.work/llama.cpp-build/bin/.
+"""Build llama.cpp's own tools once into bench/.work/llama.cpp-build/bin/: llama-bench (speed), and llama-quantize,
+llama-imatrix and llama-perplexity (the low-bit files and their reference perplexities, bench/iq_reference.py).
 
 The source is the vendor/llama.cpp tree of the llama-cpp-python sdist from PyPI (pip downloads it; about 8 minutes
-to build on 2 cores), built with -DGGML_NATIVE=ON so it uses every instruction set of this CPU.
-    python bench/build_llama_bench.py
+to build llama-bench on 2 cores, a few more for the others), built with -DGGML_NATIVE=ON so it uses every
+instruction set of this CPU.
+    python bench/build_llama_bench.py [TARGET ...]      (default: all four)
 """
 import glob
 import os
@@ -29,15 +31,18 @@ def source_tree():
     return os.path.join(root, "vendor", "llama.cpp")
 
 
-def main():
+TOOLS = ("llama-bench", "llama-quantize", "llama-imatrix", "llama-perplexity")
+
+
+def main(targets=TOOLS):
     src = source_tree()
     subprocess.run(["cmake", "-S", src, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
                     "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
                     "-DLLAMA_BUILD_SERVER=OFF"], check=True)
-    subprocess.run(["cmake", "--build", BUILD, "--target", "llama-bench", "-j", str(os.cpu_count() or 2)],
-                   check=True)
-    print(os.path.join(BUILD, "bin", "llama-bench"))
+    subprocess.run(["cmake", "--build", BUILD, "--target", *targets, "-j", str(os.cpu_count() or 2)], check=True)
+    for target in targets:
+        print(os.path.join(BUILD, "bin", target))
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]) or TOOLS)

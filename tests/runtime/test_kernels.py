@@ -18,7 +18,10 @@ FP16_FIELDS = {
     "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "IQ4_NL": (0,),
     "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_XS": (0,),
     "TQ1_0": (52,), "TQ2_0": (64,),
+    "IQ2_XXS": (0,), "IQ2_XS": (0,), "IQ2_S": (0,), "IQ3_XXS": (0,), "IQ3_S": (0,), "IQ1_S": (0,),
+    "IQ1_M": (),    # its fp16 d is split over the top nibbles of the four u16 scale words at 48 (set_split_f16)
 }
+SPLIT_F16 = {"IQ1_M": 48}
 FLOATS = {"F32": np.float32, "F16": np.float16, "BF16": None}
 ALL = sorted(FP16_FIELDS) + sorted(FLOATS)
 SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1)]    # (rows, blocks per row); 256-block types use 256 elements/block
@@ -40,8 +43,20 @@ def make_weight(name, rows, nblocks, rng):
     for off in FP16_FIELDS[name]:
         scale = (rng.random((rows, nblocks)) * 0.02 + 0.001) * rng.choice([-1, 1], (rows, nblocks))
         raw[:, :, off:off + 2] = scale.astype(np.float16).view(np.uint8).reshape(rows, nblocks, 2)
+    if name in SPLIT_F16:
+        scale = (rng.random((rows, nblocks)) * 0.02 + 0.001) * rng.choice([-1, 1], (rows, nblocks))
+        set_split_f16(raw, SPLIT_F16[name], scale.astype(np.float16))
     raw = raw.reshape(rows, nblocks * size)
     return raw, dequantize(raw, qtype).astype(np.float32)
+
+
+def set_split_f16(blocks, offset, d):
+    """Write fp16 values d into the top nibbles of the four u16 words at offset of each block (IQ1_M)."""
+    bits = np.asarray(d, np.float16).view(np.uint16)
+    words = blocks[..., offset:offset + 8].copy().view(np.uint16)
+    for k in range(4):
+        words[..., k] = (words[..., k] & 0x0FFF) | (((bits >> (4 * k)) & 0xF) << 12)
+    blocks[..., offset:offset + 8] = words.view(np.uint8)
 
 
 def check(out, w, x, tolerance=1e-4):
@@ -141,7 +156,7 @@ def test_nbytes_stays_modest():
         assert prepare(raw, name).nbytes <= 1.6 * raw.nbytes, name
 
 
-@pytest.mark.parametrize("name", ["IQ2_XXS", "IQ3_S", "IQ1_M", "MXFP4", "Q8_1"])
+@pytest.mark.parametrize("name", ["MXFP4", "NVFP4", "Q8_1"])
 def test_unsupported_types_raise(name):
     with pytest.raises(UnsupportedTypeError, match=f"type {name} not supported yet"):
         prepare(np.zeros((2, 66), np.uint8), name)
@@ -233,6 +248,8 @@ def test_a_nan_weight_reaches_its_row_of_the_output(name):
         width = raw.shape[1] // w.shape[1]
         raw[5, :width] = (bad if name == "F32" else bad.astype(np.float16) if name == "F16"
                           else (bad.view(np.uint32) >> 16).astype(np.uint16)).view(np.uint8)
+    elif name in SPLIT_F16:
+        set_split_f16(raw[5, :56], SPLIT_F16[name], np.float16(np.nan))
     else:
         raw[5, FP16_FIELDS[name][0]:FP16_FIELDS[name][0] + 2] = np.float16(np.nan).reshape(1).view(np.uint8)
     qm = prepare(raw, name)
