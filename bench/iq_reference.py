@@ -55,11 +55,11 @@ def texts():
     return evaluation, path
 
 
-def run(cmd):
+def run(cmd, stdout_only=False):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"{' '.join(cmd[:2])} failed:\n{r.stderr[-3000:]}")
-    return r.stdout + r.stderr
+    return r.stdout if stdout_only else r.stdout + r.stderr
 
 
 def imatrix(calibration):
@@ -93,7 +93,7 @@ def llama_ppl(model, text):
 
 def kvant_ppl(model, text):
     out = run([sys.executable, "-m", "kvant.runtime.cli", "perplexity", model, "-f", text, "-c", str(CTX),
-               "--chunks", str(CHUNKS), "-t", str(THREADS), "--json"])
+               "--chunks", str(CHUNKS), "-t", str(THREADS), "--json"], stdout_only=True)
     return float(json.loads(out.strip().splitlines()[-1])["ppl"])
 
 

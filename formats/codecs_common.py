@@ -7,7 +7,12 @@ agrees bit for bit with numpy's own conversion, NaN payloads included).
 import numpy as np
 from numba import njit
 
-F16_TO_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+def _all_f16_as_f32():
+    with np.errstate(invalid="ignore"):         # the NaN codes (numpy on AArch64 warns while casting them)
+        return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+F16_TO_F32 = _all_f16_as_f32()
 
 
 @njit(cache=True, inline="always")
