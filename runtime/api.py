@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kvant.formats.gguf_file import open_gguf
-from kvant.runtime import threads
+from kvant.runtime import kld, threads
 from kvant.runtime.chat_template import ChatTemplate
 from kvant.runtime.compile_ahead import PromptPathHelper
 from kvant.runtime.config import Config
@@ -234,23 +234,54 @@ class Model:
         return pieces if stream else "".join(pieces)
 
     # -- perplexity ----------------------------------------------------------------------------------------------
-    def perplexity(self, text: str, n_ctx: int = 512, n_chunks: int | None = None, progress=None):
+    def perplexity(self, text: str, n_ctx: int = 512, n_chunks: int | None = None, progress=None,
+                   kl_base=None):
         """llama-perplexity's method: the text's tokens cut into chunks of n_ctx (BOS first where the vocab adds
-        one), each run from an empty cache, the negative log-likelihood scored on the second half of each."""
+        one), each run from an empty cache, the negative log-likelihood scored on the second half of each.
+        kl_base: a writable binary file that gets the log-probabilities of every scored token in
+        llama-perplexity's --kl-divergence-base format (runtime/kld.py), for `kl_divergence` of another model."""
         if n_ctx < MIN_PERPLEXITY_CTX:
             raise ValueError(f"perplexity needs chunks of at least {MIN_PERPLEXITY_CTX} tokens (n_ctx={n_ctx})")
         tokens = self.tokenize(text, add_bos=None)
         if len(tokens) < 2 * n_ctx:
             raise ValueError(f"perplexity needs at least {2 * n_ctx} tokens for n_ctx={n_ctx}; "
                              f"the text has {len(tokens)}")
-        self._await_helper()
         n_total = len(tokens) // n_ctx
         n_chunks = n_total if n_chunks is None or n_chunks <= 0 else min(n_chunks, n_total)
+        if kl_base is not None:
+            kld.write_header(kl_base, n_ctx, self.config.n_vocab, n_chunks, tokens[:n_chunks * n_ctx])
+        nll, count, chunk_ppl = 0.0, 0, []
+        for c, (targets, logits) in enumerate(self.scored_chunks(tokens, n_ctx, n_chunks)):
+            if kl_base is not None:
+                kld.write_log_probs(kl_base, logits)
+            nll += _nll(logits, targets)
+            count += len(targets)
+            chunk_ppl.append(math.exp(nll / count))
+            if progress:
+                progress(c + 1, n_chunks, chunk_ppl[-1])
+        return PerplexityResult(ppl=math.exp(nll / count), nll=nll / count, n_chunks=n_chunks, n_ctx=n_ctx,
+                                n_tokens_scored=count, chunk_ppl=chunk_ppl)
+
+    def kl_divergence(self, base, progress=None) -> "kld.KLDivergence":
+        """llama-perplexity --kl-divergence: this model against the log-probabilities in `base` (a binary file
+        written by perplexity(kl_base=...) or by llama-perplexity --kl-divergence-base), on the tokens it holds."""
+        header = kld.read_header(base, self.config.n_vocab)
+        stats = kld.KLDivergence()
+        n_chunks = header.n_chunks
+        for c, (targets, logits) in enumerate(self.scored_chunks(header.tokens, header.n_ctx, n_chunks)):
+            stats.add(logits, targets, kld.read_log_probs(base, header, len(targets)))
+            if progress:
+                progress(c + 1, n_chunks, stats.ppl_q)
+        return stats
+
+    def scored_chunks(self, tokens, n_ctx, n_chunks):
+        """Per chunk of n_ctx tokens: (the scored targets, the logits that predict them): its second half, as
+        llama-perplexity scores it (BOS in place of the first token where the vocab adds one)."""
+        self._await_helper()
         cache = KVCache(self.config, n_ctx, self.kv_type)
         first = n_ctx // 2
-        nll, count, chunk_ppl = 0.0, 0, []
         for c in range(n_chunks):
-            chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
+            chunk = list(tokens[c * n_ctx:(c + 1) * n_ctx])
             if self.tokenizer.add_bos:
                 chunk[0] = self.tokenizer.bos_id
             rows = []
@@ -261,16 +292,7 @@ class Model:
                     self.transformer.forward(batch, start, cache)
                     continue
                 rows.append(self.transformer.forward(batch, start, cache, logits_from=max(0, first - start)))
-            logits = np.concatenate(rows)[:n_ctx - 1 - first]
-            targets = np.asarray(chunk[first + 1:], np.int64)
-            chunk_nll = _nll(logits, targets)
-            nll += chunk_nll
-            count += len(targets)
-            chunk_ppl.append(math.exp(nll / count))
-            if progress:
-                progress(c + 1, n_chunks, chunk_ppl[-1])
-        return PerplexityResult(ppl=math.exp(nll / count), nll=nll / count, n_chunks=n_chunks, n_ctx=n_ctx,
-                                n_tokens_scored=count, chunk_ppl=chunk_ppl)
+            yield np.asarray(chunk[first + 1:], np.int64), np.concatenate(rows)[:n_ctx - 1 - first]
 
     def close(self):
         if self._helper is not None:

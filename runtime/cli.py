@@ -1,6 +1,8 @@
 """qrun: run GGUF models on the CPU. Subcommands dispatch to kvant.runtime's API; flags follow llama.cpp."""
+import contextlib
 import functools
 import json
+import os
 import sys
 import time
 
@@ -148,20 +150,30 @@ def chat(model, system, max_tokens, stats, ignore_eos, threads, n_ctx, kv_type, 
 
 @qrun.command()
 @model_options
-@click.option("-f", "--file", "text_file", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("-f", "--file", "text_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="the text (not with --kl-divergence: the base file holds the tokens)")
 @click.option("-c", "--ctx-size", "n_ctx", type=click.IntRange(min=8), default=512, show_default=True)
 @click.option("--chunks", type=click.IntRange(min=0), default=0, help="chunks to score (0 = all)")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None)
+@click.option("--kl-divergence-base", "kl_base", type=click.Path(dir_okay=False), default=None,
+              help="write the log-probabilities to this file (llama-perplexity's format); with --kl-divergence, "
+                   "read them")
+@click.option("--kl-divergence", "kl_divergence", is_flag=True,
+              help="KL divergence from the base file's model, on its tokens")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def perplexity(model, text_file, n_ctx, chunks, threads, as_json):
-    """Perplexity of a text file, by llama-perplexity's method."""
+def perplexity(model, text_file, n_ctx, chunks, threads, kl_base, kl_divergence, as_json):
+    """Perplexity of a text file, by llama-perplexity's method; or its KL divergence from a base model's."""
+    if kl_divergence:
+        return _kl_divergence(model, kl_base, threads, as_json)
+    if text_file is None:
+        raise click.UsageError("missing option '-f' / '--file'")
     m = _load(model, threads, n_ctx)
     text = _read_text(text_file)
 
     from kvant.runtime.progress import step_progress
     t0 = time.perf_counter()
-    with step_progress(None, "perplexity", "chunk") as advance:
-        r = m.perplexity(text, n_ctx=n_ctx, n_chunks=chunks or None,
+    with step_progress(None, "perplexity", "chunk") as advance, _whole_file(kl_base) as base:
+        r = m.perplexity(text, n_ctx=n_ctx, n_chunks=chunks or None, kl_base=base,
                          progress=lambda done, total, ppl: advance(total, ppl=f"{ppl:.4f}"))
     seconds = time.perf_counter() - t0
     if as_json:
@@ -171,6 +183,39 @@ def perplexity(model, text_file, n_ctx, chunks, threads, as_json):
     else:       # llama-perplexity's lines: the running estimate after each chunk, then the final one
         click.echo(",".join(f"[{i}]{ppl:.4f}" for i, ppl in enumerate(r.chunk_ppl, 1)) + ",")
         click.echo(f"Final estimate: PPL = {r.ppl:.4f}")
+
+
+@contextlib.contextmanager
+def _whole_file(path):
+    """A binary file written under a temporary name and renamed to path only when complete (None: no file)."""
+    if path is None:
+        yield None
+        return
+    tmp = f"{path}.part"
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _kl_divergence(model, kl_base, threads, as_json):
+    if kl_base is None:
+        raise click.UsageError("--kl-divergence needs --kl-divergence-base FILE (the base model's log-probabilities)")
+    if not os.path.isfile(kl_base):
+        raise click.UsageError(f"--kl-divergence-base {kl_base}: no such file")
+    from kvant.runtime import kld
+    from kvant.runtime.progress import step_progress
+    with open(kl_base, "rb") as base:
+        m = _load(model, threads, kld.peek_n_ctx(base))
+        with step_progress(None, "KL divergence", "chunk") as advance:
+            stats = m.kl_divergence(base, progress=lambda done, total, ppl: advance(total, ppl=f"{ppl:.4f}"))
+    if stats.count < 100:
+        raise kld.KLDivergenceFileError(f"only {stats.count} scored tokens: too few for the statistics")
+    summary = stats.summary()
+    click.echo(json.dumps(summary) if as_json else "\n".join(kld.summary_lines(summary)))
 
 
 @qrun.command()
