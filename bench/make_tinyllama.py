@@ -1,6 +1,8 @@
 """A TinyLlama-shaped 1.1B llama with random weights and SmolLM2's tokenizer, to see the large-model regime of the
 speed benchmark (d_model 2048, 22 layers, ffn 5632, 32 heads, 4 KV heads). Written as F16 into bench/.work/, then
-quantized by kvant's own `qconv quantize` (byte-identical with llama-quantize) to the asked types.
+quantized by kvant's own `qconv quantize` (byte-identical with llama-quantize) to the asked types; the types qconv
+does not write yet (IQ1-IQ3) by llama-quantize with an importance matrix from llama-imatrix on a few chunks of
+../shared/corpora/en.txt (python bench/build_llama_bench.py builds both).
 
     python bench/make_tinyllama.py [--types Q4_K_M,Q8_0]      # prints the paths
 """
@@ -85,8 +87,26 @@ def tinyllama(type_name):
         return f16
     path = os.path.join(WORK, f"tinyllama-1.1B-random-{type_name}.gguf")
     if not os.path.exists(path):
-        subprocess.run([sys.executable, "-m", "kvant.convert.cli", "quantize", f16, path, type_name], check=True)
+        if type_name in LLAMA_QUANTIZED:
+            _llama_quantize(f16, path, type_name)
+        else:
+            subprocess.run([sys.executable, "-m", "kvant.convert.cli", "quantize", f16, path, type_name], check=True)
     return path
+
+
+LLAMA_QUANTIZED = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M"}
+TOOLS = os.path.join(WORK, "llama.cpp-build", "bin")
+
+
+def _llama_quantize(f16, path, type_name):
+    matrix = os.path.join(WORK, "tinyllama-1.1B-random.imatrix.gguf")
+    if not os.path.exists(matrix):
+        text = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "corpora", "en.txt")
+        subprocess.run([os.path.join(TOOLS, "llama-imatrix"), "-m", f16, "-f", text, "-o", matrix, "-c", "128",
+                        "--chunks", "4", "-t", "2", "--no-ppl"], check=True, capture_output=True)
+    subprocess.run([os.path.join(TOOLS, "llama-quantize"), "--imatrix", matrix, f16, path + ".partial", type_name,
+                    "2"], check=True, capture_output=True)
+    os.replace(path + ".partial", path)
 
 
 if __name__ == "__main__":

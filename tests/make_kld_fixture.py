@@ -20,6 +20,7 @@ TEXT_CHARS, N_CTX = 3000, 16
 
 def main():
     sys.path.insert(0, HERE)
+    from make_convert_logits_fixtures import sha256
     from shared_files import CORPORA
     from kvant.runtime.model_cache import resolve_model
     model = resolve_model("smollm2")
@@ -36,16 +37,7 @@ def main():
     ppl = float(re.search(r"\[1\]([0-9.]+)", r.stdout + r.stderr).group(1))
     with open(OUT + ".json", "w") as f:
         json.dump({"text_chars": TEXT_CHARS, "n_ctx": N_CTX, "chunk_ppl": ppl,
-                   "model_sha256": _sha256(model)}, f, indent=1)
-
-
-def _sha256(path):
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+                   "model_sha256": sha256(model)}, f, indent=1)
 
 
 if __name__ == "__main__":

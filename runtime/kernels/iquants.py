@@ -79,6 +79,13 @@ def _pair_ls(ls, k, value):
 
 
 @njit(cache=True, inline="always")
+def _nibble_scales(ls, src, o):
+    """ls = 2 s + 1 for the 16 4-bit scales s of the bytes at src[o:o + 8], low nibble first (one per 16)."""
+    for g in range(16):
+        ls[g] = 2 * ((np.int64(src[o + (g >> 1)]) >> (4 * (g & 1))) & 15) + 1
+
+
+@njit(cache=True, inline="always")
 def _iq2_xxs(w, ls, src, s):
     """d, then 8 x (4 grid-index bytes, u32: 4 x 7 sign bits + a 4-bit scale)."""
     for ib in range(8):
@@ -96,8 +103,7 @@ def _iq2_xs(w, ls, src, s):
     for m in range(32):
         v = u16(src, s + 2 + 2 * m)
         w[m] = _signed(MAG_IQ2_XS[v & 511], SIGNS7[v >> 9])
-    for g in range(16):
-        ls[g] = 2 * ((np.int64(src[s + 66 + (g >> 1)]) >> (4 * (g & 1))) & 15) + 1
+    _nibble_scales(ls, src, s + 66)
     return f16_to_f32(u16(src, s)) * F32(0.125)
 
 
@@ -107,8 +113,7 @@ def _iq2_s(w, ls, src, s):
     for m in range(32):
         idx = np.int64(src[s + 2 + m]) | (((np.int64(src[s + 66 + (m >> 2)]) >> (2 * (m & 3))) & 3) << 8)
         w[m] = _signed(MAG_IQ2_S[idx], SIGNS8[src[s + 34 + m]])
-    for g in range(16):
-        ls[g] = 2 * ((np.int64(src[s + 74 + (g >> 1)]) >> (4 * (g & 1))) & 15) + 1
+    _nibble_scales(ls, src, s + 74)
     return f16_to_f32(u16(src, s)) * F32(0.125)
 
 
@@ -176,7 +181,8 @@ KINDS = {"IQ2_XXS": (0, 66), "IQ2_XS": (1, 74), "IQ2_S": (2, 82), "IQ3_XXS": (3,
 @njit(cache=True, inline="always")
 def decode_sb(kind, w, ls, src, s):
     """Super-block s (byte offset) of a row of type `kind` into w (32 words: 256 weights + 128), ls (16 int32);
-    returns its dscale. One branch per super-block (the types share every kernel: one compile each)."""
+    returns its dscale. One branch per super-block (the types share every kernel: one compile each); a chain of
+    ifs because numba inlines no function picked from a table at run time."""
     if kind == 0:
         return _iq2_xxs(w, ls, src, s)
     if kind == 1:
