@@ -386,6 +386,7 @@ def main():
     ap.add_argument("--no-cold", dest="cold", action="store_false",
                     help="skip the cold start; kvant then runs on numba's usual cache")
     ap.add_argument("--no-write", dest="write", action="store_false", help="do not rewrite bench/RESULTS.md")
+    ap.add_argument("--section", default="SPEED", help="the RESULTS.md section (per path) the table goes to")
     args = ap.parse_args()
     prompts = [int(n) for n in args.n_prompt.split(",")]
     files = [(f"SmolLM2 {t}", models.smollm2(t)) for t in args.types.split(",") if t]
@@ -422,7 +423,8 @@ def main():
 
     command = (f"python bench/speed.py --threads {args.threads} --reps {args.reps} -p {args.n_prompt} "
                f"-n {args.n_gen} --types '{args.types}' --tinyllama '{args.tinyllama}'"
-               + (" --no-gemma" if args.no_gemma else "") + ("" if args.cold else " --no-cold"))
+               + (" --no-gemma" if args.no_gemma else "") + ("" if args.cold else " --no-cold")
+               + ("" if args.section == "SPEED" else f" --section '{args.section}'"))
     summary = ""
     if ratios:
         keys = [f"pp{n}_tok_s" for n in prompts] + ["tg_tok_s"]
@@ -466,7 +468,7 @@ def main():
         f"/ bench: the best run divided by qrun bench's best tg{args.n_gen}; in brackets, each run divided by qrun "
         f"bench's tg{args.n_gen} of the same round (the round's first run), the median over the rounds. The target is "
         f">= 0.90x.\n\n" + "\n".join(user) + "\n")
-    publish(path_section("SPEED"), body, args.write)
+    publish(path_section(args.section), body, args.write)
 
 
 if __name__ == "__main__":
