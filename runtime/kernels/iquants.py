@@ -22,8 +22,9 @@ float kernels (CPUs with no integer path) turn the same bytes into floats.
 import numpy as np
 from gguf import quants as gq
 from llvmlite import ir
+import numba
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from kvant.formats.codecs_common import u16, u32
 from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_IQ2_XXS, GRID_IQ3_S, GRID_IQ3_XXS,
@@ -173,9 +174,35 @@ def _iq1_m(w, ls, src, s):
     return f16_to_f32(d) * F32(0.125)
 
 
-# type: (kind, block bytes) - kind picks the decoder in decode_sb
-KINDS = {"IQ2_XXS": (0, 66), "IQ2_XS": (1, 74), "IQ2_S": (2, 82), "IQ3_XXS": (3, 98), "IQ3_S": (4, 110),
-         "IQ1_S": (5, 50), "IQ1_M": (6, 56)}
+# type: (kind: the decoder in decode_sb, block bytes, the dtype of its tag). A matrix carries an empty tag array of
+# its type's dtype: the kernels compile once per dtype, and kind_of / block_bytes turn it into constants there, so
+# each compile holds one decoder (with the kind a run-time value, all seven in one loop ran 1.5x slower).
+KINDS = {"IQ2_XXS": (0, 66, np.int8), "IQ2_XS": (1, 74, np.uint8), "IQ2_S": (2, 82, np.int16),
+         "IQ3_XXS": (3, 98, np.uint16), "IQ3_S": (4, 110, np.int32), "IQ1_S": (5, 50, np.uint32),
+         "IQ1_M": (6, 56, np.int64)}
+_BY_TAG = {str(numba.from_dtype(np.dtype(tag))): (kind, size) for kind, size, tag in KINDS.values()}
+
+
+def kind_of(tag):
+    """The decoder number of a matrix from its tag (numba-compiled code only: the overload below)."""
+    raise TypeError("kind_of works inside numba-compiled kernels only")
+
+
+def block_bytes(tag):
+    """The block size in bytes of a matrix from its tag (numba-compiled code only)."""
+    raise TypeError("block_bytes works inside numba-compiled kernels only")
+
+
+@overload(kind_of, inline="always")
+def _kind_of(tag):
+    kind = _BY_TAG[str(tag.dtype)][0]
+    return lambda tag: kind
+
+
+@overload(block_bytes, inline="always")
+def _block_bytes(tag):
+    size = _BY_TAG[str(tag.dtype)][1]
+    return lambda tag: size
 
 
 @njit(cache=True, inline="always")
@@ -245,10 +272,10 @@ def _sb_int(w8, ls, xq, b, bs):
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_int(out, x, raw, meta, xq, xd, bs):
+def _mv_int(out, x, raw, tag, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
-    kind, bsize = meta[0], meta[1]
+    kind, bsize = kind_of(tag), block_bytes(tag)
     rows, nsb = raw.shape[0], raw.shape[1] // bsize
     nt = min(rows, 64)
     for c in prange(nt):
@@ -265,9 +292,9 @@ def _mv_int(out, x, raw, meta, xq, xd, bs):
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _gemm(out, xq, xd, xs, xm, raw, meta):
+def _gemm(out, xq, xd, xs, xm, raw, tag):
     """Prefill: each super-block of a row decoded once, then dotted with every token's codes."""
-    kind, bsize = meta[0], meta[1]
+    kind, bsize = kind_of(tag), block_bytes(tag)
     n, rows, nsb = xq.shape[0], raw.shape[0], raw.shape[1] // bsize
     bs = np.empty((n, xq.shape[1] // 16), np.int32)
     if not WIDE_UNBIASED:
@@ -290,16 +317,16 @@ def _gemm(out, xq, xd, xs, xm, raw, meta):
                 out[t, r] = acc[t]
 
 
-def gemm(out, codes, raw, meta):
-    _gemm(out, *codes, raw, meta)
+def gemm(out, codes, raw, tag):
+    _gemm(out, *codes, raw, tag)
 
 
 # ---------------------------------------------------------------- floats (CPUs with no integer path)
 
 @njit(cache=True, fastmath=FAST)
-def decode_row(dst, r, raw, meta):
+def decode_row(dst, r, raw, tag):
     """Row r as floats, the gguf package's values exactly (the module's docstring says why)."""
-    kind, bsize = meta[0], meta[1]
+    kind, bsize = kind_of(tag), block_bytes(tag)
     w = np.empty(32, np.uint64)
     ls = np.empty(16, np.int32)
     w8 = w.view(np.uint8)
@@ -311,19 +338,19 @@ def decode_row(dst, r, raw, meta):
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_float(out, x, raw, meta):
+def _mv_float(out, x, raw, tag):
     rows = out.shape[0]
     nt = min(rows, 64)
     for c in prange(nt):
         row = np.empty(x.shape[0], np.float32)
         for r in range(rows * c // nt, rows * (c + 1) // nt):
-            decode_row(row, r, raw, meta)
+            decode_row(row, r, raw, tag)
             out[r] = dot(row, x)
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mm_float(out, x, raw, meta):
-    float_matmul(out, x, decode_row, (raw, meta))
+def _mm_float(out, x, raw, tag):
+    float_matmul(out, x, decode_row, (raw, tag))
 
 
 def _no_scratch(cols):
@@ -331,9 +358,9 @@ def _no_scratch(cols):
 
 
 def _repack(name):
-    """The file's rows as they are, with the type's kind and block size."""
-    meta = np.array(KINDS[name], np.int64)
-    return lambda raw, cols: (raw, meta)
+    """The file's rows as they are, with the type's tag."""
+    tag = np.empty(0, KINDS[name][2])
+    return lambda raw, cols: (raw, tag)
 
 
 _NOTE = "the file's bytes, decoded 8 weights a table word"
