@@ -174,55 +174,36 @@ def _iq1_m(w, ls, src, s):
     return f16_to_f32(d) * F32(0.125)
 
 
-# type: (kind: the decoder in decode_sb, block bytes, the dtype of its tag). A matrix carries an empty tag array of
-# its type's dtype: the kernels compile once per dtype, and kind_of / block_bytes turn it into constants there, so
-# each compile holds one decoder (with the kind a run-time value, all seven in one loop ran 1.5x slower).
-KINDS = {"IQ2_XXS": (0, 66, np.int8), "IQ2_XS": (1, 74, np.uint8), "IQ2_S": (2, 82, np.int16),
-         "IQ3_XXS": (3, 98, np.uint16), "IQ3_S": (4, 110, np.int32), "IQ1_S": (5, 50, np.uint32),
-         "IQ1_M": (6, 56, np.int64)}
-_BY_TAG = {str(numba.from_dtype(np.dtype(tag))): (kind, size) for kind, size, tag in KINDS.values()}
+# type: (its decoder, block bytes, the dtype of its tag). A matrix carries an empty tag array of its type's dtype:
+# the kernels compile once per dtype, and decode_sb / block_bytes pick the decoder and block size at compile time
+# (with the type a run-time value, all seven decoders behind a branch in one loop ran 1.5x slower).
+KINDS = {"IQ2_XXS": (_iq2_xxs, 66, np.int8), "IQ2_XS": (_iq2_xs, 74, np.uint8), "IQ2_S": (_iq2_s, 82, np.int16),
+         "IQ3_XXS": (_iq3_xxs, 98, np.uint16), "IQ3_S": (_iq3_s, 110, np.int32), "IQ1_S": (_iq1_s, 50, np.uint32),
+         "IQ1_M": (_iq1_m, 56, np.int64)}
+_BY_TAG = {str(numba.from_dtype(np.dtype(tag))): (decoder, size) for decoder, size, tag in KINDS.values()}
 
 
-def kind_of(tag):
-    """The decoder number of a matrix from its tag (numba-compiled code only: the overload below)."""
-    raise TypeError("kind_of works inside numba-compiled kernels only")
+def decode_sb(tag, w, ls, src, s):
+    """Super-block s (byte offset) of a row of the tag's type into w (32 words: 256 weights + 128), ls (16 int32);
+    returns its dscale. Numba-compiled code only (the overload below)."""
+    raise TypeError("decode_sb works inside numba-compiled kernels only")
 
 
 def block_bytes(tag):
-    """The block size in bytes of a matrix from its tag (numba-compiled code only)."""
+    """The block size in bytes of the tag's type (numba-compiled code only)."""
     raise TypeError("block_bytes works inside numba-compiled kernels only")
 
 
-@overload(kind_of, inline="always")
-def _kind_of(tag):
-    kind = _BY_TAG[str(tag.dtype)][0]
-    return lambda tag: kind
+@overload(decode_sb, inline="always")
+def _decode_sb(tag, w, ls, src, s):
+    decoder = _BY_TAG[str(tag.dtype)][0]
+    return lambda tag, w, ls, src, s: decoder(w, ls, src, s)
 
 
 @overload(block_bytes, inline="always")
 def _block_bytes(tag):
     size = _BY_TAG[str(tag.dtype)][1]
     return lambda tag: size
-
-
-@njit(cache=True, inline="always")
-def decode_sb(kind, w, ls, src, s):
-    """Super-block s (byte offset) of a row of type `kind` into w (32 words: 256 weights + 128), ls (16 int32);
-    returns its dscale. One branch per super-block (the types share every kernel: one compile each); a chain of
-    ifs because numba inlines no function picked from a table at run time."""
-    if kind == 0:
-        return _iq2_xxs(w, ls, src, s)
-    if kind == 1:
-        return _iq2_xs(w, ls, src, s)
-    if kind == 2:
-        return _iq2_s(w, ls, src, s)
-    if kind == 3:
-        return _iq3_xxs(w, ls, src, s)
-    if kind == 4:
-        return _iq3_s(w, ls, src, s)
-    if kind == 5:
-        return _iq1_s(w, ls, src, s)
-    return _iq1_m(w, ls, src, s)
 
 
 # ---------------------------------------------------------------- the integer dot product of a super-block
@@ -275,7 +256,7 @@ def _sb_int(w8, ls, xq, b, bs):
 def _mv_int(out, x, raw, tag, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
-    kind, bsize = kind_of(tag), block_bytes(tag)
+    bsize = block_bytes(tag)
     rows, nsb = raw.shape[0], raw.shape[1] // bsize
     nt = min(rows, 64)
     for c in prange(nt):
@@ -286,7 +267,7 @@ def _mv_int(out, x, raw, tag, xq, xd, bs):
             src = raw[r]
             acc = F32(0.0)
             for b in range(nsb):
-                dscale = decode_sb(kind, w, ls, src, b * bsize)
+                dscale = decode_sb(tag, w, ls, src, b * bsize)
                 acc += dscale * xd[8 * b] * _sb_int(w8, ls, xq, b, bs)
             out[r] = acc
 
@@ -294,7 +275,7 @@ def _mv_int(out, x, raw, tag, xq, xd, bs):
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _gemm(out, xq, xd, xs, xm, raw, tag):
     """Prefill: each super-block of a row decoded once, then dotted with every token's codes."""
-    kind, bsize = kind_of(tag), block_bytes(tag)
+    bsize = block_bytes(tag)
     n, rows, nsb = xq.shape[0], raw.shape[0], raw.shape[1] // bsize
     bs = np.empty((n, xq.shape[1] // 16), np.int32)
     if not WIDE_UNBIASED:
@@ -310,7 +291,7 @@ def _gemm(out, xq, xd, xs, xm, raw, tag):
             src = raw[r]
             acc[:] = F32(0.0)
             for b in range(nsb):
-                dscale = decode_sb(kind, w, ls, src, b * bsize)
+                dscale = decode_sb(tag, w, ls, src, b * bsize)
                 for t in range(n):
                     acc[t] += dscale * xd[t, 8 * b] * _sb_int(w8, ls, xq[t], b, bs[t])
             for t in range(n):
@@ -326,13 +307,13 @@ def gemm(out, codes, raw, tag):
 @njit(cache=True, fastmath=FAST)
 def decode_row(dst, r, raw, tag):
     """Row r as floats, the gguf package's values exactly (the module's docstring says why)."""
-    kind, bsize = kind_of(tag), block_bytes(tag)
+    bsize = block_bytes(tag)
     w = np.empty(32, np.uint64)
     ls = np.empty(16, np.int32)
     w8 = w.view(np.uint8)
     src = raw[r]
     for b in range(raw.shape[1] // bsize):
-        dscale = decode_sb(kind, w, ls, src, b * bsize)
+        dscale = decode_sb(tag, w, ls, src, b * bsize)
         for j in range(256):
             dst[256 * b + j] = dscale * F32(ls[j >> 4]) * F32(np.int32(w8[j]) - 128)
 
