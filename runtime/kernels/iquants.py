@@ -20,7 +20,6 @@ then runs the path's dot step over the 256 bytes (sb_dot16), the GEMM decodes a 
 float kernels (CPUs with no integer path) turn the same bytes into floats.
 """
 import numpy as np
-from gguf import quants as gq
 from llvmlite import ir
 import numba
 from numba import njit, prange, types
