@@ -187,18 +187,22 @@ def perplexity(model, text_file, n_ctx, chunks, threads, kl_base, kl_divergence,
 
 @contextlib.contextmanager
 def _whole_file(path):
-    """A binary file written under a temporary name and renamed to path only when complete (None: no file)."""
+    """A binary file written under a temporary name beside path (qconv's writers' temp_beside) and renamed to path
+    only when complete (None: no file)."""
     if path is None:
         yield None
         return
-    tmp = f"{path}.part"
+    from kvant.convert.gguf_writer import public_mode, temp_beside
+    fd, tmp = temp_beside(path)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             yield f
+        public_mode(tmp)
         os.replace(tmp, path)
+        tmp = None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _kl_divergence(model, kl_base, threads, as_json):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MAGIC = b"_logits_"
+NOT_A_BASE = ("not a KL-divergence base file (llama-perplexity --kl-divergence-base writes one; so does qrun "
+              "perplexity --kl-divergence-base)")
 TOP_NATS = 16.0
 
 
@@ -83,16 +85,14 @@ def peek_n_ctx(f) -> int:
     head = f.read(len(MAGIC) + 4)
     f.seek(0)
     if len(head) < len(MAGIC) + 4 or head[:len(MAGIC)] != MAGIC:
-        raise KLDivergenceFileError("not a KL-divergence base file (llama-perplexity --kl-divergence-base "
-                                    "writes one; so does qrun perplexity --kl-divergence-base)")
+        raise KLDivergenceFileError(NOT_A_BASE)
     return max(struct.unpack("<I", head[len(MAGIC):])[0], 8)
 
 
 def read_header(f, n_vocab: int) -> BaseHeader:
     """The header and tokens of a base file, checked against this model's vocabulary size."""
     if f.read(len(MAGIC)) != MAGIC:
-        raise KLDivergenceFileError("not a KL-divergence base file (llama-perplexity --kl-divergence-base "
-                                    "writes one; so does qrun perplexity --kl-divergence-base)")
+        raise KLDivergenceFileError(NOT_A_BASE)
     n_ctx, file_vocab, n_chunks = struct.unpack("<Iii", _read_exact(f, 12, "header"))
     if file_vocab != n_vocab:
         raise KLDivergenceFileError(f"the KL-divergence base was computed with a vocabulary of {file_vocab} tokens, "

@@ -254,7 +254,8 @@ def _sb_int(w8, ls, xq, b, bs):
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_int(out, x, raw, tag, xq, xd, bs):
     q8_k_codes(xq, xd, x)
-    code_sums(bs, xq)
+    if not WIDE_UNBIASED:       # only the +128 of the biased weights needs the code sums (_sb_int)
+        code_sums(bs, xq)
     bsize = block_bytes(tag)
     rows, nsb = raw.shape[0], raw.shape[1] // bsize
     nt = min(rows, 64)

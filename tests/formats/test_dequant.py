@@ -5,6 +5,7 @@ import pytest
 
 from kvant.formats.dequant import DEQUANT_TYPES, NoCodecError, dequantize, dequantize_rows
 from kvant.formats.ggml_types import UnknownTypeError, ggml_type
+from block_fields import set_split_f16
 
 # Where each type keeps its fp16 scales, as byte offsets inside one block (ggml-common.h). Random bytes there make
 # NaN/inf common; the "finite" test writes small finite fp16 values into these fields.
@@ -55,11 +56,7 @@ def random_blocks(name, rng, n_rows=3, blocks_per_row=4, finite=True):
     elif name == "NVFP4":
         blocks[:, :4] = rng.integers(0, 0x7F, (n, 4))  # UE4M3 scales below the 0x7F NaN code
     elif name == "IQ1_M":  # the fp16 super-scale is split over the top nibbles of the four u16 scale words
-        words = blocks[:, 48:56].copy().view(np.uint16)
-        d = small_f16()
-        for k in range(4):
-            words[:, k] = (words[:, k] & 0x0FFF) | (((d >> (4 * k)) & 0xF) << 12)
-        blocks[:, 48:56] = words.view(np.uint8)
+        set_split_f16(blocks, 48, small_f16().view(np.float16))
     else:
         for off in FP16_FIELDS[name]:
             blocks[:, off:off + 2] = small_f16().view(np.uint8).reshape(n, 2)

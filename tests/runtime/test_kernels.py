@@ -12,6 +12,7 @@ from gguf.quants import dequantize
 from kvant.runtime.kernels.registry import SMALL_BATCH
 from kvant.runtime.kernels.intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
+from block_fields import set_split_f16
 
 # byte offsets of the fp16 scale fields inside one block
 FP16_FIELDS = {
@@ -48,15 +49,6 @@ def make_weight(name, rows, nblocks, rng):
         set_split_f16(raw, SPLIT_F16[name], scale.astype(np.float16))
     raw = raw.reshape(rows, nblocks * size)
     return raw, dequantize(raw, qtype).astype(np.float32)
-
-
-def set_split_f16(blocks, offset, d):
-    """Write fp16 values d into the top nibbles of the four u16 words at offset of each block (IQ1_M)."""
-    bits = np.asarray(d, np.float16).view(np.uint16)
-    words = blocks[..., offset:offset + 8].copy().view(np.uint16)
-    for k in range(4):
-        words[..., k] = (words[..., k] & 0x0FFF) | (((bits >> (4 * k)) & 0xF) << 12)
-    blocks[..., offset:offset + 8] = words.view(np.uint8)
 
 
 def check(out, w, x, tolerance=1e-4):
