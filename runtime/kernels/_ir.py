@@ -123,3 +123,25 @@ def _widen(v):
     if isinstance(v, types.Integer):
         return lambda v: f16_to_f32(v)
     return None
+
+
+def _load_le(bits):
+    """An intrinsic: the little-endian `bits`-bit unsigned integer at byte p of a uint8 array, as int64, in one
+    unaligned load (x86 and AArch64 are little-endian; numba's byte-by-byte assembly stays four loads and shifts)."""
+    def codegen(context, builder, signature, args):
+        arr_t = signature.args[0]
+        data = context.make_array(arr_t)(context, builder, args[0]).data
+        p = builder.gep(data, [args[1]])
+        v = builder.load(builder.bitcast(p, ir.IntType(bits).as_pointer()), align=1)
+        return builder.zext(v, ir.IntType(64))
+
+    def typer(typingctx, src, p):
+        if isinstance(src, types.Array) and src.dtype == types.uint8 and isinstance(p, types.Integer):
+            return types.int64(src, p), codegen
+        return None
+
+    return intrinsic(typer)
+
+
+load_u16 = _load_le(16)
+load_u32 = _load_le(32)

@@ -115,6 +115,43 @@ def dot4_256(builder, acc, u, s, wide=False):
     return builder.add(acc, maddwd(builder, maddubs(builder, u, s), ir.Constant(_V16I16, [1] * 16)))
 
 
+def _sign_dot32_x86(builder, g, m, x, ls_lo, ls_hi, signed_words):
+    """llama.cpp's AVX2 step for the lattice types: the activations take the weights' signs (vpsignb by m | 1: +-1
+    per byte; by the weights themselves where they are signed and odd), vpmaddubsw with the magnitudes, vpmaddwd by
+    the scales of the two halves."""
+    sign = _declare(builder.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+    if signed_words:
+        absb = _declare(builder.module, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
+        xs = builder.call(sign, [x, g])
+        g = builder.call(absb, [g, ir.Constant(ir.IntType(1), 0)])
+    else:
+        xs = builder.call(sign, [x, builder.or_(m, ir.Constant(_V32I8, [1] * 32))])
+    ls = builder.insert_element(ir.Constant(ir.VectorType(_I16, 2), None), builder.trunc(ls_lo, _I16),
+                                ir.Constant(_I32, 0))
+    ls = builder.insert_element(ls, builder.trunc(ls_hi, _I16), ir.Constant(_I32, 1))
+    ls16 = builder.shuffle_vector(ls, ls, ir.Constant(ir.VectorType(_I32, 16), [k // 8 for k in range(16)]))
+    return maddwd(builder, maddubs(builder, g, xs), ls16)
+
+
+def _sign_dot32_neon(builder, g, m, x, ls_lo, ls_hi, signed_words):
+    """The same with sdot: the activations negated where m is set ((x ^ m) - m), times the magnitudes (or signed
+    weights times the activations as they are), each half's four lanes times its scale."""
+    xs = x if signed_words else builder.sub(builder.xor(x, m), m)
+    lanes = per_part(builder, 2, lambda a, gq, xq: _neon_dot(builder, "sdot", a, gq, xq), ir.Constant(_V8I32, None),
+                     g, xs)
+    ls = builder.insert_element(ir.Constant(ir.VectorType(_I32, 2), None), ls_lo, ir.Constant(_I32, 0))
+    ls = builder.insert_element(ls, ls_hi, ir.Constant(_I32, 1))
+    return builder.mul(lanes, builder.shuffle_vector(ls, ls, ir.Constant(_V8I32, [k // 4 for k in range(8)])))
+
+
+def sign_dot32(builder, g, m, x, ls_lo, ls_hi, signed_words=False):
+    """8 x i32 lanes summing to ls_lo * (w . x over the first 16 bytes) + ls_hi * (the same over the last 16), for
+    32 weights w given as magnitudes g (32 x i8, < 128) and sign masks m (0xFF: negative), or (signed_words) as
+    odd signed bytes g, against activation codes x (32 x i8, -127..127); ls_lo, ls_hi: i32 scales below 2^15.
+    Exact (a vpmaddubsw pair: 2 * 127 * 127)."""
+    return PATH.sign_dot32(builder, g, m, x, ls_lo, ls_hi, signed_words)
+
+
 def _dot4_ymm_pairs(builder, acc, u, s, wide):
     zero = ir.Constant(_V8I32, None)
     return builder.add(acc, per_part(builder, 2, lambda uh, sh: dot4_256(builder, zero, uh, sh, wide), u, s))
@@ -144,24 +181,26 @@ def dot4(builder, acc, u, s, wide=False):
 @dataclass(frozen=True)
 class KernelPath:
     """What the integer kernels need to know of a path.
-    register_bits: its vector registers' width. dot4: its dot-product step (above). wide_unbiased: dot4 of wide
+    register_bits: its vector registers' width. dot4: its dot-product step (above). sign_dot32: the lattice types'
+    step (32 weights as magnitudes and signs, two scales). wide_unbiased: dot4 of wide
     codes leaves out 128 * sum(s). registers_32: 32 registers of that width hold a 4 x 4 block of float dot
     products and their loads (AVX-512; not 16 ymm, and 32 NEON registers are a quarter as wide). ymm_steps: the
     decode steps written for 256-bit registers run (_avx2.py, _vnni16._block_dot16_256), where LLVM's split of the
     512-bit ones spilled; on AVX-VNNI they use vpdpbusd where it replaces a vpmaddubsw + vpmaddwd pair."""
     register_bits: int
     dot4: Callable
+    sign_dot32: Callable
     wide_unbiased: bool = False
     registers_32: bool = False
     ymm_steps: bool = False
 
 
 KERNEL_PATHS = {
-    "avx512vnni": KernelPath(512, _dot4_avx512vnni, registers_32=True),
-    "avxvnni": KernelPath(256, _dot4_ymm_pairs, ymm_steps=True),
-    "avx2": KernelPath(256, _dot4_ymm_pairs, wide_unbiased=True, ymm_steps=True),
-    "i8mm": KernelPath(128, _dot4_i8mm),
-    "dotprod": KernelPath(128, _dot4_dotprod, wide_unbiased=True),
+    "avx512vnni": KernelPath(512, _dot4_avx512vnni, _sign_dot32_x86, registers_32=True),
+    "avxvnni": KernelPath(256, _dot4_ymm_pairs, _sign_dot32_x86, ymm_steps=True),
+    "avx2": KernelPath(256, _dot4_ymm_pairs, _sign_dot32_x86, wide_unbiased=True, ymm_steps=True),
+    "i8mm": KernelPath(128, _dot4_i8mm, _sign_dot32_neon),
+    "dotprod": KernelPath(128, _dot4_dotprod, _sign_dot32_neon, wide_unbiased=True),
     "float": None,          # no integer kernels: the float ones run
 }
 PATH = KERNEL_PATHS[CPU_PATH]

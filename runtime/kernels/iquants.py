@@ -19,20 +19,21 @@ The decoders write 8 weights at a time from tables of 64-bit words (grid magnitu
 then runs the path's dot step over the 256 bytes (sb_dot16), the GEMM decodes a super-block once for all tokens, the
 float kernels (CPUs with no integer path) turn the same bytes into floats.
 """
+from typing import NamedTuple
+
 import numpy as np
 from llvmlite import ir
 import numba
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from kvant.formats.codecs_common import u16, u32
 from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_IQ2_XXS, GRID_IQ3_S, GRID_IQ3_XXS,
                                      KSIGNS)
 
 from ._common import F32, dot, float_matmul
 from ._gemm import register_gemm
-from ._ir import f16_to_f32
-from ._isa import FAST, INT_KERNELS, WIDE_UNBIASED, dot4
+from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
+from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, WIDE_UNBIASED, dot4, sign_dot32
 from ._vnni import _I8, _I32, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr, _vec_load
 from .actquant import q8_k, q8_k_codes
 from .intdot import FLOAT_MATVEC, code_sums, k16_scratch
@@ -54,16 +55,17 @@ def _masks(bits: np.ndarray) -> np.ndarray:
     return _words(((bits[:, None] >> np.arange(8)) & 1).astype(np.uint8) * 255)
 
 
-def _iq1_words(delta):
-    """The IQ1 grid (-1, 0, 1) as 8 g + delta + 128 per byte."""
-    return _words((8 * GRID_IQ1_S.astype(np.int64) + delta + 128).astype(np.uint8))
+def _iq1_words():
+    """The IQ1 weights 8 g + delta as signed bytes (g in -1, 0, 1): index idx for delta +1, 2048 + idx for -1."""
+    g = GRID_IQ1_S.astype(np.int64)
+    return _words(np.concatenate([8 * g + 1, 8 * g - 1]).astype(np.int8).view(np.uint8))
 
 
 MAG_IQ2_XXS, MAG_IQ2_XS, MAG_IQ2_S = (_words(g.astype(np.uint8)) for g in (GRID_IQ2_XXS, GRID_IQ2_XS, GRID_IQ2_S))
 MAG_IQ3_XXS, MAG_IQ3_S = (_words(g.astype(np.uint8)) for g in (GRID_IQ3_XXS, GRID_IQ3_S))
 SIGNS7 = _masks(KSIGNS)                                     # a 7-bit sign index (ksigns: 8th bit = parity)
 SIGNS8 = _masks(np.arange(256, dtype=np.uint16))           # a byte of sign bits
-IQ1_PLUS, IQ1_MINUS = _iq1_words(1), _iq1_words(-1)
+IQ1_WORDS = _iq1_words()
 
 
 @njit(cache=True, inline="always")
@@ -73,119 +75,178 @@ def _signed(mag, mask):
 
 
 @njit(cache=True, inline="always")
-def _pair_ls(ls, k, value):
-    ls[2 * k] = value
-    ls[2 * k + 1] = value
+def _nibble_ls(byte):
+    """The odd scales 2 s + 1 of a byte's two 4-bit scales s, low nibble first."""
+    return 2 * (np.int64(byte) & 15) + 1, 2 * (np.int64(byte) >> 4) + 1
 
 
-@njit(cache=True, inline="always")
-def _nibble_scales(ls, src, o):
-    """ls = 2 s + 1 for the 16 4-bit scales s of the bytes at src[o:o + 8], low nibble first (one per 16)."""
-    for g in range(16):
-        ls[g] = 2 * ((np.int64(src[o + (g >> 1)]) >> (4 * (g & 1))) & 15) + 1
-
+# Each type's sub-block decoder: the 32 weights ib of the super-block at byte s as four words of magnitudes g (8
+# bytes < 128 each), four words of sign masks m (0xFF: negative) and the odd scales of its two 16-weight halves.
+# IQ1's weights (odd, |w| <= 9) come as signed bytes instead, the same four words as g and m (Kind.signed_words).
 
 @njit(cache=True, inline="always")
-def _iq2_xxs(w, ls, src, s):
+def _iq2_xxs(src, s, ib):
     """d, then 8 x (4 grid-index bytes, u32: 4 x 7 sign bits + a 4-bit scale)."""
-    for ib in range(8):
-        p = s + 2 + 8 * ib
-        aux = u32(src, p + 4)
-        _pair_ls(ls, ib, 2 * (aux >> 28) + 1)
-        for l in range(4):
-            w[4 * ib + l] = _signed(MAG_IQ2_XXS[src[p + l]], SIGNS7[(aux >> (7 * l)) & 127])
-    return f16_to_f32(u16(src, s)) * F32(0.125)
+    p = s + 2 + 8 * ib
+    aux = u32(src, p + 4)
+    ls = 2 * np.int64(aux >> 28) + 1
+    return (MAG_IQ2_XXS[src[p]], MAG_IQ2_XXS[src[p + 1]], MAG_IQ2_XXS[src[p + 2]], MAG_IQ2_XXS[src[p + 3]],
+            SIGNS7[aux & 127], SIGNS7[(aux >> 7) & 127], SIGNS7[(aux >> 14) & 127], SIGNS7[(aux >> 21) & 127],
+            ls, ls)
 
 
 @njit(cache=True, inline="always")
-def _iq2_xs(w, ls, src, s):
-    """d, u16 qs[32] (a 9-bit grid index, a 7-bit sign index), 4-bit scales[16]."""
-    for m in range(32):
-        v = u16(src, s + 2 + 2 * m)
-        w[m] = _signed(MAG_IQ2_XS[v & 511], SIGNS7[v >> 9])
-    _nibble_scales(ls, src, s + 66)
-    return f16_to_f32(u16(src, s)) * F32(0.125)
+def _iq2_xs_pair(src, p):
+    v = u16(src, p)
+    return MAG_IQ2_XS[v & 511], SIGNS7[v >> 9]
 
 
 @njit(cache=True, inline="always")
-def _iq2_s(w, ls, src, s):
+def _iq2_xs(src, s, ib):
+    """d, u16 qs[32] (a 9-bit grid index, a 7-bit sign index), 4-bit scales[16] (one per 16)."""
+    p = s + 2 + 8 * ib
+    g0, m0 = _iq2_xs_pair(src, p)
+    g1, m1 = _iq2_xs_pair(src, p + 2)
+    g2, m2 = _iq2_xs_pair(src, p + 4)
+    g3, m3 = _iq2_xs_pair(src, p + 6)
+    lo, hi = _nibble_ls(src[s + 66 + ib])
+    return g0, g1, g2, g3, m0, m1, m2, m3, lo, hi
+
+
+@njit(cache=True, inline="always")
+def _iq2_s_mag(src, s, ib, l, qh):
+    return MAG_IQ2_S[np.int64(src[s + 2 + 4 * ib + l]) | (((qh >> (2 * l)) & 3) << 8)]
+
+
+@njit(cache=True, inline="always")
+def _iq2_s(src, s, ib):
     """d, qs[32] (low 8 index bits), signs[32], qh[8] (2 more index bits each), 4-bit scales[16]."""
-    for m in range(32):
-        idx = np.int64(src[s + 2 + m]) | (((np.int64(src[s + 66 + (m >> 2)]) >> (2 * (m & 3))) & 3) << 8)
-        w[m] = _signed(MAG_IQ2_S[idx], SIGNS8[src[s + 34 + m]])
-    _nibble_scales(ls, src, s + 74)
+    qh = np.int64(src[s + 66 + ib])
+    p = s + 34 + 4 * ib
+    lo, hi = _nibble_ls(src[s + 74 + ib])
+    return (_iq2_s_mag(src, s, ib, 0, qh), _iq2_s_mag(src, s, ib, 1, qh), _iq2_s_mag(src, s, ib, 2, qh),
+            _iq2_s_mag(src, s, ib, 3, qh), SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]],
+            SIGNS8[src[p + 3]], lo, hi)
+
+
+@njit(cache=True, inline="always")
+def _iq3_xxs_mag(src, p):
+    return MAG_IQ3_XXS[src[p]] | (MAG_IQ3_XXS[src[p + 1]] << U64(32))
+
+
+@njit(cache=True, inline="always")
+def _iq3_xxs(src, s, ib):
+    """d, qs[64] (grid indices of 4 values), 8 x u32 (4 x 7 sign bits + a 4-bit scale)."""
+    aux = u32(src, s + 66 + 4 * ib)
+    ls = 2 * np.int64(aux >> 28) + 1
+    p = s + 2 + 8 * ib
+    return (_iq3_xxs_mag(src, p), _iq3_xxs_mag(src, p + 2), _iq3_xxs_mag(src, p + 4), _iq3_xxs_mag(src, p + 6),
+            SIGNS7[aux & 127], SIGNS7[(aux >> 7) & 127], SIGNS7[(aux >> 14) & 127], SIGNS7[(aux >> 21) & 127],
+            ls, ls)
+
+
+@njit(cache=True, inline="always")
+def _iq3_s_mag(src, s, ib, l, qh):
+    e = 8 * ib + 2 * l
+    lo = MAG_IQ3_S[np.int64(src[s + 2 + e]) | (((qh >> (2 * l)) & 1) << 8)]
+    return lo | (MAG_IQ3_S[np.int64(src[s + 3 + e]) | (((qh >> (2 * l + 1)) & 1) << 8)] << U64(32))
+
+
+@njit(cache=True, inline="always")
+def _iq3_s(src, s, ib):
+    """d, qs[64] (low 8 index bits), qh[8] (a 9th bit each), signs[32], 4-bit scales[8] (one per 32)."""
+    qh = np.int64(src[s + 66 + ib])
+    p = s + 74 + 4 * ib
+    ls = 2 * ((np.int64(src[s + 106 + (ib >> 1)]) >> (4 * (ib & 1))) & 15) + 1
+    return (_iq3_s_mag(src, s, ib, 0, qh), _iq3_s_mag(src, s, ib, 1, qh), _iq3_s_mag(src, s, ib, 2, qh),
+            _iq3_s_mag(src, s, ib, 3, qh), SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]],
+            SIGNS8[src[p + 3]], ls, ls)
+
+
+@njit(cache=True, inline="always")
+def _iq1_s_index(src, s, ib, l, h):
+    """Index into IQ1_WORDS: 8 grid-index bits of qs, 3 of qh, the delta's sign (qh's top bit)."""
+    return np.int64(src[s + 2 + 4 * ib + l]) | (((h >> (3 * l)) & 7) << 8) | ((h >> 15) << 11)
+
+
+@njit(cache=True, inline="always")
+def _iq1_s(src, s, ib):
+    """d, qs[32] (low 8 index bits), u16 qh[8] (3 more index bits per 8 values, a 3-bit scale, the delta's sign)."""
+    h = np.int64(u16(src, s + 34 + 2 * ib))
+    w0, w1 = IQ1_WORDS[_iq1_s_index(src, s, ib, 0, h)], IQ1_WORDS[_iq1_s_index(src, s, ib, 1, h)]
+    w2, w3 = IQ1_WORDS[_iq1_s_index(src, s, ib, 2, h)], IQ1_WORDS[_iq1_s_index(src, s, ib, 3, h)]
+    ls = 2 * ((h >> 12) & 7) + 1
+    return w0, w1, w2, w3, w0, w1, w2, w3, ls, ls
+
+
+@njit(cache=True, inline="always")
+def _iq1_m_word(src, s, m):
+    """The 8 weights m: qh's nibble holds 3 more index bits and the delta's sign (IQ1_WORDS' layout)."""
+    hq = (np.int64(src[s + 32 + (m >> 1)]) >> (4 * (m & 1))) & 15
+    return IQ1_WORDS[np.int64(src[s + m]) | (hq << 8)]
+
+
+@njit(cache=True, inline="always")
+def _iq1_m(src, s, ib):
+    """qs[32] (low 8 index bits), qh[16] (per 8 values: 3 more index bits and the delta's sign), u16 scales[4]
+    (3-bit scales per 16 values; fp16 d in their top nibbles)."""
+    w0, w1 = _iq1_m_word(src, s, 4 * ib), _iq1_m_word(src, s, 4 * ib + 1)
+    w2, w3 = _iq1_m_word(src, s, 4 * ib + 2), _iq1_m_word(src, s, 4 * ib + 3)
+    sc = np.int64(u16(src, s + 48 + 2 * (ib >> 1))) >> (6 * (ib & 1))
+    return w0, w1, w2, w3, w0, w1, w2, w3, 2 * (sc & 7) + 1, 2 * ((sc >> 3) & 7) + 1
+
+
+@njit(cache=True, inline="always")
+def _d_eighth(src, s):
     return f16_to_f32(u16(src, s)) * F32(0.125)
 
 
 @njit(cache=True, inline="always")
-def _iq3_xxs(w, ls, src, s):
-    """d, qs[64] (grid indices of 4 values), 8 x u32 (4 x 7 sign bits + a 4-bit scale)."""
-    for ib in range(8):
-        aux = u32(src, s + 66 + 4 * ib)
-        _pair_ls(ls, ib, 2 * (aux >> 28) + 1)
-        for l in range(4):
-            p = s + 2 + 8 * ib + 2 * l
-            mag = MAG_IQ3_XXS[src[p]] | (MAG_IQ3_XXS[src[p + 1]] << U64(32))
-            w[4 * ib + l] = _signed(mag, SIGNS7[(aux >> (7 * l)) & 127])
+def _d_quarter(src, s):
     return f16_to_f32(u16(src, s)) * F32(0.25)
 
 
 @njit(cache=True, inline="always")
-def _iq3_s(w, ls, src, s):
-    """d, qs[64] (low 8 index bits), qh[8] (a 9th bit each), signs[32], 4-bit scales[8] (per 32)."""
-    for m in range(32):
-        mag = U64(0)
-        for h in range(2):
-            e = 2 * m + h
-            idx = np.int64(src[s + 2 + e]) | (((np.int64(src[s + 66 + (e >> 3)]) >> (e & 7)) & 1) << 8)
-            mag |= MAG_IQ3_S[idx] << U64(32 * h)
-        w[m] = _signed(mag, SIGNS8[src[s + 74 + m]])
-    for k in range(8):
-        _pair_ls(ls, k, 2 * ((np.int64(src[s + 106 + (k >> 1)]) >> (4 * (k & 1))) & 15) + 1)
+def _d_whole(src, s):
     return f16_to_f32(u16(src, s))
 
 
 @njit(cache=True, inline="always")
-def _iq1_s(w, ls, src, s):
-    """d, qs[32] (low 8 index bits), u16 qh[8] (3 more index bits per 8 values, a 3-bit scale, the delta's sign)."""
-    for ib in range(8):
-        h = u16(src, s + 34 + 2 * ib)
-        _pair_ls(ls, ib, 2 * ((h >> 12) & 7) + 1)
-        for l in range(4):
-            idx = np.int64(src[s + 2 + 4 * ib + l]) | (((h >> (3 * l)) & 7) << 8)
-            w[4 * ib + l] = IQ1_MINUS[idx] if h & 0x8000 else IQ1_PLUS[idx]
-    return f16_to_f32(u16(src, s)) * F32(0.125)
-
-
-@njit(cache=True, inline="always")
-def _iq1_m(w, ls, src, s):
-    """qs[32] (low 8 index bits), qh[16] (per 8 values: 3 more index bits and the delta's sign), u16 scales[4]
-    (3-bit scales per 16 values; fp16 d in their top nibbles)."""
+def _d_iq1_m(src, s):
     p = s + 48
-    for m in range(32):
-        hq = (np.int64(src[s + 32 + (m >> 1)]) >> (4 * (m & 1))) & 15
-        idx = np.int64(src[s + m]) | ((hq & 7) << 8)
-        w[m] = IQ1_MINUS[idx] if hq & 8 else IQ1_PLUS[idx]
-    for k in range(16):
-        ls[k] = 2 * ((u16(src, p + 2 * (k >> 2)) >> (3 * (k & 3))) & 7) + 1
     d = ((u16(src, p) >> 12) | ((u16(src, p + 2) >> 8) & 0xF0) | ((u16(src, p + 4) >> 4) & 0xF00)
          | (u16(src, p + 6) & 0xF000))
     return f16_to_f32(d) * F32(0.125)
 
 
-# type: (its decoder, block bytes, the dtype of its tag). A matrix carries an empty tag array of its type's dtype:
-# the kernels compile once per dtype, and decode_sb / block_bytes pick the decoder and block size at compile time
-# (with the type a run-time value, all seven decoders behind a branch in one loop ran 1.5x slower).
-KINDS = {"IQ2_XXS": (_iq2_xxs, 66, np.int8), "IQ2_XS": (_iq2_xs, 74, np.uint8), "IQ2_S": (_iq2_s, 82, np.int16),
-         "IQ3_XXS": (_iq3_xxs, 98, np.uint16), "IQ3_S": (_iq3_s, 110, np.int32), "IQ1_S": (_iq1_s, 50, np.uint32),
-         "IQ1_M": (_iq1_m, 56, np.int64)}
-_BY_TAG = {str(numba.from_dtype(np.dtype(tag))): (decoder, size) for decoder, size, tag in KINDS.values()}
+class Kind(NamedTuple):
+    """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, whether its decoder gives
+    signed weight bytes. A matrix carries an empty tag array of its type's dtype: the kernels compile once per
+    dtype, and sub32 / dscale / block_bytes / lattice_dot32 pick the type's code at compile time (with the type a
+    run-time value, all seven decoders behind a branch in one loop ran 1.5x slower)."""
+    decoder: object
+    dscale: object
+    block_bytes: int
+    tag: type
+    signed_words: bool = False
 
 
-def decode_sb(tag, w, ls, src, s):
-    """Super-block s (byte offset) of a row of the tag's type into w (32 words: 256 weights + 128), ls (16 int32);
-    returns its dscale. Numba-compiled code only (the overload below)."""
-    raise TypeError("decode_sb works inside numba-compiled kernels only")
+KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8), "IQ2_XS": Kind(_iq2_xs, _d_eighth, 74, np.uint8),
+         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16), "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16),
+         "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32), "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, True),
+         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, True)}
+_BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in KINDS.values()}
+
+
+def sub32(tag, src, s, ib):
+    """Sub-block ib (32 weights) of the super-block at byte s of a row of the tag's type: (g0..g3, m0..m3, ls_lo,
+    ls_hi) as the decoders above. Numba-compiled code only (the overloads below)."""
+    raise TypeError("sub32 works inside numba-compiled kernels only")
+
+
+def dscale(tag, src, s):
+    """The float factor of the super-block at byte s (numba-compiled code only)."""
+    raise TypeError("dscale works inside numba-compiled kernels only")
 
 
 def block_bytes(tag):
@@ -193,16 +254,48 @@ def block_bytes(tag):
     raise TypeError("block_bytes works inside numba-compiled kernels only")
 
 
-@overload(decode_sb, inline="always")
-def _decode_sb(tag, w, ls, src, s):
-    decoder = _BY_TAG[str(tag.dtype)][0]
-    return lambda tag, w, ls, src, s: decoder(w, ls, src, s)
+@overload(sub32, inline="always")
+def _sub32(tag, src, s, ib):
+    decoder = _BY_TAG[str(tag.dtype)].decoder
+    return lambda tag, src, s, ib: decoder(src, s, ib)
+
+
+@overload(dscale, inline="always")
+def _dscale(tag, src, s):
+    factor = _BY_TAG[str(tag.dtype)].dscale
+    return lambda tag, src, s: factor(src, s)
 
 
 @overload(block_bytes, inline="always")
 def _block_bytes(tag):
-    size = _BY_TAG[str(tag.dtype)][1]
+    size = _BY_TAG[str(tag.dtype)].block_bytes
     return lambda tag: size
+
+
+def biased(tag, g, m):
+    """A decoder's word pair as 8 weights + 128 (numba-compiled code only)."""
+    raise TypeError("biased works inside numba-compiled kernels only")
+
+
+@overload(biased, inline="always")
+def _biased(tag, g, m):
+    if _BY_TAG[str(tag.dtype)].signed_words:
+        return lambda tag, g, m: g ^ _BIAS     # + 128 of a signed byte: its top bit flipped
+    return lambda tag, g, m: _signed(g, m)
+
+
+@njit(cache=True, inline="always")
+def decode_sb(tag, w, ls, src, s):
+    """The super-block at byte s into w (32 words: 256 weights + 128) and ls (16 int32); returns its dscale."""
+    for ib in range(8):
+        g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib)
+        w[4 * ib] = biased(tag, g0, m0)
+        w[4 * ib + 1] = biased(tag, g1, m1)
+        w[4 * ib + 2] = biased(tag, g2, m2)
+        w[4 * ib + 3] = biased(tag, g3, m3)
+        ls[2 * ib] = lo
+        ls[2 * ib + 1] = hi
+    return dscale(tag, src, s)
 
 
 # ---------------------------------------------------------------- the integer dot product of a super-block
@@ -234,6 +327,44 @@ def sb_dot16(typingctx, w, xq, xo, ls):
     return (types.int64(w, xq, xo, ls), _sb_dot16_codegen) if ok else None
 
 
+def _lattice_dot256_codegen(context, builder, signature, args):
+    sig = signature.args
+    signed_words = _BY_TAG[str(sig[0].dtype)].signed_words
+    xq_p = _data(context, builder, sig[1], args[1], _I8)
+    xo = _as_i64(builder, args[2])
+    v4 = ir.VectorType(ir.IntType(64), 4)
+
+    def word_vector(sub, first):
+        v = ir.Constant(v4, None)
+        for k in range(4):
+            v = builder.insert_element(v, builder.extract_value(sub, first + k), ir.Constant(_I32, k))
+        return builder.bitcast(v, _V32I8)
+
+    acc = ir.Constant(_V8I32, None)
+    for ib, sub in enumerate(args[3:]):
+        x = _vec_load(builder, xq_p, builder.add(xo, _c64(32 * ib)), _V32I8)
+        g = word_vector(sub, 0)
+        m = g if signed_words else word_vector(sub, 4)
+        lo, hi = (builder.trunc(builder.extract_value(sub, k), _I32) for k in (8, 9))
+        acc = builder.add(acc, sign_dot32(builder, g, m, x, lo, hi, signed_words))
+    total = builder.call(_declare(builder.module, "llvm.vector.reduce.add.v8i32", _I32, [_V8I32]), [acc])
+    return builder.sext(total, ir.IntType(64))
+
+
+_SUB32 = types.Tuple((types.uint64,) * 8 + (types.int64,) * 2)
+
+
+@intrinsic
+def lattice_dot256(typingctx, tag, xq, xo, t0, t1, t2, t3, t4, t5, t6, t7):
+    """sum_k ls_k * (w . xq[xo + 16 k:xo + 16 k + 16]) over a super-block given as its 8 sub32 tuples (four words of
+    magnitudes g and four of sign masks m, or signed bytes as the tag's Kind says, and the halves' scales): the
+    words go into vectors in registers and the products add up in one vector, llama.cpp's AVX2 step."""
+    subs = (t0, t1, t2, t3, t4, t5, t6, t7)
+    ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(xq, types.int8)
+          and isinstance(xo, types.Integer) and all(t == _SUB32 for t in subs))
+    return (types.int64(tag, xq, xo, *subs), _lattice_dot256_codegen) if ok else None
+
+
 @njit(cache=True, inline="always")
 def _bias_term(ls, bs, g0):
     """128 * sum_k ls[k] * bs[g0 + k]: what the biased weights add to sb_dot16 (bs: code sums per 16)."""
@@ -253,22 +384,21 @@ def _sb_int(w8, ls, xq, b, bs):
 
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_int(out, x, raw, tag, xq, xd, bs):
+    """Decode: each sub-block's table words go from the decoder to the dot step in registers."""
     q8_k_codes(xq, xd, x)
-    if not WIDE_UNBIASED:       # only the +128 of the biased weights needs the code sums (_sb_int)
-        code_sums(bs, xq)
     bsize = block_bytes(tag)
     rows, nsb = raw.shape[0], raw.shape[1] // bsize
     nt = min(rows, 64)
     for c in prange(nt):
-        w = np.empty(32, np.uint64)
-        ls = np.empty(16, np.int32)
-        w8 = w.view(np.uint8)
         for r in range(rows * c // nt, rows * (c + 1) // nt):
             src = raw[r]
             acc = F32(0.0)
             for b in range(nsb):
-                dscale = decode_sb(tag, w, ls, src, b * bsize)
-                acc += dscale * xd[8 * b] * _sb_int(w8, ls, xq, b, bs)
+                s = b * bsize
+                total = lattice_dot256(tag, xq, 256 * b, sub32(tag, src, s, 0), sub32(tag, src, s, 1),
+                                       sub32(tag, src, s, 2), sub32(tag, src, s, 3), sub32(tag, src, s, 4),
+                                       sub32(tag, src, s, 5), sub32(tag, src, s, 6), sub32(tag, src, s, 7))
+                acc += dscale(tag, src, s) * xd[8 * b] * F32(total)
             out[r] = acc
 
 
@@ -340,7 +470,7 @@ def _no_scratch(cols):
 
 def _repack(name):
     """The file's rows as they are, with the type's tag."""
-    tag = np.empty(0, KINDS[name][2])
+    tag = np.empty(0, KINDS[name].tag)
     return lambda raw, cols: (raw, tag)
 
 
