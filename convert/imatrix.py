@@ -17,6 +17,8 @@ import numpy as np
 
 from kvant.formats.gguf_file import GGUFError, GGUFFile
 
+from .recipes import requires_imatrix
+
 IN_SUM2, COUNTS = ".in_sum2", ".counts"
 
 
@@ -132,6 +134,27 @@ def _read_legacy(path: str) -> ImportanceMatrix:
             if 0 < n <= size - pos:
                 datasets.append(take(n, "the dataset name").decode("utf-8", "replace"))
     return ImportanceMatrix(values, datasets, chunk_count, 0, True, path)
+
+
+def check_imatrix_matches(imatrix: ImportanceMatrix, shapes: dict[str, tuple], types: dict[str, str],
+                          preset: str) -> None:
+    """Refuse, before anything is written, an importance matrix that does not belong to this model: one that
+    names none of the tensors to quantize, has another size for one (llama-quantize's check), or lacks a tensor
+    that cannot be quantized without it (llama-quantize's 'missing importance matrix' error)."""
+    where = imatrix.path or "the importance matrix"
+    if shapes and not any(imatrix.get(n) is not None for n in shapes):
+        raise ImatrixError(f"{where} has none of this model's tensors (it is from another model?)")
+    for name, shape in shapes.items():
+        values = imatrix.get(name)
+        if values is None:
+            if requires_imatrix(name, types[name], preset):
+                raise ImatrixError(f"{where} has no entry for {name}, which {types[name]} cannot be made "
+                                      f"without (an importance matrix from another model?)")
+            continue
+        want = shape[-1] * (int(np.prod(shape[:-2])) if len(shape) > 2 else 1)
+        if values.size != want and name != "token_embd.weight":
+            raise ImatrixError(f"{where} has {values.size} values for {name}, the tensor needs {want} (an "
+                                  f"importance matrix from another model?)")
 
 
 def imatrix_metadata(im: ImportanceMatrix, file_arg: str) -> list[tuple[str, str, object]]:

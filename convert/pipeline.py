@@ -30,7 +30,7 @@ import numpy as np
 from . import archs, codec, recipes
 from .archs import Arch, NameMap
 from .gguf_writer import GGUFWriter, tensor_spec
-from .imatrix import ImportanceMatrix, imatrix_metadata
+from .imatrix import ImportanceMatrix, check_imatrix_matches, imatrix_metadata
 from .hf import HFModel, ModelDirError, open_model_dir, rope_parameters
 from .progress import tensor_progress
 from .safetensors_io import to_f32
@@ -253,6 +253,9 @@ def convert(path: str, out: str, preset: str | None = None, overrides=(), imatri
         from .requantize import _typed
         plan.metadata += [(k, _typed(kind, v)) for k, kind, v in imatrix_metadata(imatrix, imatrix_arg or imatrix.path)]
     check_quantizable(t.type for t in plan.tensors)
+    if imatrix is not None:
+        check_imatrix_matches(imatrix, {t.name: t.shape for t in plan.tensors if t.type not in recipes.FLOAT_TYPES},
+                              {t.name: t.type for t in plan.tensors}, plan.preset)
     set_threads(threads)
     specs = [tensor_spec(t.name, t.shape, t.type) for t in plan.tensors]
     total = sum(s.nbytes for s in specs)

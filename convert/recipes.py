@@ -42,6 +42,16 @@ PRESETS: dict[str, tuple[LlamaFileType, str]] = {
     "Q5_K_S": (LlamaFileType.MOSTLY_Q5_K_S, "Q5_K"),
     "Q5_K_M": (LlamaFileType.MOSTLY_Q5_K_M, "Q5_K"),
     "Q6_K": (LlamaFileType.MOSTLY_Q6_K, "Q6_K"),
+    "IQ1_S": (LlamaFileType.MOSTLY_IQ1_S, "IQ1_S"),
+    "IQ1_M": (LlamaFileType.MOSTLY_IQ1_M, "IQ1_M"),
+    "IQ2_XXS": (LlamaFileType.MOSTLY_IQ2_XXS, "IQ2_XXS"),
+    "IQ2_XS": (LlamaFileType.MOSTLY_IQ2_XS, "IQ2_XS"),
+    "IQ2_S": (LlamaFileType.MOSTLY_IQ2_S, "IQ2_XS"),  # llama.cpp's naming: the IQ2_S mix is mostly IQ2_XS
+    "IQ2_M": (LlamaFileType.MOSTLY_IQ2_M, "IQ2_S"),
+    "IQ3_XXS": (LlamaFileType.MOSTLY_IQ3_XXS, "IQ3_XXS"),
+    "IQ3_XS": (LlamaFileType.MOSTLY_IQ3_XS, "IQ3_S"),
+    "IQ3_S": (LlamaFileType.MOSTLY_IQ3_S, "IQ3_S"),
+    "IQ3_M": (LlamaFileType.MOSTLY_IQ3_M, "IQ3_S"),
     "IQ4_NL": (LlamaFileType.MOSTLY_IQ4_NL, "IQ4_NL"),
     "IQ4_XS": (LlamaFileType.MOSTLY_IQ4_XS, "IQ4_XS"),
     "TQ1_0": (LlamaFileType.MOSTLY_TQ1_0, "TQ1_0"),
@@ -187,7 +197,10 @@ def _r(presets: str, type_: str, when=None) -> Rule:
 
 
 ALL = " ".join(PRESETS)
-IQ_LOW = "IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M IQ3_XXS"  # mixes whose output goes to Q5_K (not offered yet)
+IQ_LOW = "IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M IQ3_XXS"  # mixes whose output goes to Q5_K
+# The 1-2 bit mixes: llama.cpp decides their layer tensors in a branch of their own (IQ_MIX_RULES), before and
+# instead of the per-category rules below; only the output and token embedding rules are shared.
+IQ_MIXES = frozenset("IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M".split())
 
 RULES: dict[str, tuple[Rule, ...]] = {
     # output.weight, and token_embd when the head is tied to it
@@ -197,12 +210,18 @@ RULES: dict[str, tuple[Rule, ...]] = {
         _r(ALL, "Q6_K", lambda c: c.default != "Q8_0"),
     ),
     "token_embd": (
+        _r("IQ2_XXS IQ2_XS IQ1_S IQ1_M", "Q2_K"),
+        _r("IQ2_S IQ2_M IQ3_XXS", "IQ3_S"),
         _r("TQ1_0 TQ2_0", "Q4_K"),
     ),
     "attn_v": (
         _r("Q2_K", "Q4_K", lambda c: c.model.n_gqa >= 4),
         _r("Q2_K", "Q3_K"),
         _r("Q2_K_S", "Q4_K", lambda c: c.model.n_gqa >= 4),
+        _r("IQ3_XXS", "Q4_K", lambda c: c.model.n_gqa >= 4),
+        _r("IQ3_XXS", "IQ3_S", lambda c: not c.has_imatrix),
+        _r("IQ3_XS IQ3_S", "Q4_K", lambda c: c.model.n_gqa >= 4),
+        _r("IQ3_M", "Q4_K"),
         _r("Q3_K_M", "Q5_K", lambda c: c.i < 2),
         _r("Q3_K_M", "Q4_K"),
         _r("Q3_K_L", "Q5_K"),
@@ -212,11 +231,20 @@ RULES: dict[str, tuple[Rule, ...]] = {
     ),
     "attn_k": (
         _r(ALL, "Q8_0", lambda c: c.model.n_expert == 8),
+        _r("IQ3_XS", "IQ3_XXS"),
+        _r("IQ3_XXS", "IQ2_S"),
+    ),
+    "attn_q": (
+        _r("IQ3_XS", "IQ3_XXS"),
+        _r("IQ3_XXS", "IQ2_S"),
     ),
     "ffn_down": (
         _r("Q2_K", "Q3_K"),
         _r("Q2_K_S", "Q4_K", lambda c: c.i < c.n // 8),
         _r("Q2_K_S", "Q2_K"),  # ends the chain for Q2_K_S
+        _r("IQ3_XXS", "Q4_K", lambda c: not c.has_imatrix and c.i < c.n // 8),
+        _r("IQ3_XXS", "Q3_K", lambda c: not c.has_imatrix),
+        _r("IQ3_M", "Q4_K", lambda c: c.i < c.n // 8 or (c.model.n_expert == 8 and use_more_bits(c.i, c.n))),
         _r("Q3_K_M", "Q5_K", lambda c: c.i < c.n // 16),
         _r("Q3_K_M", "Q4_K", lambda c: c.model.arch != "falcon" or use_more_bits(c.i, c.n)),
         _r("Q3_K_M", "Q3_K"),
@@ -233,13 +261,41 @@ RULES: dict[str, tuple[Rule, ...]] = {
         _r("Q5_0", "Q5_1", lambda c: c.has_imatrix and c.i < c.n // 8),
     ),
     "attn_output": (
-        _r("Q2_K Q3_K_S Q3_K_M IQ4_NL Q4_K_S Q4_K_M IQ4_XS", "Q5_K",
+        _r("Q2_K IQ3_XS IQ3_XXS Q3_K_S Q3_K_M IQ4_NL Q4_K_S Q4_K_M IQ3_S IQ3_M IQ4_XS", "Q5_K",
            lambda c: c.model.arch != "falcon" and c.model.n_expert == 8),
         _r(ALL, "", lambda c: c.model.arch != "falcon" and c.model.n_expert == 8),  # "" keeps the default
         _r("Q2_K", "Q3_K", lambda c: c.model.arch != "falcon"),
+        _r("IQ3_XXS", "IQ3_S", lambda c: c.model.arch != "falcon"),
         _r("Q3_K_M", "Q4_K", lambda c: c.model.arch != "falcon"),
         _r("Q3_K_L", "Q5_K", lambda c: c.model.arch != "falcon"),
+        _r("IQ3_M", "Q4_K", lambda c: c.model.arch != "falcon"),
         _r("Q3_K_L", "Q4_K"),
+    ),
+    "ffn_gate": (
+        _r("IQ3_XS", "IQ3_XXS", lambda c: c.n // 8 <= c.i < 7 * c.n // 8),
+    ),
+    "ffn_up": (
+        _r("IQ3_XS", "IQ3_XXS", lambda c: c.n // 8 <= c.i < 7 * c.n // 8),
+    ),
+}
+_MIX = " ".join(sorted(IQ_MIXES))
+IQ_MIX_RULES: dict[str, tuple[Rule, ...]] = {
+    "attn_v": (
+        _r(_MIX, "Q4_K", lambda c: c.model.n_gqa >= 4 or c.model.n_expert >= 4),
+        _r("IQ2_S IQ2_M", "IQ3_S"),
+        _r(_MIX, "Q2_K"),
+    ),
+    "attn_k": (
+        _r(_MIX, "Q4_K", lambda c: c.model.n_expert == 8),
+    ),
+    "ffn_down": (
+        _r("IQ2_S IQ2_M", "IQ3_S", lambda c: c.i < c.n // 8),
+        _r(_MIX, "Q2_K", lambda c: c.i < c.n // 8),
+    ),
+    "attn_output": (
+        _r(_MIX, "Q5_K", lambda c: c.model.n_expert == 8),
+        _r("IQ1_S IQ1_M", "IQ2_XXS"),
+        _r("IQ2_S IQ2_M", "IQ3_S"),
     ),
 }
 # After the attn_v rules: the 70B bump and the 8-expert rule (llama.cpp applies these to the rule's result).
@@ -253,12 +309,13 @@ def rule_type(cat: str, ctx: Ctx, tied: bool) -> str:
     """llama_tensor_get_type_impl for one tensor of a quantized preset."""
     rules_cat = "output" if cat == "output" or (tied and cat == "token_embd") else cat
     rules_cat = "attn_v" if rules_cat in ATTN_V_LIKE else rules_cat
+    iq_mix = ctx.preset in IQ_MIXES and rules_cat not in ("output", "token_embd")
     t = ctx.default
-    for rule in RULES.get(rules_cat, ()):
+    for rule in (IQ_MIX_RULES if iq_mix else RULES).get(rules_cat, ()):
         if ctx.preset in rule.presets and rule.when(ctx):
             t = rule.type or t
             break
-    if rules_cat == "attn_v":
+    if rules_cat == "attn_v" and not iq_mix:
         for cond, bumped in ATTN_V_AFTER:
             if cond(ctx, t):
                 t = bumped
@@ -337,8 +394,8 @@ def plan_types(tensors: list[TensorIn], preset: str, model: ModelFacts, override
                 seen[counter] += 1
         out[name] = fallback(new, t.shape[-1])
         if not has_imatrix and requires_imatrix(name, out[name], preset):
-            raise PresetError(f"{preset} needs an importance matrix (--imatrix): {name} would be {out[name]}, "
-                              f"which llama-quantize does not make without one")
+            raise PresetError(f"{preset} needs an importance matrix ({name} would be {out[name]}): make one with "
+                              f"`qconv imatrix MODEL.gguf -f TEXT` and pass it with --imatrix")
     return {t.name: out[t.name] for t in tensors}
 
 

@@ -20,7 +20,7 @@ from kvant.formats.gguf_file import GGUFFile
 from . import codec, recipes
 from .gguf_raw import raw_metadata
 from .gguf_writer import GGUFWriter, RawValue, pack_value, tensor_spec
-from .imatrix import ImportanceMatrix, imatrix_metadata
+from .imatrix import ImportanceMatrix, check_imatrix_matches, imatrix_metadata
 from .pipeline import SLAB_BYTES, check_quantizable, set_threads
 from .progress import tensor_progress
 
@@ -77,6 +77,8 @@ def quantize_gguf(src: str, dst: str, preset: str, overrides=(), imatrix: Import
                 raise RequantizeError(f"{quantized[0]} is already {t}; requantizing from {t} is disabled "
                                       f"(use --allow-requantize)")
         check_quantizable(types[n] for n in changed)
+        if imatrix is not None:
+            check_imatrix_matches(imatrix, {n: g.tensors[n].shape for n in changed}, types, preset)
         set_threads(threads)
 
         kv = [(k, v) for k, v in raw_metadata(src) if k not in REPLACED_KEYS]

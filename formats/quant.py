@@ -5,24 +5,27 @@ The family modules (quant_float, quant_legacy, quant_kquants, quant_iq4, quant_t
 input is checked and reshaped once, and an unknown or quantizer-less type is refused by name.
 
 Results are byte-identical with llama.cpp's ggml_quantize_chunk (the default x86 build, no FMA contraction) for
-every registered type, with and without an importance matrix; IQ4_NL and IQ4_XS follow the same algorithm.
+every registered type, with and without an importance matrix (IQ1_S, IQ2_XXS and IQ2_XS only with one, as in
+llama.cpp); IQ4_NL and IQ4_XS follow the same algorithm.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import quant_float, quant_iq4, quant_kquants, quant_legacy, quant_ternary
+from . import quant_float, quant_iq2, quant_iq3, quant_iq4, quant_kquants, quant_legacy, quant_ternary
 from .ggml_types import GGMLType, ggml_type
 
 QUANTIZERS: dict[str, object] = {
-    **quant_float.QUANTIZERS, **quant_legacy.QUANTIZERS, **quant_kquants.QUANTIZERS, **quant_iq4.QUANTIZERS,
-    **quant_ternary.QUANTIZERS,
+    **quant_float.QUANTIZERS, **quant_legacy.QUANTIZERS, **quant_kquants.QUANTIZERS, **quant_iq2.QUANTIZERS,
+    **quant_iq3.QUANTIZERS, **quant_iq4.QUANTIZERS, **quant_ternary.QUANTIZERS,
 }
 QUANT_TYPES: tuple[str, ...] = tuple(QUANTIZERS)
 
 # Types whose quantizer reads the importance matrix (the others ignore it, as llama.cpp does).
-USES_IMATRIX = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
-                          "IQ4_XS"})
+USES_IMATRIX = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ1_S",
+                          "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS"})
+# Types whose quantizer cannot run without one at all (llama.cpp's asserts one; quantize raises ValueError).
+IMATRIX_ONLY = frozenset({"IQ1_S", "IQ2_XXS", "IQ2_XS"})
 # Types llama-quantize refuses to produce without an importance matrix (src/llama-quant.cpp,
 # tensor_requires_imatrix; token_embd / output are exempt there, and Q2_K needs one only inside a Q2_K_S mix).
 REQUIRES_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS"})
@@ -90,6 +93,8 @@ def quantize(x: np.ndarray, ggml_type, imatrix: np.ndarray | None = None) -> np.
     qw = _NO_IMATRIX.reshape(1, 0)
     if imatrix is not None and gt.name in USES_IMATRIX:
         qw = _importance(imatrix, x.shape, n_cols)
+    elif gt.name in IMATRIX_ONLY:
+        raise ValueError(f"{gt.name} needs an importance matrix: make one with `qconv imatrix MODEL.gguf -f TEXT`")
     x3 = _read_only(np.ascontiguousarray(x.reshape(qw.shape[0], -1, n_cols), dtype=np.float32))
     qw = _read_only(qw)
     out = np.empty(x3.shape[:2] + (gt.row_bytes(n_cols),), dtype=np.uint8)

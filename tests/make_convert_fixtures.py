@@ -27,8 +27,12 @@ input is kvant's file for all of them.) Loading the file is also llama.cpp's che
 presets: the per-tensor types llama-quantize chooses for every preset, on SmolLM2-135M (F32 GGUF at
 $KVANT_SMOLLM2_F32, default /work/models/smollm2/SmolLM2-F32.gguf; its llama.cpp-quantized siblings
 SmolLM2-<PRESET>.gguf are used where present) and gemma-3-270m ($KVANT_GEMMA3_F32, default
-/work/models/gemma3-F32.gguf), quantized with bench/llamacpp_oracle.py's quantize(). Written to preset_types.json:
-per model, the tensor list (name, shape, type), the model facts the rules read, and per preset the chosen types.
+/work/models/gemma3-F32.gguf: `qconv quantize --allow-requantize gemma3-270m.gguf gemma3-F32.gguf F32` of the
+Q4_K_M file, the only weights there are), quantized with bench/llamacpp_oracle.py's quantize(); the presets of
+IMATRIX_PRESETS also with an importance matrix ($KVANT_SMOLLM2_IMATRIX, default /work/models/SmolLM2.imatrix.gguf;
+$KVANT_GEMMA3_IMATRIX, default /work/models/gemma3-270m.imatrix.gguf; llama-imatrix -c 512 --chunks 16 on
+../shared/corpora text), stored as "PRESET+imatrix". Written to preset_types.json: per model, the tensor list (name,
+shape, type), the model facts the rules read, and per preset the chosen types.
 """
 import hashlib
 import json
@@ -47,7 +51,10 @@ OUTTYPES = ("f32", "f16", "bf16", "q8_0", "tq1_0", "tq2_0")
 QUANT_PRESETS = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
                  "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
 PRESETS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
-           "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
+           "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_S", "IQ3_M")
+# Presets llama-quantize makes only with an importance matrix; with one, IQ4_XS and Q4_0 choose differently too.
+IMATRIX_PRESETS = ("Q2_K_S", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_M",
+                   "IQ4_XS", "Q4_0")
 
 # Run inside a fresh interpreter: llama.cpp's converter with the three patches described above.
 ORACLE_RUNNER = r'''
@@ -174,32 +181,36 @@ def make_presets():
     import llamacpp_oracle as oracle
     from kvant.formats.gguf_file import GGUFFile
     models = {
-        "smollm2": os.environ.get("KVANT_SMOLLM2_F32", "/work/models/smollm2/SmolLM2-F32.gguf"),
-        "gemma3-270m": os.environ.get("KVANT_GEMMA3_F32", "/work/models/gemma3-F32.gguf"),
+        "smollm2": (os.environ.get("KVANT_SMOLLM2_F32", "/work/models/smollm2/SmolLM2-F32.gguf"),
+                    os.environ.get("KVANT_SMOLLM2_IMATRIX", "/work/models/SmolLM2.imatrix.gguf")),
+        "gemma3-270m": (os.environ.get("KVANT_GEMMA3_F32", "/work/models/gemma3-F32.gguf"),
+                        os.environ.get("KVANT_GEMMA3_IMATRIX", "/work/models/gemma3-270m.imatrix.gguf")),
     }
     result = {}
-    for key, src in models.items():
+    for key, (src, imatrix) in models.items():
         with GGUFFile(src) as g:
             entry = {"source": os.path.basename(src), "facts": model_facts(g.metadata),
                      "tensors": [[n, list(t.shape), t.ggml_type.name] for n, t in g.tensors.items()], "presets": {}}
         names = [t[0] for t in entry["tensors"]]
-        for preset in PRESETS:
+        runs = [(p, None) for p in PRESETS] + [(p, imatrix) for p in IMATRIX_PRESETS]
+        for preset, im in runs:
             sibling = os.path.join(os.path.dirname(src), f"{os.path.basename(src).rsplit('-', 1)[0]}-{preset}.gguf")
             tmp = None
-            if not os.path.exists(sibling) or sibling == src:
+            if im is not None or not os.path.exists(sibling) or sibling == src:
                 fd, tmp = tempfile.mkstemp(suffix=".gguf", dir=os.environ.get("TMPDIR", "/tmp"))
                 os.close(fd)
-                oracle.quantize(src, tmp, preset)
+                oracle.quantize(src, tmp, preset, imatrix=im)
                 sibling = tmp
             try:
                 with GGUFFile(sibling) as q:
                     types = {n: t.ggml_type.name for n, t in q.tensors.items()}
-                    entry["presets"][preset] = {"file_type": int(q.metadata["general.file_type"]),
-                                                "types": " ".join(types[n] for n in names)}
+                    entry["presets"][preset + ("+imatrix" if im else "")] = {
+                        "file_type": int(q.metadata["general.file_type"]), "imatrix": im is not None,
+                        "types": " ".join(types[n] for n in names)}
             finally:
                 if tmp:
                     os.unlink(tmp)
-            print(key, preset, "ok", flush=True)
+            print(key, preset, "imatrix" if im else "", "ok", flush=True)
         result[key] = entry
     with open(os.path.join(OUT, "preset_types.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=0)

@@ -1,13 +1,13 @@
 """Make the quantizer fixtures under tests/fixtures/quant/ with llama.cpp itself (the oracle).
 
-    python tests/make_quant_fixtures.py
+    python tests/make_quant_fixtures.py [TYPE ...]      (default: every type in TYPES)
 
 Needs llama-cpp-python (its libggml-base provides ggml_quantize_chunk; see llamacpp_quant.py). Seeds are fixed,
 so a rerun with the same llama.cpp writes the same files. Written:
 - inputs.npz: float32 row sets "r256" (2 x 256), "r512" (8 x 512), "r2816" (2 x 2816), each with a matching
   importance matrix "<set>_imatrix" (one positive weight per column, a few zeros, as llama.cpp's imatrix has);
 - <TYPE>.npz for every type in TYPES: the bytes llama.cpp writes for each set, without ("<set>") and with
-  ("<set>_imatrix") the importance matrix.
+  ("<set>_imatrix") the importance matrix; IMATRIX_ONLY types only with it (llama.cpp aborts without one).
 """
 import os
 import sys
@@ -19,7 +19,8 @@ OUT = os.path.join(HERE, "fixtures", "quant")
 sys.path.insert(0, HERE)
 
 TYPES = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "TQ1_0",
-         "TQ2_0", "IQ4_NL", "IQ4_XS")
+         "TQ2_0", "IQ4_NL", "IQ4_XS", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S")
+IMATRIX_ONLY = ("IQ1_S", "IQ2_XXS", "IQ2_XS")
 
 
 def make_inputs(seed: int = 20240601) -> dict[str, np.ndarray]:
@@ -53,14 +54,15 @@ def main() -> None:
     inputs = make_inputs()
     np.savez_compressed(os.path.join(OUT, "inputs.npz"), **inputs)
     sets = [k for k in inputs if not k.endswith("_imatrix")]
-    for t in TYPES:
+    for t in sys.argv[1:] or TYPES:
         expected = {}
         for s in sets:
-            expected[s] = llamacpp_quantize(inputs[s], t)
+            if t not in IMATRIX_ONLY:
+                expected[s] = llamacpp_quantize(inputs[s], t)
             expected[s + "_imatrix"] = llamacpp_quantize(inputs[s], t, inputs[s + "_imatrix"])
         np.savez_compressed(os.path.join(OUT, f"{t}.npz"), **expected)
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
-    print(f"wrote {len(TYPES) + 1} files, {total / 1024:.0f} KiB, to {OUT}")
+    print(f"wrote {len(sys.argv[1:] or TYPES) + 1} files, {total / 1024:.0f} KiB, to {OUT}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Per-tensor types of every preset against llama-quantize's own choices on SmolLM2-135M and gemma-3-270m.
 
 The expected types are stored in tests/fixtures/convert/preset_types.json (tests/make_convert_fixtures.py presets):
-the tensor list of each model and, per preset, the types llama.cpp gave each tensor. SmolLM2's rows (576) are not a
+the tensor list of each model and, per preset, the types llama.cpp gave each tensor, without an importance matrix
+and ("PRESET+imatrix") with one (the 1-3 bit IQ presets and Q2_K_S are made only with one). SmolLM2's rows (576) are not a
 multiple of 256 and gemma's (640) neither, so the row-length fallbacks are exercised too.
 """
 import json
@@ -27,17 +28,17 @@ def _model(key):
 def test_preset_types_match_llama_quantize(model, preset):
     tensors, facts = _model(model)
     expected = PRESET_TYPES[model]["presets"][preset]
-    plan = recipes.plan_types(tensors, preset, facts)
+    plan = recipes.plan_types(tensors, preset.removesuffix("+imatrix"), facts, has_imatrix=expected["imatrix"])
     got = [plan[t.name] for t in tensors]
     want = expected["types"].split()
     diffs = [(t.name, g, w) for t, g, w in zip(tensors, got, want) if g != w]
     assert not diffs, f"{len(diffs)} tensors differ, first: {diffs[:5]}"
-    assert recipes.file_type(preset) == expected["file_type"]
+    assert recipes.file_type(preset.removesuffix("+imatrix")) == expected["file_type"]
 
 
 def test_every_listed_preset_is_covered():
     for model in PRESET_TYPES.values():
-        assert set(model["presets"]) == set(recipes.PRESETS) - {"Q2_K_S"}
+        assert {p.removesuffix("+imatrix") for p in model["presets"]} == set(recipes.PRESETS)
 
 
 def test_aliases_and_unknown_names():

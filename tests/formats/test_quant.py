@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kvant.formats.ggml_types import UnknownTypeError, ggml_type
-from kvant.formats.quant import (QUANT_TYPES, NoQuantizerError, USES_IMATRIX, quantization_error, quantize,
-                                 quantize_requires_imatrix)
+from kvant.formats.quant import (IMATRIX_ONLY, QUANT_TYPES, NoQuantizerError, USES_IMATRIX, quantization_error,
+                                 quantize, quantize_requires_imatrix)
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "quant")
 INPUTS = np.load(os.path.join(FIXTURES, "inputs.npz"))
@@ -20,7 +20,8 @@ FIXTURE_TYPES = tuple(t for t in QUANT_TYPES if t != "F32")  # F32 is a bit copy
 RMSE_BOUND = {
     "F16": 3e-4, "BF16": 2.2e-3, "Q8_0": 7e-3, "Q4_0": 0.11, "Q4_1": 0.10, "Q5_0": 0.055, "Q5_1": 0.05,
     "Q2_K": 0.37, "Q3_K": 0.19, "Q4_K": 0.09, "Q5_K": 0.045, "Q6_K": 0.022, "TQ1_0": 0.9, "TQ2_0": 0.9,
-    "IQ4_NL": 0.095, "IQ4_XS": 0.095,
+    "IQ4_NL": 0.095, "IQ4_XS": 0.095, "IQ3_S": 0.2, "IQ3_XXS": 0.26, "IQ2_S": 0.33, "IQ2_XS": 0.37,
+    "IQ2_XXS": 0.43, "IQ1_M": 0.6, "IQ1_S": 0.65,
 }
 
 
@@ -48,6 +49,10 @@ def test_every_quantizer_has_a_fixture():
 @pytest.mark.parametrize("type_name", FIXTURE_TYPES)
 def test_bytes_match_llamacpp(type_name, with_imatrix):
     ref = expected(type_name)
+    if type_name in IMATRIX_ONLY and not with_imatrix:  # llama.cpp asserts one; kvant says so in one line
+        with pytest.raises(ValueError, match=f"{type_name} needs an importance matrix: make one with `qconv imatrix"):
+            quantize(INPUTS["r256"], type_name)
+        return
     for s in SETS:
         key = s + "_imatrix" if with_imatrix else s
         im = INPUTS[s + "_imatrix"] if with_imatrix else None
@@ -60,13 +65,14 @@ def test_bytes_match_llamacpp(type_name, with_imatrix):
 @pytest.mark.parametrize("type_name", FIXTURE_TYPES)
 def test_round_trip(type_name):
     x = np.random.default_rng(5).standard_normal((4, 512)).astype(np.float32)
-    q = quantize(x, type_name)
+    im = np.ones(512, np.float32) if type_name in IMATRIX_ONLY else None
+    q = quantize(x, type_name, im)
     assert q.shape == (4, ggml_type(type_name).row_bytes(512))
     y = dequantize(q, type_name)
     rmse = float(np.sqrt(np.mean((y - x) ** 2)))
     assert rmse < RMSE_BOUND[type_name], f"{type_name} round-trip RMSE {rmse:.4g}"
     # a zero row stays zero, exactly
-    assert not dequantize(quantize(np.zeros((1, 512), np.float32), type_name), type_name).any()
+    assert not dequantize(quantize(np.zeros((1, 512), np.float32), type_name, im), type_name).any()
 
 
 def _rmse(a, b, w=None):
@@ -156,8 +162,8 @@ def test_errors_name_the_problem():
     x = np.zeros((2, 256), np.float32)
     with pytest.raises(UnknownTypeError, match="Q9_9"):
         quantize(x, "Q9_9")
-    with pytest.raises(NoQuantizerError, match="IQ2_XXS"):
-        quantize(x, "IQ2_XXS")
+    with pytest.raises(NoQuantizerError, match="MXFP4"):
+        quantize(x, "MXFP4")
     with pytest.raises(ValueError, match="not a multiple of the Q4_K block size 256"):
         quantize(np.zeros((2, 96), np.float32), "Q4_K")
     with pytest.raises(ValueError, match="255 values, expected 256"):
@@ -175,6 +181,7 @@ def test_imatrix_metadata():
     assert not quantize_requires_imatrix("Q4_K") and not quantize_requires_imatrix("Q2_K")
     assert USES_IMATRIX <= set(QUANT_TYPES)
     x = INPUTS["r512"]
+    assert IMATRIX_ONLY <= USES_IMATRIX
     for t in set(QUANT_TYPES) - USES_IMATRIX:  # these ignore it, as llama.cpp does
         assert np.array_equal(quantize(x, t, INPUTS["r512_imatrix"]), quantize(x, t))
 
