@@ -401,3 +401,44 @@ def test_qconv_imatrix_errors(tmp_path, tiny, capsys, monkeypatch):
     assert main(["imatrix", tiny, "-f", "t.txt", "-c", "16", "--chunks", "2", "-o", "im.bin"]) == 0
     assert "warning" in capsys.readouterr().err
     assert not read_imatrix(str(tmp_path / "im.bin")).legacy
+
+
+def _stats(shapes):
+    """Importance statistics for the given {name: n columns}, 3 chunks of 64 tokens."""
+    st = ic.ImatrixStats(datasets=["other.txt"], chunk_size=64)
+    for name, n in shapes.items():
+        st.sums[name] = np.full((1, n), 2.0 * 192)
+        st.counts[name] = np.array([192])
+    return st
+
+
+@pytest.mark.parametrize("preset", ["IQ2_XXS", "IQ1_S", "Q2_K_S", "IQ3_XS"])
+def test_preset_needing_an_imatrix_refused_without_one(tmp_path, f32, capsys, preset):
+    out = tmp_path / "q.gguf"
+    code = main(["quantize", f32["llama"], str(out), preset])
+    assert_one_line_error(code, capsys.readouterr().err, f"{preset} needs an importance matrix", "qconv imatrix",
+                          "--imatrix")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("foreign names", "has none of this model's tensors"),
+    ("wrong size", "has 128 values for blk.0.attn_q.weight, the tensor needs 256"),
+    ("missing tensor", "has no entry for blk.1.ffn_down.weight, which IQ2_XXS cannot be made without"),
+])
+def test_imatrix_from_another_model_refused_before_writing(tmp_path, f32, capsys, case, needle):
+    """Names or sizes that do not match this model: one line, and nothing written (llama-quantize stops too)."""
+    want = read_imatrix(os.path.join(FIX, "llama.imatrix.gguf")).values
+    shapes = {k: v.size for k, v in want.items()}
+    if case == "foreign names":
+        shapes = {"model." + k: n for k, n in shapes.items()}
+    elif case == "wrong size":
+        shapes["blk.0.attn_q.weight"] = 128
+    else:
+        del shapes["blk.1.ffn_down.weight"]
+    im = str(tmp_path / "other.imatrix.gguf")
+    ic.write_imatrix_gguf(im, _stats(shapes))
+    out = tmp_path / "q.gguf"
+    code = main(["quantize", f32["llama"], str(out), "IQ2_XXS", "--imatrix", im])
+    assert_one_line_error(code, capsys.readouterr().err, needle)
+    assert sorted(os.listdir(tmp_path)) == ["other.imatrix.gguf"]
