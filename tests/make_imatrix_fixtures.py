@@ -63,7 +63,8 @@ def make_text(n_sentences=180, seed=20240611):
         out.append(" ".join(words).capitalize() + rng.choice([".", ".", ".", "?", "!", ","]))
     return " ".join(out) + "\n"
 PRESETS = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
-           "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0")
+           "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ1_S", "IQ1_M", "IQ2_XXS",
+           "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M")
 DAT_PRESETS = ("Q4_K_M", "IQ4_XS")
 
 
