@@ -25,7 +25,7 @@ import numpy as np
 from llvmlite import ir
 import numba
 from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, models, overload, register_model
 
 from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_IQ2_XXS, GRID_IQ3_S, GRID_IQ3_XXS,
                                      KSIGNS)
@@ -327,42 +327,67 @@ def sb_dot16(typingctx, w, xq, xo, ls):
     return (types.int64(w, xq, xo, ls), _sb_dot16_codegen) if ok else None
 
 
-def _lattice_dot256_codegen(context, builder, signature, args):
-    sig = signature.args
-    signed_words = _BY_TAG[str(sig[0].dtype)].signed_words
-    xq_p = _data(context, builder, sig[1], args[1], _I8)
-    xo = _as_i64(builder, args[2])
-    v4 = ir.VectorType(ir.IntType(64), 4)
-
-    def word_vector(sub, first):
-        v = ir.Constant(v4, None)
-        for k in range(4):
-            v = builder.insert_element(v, builder.extract_value(sub, first + k), ir.Constant(_I32, k))
-        return builder.bitcast(v, _V32I8)
-
-    acc = ir.Constant(_V8I32, None)
-    for ib, sub in enumerate(args[3:]):
-        x = _vec_load(builder, xq_p, builder.add(xo, _c64(32 * ib)), _V32I8)
-        g = word_vector(sub, 0)
-        m = g if signed_words else word_vector(sub, 4)
-        lo, hi = (builder.trunc(builder.extract_value(sub, k), _I32) for k in (8, 9))
-        acc = builder.add(acc, sign_dot32(builder, g, m, x, lo, hi, signed_words))
-    total = builder.call(_declare(builder.module, "llvm.vector.reduce.add.v8i32", _I32, [_V8I32]), [acc])
-    return builder.sext(total, ir.IntType(64))
+class _Lanes(types.Type):
+    """8 int32 lanes in a vector register, carried by numba code from one lattice_step to the next (so that each
+    sub-block's words go from its decoder to the dot step while the decoder of the next one runs)."""
+    def __init__(self):
+        super().__init__(name="Lanes8xi32")
 
 
-_SUB32 = types.Tuple((types.uint64,) * 8 + (types.int64,) * 2)
+LANES = _Lanes()
+
+
+@register_model(_Lanes)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _V8I32)
 
 
 @intrinsic
-def lattice_dot256(typingctx, tag, xq, xo, t0, t1, t2, t3, t4, t5, t6, t7):
-    """sum_k ls_k * (w . xq[xo + 16 k:xo + 16 k + 16]) over a super-block given as its 8 sub32 tuples (four words of
-    magnitudes g and four of sign masks m, or signed bytes as the tag's Kind says, and the halves' scales): the
-    words go into vectors in registers and the products add up in one vector, llama.cpp's AVX2 step."""
-    subs = (t0, t1, t2, t3, t4, t5, t6, t7)
-    ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(xq, types.int8)
-          and isinstance(xo, types.Integer) and all(t == _SUB32 for t in subs))
-    return (types.int64(tag, xq, xo, *subs), _lattice_dot256_codegen) if ok else None
+def no_lanes(typingctx):
+    """Zero lanes."""
+    return LANES(), lambda context, builder, signature, args: ir.Constant(_V8I32, None)
+
+
+@intrinsic
+def lanes_sum(typingctx, lanes):
+    """The sum of the lanes, as int64."""
+    def codegen(context, builder, signature, args):
+        total = builder.call(_declare(builder.module, "llvm.vector.reduce.add.v8i32", _I32, [_V8I32]), [args[0]])
+        return builder.sext(total, ir.IntType(64))
+    return (types.int64(lanes), codegen) if lanes == LANES else None
+
+
+def _lattice_step_codegen(context, builder, signature, args):
+    sig = signature.args
+    signed_words = _BY_TAG[str(sig[1].dtype)].signed_words
+    xq_p = _data(context, builder, sig[2], args[2], _I8)
+    x = _vec_load(builder, xq_p, _as_i64(builder, args[3]), _V32I8)
+    v4 = ir.VectorType(ir.IntType(64), 4)
+
+    def word_vector(words):
+        v = ir.Constant(v4, None)
+        for k, word in enumerate(words):
+            v = builder.insert_element(v, word, ir.Constant(_I32, k))
+        return builder.bitcast(v, _V32I8)
+
+    g = word_vector(args[4:8])
+    m = g if signed_words else word_vector(args[8:12])
+    lo, hi = (builder.trunc(v, _I32) for v in args[12:14])
+    return builder.add(args[0], sign_dot32(builder, g, m, x, lo, hi, signed_words))
+
+
+@intrinsic
+def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, ls_lo, ls_hi):
+    """lanes + the products of 32 weights and xq[xo:xo + 32], the two 16-weight halves times ls_lo and ls_hi: the
+    weights as four words of magnitudes g and four of sign masks m, or as signed bytes (the tag's Kind says which),
+    a sub32 decoder's output, put into vectors in registers (vmovq, vpunpcklqdq, vinserti128) as llama.cpp's AVX2
+    code does. lanes_sum gives the total."""
+    words = (g0, g1, g2, g3, m0, m1, m2, m3)
+    ok = (lanes == LANES and isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG
+          and _is_arr(xq, types.int8) and isinstance(xo, types.Integer) and all(w == types.uint64 for w in words)
+          and ls_lo == types.int64 and ls_hi == types.int64)
+    return (LANES(lanes, tag, xq, xo, *words, ls_lo, ls_hi), _lattice_step_codegen) if ok else None
 
 
 @njit(cache=True, inline="always")
@@ -395,10 +420,11 @@ def _mv_int(out, x, raw, tag, xq, xd, bs):
             acc = F32(0.0)
             for b in range(nsb):
                 s = b * bsize
-                total = lattice_dot256(tag, xq, 256 * b, sub32(tag, src, s, 0), sub32(tag, src, s, 1),
-                                       sub32(tag, src, s, 2), sub32(tag, src, s, 3), sub32(tag, src, s, 4),
-                                       sub32(tag, src, s, 5), sub32(tag, src, s, 6), sub32(tag, src, s, 7))
-                acc += dscale(tag, src, s) * xd[8 * b] * F32(total)
+                lanes = no_lanes()
+                for ib in range(8):
+                    g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib)
+                    lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, lo, hi)
+                acc += dscale(tag, src, s) * xd[8 * b] * F32(lanes_sum(lanes))
             out[r] = acc
 
 
