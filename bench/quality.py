@@ -159,13 +159,13 @@ def increase(r, lang):
     return 100 * (r[lang]["ppl_q"] / r[lang]["ppl_base"] - 1)
 
 
-def table(store, model, calibrations, presets, quantizers):
+def table(store, model, calibrations):
     lines = [f"**{model}** (base: F32; importance matrix: {calibrations[0]} calibration text). PPL +%: the increase "
              "over the base's perplexity on the same text.", "",
              "| preset | quantizer | bpw | MB | PPL en | PPL ru | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru | "
              "same top p en | same top p ru |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for preset in presets:
-        for q in quantizers:
+    for preset in PRESETS:
+        for q in QUANTIZERS:
             r = store.get(f"{model}/{calibrations[0]}/{q}/{preset}")
             if r is None:
                 continue
@@ -173,10 +173,14 @@ def table(store, model, calibrations, presets, quantizers):
                          f"{r['ru']['ppl_q']:.3f} | {increase(r, 'en'):+.2f} | {increase(r, 'ru'):+.2f} | "
                          f"{r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} | {100 * r['en']['same_top_p']:.1f}% "
                          f"| {100 * r['ru']['same_top_p']:.1f}% |")
-    base = next((r for k, r in store.items() if k.startswith(f"{model}/")), None)
+    base = next((r for k, r in store.items() if k.startswith(f"{model}/") and "en" in r), None)
     if base is not None:
         lines += ["", f"Base perplexity: en {base['en']['ppl_base']:.3f}, ru {base['ru']['ppl_base']:.3f}."]
     cross = [(k, r) for k, r in store.items() if k.startswith(f"{model}/") and "en_by_llama.cpp" in r]
+    same = [p for p in PRESETS if all(f"{model}/{calibrations[0]}/{q}/{p}" in store for q in QUANTIZERS)]
+    if same:
+        lines += ["", "Where both quantizers ran, their files are the same bytes (bench/iq_quantize.py, the tests), so "
+                  "their rows agree: " + ", ".join(same) + "."]
     if cross:
         lines += ["", "The same llama.cpp-quantized files scored by llama-perplexity (against the same base file): "
                   + "; ".join(f"{k.split('/')[-1]}: PPL en {r['en_by_llama.cpp']['ppl_q']:.3f} / kvant "
@@ -199,9 +203,9 @@ def calibration_table(store, model, calibrations, quantizer="kvant"):
     return lines
 
 
-def findings(store, model, calibration, calibrations):
+def findings(store, model, calibration, calibrations):  # noqa: C901
     """The paragraph: where Russian starts to lose more than English, and what the calibration text changes."""
-    rows = sorted(((r["bpw"], p, r) for k, r in store.items() for p in [k.split("/")[-1]]
+    rows = sorted(((r["bpw"], k.split("/")[-1], r) for k, r in store.items()
                    if k.startswith(f"{model}/{calibration}/kvant/")), reverse=True)
     if not rows:
         return []
@@ -265,6 +269,8 @@ def main():
     calibrations, quantizers = args.calibrations.split(","), args.quantizers.split(",")
     evaluation, calibration_files = texts()
     store = load_store()
+    command = "python bench/quality.py " + " ".join(sys.argv[1:])
+    store["_commands"] = [c for c in store.get("_commands", []) if c != command] + [command]
     for model in models:
         base = base_model(model)
         bases = {lang: kl_base(model, base, lang, evaluation[lang]) for lang in LANGS}
@@ -273,14 +279,15 @@ def main():
             for preset in presets if i == 0 else [p for p in presets if p in LOW_BIT]:
                 for q in quantizers:
                     measure(store, model, c, q, preset, base, matrix, bases, args.llama_eval.split(","))
-    lines = [f"`python bench/quality.py --models {args.models} --presets {args.presets} --calibrations "
-             f"{args.calibrations} --quantizers {args.quantizers} --llama-eval {args.llama_eval}` ({path_line()}; "
-             f"c={CTX}, {CHUNKS} chunks of the first halves of ../shared/corpora en and ru; importance matrices by "
-             f"llama-imatrix on the second halves; {THREADS} threads). Plot: bench/quality.png.", ""]
+    save_store(store)
+    lines = ["Commands (each adds its rows to bench/.work/quality.json): " + "; ".join(
+             f"`{c}`" for c in store["_commands"]) + f" ({path_line()}; c={CTX}, {CHUNKS} chunks of the first halves of "
+             f"../shared/corpora en and ru; importance matrices by llama-imatrix on the second halves; {THREADS} "
+             "threads). Plot: bench/quality.png.", ""]
     for model in models:
         lines += findings(store, model, calibrations[0], calibrations) + [""]
     for model in models:
-        lines += table(store, model, calibrations, presets, quantizers) + [""]
+        lines += table(store, model, calibrations) + [""]
         if len(calibrations) > 1:
             lines += calibration_table(store, model, calibrations) + [""]
     plot(store, models, calibrations[0], quantizers)
