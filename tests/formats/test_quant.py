@@ -205,3 +205,25 @@ def test_quantization_error():
     d = dequantize(expected("Q8_0")["r512"], "Q8_0") - x
     assert rmse == pytest.approx(float(np.sqrt(np.mean(d.astype(np.float64) ** 2))))
     assert max_abs == pytest.approx(float(np.abs(d).max()))
+
+
+@pytest.mark.parametrize("type_name", ["IQ1_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"])
+def test_lattice_tables(type_name):
+    """The neighbour lists the IQ1-IQ3 quantizers search (llama.cpp's iq2xs_init_impl / iq3xs_init_impl): every grid
+    point maps to its own index, and an off-grid pattern lists the grid points at its nwant smallest squared
+    distances, ordered by (distance, index) -- checked by brute force on a sample of patterns."""
+    from kvant.formats.quant_iq_grids import _SPECS, grid_tables
+    t, spec = grid_tables(type_name), _SPECS[type_name]
+    dim = t.grid.shape[1]
+    levels = (t.grid.astype(np.int64) - 1) // 2
+    patterns = (levels << (spec.bits * np.arange(dim))).sum(axis=1)
+    assert np.array_equal(t.map[patterns], np.arange(len(patterns)))
+    off = np.flatnonzero(t.map < 0)
+    assert len(off) + len(patterns) == spec.kmap_size
+    for u in np.random.default_rng(3).choice(off, 200, replace=False):
+        pos = 2 * ((u >> (spec.bits * np.arange(dim))) & ((1 << spec.bits) - 1)) + 1
+        d2 = ((t.grid.astype(np.int64) - pos) ** 2).sum(axis=1)
+        cutoff = np.unique(d2)[:spec.nwant][-1]
+        want = np.lexsort((np.arange(len(d2)), d2))[:int((d2 <= cutoff).sum())]
+        start = -t.map[u] - 1
+        assert list(t.neighbours[start + 1:start + 1 + t.neighbours[start]]) == list(want), u
