@@ -389,3 +389,118 @@ def qp_search(nmax):
     def search(n, x, L, quant_weights):
         return _make_qp_quants(n, nmax, x, L, quant_weights)
     return search
+
+
+# ------------------------------------------------------------------------------------------------ lattice (IQ) steps
+# Steps that llama.cpp's IQ1/IQ2/IQ3 quantizers write out alike in each quantize_row_iq*_impl; written once here,
+# inlined into each kernel (the same float operations in the same order as the reference's loops).
+
+
+@njit(inline="always", **_JIT)
+def sum_of_squares(xb, o, n):
+    """sum x^2 of xb[o:o+n], sequentially (the super-block's sumx2, from which sigma2 is taken)."""
+    s = f32(0.0)
+    for i in range(n):
+        v = xb[o + i]
+        s += v * v
+    return s
+
+
+@njit(inline="always", **_JIT)
+def imatrix_weights(weight, xb, o, n, qwb, sigma2):
+    """weight[i] = qw * sqrt(sigma2 + x^2) for xb[o:o+n] (qwb[o:o+n]): the IQ types' importance weighting."""
+    for i in range(n):
+        v = xb[o + i]
+        weight[i] = qwb[o + i] * np.sqrt(sigma2 + v * v)
+
+
+@njit(inline="always", **_JIT)
+def sqrt_weights(waux, weight, n):
+    """waux = sqrt(weight): the neighbour searches weigh squared differences by it."""
+    for i in range(n):
+        waux[i] = np.sqrt(weight[i])
+
+
+@njit(inline="always", **_JIT)
+def max_of(xval, n):
+    """max of xval[0:n], the reference's `mx = mx > v ? mx : v` scan (NaN handling included)."""
+    mx = xval[0]
+    for i in range(1, n):
+        v = xval[i]
+        mx = mx if mx > v else v
+    return mx
+
+
+@njit(inline="always", **_JIT)
+def abs_and_signs(xb, o, xval, n):
+    """|x| of xb[o:o+n] into xval; returns the sign bits (1 = negative), bit i for element i (n <= 32)."""
+    s = 0
+    for i in range(n):
+        v = xb[o + i]
+        if v >= 0:
+            xval[i] = v
+        else:
+            xval[i] = -v
+            s |= 1 << i
+    return s
+
+
+@njit(inline="always", **_JIT)
+def abs_and_even_signs(xb, o, weight, xval, n):
+    """|x| of xb[o:o+n] into xval and 7 sign bits per 8 (IQ2_XXS, IQ2_XS, IQ3_XXS store only these; the 8th sign
+    is implied by an even count). With an odd count the element of least weight * x^2 is negated in xval and its
+    bit toggled. Returns the bits of group k at bit 7 k (n <= 32: at most 28 bits)."""
+    packed = 0
+    for k in range(n // 8):
+        nflip = 0
+        s = 0
+        for i in range(8):
+            v = xb[o + 8 * k + i]
+            if v >= 0:
+                xval[8 * k + i] = v
+            else:
+                xval[8 * k + i] = -v
+                nflip += 1
+                s |= 1 << i
+        if nflip % 2:
+            imin = 0
+            v = xb[o + 8 * k]
+            mn = weight[8 * k] * v * v
+            for i in range(1, 8):
+                v = xb[o + 8 * k + i]
+                ax = weight[8 * k + i] * v * v
+                if ax < mn:
+                    mn = ax
+                    imin = i
+            xval[8 * k + imin] = -xval[8 * k + imin]
+            s ^= 1 << imin
+        packed |= (s & 127) << (7 * k)
+    return packed
+
+
+@njit(inline="always", **_JIT)
+def odd_code_fit(weight, xval, L, n):
+    """(sum w x q, sum w q^2) of the odd codes q = 2 L + 1, in the reference's order (IQ2 and IQ3 refits)."""
+    sumqx = f32(0.0)
+    sumq2 = f32(0.0)
+    for i in range(n):
+        w = weight[i]
+        q = f32(2 * np.int64(L[i]) + 1)
+        sumqx += w * xval[i] * q
+        sumq2 += w * q * q
+    return sumqx, sumq2
+
+
+@njit(inline="always", **_JIT)
+def grid_index(kmap, L, o, n, bits):
+    """kmap's entry for the level pattern L[o:o+n] (levels packed `bits` apart): a grid index, or < 0 off the grid."""
+    u = 0
+    for i in range(n):
+        u |= np.int64(L[o + i]) << (bits * i)
+    return np.int64(kmap[u])
+
+
+@njit(inline="always", **_JIT)
+def scale_level(iscale, scale, lmax):
+    """The sub-block scale's level l in 0..lmax, scale ~ (2 l + 1) / iscale (the IQ types' odd multiples of d)."""
+    return max(0, min(lmax, nearest_int(f32(0.5) * (iscale * scale - f32(1.0)))))

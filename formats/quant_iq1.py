@@ -25,7 +25,7 @@ quant_iq_grids.grid_tables; QUANTIZERS wraps them to kernel(out, x, qw).
 import numpy as np
 from numba import njit, prange
 
-from .quant_common import f32, fp32_to_fp16, nearest_int, put_f16, put_u16
+from .quant_common import f32, fp32_to_fp16, grid_index, imatrix_weights, put_f16, put_u16, scale_level, sum_of_squares
 from .quant_iq_grids import grid_tables
 
 GROUP_MAX_EPS_IQ1_S = f32(1e-12)
@@ -167,20 +167,58 @@ def _best_neighbour2(neighbours, off, grid, gpack, x, r, base, weight, wo, scale
 
 
 @njit(inline="always", **_JIT)
-def _pattern(kmap, L, o):
-    u = 0
+def _grid_point(kmap, L, k, neighbours, grid, gpack, x, r, o, weight, wo, scale, xx, err, bad):
+    """Group k of a sub-block (x[r, o:], weights from weight[wo]): the grid index of its level pattern or, off the
+    grid, of the best listed neighbour; and whether it was on the grid (else the caller refits the scale)."""
+    gi = grid_index(kmap, L, 8 * k, 8, 2)
+    if gi >= 0:
+        return gi, True
+    gi = _best_neighbour2(neighbours, -gi - 1, grid, gpack, x, r, o + 8 * k, weight, wo + 8 * k, scale, xx, err, bad)
+    return gi, False
+
+
+@njit(inline="always", **_JIT)
+def _group_fit(sumqx, sumq2, grid, g, xx, weight, wo, x, r, o):
+    """Adds group g's (sum w q x, sum w q^2), q = xx[level] of grid point g, to the running sums (the refit after
+    an off-grid group, in the reference's order)."""
     for j in range(8):
-        u |= np.int64(L[o + j]) << (2 * j)
-    return np.int64(kmap[u])
+        w = weight[wo + j]
+        q = xx[(np.int64(grid[g, j]) - 1) // 2]
+        sumqx += w * q * x[r, o + j]
+        sumq2 += w * q * q
+    return sumqx, sumq2
+
+
+@njit(inline="always", **_JIT)
+def _abs_max(x, r, o, n):
+    mx = abs(x[r, o])
+    for i in range(1, n):
+        a = abs(x[r, o + i])
+        mx = mx if mx > a else a
+    return mx
+
+
+@njit(inline="always", **_JIT)
+def _split_levels(L, si, n, i1, i2, mirror):
+    """The levels of the best split of the sorted order si: 0 below i1, 1 below i2, 2 above; mirrored (2 - l)
+    when the fitted scale came out negative (the caller negates it and the shift)."""
+    for j in range(n):
+        L[si[j]] = 0 if j < i1 else (1 if j < i2 else 2)
+    if mirror:
+        for j in range(n):
+            L[j] = 2 - L[j]
+
+
+@njit(inline="always", **_JIT)
+def _iq1m_shifted(shift, k):
+    """The level values of half k (group of 8) of an IQ1_M sub-block under its shift code (0 = (+, +),
+    1 = (+, -), 2 = (-, +), 3 = (-, -))."""
+    return X_P if (shift < 2 if k == 0 else shift % 2 == 0) else X_M
 
 
 @njit(inline="always", **_JIT)
 def _sigma2(x, r, o):
-    s = f32(0.0)
-    for i in range(256):
-        v = x[r, o + i]
-        s += v * v
-    return f32(2.0) * s / f32(256.0)
+    return f32(2.0) * sum_of_squares(x[r], o, 256) / f32(256.0)
 
 
 @njit(parallel=True, **_JIT)
@@ -219,13 +257,8 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
             sigma2 = _sigma2(x, r, o0)
             for ib in range(8):
                 o = o0 + 32 * ib
-                for i in range(32):
-                    v = x[r, o + i]
-                    weight[i] = qw[o + i] * np.sqrt(sigma2 + v * v)
-                mx = abs(x[r, o])
-                for i in range(1, 32):
-                    a = abs(x[r, o + i])
-                    mx = mx if mx > a else a
+                imatrix_weights(weight, x[r], o, 32, qw, sigma2)
+                mx = _abs_max(x, r, o, 32)
                 if mx < GROUP_MAX_EPS_IQ1_S:
                     scales[ib] = f32(0.0)
                     shifts[ib] = 1
@@ -283,32 +316,22 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
                     scales[ib] = f32(0.0)
                     shifts[ib] = 1
                     continue
-                for j in range(32):
-                    L[si[j]] = 0 if j < besti1 else (1 if j < besti2 else 2)
+                _split_levels(L, si, 32, besti1, besti2, scale < 0)
                 if scale < 0:
-                    for j in range(32):
-                        L[j] = 2 - L[j]
                     scale = -scale
                     best_shift = -best_shift
                 all_on_grid = True
                 xx = X_P if best_shift == 1 else X_M
                 for k in range(4):
-                    gi = _pattern(kmap, L, 8 * k)
-                    if gi < 0:
-                        all_on_grid = False
-                        gi = _best_neighbour2(neighbours, -gi - 1, grid, gpack, x, r, o + 8 * k, weight, 8 * k,
-                                              scale, xx, err, bad)
+                    gi, on_grid = _grid_point(kmap, L, k, neighbours, grid, gpack, x, r, o, weight, 0, scale,
+                                                xx, err, bad)
                     index[k] = gi
+                    all_on_grid &= on_grid
                 if not all_on_grid:
                     sumqx = f32(0.0)
                     sumq2 = f32(0.0)
                     for k in range(4):
-                        g = index[k]
-                        for j in range(8):
-                            w = weight[8 * k + j]
-                            q = xx[(np.int64(grid[g, j]) - 1) // 2]
-                            sumqx += w * q * x[r, o + 8 * k + j]
-                            sumq2 += w * q * q
+                        sumqx, sumq2 = _group_fit(sumqx, sumq2, grid, index[k], xx, weight, 8 * k, x, r, o + 8 * k)
                     if sumqx > 0 and sumq2 > 0:
                         scale = sumqx / sumq2
                 h = 0
@@ -326,7 +349,7 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
                 put_f16(dst, 0, d * f32(1.125))
                 idd = f32(1.0) / d
                 for ib in range(8):
-                    l = max(0, min(7, nearest_int(f32(0.5) * (idd * scales[ib] - f32(1.0)))))
+                    l = scale_level(idd, scales[ib], 7)
                     if shifts[ib] == -1:
                         l |= 8
                     qh[ib] |= l << 12
@@ -373,16 +396,16 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
             max_scale = f32(0.0)
             o0 = 256 * ibl
             sigma2 = _sigma2(x, r, o0)
-            for i in range(256):
-                v = x[r, o0 + i]
-                weight[i] = qw[o0 + i] * np.sqrt(sigma2 + v * v) if has_qw else v * v
+            if has_qw:
+                imatrix_weights(weight, x[r], o0, 256, qw, sigma2)
+            else:
+                for i in range(256):
+                    v = x[r, o0 + i]
+                    weight[i] = v * v
             for ib in range(16):
                 o = o0 + 16 * ib
                 wo = 16 * ib
-                mx = abs(x[r, o])
-                for i in range(1, 16):
-                    a = abs(x[r, o + i])
-                    mx = mx if mx > a else a
+                mx = _abs_max(x, r, o, 16)
                 if mx < GROUP_MAX_EPS_IQ1_M:
                     scales[ib] = f32(0.0)
                     shifts[ib] = 0
@@ -460,33 +483,22 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
                     scales[ib] = f32(0.0)
                     shifts[ib] = 0
                     continue
-                for j in range(16):
-                    L[si[j]] = 0 if j < besti1 else (1 if j < besti2 else 2)
+                _split_levels(L, si, 16, besti1, besti2, scale < 0)
                 if scale < 0:
-                    for j in range(16):
-                        L[j] = 2 - L[j]
                     scale = -scale
                     best_k = 3 - best_k  # 0 <-> 3, 1 <-> 2
                 all_on_grid = True
                 for k in range(2):
-                    xx = X_P if (best_k < 2 if k == 0 else best_k % 2 == 0) else X_M
-                    gi = _pattern(kmap, L, 8 * k)
-                    if gi < 0:
-                        all_on_grid = False
-                        gi = _best_neighbour2(neighbours, -gi - 1, grid, gpack, x, r, o + 8 * k, weight,
-                                              wo + 8 * k, scale, xx, err, bad)
+                    gi, on_grid = _grid_point(kmap, L, k, neighbours, grid, gpack, x, r, o, weight, wo, scale,
+                                                _iq1m_shifted(best_k, k), err, bad)
                     index[k] = gi
+                    all_on_grid &= on_grid
                 if not all_on_grid:
                     sumqx = f32(0.0)
                     sumq2 = f32(0.0)
                     for k in range(2):
-                        xx = X_P if (best_k < 2 if k == 0 else best_k % 2 == 0) else X_M
-                        g = index[k]
-                        for j in range(8):
-                            w = weight[wo + 8 * k + j]
-                            q = xx[(np.int64(grid[g, j]) - 1) // 2]
-                            sumqx += w * q * x[r, o + 8 * k + j]
-                            sumq2 += w * q * q
+                        sumqx, sumq2 = _group_fit(sumqx, sumq2, grid, index[k], _iq1m_shifted(best_k, k), weight,
+                                                  wo + 8 * k, x, r, o + 8 * k)
                     if sumqx > 0 and sumq2 > 0:
                         scale = sumqx / sumq2
                 dst[2 * ib] = index[0] & 255
@@ -506,7 +518,7 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
             sumqx = f32(0.0)
             sumq2 = f32(0.0)
             for ib in range(16):
-                l = max(0, min(7, nearest_int(f32(0.5) * (idd * scales[ib] - f32(1.0)))))
+                l = scale_level(idd, scales[ib], 7)
                 sc[ib // 4] |= l << (3 * (ib % 4))
                 qhb = np.int64(dst[32 + ib]) | IQ1M_MASKS[shifts[ib]]
                 dst[32 + ib] = qhb
@@ -514,7 +526,7 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
                 wo = 16 * ib
                 fl = f32(2 * l + 1)
                 for k in range(2):
-                    xx = X_P if (shifts[ib] < 2 if k == 0 else shifts[ib] % 2 == 0) else X_M
+                    xx = _iq1m_shifted(shifts[ib], k)
                     g = np.int64(dst[2 * ib + k]) + ((qhb << (8 - 4 * k)) & 0x700)
                     for j in range(8):
                         w = weight[wo + 8 * k + j]

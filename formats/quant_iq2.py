@@ -28,7 +28,9 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
-from .quant_common import f32, GROUP_MAX_EPS, nearest_int, put_f16, put_u16, put_u32, qp_search
+from .quant_common import (f32, GROUP_MAX_EPS, abs_and_even_signs, abs_and_signs, grid_index, imatrix_weights, max_of,
+                           nearest_int, odd_code_fit, put_f16, put_u16, put_u32, qp_search, scale_level, sqrt_weights,
+                           sum_of_squares)
 from .quant_iq_grids import grid_tables
 
 KMAXQ = 3
@@ -111,80 +113,30 @@ def _snap(xval, waux, o, iscale, scale, L, terms, offs, kmap, nbrs):
     return gi, False
 
 
-@njit(**_JIT)
-def _fit(weight, xval, L, n):
-    """(sum w x q, sum w q^2) of the codes q = 2 L + 1, in the reference's order."""
-    sumqx = f32(0.0)
-    sumq2 = f32(0.0)
-    for i in range(n):
-        w = weight[i]
-        q = f32(2 * np.int64(L[i]) + 1)
-        sumqx += w * xval[i] * q
-        sumq2 += w * q * q
-    return sumqx, sumq2
-
-
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _grid_index(L, o, kmap):
-    u = 0
-    for i in range(8):
-        u |= np.int64(L[o + i]) << (2 * i)
-    return np.int64(kmap[u])  # on the grid by construction (llama.cpp aborts otherwise)
+    """The grid index of the 8 levels L[o:o+8]; on the grid by construction (llama.cpp aborts otherwise)."""
+    return grid_index(kmap, L, o, 8, 2)
 
 
-@njit(**_JIT)
-def _sum_x2(xbl):
-    s = f32(0.0)
-    for i in range(256):
-        s += xbl[i] * xbl[i]
-    return s
+@njit(inline="always", **_JIT)
+def _imatrix_sub_block(xbl, o, n, qwb, sigma2, weight, waux, xval):
+    """The sub-block preamble IQ2_XXS and IQ2_XS share: importance weights, their square roots, and |x| with the
+    even-parity signs. Returns the packed sign bits (7 per group of 8)."""
+    imatrix_weights(weight, xbl, o, n, qwb, sigma2)
+    sqrt_weights(waux, weight, n)
+    return abs_and_even_signs(xbl, o, weight, xval, n)
 
 
-@njit(**_JIT)
-def _even_signs(xb, o, weight, xval, n):
-    """|x| of xb[o:o+n] into xval and 7 sign bits per 8; with an odd sign count the element of least weight * x^2
-    is negated in xval and its bit toggled (the 8th sign is implied by parity). Returns the packed bits of group k
-    at bit 7 k (n <= 32 elements: at most 28 bits)."""
-    packed = 0
-    for k in range(n // 8):
-        nflip = 0
-        s = 0
-        for i in range(8):
-            v = xb[o + 8 * k + i]
-            if v >= 0:
-                xval[8 * k + i] = v
-            else:
-                xval[8 * k + i] = -v
-                nflip += 1
-                s |= 1 << i
-        if nflip % 2:
-            imin = 0
-            v = xb[o + 8 * k]
-            mn = weight[8 * k] * v * v
-            for i in range(1, 8):
-                v = xb[o + 8 * k + i]
-                ax = weight[8 * k + i] * v * v
-                if ax < mn:
-                    mn = ax
-                    imin = i
-            xval[8 * k + imin] = -xval[8 * k + imin]
-            s ^= 1 << imin
-        packed |= (s & 127) << (7 * k)
-    return packed
-
-
-@njit(**_JIT)
-def _max_of(xval, n):
-    mx = xval[0]
-    for i in range(1, n):
-        v = xval[i]
-        mx = mx if mx > v else v
-    return mx
-
-
-@njit(**_JIT)
-def _scale_nibble(iscale, scale):
-    return max(0, min(15, nearest_int(f32(0.5) * (iscale * scale - f32(1.0)))))
+@njit(inline="always", **_JIT)
+def _put_scale_nibbles(dst, p, iscale, scales):
+    """The 16 sub-block scales' 4-bit levels, two to a byte from dst[p] (IQ2_XS and IQ2_S)."""
+    for ib in range(16):
+        l = scale_level(iscale, scales[ib], 15)
+        if ib % 2 == 0:
+            dst[p + ib // 2] = l
+        else:
+            dst[p + ib // 2] |= l << 4
 
 
 @njit(parallel=True, **_JIT)
@@ -206,16 +158,10 @@ def _quant_iq2_xxs(out, x, qw, offs, kmap, nbrs):  # d @0, u32 q2[16] @2 (per 32
             dst = out[r, 66 * ibl:66 * ibl + 66]
             q2[:] = 0
             max_scale = f32(0.0)
-            sigma2 = _sum_x2(xbl) / f32(256.0)
+            sigma2 = sum_of_squares(xbl, 0, 256) / f32(256.0)
             for ib in range(8):
-                o = 32 * ib
-                for i in range(32):
-                    v = xbl[o + i]
-                    weight[i] = qwb[o + i] * np.sqrt(sigma2 + v * v)
-                for i in range(32):
-                    waux[i] = np.sqrt(weight[i])
-                signs = _even_signs(xbl, o, weight, xval, 32)
-                if _max_of(xval, 32) < GROUP_MAX_EPS:
+                signs = _imatrix_sub_block(xbl, 32 * ib, 32, qwb, sigma2, weight, waux, xval)
+                if max_of(xval, 32) < GROUP_MAX_EPS:
                     scales[ib] = f32(0.0)
                     continue
                 scale = QP_SEARCH(32, xval, Lqp, weight)
@@ -229,7 +175,7 @@ def _quant_iq2_xxs(out, x, qw, offs, kmap, nbrs):  # d @0, u32 q2[16] @2 (per 32
                     this_scale = f32(1.0) / iscale
                     for k in range(4):
                         _snap(xval, waux, 8 * k, iscale, this_scale, Laux, terms, offs, kmap, nbrs)
-                    sumqx, sumq2 = _fit(weight, xval, Laux, 32)
+                    sumqx, sumq2 = odd_code_fit(weight, xval, Laux, 32)
                     if sumq2 > 0 and sumqx * sumqx > best * sumq2:
                         scale = sumqx / sumq2
                         best = scale * sumqx
@@ -238,7 +184,7 @@ def _quant_iq2_xxs(out, x, qw, offs, kmap, nbrs):  # d @0, u32 q2[16] @2 (per 32
                     iscale = f32(1.0) / scale
                     for k in range(4):
                         _snap(xval, waux, 8 * k, iscale, scale, L, terms, offs, kmap, nbrs)
-                    sumqx, sumq2 = _fit(weight, xval, L, 32)
+                    sumqx, sumq2 = odd_code_fit(weight, xval, L, 32)
                     if sumq2 > 0:
                         scale = sumqx / sumq2
                 if scale < 0:
@@ -257,7 +203,7 @@ def _quant_iq2_xxs(out, x, qw, offs, kmap, nbrs):  # d @0, u32 q2[16] @2 (per 32
             put_f16(dst, 0, d)
             iscale = f32(1.0) / d
             for ib in range(8):
-                q2[2 * ib + 1] |= _scale_nibble(iscale, scales[ib]) << 28
+                q2[2 * ib + 1] |= scale_level(iscale, scales[ib], 15) << 28
             for j in range(16):
                 put_u32(dst, 2 + 4 * j, q2[j])
 
@@ -275,7 +221,7 @@ def _sub16(xval, waux, weight, L, Laux, terms, max_, offs, kmap, nbrs):
         this_scale = f32(1.0) / iscale
         a0 = _snap(xval, waux, 0, iscale, this_scale, Laux, terms, offs, kmap, nbrs)[1]
         a1 = _snap(xval, waux, 8, iscale, this_scale, Laux, terms, offs, kmap, nbrs)[1]
-        sumqx, sumq2 = _fit(weight, xval, Laux, 16)
+        sumqx, sumq2 = odd_code_fit(weight, xval, Laux, 16)
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             scale = sumqx / sumq2
             best = scale * sumqx
@@ -288,7 +234,7 @@ def _sub16(xval, waux, weight, L, Laux, terms, max_, offs, kmap, nbrs):
             _snap(xval, waux, 0, iscale, scale, L, terms, offs, kmap, nbrs)
         if not on1:
             _snap(xval, waux, 8, iscale, scale, L, terms, offs, kmap, nbrs)
-        sumqx, sumq2 = _fit(weight, xval, L, 16)
+        sumqx, sumq2 = odd_code_fit(weight, xval, L, 16)
         if sumq2 > 0:
             scale = sumqx / sumq2
     return scale
@@ -311,16 +257,10 @@ def _quant_iq2_xs(out, x, qw, offs, kmap, nbrs):  # d @0, u16 qs[32] @2 (index |
             dst = out[r, 74 * ibl:74 * ibl + 74]
             dst[:] = 0
             max_scale = f32(0.0)
-            sigma2 = _sum_x2(xbl) / f32(256.0)
+            sigma2 = sum_of_squares(xbl, 0, 256) / f32(256.0)
             for ib in range(16):
-                o = 16 * ib
-                for i in range(16):
-                    v = xbl[o + i]
-                    weight[i] = qwb[o + i] * np.sqrt(sigma2 + v * v)
-                for i in range(16):
-                    waux[i] = np.sqrt(weight[i])
-                signs = _even_signs(xbl, o, weight, xval, 16)
-                mx = _max_of(xval, 16)
+                signs = _imatrix_sub_block(xbl, 16 * ib, 16, qwb, sigma2, weight, waux, xval)
+                mx = max_of(xval, 16)
                 L[:] = 0
                 if mx < GROUP_MAX_EPS:
                     scales[ib] = f32(0.0)
@@ -339,12 +279,7 @@ def _quant_iq2_xs(out, x, qw, offs, kmap, nbrs):  # d @0, u16 qs[32] @2 (index |
             d = max_scale / f32(31.0)
             put_f16(dst, 0, d)
             iscale = f32(1.0) / d
-            for ib in range(16):
-                l = _scale_nibble(iscale, scales[ib])
-                if ib % 2 == 0:
-                    dst[66 + ib // 2] = l
-                else:
-                    dst[66 + ib // 2] |= l << 4
+            _put_scale_nibbles(dst, 66, iscale, scales)
 
 
 @njit(parallel=True, **_JIT)
@@ -361,38 +296,22 @@ def _quant_iq2_s(out, x, qw, offs, kmap, nbrs):  # d @0, qs[32] @2, signs[32] @3
         scales = np.empty(16, np.float32)
         for ibl in range(nbl):
             xbl = x[r, 256 * ibl:256 * ibl + 256]
+            qwb = qw[256 * ibl:256 * ibl + 256] if has_qw else qw
             dst = out[r, 82 * ibl:82 * ibl + 82]
             dst[:] = 0
             max_scale = f32(0.0)
-            sigma2 = f32(2.0) * _sum_x2(xbl) / f32(256.0)
+            sigma2 = f32(2.0) * sum_of_squares(xbl, 0, 256) / f32(256.0)
             for ib in range(16):
                 o = 16 * ib
                 if has_qw:
-                    for i in range(16):
-                        v = xbl[o + i]
-                        weight[i] = qw[256 * ibl + o + i] * np.sqrt(sigma2 + v * v)
+                    imatrix_weights(weight, xbl, o, 16, qwb, sigma2)
                 else:
                     for i in range(16):
                         v = xbl[o + i]
                         weight[i] = f32(0.25) * sigma2 + v * v
-                for i in range(16):
-                    waux[i] = np.sqrt(weight[i])
-                s0 = 0
-                s1 = 0
-                for i in range(8):
-                    v = xbl[o + i]
-                    if v >= 0:
-                        xval[i] = v
-                    else:
-                        xval[i] = -v
-                        s0 |= 1 << i
-                    v = xbl[o + 8 + i]
-                    if v >= 0:
-                        xval[8 + i] = v
-                    else:
-                        xval[8 + i] = -v
-                        s1 |= 1 << i
-                mx = _max_of(xval, 16)
+                sqrt_weights(waux, weight, 16)
+                signs = abs_and_signs(xbl, o, xval, 16)  # all 8 signs of each group kept
+                mx = max_of(xval, 16)
                 L[:] = 0
                 if mx < GROUP_MAX_EPS_IQ2_S:
                     scales[ib] = f32(0.0)
@@ -400,14 +319,13 @@ def _quant_iq2_s(out, x, qw, offs, kmap, nbrs):  # d @0, qs[32] @2, signs[32] @3
                 scale = _sub16(xval, waux, weight, L, Laux, terms, mx, offs, kmap, nbrs)
                 if scale < 0:
                     scale = -scale
-                    s0 ^= 0xFF
-                    s1 ^= 0xFF
+                    signs ^= 0xFFFF
                 for k in range(2):
                     gi = _grid_index(L, 8 * k, kmap)
                     i8 = 2 * ib + k
                     dst[2 + i8] = gi & 255
                     dst[66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
-                    dst[34 + i8] = s0 if k == 0 else s1
+                    dst[34 + i8] = (signs >> (8 * k)) & 255
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
             if max_scale == 0:
@@ -415,12 +333,7 @@ def _quant_iq2_s(out, x, qw, offs, kmap, nbrs):  # d @0, qs[32] @2, signs[32] @3
             d = max_scale / f32(31.0)
             put_f16(dst, 0, d * f32(0.9875))
             iscale = f32(1.0) / d
-            for ib in range(16):
-                l = _scale_nibble(iscale, scales[ib])
-                if ib % 2 == 0:
-                    dst[74 + ib // 2] = l
-                else:
-                    dst[74 + ib // 2] |= l << 4
+            _put_scale_nibbles(dst, 74, iscale, scales)
 
 
 @lru_cache(maxsize=None)

@@ -21,7 +21,8 @@ and the tables of quant_iq_grids.grid_tables; QUANTIZERS wraps them to kernel(ou
 import numpy as np
 from numba import njit, prange
 
-from .quant_common import f32, nearest_int, put_f16, put_u32
+from .quant_common import (f32, abs_and_even_signs, abs_and_signs, grid_index, imatrix_weights, max_of, nearest_int,
+                           odd_code_fit, put_f16, put_u32, scale_level, sqrt_weights, sum_of_squares)
 from .quant_iq_grids import grid_tables
 
 GROUP_MAX_EPS_IQ3_XXS = f32(1e-8)
@@ -50,18 +51,6 @@ def _best_neighbour(neighbours, off, grid, xval, waux, o, scale, L):
     for i in range(4):
         L[o + i] = (np.int64(grid[gi, i]) - 1) // 2
     return gi
-
-
-@njit(inline="always", **_JIT)
-def _fit(weight, xval, L):
-    sumqx = f32(0.0)
-    sumq2 = f32(0.0)
-    for i in range(32):
-        w = weight[i]
-        q = f32(2 * np.int64(L[i]) + 1)
-        sumqx += w * xval[i] * q
-        sumq2 += w * q * q
-    return sumqx, sumq2
 
 
 @njit(inline="always", **_JIT)
@@ -96,7 +85,7 @@ def _sub_block_scale(xval, weight, waux, L, Laux, on_grid, on_grid_aux, grid, km
             if gi < 0:
                 on_grid_aux[k] = False
                 _best_neighbour(neighbours, -np.int64(gi) - 1, grid, xval, waux, 4 * k, this_scale, Laux)
-        sumqx, sumq2 = _fit(weight, xval, Laux)
+        sumqx, sumq2 = odd_code_fit(weight, xval, Laux, 32)
         if sumq2 > 0 and sumqx * sumqx > best * sumq2:
             scale = sumqx / sumq2
             best = scale * sumqx
@@ -119,7 +108,7 @@ def _sub_block_scale(xval, weight, waux, L, Laux, on_grid, on_grid_aux, grid, km
                 gi = _best_neighbour(neighbours, -gi - 1, grid, xval, waux, 4 * k, scale, L)
             for i in range(4):
                 L[4 * k + i] = (np.int64(grid[gi, i]) - 1) // 2
-        sumqx, sumq2 = _fit(weight, xval, L)
+        sumqx, sumq2 = odd_code_fit(weight, xval, L, 32)
         if sumq2 > 0:
             scale = sumqx / sumq2
     return scale
@@ -127,27 +116,27 @@ def _sub_block_scale(xval, weight, waux, L, Laux, on_grid, on_grid_aux, grid, km
 
 @njit(inline="always", **_JIT)
 def _grid_index(kmap, L, o):
-    u = 0
-    for i in range(4):
-        u |= np.int64(L[o + i]) << (3 * i)
-    return np.int64(kmap[u])  # >= 0 by construction (the reference aborts otherwise; the kernels check)
+    """The grid index of the 4 levels L[o:o+4]; >= 0 by construction (the reference aborts otherwise; the kernels
+    check)."""
+    return grid_index(kmap, L, o, 4, 3)
 
 
 @njit(inline="always", **_JIT)
 def _weights(weight, waux, xb, o, qwb, has_qw, sigma2):
-    for i in range(32):
-        v = xb[o + i]
-        weight[i] = qwb[o + i] * np.sqrt(sigma2 + v * v) if has_qw else v * v
-    for i in range(32):
-        waux[i] = np.sqrt(weight[i])
+    """A sub-block's weights (importance weights, or x^2 without them) and their square roots."""
+    if has_qw:
+        imatrix_weights(weight, xb, o, 32, qwb, sigma2)
+    else:
+        for i in range(32):
+            v = xb[o + i]
+            weight[i] = v * v
+    sqrt_weights(waux, weight, 32)
 
 
 @njit(inline="always", **_JIT)
 def _sigma2(xb):
-    s = f32(0.0)
-    for i in range(256):
-        s += xb[i] * xb[i]
-    return f32(2.0) * s / f32(256.0)
+    return f32(2.0) * sum_of_squares(xb, 0, 256) / f32(256.0)
+
 
 
 @njit(parallel=True, **_JIT)
@@ -164,7 +153,6 @@ def quant_iq3_xxs_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, grid indi
         Laux = np.empty(32, np.int64)
         on_grid = np.empty(8, np.bool_)
         on_grid_aux = np.empty(8, np.bool_)
-        signs = np.empty(4, np.int64)
         sas = np.empty(8, np.int64)
         for b in range(nb):
             xb = x[r, 256 * b:256 * b + 256]
@@ -178,33 +166,8 @@ def quant_iq3_xxs_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, grid indi
                 sas[ib] = 0
                 o = 32 * ib
                 _weights(weight, waux, xb, o, qwb, has_qw, sigma2)
-                for k in range(4):
-                    nflip = 0
-                    s = 0
-                    for i in range(8):
-                        v = xb[o + 8 * k + i]
-                        if v >= 0:
-                            xval[8 * k + i] = v
-                        else:
-                            xval[8 * k + i] = -v
-                            nflip += 1
-                            s |= 1 << i
-                    if nflip % 2:
-                        imin = 0
-                        v = xb[o + 8 * k]
-                        mn = weight[8 * k] * v * v
-                        for i in range(1, 8):
-                            v = xb[o + 8 * k + i]
-                            ax = weight[8 * k + i] * v * v
-                            if ax < mn:
-                                mn = ax
-                                imin = i
-                        xval[8 * k + imin] = -xval[8 * k + imin]
-                        s ^= 1 << imin
-                    signs[k] = s & 127
-                mx = xval[0]
-                for i in range(1, 32):
-                    mx = mx if mx > xval[i] else xval[i]
+                signs = abs_and_even_signs(xb, o, weight, xval, 32)  # 7 bits per group of 8, at 7 k
+                mx = max_of(xval, 32)
                 for i in range(32):
                     L[i] = 0
                 if mx < GROUP_MAX_EPS_IQ3_XXS:
@@ -214,13 +177,12 @@ def quant_iq3_xxs_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, grid indi
                                          mx, 15, True, False)
                 if scale < 0:
                     scale = -scale
-                    for k in range(4):
-                        signs[k] = (~signs[k]) & 127
+                    signs ^= 0x0FFFFFFF  # each group's 7 bits inverted
                 for k in range(8):
                     gi = _grid_index(kmap, L, 4 * k)
                     off_grid[r] |= gi < 0
                     dst[2 + 8 * ib + k] = gi
-                sas[ib] = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
+                sas[ib] = signs
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
             if not max_scale:
@@ -231,7 +193,7 @@ def quant_iq3_xxs_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, grid indi
             put_f16(dst, 0, d * f32(1.0125))
             idd = f32(1.0) / d
             for ib in range(8):
-                l = max(0, min(15, nearest_int(f32(0.5) * (idd * scales[ib] - f32(1.0)))))
+                l = scale_level(idd, scales[ib], 15)
                 put_u32(dst, 66 + 4 * ib, sas[ib] | (l << 28))
     if off_grid.any():
         raise ValueError("IQ3_XXS: a quantized point is not on the grid")
@@ -251,7 +213,6 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
         Laux = np.empty(32, np.int64)
         on_grid = np.empty(8, np.bool_)
         on_grid_aux = np.empty(8, np.bool_)
-        signs = np.empty(4, np.int64)
         for b in range(nb):
             xb = x[r, 256 * b:256 * b + 256]
             qwb = qw[256 * b:256 * b + 256] if has_qw else qw
@@ -265,19 +226,8 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
             for ib in range(8):
                 o = 32 * ib
                 _weights(weight, waux, xb, o, qwb, has_qw, sigma2)
-                for k in range(4):
-                    s = 0
-                    for i in range(8):
-                        v = xb[o + 8 * k + i]
-                        if v >= 0:
-                            xval[8 * k + i] = v
-                        else:
-                            xval[8 * k + i] = -v
-                            s |= 1 << i
-                    signs[k] = s
-                mx = xval[0]
-                for i in range(1, 32):
-                    mx = mx if mx > xval[i] else xval[i]
+                signs = abs_and_signs(xb, o, xval, 32)  # all 8 signs of each group, group k in byte k
+                mx = max_of(xval, 32)
                 for i in range(32):
                     L[i] = 0
                 if not mx:
@@ -287,16 +237,14 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
                                          mx, 9, False, True)
                 if scale < 0:
                     scale = -scale
-                    for k in range(4):
-                        signs[k] = (~signs[k]) & 255
+                    signs ^= 0xFFFFFFFF
                 for k in range(8):
                     gi = _grid_index(kmap, L, 4 * k)
                     off_grid[r] |= gi < 0
                     dst[qs + k] = gi & 255
                     dst[66 + ib] |= (gi >> 8) << k
                 qs += 8
-                for k in range(4):
-                    dst[sp + k] = signs[k]
+                put_u32(dst, sp, signs)
                 sp += 4
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
@@ -306,8 +254,8 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
             put_f16(dst, 0, d * f32(1.033))
             idd = f32(1.0) / d
             for ib in range(0, 8, 2):
-                l1 = max(0, min(15, nearest_int(f32(0.5) * (idd * scales[ib] - f32(1.0)))))
-                l2 = max(0, min(15, nearest_int(f32(0.5) * (idd * scales[ib + 1] - f32(1.0)))))
+                l1 = scale_level(idd, scales[ib], 15)
+                l2 = scale_level(idd, scales[ib + 1], 15)
                 dst[106 + ib // 2] = l1 | (l2 << 4)
     if off_grid.any():
         raise ValueError("IQ3_S: a quantized point is not on the grid")
