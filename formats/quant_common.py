@@ -11,6 +11,8 @@ The scale searches (make_qx_quants, make_q3_quants, make_qkx2_quants, make_qkx3_
 the reference's operation order; they are shared by the legacy imatrix path and the K-quants, and each caller
 gets a version compiled for its constants (qx_search(8), qkx_search(15, -1.0, 0.1, 20, False, False), ...).
 """
+import re
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -181,13 +183,22 @@ def _make_qx_quants(n, nmax, x, L, w):
     return scale
 
 
+def _jit_variant(fn, *constants):
+    """njit of a factory-made search under a name of its own, from its constants: numba names the compiled
+    function (and so the symbol in its on-disk cache) after the Python one, and two cached kernels that each call
+    a variant of one name bound the second to the first one loaded in a process (a Q4_0 file quantized with Q5_0's
+    nmax, depending on what ran before)."""
+    tag = "_".join(re.sub(r"[^0-9A-Za-z]", "_", str(c).replace("-", "m")) for c in constants)
+    fn.__name__ = fn.__qualname__ = f"{fn.__name__}_{tag}"
+    return njit(**_JIT)(fn)
+
+
 def qx_search(nmax):
     """make_qx_quants with rmse_type 1 (the only one llama.cpp's quantizers use), as search(n, x, L, w) -> scale:
     symmetric, weights w given (callers without importance weights pass x^2), L[i] = nmax + q in [0, 2 nmax)."""
-    @njit(**_JIT)
-    def search(n, x, L, w):
+    def qx_search(n, x, L, w):
         return _make_qx_quants(n, nmax, x, L, w)
-    return search
+    return _jit_variant(qx_search, nmax)
 
 
 @njit(inline="always", **_JIT)
@@ -235,10 +246,9 @@ def _make_q3_quants(n, nmax, x, L):
 def q3_search(nmax):
     """make_q3_quants with do_rmse (Q3_K without importance weights), as search(n, x, L) -> scale: weights x^2,
     then up to 5 rounds of single-element moves that improve the fit. L[i] in [0, 2 nmax)."""
-    @njit(**_JIT)
-    def search(n, x, L):
+    def q3_search(n, x, L):
         return _make_q3_quants(n, nmax, x, L)
-    return search
+    return _jit_variant(q3_search, nmax)
 
 
 @njit(inline="always", **_JIT)
@@ -310,13 +320,13 @@ def qkx_search(nmax, rmin, rdelta, nstep, use_mad, strict):
     """The asymmetric (scale, min) search as search(n, x, weights, L, Laux) -> (scale, -min), L[i] in [0, nmax]:
     make_qkx2_quants with strict=False (gives up only when max == min), make_qkx3_quants with strict=True (gives up
     when max <= min); both try nstep + 1 inverse scales (rmin + rdelta*k + nmax) / (max - min)."""
+    constants = (nmax, rmin, rdelta, nstep, use_mad, strict)
     rmin = f32(rmin)
     rdelta = f32(rdelta)
 
-    @njit(**_JIT)
-    def search(n, x, weights, L, Laux):
+    def qkx_search(n, x, weights, L, Laux):
         return _make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, strict)
-    return search
+    return _jit_variant(qkx_search, *constants)
 
 
 @njit(inline="always", **_JIT)
@@ -385,10 +395,9 @@ def qp_search(nmax):
     """make_qp_quants (the sub-block scales of the imatrix K-quants) as search(n, x, L, weights) -> scale:
     positive codes up to nmax, 9 trial scales, then up to 5 rounds of single-element moves. L holds the codes as
     the C uint8_t array does (a negative code wraps)."""
-    @njit(**_JIT)
-    def search(n, x, L, quant_weights):
+    def qp_search(n, x, L, quant_weights):
         return _make_qp_quants(n, nmax, x, L, quant_weights)
-    return search
+    return _jit_variant(qp_search, nmax)
 
 
 # ------------------------------------------------------------------------------------------------ lattice (IQ) steps
