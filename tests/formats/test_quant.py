@@ -227,3 +227,19 @@ def test_lattice_tables(type_name):
         want = np.lexsort((np.arange(len(d2)), d2))[:int((d2 <= cutoff).sum())]
         start = -t.map[u] - 1
         assert list(t.neighbours[start + 1:start + 1 + t.neighbours[start]]) == list(want), u
+
+
+def test_every_search_variant_has_a_name_of_its_own():
+    """The scale searches made by quant_common's factories must compile under distinct names: variants of one name
+    share one on-disk cache index, and a process once bound a Q4_0 quantizer to Q5_0's search through it."""
+    from numba.core.registry import CPUDispatcher
+
+    from kvant.formats import quant_iq2, quant_kquants, quant_legacy
+    variants = {id(v): v for m in (quant_legacy, quant_kquants, quant_iq2) for v in vars(m).values()
+                if isinstance(v, CPUDispatcher) and "search" in v.py_func.__qualname__}
+    constants = {}
+    for v in variants.values():
+        cells = tuple(c.cell_contents for c in v.py_func.__closure__ or ())
+        constants.setdefault(v.py_func.__qualname__, set()).add(cells)
+    assert len(variants) >= 15
+    assert all(len(c) == 1 for c in constants.values()), {n: c for n, c in constants.items() if len(c) > 1}
