@@ -8,7 +8,7 @@ bench/quality.png (PPL increase over the base against bits per weight, one curve
 
     python bench/build_llama_bench.py          # llama-quantize, llama-imatrix, llama-perplexity
     python bench/quality.py [--models smollm2,gemma3] [--presets Q8_0,...] [--calibrations mixed,en,ru]
-                            [--quantizers kvant,llama.cpp] [--llama-eval IQ2_XXS,Q4_K_M] [--no-write]
+                            [--quantizers kvant,llama.cpp] [--llama-eval IQ2_XXS,Q4_K_M] [--report] [--no-write]
 
 Results are kept per (model, calibration, quantizer, preset) in bench/.work/quality.json, so a run picks up where an
 interrupted one stopped; quantized files are deleted once scored. Bases: SmolLM2-135M-Instruct's F32 (bench/models.py)
@@ -203,22 +203,34 @@ def calibration_table(store, model, calibrations, quantizer="kvant"):
     return lines
 
 
-def findings(store, model, calibration, calibrations):  # noqa: C901
-    """The paragraph: where Russian starts to lose more than English, and what the calibration text changes."""
+def findings(store, model, calibration, calibrations, gap=5.0):
+    """The paragraph: where Russian starts to lose more than English (the highest bit width from which on the gap
+    in PPL increase, ru minus en, stays above `gap` points at every lower one), the KLD ratio, and what the
+    calibration text changes below 4 bits."""
     rows = sorted(((r["bpw"], k.split("/")[-1], r) for k, r in store.items()
                    if k.startswith(f"{model}/{calibration}/kvant/")), reverse=True)
     if not rows:
         return []
-    gaps = [(bpw, p, increase(r, "ru") - increase(r, "en"), increase(r, "en"), increase(r, "ru"))
+    gaps = [(bpw, p, increase(r, "ru") - increase(r, "en"), r["ru"]["kld_mean"] / r["en"]["kld_mean"])
             for bpw, p, r in rows]
-    first = next((g for g in gaps if g[2] > 1.0 and g[4] > 1.5 * max(g[3], 0.1)), None)
-    text = [f"**{model}**: "]
-    if first is None:
-        text.append("Russian never loses clearly more than English (by more than 1 point of PPL increase and 1.5x).")
+    start = None
+    for i in range(len(gaps)):
+        if all(g[2] > gap for g in gaps[i:]):
+            start = gaps[i]
+            break
+    ratios = [g[3] for g in gaps]
+    text = [f"**{model}** ({calibration} importance matrix): Russian's mean KLD is {min(ratios):.1f}-{max(ratios):.1f}x "
+            "English's at every preset. "]
+    if start is None:
+        worst = max(gaps, key=lambda g: g[2])
+        text.append(f"In PPL increase there is no bit width below which Russian loses over {gap:.0f} points more than "
+                    f"English at every preset (the largest gap: {worst[2]:+.1f} points at {worst[1]}, "
+                    f"{worst[0]:.2f} bpw).")
     else:
-        text.append(f"Russian first loses clearly more than English at {first[1]} ({first[0]:.2f} bpw): PPL +"
-                    f"{first[4]:.1f}% against +{first[3]:.1f}% for English; above that the two stay within "
-                    f"{max((abs(g[2]) for g in gaps if g[0] > first[0]), default=0):.1f} points.")
+        above = [abs(g[2]) for g in gaps if g[0] > start[0]]
+        text.append(f"In PPL increase, Russian loses more than English by over {gap:.0f} points from {start[1]} "
+                    f"({start[0]:.2f} bpw) down ({start[2]:+.1f} there, {gaps[-1][2]:+.1f} at {gaps[-1][1]}); above "
+                    f"it the gap is at most {max(above, default=0):.1f} points.")
     others = [c for c in calibrations if c != calibration]
     if others:
         deltas = {c: [] for c in calibrations}
@@ -263,6 +275,7 @@ def main():
     ap.add_argument("--calibrations", default="mixed,en,ru")
     ap.add_argument("--quantizers", default=",".join(QUANTIZERS))
     ap.add_argument("--llama-eval", default="Q4_K_M,IQ3_XXS,IQ2_XXS", help="presets llama-perplexity also scores")
+    ap.add_argument("--report", action="store_true", help="only write the section from the rows measured so far")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     models, presets = args.models.split(","), args.presets.split(",")
@@ -270,8 +283,9 @@ def main():
     evaluation, calibration_files = texts()
     store = load_store()
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
-    store["_commands"] = [c for c in store.get("_commands", []) if c != command] + [command]
-    for model in models:
+    if not args.report:
+        store["_commands"] = [c for c in store.get("_commands", []) if c != command] + [command]
+    for model in models if not args.report else []:
         base = base_model(model)
         bases = {lang: kl_base(model, base, lang, evaluation[lang]) for lang in LANGS}
         for i, c in enumerate(calibrations):
@@ -280,6 +294,7 @@ def main():
                 for q in quantizers:
                     measure(store, model, c, q, preset, base, matrix, bases, args.llama_eval.split(","))
     save_store(store)
+    models = [m for m in models if any(k.startswith(f"{m}/") for k in store)]
     lines = ["Commands (each adds its rows to bench/.work/quality.json): " + "; ".join(
              f"`{c}`" for c in store["_commands"]) + f" ({path_line()}; c={CTX}, {CHUNKS} chunks of the first halves of "
              f"../shared/corpora en and ru; importance matrices by llama-imatrix on the second halves; {THREADS} "
