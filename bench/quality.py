@@ -31,6 +31,7 @@ from results import path_line, publish  # noqa: E402
 PRESETS = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M", "Q3_K_S",
            "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M",
            "IQ1_S", "TQ2_0", "TQ1_0")
+TERNARY = ("TQ2_0", "TQ1_0")  # for ternary-trained (BitNet) weights: on other models they destroy the model
 LOW_BIT = ("Q3_K_S", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S")
 QUANTIZERS = ("kvant", "llama.cpp")
 STORE = os.path.join(WORK, "quality.json")
@@ -175,7 +176,10 @@ def table(store, model, calibrations):
                          f"| {100 * r['ru']['same_top_p']:.1f}% |")
     base = next((r for k, r in store.items() if k.startswith(f"{model}/") and "en" in r), None)
     if base is not None:
-        lines += ["", f"Base perplexity: en {base['en']['ppl_base']:.3f}, ru {base['ru']['ppl_base']:.3f}."]
+        lines += ["", f"Base perplexity: en {base['en']['ppl_base']:.3f}, ru {base['ru']['ppl_base']:.3f}. "
+                  f"{' and '.join(TERNARY)} store weights as -1, 0, 1 times a scale: they are for ternary-trained (BitNet) "
+                  "models, and on this one they destroy it (as llama.cpp's own do); the paragraph and the plot leave "
+                  "them out."]
     cross = [(k, r) for k, r in store.items() if k.startswith(f"{model}/") and "en_by_llama.cpp" in r]
     same = [p for p in PRESETS if all(f"{model}/{calibrations[0]}/{q}/{p}" in store for q in QUANTIZERS)]
     if same:
@@ -208,7 +212,7 @@ def findings(store, model, calibration, calibrations, gap=5.0):
     in PPL increase, ru minus en, stays above `gap` points at every lower one), the KLD ratio, and what the
     calibration text changes below 4 bits."""
     rows = sorted(((r["bpw"], k.split("/")[-1], r) for k, r in store.items()
-                   if k.startswith(f"{model}/{calibration}/kvant/")), reverse=True)
+                   if k.startswith(f"{model}/{calibration}/kvant/") and not k.split("/")[-1] in TERNARY), reverse=True)
     if not rows:
         return []
     gaps = [(bpw, p, increase(r, "ru") - increase(r, "en"), r["ru"]["kld_mean"] / r["en"]["kld_mean"])
@@ -255,7 +259,7 @@ def plot(store, models, calibration, quantizers):
         for q, style in zip(quantizers, ("-", "--")):
             for lang, color in zip(LANGS, ("tab:blue", "tab:red")):
                 pts = sorted((r["bpw"], increase(r, lang)) for k, r in store.items()
-                             if k.startswith(f"{model}/{calibration}/{q}/"))
+                             if k.startswith(f"{model}/{calibration}/{q}/") and k.split("/")[-1] not in TERNARY)
                 if pts:
                     ax.plot(*zip(*pts), style, color=color, marker="o", ms=3, label=f"{lang}, quantized by {q}")
         ax.set_yscale("symlog", linthresh=1)
