@@ -15,9 +15,11 @@ constant per super-block. Every type's super-block decodes here into one shape: 
 The products d * ls * w are exact in float32 (fp16 d, ls < 32, |w| < 64), so the floats they give are the gguf
 package's dequantized values bit for bit, and the integer sums are llama.cpp's.
 
-The decoders write 8 weights at a time from tables of 64-bit words (grid magnitudes, sign masks); the integer matvec
-then runs the path's dot step over the 256 bytes (sb_dot16), the GEMM decodes a super-block once for all tokens, the
-float kernels (CPUs with no integer path) turn the same bytes into floats.
+Each type's decoder gives a sub-block of 32 weights as 64-bit words from tables (grid magnitudes, sign masks; IQ1:
+signed bytes). The integer matvec puts those words into vector registers and dots them with the activations there
+(lattice_step: llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block; the GEMM
+writes each super-block once as 256 biased bytes (decode_sb) and runs the path's dot step (sb_dot16) for every
+token; the float kernels (CPUs with no integer path) turn the same bytes into floats.
 """
 from typing import NamedTuple
 
@@ -222,7 +224,7 @@ def _d_iq1_m(src, s):
 class Kind(NamedTuple):
     """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, whether its decoder gives
     signed weight bytes. A matrix carries an empty tag array of its type's dtype: the kernels compile once per
-    dtype, and sub32 / dscale / block_bytes / lattice_dot32 pick the type's code at compile time (with the type a
+    dtype, and sub32 / dscale / block_bytes / lattice_step pick the type's code at compile time (with the type a
     run-time value, all seven decoders behind a branch in one loop ran 1.5x slower)."""
     decoder: object
     dscale: object
