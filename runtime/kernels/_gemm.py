@@ -81,11 +81,14 @@ def _is_c(t, *dtypes):
 
 # ---------------------------------------------------------------- the GEMM of one decoded tile
 
-def _gemm_codegen(with_min, wide=False):
+def _gemm_codegen(with_min, wide=False, halves=1):
     """out[t, r0 + j] = sum_b (ws[b, j] xd[t, b]) (xo[t, b] + sum_k wt codes * xq[t, k]) (+ wm[b, j] xm[t, b])
     for every token t, j < nr (masked stores). wide: codes up to 255 (a signed value + 128, xo = -128 * code sum),
-    whose offset a WIDE_UNBIASED path takes out in the dot products themselves (_isa)."""
+    whose offset a WIDE_UNBIASED path takes out in the dot products themselves (_isa). halves = 2: a scale per 16
+    elements, each half of a block summed in an accumulator of its own (ws 32 floats and xo 2 values a block: the
+    first half's, then the second's)."""
     unbiased = wide and WIDE_UNBIASED
+    per_half = 8 // halves
     def codegen(context, builder, signature, args):
         sig = signature.args
         out_p = _data(context, builder, sig[0], args[0], _F32)
@@ -110,21 +113,28 @@ def _gemm_codegen(with_min, wide=False):
             def block(b, i, faccs):
                 wv = [_vec_load(b, wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
                              _V64I8) for g in range(8)]
-                ws = _vec_load(b, ws_p, b.mul(i, _c64(16)), _V16F)
+                ws = [_vec_load(b, ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
+                      for h in range(halves)]
                 wm = _vec_load(b, wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
                 new = []
                 for t in range(ntok):
                     tok = b.add(t0, _c64(t))
                     tb = b.add(b.mul(tok, nb), i)
-                    acc = ir.Constant(_V16I32, None) if unbiased else _splat(b, b.load(b.gep(xo_p, [tb])), _V16I32)
                     xrow = b.gep(xq_p, [b.add(b.mul(tok, k), b.mul(i, _c64(32)))])
-                    for g in range(8):
-                        xv = b.load(b.bitcast(b.gep(xrow, [_c64(4 * g)]), i32p), align=1)
-                        xb = b.bitcast(_splat(b, xv, _V16I32), _V64I8)
-                        acc = dot4(b, acc, wv[g], xb, wide)
-                    scale = b.fmul(ws, _splat(b, b.load(b.gep(xd_p, [tb])), _V16F))
-                    f = b.fadd(faccs[t], b.fmul(b.sitofp(acc, _V16F), scale, flags=("contract",)),
-                               flags=("contract",))
+                    xd = _splat(b, b.load(b.gep(xd_p, [tb])), _V16F)
+                    f = faccs[t]
+                    for h in range(halves):
+                        if unbiased:
+                            acc = ir.Constant(_V16I32, None)
+                        else:
+                            xo = b.load(b.gep(xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
+                            acc = _splat(b, xo, _V16I32)
+                        for g in range(per_half * h, per_half * (h + 1)):
+                            xv = b.load(b.bitcast(b.gep(xrow, [_c64(4 * g)]), i32p), align=1)
+                            xb = b.bitcast(_splat(b, xv, _V16I32), _V64I8)
+                            acc = dot4(b, acc, wv[g], xb, wide)
+                        f = b.fadd(f, b.fmul(b.sitofp(acc, _V16F), b.fmul(ws[h], xd), flags=("contract",)),
+                                   flags=("contract",))
                     if with_min:
                         f = b.fadd(f, b.fmul(wm, _splat(b, b.load(b.gep(xm_p, [tb])), _V16F), flags=("contract",)),
                                    flags=("contract",))
@@ -175,6 +185,13 @@ def tile_gemm_wide(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb
     """tile_gemm for codes up to 255 (Q8_0 and the IQ4 codebook + 128; xo = -128 * block code sums)."""
     sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     return (sig, _gemm_codegen(False, True)) if sig is not None else None
+
+
+@intrinsic
+def tile_gemm_wide16(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """tile_gemm_wide with a scale per 16 elements (the lattice types: ws 2 nb*16 f32, xo (n, 2 nb) per half)."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(False, True, 2)) if sig is not None else None
 
 
 @intrinsic
@@ -384,12 +401,14 @@ def _chunks(rows):
 
 
 @njit(cache=True, inline="always")
-def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide):
+def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves):
     """Every token's outputs of the decoded tile at rows r0.. (rows past the end masked), with the mins' term
-    wm * xm when has_min; wide: codes up to 255 (tile_gemm_wide)."""
+    wm * xm when has_min; wide: codes up to 255 (tile_gemm_wide), with a scale per 16 elements if halves == 2."""
     rows = out.shape[1]
     nr = min(ROWS, rows - r0)
-    if wide:
+    if halves == 2:
+        tile_gemm_wide16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+    elif wide:
         tile_gemm_wide(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
     elif has_min:
         tile_gemm_min(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
@@ -398,21 +417,21 @@ def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide):
 
 
 @njit(inline="always")
-def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays):
+def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1):
     """The GEMM of a type: each worker decodes its 16-row tiles one at a time with decode(wt, ws, wm, r0, *arrays)
-    and multiplies every token by each (wide: _multiply). Inlined only, into the type's own cached driver (as
-    _common.float_matmul: numba caches no function that takes a jitted function as an argument)."""
+    and multiplies every token by each (wide, halves: _multiply). Inlined only, into the type's own cached driver
+    (as _common.float_matmul: numba caches no function that takes a jitted function as an argument)."""
     nb = xd.shape[1]
     rows = out.shape[1]
     nch = _chunks(rows)
     for ch in prange(nch):
         wt = np.empty(nb * 512, np.uint8)
-        ws = np.empty(nb * ROWS, np.float32)
+        ws = np.empty(nb * ROWS * halves, np.float32)
         wm = np.empty(nb * ROWS, np.float32)
         t0, t1 = tile_span(ch, nch, rows, ROWS)
         for r0 in range(t0 * ROWS, t1 * ROWS, ROWS):
             decode(wt, ws, wm, r0, *arrays)
-            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide)
+            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves)
 
 
 # The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines

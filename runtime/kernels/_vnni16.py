@@ -7,16 +7,20 @@ repacked q4_0_8x8 / iq4_nl_4x4 GEMVs and _gemm.py's prefill tiles): a 32-block o
 32-bit broadcasts of 4 activation codes, one conversion and one multiply-add by the 16 rows' scales, no horizontal
 sum; the 16 results are one masked store.
 
-Here: the 32-block types and IQ4_XS (blocks16.py: NIB16, 256 bytes per 16 rows and 32-block, chunk c, row r,
+Here: the 32-block types and IQ4_XS, IQ3_S, IQ3_XXS (blocks16.py: NIB16, 256 bytes per 16 rows and 32-block, chunk c, row r,
 byte t at 64 c + 4 r + t holding element 4 c + t in its low nibble and 16 + 4 c + t in its high one, the file's byte;
 Q5's 5th bits as 64-bit masks; Q8_0 as I8_16, 512 bytes of codes + 128), Q4_K and Q6_K (kquants_rows16.py,
 kquants_q6k16.py: one record per 16 rows and super-block, codes, scales and d together), and the tile decoders the
 prefill GEMM reads them with.
 """
+import numba
+import numpy as np
 from gguf.quants import IQ4_NL
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+
+from kvant.formats.codecs_iq import GRID_IQ3_S, GRID_IQ3_XXS
 
 from ._isa import (CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, halves, join, lookup16, maddubs, maddwd,
                    signed_pair)
@@ -28,6 +32,22 @@ _V16I16 = ir.VectorType(_I16, 16)
 _V16H = ir.VectorType(ir.HalfType(), 16)
 _V16I1 = ir.VectorType(ir.IntType(1), 16)
 _V8I32 = ir.VectorType(_I32, 8)
+
+
+def _signed_grid(grid):
+    """The 16 values of a lattice grid's 8 magnitudes with either sign, ascending."""
+    mags = [int(v) for v in np.unique(grid)]
+    return tuple([-v for v in reversed(mags)] + mags)
+
+
+IQ4 = tuple(int(v) for v in IQ4_NL.kvalues)
+# What a NIB16 code can stand for, by number: 0 the code itself; else 16 values looked up by vpshufb and the factor
+# the super-block's d carries. IQ4_NL's codebook; the IQ3 lattice types' weights (a grid value and a sign:
+# IQ3_S +-1..15 odd, d the file's; IQ3_XXS +-4..62, d / 4), which iquants.py repacks to such codes. The xs16 kernels
+# take the number from the dtype of an empty tag array (BOOK_TAGS), so that each compiles with its table.
+CODEBOOKS = (None, (IQ4, 1.0), (_signed_grid(GRID_IQ3_S), 1.0), (_signed_grid(GRID_IQ3_XXS), 0.25))
+BOOK_TAGS = {1: np.int8, 2: np.int16, 3: np.int32}
+BOOK_OF_TAG = {str(numba.from_dtype(np.dtype(t))): k for k, t in BOOK_TAGS.items()}
 
 
 def x_quad(builder, xq_p, offset, lanes=16):
@@ -61,10 +81,10 @@ def _run_and_store(context, builder, n, body, out_p, r0, nr):
     return context.get_dummy_value()
 
 
-def iq4_plus_128(builder, codes, bias=128):
-    """4-bit codes -> their IQ4 codebook values + 128 (or + bias), as bytes (vpshufb, 16 values per 128-bit
-    lane)."""
-    table = ir.Constant(_V64I8, [(int(v) + bias) & 0xFF for v in IQ4_NL.kvalues] * 4)
+def iq4_plus_128(builder, codes, bias=128, values=IQ4):
+    """4-bit codes -> their codebook values (IQ4_NL's, or values) + 128 (or + bias), as bytes (vpshufb, 16 values
+    per 128-bit lane)."""
+    table = ir.Constant(_V64I8, [(int(v) + bias) & 0xFF for v in values] * 4)
     return lookup16(builder, table, codes)
 
 
@@ -77,12 +97,13 @@ def _fifth_bits(b, h_p, offset):
 
 def _block_codes16(b, q_p, qo, c, iq4, h_p=None, ho=None, iq4_bias=128):
     """Chunk c of one NIB16 32-block of 16 rows (256 bytes at q_p[qo]) as two vectors of unsigned codes: the low
-    nibbles (elements 4c..4c+3 of each row) and the high ones (16 + 4c..); iq4: codebook value + 128 (+ iq4_bias);
+    nibbles (elements 4c..4c+3 of each row) and the high ones (16 + 4c..); iq4 (a codebook's values, or None): the
+    value + 128 (+ iq4_bias);
     with h_p, the 5th bits from the block's 8 masks at h_p[ho] (mask 2c + half, bit 4 r + t)."""
     packed = _vec_load(b, q_p, b.add(qo, _c64(64 * c)), _V64I8)
     lo, hi = b.and_(packed, ir.Constant(_V64I8, [15] * 64)), b.lshr(packed, ir.Constant(_V64I8, [4] * 64))
     if iq4:
-        lo, hi = iq4_plus_128(b, lo, iq4_bias), iq4_plus_128(b, hi, iq4_bias)
+        lo, hi = iq4_plus_128(b, lo, iq4_bias, iq4), iq4_plus_128(b, hi, iq4_bias, iq4)
     if h_p is not None:
         lo = b.or_(lo, _fifth_bits(b, h_p, b.add(ho, _c64(16 * c))))
         hi = b.or_(hi, _fifth_bits(b, h_p, b.add(ho, _c64(16 * c + 8))))
@@ -220,7 +241,7 @@ def nib16_min_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
 def iq4_16_dot(typingctx, q, d, m, xq, xd, xo, xm, nb, out, r0, nr):
     """nib16_dot with each code looked up in the IQ4 codebook (+ 128: xo must hold -128 * code sum)."""
     sig = _nib16_signature(q, d, m, xq, xd, xo, xm, nb, out, r0, nr)
-    return (sig, _nib16_codegen(True, False)) if sig is not None else None
+    return (sig, _nib16_codegen(IQ4, False)) if sig is not None else None
 
 
 @intrinsic
@@ -251,15 +272,17 @@ def _tile16_codegen(with_qh):
         q_p = _data(context, builder, sig[1], args[1], _I8)
         h_p = _data(context, builder, sig[2], args[2], _I8) if with_qh else None
         k = 3 if with_qh else 2
-        n, iq4 = _as_i64(builder, args[k]), _as_i64(builder, args[k + 1])
-        use_table = builder.icmp_signed("!=", iq4, _c64(0))
+        n, book = _as_i64(builder, args[k]), _as_i64(builder, args[k + 1])
 
         def body(b, i, acc, _):
             for c in range(4):
                 codes = _block_codes16(b, q_p, b.mul(i, _c64(256)), c, False, h_p,
                                        b.mul(i, _c64(64)) if with_qh else None)
                 for half in range(2):
-                    v = codes[half] if with_qh else b.select(use_table, iq4_plus_128(b, codes[half]), codes[half])
+                    v = codes[half]
+                    for number, entry in enumerate(CODEBOOKS[1:] if not with_qh else (), 1):
+                        looked_up = iq4_plus_128(b, codes[half], 128, entry[0])
+                        v = b.select(b.icmp_signed("==", book, _c64(number)), looked_up, v)
                     dst = b.add(b.mul(i, _c64(512)), _c64(256 * half + 64 * c))
                     b.store(v, b.bitcast(b.gep(wt_p, [dst]), _V64I8.as_pointer()), align=1)
             return acc, _
@@ -277,10 +300,10 @@ def _tile16_signature(wt, q, h, nb, flag):
 
 
 @intrinsic
-def nib16_tile(typingctx, wt, q, nb, iq4):
-    """wt (nb * 512 u8, _gemm.py's TILE order) from one group's NIB16 bytes q (nb, 256): the codes, or with iq4
-    nonzero their IQ4 codebook values + 128."""
-    return (types.void(wt, q, nb, iq4), _tile16_codegen(False)) if _tile16_signature(wt, q, q, nb, iq4) else None
+def nib16_tile(typingctx, wt, q, nb, book):
+    """wt (nb * 512 u8, _gemm.py's TILE order) from one group's NIB16 bytes q (nb, 256): the codes (book 0), or
+    the values + 128 of CODEBOOKS[book]."""
+    return (types.void(wt, q, nb, book), _tile16_codegen(False)) if _tile16_signature(wt, q, q, nb, book) else None
 
 
 @intrinsic
@@ -300,16 +323,18 @@ def _rows16_args(context, builder, signature, args, n_planes, n_scales):
     return planes, scales, xq_p, xd_p, bs_p, n, out_p, _as_i64(builder, args[k + 1]), _as_i64(builder, args[k + 2])
 
 
-def _iq4_xs16_codegen(context, builder, signature, args):
-    """IQ4_XS, 16 rows: q (nsb, 2048) NIB16 bytes (8 blocks of 256), sc (nsb, 128) int8 block scales ls - 32 at
-    16 b + r, d (nsb, 16) fp16 bits; xq Q8_K codes (element order), xd per 32 (the per-256 scale repeated), bs
-    int32 code sums per 32. As llama.cpp's iq4_xs dot: per super-block d d_x sum_b sc_b (q_b . x_b), the sum exact."""
+def _xs16_codegen(context, builder, signature, args):
+    """IQ4_XS (and the IQ3 types repacked to it), 16 rows: q (nsb, 2048) NIB16 bytes (8 blocks of 256), sc (nsb,
+    128) int8 block scales at 16 b + r (IQ4_XS: ls - 32; IQ3: 2 s + 1), d (nsb, 16) fp16 bits; xq Q8_K codes
+    (element order), xd per 32 (the per-256 scale repeated), bs int32 code sums per 32; the codebook by the tag's
+    dtype (CODEBOOKS). As llama.cpp's iq4_xs dot: per super-block d d_x sum_b sc_b (q_b . x_b), the sum exact."""
     (q_p, sc_p), (d_p,), xq_p, xd_p, bs_p, n, out_p, r0, nr = _rows16_args(context, builder, signature, args, 2, 1)
+    values, factor = CODEBOOKS[BOOK_OF_TAG[str(signature.args[-1].dtype)]]
     v16i8 = ir.VectorType(_I8, 16)
 
     def block(b, blk, sumi, s):
         k = b.add(b.mul(s, _c64(8)), blk)
-        dot = _block_dot16(b, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), True)
+        dot = _block_dot16(b, q_p, b.mul(k, _c64(256)), xq_p, b.mul(k, _c64(32)), values)
         if not WIDE_UNBIASED:       # codebook value + 128: take out 128 * the code sum (_isa)
             offset = b.mul(b.load(b.gep(bs_p, [k])), ir.Constant(_I32, -128))
             dot = b.add(dot, _splat(b, offset, _V16I32))
@@ -320,6 +345,8 @@ def _iq4_xs16_codegen(context, builder, signature, args):
         sumi = for_blocks(b, 8, lambda b, blk, sumi: block(b, blk, sumi, s), ir.Constant(_V16I32, None))
         scale = b.fmul(lanes_f32(b, d_p, b.mul(s, _c64(16)), False),
                        _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F))
+        if factor != 1.0:
+            scale = b.fmul(scale, ir.Constant(_V16F, [factor] * 16))
         acc = b.fadd(acc, b.fmul(b.sitofp(sumi, _V16F), scale, flags=("contract",)), flags=("contract",))
         return acc, _
 
@@ -327,14 +354,16 @@ def _iq4_xs16_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def iq4_xs16_dot(typingctx, q, sc, d, xq, xd, bs, nsb, out, r0, nr):
-    """out[r0 + r] for r < nr (<= 16): 16 IQ4_XS rows in NIB16 order times Q8_K activations (see
-    _iq4_xs16_codegen)."""
+def xs16_dot(typingctx, q, sc, d, xq, xd, bs, nsb, out, r0, nr, book):
+    """out[r0 + r] for r < nr (<= 16): 16 rows of IQ4_XS's layout in NIB16 order times Q8_K activations, the
+    codes standing for the values of the codebook whose tag book is (an empty array, BOOK_TAGS; see
+    _xs16_codegen)."""
     ok = (_is_arr(q, types.uint8) and _is_arr(sc, types.int8) and _is_arr(d, types.uint16)
           and all(t.layout == "C" for t in (q, sc, d)) and _is_arr(xq, types.int8) and _is_arr(xd, types.float32)
           and _is_arr(bs, types.int32) and _is_arr(out, types.float32)
-          and all(isinstance(t, types.Integer) for t in (nsb, r0, nr)))
-    return (types.void(q, sc, d, xq, xd, bs, nsb, out, r0, nr), _iq4_xs16_codegen) if ok else None
+          and all(isinstance(t, types.Integer) for t in (nsb, r0, nr))
+          and isinstance(book, types.Array) and str(book.dtype) in BOOK_OF_TAG)
+    return (types.void(q, sc, d, xq, xd, bs, nsb, out, r0, nr, book), _xs16_codegen) if ok else None
 
 
 # ---------------------------------------------------------------- K-quant records (kquants_rows16.py, kquants_q6k16.py)

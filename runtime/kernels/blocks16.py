@@ -23,13 +23,14 @@ from typing import Callable
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from ._isa import FAST
 from ._common import F32, copy_into, float_matmul, zeros_on_lines
 from ._gemm import _offsets, register_gemm, tiles
 from ._ir import widen
-from ._vnni16 import (i8_16_dot, iq4_16_dot, iq4_xs16_dot, nib16_dot, nib16_min_dot, nib16_tile, nib16h_dot,
-                      nib16h_min_dot, nib16h_tile)
+from ._vnni16 import (BOOK_OF_TAG, BOOK_TAGS, CODEBOOKS, i8_16_dot, iq4_16_dot, nib16_dot, nib16_min_dot, nib16_tile,
+                      nib16h_dot, nib16h_min_dot, nib16h_tile, xs16_dot)
 from .actquant import q8_0, q8_codes, q8_k, q8_k_codes
 from .intdot import IQ4_VALUES, code_sums
 from .registry import Layout
@@ -277,13 +278,17 @@ def _repack_iq4_xs(raw, q, sc, d):
                         q[g, 8 * s + b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + 8 + 16 * b + i]
 
 
-def _rp_iq4_xs(raw, cols):
+def xs16_planes(raw, cols):
+    """Zeroed planes (q, sc, d) of IQ4_XS's 16-row layout for a matrix of raw's rows."""
     groups, nsb = (raw.shape[0] + GROUP - 1) // GROUP, cols // 256
-    q = zeros_on_lines((groups, 8 * nsb, 256), np.uint8)
-    sc = zeros_on_lines((groups, nsb, 128), np.int8)
-    d = zeros_on_lines((groups, nsb, GROUP), np.uint16)
+    return (zeros_on_lines((groups, 8 * nsb, 256), np.uint8), zeros_on_lines((groups, nsb, 128), np.int8),
+            zeros_on_lines((groups, nsb, GROUP), np.uint16))
+
+
+def _rp_iq4_xs(raw, cols):
+    q, sc, d = xs16_planes(raw, cols)
     _repack_iq4_xs(raw, q, sc, d)
-    return q, sc, d
+    return q, sc, d, np.empty(0, BOOK_TAGS[1])
 
 
 def _scratch_k(cols):
@@ -291,51 +296,75 @@ def _scratch_k(cols):
     return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.int32)
 
 
+# The codebooks of _vnni16.CODEBOOKS as numba sees them: a row of values per number, the factor of d
+_BOOK_VALUES = np.array([np.arange(16)] + [entry[0] for entry in CODEBOOKS[1:]], np.float32)
+_BOOK_FACTORS = np.array([1.0] + [entry[1] for entry in CODEBOOKS[1:]], np.float32)
+
+
+def book_number(book):
+    """The CODEBOOKS number of a book tag (numba-compiled code only)."""
+    raise TypeError("book_number works inside numba-compiled kernels only")
+
+
+@overload(book_number, inline="always")
+def _book_number(book):
+    number = BOOK_OF_TAG[str(book.dtype)]
+    return lambda book: number
+
+
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_iq4_xs(out, x, q, sc, d, xq, xd, bs):
+def _mv_xs16(out, x, q, sc, d, book, xq, xd, bs):
     q8_k_codes(xq, xd, x)
     code_sums(bs, xq)
     rows, nsb = out.shape[0], d.shape[1]
     for g in prange(q.shape[0]):
-        iq4_xs16_dot(q[g], sc[g], d[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g))
+        xs16_dot(q[g], sc[g], d[g], xq, xd, bs, nsb, out, GROUP * g, min(GROUP, rows - GROUP * g), book)
 
 
 @njit(cache=True)
-def _tile_iq4_xs(wt, ws, wm, r0, q, sc, d):
+def _tile_xs16(wt, ws, wm, r0, q, sc, d, book):
     g = r0 // GROUP
-    nib16_tile(wt, q[g], q.shape[1], 1)
+    number = book_number(book)
+    nib16_tile(wt, q[g], q.shape[1], number)
+    factor = _BOOK_FACTORS[number]
     for b in range(q.shape[1]):
         for r in range(GROUP):
-            ws[GROUP * b + r] = widen(d[g, b >> 3, r]) * F32(sc[g, b >> 3, 16 * (b & 7) + r])
+            ws[GROUP * b + r] = widen(d[g, b >> 3, r]) * factor * F32(sc[g, b >> 3, 16 * (b & 7) + r])
 
 
 @njit(cache=True, parallel=True)
-def _gemm_iq4_xs(out, xq, xd, xs, xm, q, sc, d):
-    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_iq4_xs, (q, sc, d))
+def _gemm_xs16(out, xq, xd, xs, xm, q, sc, d, book):
+    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_xs16, (q, sc, d, book))
 
 
-def gemm_iq4_xs(out, codes, q, sc, d):
-    _gemm_iq4_xs(out, *codes, q, sc, d)
+def gemm_xs16(out, codes, q, sc, d, book):
+    _gemm_xs16(out, *codes, q, sc, d, book)
 
 
 @njit(cache=True, fastmath=FAST)
-def _decode_row_iq4_xs(dst, row, q, sc, d):
+def _decode_row_xs16(dst, row, q, sc, d, book):
     g, r = row // GROUP, row % GROUP
+    number = book_number(book)
+    values = _BOOK_VALUES[number]
     for b in range(q.shape[1]):
-        s = widen(d[g, b >> 3, r]) * F32(sc[g, b >> 3, 16 * (b & 7) + r])
+        s = widen(d[g, b >> 3, r]) * _BOOK_FACTORS[number] * F32(sc[g, b >> 3, 16 * (b & 7) + r])
         for c in range(4):
             for t in range(4):
                 v = q[g, b, 64 * c + 4 * r + t]
                 e = 32 * b + 4 * c + t
-                dst[e] = s * F32(IQ4_VALUES[v & 15])
-                dst[e + 16] = s * F32(IQ4_VALUES[v >> 4])
+                dst[e] = s * values[v & 15]
+                dst[e + 16] = s * values[v >> 4]
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _matmul_iq4_xs(out, x, q, sc, d):
-    float_matmul(out, x, _decode_row_iq4_xs, (q, sc, d))
+def _matmul_xs16(out, x, q, sc, d, book):
+    float_matmul(out, x, _decode_row_xs16, (q, sc, d, book))
 
 
-IQ4_XS = Layout(256, _rp_iq4_xs, _scratch_k, _mv_iq4_xs, _matmul_iq4_xs,
-                "NIB16: 16 rows' blocks interleaved 4 bytes a row + int8 scale per 32 + fp16 d per 256, int8 x Q8_K "
-                "activations", q8_k)
+def xs16_layout(repack, note):
+    """A Layout on IQ4_XS's 16-row planes and a book tag (repack(raw, cols) -> (q, sc, d, book))."""
+    return Layout(256, repack, _scratch_k, _mv_xs16, _matmul_xs16, "NIB16: 16 rows' blocks interleaved 4 bytes a row"
+                  " + int8 scale per 32 + fp16 d per 256" + note + ", int8 x Q8_K activations", q8_k)
+
+
+IQ4_XS = xs16_layout(_rp_iq4_xs, "")

@@ -17,9 +17,10 @@ package's dequantized values bit for bit, and the integer sums are llama.cpp's.
 
 Each type's decoder gives a sub-block of 32 weights as 64-bit words from tables (grid magnitudes, sign masks; IQ1:
 signed bytes). The integer matvec puts those words into vector registers and dots them with the activations there
-(lattice_step: llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block; the GEMM
-writes each super-block once as 256 biased bytes (decode_sb) and runs the path's dot step (sb_dot16) for every
-token; the float kernels (CPUs with no integer path) turn the same bytes into floats.
+(lattice_step: llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block. The GEMM
+decodes 16 rows at a time into _gemm.py's TILE order (the weights + 128, a float scale d * ls per row and 32 or 16
+weights) and multiplies every token by the tile there, as the other types' GEMMs; the float kernels (CPUs with no
+integer path) turn the same bytes into floats.
 """
 from typing import NamedTuple
 
@@ -33,12 +34,14 @@ from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_I
                                      KSIGNS)
 
 from ._common import F32, dot, float_matmul
-from ._gemm import register_gemm
+from ._gemm import ROWS, _offsets, register_gemm, tiles
+from ._vnni16 import BOOK_TAGS, CODEBOOKS
+from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
-from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, WIDE_UNBIASED, dot4, sign_dot32
-from ._vnni import _I8, _I32, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr, _vec_load
+from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, sign_dot32
+from ._vnni import _I8, _I32, _as_i64, _data, _declare, _is_arr, _vec_load
 from .actquant import q8_k, q8_k_codes
-from .intdot import FLOAT_MATVEC, code_sums, k16_scratch
+from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from .registry import Layout, register
 
 U64 = np.uint64
@@ -231,12 +234,15 @@ class Kind(NamedTuple):
     block_bytes: int
     tag: type
     signed_words: bool = False
+    scale_per16: bool = False
 
 
-KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8), "IQ2_XS": Kind(_iq2_xs, _d_eighth, 74, np.uint8),
-         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16), "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16),
-         "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32), "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, True),
-         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, True)}
+KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
+         "IQ2_XS": Kind(_iq2_xs, _d_eighth, 74, np.uint8, scale_per16=True),
+         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True),
+         "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16), "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32),
+         "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True),
+         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True)}
 _BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in KINDS.values()}
 
 
@@ -274,6 +280,17 @@ def _block_bytes(tag):
     return lambda tag: size
 
 
+def halves(tag):
+    """2 where the tag's type scales each 16 weights, 1 where each 32 (numba-compiled code only)."""
+    raise TypeError("halves works inside numba-compiled kernels only")
+
+
+@overload(halves, inline="always")
+def _halves(tag):
+    count = 2 if _BY_TAG[str(tag.dtype)].scale_per16 else 1
+    return lambda tag: count
+
+
 def biased(tag, g, m):
     """A decoder's word pair as 8 weights + 128 (numba-compiled code only)."""
     raise TypeError("biased works inside numba-compiled kernels only")
@@ -300,34 +317,7 @@ def decode_sb(tag, w, ls, src, s):
     return dscale(tag, src, s)
 
 
-# ---------------------------------------------------------------- the integer dot product of a super-block
-
-def _sb_dot16_codegen(context, builder, signature, args):
-    sig = signature.args
-    w_p = _data(context, builder, sig[0], args[0], _I8)
-    xq_p = _data(context, builder, sig[1], args[1], _I8)
-    xo = _as_i64(builder, args[2])
-    ls = _vec_load(builder, _data(context, builder, sig[3], args[3], _I32), _c64(0), _V16I32)
-    acc = ir.Constant(_V16I32, None)
-    for c in range(4):          # 64 weights: lane l holds 4 of group 4c + l // 4
-        u = _vec_load(builder, w_p, _c64(64 * c), _V64I8)
-        x = _vec_load(builder, xq_p, builder.add(xo, _c64(64 * c)), _V64I8)
-        lanes = dot4(builder, ir.Constant(_V16I32, None), u, x, True)
-        spread = builder.shuffle_vector(ls, ls, ir.Constant(_V16I32, [4 * c + l // 4 for l in range(16)]))
-        acc = builder.add(acc, builder.mul(lanes, spread))
-    total = builder.call(_declare(builder.module, "llvm.vector.reduce.add.v16i32", _I32, [_V16I32]), [acc])
-    return builder.sext(total, ir.IntType(64))
-
-
-@intrinsic
-def sb_dot16(typingctx, w, xq, xo, ls):
-    """sum_k ls[k] * sum_{j < 16} (w[16 k + j] - 128) * xq[xo + 16 k + j] over one super-block: w 256 bytes (the
-    weights + 128), ls 16 int32. On a WIDE_UNBIASED path (_isa) exactly that; elsewhere the + 128 stays in and
-    128 * sum_k ls[k] * (group k's code sum) is the caller's to take out."""
-    ok = (_is_arr(w, types.uint8) and _is_arr(xq, types.int8) and isinstance(xo, types.Integer)
-          and _is_arr(ls, types.int32))
-    return (types.int64(w, xq, xo, ls), _sb_dot16_codegen) if ok else None
-
+# ---------------------------------------------------------------- the matvec's dot step in registers
 
 class _Lanes(types.Type):
     """8 int32 lanes in a vector register, carried by numba code from one lattice_step to the next (so that each
@@ -392,25 +382,8 @@ def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, 
     return (LANES(lanes, tag, xq, xo, *words, ls_lo, ls_hi), _lattice_step_codegen) if ok else None
 
 
-@njit(cache=True, inline="always")
-def _bias_term(ls, bs, g0):
-    """128 * sum_k ls[k] * bs[g0 + k]: what the biased weights add to sb_dot16 (bs: code sums per 16)."""
-    t = 0
-    for k in range(16):
-        t += np.int64(ls[k]) * np.int64(bs[g0 + k])
-    return 128 * t
-
-
-@njit(cache=True, inline="always")
-def _sb_int(w8, ls, xq, b, bs):
-    total = sb_dot16(w8, xq, 256 * b, ls)
-    if not WIDE_UNBIASED:
-        total -= _bias_term(ls, bs, 16 * b)
-    return F32(total)
-
-
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_int(out, x, raw, tag, xq, xd, bs):
+def _mv_int(out, x, raw, tag, xq, xd):
     """Decode: each sub-block's table words go from the decoder to the dot step in registers."""
     q8_k_codes(xq, xd, x)
     bsize = block_bytes(tag)
@@ -430,30 +403,64 @@ def _mv_int(out, x, raw, tag, xq, xd, bs):
             out[r] = acc
 
 
-@njit(cache=True, fastmath=FAST, parallel=True)
-def _gemm(out, xq, xd, xs, xm, raw, tag):
-    """Prefill: each super-block of a row decoded once, then dotted with every token's codes."""
+@njit(cache=True, inline="always")
+def _put(words, o, w):
+    """A word of 8 biased weights as its two 4-weight groups of one row of a tile (TILE order: 16 u32 apart)."""
+    words[o] = np.uint32(w & U64(0xFFFFFFFF))
+    words[o + 16] = np.uint32(w >> U64(32))
+
+
+@njit(cache=True, fastmath=FAST)
+def _tile(wt, ws, wm, r0, raw, tag):
+    """Rows r0..r0+15 (past the end: the last row again) into _gemm's TILE order: wt the weights + 128, ws the
+    float scale dscale * ls of each row's 32-block, or of each 16-weight half (halves(tag) == 2: the first halves'
+    16 rows, then the second ones')."""
+    words = wt.view(np.uint32)
     bsize = block_bytes(tag)
-    n, rows, nsb = xq.shape[0], raw.shape[0], raw.shape[1] // bsize
-    bs = np.empty((n, xq.shape[1] // 16), np.int32)
-    if not WIDE_UNBIASED:
-        for t in prange(n):
-            code_sums(bs[t], xq[t])
-    nt = min(rows, 64)
-    for c in prange(nt):
-        w = np.empty(32, np.uint64)
-        ls = np.empty(16, np.int32)
-        w8 = w.view(np.uint8)
-        acc = np.empty(n, np.float32)
-        for r in range(rows * c // nt, rows * (c + 1) // nt):
-            src = raw[r]
-            acc[:] = F32(0.0)
-            for b in range(nsb):
-                dscale = decode_sb(tag, w, ls, src, b * bsize)
-                for t in range(n):
-                    acc[t] += dscale * xd[t, 8 * b] * _sb_int(w8, ls, xq[t], b, bs[t])
-            for t in range(n):
-                out[t, r] = acc[t]
+    per16 = halves(tag) == 2
+    last = raw.shape[0] - 1
+    for j in range(ROWS):
+        src = raw[min(r0 + j, last)]
+        for b in range(raw.shape[1] // bsize):
+            s = b * bsize
+            d = dscale(tag, src, s)
+            for ib in range(8):
+                g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib)
+                blk = 8 * b + ib
+                o = 128 * blk + j
+                _put(words, o, biased(tag, g0, m0))
+                _put(words, o + 32, biased(tag, g1, m1))
+                _put(words, o + 64, biased(tag, g2, m2))
+                _put(words, o + 96, biased(tag, g3, m3))
+                if per16:
+                    ws[32 * blk + j] = d * F32(lo)
+                    ws[32 * blk + 16 + j] = d * F32(hi)
+                else:
+                    ws[16 * blk + j] = d * F32(lo)
+
+
+@njit(cache=True, inline="always")
+def _half_offsets(xq):
+    """-128 times each token's code sum per 16 (the biased weights' term of a tile_gemm_wide16 half)."""
+    n, k = xq.shape
+    xo = np.empty((n, k // 16), np.int32)
+    for t in range(n):
+        for h in range(k // 16):
+            c = 0
+            for j in range(16 * h, 16 * h + 16):
+                c += np.int32(xq[t, j])
+            xo[t, h] = -128 * c
+    return xo
+
+
+@njit(cache=True, parallel=True)
+def _gemm(out, xq, xd, xs, xm, raw, tag):
+    """Prefill: 16-row tiles decoded once into _gemm's TILE order, every token multiplied by each (tile_gemm_wide,
+    four tokens a load of the weights; tile_gemm_wide16 where the scales are per 16)."""
+    if halves(tag) == 2:
+        tiles(out, xq, xd, _half_offsets(xq), xm, False, True, _tile, (raw, tag), 2)
+    else:
+        tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile, (raw, tag), 1)
 
 
 def gemm(out, codes, raw, tag):
@@ -496,6 +503,55 @@ def _no_scratch(cols):
     return ()
 
 
+# The IQ3 types' weights are 16 values (8 grid magnitudes, either sign): where the CPU has an integer path they are
+# repacked to 4-bit codes in IQ4_XS's 16-row layout (blocks16.py), whose decode is a vpshufb per 32 bytes instead of
+# a table load per 4 or 8 weights: 4.25 bits a weight (IQ3_S: 1.24x its file's bytes, IQ3_XXS: 1.39x).
+NIB_BOOKS = {"IQ3_S": 2, "IQ3_XXS": 3}          # name -> _vnni16.CODEBOOKS number
+
+
+@njit(cache=True, parallel=True)
+def _repack_nib(raw, tag, q, sc, d, code_of):
+    """Each super-block's weights as codes (code_of[weight + 128]) in NIB16 order (q[g, 8 s + b], byte i of a
+    row's block: element i low, 16 + i high), its scales ls per 32 at sc[g, s, 16 b + r], its fp16 d bits."""
+    bsize = block_bytes(tag)
+    rows, nsb = raw.shape[0], d.shape[1]
+    for g in prange(q.shape[0]):
+        w = np.empty(32, np.uint64)
+        ls = np.empty(16, np.int32)
+        w8 = w.view(np.uint8)
+        for r in range(min(GROUP, rows - GROUP * g)):
+            src = raw[GROUP * g + r]
+            for s in range(nsb):
+                o = bsize * s
+                decode_sb(tag, w, ls, src, o)
+                d[g, s, r] = u16(src, o)
+                for b in range(8):
+                    sc[g, s, 16 * b + r] = ls[2 * b]
+                    for i in range(16):
+                        code = code_of[w8[32 * b + i]] | (code_of[w8[32 * b + 16 + i]] << 4)
+                        q[g, 8 * s + b, 64 * (i >> 2) + 4 * r + (i & 3)] = code
+
+
+def _repack_to_nibbles(name):
+    tag = np.empty(0, KINDS[name].tag)
+    number = NIB_BOOKS[name]
+    code_of = np.zeros(256, np.uint8)
+    for code, value in enumerate(CODEBOOKS[number][0]):
+        code_of[(value + 128) & 255] = code
+    book = np.empty(0, BOOK_TAGS[number])
+
+    def repack(raw, cols):
+        q, sc, d = xs16_planes(raw, cols)
+        _repack_nib(raw, tag, q, sc, d, code_of)
+        return q, sc, d, book
+    return repack
+
+
+def _codes_scratch(cols):
+    """The matvec's Q8_K codes and their scale per 32."""
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32)
+
+
 def _repack(name):
     """The file's rows as they are, with the type's tag."""
     tag = np.empty(0, KINDS[name].tag)
@@ -505,8 +561,12 @@ def _repack(name):
 _NOTE = "the file's bytes, decoded 8 weights a table word"
 for _name in KINDS:
     FLOAT_MATVEC[_name] = (_mv_float, _no_scratch)
-    if INT_KERNELS:
-        register(_name, Layout(256, _repack(_name), k16_scratch, _mv_int, _mm_float,
+    if INT_KERNELS and _name in NIB_BOOKS:
+        FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
+        register(_name, xs16_layout(_repack_to_nibbles(_name), f" (the {_name} weights as codes of their 16 values)"))
+        register_gemm(_name, "q8_k", gemm_xs16)
+    elif INT_KERNELS:
+        register(_name, Layout(256, _repack(_name), _codes_scratch, _mv_int, _mm_float,
                                _NOTE + ", int8 x Q8_K activations", q8_k))
         register_gemm(_name, "q8_k", gemm)
     else:

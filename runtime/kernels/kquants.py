@@ -620,7 +620,7 @@ def _register_rows16(name, layout16, gemm, repack, matvec, scratch, matmul, note
 
 _register_rows16("Q4_K", rows16.LAYOUT, rows16.gemm, _rp_q4_k, _mv_q4_k, _q4_k_scratch, _mm_q4_k,
                  "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256")
-_register_rows16("IQ4_XS", blocks16.IQ4_XS, blocks16.gemm_iq4_xs, _rp_iq4_xs, _mv_iq4, _pairs_scratch, _mm_iq4,
+_register_rows16("IQ4_XS", blocks16.IQ4_XS, blocks16.gemm_xs16, _rp_iq4_xs, _mv_iq4, _pairs_scratch, _mm_iq4,
                  "NIB + f32 scale per 32")
 _register_rows16("Q6_K", q6k16.LAYOUT, q6k16.gemm, _rp_q6_k, _mv_q6_k, _q6_k_scratch, _mm_q6_k,
                  "the file's ql, qh, int8 scale per 16 + fp16 d per 256")

@@ -3,15 +3,15 @@
 A machine runs the paths it can execute (test_paths.py); the others are compiled here for a CPU that has them
 (NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, in a child process: emitted_instructions.py) and their matvec kernels'
 assembly is read, never run. The avx512vnni path on Sapphire Rapids: vpdpbusd on zmm registers in every type but the
-IQ1-IQ3 lattice types, which run llama.cpp's AVX2 step on every x86 path (vpsignb, vpmaddubsw, vpmaddwd by the
-scales). The
+IQ1-IQ2 lattice types, which run llama.cpp's AVX2 step on every x86 path (vpsignb, vpmaddubsw, vpmaddwd by the
+scales; the IQ3 types are repacked to codes of a 16-value codebook, as IQ4_XS). The
 avxvnni path on Alder Lake: AVX-VNNI's VEX-encoded vpdpbusd on ymm where the kernel's dot step is one (the 32-block
 types, IQ4_XS, the K-quant row kernels), and no zmm register anywhere (Alder Lake has no AVX-512); the kernels
 written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K, TQ1_0, TQ2_0) are AVX2
 instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed), dotprod on Apple M1 sdot; the IQ4 codebook looked
-up by tbl.
+up (IQ4 and IQ3) by tbl.
 """
 import json
 import os
@@ -32,8 +32,8 @@ from test_kernels import FP16_FIELDS, make_weight  # noqa: E402
 
 INT_TYPES = sorted(FP16_FIELDS)
 OWN_256_BIT = {"Q4_K", "Q6_K", "TQ1_0", "TQ2_0"}    # _avx2.py's kernels, on both 256-bit paths
-IQ4 = {"IQ4_NL", "IQ4_XS"}
-LATTICE = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"}  # llama.cpp's AVX2 step on every x86 path
+IQ4 = {"IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S"}      # 16-value codebooks (the IQ3 types repacked to IQ4_XS's layout)
+LATTICE = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S"}  # llama.cpp's AVX2 step on every x86 path
 AARCH64 = "aarch64-unknown-linux-gnu"
 TARGETS = {     # path: (CPU, the features the path needs as NUMBA_CPU_FEATURES, the target triple or None: this one)
     "avx512vnni": ("sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx2,+fma,+f16c", None),
