@@ -90,7 +90,7 @@ def _nibble_ls(byte):
 # IQ1's weights (odd, |w| <= 9) come as signed bytes instead, the same four words as g and m (Kind.signed_words).
 
 @njit(cache=True, inline="always")
-def _iq2_xxs(src, s, ib):
+def _iq2_xxs(src, s, ib, idx):
     """d, then 8 x (4 grid-index bytes, u32: 4 x 7 sign bits + a 4-bit scale)."""
     p = s + 2 + 8 * ib
     aux = u32(src, p + 4)
@@ -107,7 +107,7 @@ def _iq2_xs_pair(src, p):
 
 
 @njit(cache=True, inline="always")
-def _iq2_xs(src, s, ib):
+def _iq2_xs(src, s, ib, idx):
     """d, u16 qs[32] (a 9-bit grid index, a 7-bit sign index), 4-bit scales[16] (one per 16)."""
     p = s + 2 + 8 * ib
     g0, m0 = _iq2_xs_pair(src, p)
@@ -119,19 +119,14 @@ def _iq2_xs(src, s, ib):
 
 
 @njit(cache=True, inline="always")
-def _iq2_s_mag(src, s, ib, l, qh):
-    return MAG_IQ2_S[np.int64(src[s + 2 + 4 * ib + l]) | (((qh >> (2 * l)) & 3) << 8)]
-
-
-@njit(cache=True, inline="always")
-def _iq2_s(src, s, ib):
-    """d, qs[32] (low 8 index bits), signs[32], qh[8] (2 more index bits each), 4-bit scales[16]."""
-    qh = np.int64(src[s + 66 + ib])
+def _iq2_s(src, s, ib, idx):
+    """d, qs[32] (low 8 index bits), signs[32], qh[8] (2 more index bits each), 4-bit scales[16]; the 10-bit
+    indices from sb_indices."""
     p = s + 34 + 4 * ib
+    i = 4 * ib
     lo, hi = _nibble_ls(src[s + 74 + ib])
-    return (_iq2_s_mag(src, s, ib, 0, qh), _iq2_s_mag(src, s, ib, 1, qh), _iq2_s_mag(src, s, ib, 2, qh),
-            _iq2_s_mag(src, s, ib, 3, qh), SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]],
-            SIGNS8[src[p + 3]], lo, hi)
+    return (MAG_IQ2_S[idx[i]], MAG_IQ2_S[idx[i + 1]], MAG_IQ2_S[idx[i + 2]], MAG_IQ2_S[idx[i + 3]],
+            SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]], SIGNS8[src[p + 3]], lo, hi)
 
 
 @njit(cache=True, inline="always")
@@ -140,7 +135,7 @@ def _iq3_xxs_mag(src, p):
 
 
 @njit(cache=True, inline="always")
-def _iq3_xxs(src, s, ib):
+def _iq3_xxs(src, s, ib, idx):
     """d, qs[64] (grid indices of 4 values), 8 x u32 (4 x 7 sign bits + a 4-bit scale)."""
     aux = u32(src, s + 66 + 4 * ib)
     ls = 2 * np.int64(aux >> 28) + 1
@@ -158,7 +153,7 @@ def _iq3_s_mag(src, s, ib, l, qh):
 
 
 @njit(cache=True, inline="always")
-def _iq3_s(src, s, ib):
+def _iq3_s(src, s, ib, idx):
     """d, qs[64] (low 8 index bits), qh[8] (a 9th bit each), signs[32], 4-bit scales[8] (one per 32)."""
     qh = np.int64(src[s + 66 + ib])
     p = s + 74 + 4 * ib
@@ -169,34 +164,21 @@ def _iq3_s(src, s, ib):
 
 
 @njit(cache=True, inline="always")
-def _iq1_s_index(src, s, ib, l, h):
-    """Index into IQ1_WORDS: 8 grid-index bits of qs, 3 of qh, the delta's sign (qh's top bit)."""
-    return np.int64(src[s + 2 + 4 * ib + l]) | (((h >> (3 * l)) & 7) << 8) | ((h >> 15) << 11)
-
-
-@njit(cache=True, inline="always")
-def _iq1_s(src, s, ib):
-    """d, qs[32] (low 8 index bits), u16 qh[8] (3 more index bits per 8 values, a 3-bit scale, the delta's sign)."""
-    h = np.int64(u16(src, s + 34 + 2 * ib))
-    w0, w1 = IQ1_WORDS[_iq1_s_index(src, s, ib, 0, h)], IQ1_WORDS[_iq1_s_index(src, s, ib, 1, h)]
-    w2, w3 = IQ1_WORDS[_iq1_s_index(src, s, ib, 2, h)], IQ1_WORDS[_iq1_s_index(src, s, ib, 3, h)]
-    ls = 2 * ((h >> 12) & 7) + 1
+def _iq1_s(src, s, ib, idx):
+    """d, qs[32] (low 8 index bits), u16 qh[8] (3 more index bits per 8 values, a 3-bit scale, the delta's sign);
+    the IQ1_WORDS indices from sb_indices."""
+    i = 4 * ib
+    w0, w1, w2, w3 = IQ1_WORDS[idx[i]], IQ1_WORDS[idx[i + 1]], IQ1_WORDS[idx[i + 2]], IQ1_WORDS[idx[i + 3]]
+    ls = 2 * ((np.int64(u16(src, s + 34 + 2 * ib)) >> 12) & 7) + 1
     return w0, w1, w2, w3, w0, w1, w2, w3, ls, ls
 
 
 @njit(cache=True, inline="always")
-def _iq1_m_word(src, s, m):
-    """The 8 weights m: qh's nibble holds 3 more index bits and the delta's sign (IQ1_WORDS' layout)."""
-    hq = (np.int64(src[s + 32 + (m >> 1)]) >> (4 * (m & 1))) & 15
-    return IQ1_WORDS[np.int64(src[s + m]) | (hq << 8)]
-
-
-@njit(cache=True, inline="always")
-def _iq1_m(src, s, ib):
+def _iq1_m(src, s, ib, idx):
     """qs[32] (low 8 index bits), qh[16] (per 8 values: 3 more index bits and the delta's sign), u16 scales[4]
-    (3-bit scales per 16 values; fp16 d in their top nibbles)."""
-    w0, w1 = _iq1_m_word(src, s, 4 * ib), _iq1_m_word(src, s, 4 * ib + 1)
-    w2, w3 = _iq1_m_word(src, s, 4 * ib + 2), _iq1_m_word(src, s, 4 * ib + 3)
+    (3-bit scales per 16 values; fp16 d in their top nibbles); the IQ1_WORDS indices from sb_indices."""
+    i = 4 * ib
+    w0, w1, w2, w3 = IQ1_WORDS[idx[i]], IQ1_WORDS[idx[i + 1]], IQ1_WORDS[idx[i + 2]], IQ1_WORDS[idx[i + 3]]
     sc = np.int64(u16(src, s + 48 + 2 * (ib >> 1))) >> (6 * (ib & 1))
     return w0, w1, w2, w3, w0, w1, w2, w3, 2 * (sc & 7) + 1, 2 * ((sc >> 3) & 7) + 1
 
@@ -224,9 +206,82 @@ def _d_iq1_m(src, s):
     return f16_to_f32(d) * F32(0.125)
 
 
+# The grid indices of a whole super-block at once, in vector registers (sb_indices): index building from bits spread
+# over two arrays took a third of the lattice types' decode when done per 8 weights in scalar code.
+
+def _v(n, bits):
+    return ir.VectorType(ir.IntType(bits), n)
+
+
+def _const_lanes(values, bits=32):
+    return ir.Constant(_v(len(values), bits), list(values))
+
+
+def _grouped_indices(b, p, high_at, high_bits, shift, mask, delta=False):
+    """32 indices: the qs byte of group k (p + 2 + k) | ((high[k // 4] >> shift (k % 4)) & mask) << 8 (| the
+    high word's top bit << 11), high an array of 8 high_bits-bit words at p + high_at."""
+    qs = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), 2), _v(32, 8)), _v(32, 32))
+    high = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), high_at), _v(8, high_bits)), _v(8, 32))
+    spread = b.shuffle_vector(high, high, _const_lanes([k // 4 for k in range(32)]))
+    bits = b.and_(b.lshr(spread, _const_lanes([shift * (k % 4) for k in range(32)])), _const_lanes([mask] * 32))
+    idx = b.or_(qs, b.shl(bits, _const_lanes([8] * 32)))
+    if delta:
+        idx = b.or_(idx, b.shl(b.lshr(spread, _const_lanes([15] * 32)), _const_lanes([11] * 32)))
+    return b.trunc(idx, _v(32, 16))
+
+
+def _iq2_s_indices(b, p):
+    """qs[32] at 2, qh[8] at 66: 2 more bits per 8 weights."""
+    return _grouped_indices(b, p, 66, 8, 2, 3)
+
+
+def _iq1_s_indices(b, p):
+    """qs[32] at 2, u16 qh[8] at 34: 3 more bits per 8 weights, the delta's sign (IQ1_WORDS' bit 11) on top."""
+    return _grouped_indices(b, p, 34, 16, 3, 7, delta=True)
+
+
+def _iq1_m_indices(b, p):
+    """qs[32] at 0, qh[16] at 32: a nibble per 8 weights (low nibble first), 3 index bits and the delta's sign."""
+    qs = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), 0), _v(32, 8)), _v(32, 16))
+    qh = _vec_load(b, p, ir.Constant(ir.IntType(64), 32), _v(16, 8))
+    lo, hi = b.and_(qh, _const_lanes([15] * 16, 8)), b.lshr(qh, _const_lanes([4] * 16, 8))
+    nibbles = b.shuffle_vector(lo, hi, _const_lanes([k // 2 + 16 * (k % 2) for k in range(32)]))
+    return b.or_(qs, b.shl(b.zext(nibbles, _v(32, 16)), _const_lanes([8] * 32, 16)))
+
+
+def sb_indices(tag, src, s, idx):
+    """idx[0:32] = the grid indices of the super-block at byte s of src, for the types that build them (Kind.indices;
+    a no-op for the others). Numba-compiled code only."""
+    raise TypeError("sb_indices works inside numba-compiled kernels only")
+
+
+@intrinsic
+def _sb_indices(typingctx, tag, src, s, idx):
+    ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(src, types.uint8)
+          and isinstance(s, types.Integer) and _is_arr(idx, types.uint16))
+    if not ok:
+        return None
+    build = _BY_TAG[str(tag.dtype)].indices
+
+    def codegen(context, builder, signature, args):
+        if build is not None:
+            sig = signature.args
+            p = builder.gep(_data(context, builder, sig[1], args[1], _I8), [_as_i64(builder, args[2])])
+            dst = _data(context, builder, sig[3], args[3], ir.IntType(16))
+            builder.store(build(builder, p), builder.bitcast(dst, _v(32, 16).as_pointer()), align=1)
+        return context.get_dummy_value()
+    return types.void(tag, src, s, idx), codegen
+
+
+@overload(sb_indices, inline="always")
+def _sb_indices_overload(tag, src, s, idx):
+    return lambda tag, src, s, idx: _sb_indices(tag, src, s, idx)
+
+
 class Kind(NamedTuple):
     """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, whether its decoder gives
-    signed weight bytes. A matrix carries an empty tag array of its type's dtype: the kernels compile once per
+    signed weight bytes, whether it scales per 16 weights, how its grid indices are built a super-block at a time
+    (an IR builder(builder, pointer) -> <32 x i16>, or None: the decoder reads them from the bytes as they are). A matrix carries an empty tag array of its type's dtype: the kernels compile once per
     dtype, and sub32 / dscale / block_bytes / lattice_step pick the type's code at compile time (with the type a
     run-time value, all seven decoders behind a branch in one loop ran 1.5x slower)."""
     decoder: object
@@ -235,20 +290,22 @@ class Kind(NamedTuple):
     tag: type
     signed_words: bool = False
     scale_per16: bool = False
+    indices: object = None
 
 
 KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
          "IQ2_XS": Kind(_iq2_xs, _d_eighth, 74, np.uint8, scale_per16=True),
-         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True),
+         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True, indices=_iq2_s_indices),
          "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16), "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32),
-         "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True),
-         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True)}
+         "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True, indices=_iq1_s_indices),
+         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True, indices=_iq1_m_indices)}
 _BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in KINDS.values()}
 
 
-def sub32(tag, src, s, ib):
+def sub32(tag, src, s, ib, idx):
     """Sub-block ib (32 weights) of the super-block at byte s of a row of the tag's type: (g0..g3, m0..m3, ls_lo,
-    ls_hi) as the decoders above. Numba-compiled code only (the overloads below)."""
+    ls_hi) as the decoders above, idx the super-block's grid indices where the type builds them (sb_indices).
+    Numba-compiled code only (the overloads below)."""
     raise TypeError("sub32 works inside numba-compiled kernels only")
 
 
@@ -263,9 +320,9 @@ def block_bytes(tag):
 
 
 @overload(sub32, inline="always")
-def _sub32(tag, src, s, ib):
+def _sub32(tag, src, s, ib, idx):
     decoder = _BY_TAG[str(tag.dtype)].decoder
-    return lambda tag, src, s, ib: decoder(src, s, ib)
+    return lambda tag, src, s, ib, idx: decoder(src, s, ib, idx)
 
 
 @overload(dscale, inline="always")
@@ -304,10 +361,12 @@ def _biased(tag, g, m):
 
 
 @njit(cache=True, inline="always")
-def decode_sb(tag, w, ls, src, s):
-    """The super-block at byte s into w (32 words: 256 weights + 128) and ls (16 int32); returns its dscale."""
+def decode_sb(tag, w, ls, idx, src, s):
+    """The super-block at byte s into w (32 words: 256 weights + 128) and ls (16 int32), idx 32 uint16 of scratch;
+    returns its dscale."""
+    sb_indices(tag, src, s, idx)
     for ib in range(8):
-        g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib)
+        g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib, idx)
         w[4 * ib] = biased(tag, g0, m0)
         w[4 * ib + 1] = biased(tag, g1, m1)
         w[4 * ib + 2] = biased(tag, g2, m2)
@@ -390,14 +449,16 @@ def _mv_int(out, x, raw, tag, xq, xd):
     rows, nsb = raw.shape[0], raw.shape[1] // bsize
     nt = min(rows, 64)
     for c in prange(nt):
+        idx = np.empty(32, np.uint16)
         for r in range(rows * c // nt, rows * (c + 1) // nt):
             src = raw[r]
             acc = F32(0.0)
             for b in range(nsb):
                 s = b * bsize
+                sb_indices(tag, src, s, idx)
                 lanes = no_lanes()
                 for ib in range(8):
-                    g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib)
+                    g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib, idx)
                     lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, lo, hi)
                 acc += dscale(tag, src, s) * xd[8 * b] * F32(lanes_sum(lanes))
             out[r] = acc
@@ -419,13 +480,15 @@ def _tile(wt, ws, wm, r0, raw, tag):
     bsize = block_bytes(tag)
     per16 = halves(tag) == 2
     last = raw.shape[0] - 1
+    idx = np.empty(32, np.uint16)
     for j in range(ROWS):
         src = raw[min(r0 + j, last)]
         for b in range(raw.shape[1] // bsize):
             s = b * bsize
+            sb_indices(tag, src, s, idx)
             d = dscale(tag, src, s)
             for ib in range(8):
-                g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib)
+                g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib, idx)
                 blk = 8 * b + ib
                 o = 128 * blk + j
                 _put(words, o, biased(tag, g0, m0))
@@ -475,10 +538,11 @@ def decode_row(dst, r, raw, tag):
     bsize = block_bytes(tag)
     w = np.empty(32, np.uint64)
     ls = np.empty(16, np.int32)
+    idx = np.empty(32, np.uint16)
     w8 = w.view(np.uint8)
     src = raw[r]
     for b in range(raw.shape[1] // bsize):
-        dscale = decode_sb(tag, w, ls, src, b * bsize)
+        dscale = decode_sb(tag, w, ls, idx, src, b * bsize)
         for j in range(256):
             dst[256 * b + j] = dscale * F32(ls[j >> 4]) * F32(np.int32(w8[j]) - 128)
 
@@ -518,12 +582,13 @@ def _repack_nib(raw, tag, q, sc, d, code_of):
     for g in prange(q.shape[0]):
         w = np.empty(32, np.uint64)
         ls = np.empty(16, np.int32)
+        idx = np.empty(32, np.uint16)
         w8 = w.view(np.uint8)
         for r in range(min(GROUP, rows - GROUP * g)):
             src = raw[GROUP * g + r]
             for s in range(nsb):
                 o = bsize * s
-                decode_sb(tag, w, ls, src, o)
+                decode_sb(tag, w, ls, idx, src, o)
                 d[g, s, r] = u16(src, o)
                 for b in range(8):
                     sc[g, s, 16 * b + r] = ls[2 * b]
