@@ -249,6 +249,68 @@ def _iq1_m_indices(b, p):
     return b.or_(qs, b.shl(b.zext(nibbles, _v(32, 16)), _const_lanes([8] * 32, 16)))
 
 
+class ScaleBits(NamedTuple):
+    """Where a type keeps its 4- or 3-bit scales s (the weights' scale 2 s + 1): `count` words of `bits` bits at
+    byte `at` of the super-block; 16-weight group k takes word words[k], shifted right by shifts[k], and mask."""
+    at: int
+    count: int
+    bits: int
+    words: tuple
+    shifts: tuple
+    mask: int
+
+    def build(self, b, p):
+        """The 16 scales 2 s + 1 of a super-block as <16 x i32>."""
+        raw = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), self.at), _v(self.count, self.bits)),
+                     _v(self.count, 32))
+        spread = b.shuffle_vector(raw, raw, _const_lanes(self.words))
+        s = b.and_(b.lshr(spread, _const_lanes(self.shifts)), _const_lanes([self.mask] * 16))
+        return b.add(b.shl(s, _const_lanes([1] * 16)), _const_lanes([1] * 16))
+
+
+_PER_32 = tuple(k // 2 for k in range(16))                  # a word per sub-block of 32 weights
+_NIBBLE_PAIRS = tuple(4 * (k % 2) for k in range(16))        # a byte per 32 weights: low nibble first
+SCALES = {
+    "IQ2_XXS": ScaleBits(2, 16, 32, tuple(2 * (k // 2) + 1 for k in range(16)), (28,) * 16, 15),   # aux's top 4
+    "IQ2_XS": ScaleBits(66, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
+    "IQ2_S": ScaleBits(74, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
+    "IQ3_XXS": ScaleBits(66, 8, 32, _PER_32, (28,) * 16, 15),
+    "IQ3_S": ScaleBits(106, 4, 8, tuple(k // 4 for k in range(16)), tuple(4 * ((k // 2) % 2) for k in range(16)), 15),
+    "IQ1_S": ScaleBits(34, 8, 16, _PER_32, (12,) * 16, 7),
+    "IQ1_M": ScaleBits(48, 4, 16, tuple(k // 4 for k in range(16)), tuple(3 * (k % 4) for k in range(16)), 7),
+}
+
+
+def sb_scales(tag, src, s, sv):
+    """sv[16 ib + k] = the scale of sub-block ib's weights 2 k, 2 k + 1 (lattice_step's operand), for the super-block
+    at byte s of src. Numba-compiled code only."""
+    raise TypeError("sb_scales works inside numba-compiled kernels only")
+
+
+@intrinsic
+def _sb_scales(typingctx, tag, src, s, sv):
+    ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(src, types.uint8)
+          and isinstance(s, types.Integer) and _is_arr(sv, types.uint16))
+    if not ok:
+        return None
+    bits = _BY_TAG[str(tag.dtype)].scales
+
+    def codegen(context, builder, signature, args):
+        sig = signature.args
+        p = builder.gep(_data(context, builder, sig[1], args[1], _I8), [_as_i64(builder, args[2])])
+        ls = builder.trunc(bits.build(builder, p), _v(16, 16))
+        lanes = builder.shuffle_vector(ls, ls, _const_lanes([2 * (k // 16) + (k % 16) // 8 for k in range(128)]))
+        dst = _data(context, builder, sig[3], args[3], ir.IntType(16))
+        builder.store(lanes, builder.bitcast(dst, _v(128, 16).as_pointer()), align=1)
+        return context.get_dummy_value()
+    return types.void(tag, src, s, sv), codegen
+
+
+@overload(sb_scales, inline="always")
+def _sb_scales_overload(tag, src, s, sv):
+    return lambda tag, src, s, sv: _sb_scales(tag, src, s, sv)
+
+
 def sb_indices(tag, src, s, idx):
     """idx[0:32] = the grid indices of the super-block at byte s of src, for the types that build them (Kind.indices;
     a no-op for the others). Numba-compiled code only."""
@@ -291,6 +353,7 @@ class Kind(NamedTuple):
     signed_words: bool = False
     scale_per16: bool = False
     indices: object = None
+    scales: object = None
 
 
 KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
@@ -299,6 +362,7 @@ KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
          "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16), "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32),
          "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True, indices=_iq1_s_indices),
          "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True, indices=_iq1_m_indices)}
+KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items()}
 _BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in KINDS.values()}
 
 
@@ -424,21 +488,23 @@ def _lattice_step_codegen(context, builder, signature, args):
 
     g = word_vector(args[4:8])
     m = g if signed_words else word_vector(args[8:12])
-    lo, hi = (builder.trunc(v, _I32) for v in args[12:14])
-    return builder.add(args[0], sign_dot32(builder, g, m, x, lo, hi, signed_words))
+    sv_p = _data(context, builder, sig[12], args[12], ir.IntType(16))
+    ls16 = _vec_load(builder, sv_p, builder.mul(_as_i64(builder, args[13]), ir.Constant(ir.IntType(64), 16)),
+                     _v(16, 16))
+    return builder.add(args[0], sign_dot32(builder, g, m, x, ls16, signed_words))
 
 
 @intrinsic
-def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, ls_lo, ls_hi):
-    """lanes + the products of 32 weights and xq[xo:xo + 32], the two 16-weight halves times ls_lo and ls_hi: the
-    weights as four words of magnitudes g and four of sign masks m, or as signed bytes (the tag's Kind says which),
-    a sub32 decoder's output, put into vectors in registers (vmovq, vpunpcklqdq, vinserti128) as llama.cpp's AVX2
-    code does. lanes_sum gives the total."""
+def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib):
+    """lanes + the products of 32 weights and xq[xo:xo + 32], the two 16-weight halves times their scales, sv[16 ib:
+    16 ib + 16] (sb_scales): the weights as four words of magnitudes g and four of sign masks m, or as signed bytes
+    (the tag's Kind says which), a sub32 decoder's output, put into vectors in registers (vmovq, vpunpcklqdq,
+    vinserti128) as llama.cpp's AVX2 code does. lanes_sum gives the total."""
     words = (g0, g1, g2, g3, m0, m1, m2, m3)
     ok = (lanes == LANES and isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG
           and _is_arr(xq, types.int8) and isinstance(xo, types.Integer) and all(w == types.uint64 for w in words)
-          and ls_lo == types.int64 and ls_hi == types.int64)
-    return (LANES(lanes, tag, xq, xo, *words, ls_lo, ls_hi), _lattice_step_codegen) if ok else None
+          and _is_arr(sv, types.uint16) and isinstance(ib, types.Integer))
+    return (LANES(lanes, tag, xq, xo, *words, sv, ib), _lattice_step_codegen) if ok else None
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
@@ -450,16 +516,18 @@ def _mv_int(out, x, raw, tag, xq, xd):
     nt = min(rows, 64)
     for c in prange(nt):
         idx = np.empty(32, np.uint16)
+        sv = np.empty(128, np.uint16)
         for r in range(rows * c // nt, rows * (c + 1) // nt):
             src = raw[r]
             acc = F32(0.0)
             for b in range(nsb):
                 s = b * bsize
                 sb_indices(tag, src, s, idx)
+                sb_scales(tag, src, s, sv)
                 lanes = no_lanes()
                 for ib in range(8):
-                    g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib, idx)
-                    lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, lo, hi)
+                    g0, g1, g2, g3, m0, m1, m2, m3, _, _ = sub32(tag, src, s, ib, idx)
+                    lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib)
                 acc += dscale(tag, src, s) * xd[8 * b] * F32(lanes_sum(lanes))
             out[r] = acc
 
