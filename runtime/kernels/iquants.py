@@ -39,7 +39,7 @@ from ._vnni16 import BOOK_TAGS, CODEBOOKS
 from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
 from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, sign_dot32
-from ._vnni import _I8, _I32, _as_i64, _data, _declare, _is_arr, _vec_load
+from ._vnni import _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _vec_load
 from .actquant import q8_k, q8_k_codes
 from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
 from .registry import Layout, register
@@ -343,7 +343,9 @@ def _sb_indices_overload(tag, src, s, idx):
 class Kind(NamedTuple):
     """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, whether its decoder gives
     signed weight bytes, whether it scales per 16 weights, how its grid indices are built a super-block at a time
-    (an IR builder(builder, pointer) -> <32 x i16>, or None: the decoder reads them from the bytes as they are). A matrix carries an empty tag array of its type's dtype: the kernels compile once per
+    (an IR builder(builder, pointer) -> <32 x i16>, or None: the decoder reads them from the bytes as they are),
+    where its scales are (ScaleBits), and where the file keeps a byte of sign bits per 8 weights (sub-block ib's
+    four at sign_bytes[0] + sign_bytes[1] * ib: the matvec spreads them to masks in registers). A matrix carries an empty tag array of its type's dtype: the kernels compile once per
     dtype, and sub32 / dscale / block_bytes / lattice_step pick the type's code at compile time (with the type a
     run-time value, all seven decoders behind a branch in one loop ran 1.5x slower)."""
     decoder: object
@@ -354,11 +356,13 @@ class Kind(NamedTuple):
     scale_per16: bool = False
     indices: object = None
     scales: object = None
+    sign_bytes: object = None
 
 
 KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
          "IQ2_XS": Kind(_iq2_xs, _d_eighth, 74, np.uint8, scale_per16=True),
-         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True, indices=_iq2_s_indices),
+         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True, indices=_iq2_s_indices,
+                       sign_bytes=(34, 4)),
          "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16), "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32),
          "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True, indices=_iq1_s_indices),
          "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True, indices=_iq1_m_indices)}
@@ -487,24 +491,42 @@ def _lattice_step_codegen(context, builder, signature, args):
         return builder.bitcast(v, _V32I8)
 
     g = word_vector(args[4:8])
-    m = g if signed_words else word_vector(args[8:12])
+    sign_bytes = _BY_TAG[str(sig[1].dtype)].sign_bytes
+    if signed_words:
+        m = g
+    elif sign_bytes is not None:        # the file's sign bytes, spread to masks in registers (the m words unused)
+        at = builder.add(builder.add(_as_i64(builder, args[15]), ir.Constant(ir.IntType(64), sign_bytes[0])),
+                         builder.mul(_as_i64(builder, args[13]), ir.Constant(ir.IntType(64), sign_bytes[1])))
+        m = _sign_masks(builder, _vec_load(builder, _data(context, builder, sig[14], args[14], _I8), at, _I32))
+    else:
+        m = word_vector(args[8:12])
     sv_p = _data(context, builder, sig[12], args[12], ir.IntType(16))
     ls16 = _vec_load(builder, sv_p, builder.mul(_as_i64(builder, args[13]), ir.Constant(ir.IntType(64), 16)),
                      _v(16, 16))
     return builder.add(args[0], sign_dot32(builder, g, m, x, ls16, signed_words))
 
 
+def _sign_masks(builder, bits):
+    """32 sign bits (i32) as 32 bytes: 0xFF where the bit is set (vpbroadcastd, vpshufb, vpand, vpcmpeqb)."""
+    spread = builder.shuffle_vector(builder.bitcast(_splat(builder, bits, _V8I32), _V32I8), ir.Constant(_V32I8, None),
+                                    _const_lanes([k // 8 for k in range(32)]))
+    one_bit = _const_lanes([1 << (k % 8) for k in range(32)], 8)
+    return builder.sext(builder.icmp_unsigned("==", builder.and_(spread, one_bit), one_bit), _V32I8)
+
+
 @intrinsic
-def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib):
-    """lanes + the products of 32 weights and xq[xo:xo + 32], the two 16-weight halves times their scales, sv[16 ib:
-    16 ib + 16] (sb_scales): the weights as four words of magnitudes g and four of sign masks m, or as signed bytes
-    (the tag's Kind says which), a sub32 decoder's output, put into vectors in registers (vmovq, vpunpcklqdq,
+def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib, src, s):
+    """lanes + the products of 32 weights (sub-block ib of the super-block at byte s of src) and xq[xo:xo + 32],
+    the two 16-weight halves times their scales, sv[16 ib: 16 ib + 16] (sb_scales): the weights as four words of
+    magnitudes g and four of sign masks m (or the file's sign bytes: Kind.sign_bytes), or as signed bytes (the
+    tag's Kind says which), a sub32 decoder's output, put into vectors in registers (vmovq, vpunpcklqdq,
     vinserti128) as llama.cpp's AVX2 code does. lanes_sum gives the total."""
     words = (g0, g1, g2, g3, m0, m1, m2, m3)
     ok = (lanes == LANES and isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG
           and _is_arr(xq, types.int8) and isinstance(xo, types.Integer) and all(w == types.uint64 for w in words)
-          and _is_arr(sv, types.uint16) and isinstance(ib, types.Integer))
-    return (LANES(lanes, tag, xq, xo, *words, sv, ib), _lattice_step_codegen) if ok else None
+          and _is_arr(sv, types.uint16) and isinstance(ib, types.Integer) and _is_arr(src, types.uint8)
+          and isinstance(s, types.Integer))
+    return (LANES(lanes, tag, xq, xo, *words, sv, ib, src, s), _lattice_step_codegen) if ok else None
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
@@ -527,7 +549,8 @@ def _mv_int(out, x, raw, tag, xq, xd):
                 lanes = no_lanes()
                 for ib in range(8):
                     g0, g1, g2, g3, m0, m1, m2, m3, _, _ = sub32(tag, src, s, ib, idx)
-                    lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib)
+                    lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib,
+                                         src, s)
                 acc += dscale(tag, src, s) * xd[8 * b] * F32(lanes_sum(lanes))
             out[r] = acc
 
