@@ -101,6 +101,16 @@ def _iq2_xxs(src, s, ib, idx):
 
 
 @njit(cache=True, inline="always")
+def _iq2_xxs_signs(src, s, ib, idx):
+    """IQ2_XXS as the integer kernels keep it (_expand_signs): d, 8 x (4 grid-index bytes, 4 sign bytes: the
+    file's 7 sign bits each with their parity bit), the 4-bit scales as nibbles at 66."""
+    p = s + 2 + 8 * ib
+    ls = 2 * ((np.int64(src[s + 66 + (ib >> 1)]) >> (4 * (ib & 1))) & 15) + 1
+    return (MAG_IQ2_XXS[src[p]], MAG_IQ2_XXS[src[p + 1]], MAG_IQ2_XXS[src[p + 2]], MAG_IQ2_XXS[src[p + 3]],
+            SIGNS8[src[p + 4]], SIGNS8[src[p + 5]], SIGNS8[src[p + 6]], SIGNS8[src[p + 7]], ls, ls)
+
+
+@njit(cache=True, inline="always")
 def _iq2_xs_pair(src, p):
     v = u16(src, p)
     return MAG_IQ2_XS[v & 511], SIGNS7[v >> 9]
@@ -367,7 +377,12 @@ KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
          "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True, indices=_iq1_s_indices),
          "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True, indices=_iq1_m_indices)}
 KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items()}
-_BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in KINDS.values()}
+# The file's layouts the integer matvec reads another way: IQ2_XXS with 8-bit signs (4 bytes more a super-block, 6%:
+# the signs spread to masks in registers, where the 7-bit ones took a table load per 8 weights)
+EXPANDED_SIGNS = Kind(_iq2_xxs_signs, _d_eighth, 70, np.uint64, sign_bytes=(6, 8),
+                      scales=ScaleBits(66, 4, 8, tuple(k // 4 for k in range(16)),
+                                       tuple(4 * ((k // 2) % 2) for k in range(16)), 15))
+_BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in (*KINDS.values(), EXPANDED_SIGNS)}
 
 
 def sub32(tag, src, s, ib, idx):
@@ -714,6 +729,31 @@ def _repack(name):
     return lambda raw, cols: (raw, tag)
 
 
+@njit(cache=True, parallel=True)
+def _expand_signs(raw, out):
+    """IQ2_XXS rows into EXPANDED_SIGNS' layout (out zeroed): each 7-bit sign index as its 8 sign bits (KSIGNS),
+    the scale nibbles gathered at 66."""
+    nsb = raw.shape[1] // 66
+    for r in prange(raw.shape[0]):
+        src, dst = raw[r], out[r]
+        for b in range(nsb):
+            s, o = 66 * b, 70 * b
+            dst[o], dst[o + 1] = src[s], src[s + 1]
+            for ib in range(8):
+                p, q = s + 2 + 8 * ib, o + 2 + 8 * ib
+                aux = np.int64(u32(src, p + 4))
+                for k in range(4):
+                    dst[q + k] = src[p + k]
+                    dst[q + 4 + k] = KSIGNS[(aux >> (7 * k)) & 127]
+                dst[o + 66 + (ib >> 1)] |= np.uint8((aux >> 28) << (4 * (ib & 1)))
+
+
+def _repack_expanded(raw, cols):
+    out = np.zeros((raw.shape[0], cols // 256 * 70), np.uint8)
+    _expand_signs(raw, out)
+    return out, np.empty(0, EXPANDED_SIGNS.tag)
+
+
 _NOTE = "the file's bytes, decoded 8 weights a table word"
 for _name in KINDS:
     FLOAT_MATVEC[_name] = (_mv_float, _no_scratch)
@@ -721,6 +761,11 @@ for _name in KINDS:
         FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
         register(_name, xs16_layout(_repack_to_nibbles(_name), f" (the {_name} weights as codes of their 16 values)"))
         register_gemm(_name, "q8_k", gemm_xs16)
+    elif INT_KERNELS and _name == "IQ2_XXS":
+        FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
+        register(_name, Layout(256, _repack_expanded, _codes_scratch, _mv_int, _mm_float,
+                               _NOTE + " (the signs as 8 bits), int8 x Q8_K activations", q8_k))
+        register_gemm(_name, "q8_k", gemm)
     elif INT_KERNELS:
         register(_name, Layout(256, _repack(_name), _codes_scratch, _mv_int, _mm_float,
                                _NOTE + ", int8 x Q8_K activations", q8_k))
