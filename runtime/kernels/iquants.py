@@ -111,6 +111,17 @@ def _iq2_xxs_signs(src, s, ib, idx):
 
 
 @njit(cache=True, inline="always")
+def _iq2_xs_split(src, s, ib, idx):
+    """IQ2_XS as the integer kernels keep it (_split_xs): d, the grid indices' low bytes [32] at 2, their sign
+    bytes [32] at 34 (7 bits and parity), the 9th index bits [4] at 66, the scales [8] at 70 as the file has them."""
+    i = 4 * ib
+    p = s + 34 + i
+    lo, hi = _nibble_ls(src[s + 70 + ib])
+    return (MAG_IQ2_XS[idx[i]], MAG_IQ2_XS[idx[i + 1]], MAG_IQ2_XS[idx[i + 2]], MAG_IQ2_XS[idx[i + 3]],
+            SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]], SIGNS8[src[p + 3]], lo, hi)
+
+
+@njit(cache=True, inline="always")
 def _iq2_xs_pair(src, p):
     v = u16(src, p)
     return MAG_IQ2_XS[v & 511], SIGNS7[v >> 9]
@@ -227,13 +238,15 @@ def _const_lanes(values, bits=32):
     return ir.Constant(_v(len(values), bits), list(values))
 
 
-def _grouped_indices(b, p, high_at, high_bits, shift, mask, delta=False):
-    """32 indices: the qs byte of group k (p + 2 + k) | ((high[k // 4] >> shift (k % 4)) & mask) << 8 (| the
-    high word's top bit << 11), high an array of 8 high_bits-bit words at p + high_at."""
+def _grouped_indices(b, p, high_at, high_bits, shift, mask, delta=False, per_word=4):
+    """32 indices: the qs byte of group k (p + 2 + k) | ((high[k // per_word] >> shift (k % per_word)) & mask) << 8
+    (| the high word's top bit << 11), high an array of 32 / per_word high_bits-bit words at p + high_at."""
     qs = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), 2), _v(32, 8)), _v(32, 32))
-    high = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), high_at), _v(8, high_bits)), _v(8, 32))
-    spread = b.shuffle_vector(high, high, _const_lanes([k // 4 for k in range(32)]))
-    bits = b.and_(b.lshr(spread, _const_lanes([shift * (k % 4) for k in range(32)])), _const_lanes([mask] * 32))
+    count = 32 // per_word
+    high = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), high_at), _v(count, high_bits)), _v(count, 32))
+    spread = b.shuffle_vector(high, high, _const_lanes([k // per_word for k in range(32)]))
+    shifts = _const_lanes([shift * (k % per_word) for k in range(32)])
+    bits = b.and_(b.lshr(spread, shifts), _const_lanes([mask] * 32))
     idx = b.or_(qs, b.shl(bits, _const_lanes([8] * 32)))
     if delta:
         idx = b.or_(idx, b.shl(b.lshr(spread, _const_lanes([15] * 32)), _const_lanes([11] * 32)))
@@ -243,6 +256,11 @@ def _grouped_indices(b, p, high_at, high_bits, shift, mask, delta=False):
 def _iq2_s_indices(b, p):
     """qs[32] at 2, qh[8] at 66: 2 more bits per 8 weights."""
     return _grouped_indices(b, p, 66, 8, 2, 3)
+
+
+def _iq2_xs_indices(b, p):
+    """EXPANDED_XS: the low index bytes at 2, the 9th bits at 66 (a bit per 8 weights)."""
+    return _grouped_indices(b, p, 66, 8, 1, 1, per_word=8)
 
 
 def _iq1_s_indices(b, p):
@@ -382,7 +400,12 @@ KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items(
 EXPANDED_SIGNS = Kind(_iq2_xxs_signs, _d_eighth, 70, np.uint64, sign_bytes=(6, 8),
                       scales=ScaleBits(66, 4, 8, tuple(k // 4 for k in range(16)),
                                        tuple(4 * ((k // 2) % 2) for k in range(16)), 15))
-_BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind for kind in (*KINDS.values(), EXPANDED_SIGNS)}
+# IQ2_XS the same way (78 bytes, the file 74): its u16 of a 9-bit grid index and 7 sign bits per 8 weights split
+# into an index byte (sb_indices adds the 9th bit), a sign byte, and the 9th bits
+EXPANDED_XS = Kind(_iq2_xs_split, _d_eighth, 78, np.float32, scale_per16=True, indices=_iq2_xs_indices,
+                   sign_bytes=(34, 4), scales=ScaleBits(70, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
+_BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind
+           for kind in (*KINDS.values(), EXPANDED_SIGNS, EXPANDED_XS)}
 
 
 def sub32(tag, src, s, ib, idx):
@@ -748,10 +771,34 @@ def _expand_signs(raw, out):
                 dst[o + 66 + (ib >> 1)] |= np.uint8((aux >> 28) << (4 * (ib & 1)))
 
 
-def _repack_expanded(raw, cols):
-    out = np.zeros((raw.shape[0], cols // 256 * 70), np.uint8)
-    _expand_signs(raw, out)
-    return out, np.empty(0, EXPANDED_SIGNS.tag)
+@njit(cache=True, parallel=True)
+def _split_xs(raw, out):
+    """IQ2_XS rows into EXPANDED_XS' layout (out zeroed)."""
+    nsb = raw.shape[1] // 74
+    for r in prange(raw.shape[0]):
+        src, dst = raw[r], out[r]
+        for b in range(nsb):
+            s, o = 74 * b, 78 * b
+            dst[o], dst[o + 1] = src[s], src[s + 1]
+            for k in range(32):
+                v = np.int64(u16(src, s + 2 + 2 * k))
+                dst[o + 2 + k] = v & 255
+                dst[o + 34 + k] = KSIGNS[v >> 9]
+                dst[o + 66 + (k >> 3)] |= np.uint8(((v >> 8) & 1) << (k & 7))
+            for k in range(8):
+                dst[o + 70 + k] = src[s + 66 + k]
+
+
+def _repack_with(kind, expand):
+    """raw rows into kind's layout by expand(raw, out)."""
+    def repack(raw, cols):
+        out = np.zeros((raw.shape[0], cols // 256 * kind.block_bytes), np.uint8)
+        expand(raw, out)
+        return out, np.empty(0, kind.tag)
+    return repack
+
+
+EXPANDED = {"IQ2_XXS": _repack_with(EXPANDED_SIGNS, _expand_signs), "IQ2_XS": _repack_with(EXPANDED_XS, _split_xs)}
 
 
 _NOTE = "the file's bytes, decoded 8 weights a table word"
@@ -761,9 +808,9 @@ for _name in KINDS:
         FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
         register(_name, xs16_layout(_repack_to_nibbles(_name), f" (the {_name} weights as codes of their 16 values)"))
         register_gemm(_name, "q8_k", gemm_xs16)
-    elif INT_KERNELS and _name == "IQ2_XXS":
+    elif INT_KERNELS and _name in EXPANDED:
         FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
-        register(_name, Layout(256, _repack_expanded, _codes_scratch, _mv_int, _mm_float,
+        register(_name, Layout(256, EXPANDED[_name], _codes_scratch, _mv_int, _mm_float,
                                _NOTE + " (the signs as 8 bits), int8 x Q8_K activations", q8_k))
         register_gemm(_name, "q8_k", gemm)
     elif INT_KERNELS:
