@@ -309,63 +309,40 @@ SCALES = {
 }
 
 
-def sb_scales(tag, src, s, sv):
-    """sv[16 ib + k] = the scale of sub-block ib's weights 2 k, 2 k + 1 (lattice_step's operand), for the super-block
-    at byte s of src. Numba-compiled code only."""
-    raise TypeError("sb_scales works inside numba-compiled kernels only")
+def _super_block_writer(name, produce, doc):
+    """An intrinsic name(tag, src, s, out): out (uint16) = produce(kind, builder, p), a vector built from the
+    super-block at byte s of src (p its i8 pointer) for the tag's kind, or nothing where produce gives None."""
+    def typer(typingctx, tag, src, s, out):
+        ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(src, types.uint8)
+              and isinstance(s, types.Integer) and _is_arr(out, types.uint16))
+        if not ok:
+            return None
+        kind = _BY_TAG[str(tag.dtype)]
 
-
-@intrinsic
-def _sb_scales(typingctx, tag, src, s, sv):
-    ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(src, types.uint8)
-          and isinstance(s, types.Integer) and _is_arr(sv, types.uint16))
-    if not ok:
-        return None
-    bits = _BY_TAG[str(tag.dtype)].scales
-
-    def codegen(context, builder, signature, args):
-        sig = signature.args
-        p = builder.gep(_data(context, builder, sig[1], args[1], _I8), [_as_i64(builder, args[2])])
-        ls = builder.trunc(bits.build(builder, p), _v(16, 16))
-        lanes = builder.shuffle_vector(ls, ls, _const_lanes([2 * (k // 16) + (k % 16) // 8 for k in range(128)]))
-        dst = _data(context, builder, sig[3], args[3], ir.IntType(16))
-        builder.store(lanes, builder.bitcast(dst, _v(128, 16).as_pointer()), align=1)
-        return context.get_dummy_value()
-    return types.void(tag, src, s, sv), codegen
-
-
-@overload(sb_scales, inline="always")
-def _sb_scales_overload(tag, src, s, sv):
-    return lambda tag, src, s, sv: _sb_scales(tag, src, s, sv)
-
-
-def sb_indices(tag, src, s, idx):
-    """idx[0:32] = the grid indices of the super-block at byte s of src, for the types that build them (Kind.indices;
-    a no-op for the others). Numba-compiled code only."""
-    raise TypeError("sb_indices works inside numba-compiled kernels only")
-
-
-@intrinsic
-def _sb_indices(typingctx, tag, src, s, idx):
-    ok = (isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG and _is_arr(src, types.uint8)
-          and isinstance(s, types.Integer) and _is_arr(idx, types.uint16))
-    if not ok:
-        return None
-    build = _BY_TAG[str(tag.dtype)].indices
-
-    def codegen(context, builder, signature, args):
-        if build is not None:
+        def codegen(context, builder, signature, args):
             sig = signature.args
             p = builder.gep(_data(context, builder, sig[1], args[1], _I8), [_as_i64(builder, args[2])])
-            dst = _data(context, builder, sig[3], args[3], ir.IntType(16))
-            builder.store(build(builder, p), builder.bitcast(dst, _v(32, 16).as_pointer()), align=1)
-        return context.get_dummy_value()
-    return types.void(tag, src, s, idx), codegen
+            value = produce(kind, builder, p)
+            if value is not None:
+                dst = _data(context, builder, sig[3], args[3], ir.IntType(16))
+                builder.store(value, builder.bitcast(dst, value.type.as_pointer()), align=1)
+            return context.get_dummy_value()
+        return types.void(tag, src, s, out), codegen
+    typer.__name__, typer.__doc__ = name, doc
+    return intrinsic(typer)
 
 
-@overload(sb_indices, inline="always")
-def _sb_indices_overload(tag, src, s, idx):
-    return lambda tag, src, s, idx: _sb_indices(tag, src, s, idx)
+def _spread_scales(kind, b, p):
+    ls = b.trunc(kind.scales.build(b, p), _v(16, 16))
+    return b.shuffle_vector(ls, ls, _const_lanes([2 * (k // 16) + (k % 16) // 8 for k in range(128)]))
+
+
+sb_scales = _super_block_writer("sb_scales", _spread_scales, """sb_scales(tag, src, s, sv): sv[16 ib + k] = the
+    scale of sub-block ib's weights 2 k, 2 k + 1 (lattice_step's operand), for the super-block at byte s of src.""")
+sb_indices = _super_block_writer(
+    "sb_indices", lambda kind, b, p: kind.indices(b, p) if kind.indices is not None else None,
+    """sb_indices(tag, src, s, idx): idx[0:32] = the grid indices of the super-block at byte s of src, for the types
+    that build them (Kind.indices; nothing for the others).""")
 
 
 class Kind(NamedTuple):
