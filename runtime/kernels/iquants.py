@@ -1,4 +1,4 @@
-"""The lattice types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, run from the file's own bytes.
+"""The lattice types IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, run from their files' bytes or close to them.
 
 llama.cpp's dot products for them (ggml_vec_dot_iq*_q8_K) sum int8 weights times Q8_K activation codes exactly, scale
 the sums by small odd integers per 16 or 32 elements, and multiply by the fp16 d, the activations' scale and a
@@ -17,7 +17,11 @@ package's dequantized values bit for bit, and the integer sums are llama.cpp's.
 
 Each type's decoder gives a sub-block of 32 weights as 64-bit words from tables (grid magnitudes, sign masks; IQ1:
 signed bytes). The integer matvec puts those words into vector registers and dots them with the activations there
-(lattice_step: llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block. The GEMM
+(lattice_step: llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block; a
+super-block's grid indices (where they are spread over two arrays) and its 16 scales are built once for all its
+sub-blocks in vector registers (sb_indices, sb_scales). Where a type's signs are 7-bit indices (IQ2_XXS, IQ2_XS) the
+integer paths keep them as 8-bit bytes (4 bytes more a super-block), which the matvec spreads to masks in registers;
+IQ3_XXS and IQ3_S, 16 values each, run as 4-bit codes in IQ4_XS's layout (blocks16.py; NIB_BOOKS below). The GEMM
 decodes 16 rows at a time into _gemm.py's TILE order (the weights + 128, a float scale d * ls per row and 32 or 16
 weights) and multiplies every token by the tile there, as the other types' GEMMs; the float kernels (CPUs with no
 integer path) turn the same bytes into floats.
