@@ -7,11 +7,11 @@ repacked q4_0_8x8 / iq4_nl_4x4 GEMVs and _gemm.py's prefill tiles): a 32-block o
 32-bit broadcasts of 4 activation codes, one conversion and one multiply-add by the 16 rows' scales, no horizontal
 sum; the 16 results are one masked store.
 
-Here: the 32-block types and IQ4_XS, IQ3_S, IQ3_XXS (blocks16.py: NIB16, 256 bytes per 16 rows and 32-block, chunk c, row r,
-byte t at 64 c + 4 r + t holding element 4 c + t in its low nibble and 16 + 4 c + t in its high one, the file's byte;
-Q5's 5th bits as 64-bit masks; Q8_0 as I8_16, 512 bytes of codes + 128), Q4_K and Q6_K (kquants_rows16.py,
-kquants_q6k16.py: one record per 16 rows and super-block, codes, scales and d together), and the tile decoders the
-prefill GEMM reads them with.
+Here: the 32-block types and IQ4_XS, IQ3_S, IQ3_XXS (blocks16.py: NIB16, 256 bytes per 16 rows and 32-block,
+chunk c, row r, byte t at 64 c + 4 r + t holding element 4 c + t in its low nibble and 16 + 4 c + t in its high
+one, the file's byte; Q5's 5th bits as 64-bit masks; Q8_0 as I8_16, 512 bytes of codes + 128), Q4_K and Q6_K
+(kquants_rows16.py, kquants_q6k16.py: one record per 16 rows and super-block, codes, scales and d together), and
+the tile decoders the prefill GEMM reads them with.
 """
 import numba
 import numpy as np
@@ -81,11 +81,15 @@ def _run_and_store(context, builder, n, body, out_p, r0, nr):
     return context.get_dummy_value()
 
 
+def _codebook_table(values, bias=128):
+    """A codebook's 16 values + bias as vpshufb's table, repeated for each 128-bit lane."""
+    return ir.Constant(_V64I8, [(int(v) + bias) & 0xFF for v in values] * 4)
+
+
 def iq4_plus_128(builder, codes, bias=128, values=IQ4):
     """4-bit codes -> their codebook values (IQ4_NL's, or values) + 128 (or + bias), as bytes (vpshufb, 16 values
     per 128-bit lane)."""
-    table = ir.Constant(_V64I8, [(int(v) + bias) & 0xFF for v in values] * 4)
-    return lookup16(builder, table, codes)
+    return lookup16(builder, _codebook_table(values, bias), codes)
 
 
 def _fifth_bits(b, h_p, offset):
@@ -273,16 +277,19 @@ def _tile16_codegen(with_qh):
         h_p = _data(context, builder, sig[2], args[2], _I8) if with_qh else None
         k = 3 if with_qh else 2
         n, book = _as_i64(builder, args[k]), _as_i64(builder, args[k + 1])
+        # the book's table chosen once per call (the codes themselves where book is 0): one lookup per vector
+        table = _codebook_table(CODEBOOKS[1][0])
+        for number in range(2, len(CODEBOOKS)):
+            table = builder.select(builder.icmp_signed("==", book, _c64(number)),
+                                   _codebook_table(CODEBOOKS[number][0]), table)
+        use_table = builder.icmp_signed("!=", book, _c64(0))
 
         def body(b, i, acc, _):
             for c in range(4):
                 codes = _block_codes16(b, q_p, b.mul(i, _c64(256)), c, False, h_p,
                                        b.mul(i, _c64(64)) if with_qh else None)
                 for half in range(2):
-                    v = codes[half]
-                    for number, entry in enumerate(CODEBOOKS[1:] if not with_qh else (), 1):
-                        looked_up = iq4_plus_128(b, codes[half], 128, entry[0])
-                        v = b.select(b.icmp_signed("==", book, _c64(number)), looked_up, v)
+                    v = codes[half] if with_qh else b.select(use_table, lookup16(b, table, codes[half]), codes[half])
                     dst = b.add(b.mul(i, _c64(512)), _c64(256 * half + 64 * c))
                     b.store(v, b.bitcast(b.gep(wt_p, [dst]), _V64I8.as_pointer()), align=1)
             return acc, _

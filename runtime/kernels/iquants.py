@@ -45,7 +45,7 @@ from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
 from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, sign_dot32
 from ._vnni import _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _vec_load
 from .actquant import q8_k, q8_k_codes
-from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
+from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK, code_sums
 from .registry import Layout, register
 
 U64 = np.uint64
@@ -242,48 +242,9 @@ def _const_lanes(values, bits=32):
     return ir.Constant(_v(len(values), bits), list(values))
 
 
-def _grouped_indices(b, p, high_at, high_bits, shift, mask, delta=False, per_word=4):
-    """32 indices: the qs byte of group k (p + 2 + k) | ((high[k // per_word] >> shift (k % per_word)) & mask) << 8
-    (| the high word's top bit << 11), high an array of 32 / per_word high_bits-bit words at p + high_at."""
-    qs = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), 2), _v(32, 8)), _v(32, 32))
-    count = 32 // per_word
-    high = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), high_at), _v(count, high_bits)), _v(count, 32))
-    spread = b.shuffle_vector(high, high, _const_lanes([k // per_word for k in range(32)]))
-    shifts = _const_lanes([shift * (k % per_word) for k in range(32)])
-    bits = b.and_(b.lshr(spread, shifts), _const_lanes([mask] * 32))
-    idx = b.or_(qs, b.shl(bits, _const_lanes([8] * 32)))
-    if delta:
-        idx = b.or_(idx, b.shl(b.lshr(spread, _const_lanes([15] * 32)), _const_lanes([11] * 32)))
-    return b.trunc(idx, _v(32, 16))
-
-
-def _iq2_s_indices(b, p):
-    """qs[32] at 2, qh[8] at 66: 2 more bits per 8 weights."""
-    return _grouped_indices(b, p, 66, 8, 2, 3)
-
-
-def _iq2_xs_indices(b, p):
-    """EXPANDED_XS: the low index bytes at 2, the 9th bits at 66 (a bit per 8 weights)."""
-    return _grouped_indices(b, p, 66, 8, 1, 1, per_word=8)
-
-
-def _iq1_s_indices(b, p):
-    """qs[32] at 2, u16 qh[8] at 34: 3 more bits per 8 weights, the delta's sign (IQ1_WORDS' bit 11) on top."""
-    return _grouped_indices(b, p, 34, 16, 3, 7, delta=True)
-
-
-def _iq1_m_indices(b, p):
-    """qs[32] at 0, qh[16] at 32: a nibble per 8 weights (low nibble first), 3 index bits and the delta's sign."""
-    qs = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), 0), _v(32, 8)), _v(32, 16))
-    qh = _vec_load(b, p, ir.Constant(ir.IntType(64), 32), _v(16, 8))
-    lo, hi = b.and_(qh, _const_lanes([15] * 16, 8)), b.lshr(qh, _const_lanes([4] * 16, 8))
-    nibbles = b.shuffle_vector(lo, hi, _const_lanes([k // 2 + 16 * (k % 2) for k in range(32)]))
-    return b.or_(qs, b.shl(b.zext(nibbles, _v(32, 16)), _const_lanes([8] * 32, 16)))
-
-
-class ScaleBits(NamedTuple):
-    """Where a type keeps its 4- or 3-bit scales s (the weights' scale 2 s + 1): `count` words of `bits` bits at
-    byte `at` of the super-block; 16-weight group k takes word words[k], shifted right by shifts[k], and mask."""
+class BitFields(NamedTuple):
+    """Small fields packed in `count` words of `bits` bits at byte `at` of a super-block: lane k of extract() is
+    word words[k] shifted right by shifts[k], and mask (one lane per 8-weight group, or per 16-weight scale)."""
     at: int
     count: int
     bits: int
@@ -291,25 +252,52 @@ class ScaleBits(NamedTuple):
     shifts: tuple
     mask: int
 
-    def build(self, b, p):
-        """The 16 scales 2 s + 1 of a super-block as <16 x i32>."""
+    def extract(self, b, p):
+        """The fields as <len(words) x i32>."""
+        n = len(self.words)
         raw = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), self.at), _v(self.count, self.bits)),
                      _v(self.count, 32))
         spread = b.shuffle_vector(raw, raw, _const_lanes(self.words))
-        s = b.and_(b.lshr(spread, _const_lanes(self.shifts)), _const_lanes([self.mask] * 16))
-        return b.add(b.shl(s, _const_lanes([1] * 16)), _const_lanes([1] * 16))
+        return b.and_(b.lshr(spread, _const_lanes(self.shifts)), _const_lanes([self.mask] * n))
 
 
+def _per_group(at, bits, width, mask, per_word=4, shift=None):
+    """BitFields of the 32 groups of 8 weights: group k's field in word k // per_word at bit width (k % per_word)
+    (or at bit shift, the same for every group of a word)."""
+    return BitFields(at, 32 // per_word, bits, tuple(k // per_word for k in range(32)),
+                     tuple(width * (k % per_word) if shift is None else shift for k in range(32)), mask)
+
+
+def _grid_indices(qs_at, *high):
+    """The builder of 32 indices: the qs byte of group k (at qs_at + k) | each (BitFields, bit position) of high."""
+    def build(b, p):
+        idx = b.zext(_vec_load(b, p, ir.Constant(ir.IntType(64), qs_at), _v(32, 8)), _v(32, 32))
+        for fields, position in high:
+            idx = b.or_(idx, b.shl(fields.extract(b, p), _const_lanes([position] * 32)))
+        return b.trunc(idx, _v(32, 16))
+    return build
+
+
+# qs[32] at 2 (IQ1_M: at 0), and: IQ2_S qh[8] at 66, 2 more index bits per 8 weights; EXPANDED_XS the 9th bits at
+# 66, a bit per 8 weights; IQ1_S u16 qh[8] at 34, 3 more bits per 8 weights and the delta's sign (qh's top bit:
+# IQ1_WORDS' bit 11); IQ1_M qh[16] at 32, a nibble per 8 weights (low first): 3 index bits and the delta's sign
+_iq2_s_indices = _grid_indices(2, (_per_group(66, 8, 2, 3), 8))
+_iq2_xs_indices = _grid_indices(2, (_per_group(66, 8, 1, 1, per_word=8), 8))
+_iq1_s_indices = _grid_indices(2, (_per_group(34, 16, 3, 7), 8), (_per_group(34, 16, 0, 1, shift=15), 11))
+_iq1_m_indices = _grid_indices(0, (_per_group(32, 8, 4, 15, per_word=2), 8))
+
+
+# Where each type keeps its 4- or 3-bit scales s (the weights' scale 2 s + 1): BitFields of the 16 groups of 16
 _PER_32 = tuple(k // 2 for k in range(16))                  # a word per sub-block of 32 weights
 _NIBBLE_PAIRS = tuple(4 * (k % 2) for k in range(16))        # a byte per 32 weights: low nibble first
 SCALES = {
-    "IQ2_XXS": ScaleBits(2, 16, 32, tuple(2 * (k // 2) + 1 for k in range(16)), (28,) * 16, 15),   # aux's top 4
-    "IQ2_XS": ScaleBits(66, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
-    "IQ2_S": ScaleBits(74, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
-    "IQ3_XXS": ScaleBits(66, 8, 32, _PER_32, (28,) * 16, 15),
-    "IQ3_S": ScaleBits(106, 4, 8, tuple(k // 4 for k in range(16)), tuple(4 * ((k // 2) % 2) for k in range(16)), 15),
-    "IQ1_S": ScaleBits(34, 8, 16, _PER_32, (12,) * 16, 7),
-    "IQ1_M": ScaleBits(48, 4, 16, tuple(k // 4 for k in range(16)), tuple(3 * (k % 4) for k in range(16)), 7),
+    "IQ2_XXS": BitFields(2, 16, 32, tuple(2 * (k // 2) + 1 for k in range(16)), (28,) * 16, 15),   # aux's top 4
+    "IQ2_XS": BitFields(66, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
+    "IQ2_S": BitFields(74, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
+    "IQ3_XXS": BitFields(66, 8, 32, _PER_32, (28,) * 16, 15),
+    "IQ3_S": BitFields(106, 4, 8, tuple(k // 4 for k in range(16)), tuple(4 * ((k // 2) % 2) for k in range(16)), 15),
+    "IQ1_S": BitFields(34, 8, 16, _PER_32, (12,) * 16, 7),
+    "IQ1_M": BitFields(48, 4, 16, tuple(k // 4 for k in range(16)), tuple(3 * (k % 4) for k in range(16)), 7),
 }
 
 
@@ -337,7 +325,8 @@ def _super_block_writer(name, produce, doc):
 
 
 def _spread_scales(kind, b, p):
-    ls = b.trunc(kind.scales.build(b, p), _v(16, 16))
+    s = kind.scales.extract(b, p)
+    ls = b.trunc(b.add(b.shl(s, _const_lanes([1] * 16)), _const_lanes([1] * 16)), _v(16, 16))
     return b.shuffle_vector(ls, ls, _const_lanes([2 * (k // 16) + (k % 16) // 8 for k in range(128)]))
 
 
@@ -353,10 +342,11 @@ class Kind(NamedTuple):
     """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, whether its decoder gives
     signed weight bytes, whether it scales per 16 weights, how its grid indices are built a super-block at a time
     (an IR builder(builder, pointer) -> <32 x i16>, or None: the decoder reads them from the bytes as they are),
-    where its scales are (ScaleBits), and where the file keeps a byte of sign bits per 8 weights (sub-block ib's
-    four at sign_bytes[0] + sign_bytes[1] * ib: the matvec spreads them to masks in registers). A matrix carries an empty tag array of its type's dtype: the kernels compile once per
-    dtype, and sub32 / dscale / block_bytes / lattice_step pick the type's code at compile time (with the type a
-    run-time value, all seven decoders behind a branch in one loop ran 1.5x slower)."""
+    where its scales are (BitFields), and where the file keeps a byte of sign bits per 8 weights (sub-block ib's
+    four at sign_bytes[0] + sign_bytes[1] * ib: the matvec spreads them to masks in registers). A matrix carries an
+    empty tag array of its type's dtype: the kernels compile once per dtype, and sub32 / dscale / block_bytes /
+    lattice_step pick the type's code at compile time (with the type a run-time value, all seven decoders behind a
+    branch in one loop ran 1.5x slower)."""
     decoder: object
     dscale: object
     block_bytes: int
@@ -379,12 +369,12 @@ KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items(
 # The file's layouts the integer matvec reads another way: IQ2_XXS with 8-bit signs (4 bytes more a super-block, 6%:
 # the signs spread to masks in registers, where the 7-bit ones took a table load per 8 weights)
 EXPANDED_SIGNS = Kind(_iq2_xxs_signs, _d_eighth, 70, np.uint64, sign_bytes=(6, 8),
-                      scales=ScaleBits(66, 4, 8, tuple(k // 4 for k in range(16)),
+                      scales=BitFields(66, 4, 8, tuple(k // 4 for k in range(16)),
                                        tuple(4 * ((k // 2) % 2) for k in range(16)), 15))
 # IQ2_XS the same way (78 bytes, the file 74): its u16 of a 9-bit grid index and 7 sign bits per 8 weights split
 # into an index byte (sb_indices adds the 9th bit), a sign byte, and the 9th bits
 EXPANDED_XS = Kind(_iq2_xs_split, _d_eighth, 78, np.float32, scale_per16=True, indices=_iq2_xs_indices,
-                   sign_bytes=(34, 4), scales=ScaleBits(70, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
+                   sign_bytes=(34, 4), scales=BitFields(70, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
 _BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind
            for kind in (*KINDS.values(), EXPANDED_SIGNS, EXPANDED_XS)}
 
@@ -615,14 +605,9 @@ def _tile(wt, ws, wm, r0, raw, tag):
 @njit(cache=True, inline="always")
 def _half_offsets(xq):
     """-128 times each token's code sum per 16 (the biased weights' term of a tile_gemm_wide16 half)."""
-    n, k = xq.shape
-    xo = np.empty((n, k // 16), np.int32)
-    for t in range(n):
-        for h in range(k // 16):
-            c = 0
-            for j in range(16 * h, 16 * h + 16):
-                c += np.int32(xq[t, j])
-            xo[t, h] = -128 * c
+    xo = np.empty((xq.shape[0], xq.shape[1] // 16), np.int32)
+    for t in range(xq.shape[0]):
+        code_sums(xo[t], xq[t], -128)
     return xo
 
 
