@@ -115,37 +115,33 @@ def dot4_256(builder, acc, u, s, wide=False):
     return builder.add(acc, maddwd(builder, maddubs(builder, u, s), ir.Constant(_V16I16, [1] * 16)))
 
 
-def _sign_dot32_x86(builder, g, m, x, ls16, signed_words):
+def _sign_dot32_x86(builder, g, m, x, ls16, unsigned_words):
     """llama.cpp's AVX2 step for the lattice types: the activations take the weights' signs (vpsignb by m | 1: +-1
-    per byte; by the weights themselves where they are signed and odd), vpmaddubsw with the magnitudes, vpmaddwd by
-    the scales of the two halves."""
-    sign = _declare(builder.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
-    if signed_words:
-        absb = _declare(builder.module, "llvm.abs.v32i8", _V32I8, [_V32I8, ir.IntType(1)])
-        xs = builder.call(sign, [x, g])
-        g = builder.call(absb, [g, ir.Constant(ir.IntType(1), 0)])
-    else:
-        xs = builder.call(sign, [x, builder.or_(m, ir.Constant(_V32I8, [1] * 32))])
-    return maddwd(builder, maddubs(builder, g, xs), ls16)
+    per byte), vpmaddubsw with the magnitudes, vpmaddwd by the scales of the two halves (unsigned words: no signs
+    to take)."""
+    if not unsigned_words:
+        sign = _declare(builder.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+        x = builder.call(sign, [x, builder.or_(m, ir.Constant(_V32I8, [1] * 32))])
+    return maddwd(builder, maddubs(builder, g, x), ls16)
 
 
-def _sign_dot32_neon(builder, g, m, x, ls16, signed_words):
-    """The same with sdot: the activations negated where m is set ((x ^ m) - m), times the magnitudes (or signed
-    weights times the activations as they are), each half's four lanes times its scale."""
-    xs = x if signed_words else builder.sub(builder.xor(x, m), m)
+def _sign_dot32_neon(builder, g, m, x, ls16, unsigned_words):
+    """The same with sdot: the activations negated where m is set ((x ^ m) - m) (unsigned words below 128 are the
+    same bytes read as signed), times the magnitudes, each half's four lanes times its scale."""
+    xs = x if unsigned_words else builder.sub(builder.xor(x, m), m)
     lanes = per_part(builder, 2, lambda a, gq, xq: _neon_dot(builder, "sdot", a, gq, xq), ir.Constant(_V8I32, None),
                      g, xs)
     halves_ls = builder.shuffle_vector(ls16, ls16, ir.Constant(_V8I32, [8 * (k // 4) for k in range(8)]))
     return builder.mul(lanes, builder.sext(halves_ls, _V8I32))
 
 
-def sign_dot32(builder, g, m, x, ls16, signed_words=False):
+def sign_dot32(builder, g, m, x, ls16, unsigned_words=False):
     """8 x i32 lanes summing to ls_lo * (w . x over the first 16 bytes) + ls_hi * (the same over the last 16), for
-    32 weights w given as magnitudes g (32 x i8, < 128) and sign masks m (0xFF: negative), or (signed_words) as
-    odd signed bytes g, against activation codes x (32 x i8, -127..127); ls16 (16 x i16): ls_lo in lanes 0..7,
-    ls_hi in 8..15 (vpmaddwd's operand: the scale of weights 2k, 2k + 1 in lane k). Exact (a vpmaddubsw pair:
-    2 * 127 * 127)."""
-    return PATH.sign_dot32(builder, g, m, x, ls16, signed_words)
+    32 weights w given as magnitudes g (32 x i8, < 128) and sign masks m (0xFF: negative), or (unsigned_words) as
+    bytes g < 128 with no signs (m unused), against activation codes x (32 x i8, -127..127); ls16 (16 x i16): ls_lo
+    in lanes 0..7, ls_hi in 8..15 (vpmaddwd's operand: the scale of weights 2k, 2k + 1 in lane k). Exact (a
+    vpmaddubsw pair: 2 * 127 * 127)."""
+    return PATH.sign_dot32(builder, g, m, x, ls16, unsigned_words)
 
 
 def _dot4_ymm_pairs(builder, acc, u, s, wide):

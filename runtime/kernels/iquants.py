@@ -16,15 +16,16 @@ The products d * ls * w are exact in float32 (fp16 d, ls < 32, |w| < 64), so the
 package's dequantized values bit for bit, and the integer sums are llama.cpp's.
 
 Each type's decoder gives a sub-block of 32 weights as 64-bit words from tables (grid magnitudes, sign masks; IQ1:
-signed bytes). The integer matvec puts those words into vector registers and dots them with the activations there
-(lattice_step: llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block; a
-super-block's grid indices (where they are spread over two arrays) and its 16 scales are built once for all its
-sub-blocks in vector registers (sb_indices, sb_scales). Where a type's signs are 7-bit indices (IQ2_XXS, IQ2_XS) the
-integer paths keep them as 8-bit bytes (4 bytes more a super-block), which the matvec spreads to masks in registers;
-IQ3_XXS and IQ3_S, 16 values each, run as 4-bit codes in IQ4_XS's layout (blocks16.py; NIB_BOOKS below). The GEMM
-decodes 16 rows at a time into _gemm.py's TILE order (the weights + 128, a float scale d * ls per row and 32 or 16
-weights) and multiplies every token by the tile there, as the other types' GEMMs; the float kernels (CPUs with no
-integer path) turn the same bytes into floats.
+the weights + 9 as unsigned bytes, the 9 taken out once per super-block against the activations' sums per 16). The
+integer matvec puts those words into vector registers and dots them with the activations there (lattice_step:
+llama.cpp's AVX2 step, sdot on ARM), carrying the int32 lanes from sub-block to sub-block and a row's super-blocks
+in float lanes (one horizontal sum a row); a super-block's grid indices (where they are spread over two arrays) and
+its 16 scales are built once for all its sub-blocks in vector registers (sb_indices, sb_scales). Where a type's
+signs are 7-bit indices (IQ2_XXS, IQ2_XS) the integer paths keep them as 8-bit bytes (4 bytes more a super-block),
+which the matvec spreads to masks in registers; IQ3_XXS and IQ3_S, 16 values each, run as 4-bit codes in IQ4_XS's
+layout (blocks16.py; NIB_BOOKS below). The GEMM decodes 16 rows at a time into _gemm.py's TILE order (the weights
++ 128, a float scale d * ls per row and 32 or 16 weights) and multiplies every token by the tile there, as the
+other types' GEMMs; the float kernels (CPUs with no integer path) turn the same bytes into floats.
 """
 from typing import NamedTuple
 
@@ -43,7 +44,7 @@ from ._vnni16 import BOOK_TAGS, CODEBOOKS
 from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
 from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, sign_dot32
-from ._vnni import _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _vec_load
+from ._vnni import _F32, _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _vec_load
 from .actquant import q8_k, q8_k_codes
 from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK, code_sums
 from .registry import Layout, register
@@ -64,10 +65,15 @@ def _masks(bits: np.ndarray) -> np.ndarray:
     return _words(((bits[:, None] >> np.arange(8)) & 1).astype(np.uint8) * 255)
 
 
+# The IQ1 weights 8 g + delta (-9..9) kept as unsigned bytes + 9: vpmaddubsw takes them as they are (no vpsignb and
+# vpabsb per 32 weights), and the 9 comes out once per super-block as 9 * sum(scale * activation sums per 16)
+IQ1_OFFSET = 9
+
+
 def _iq1_words():
-    """The IQ1 weights 8 g + delta as signed bytes (g in -1, 0, 1): index idx for delta +1, 2048 + idx for -1."""
+    """The IQ1 weights 8 g + delta + IQ1_OFFSET (g in -1, 0, 1): index idx for delta +1, 2048 + idx for -1."""
     g = GRID_IQ1_S.astype(np.int64)
-    return _words(np.concatenate([8 * g + 1, 8 * g - 1]).astype(np.int8).view(np.uint8))
+    return _words(np.concatenate([8 * g + 1, 8 * g - 1]) + IQ1_OFFSET)
 
 
 MAG_IQ2_XXS, MAG_IQ2_XS, MAG_IQ2_S = (_words(g.astype(np.uint8)) for g in (GRID_IQ2_XXS, GRID_IQ2_XS, GRID_IQ2_S))
@@ -91,7 +97,8 @@ def _nibble_ls(byte):
 
 # Each type's sub-block decoder: the 32 weights ib of the super-block at byte s as four words of magnitudes g (8
 # bytes < 128 each), four words of sign masks m (0xFF: negative) and the odd scales of its two 16-weight halves.
-# IQ1's weights (odd, |w| <= 9) come as signed bytes instead, the same four words as g and m (Kind.signed_words).
+# IQ1's weights (odd, |w| <= 9) come as unsigned bytes w + IQ1_OFFSET instead, the same four words as g and m
+# (Kind.word_offset).
 
 @njit(cache=True, inline="always")
 def _iq2_xxs(src, s, ib, idx):
@@ -234,6 +241,9 @@ def _d_iq1_m(src, s):
 # The grid indices of a whole super-block at once, in vector registers (sb_indices): index building from bits spread
 # over two arrays took a third of the lattice types' decode when done per 8 weights in scalar code.
 
+_V8F = ir.VectorType(_F32, 8)
+
+
 def _v(n, bits):
     return ir.VectorType(ir.IntType(bits), n)
 
@@ -327,11 +337,14 @@ def _super_block_writer(name, produce, doc):
 def _spread_scales(kind, b, p):
     s = kind.scales.extract(b, p)
     ls = b.trunc(b.add(b.shl(s, _const_lanes([1] * 16)), _const_lanes([1] * 16)), _v(16, 16))
-    return b.shuffle_vector(ls, ls, _const_lanes([2 * (k // 16) + (k % 16) // 8 for k in range(128)]))
+    per16 = list(range(16)) if kind.word_offset else []
+    return b.shuffle_vector(ls, ls, _const_lanes([2 * (k // 16) + (k % 16) // 8 for k in range(128)] + per16))
 
 
 sb_scales = _super_block_writer("sb_scales", _spread_scales, """sb_scales(tag, src, s, sv): sv[16 ib + k] = the
-    scale of sub-block ib's weights 2 k, 2 k + 1 (lattice_step's operand), for the super-block at byte s of src.""")
+    scale of sub-block ib's weights 2 k, 2 k + 1 (lattice_step's operand), for the super-block at byte s of src;
+    where the type's words carry an offset, also sv[128 + k] = the scale of weights 16 k.. 16 k + 15 (offset_term's
+    operand).""")
 sb_indices = _super_block_writer(
     "sb_indices", lambda kind, b, p: kind.indices(b, p) if kind.indices is not None else None,
     """sb_indices(tag, src, s, idx): idx[0:32] = the grid indices of the super-block at byte s of src, for the types
@@ -339,10 +352,10 @@ sb_indices = _super_block_writer(
 
 
 class Kind(NamedTuple):
-    """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, whether its decoder gives
-    signed weight bytes, whether it scales per 16 weights, how its grid indices are built a super-block at a time
-    (an IR builder(builder, pointer) -> <32 x i16>, or None: the decoder reads them from the bytes as they are),
-    where its scales are (BitFields), and where the file keeps a byte of sign bits per 8 weights (sub-block ib's
+    """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, the offset its decoder's
+    words carry where they are unsigned weights + word_offset (no sign masks), whether it scales per 16 weights,
+    how its grid indices are built a super-block at a time (an IR builder(builder, pointer) -> <32 x i16>, or None:
+    the decoder reads them from the bytes as they are), where its scales are (BitFields), and where the file keeps a byte of sign bits per 8 weights (sub-block ib's
     four at sign_bytes[0] + sign_bytes[1] * ib: the matvec spreads them to masks in registers). A matrix carries an
     empty tag array of its type's dtype: the kernels compile once per dtype, and sub32 / dscale / block_bytes /
     lattice_step pick the type's code at compile time (with the type a run-time value, all seven decoders behind a
@@ -351,7 +364,7 @@ class Kind(NamedTuple):
     dscale: object
     block_bytes: int
     tag: type
-    signed_words: bool = False
+    word_offset: int = 0
     scale_per16: bool = False
     indices: object = None
     scales: object = None
@@ -363,8 +376,9 @@ KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
          "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True, indices=_iq2_s_indices,
                        sign_bytes=(34, 4)),
          "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16), "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32),
-         "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, signed_words=True, indices=_iq1_s_indices),
-         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, signed_words=True, scale_per16=True, indices=_iq1_m_indices)}
+         "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, word_offset=IQ1_OFFSET, indices=_iq1_s_indices),
+         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, word_offset=IQ1_OFFSET, scale_per16=True,
+                       indices=_iq1_m_indices)}
 KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items()}
 # The file's layouts the integer matvec reads another way: IQ2_XXS with 8-bit signs (4 bytes more a super-block, 6%:
 # the signs spread to masks in registers, where the 7-bit ones took a table load per 8 weights)
@@ -432,8 +446,10 @@ def biased(tag, g, m):
 
 @overload(biased, inline="always")
 def _biased(tag, g, m):
-    if _BY_TAG[str(tag.dtype)].signed_words:
-        return lambda tag, g, m: g ^ _BIAS     # + 128 of a signed byte: its top bit flipped
+    offset = _BY_TAG[str(tag.dtype)].word_offset
+    if offset:      # unsigned weights + offset: each byte + (128 - offset), no carry (the bytes stay below 256)
+        rebias = U64(0x0101010101010101 * (128 - offset))
+        return lambda tag, g, m: g + rebias
     return lambda tag, g, m: _signed(g, m)
 
 
@@ -456,39 +472,59 @@ def decode_sb(tag, w, ls, idx, src, s):
 # ---------------------------------------------------------------- the matvec's dot step in registers
 
 class _Lanes(types.Type):
-    """8 int32 lanes in a vector register, carried by numba code from one lattice_step to the next (so that each
-    sub-block's words go from its decoder to the dot step while the decoder of the next one runs)."""
-    def __init__(self):
-        super().__init__(name="Lanes8xi32")
+    """8 lanes in a vector register, carried by numba code from one step to the next: int32 (LANES: each
+    sub-block's words go from its decoder to the dot step while the decoder of the next one runs) or float32
+    (FLOAT_LANES: a row's scaled super-block sums, added up across lanes once per row, not once per super-block)."""
+    def __init__(self, name, vector):
+        self.vector = vector
+        super().__init__(name=name)
 
 
-LANES = _Lanes()
+LANES = _Lanes("Lanes8xi32", _V8I32)
+FLOAT_LANES = _Lanes("Lanes8xf32", _V8F)
 
 
 @register_model(_Lanes)
 class _LanesModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _V8I32)
+        super().__init__(dmm, fe_type, fe_type.vector)
 
 
 @intrinsic
 def no_lanes(typingctx):
-    """Zero lanes."""
+    """Zero int32 lanes."""
     return LANES(), lambda context, builder, signature, args: ir.Constant(_V8I32, None)
 
 
 @intrinsic
-def lanes_sum(typingctx, lanes):
-    """The sum of the lanes, as int64."""
+def no_float_lanes(typingctx):
+    """Zero float32 lanes."""
+    return FLOAT_LANES(), lambda context, builder, signature, args: ir.Constant(_V8F, None)
+
+
+@intrinsic
+def scaled_add(typingctx, acc, lanes, scale):
+    """acc + lanes (int32, as floats) * scale (a float32 for all lanes): vcvtdq2ps and one fused multiply-add."""
     def codegen(context, builder, signature, args):
-        total = builder.call(_declare(builder.module, "llvm.vector.reduce.add.v8i32", _I32, [_V8I32]), [args[0]])
-        return builder.sext(total, ir.IntType(64))
-    return (types.int64(lanes), codegen) if lanes == LANES else None
+        f = builder.sitofp(args[1], _V8F)
+        return builder.fadd(args[0], builder.fmul(f, _splat(builder, args[2], _V8F), flags=("contract",)),
+                            flags=("contract",))
+    return (FLOAT_LANES(acc, lanes, scale), codegen) if (acc == FLOAT_LANES and lanes == LANES
+                                                         and scale == types.float32) else None
+
+
+@intrinsic
+def lanes_total(typingctx, lanes):
+    """The sum of float32 lanes."""
+    def codegen(context, builder, signature, args):
+        fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
+        return builder.call(fsum, [ir.Constant(_F32, 0.0), args[0]], fastmath=("reassoc",))
+    return (types.float32(lanes), codegen) if lanes == FLOAT_LANES else None
 
 
 def _lattice_step_codegen(context, builder, signature, args):
     sig = signature.args
-    signed_words = _BY_TAG[str(sig[1].dtype)].signed_words
+    unsigned_words = _BY_TAG[str(sig[1].dtype)].word_offset > 0
     xq_p = _data(context, builder, sig[2], args[2], _I8)
     x = _vec_load(builder, xq_p, _as_i64(builder, args[3]), _V32I8)
     v4 = ir.VectorType(ir.IntType(64), 4)
@@ -501,8 +537,8 @@ def _lattice_step_codegen(context, builder, signature, args):
 
     g = word_vector(args[4:8])
     sign_bytes = _BY_TAG[str(sig[1].dtype)].sign_bytes
-    if signed_words:
-        m = g
+    if unsigned_words:
+        m = g           # unused
     elif sign_bytes is not None:        # the file's sign bytes, spread to masks in registers (the m words unused)
         at = builder.add(builder.add(_as_i64(builder, args[15]), ir.Constant(ir.IntType(64), sign_bytes[0])),
                          builder.mul(_as_i64(builder, args[13]), ir.Constant(ir.IntType(64), sign_bytes[1])))
@@ -512,7 +548,7 @@ def _lattice_step_codegen(context, builder, signature, args):
     sv_p = _data(context, builder, sig[12], args[12], ir.IntType(16))
     ls16 = _vec_load(builder, sv_p, builder.mul(_as_i64(builder, args[13]), ir.Constant(ir.IntType(64), 16)),
                      _v(16, 16))
-    return builder.add(args[0], sign_dot32(builder, g, m, x, ls16, signed_words))
+    return builder.add(args[0], sign_dot32(builder, g, m, x, ls16, unsigned_words))
 
 
 def _sign_masks(builder, bits):
@@ -527,9 +563,9 @@ def _sign_masks(builder, bits):
 def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib, src, s):
     """lanes + the products of 32 weights (sub-block ib of the super-block at byte s of src) and xq[xo:xo + 32],
     the two 16-weight halves times their scales, sv[16 ib: 16 ib + 16] (sb_scales): the weights as four words of
-    magnitudes g and four of sign masks m (or the file's sign bytes: Kind.sign_bytes), or as signed bytes (the
-    tag's Kind says which), a sub32 decoder's output, put into vectors in registers (vmovq, vpunpcklqdq,
-    vinserti128) as llama.cpp's AVX2 code does. lanes_sum gives the total."""
+    magnitudes g and four of sign masks m (or the file's sign bytes: Kind.sign_bytes), or as unsigned weights +
+    an offset (Kind.word_offset: offset_term takes it out), a sub32 decoder's output, put into vectors in registers
+    (vmovq, vpunpcklqdq, vinserti128) as llama.cpp's AVX2 code does; scaled_add takes them to float lanes."""
     words = (g0, g1, g2, g3, m0, m1, m2, m3)
     ok = (lanes == LANES and isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG
           and _is_arr(xq, types.int8) and isinstance(xo, types.Integer) and all(w == types.uint64 for w in words)
@@ -538,19 +574,46 @@ def lattice_step(typingctx, lanes, tag, xq, xo, g0, g1, g2, g3, m0, m1, m2, m3, 
     return (LANES(lanes, tag, xq, xo, *words, sv, ib, src, s), _lattice_step_codegen) if ok else None
 
 
+def _offset_term_codegen(context, builder, signature, args):
+    sig = signature.args
+    offset = _BY_TAG[str(sig[1].dtype)].word_offset
+    if not offset:
+        return args[0]
+    v16 = _v(16, 16)
+    sums = _vec_load(builder, _data(context, builder, sig[2], args[2], ir.IntType(16)),
+                     builder.mul(_as_i64(builder, args[3]), ir.Constant(ir.IntType(64), 16)), v16)
+    ls = _vec_load(builder, _data(context, builder, sig[4], args[4], ir.IntType(16)),
+                   ir.Constant(ir.IntType(64), 128), v16)
+    products = builder.mul(builder.sext(ls, _v(16, 32)), builder.sext(sums, _v(16, 32)))
+    pairs = builder.add(builder.shuffle_vector(products, products, _const_lanes(range(0, 16, 2))),
+                        builder.shuffle_vector(products, products, _const_lanes(range(1, 16, 2))))   # vpmaddwd
+    return builder.sub(args[0], builder.mul(pairs, _const_lanes([offset] * 8)))
+
+
+@intrinsic
+def offset_term(typingctx, lanes, tag, xb, b, sv):
+    """lanes - offset * sum_k ls[k] xb[16 b + k] for a type whose words are its weights + an offset
+    (Kind.word_offset): xb the activation codes' sums per 16 (int16), ls the super-block's scales per 16 at
+    sv[128:144] (sb_scales). The lanes as they are for the other types."""
+    ok = (lanes == LANES and isinstance(tag, types.Array) and str(tag.dtype) in _BY_TAG
+          and _is_arr(xb, types.int16) and isinstance(b, types.Integer) and _is_arr(sv, types.uint16))
+    return (LANES(lanes, tag, xb, b, sv), _offset_term_codegen) if ok else None
+
+
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_int(out, x, raw, tag, xq, xd):
+def _mv_int(out, x, raw, tag, xq, xd, xb):
     """Decode: each sub-block's table words go from the decoder to the dot step in registers."""
     q8_k_codes(xq, xd, x)
+    code_sums(xb, xq)
     bsize = block_bytes(tag)
     rows, nsb = raw.shape[0], raw.shape[1] // bsize
     nt = min(rows, 64)
     for c in prange(nt):
         idx = np.empty(32, np.uint16)
-        sv = np.empty(128, np.uint16)
+        sv = np.empty(144, np.uint16)
         for r in range(rows * c // nt, rows * (c + 1) // nt):
             src = raw[r]
-            acc = F32(0.0)
+            acc = no_float_lanes()
             for b in range(nsb):
                 s = b * bsize
                 sb_indices(tag, src, s, idx)
@@ -560,8 +623,9 @@ def _mv_int(out, x, raw, tag, xq, xd):
                     g0, g1, g2, g3, m0, m1, m2, m3, _, _ = sub32(tag, src, s, ib, idx)
                     lanes = lattice_step(lanes, tag, xq, 256 * b + 32 * ib, g0, g1, g2, g3, m0, m1, m2, m3, sv, ib,
                                          src, s)
-                acc += dscale(tag, src, s) * xd[8 * b] * F32(lanes_sum(lanes))
-            out[r] = acc
+                lanes = offset_term(lanes, tag, xb, b, sv)
+                acc = scaled_add(acc, lanes, dscale(tag, src, s) * xd[8 * b])
+            out[r] = lanes_total(acc)
 
 
 @njit(cache=True, inline="always")
@@ -708,8 +772,8 @@ def _repack_to_nibbles(name):
 
 
 def _codes_scratch(cols):
-    """The matvec's Q8_K codes and their scale per 32."""
-    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32)
+    """The matvec's Q8_K codes, their scale per 32 and their sums per 16 (offset_term's)."""
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 16, np.int16)
 
 
 def _repack(name):
