@@ -162,10 +162,20 @@ KV_TYPES = {"f16": np.uint16, "f32": np.float32}   # the cache's storage: f16 bi
 def store_kv(cache, start, values):
     """Write values (n, n_kv_heads, head_dim) float32 into cache (n_kv_heads, n_ctx, head_dim) at positions
     start..start+n; an f16 cache (uint16 bits) rounds to nearest even like ggml."""
-    n = values.shape[0]
     if cache.dtype == np.uint16:
-        values = values.astype(np.float16).view(np.uint16)
-    cache[:, start:start + n, :] = values.transpose(1, 0, 2)
+        _store_f16(cache, start, values)
+    else:
+        cache[:, start:start + values.shape[0], :] = values.transpose(1, 0, 2)
+
+
+@njit(cache=True)
+def _store_f16(cache, start, values):
+    """vcvtps2ph where the CPU has F16C (numpy's astype(float16) took 5% of a short prompt's time)."""
+    n, heads, width = values.shape
+    for h in range(heads):
+        for t in range(n):
+            for i in range(width):
+                cache[h, start + t, i] = f32_to_f16_bits(values[t, h, i])
 
 
 def _round_as_cache(a, cache):
