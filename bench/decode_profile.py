@@ -6,8 +6,8 @@ prompt runs for its last token only, is timed on one token).
     python bench/decode_profile.py MODEL.gguf [--reps 20] [--tokens 128]
 
 Prints per type: milliseconds per call, weights (times tokens), G weights/s and GB/s of the repacked bytes, and the
-tokens/s the matrices alone would allow (attention, norms and sampling not counted). A quick way to see which type's kernel to
-work on before a bench/speed.py run; on a shared machine compare figures from one run only.
+tokens/s the matrices alone would allow (attention, norms and sampling not counted). A quick way to see which type's
+kernel to work on before a bench/speed.py run; on a shared machine compare figures from one run only.
 """
 import argparse
 import collections

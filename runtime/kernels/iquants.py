@@ -355,11 +355,11 @@ class Kind(NamedTuple):
     """One type: its sub-block decoder and dscale, its block bytes, the dtype of its tag, the offset its decoder's
     words carry where they are unsigned weights + word_offset (no sign masks), whether it scales per 16 weights,
     how its grid indices are built a super-block at a time (an IR builder(builder, pointer) -> <32 x i16>, or None:
-    the decoder reads them from the bytes as they are), where its scales are (BitFields), and where the file keeps a byte of sign bits per 8 weights (sub-block ib's
-    four at sign_bytes[0] + sign_bytes[1] * ib: the matvec spreads them to masks in registers). A matrix carries an
-    empty tag array of its type's dtype: the kernels compile once per dtype, and sub32 / dscale / block_bytes /
-    lattice_step pick the type's code at compile time (with the type a run-time value, all seven decoders behind a
-    branch in one loop ran 1.5x slower)."""
+    the decoder reads them from the bytes as they are), where its scales are (BitFields), and where the file keeps
+    a byte of sign bits per 8 weights (sub-block ib's four at sign_bytes[0] + sign_bytes[1] * ib: the matvec
+    spreads them to masks in registers). A matrix carries an empty tag array of its type's dtype: the kernels
+    compile once per dtype, and sub32 / dscale / block_bytes / lattice_step pick the type's code at compile time
+    (with the type a run-time value, all seven decoders behind a branch in one loop ran 1.5x slower)."""
     decoder: object
     dscale: object
     block_bytes: int
