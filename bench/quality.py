@@ -181,10 +181,17 @@ def table(store, model, calibrations):
                   "models, and on this one they destroy it (as llama.cpp's own do); the paragraph and the plot leave "
                   "them out."]
     cross = [(k, r) for k, r in store.items() if k.startswith(f"{model}/") and "en_by_llama.cpp" in r]
-    same = [p for p in PRESETS if all(f"{model}/{calibrations[0]}/{q}/{p}" in store for q in QUANTIZERS)]
+    pairs = {p: [store.get(f"{model}/{calibrations[0]}/{q}/{p}") for q in QUANTIZERS] for p in PRESETS}
+    pairs = {p: rows for p, rows in pairs.items() if None not in rows}
+    same = [p for p, rows in pairs.items() if _scores(rows[0]) == _scores(rows[1])]
+    differ = [p for p in pairs if p not in same]
     if same:
-        lines += ["", "Where both quantizers ran, their files are the same bytes (bench/iq_quantize.py, the tests), so "
-                  "their rows agree: " + ", ".join(same) + "."]
+        lines += ["", "Where both quantizers ran, their rows are the same figures (the files are the same bytes: "
+                  "bench/iq_quantize.py, the tests): " + ", ".join(same) + "."]
+    if differ:
+        lines += ["", "Where both ran and the figures differ (the files are not the same bytes): " + ", ".join(
+            f"{p} (PPL en {pairs[p][0]['en']['ppl_q']:.3f} / {pairs[p][1]['en']['ppl_q']:.3f})" for p in differ)
+            + "."]
     if cross:
         lines += ["", "The same llama.cpp-quantized files scored by llama-perplexity (against the same base file): "
                   + "; ".join(f"{k.split('/')[-1]}: PPL en {r['en_by_llama.cpp']['ppl_q']:.3f} / kvant "
@@ -192,6 +199,11 @@ def table(store, model, calibrations):
                               f"{r['ru']['ppl_q']:.3f}, mean KLD en {r['en_by_llama.cpp']['kld_mean']:.4f} / "
                               f"{r['en']['kld_mean']:.4f}" for k, r in cross)]
     return lines
+
+
+def _scores(row):
+    """What a row measured of a file: its size and each language's PPL, KLD and same-top-p."""
+    return (row["MB"],) + tuple(row[lang][k] for lang in ("en", "ru") for k in ("ppl_q", "kld_mean", "same_top_p"))
 
 
 def calibration_table(store, model, calibrations, quantizer="kvant"):
