@@ -28,7 +28,8 @@ def stream_sum(partial, a):
         partial[c] = acc
 
 
-def _best_seconds(fn, passes):
+def best_seconds(fn, passes):
+    """The fastest of `passes` timed calls of fn, after one untimed call (compile, first touch)."""
     fn()                                    # compile / first touch
     best = float("inf")
     for _ in range(passes):
@@ -46,10 +47,10 @@ def measure(threads=2, gib=1.0, passes=5):
     out = {"bytes": a.nbytes, "threads": threads}
     for key, t in ((f"numba_{threads}t_gb_s", threads), ("numba_1t_gb_s", 1)):
         numba.set_num_threads(t)
-        out[key] = a.nbytes / _best_seconds(lambda: stream_sum(partial, a), passes) / 1e9
+        out[key] = a.nbytes / best_seconds(lambda: stream_sum(partial, a), passes) / 1e9
         if partial.sum(dtype=np.float64) != n:
             raise RuntimeError(f"stream_sum read {partial.sum(dtype=np.float64)} ones, expected {n}")
-    out["numpy_sum_gb_s"] = a.nbytes / _best_seconds(lambda: a.sum(), passes) / 1e9
+    out["numpy_sum_gb_s"] = a.nbytes / best_seconds(lambda: a.sum(), passes) / 1e9
     out["gb_s"] = out[f"numba_{threads}t_gb_s"]
     return out
 

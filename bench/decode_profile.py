@@ -11,10 +11,10 @@ kernel to work on before a bench/speed.py run; on a shared machine compare figur
 """
 import argparse
 import collections
-import time
 
 import numpy as np
 
+from bandwidth import best_seconds
 from kvant.runtime import Model
 from kvant.runtime.kernels.registry import QMatrix
 
@@ -37,13 +37,7 @@ def best_call(q, reps, tokens):
     x = np.random.default_rng(0).standard_normal((tokens, q.shape[1])).astype(np.float32)
     out = np.empty((tokens, q.shape[0]), np.float32)
     call = (lambda: q.matvec(out[0], x[0])) if tokens == 1 else (lambda: q.matmul(out, x))
-    call()                      # compiled or loaded from the cache before timing
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_seconds(call, reps)         # the first call compiles or loads the kernel from the cache
 
 
 def main():

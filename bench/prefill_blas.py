@@ -20,7 +20,8 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from bandwidth import best_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TILE_ROWS = 256
@@ -33,13 +34,7 @@ MATRICES = [  # (label, file maker, tensor)
 
 
 def best_ms(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+    return best_seconds(fn, reps) * 1e3
 
 
 def measure(path, tensor, side, n_tokens, reps):
