@@ -15,8 +15,8 @@ from numba.core.typing.typeof import typeof
 from numba.extending import overload
 
 from kvant.runtime.kernels import LAYOUTS, ops
-from kvant.runtime.kernels._common import copy_into
-from kvant.runtime.kernels.actquant import VEC_DOT_ROW, round_f16
+from kvant.runtime.kernels._ir import f32_to_f16_bits
+from kvant.runtime.kernels.actquant import VEC_DOT_ROW
 
 ABSENT = ""     # the type of a matrix that is not multiplied on its own (stacked into the one before it)
 
@@ -28,12 +28,12 @@ LayerVecs = namedtuple("LayerVecs", "attn_norm q_norm k_norm attn_sub_norm attn_
 LayerConsts = namedtuple("LayerConsts", "eps n_head n_kv_head dk dv rows_q rows_gate n_rot neox scale window")
 # Per-token work space, shared by the layers: h (d_model), qkv (the q|k|v outputs), att (the heads' output),
 # gate_up (2 d_ff), the activations rounded for the weights reading h, att and the gate (round_d, round_att,
-# round_ff), kv_scratch (a K or V row on its way into an f16 cache), position (the token's, for RoPE).
-StepBuffers = namedtuple("StepBuffers", "h qkv att gate_up round_d round_att round_ff kv_scratch position")
+# round_ff), position (the token's, for RoPE).
+StepBuffers = namedtuple("StepBuffers", "h qkv att gate_up round_d round_att round_ff position")
 
 
-def step_buffers(d_model, n_qkv, n_att, d_ff, n_kv_row):
-    f32 = [np.zeros(n, np.float32) for n in (d_model, n_qkv, n_att, 2 * d_ff, d_model, n_att, d_ff, n_kv_row)]
+def step_buffers(d_model, n_qkv, n_att, d_ff):
+    f32 = [np.zeros(n, np.float32) for n in (d_model, n_qkv, n_att, 2 * d_ff, d_model, n_att, d_ff)]
     return StepBuffers(*f32, position=np.zeros(1, np.int64))
 
 
@@ -119,44 +119,25 @@ def _add(v, bias):
     return apply
 
 
-def store(cache, pos, values, scratch):
-    """cache[h, pos, :] = values of head h, as the cache stores them (f16 bits, rounded to nearest even, or f32)."""
+def store(cache, pos, values):
+    """cache[h, pos, :] = values of head h, as the cache stores them (f16 bits, rounded to nearest even as the
+    prefill's ops.store_kv does, or f32)."""
 
 
 @overload(store)
-def _store(cache, pos, values, scratch):
+def _store(cache, pos, values):
     if cache.dtype == types.uint16:
-        def as_f16(cache, pos, values, scratch):
-            copy_into(scratch, values)
-            round_f16(scratch)
-            bits = scratch.view(np.uint32)
+        def as_f16(cache, pos, values):
             width = cache.shape[2]
             for i in range(values.shape[0]):
-                cache[i // width, pos, i % width] = f16_bits_of_rounded(bits[i])
+                cache[i // width, pos, i % width] = f32_to_f16_bits(values[i])
         return as_f16
 
-    def as_f32(cache, pos, values, scratch):
+    def as_f32(cache, pos, values):
         width = cache.shape[2]
         for i in range(values.shape[0]):
             cache[i // width, pos, i % width] = values[i]
     return as_f32
-
-
-@njit(cache=True, inline="always")
-def f16_bits_of_rounded(b):
-    """The f16 bit pattern of a float32 (given as its bits) that is already an f16 value (round_f16)."""
-    sign = (b >> 16) & 0x8000
-    mag = b & 0x7FFFFFFF
-    if mag >= 0x7F800000:                       # inf, NaN (keeps NaN a NaN)
-        mant = (mag >> 13) & 0x3FF
-        return np.uint16(sign | 0x7C00 | (mant if mant or mag == 0x7F800000 else 0x200))
-    if mag >= 0x38800000:                       # normal
-        return np.uint16(sign | (((mag >> 23) - 112) << 10) | ((mag >> 13) & 0x3FF))
-    if mag == 0:
-        return np.uint16(sign)
-    # subnormal f16: m * 2^-24 with m < 1024; the float32 is (2^23 + f) * 2^(exp - 150), so m = that >> (126 - exp)
-    exp = mag >> 23
-    return np.uint16(sign | (((mag & 0x7FFFFF) | 0x800000) >> (126 - exp)))
 
 
 # -- the layer ---------------------------------------------------------------------------------------------------
@@ -188,8 +169,8 @@ def _layer(kind_q, kind_k, kind_v, kind_o, kind_gate, kind_up, kind_down, activa
     q3 = q.reshape(1, c.n_head, c.dk)
     ops.rope(q3, bufs.position, cos, sin, c.n_rot, c.neox)
     ops.rope(k.reshape(1, c.n_kv_head, c.dk), bufs.position, cos, sin, c.n_rot, c.neox)
-    store(k_cache, pos, k, bufs.kv_scratch[:nk])
-    store(v_cache, pos, v, bufs.kv_scratch[:v.shape[0]])
+    store(k_cache, pos, k)
+    store(v_cache, pos, v)
     att = bufs.att
     ops.attention(att.reshape(1, c.n_head, c.dv), q3, k_cache, v_cache, pos, c.scale, c.window, np.float32(0.0))
     norm(att, vecs.attn_sub_norm, c.eps)

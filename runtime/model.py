@@ -314,7 +314,7 @@ class Transformer:
             self._steps = [self._layer_step(i, layer) for i, layer in enumerate(self.layers)]
             nq, nk = cfg.n_head * cfg.head_dim_k, cfg.n_kv_head * cfg.head_dim_k
             nv, natt = cfg.n_kv_head * cfg.head_dim_v, cfg.n_head * cfg.head_dim_v
-            self._step_bufs = step_buffers(cfg.d_model, nq + nk + nv, natt, cfg.d_ff, max(nk, nv))
+            self._step_bufs = step_buffers(cfg.d_model, nq + nk + nv, natt, cfg.d_ff)
         return self._steps
 
     def _decode(self, token, pos, cache: KVCache):

@@ -52,18 +52,15 @@ def test_decode_step_equals_forward(converted, name, weight_type):
 
 
 def test_f16_bits_match_numpy():
+    """The f16 KV cache's conversion (decode's store and the prefill's ops.store_kv): numpy's bits, nearest even."""
     from numba import njit
-    from kvant.runtime.decode import f16_bits_of_rounded
-    from kvant.runtime.kernels.actquant import round_f16
+    from kvant.runtime.kernels._ir import f32_to_f16_bits
 
     @njit
     def convert(a):
-        b = a.copy()
-        round_f16(b)
-        bits = b.view(np.uint32)
         out = np.empty(a.shape[0], np.uint16)
         for i in range(a.shape[0]):
-            out[i] = f16_bits_of_rounded(bits[i])
+            out[i] = f32_to_f16_bits(a[i])
         return out
 
     rng = np.random.default_rng(0)
