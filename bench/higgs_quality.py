@@ -1,0 +1,136 @@
+"""HIGGS against llama.cpp's data-free types on SmolLM2: perplexity and KL divergence of each variant, en and ru.
+
+Each HIGGS variant (p, n, Hadamard block h, values per scale s) quantizes every matrix of the transformer blocks;
+token_embd (SmolLM2 ties it to the output) gets the ggml type that the compared llama.cpp preset gives it. The
+variant is scored from a copy of the F32 base whose tensors hold the decoded values (same numbers as a HIGGS file
+would give; sizes counted as the file would hold them), against llama.cpp's types quantized by qconv without an
+importance matrix (qconv writes llama-quantize's bytes). Same evaluation as bench/quality.py: kvant's perplexity
+and KL divergence against the F32 base, c=512, 8 chunks, first halves of ../shared/corpora/{en,ru}.txt.
+
+    python bench/higgs_quality.py [--variants 2:256:64:64,1:16:64:64] [--presets Q4_0,IQ4_XS] [--embd Q4_K]
+
+Results are kept in bench/.work/higgs.json (keyed by variant and token_embd type).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from iq_reference import LANGS, WORK  # noqa: E402
+import quality  # noqa: E402
+
+STORE = os.path.join(WORK, "higgs.json")
+PRESETS = ("Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_S", "IQ3_S", "Q2_K")
+VARIANTS = ("2:256:64:64", "1:16:64:64", "2:64:64:64", "2:16:64:32")
+
+
+def base_f32():
+    """SmolLM2's F32 (the default model's Q4_1 decoded, as bench/models.py makes it), by qconv."""
+    from kvant.runtime.model_cache import resolve_model
+    path = os.path.join(WORK, "SmolLM2-135M-Instruct-F32.gguf")
+    if not os.path.exists(path):
+        os.makedirs(WORK, exist_ok=True)
+        quality.run(["qconv", "quantize", "--allow-requantize", resolve_model("smollm2"), path + ".partial.gguf",
+                     "F32"])
+        os.replace(path + ".partial.gguf", path)
+    return path
+
+
+def tensor_types(path):
+    """(type of each tensor, bytes of tensor data)."""
+    from kvant.formats.gguf_file import GGUFFile
+    with GGUFFile(path) as g:
+        return {n: t.ggml_type.name for n, t in g.tensors.items()}, sum(t.nbytes for t in g.tensors.values())
+
+
+def higgs_file(base, spec, embd_type, out):
+    """A copy of base with every block matrix HIGGS-decoded and token_embd through embd_type; returns its size in
+    bytes as a file of those types would hold them."""
+    from kvant.formats import quant_higgs
+    from kvant.formats.dequant import dequantize
+    from kvant.formats.ggml_types import ggml_type
+    from kvant.formats.gguf_file import GGUFFile
+    from kvant.formats.quant import quantize
+    shutil.copyfile(base, out)
+    size = 0
+    with GGUFFile(base) as g:
+        infos = dict(g.tensors)
+    mm = np.memmap(out, dtype=np.uint8, mode="r+")
+    for name, t in infos.items():
+        view = mm[t.offset:t.offset + t.nbytes].view(np.float32).reshape(t.shape)
+        x = np.array(view)
+        if name.startswith("blk.") and x.ndim == 2:
+            codes, scales = quant_higgs.quantize(x, spec)
+            view[:] = quant_higgs.dequantize(codes, scales, spec)
+            size += x.size * np.log2(spec.n) / spec.p / 8 + scales.size * 2
+        elif name == "token_embd.weight":
+            raw = quantize(x, embd_type)
+            view[:] = dequantize(raw, embd_type).reshape(x.shape)
+            size += raw.size
+        else:
+            size += x.size * ggml_type(t.ggml_type.name).type_size / ggml_type(t.ggml_type.name).block_size
+    mm.flush()
+    del mm
+    return int(size)
+
+
+def n_weights(path):
+    from kvant.formats.gguf_file import GGUFFile
+    with GGUFFile(path) as g:
+        return sum(int(np.prod(t.shape)) for t in g.tensors.values())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="p:n:h:s, comma-separated")
+    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--embd", default="Q8_0", help="token_embd's type in the HIGGS variants")
+    args = ap.parse_args()
+    from kvant.formats.quant_higgs import HiggsSpec
+    base = base_f32()
+    evaluation, _ = quality.texts()
+    bases = {lang: quality.kl_base("smollm2", base, lang, evaluation[lang]) for lang in LANGS}
+    store = json.load(open(STORE)) if os.path.exists(STORE) else {}
+    total = n_weights(base)
+
+    def record(key, path, size):
+        row = {"bpw": 8 * size / total, "MB": size / 1e6}
+        for lang in LANGS:
+            row[lang] = quality.kvant_scores(path, bases[lang])
+            row[lang]["ppl_increase_%"] = quality.increase(row, lang)
+        store[key] = row
+        with open(STORE, "w") as f:
+            json.dump(store, f, indent=1)
+        print(key, f"bpw {row['bpw']:.3f}", *(f"{lang} +{row[lang]['ppl_increase_%']:.2f}% "
+                                                f"kld {row[lang]['kld_mean']:.4f}" for lang in LANGS), flush=True)
+
+    for preset in filter(None, args.presets.split(",")):
+        key = f"llama.cpp/{preset}"
+        if key in store:
+            continue
+        out = os.path.join(WORK, f"higgs-cmp-{preset}.gguf")
+        quality.run(["qconv", "quantize", "--force", base, out, preset])
+        types, size = tensor_types(out)
+        record(key, out, size)
+        store[key]["token_embd"] = types["token_embd.weight"]
+        os.unlink(out)
+    for v in filter(None, args.variants.split(",")):
+        spec = HiggsSpec(*map(int, v.split(":")))
+        key = f"higgs/{v}/{args.embd}"
+        if key in store:
+            continue
+        out = os.path.join(WORK, "higgs-variant.gguf")
+        size = higgs_file(base, spec, args.embd, out)
+        record(key, out, size)
+        os.unlink(out)
+    with open(STORE, "w") as f:
+        json.dump(store, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
