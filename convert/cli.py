@@ -4,6 +4,7 @@
                   [--threads N] [--force]
     qconv quantize IN.gguf OUT.gguf TYPE [--allow-requantize] [--tensor-type REGEX=TYPE ...] [--imatrix FILE]
                   [--threads N] [--force]
+    qconv quantize IN.gguf OUT.gguf --target-bpw B --calibration TEXT [--types Q2_K,...,Q8_0] [--chunks K] ...
     qconv inspect FILE.gguf [--json]
     qconv imatrix MODEL.gguf -f TEXT [-o imatrix.gguf] [-c 512] [--chunks K] [--threads N] [--process-output]
                   [--output-format gguf|dat] [--parse-special] [--no-ppl] [--force]
@@ -94,27 +95,49 @@ def to_gguf(hf_dir, out, preset, tensor_types, imatrix, threads, force):
 @qconv.command("quantize")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
-@click.argument("preset")
+@click.argument("preset", required=False)
 @click.option("--allow-requantize", is_flag=True, help="allow re-encoding tensors that are already quantized")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="REGEX=TYPE",
               help="ggml type for tensors whose name matches REGEX (first match wins; repeatable)")
 @click.option("--imatrix", type=click.Path(dir_okay=False), default=None,
               help="importance matrix (llama.cpp GGUF or legacy .dat)")
+@click.option("--target-bpw", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="instead of PRESET: a type per tensor chosen for this many bits per weight (linearity theorem)")
+@click.option("--types", "type_list", default=",".join(recipes.ALLOCATE_TYPES), show_default=True,
+              help="with --target-bpw: the types to choose from, comma-separated")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="with --target-bpw: text to measure each tensor's sensitivity on")
+@click.option("--chunks", "n_chunks", type=click.IntRange(min=1), default=2, show_default=True,
+              help="with --target-bpw: chunks of 512 tokens of the calibration text to measure on")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="quantization threads")
 @click.option("--force", is_flag=True, help="overwrite an existing output file")
-def quantize(src, dst, preset, allow_requantize, tensor_types, imatrix, threads, force):
-    """Requantize SRC into DST with llama-quantize's rules for PRESET (metadata kept)."""
+def quantize(src, dst, preset, allow_requantize, tensor_types, imatrix, target_bpw, type_list, calibration,
+             n_chunks, threads, force):
+    """Requantize SRC into DST with llama-quantize's rules for PRESET (metadata kept), or with a type per tensor
+    chosen for --target-bpw bits per weight."""
     from .requantize import quantize_gguf
-    preset = recipes.resolve_preset(preset)
+    if (preset is None) == (target_bpw is None):
+        raise click.UsageError("give either a PRESET or --target-bpw")
+    if target_bpw is not None and calibration is None:
+        raise click.UsageError("--target-bpw needs --calibration TEXT (the text the tensors' sensitivities are "
+                               "measured on)")
+    preset = recipes.resolve_preset(preset) if preset is not None else None
     overrides = _overrides(tensor_types)
     if not os.path.isfile(src):
         raise FileNotFoundError(f"{src} does not exist")
     _check_output(dst, force)
     if os.path.exists(dst) and os.path.samefile(src, dst):
         raise OutputExistsError("the output would overwrite the input")
-    types = quantize_gguf(src, dst, preset, overrides, imatrix=_imatrix(imatrix), imatrix_arg=imatrix,
+    im = _imatrix(imatrix)
+    if target_bpw is not None:
+        from .allocate import allocate_and_report
+        preset, overrides, report = allocate_and_report(src, target_bpw, type_list, calibration, im, n_chunks,
+                                                        threads)
+    types = quantize_gguf(src, dst, preset, overrides, imatrix=im, imatrix_arg=imatrix,
                           allow_requantize=allow_requantize, threads=threads, force=force)
     _done(dst, len(types), preset)
+    if target_bpw is not None:
+        report(dst)
 
 
 @qconv.command("inspect")

@@ -58,6 +58,8 @@ PRESETS: dict[str, tuple[LlamaFileType, str]] = {
     "TQ2_0": (LlamaFileType.MOSTLY_TQ2_0, "TQ2_0"),
 }
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
+# `qconv quantize --target-bpw`'s candidate types unless --types says otherwise (convert/allocate.py)
+ALLOCATE_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 
 # Row length not a multiple of the chosen type's block: llama.cpp's tensor_type_fallback. A 32-block type that
