@@ -121,13 +121,21 @@ def candidates(file: GGUFFile, allowed: dict[str, list[str]], imatrix=None, ener
     return out
 
 
-def _mean_nll(model, tokens, n_ctx, n_chunks) -> float:
+def _mean_nll(model, tokens, n_ctx, n_chunks, states=None, from_layer=0) -> float:
     from kvant.runtime.api import _nll
     total, count = 0.0, 0
-    for targets, logits in model.scored_chunks(tokens, n_ctx, n_chunks):
+    for targets, logits in model.scored_chunks(tokens, n_ctx, n_chunks, states, from_layer):
         total += _nll(logits, targets)
         count += len(targets)
     return total / count
+
+
+def _first_layer_reading(name: str, n_layer: int) -> int:
+    """The first layer whose output a change to the tensor moves (n_layer: only the output head's)."""
+    m = re.match(r"blk\.(\d+)\.", name)
+    if m:
+        return int(m.group(1))
+    return n_layer if name == "output.weight" else 0
 
 
 @dataclass
@@ -143,7 +151,7 @@ def sensitivities(model_path: str, names, text: str, n_ctx: int = 512, n_chunks:
     from kvant.runtime.api import Model
     from kvant.runtime.editable import EditableWeights
     from .imatrix_collect import Collector
-    with Model(model_path, n_ctx=n_ctx, n_threads=threads) as model:
+    with Model(model_path, n_ctx=n_ctx, n_threads=threads, n_batch=n_ctx) as model:
         tokens = model.tokenize(text, add_bos=None)
         if len(tokens) < n_ctx:
             raise AllocateError(f"the calibration text has {len(tokens)} tokens; it needs at least {n_ctx}")
@@ -152,8 +160,10 @@ def sensitivities(model_path: str, names, text: str, n_ctx: int = 512, n_chunks:
         energy = Collector(min_rows=1)
         energy.wants = lambda name: True
         model.transformer.observer = energy
-        base = _mean_nll(model, tokens, n_ctx, n_chunks)
+        states = []                     # per chunk, the hidden states entering each layer: a probe of layer i
+        base = _mean_nll(model, tokens, n_ctx, n_chunks, states)      # starts there
         model.transformer.observer = None
+        n_layer = model.config.n_layer
         rng = np.random.default_rng(seed)
         alphas = {}
         for k, name in enumerate(names):
@@ -161,10 +171,12 @@ def sensitivities(model_path: str, names, text: str, n_ctx: int = 512, n_chunks:
             original = w.copy()
             noise = rng.standard_normal(w.shape, dtype=np.float32)
             noise *= np.float32(math.sqrt(eta * float(np.square(w, dtype=np.float64).mean())))
+            layer = _first_layer_reading(name, n_layer)
+            resume = (states, layer) if layer > 0 else (None, 0)
             np.add(original, noise, out=w)
-            up = _mean_nll(model, tokens, n_ctx, n_chunks)
+            up = _mean_nll(model, tokens, n_ctx, n_chunks, *resume)
             np.subtract(original, noise, out=w)
-            down = _mean_nll(model, tokens, n_ctx, n_chunks)
+            down = _mean_nll(model, tokens, n_ctx, n_chunks, *resume)
             w[:] = original
             alphas[name] = max(0.0, ((up + down) / 2 - base) / eta)
             if progress:

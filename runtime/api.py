@@ -274,16 +274,27 @@ class Model:
                 progress(c + 1, n_chunks, stats.ppl_q)
         return stats
 
-    def scored_chunks(self, tokens, n_ctx, n_chunks):
+    def scored_chunks(self, tokens, n_ctx, n_chunks, states=None, from_layer=0):
         """Per chunk of n_ctx tokens: (the scored targets, the logits that predict them): its second half, as
-        llama-perplexity scores it (BOS in place of the first token where the vocab adds one)."""
+        llama-perplexity scores it (BOS in place of the first token where the vocab adds one).
+        states: a list of one list per chunk: filled with each layer's input hidden states (from_layer 0), or read
+        to start at from_layer (Transformer.forward); needs each chunk in one batch (n_batch >= n_ctx)."""
         self._await_helper()
+        if states is not None and self.n_batch < n_ctx:
+            raise ValueError(f"layer states need whole chunks in one batch (n_batch {self.n_batch} < n_ctx {n_ctx})")
         cache = KVCache(self.config, n_ctx, self.kv_type)
         first = n_ctx // 2
         for c in range(n_chunks):
             chunk = list(tokens[c * n_ctx:(c + 1) * n_ctx])
             if self.tokenizer.add_bos:
                 chunk[0] = self.tokenizer.bos_id
+            if states is not None:
+                if from_layer == 0:
+                    states.append([])
+                logits = self.transformer.forward(chunk, 0, cache, logits_from=first, states=states[c],
+                                                  from_layer=from_layer)
+                yield np.asarray(chunk[first + 1:], np.int64), logits[:n_ctx - 1 - first]
+                continue
             rows = []
             for start in range(0, n_ctx, self.n_batch):
                 batch = chunk[start:start + self.n_batch]

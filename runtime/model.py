@@ -235,16 +235,19 @@ class Transformer:
             x *= self.embed_scale
         return x
 
-    def forward(self, tokens, start, cache: KVCache, logits_from=None):
+    def forward(self, tokens, start, cache: KVCache, logits_from=None, states=None, from_layer=0):
         """Run tokens at positions start.. through every layer, writing their keys and values into the cache.
-        Returns logits (rows from logits_from to the end; default: only the last token) as float32 (m, n_vocab)."""
+        Returns logits (rows from logits_from to the end; default: only the last token) as float32 (m, n_vocab).
+        states: a list that gets the hidden states entering each layer (and the last one's output); from_layer > 0
+        starts there from states[from_layer] instead of the embeddings (the layers before it are not run and their
+        cache is left as it is): for measuring a change to one layer's weights."""
         cfg = self.cfg
         n = len(tokens)
         if start + n > cache.n_ctx:
             raise ContextFullError(f"context full: {start + n} tokens do not fit in n_ctx={cache.n_ctx}")
-        if n == 1 and self.observer is None:
+        if n == 1 and self.observer is None and states is None:
             return self._decode(tokens[0], start, cache)
-        x = self.embed(tokens)
+        x = self.embed(tokens) if from_layer == 0 else states[from_layer].copy()
         positions = np.arange(start, start + n, dtype=np.int64)
         h = np.empty_like(x)
         q = np.empty((n, cfg.n_head * cfg.head_dim_k), np.float32)
@@ -255,7 +258,10 @@ class Transformer:
         up = np.empty((n, cfg.d_ff), np.float32)
         act = ops.ACTIVATIONS[cfg.activation]
         attention = ops.attention if n < kernels.SMALL_BATCH else attention_prefill     # one query: decode's
-        for i, layer in enumerate(self.layers):
+        for i in range(from_layer, cfg.n_layer):
+            layer = self.layers[i]
+            if states is not None and from_layer == 0:
+                states.append(x.copy())
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
             self._linear_parts((q, k, v), layer.wqkv, (layer.wq, layer.wk, layer.wv), Inputs(h),
@@ -288,6 +294,8 @@ class Transformer:
             if layer.ffn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.ffn_post_norm, cfg.rms_eps)
             x += h
+        if states is not None and from_layer == 0:
+            states.append(x.copy())
         return self._logits(x[n - 1:] if logits_from is None else x[logits_from:])
 
     def _logits(self, rows):

@@ -138,3 +138,21 @@ def _small_ctx(fn):
         kwargs["n_ctx"] = 64
         return fn(*args, **kwargs)
     return wrapped
+
+
+def test_a_probe_resumed_at_its_layer_scores_as_the_whole_forward_pass(tiny):
+    with Model(tiny, n_ctx=64, n_batch=64) as model:
+        tokens = model.tokenize(TEXT, add_bos=None)
+        weights = EditableWeights(model.transformer)
+        states = []
+        base = al._mean_nll(model, tokens, 64, 2, states)
+        assert len(states) == 2 and len(states[0]) == model.config.n_layer + 1
+        assert base == al._mean_nll(model, tokens, 64, 2)
+        weights.rows["blk.1.attn_v.weight"] += np.float32(0.05)
+        full = al._mean_nll(model, tokens, 64, 2)
+        assert full != base
+        assert al._mean_nll(model, tokens, 64, 2, states, 1) == pytest.approx(full, abs=1e-9)
+        assert al._first_layer_reading("blk.1.attn_v.weight", 2) == 1
+        assert al._first_layer_reading("output.weight", 2) == 2 and al._first_layer_reading("token_embd.weight", 2) == 0
+    with Model(tiny, n_ctx=64, n_batch=32) as model, pytest.raises(ValueError, match="one batch"):
+        next(model.scored_chunks(model.tokenize(TEXT, add_bos=None), 64, 1, []))

@@ -1,0 +1,100 @@
+"""The linearity-theorem allocator (`qconv quantize --target-bpw`) against llama.cpp's presets at the same size.
+
+For each preset (default Q4_K_M and Q3_K_M): quantize SmolLM2's F32 with the preset (qconv, which writes
+llama-quantize's bytes) and with the allocator at the preset file's bits per weight, both without an importance
+matrix; score both as bench/quality.py does (kvant's perplexity and KL divergence against the F32 base, c=512,
+8 chunks of the first halves of ../shared/corpora/{en,ru}.txt). The allocator measures its sensitivities on the
+other halves (the mixed calibration text), once for every target; its predicted perplexity increase is set against
+the one measured on those calibration chunks and on the evaluation texts.
+
+    python bench/allocate_quality.py [--presets Q4_K_M,Q3_K_M] [--types Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0] [--chunks 2]
+
+Results go to bench/.work/allocate.json; sensitivities are kept in bench/.work/allocate-sens-*.npz.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from iq_reference import LANGS, WORK  # noqa: E402
+import quality  # noqa: E402
+from higgs_quality import base_f32, tensor_types  # noqa: E402
+
+STORE = os.path.join(WORK, "allocate.json")
+
+
+def sensitivities(base, text, chunks, types):
+    from kvant.convert import allocate as al
+    from kvant.formats.gguf_file import GGUFFile
+    path = os.path.join(WORK, f"allocate-sens-smollm2-{chunks}.npz")
+    with GGUFFile(base) as f:
+        allowed = al.allowed_types(f, types)
+    if not os.path.exists(path):
+        s = al.sensitivities(base, list(allowed), text, n_chunks=chunks)
+        np.savez(path, names=np.array(list(s.alphas)), alphas=np.array(list(s.alphas.values())),
+                 base_loss=s.base_loss, **{f"energy:{n}": e for n, e in s.energies.items()})
+    z = np.load(path)
+    energies = {k[len("energy:"):]: z[k] for k in z.files if k.startswith("energy:")}
+    return al.Sensitivity(dict(zip(z["names"].tolist(), z["alphas"].tolist())), float(z["base_loss"]), energies), \
+        allowed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="Q4_K_M,Q3_K_M")
+    ap.add_argument("--types", default="Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0")
+    ap.add_argument("--chunks", type=int, default=2)
+    args = ap.parse_args()
+    from kvant.convert import allocate as al
+    from kvant.convert.requantize import quantize_gguf
+    from kvant.formats.gguf_file import GGUFFile
+    base = base_f32()
+    evaluation, calibration = quality.texts()
+    bases = {lang: quality.kl_base("smollm2", base, lang, evaluation[lang]) for lang in LANGS}
+    with open(calibration["mixed"], encoding="utf-8") as f:
+        cal_text = f.read()
+    types = al.parse_types(args.types)
+    sens, allowed = sensitivities(base, cal_text, args.chunks, types)
+    with GGUFFile(base) as f:
+        choices = al.candidates(f, allowed, None, sens.energies)
+        fixed, n_weights = al.fixed_bytes_and_weights(f, choices)
+    store = json.load(open(STORE)) if os.path.exists(STORE) else {}
+
+    def score(path):
+        row = {}
+        for lang in LANGS:
+            row[lang] = quality.kvant_scores(path, bases[lang])
+            row[lang]["ppl_increase_%"] = quality.increase(row, lang)
+        row["calibration_increase_%"] = 100 * math.expm1(al.measured_dloss(path, cal_text, sens.base_loss,
+                                                                            args.chunks))
+        return row
+
+    for preset in args.presets.split(","):
+        out = os.path.join(WORK, f"allocate-{preset}.gguf")
+        quality.run(["qconv", "quantize", "--force", base, out, preset])
+        _, size = tensor_types(out)
+        bpw = 8 * size / n_weights
+        row = {"bpw": bpw, **score(out)}
+        store[f"preset/{preset}"] = row
+        print(preset, json.dumps(row), flush=True)
+        chosen, dloss = al.solve(choices, sens.alphas, int(bpw * n_weights / 8) - fixed)
+        with GGUFFile(base) as f:
+            preset_name = al.file_preset(chosen, f)
+        quantize_gguf(base, out, preset_name, al.overrides_for(chosen), force=True, progress=False)
+        _, size = tensor_types(out)
+        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss), **score(out),
+               "types": {t: sum(1 for v in chosen.values() if v == t) for t in sorted(set(chosen.values()))}}
+        store[f"allocator/{preset}"] = row
+        print("allocator at", preset, json.dumps(row), flush=True)
+        os.unlink(out)
+        with open(STORE, "w") as f:
+            json.dump(store, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
