@@ -8,6 +8,7 @@ other halves (the mixed calibration text), once for every target; its predicted 
 the one measured on those calibration chunks and on the evaluation texts.
 
     python bench/allocate_quality.py [--presets Q4_K_M,Q3_K_M] [--types Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0] [--chunks 2]
+    python bench/allocate_quality.py --report      # the ALLOCATOR section of bench/RESULTS.md from the stored rows
 
 Results go to bench/.work/allocate.json; sensitivities are kept in bench/.work/allocate-sens-*.npz.
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, HERE)
 from iq_reference import LANGS, WORK  # noqa: E402
 import quality  # noqa: E402
 from higgs_quality import base_f32, tensor_types  # noqa: E402
+from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "allocate.json")
 
@@ -49,7 +51,10 @@ def main():
     ap.add_argument("--presets", default="Q4_K_M,Q3_K_M")
     ap.add_argument("--types", default="Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0")
     ap.add_argument("--chunks", type=int, default=2)
+    ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
     args = ap.parse_args()
+    if args.report:
+        return report(json.load(open(STORE)))
     from kvant.convert import allocate as al
     from kvant.convert.requantize import quantize_gguf
     from kvant.formats.gguf_file import GGUFFile
@@ -94,6 +99,25 @@ def main():
         os.unlink(out)
         with open(STORE, "w") as f:
             json.dump(store, f, indent=1)
+
+
+def report(store):
+    lines = ["Command: `python bench/allocate_quality.py` then `--report` (SmolLM2-135M-Instruct F32 base, no importance "
+             "matrix; sensitivities on 2 chunks of the mixed calibration text, the second halves of "
+             "../shared/corpora; scored by kvant on 8 chunks of the first halves, c=512). Predicted: the linearity "
+             "theorem's perplexity increase on the calibration chunks; measured on the same chunks, then on the "
+             "evaluation texts.", "",
+             "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru | predicted +% (calibration) | "
+             "measured +% (calibration) | types |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, r in store.items():
+        kind, preset = key.split("/")
+        name = f"{preset} (llama.cpp preset)" if kind == "preset" else f"allocator at {preset}'s size"
+        pred = f"{r['predicted_increase_%']:+.2f}" if "predicted_increase_%" in r else ""
+        types = ", ".join(f"{n} {t}" for t, n in r.get("types", {}).items())
+        lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
+                     f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} | {pred} | "
+                     f"{r['calibration_increase_%']:+.2f} | {types} |")
+    publish("ALLOCATOR", "\n".join(lines))
 
 
 if __name__ == "__main__":

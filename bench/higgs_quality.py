@@ -7,7 +7,8 @@ would give; sizes counted as the file would hold them), against llama.cpp's type
 importance matrix (qconv writes llama-quantize's bytes). Same evaluation as bench/quality.py: kvant's perplexity
 and KL divergence against the F32 base, c=512, 8 chunks, first halves of ../shared/corpora/{en,ru}.txt.
 
-    python bench/higgs_quality.py [--variants 2:256:64:64,1:16:64:64] [--presets Q4_0,IQ4_XS] [--embd Q4_K]
+    python bench/higgs_quality.py [--variants 2:256:64:64,1:16:64:64] [--presets Q4_0,IQ4_XS] [--embd Q8_0]
+    python bench/higgs_quality.py --report       # the HIGGS section of bench/RESULTS.md from the stored rows
 
 Results are kept in bench/.work/higgs.json (keyed by variant and token_embd type).
 """
@@ -23,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from iq_reference import LANGS, WORK  # noqa: E402
 import quality  # noqa: E402
+from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "higgs.json")
 PRESETS = ("Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_S", "IQ3_S", "Q2_K")
@@ -90,7 +92,10 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS), help="p:n:h:s, comma-separated")
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--embd", default="Q8_0", help="token_embd's type in the HIGGS variants")
+    ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
     args = ap.parse_args()
+    if args.report:
+        return report(json.load(open(STORE)))
     from kvant.formats.quant_higgs import HiggsSpec
     base = base_f32()
     evaluation, _ = quality.texts()
@@ -130,6 +135,24 @@ def main():
         os.unlink(out)
     with open(STORE, "w") as f:
         json.dump(store, f, indent=1)
+
+
+def report(store):
+    lines = ["Command: `python bench/higgs_quality.py --variants ...` then `--report`. SmolLM2-135M-Instruct, base: its "
+             "F32 (the published Q4_1 decoded); every block matrix HIGGS-quantized (p values per grid point, n "
+             "points, Hadamard block h, one fp16 scale per s values), token_embd Q8_0 as in llama.cpp's presets for "
+             "this model (576-wide rows take no K-quant); llama.cpp's types by qconv (llama-quantize's bytes) "
+             "without an importance matrix. Scored by kvant: c=512, 8 chunks of the first halves of "
+             "../shared/corpora.", "",
+             "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru |", "|---|---|---|---|---|---|"]
+    rows = sorted(store.items(), key=lambda kv: -kv[1]["bpw"])
+    for key, r in rows:
+        parts = key.split("/")
+        name = f"{parts[1]} (llama.cpp)" if parts[0] == "llama.cpp" else "HIGGS p={} n={} h={} s={}".format(
+            *parts[1].split(":"))
+        lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
+                     f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} |")
+    publish("HIGGS", "\n".join(lines))
 
 
 if __name__ == "__main__":
