@@ -4,12 +4,14 @@ The theorem (Malinovskii et al., "Pushing the Limits of Large Language Model Qua
 Theorem", NAACL 2025): for small errors, the increase of a model's loss is close to a weighted sum of its tensors'
 relative squared errors, sum_t alpha_t * err_t, with err_t = |W_t - Q(W_t)|^2 / |W_t|^2 and alpha_t a sensitivity of
 tensor t alone. So:
-1. err_t for every tensor and candidate type: quantize it and measure (the importance matrix, if given, as the
-   final quantization uses it).
-2. alpha_t: add Gaussian noise of relative energy eta to tensor t in kvant's runtime and see how much the mean
+1. alpha_t: add Gaussian noise of relative energy eta to tensor t in kvant's runtime and see how much the mean
    negative log-likelihood of the calibration text moves. The noise is added once as +e and once as -e (the same
    draw): the loss's first-order term cancels in the mean of the two, which leaves the curvature the theorem
-   is about.
+   is about. Each probe starts at the first layer the tensor feeds, from the hidden states of the clean pass.
+2. err_t for every tensor and candidate type: quantize it (with the importance matrix, if given, as the final
+   quantization uses it) and measure, each input column weighted by the energy of the activations it multiplies
+   on the calibration text: the probe's noise is spread evenly, and the weighting says what an error of another
+   shape is worth against it.
 3. The types: a multiple-choice knapsack (minimise the predicted loss increase under the byte budget of B bits per
    weight, counted over every tensor as llama.cpp counts BPW), solved exactly by dynamic programming over the budget
    in 1/BUDGET_STEPS parts (each tensor's bytes rounded up, so the file never exceeds B).
