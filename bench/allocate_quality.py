@@ -22,9 +22,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from iq_reference import LANGS, WORK  # noqa: E402
+from iq_reference import BIN, LANGS, WORK  # noqa: E402
 import quality  # noqa: E402
-from higgs_quality import base_f32, tensor_types  # noqa: E402
+from higgs_quality import smollm2_setup, tensor_types  # noqa: E402
 from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "allocate.json")
@@ -52,15 +52,14 @@ def main():
     ap.add_argument("--types", default="Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0")
     ap.add_argument("--chunks", type=int, default=2)
     ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
+    ap.add_argument("--keep", action="store_true", help="keep the allocator's files (bench/.work/allocator-*.gguf)")
     args = ap.parse_args()
     if args.report:
         return report(json.load(open(STORE)))
     from kvant.convert import allocate as al
     from kvant.convert.requantize import quantize_gguf
     from kvant.formats.gguf_file import GGUFFile
-    base = base_f32()
-    evaluation, calibration = quality.texts()
-    bases = {lang: quality.kl_base("smollm2", base, lang, evaluation[lang]) for lang in LANGS}
+    base, calibration, bases = smollm2_setup()
     with open(calibration["mixed"], encoding="utf-8") as f:
         cal_text = f.read()
     types = al.parse_types(args.types)
@@ -70,11 +69,13 @@ def main():
         fixed, n_weights = al.fixed_bytes_and_weights(f, choices)
     store = json.load(open(STORE)) if os.path.exists(STORE) else {}
 
-    def score(path):
+    def score(path, by_llama=False):
         row = {}
         for lang in LANGS:
             row[lang] = quality.kvant_scores(path, bases[lang])
             row[lang]["ppl_increase_%"] = quality.increase(row, lang)
+            if by_llama and os.path.exists(os.path.join(BIN, "llama-perplexity")):
+                row[f"{lang}_by_llama.cpp"] = quality.llama_scores(path, bases[lang])
         row["calibration_increase_%"] = 100 * math.expm1(al.measured_dloss(path, cal_text, sens.base_loss,
                                                                             args.chunks))
         return row
@@ -92,11 +93,14 @@ def main():
             preset_name = al.file_preset(chosen, f)
         quantize_gguf(base, out, preset_name, al.overrides_for(chosen), force=True, progress=False)
         _, size = tensor_types(out)
-        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss), **score(out),
+        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss), **score(out, True),
                "types": {t: sum(1 for v in chosen.values() if v == t) for t in sorted(set(chosen.values()))}}
         store[f"allocator/{preset}"] = row
         print("allocator at", preset, json.dumps(row), flush=True)
-        os.unlink(out)
+        if args.keep:
+            os.replace(out, os.path.join(WORK, f"allocator-{preset}.gguf"))
+        else:
+            os.unlink(out)
         with open(STORE, "w") as f:
             json.dump(store, f, indent=1)
 
@@ -106,17 +110,21 @@ def report(store):
              "matrix; sensitivities on 2 chunks of the mixed calibration text, the second halves of "
              "../shared/corpora; scored by kvant on 8 chunks of the first halves, c=512). Predicted: the linearity "
              "theorem's perplexity increase on the calibration chunks; measured on the same chunks, then on the "
-             "evaluation texts.", "",
+             "evaluation texts. The allocator's files are ordinary GGUF: llama-perplexity (built by "
+             "bench/build_llama_bench.py) reads them and scores them on the same tokens (last columns).", "",
              "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru | predicted +% (calibration) | "
-             "measured +% (calibration) | types |", "|---|---|---|---|---|---|---|---|---|"]
+             "measured +% (calibration) | types | PPL en / ru by kvant | by llama.cpp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in store.items():
         kind, preset = key.split("/")
         name = f"{preset} (llama.cpp preset)" if kind == "preset" else f"allocator at {preset}'s size"
         pred = f"{r['predicted_increase_%']:+.2f}" if "predicted_increase_%" in r else ""
         types = ", ".join(f"{n} {t}" for t, n in r.get("types", {}).items())
+        kv = " / ".join(f"{r[lang]['ppl_q']:.3f}" for lang in LANGS)
+        lc = " / ".join(f"{r[f'{lang}_by_llama.cpp']['ppl_q']:.3f}" for lang in LANGS if f"{lang}_by_llama.cpp" in r)
         lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
                      f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} | {pred} | "
-                     f"{r['calibration_increase_%']:+.2f} | {types} |")
+                     f"{r['calibration_increase_%']:+.2f} | {types} | {kv} | {lc} |")
     publish("ALLOCATOR", "\n".join(lines))
 
 

@@ -43,6 +43,14 @@ def base_f32():
     return path
 
 
+def smollm2_setup():
+    """SmolLM2's F32 base, the evaluation and calibration texts, and the base's KL-divergence files per language."""
+    base = base_f32()
+    evaluation, calibration = quality.texts()
+    bases = {lang: quality.kl_base("smollm2", base, lang, evaluation[lang]) for lang in LANGS}
+    return base, calibration, bases
+
+
 def tensor_types(path):
     """(type of each tensor, bytes of tensor data)."""
     from kvant.formats.gguf_file import GGUFFile
@@ -97,9 +105,7 @@ def main():
     if args.report:
         return report(json.load(open(STORE)))
     from kvant.formats.quant_higgs import HiggsSpec
-    base = base_f32()
-    evaluation, _ = quality.texts()
-    bases = {lang: quality.kl_base("smollm2", base, lang, evaluation[lang]) for lang in LANGS}
+    base, _, bases = smollm2_setup()
     store = json.load(open(STORE)) if os.path.exists(STORE) else {}
     total = n_weights(base)
 
