@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +124,14 @@ def candidates(file: GGUFFile, allowed: dict[str, list[str]], imatrix=None, ener
     return out
 
 
+def _calibration_tokens(model, text: str, n_ctx: int, n_chunks: int) -> tuple[list, int]:
+    """The calibration text's tokens and how many whole chunks of n_ctx (at most n_chunks) they give."""
+    tokens = model.tokenize(text, add_bos=None)
+    if len(tokens) < n_ctx:
+        raise AllocateError(f"the calibration text has {len(tokens)} tokens; it needs at least {n_ctx}")
+    return tokens, max(1, min(n_chunks, len(tokens) // n_ctx))
+
+
 def _mean_nll(model, tokens, n_ctx, n_chunks, states=None, from_layer=0) -> float:
     from kvant.runtime.api import _nll
     total, count = 0.0, 0
@@ -154,13 +163,9 @@ def sensitivities(model_path: str, names, text: str, n_ctx: int = 512, n_chunks:
     from kvant.runtime.editable import EditableWeights
     from .imatrix_collect import Collector
     with Model(model_path, n_ctx=n_ctx, n_threads=threads, n_batch=n_ctx) as model:
-        tokens = model.tokenize(text, add_bos=None)
-        if len(tokens) < n_ctx:
-            raise AllocateError(f"the calibration text has {len(tokens)} tokens; it needs at least {n_ctx}")
-        n_chunks = max(1, min(n_chunks, len(tokens) // n_ctx))
+        tokens, n_chunks = _calibration_tokens(model, text, n_ctx, n_chunks)
         weights = EditableWeights(model.transformer)
-        energy = Collector(min_rows=1)
-        energy.wants = lambda name: True
+        energy = Collector(min_rows=1, every_matrix=True)
         model.transformer.observer = energy
         states = []                     # per chunk, the hidden states entering each layer: a probe of layer i
         base = _mean_nll(model, tokens, n_ctx, n_chunks, states)      # starts there
@@ -298,9 +303,7 @@ def allocate_and_report(src: str, target_bpw: float, type_list: str, calibration
         progress.close()
     with GGUFFile(src) as file:
         preset = file_preset(result.types, file)
-    counts = {}
-    for t in result.types.values():
-        counts[t] = counts.get(t, 0) + 1
+    counts = Counter(result.types.values())
     print(f"qconv: {result.bpw:.3f} bits per weight: " + ", ".join(f"{n} x {t}" for t, n in sorted(counts.items())),
           file=sys.stderr)
 
@@ -316,6 +319,5 @@ def measured_dloss(path: str, text: str, base_loss: float, n_chunks: int, thread
     """The mean NLL of the model at path on the calibration chunks, less the base's."""
     from kvant.runtime.api import Model
     with Model(path, n_ctx=n_ctx, n_threads=threads) as model:
-        tokens = model.tokenize(text, add_bos=None)
-        n_chunks = max(1, min(n_chunks, len(tokens) // n_ctx))
+        tokens, n_chunks = _calibration_tokens(model, text, n_ctx, n_chunks)
         return _mean_nll(model, tokens, n_ctx, n_chunks) - base_loss

@@ -78,14 +78,15 @@ class Collector:
     """The observer for kvant.runtime's Transformer: accumulates x^2 per input column of the weights
     llama-imatrix collects."""
 
-    def __init__(self, process_output: bool = False, min_rows: int = MIN_ROWS):
+    def __init__(self, process_output: bool = False, min_rows: int = MIN_ROWS, every_matrix: bool = False):
         self.process_output = process_output
         self.min_rows = min_rows
+        self.every_matrix = every_matrix      # also token_embd as a tied output head (the allocator's energies)
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] = {}
 
     def wants(self, name: str) -> bool:
-        return name.startswith("blk.") or (self.process_output and name == "output.weight")
+        return self.every_matrix or name.startswith("blk.") or (self.process_output and name == "output.weight")
 
     def __call__(self, name: str, x: np.ndarray) -> None:
         if x.ndim != 2 or x.shape[0] < self.min_rows or not self.wants(name):

@@ -44,19 +44,26 @@ def lloyd_max(n: int, iterations: int = 2000) -> np.ndarray:
     return levels
 
 
+@njit(cache=True, inline="always")
+def nearest_point(grid, v, o):
+    """Index of the grid point nearest v[o:o + p] (ties: the lower index), in the arrays' own precision."""
+    best, arg = np.inf, 0
+    for j in range(grid.shape[0]):
+        e = v[o] - grid[j, 0]
+        d = e * e
+        for k in range(1, grid.shape[1]):
+            e = v[o + k] - grid[j, k]
+            d += e * e
+        if d < best:
+            best, arg = d, j
+    return arg
+
+
 @njit(cache=True, parallel=True)
 def nearest(points, grid, out):
     """out[i] = index of the grid point nearest points[i] (ties: the lower index)."""
     for i in prange(points.shape[0]):
-        best, arg = np.inf, 0
-        for j in range(grid.shape[0]):
-            d = 0.0
-            for k in range(grid.shape[1]):
-                e = points[i, k] - grid[j, k]
-                d += e * e
-            if d < best:
-                best, arg = d, j
-        out[i] = arg
+        out[i] = nearest_point(grid, points[i], 0)
 
 
 @njit(cache=True)

@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from . import higgs_grids
 from .hadamard import fwht_row, is_block_size
+from .higgs_grids import nearest_point
 
 REFITS = 2  # least-squares scale refits per group (each: new scale, new points)
 
@@ -38,29 +39,15 @@ class HiggsSpec(NamedTuple):
 
 
 @njit(cache=True, inline="always")
-def _nearest(grid, v, o):
-    """Index of the grid point nearest v[o:o + p]."""
-    best, arg = np.inf, 0
-    for j in range(grid.shape[0]):
-        d = np.float32(0.0)
-        for k in range(grid.shape[1]):
-            e = v[o + k] - grid[j, k]
-            d += e * e
-        if d < best:
-            best, arg = d, j
-    return arg
-
-
-@njit(cache=True, inline="always")
-def _round_group(grid, v, o, s, inv, codes, c0):
-    """Codes of v[o:o + s] * inv into codes[c0:]; returns (<v, g>, <g, g>) for the least-squares scale."""
+def _round_group(grid, v, o, s, inv, codes, c0, z):
+    """Codes of v[o:o + s] * inv into codes[c0:] (z: scratch of p values); returns (<v, g>, <g, g>) for the
+    least-squares scale."""
     p = grid.shape[1]
-    z = np.empty(p, np.float32)
     vg, gg = np.float32(0.0), np.float32(0.0)
     for t in range(s // p):
         for k in range(p):
             z[k] = v[o + t * p + k] * inv
-        c = _nearest(grid, z, 0)
+        c = nearest_point(grid, z, 0)
         codes[c0 + t] = c
         for k in range(p):
             vg += v[o + t * p + k] * grid[c, k]
@@ -69,7 +56,7 @@ def _round_group(grid, v, o, s, inv, codes, c0):
 
 
 @njit(cache=True)
-def _quantize_group(grid, v, o, s, codes, c0, trial):
+def _quantize_group(grid, v, o, s, codes, c0, trial, z):
     """Codes and scale of one group: RMS start, then REFITS least-squares rounds kept while the error falls."""
     p = grid.shape[1]
     ss = np.float32(0.0)
@@ -79,13 +66,13 @@ def _quantize_group(grid, v, o, s, codes, c0, trial):
         codes[c0:c0 + s // p] = 0
         return np.float32(0.0)
     scale = np.sqrt(ss / np.float32(s))
-    vg, gg = _round_group(grid, v, o, s, np.float32(1.0) / scale, codes, c0)
+    vg, gg = _round_group(grid, v, o, s, np.float32(1.0) / scale, codes, c0, z)
     best_err = ss - 2 * scale * vg + scale * scale * gg
     for _ in range(REFITS):
         new_scale = vg / gg
         if new_scale <= 0:
             break
-        vg2, gg2 = _round_group(grid, v, o, s, np.float32(1.0) / new_scale, trial, 0)
+        vg2, gg2 = _round_group(grid, v, o, s, np.float32(1.0) / new_scale, trial, 0, z)
         fit = vg2 / gg2            # the best scale for the new points
         err = ss - vg2 * vg2 / gg2
         if err >= best_err:
@@ -103,8 +90,9 @@ def quantize_rows(codes, scales, x, grid, h, s):
         v = x[r].copy()
         fwht_row(v, h)
         trial = np.empty(s // p, np.uint8)
+        z = np.empty(p, np.float32)
         for g in range(x.shape[1] // s):
-            scales[r, g] = _quantize_group(grid, v, g * s, s, codes[r], g * s // p, trial)
+            scales[r, g] = _quantize_group(grid, v, g * s, s, codes[r], g * s // p, trial, z)
 
 
 @njit(cache=True, parallel=True)

@@ -248,6 +248,7 @@ class Transformer:
         if n == 1 and self.observer is None and states is None:
             return self._decode(tokens[0], start, cache)
         x = self.embed(tokens) if from_layer == 0 else states[from_layer].copy()
+        record = states is not None and from_layer == 0
         positions = np.arange(start, start + n, dtype=np.int64)
         h = np.empty_like(x)
         q = np.empty((n, cfg.n_head * cfg.head_dim_k), np.float32)
@@ -260,7 +261,7 @@ class Transformer:
         attention = ops.attention if n < kernels.SMALL_BATCH else attention_prefill     # one query: decode's
         for i in range(from_layer, cfg.n_layer):
             layer = self.layers[i]
-            if states is not None and from_layer == 0:
+            if record:
                 states.append(x.copy())
             is_swa = cfg.layer_is_swa[i]
             ops.rmsnorm(h, x, layer.attn_norm, cfg.rms_eps)
@@ -294,7 +295,7 @@ class Transformer:
             if layer.ffn_post_norm is not None:
                 ops.rmsnorm(h, h, layer.ffn_post_norm, cfg.rms_eps)
             x += h
-        if states is not None and from_layer == 0:
+        if record:
             states.append(x.copy())
         return self._logits(x[n - 1:] if logits_from is None else x[logits_from:])
 
