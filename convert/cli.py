@@ -20,6 +20,7 @@ import tempfile
 
 import click
 
+from kvant.formats import higgs_types
 from kvant.formats.errors import run_cli
 
 from . import recipes
@@ -53,8 +54,12 @@ def _imatrix(path):
     return read_imatrix(path)
 
 
-def _done(out: str, n_tensors: int, preset: str) -> None:
+def _done(out: str, n_tensors: int, preset: str, types=()) -> None:
     click.echo(f"qconv: wrote {out} ({preset}, {n_tensors} tensors, {os.path.getsize(out) / 1e6:.1f} MB)", err=True)
+    own = sorted({t for t in types if higgs_types.is_higgs(t)})
+    if own:
+        click.echo(f"qconv: {out} holds kvant's own {', '.join(own)} tensors: it runs only in kvant (llama.cpp "
+                   f"refuses it; `qconv quantize --allow-requantize` makes standard types of them)", err=True)
 
 
 @click.group(help="Convert Hugging Face checkpoints to GGUF, requantize and inspect GGUF files.")
@@ -135,7 +140,7 @@ def quantize(src, dst, preset, allow_requantize, tensor_types, imatrix, target_b
                                                         threads)
     types = quantize_gguf(src, dst, preset, overrides, imatrix=im, imatrix_arg=imatrix,
                           allow_requantize=allow_requantize, threads=threads, force=force)
-    _done(dst, len(types), preset)
+    _done(dst, len(types), preset, types.values())
     if target_bpw is not None:
         report(dst)
 

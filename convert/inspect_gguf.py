@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 
+from kvant.formats import higgs_types
 from kvant.formats.gguf_file import GGUFFile
 
 ARRAY_HEAD = 8  # array items shown before the count
@@ -34,6 +35,7 @@ def describe(path: str) -> dict:
             "metadata": {k: _summary(v) for k, v in g.metadata.items()},
             "tensors": tensors,
             "types": dict(Counter(t["type"] for t in tensors)),
+            "kvant_only_types": sorted({t["type"] for t in tensors if higgs_types.is_higgs(t["type"])}),
             "parameters": int(sum(int(np.prod(t["shape"])) for t in tensors)),
         }
 
@@ -64,6 +66,9 @@ def render_text(d: dict) -> str:
         lines.append(f"  {i:>4}  {t['name']:<{nw}}  {shape:<20}  {t['type']:<7}  {t['bytes']:>12,}")
     lines.append("")
     lines.append("types: " + ", ".join(f"{k} {v}" for k, v in sorted(d["types"].items())))
+    if d["kvant_only_types"]:
+        lines.append(f"{', '.join(d['kvant_only_types'])}: kvant's own HIGGS types (version {higgs_types.VERSION}): "
+                     f"this file runs only in kvant")
     return "\n".join(lines)
 
 

@@ -56,6 +56,10 @@ PRESETS: dict[str, tuple[LlamaFileType, str]] = {
     "IQ4_XS": (LlamaFileType.MOSTLY_IQ4_XS, "IQ4_XS"),
     "TQ1_0": (LlamaFileType.MOSTLY_TQ1_0, "TQ1_0"),
     "TQ2_0": (LlamaFileType.MOSTLY_TQ2_0, "TQ2_0"),
+    # kvant's own HIGGS types (formats/higgs_types.py): no llama.cpp file type names them
+    "HG4": (LlamaFileType.GUESSED, "HG4"),
+    "HG3": (LlamaFileType.GUESSED, "HG3"),
+    "HG2": (LlamaFileType.GUESSED, "HG2"),
 }
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 # `qconv quantize --target-bpw`'s candidate types unless --types says otherwise (convert/allocate.py)
@@ -69,6 +73,7 @@ FALLBACKS = {
     "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL",
     "Q2_K": "Q4_0", "Q3_K": "Q4_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
     "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+    "HG4": "IQ4_NL", "HG3": "IQ4_NL", "HG2": "IQ4_NL",   # kvant's: rows that are no multiple of 64
 }
 
 

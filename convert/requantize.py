@@ -2,7 +2,8 @@
 
 What llama-quantize does, and so kvant: every key-value pair is copied as it is (type and bytes), then
 general.quantization_version and general.file_type are removed and appended (2, and the preset's file type), split
-keys dropped, and with an importance matrix the quantize.imatrix.* keys appended. Tensors are written sorted by layer
+keys dropped, and with an importance matrix the quantize.imatrix.* keys appended; kvant.higgs.* keys are written
+for the output's own HIGGS tensors (formats/higgs_types.py) and dropped otherwise. Tensors are written sorted by layer
 then name; each gets the preset's type for it (kvant.convert.recipes); a tensor already of that type is copied
 byte for byte, any other is decoded to float32 and encoded again. Re-encoding an already quantized tensor needs
 allow_requantize, as in llama.cpp.
@@ -15,6 +16,7 @@ from typing import Iterator
 import gguf
 import numpy as np
 
+from kvant.formats import higgs_types
 from kvant.formats.gguf_file import GGUFFile
 
 from . import codec, recipes
@@ -58,6 +60,18 @@ def _typed(kind: str, value) -> RawValue:
     return RawValue(pack_value(GGUFValue(value, vtype)))
 
 
+def _higgs_kv(type_names) -> list[tuple[str, object]]:
+    """The kvant.higgs.* keys the output needs for its HIGGS tensors (higgs_types), as GGUF values."""
+    from gguf.gguf_writer import GGUFValue
+    out = []
+    for key, value in higgs_types.metadata(type_names):
+        if isinstance(value, np.ndarray):
+            out.append((key, GGUFValue(value, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.FLOAT32)))
+        else:
+            out.append((key, GGUFValue(int(value), gguf.GGUFValueType.UINT32)))
+    return out
+
+
 def quantize_gguf(src: str, dst: str, preset: str, overrides=(), imatrix: ImportanceMatrix | None = None,
                   imatrix_arg: str | None = None, allow_requantize: bool = False, threads: int | None = None,
                   force: bool = False, progress: bool = True, slab_bytes: int = SLAB_BYTES) -> dict[str, str]:
@@ -81,11 +95,13 @@ def quantize_gguf(src: str, dst: str, preset: str, overrides=(), imatrix: Import
             check_imatrix_matches(imatrix, {n: g.tensors[n].shape for n in changed}, types, preset)
         set_threads(threads)
 
-        kv = [(k, v) for k, v in raw_metadata(src) if k not in REPLACED_KEYS]
+        kv = [(k, v) for k, v in raw_metadata(src)
+              if k not in REPLACED_KEYS and not k.startswith(higgs_types.KEY_PREFIX)]
         kv.append((gguf.Keys.General.QUANTIZATION_VERSION, _typed("u32", gguf.GGML_QUANT_VERSION)))
         kv.append((gguf.Keys.General.FILE_TYPE, _typed("u32", recipes.file_type(preset))))
         if imatrix is not None:
             kv += [(k, _typed(kind, v)) for k, kind, v in imatrix_metadata(imatrix, imatrix_arg or imatrix.path)]
+        kv += _higgs_kv(types.values())
         specs = [tensor_spec(n, g.tensors[n].shape, types[n]) for n in order]
         total = sum(s.nbytes for s in specs)
         with GGUFWriter(dst, kv, specs, force=force, alignment=g.alignment) as w, \

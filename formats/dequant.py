@@ -1,19 +1,19 @@
 """Dequantization: one registry of numba codecs (type name -> kernel, tables) and the shared layer around it.
 
-The codecs (codecs_float, codecs_legacy, codecs_kquants, codecs_iq, codecs_ternary) only do block work on 2-D
-arrays; here the input is checked and reshaped once, and an unknown or codec-less type is refused by name.
-All results are bit-exact with gguf.quants.dequantize.
+The codecs (codecs_float, codecs_legacy, codecs_kquants, codecs_iq, codecs_ternary, codecs_higgs) only do block
+work on 2-D arrays; here the input is checked and reshaped once, and an unknown or codec-less type is refused by name.
+All results are bit-exact with gguf.quants.dequantize (kvant's own HIGGS types: with quant_higgs.dequantize).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import codecs_float, codecs_iq, codecs_kquants, codecs_legacy, codecs_ternary
+from . import codecs_float, codecs_higgs, codecs_iq, codecs_kquants, codecs_legacy, codecs_ternary
 from .ggml_types import GGMLType, ggml_type
 
 CODECS: dict[str, tuple] = {
     **codecs_float.CODECS, **codecs_legacy.CODECS, **codecs_kquants.CODECS, **codecs_iq.CODECS,
-    **codecs_ternary.CODECS,
+    **codecs_ternary.CODECS, **codecs_higgs.CODECS,
 }
 DEQUANT_TYPES: tuple[str, ...] = tuple(CODECS)
 

@@ -1,6 +1,7 @@
 """The registry of ggml tensor types: id, name, elements per block, bytes per block.
 
-Built from the gguf package's own tables (GGMLQuantizationType, GGML_QUANT_SIZES), never retyped.
+Built from the gguf package's own tables (GGMLQuantizationType, GGML_QUANT_SIZES), never retyped, plus kvant's own
+HIGGS types (formats/higgs_types.py: ids from 4096, outside ggml's range; files holding them run only in kvant).
 """
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from numbers import Integral
 
 import gguf
+
+from .higgs_types import BLOCK as HIGGS_BLOCK, HIGGS_TYPES
 
 
 class UnknownTypeError(ValueError):
@@ -36,6 +39,7 @@ TYPES: dict[int, GGMLType] = {
     int(q): GGMLType(int(q), q.name, *gguf.GGML_QUANT_SIZES[q])
     for q in gguf.GGMLQuantizationType if q in gguf.GGML_QUANT_SIZES
 }
+TYPES.update({tid: GGMLType(tid, name, HIGGS_BLOCK, size) for name, (tid, _, size) in HIGGS_TYPES.items()})
 TYPES_BY_NAME: dict[str, GGMLType] = {t.name: t for t in TYPES.values()}
 
 

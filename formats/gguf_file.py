@@ -22,6 +22,7 @@ from gguf import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUFValueType, Keys
 from numba import njit
 
 from .ggml_types import TYPES, GGMLType
+from .higgs_types import HiggsFileError, check_metadata as check_higgs_metadata
 
 
 class GGUFError(ValueError):
@@ -279,6 +280,10 @@ class GGUFFile:
 
         self.data_offset = -(-cur.pos // alignment) * alignment
         self.tensors = {name: self._tensor_info(name, ne, type_id, rel) for name, ne, type_id, rel in raw_infos}
+        try:        # kvant's own HIGGS types: their codes index the grids the file names
+            check_higgs_metadata(metadata, {t.ggml_type.name for t in self.tensors.values()}, self.path)
+        except HiggsFileError as e:
+            raise GGUFError(str(e)) from None
 
     def _tensor_info(self, name: str, ne: tuple[int, ...], type_id: int, rel: int) -> TensorInfo:
         where = f"{self.path}: tensor {name!r}"

@@ -1,25 +1,27 @@
 """Quantization: one registry of numba row quantizers (type name -> kernel) and the shared layer around it.
 
 The family modules (quant_float, quant_legacy, quant_kquants, quant_iq1, quant_iq2, quant_iq3, quant_iq4,
-quant_ternary) only do block work on 2-D arrays: kernel(out uint8 (rows, row_bytes), x float32 (rows, cols), qw
-float32 (cols,) or empty). Here the input is checked and reshaped once, and an unknown or quantizer-less type is
+quant_ternary, quant_higgs) only do block work on 2-D arrays: kernel(out uint8 (rows, row_bytes), x float32
+(rows, cols), qw float32 (cols,) or empty). Here the input is checked and reshaped once, and an unknown or quantizer-less type is
 refused by name.
 
 Results are byte-identical with llama.cpp's ggml_quantize_chunk (the default x86 build, no FMA contraction) for
 every registered type, with and without an importance matrix (IQ1_S, IQ2_XXS and IQ2_XS only with one, as in
-llama.cpp); IQ4_NL and IQ4_XS follow the same algorithm.
+llama.cpp); IQ4_NL and IQ4_XS follow the same algorithm. kvant's own HIGGS types (quant_higgs) have no reference
+outside kvant.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import quant_float, quant_iq1, quant_iq2, quant_iq3, quant_iq4, quant_kquants, quant_legacy, quant_ternary
+from . import (quant_float, quant_higgs, quant_iq1, quant_iq2, quant_iq3, quant_iq4, quant_kquants, quant_legacy,
+               quant_ternary)
 from .ggml_types import GGMLType, ggml_type
 
 QUANTIZERS: dict[str, object] = {
     **quant_float.QUANTIZERS, **quant_legacy.QUANTIZERS, **quant_kquants.QUANTIZERS, **quant_iq1.QUANTIZERS,
     **quant_iq2.QUANTIZERS,
-    **quant_iq3.QUANTIZERS, **quant_iq4.QUANTIZERS, **quant_ternary.QUANTIZERS,
+    **quant_iq3.QUANTIZERS, **quant_iq4.QUANTIZERS, **quant_ternary.QUANTIZERS, **quant_higgs.QUANTIZERS,
 }
 QUANT_TYPES: tuple[str, ...] = tuple(QUANTIZERS)
 

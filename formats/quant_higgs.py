@@ -6,6 +6,9 @@ one scale, and its p-tuples are rounded to the nearest point of the grid that is
 (formats/higgs_grids.py). The scale starts at the group's RMS (the grid's unit) and is refined by alternating
 least squares: the best scale for the chosen points, then the points for that scale, kept while the error falls.
 A weight is then scale * grid[code][k] in the rotated basis; decoding undoes the rotation.
+
+HiggsSpec and quantize() explore variants (any p, grid, block and group size: bench/higgs_quality.py); the file
+types HG4, HG3, HG2 (higgs_types.py) are p = 2 with 64-blocks, quantized by quant_higgs_blocks (QUANTIZERS).
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from . import higgs_grids
+from . import higgs_grids, higgs_types
 from .hadamard import fwht_row, is_block_size
 from .higgs_grids import nearest_point
+from .higgs_types import BLOCK, HIGGS_TYPES, PAIRS, put_codes
+from .quant_common import put_f16
 
 REFITS = 2  # least-squares scale refits per group (each: new scale, new points)
 
@@ -57,17 +62,27 @@ def _round_group(grid, v, o, s, inv, codes, c0, z):
 
 @njit(cache=True)
 def _quantize_group(grid, v, o, s, codes, c0, trial, z):
-    """Codes and scale of one group: RMS start, then REFITS least-squares rounds kept while the error falls."""
+    """Codes and scale of one group: the better of two starts (the RMS, the grid's unit; and the largest value on
+    the grid's largest coordinate, for a block whose energy sits in a few values, such as a constant one, rotated),
+    then REFITS least-squares rounds kept while the error falls."""
     p = grid.shape[1]
     ss = np.float32(0.0)
+    amax = np.float32(0.0)
     for j in range(o, o + s):
         ss += v[j] * v[j]
+        amax = max(amax, abs(v[j]))
     if ss == 0:
         codes[c0:c0 + s // p] = 0
         return np.float32(0.0)
-    scale = np.sqrt(ss / np.float32(s))
-    vg, gg = _round_group(grid, v, o, s, np.float32(1.0) / scale, codes, c0, z)
-    best_err = ss - 2 * scale * vg + scale * scale * gg
+    best_err = np.inf
+    vg, gg = np.float32(0.0), np.float32(1.0)
+    for start in (np.sqrt(ss / np.float32(s)), amax / np.abs(grid).max()):
+        vg2, gg2 = _round_group(grid, v, o, s, np.float32(1.0) / start, trial, 0, z)
+        err = ss - vg2 * vg2 / gg2 if gg2 > 0 else ss
+        if err < best_err:
+            best_err, vg, gg = err, vg2, gg2
+            codes[c0:c0 + s // p] = trial[:s // p]
+    scale = vg / gg
     for _ in range(REFITS):
         new_scale = vg / gg
         if new_scale <= 0:
@@ -124,3 +139,35 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, spec: HiggsSpec) -> np.nda
     out = np.empty((rows, codes.shape[1] * spec.p), np.float32)
     dequantize_rows(out, codes, np.ascontiguousarray(scales, dtype=np.float32), spec.grid, spec.h, spec.s)
     return out
+
+
+# ---------------------------------------------------------------- the file types HG4, HG3, HG2 (higgs_types.py)
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def quant_higgs_blocks(out, x, g, type_size):
+    """out (rows, row_bytes) uint8: each 64-block of x rotated, its pairs rounded on grid g, fp16 scale first."""
+    points = g.shape[0]
+    for r in prange(x.shape[0]):
+        v = x[r].copy()
+        fwht_row(v, BLOCK)
+        codes = np.empty(PAIRS, np.uint8)
+        trial = np.empty(PAIRS, np.uint8)
+        z = np.empty(2, np.float32)
+        dst = out[r]
+        for b in range(x.shape[1] // BLOCK):
+            scale = _quantize_group(g, v, b * BLOCK, BLOCK, codes, 0, trial, z)
+            put_f16(dst, b * type_size, scale)
+            put_codes(dst, b * type_size + 2, codes, points)
+
+
+def _file_quantizer(name: str):
+    g, type_size = higgs_types.grid(name), HIGGS_TYPES[name][2]
+
+    def quantize_rows(out, x, qw):
+        """quant.QUANTIZERS' signature; data-free, so the importance matrix qw is not read."""
+        quant_higgs_blocks(out, x, g, type_size)
+    quantize_rows.__name__ = f"quant_{name.lower()}"
+    return quantize_rows
+
+
+QUANTIZERS = {name: _file_quantizer(name) for name in HIGGS_TYPES}

@@ -10,7 +10,7 @@ import os
 os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 
 from .registry import LAYOUTS, SMALL_BATCH, QMatrix, UnsupportedTypeError, prepare, prepare_stacked  # noqa: E402
-from . import floats, iquants, kquants, legacy, ternary  # noqa: E402,F401  (they register their layouts)
+from . import floats, higgs, iquants, kquants, legacy, ternary  # noqa: E402,F401  (they register their layouts)
 
 SUPPORTED_TYPES = tuple(LAYOUTS)
 

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from kvant.formats.ggml_types import ggml_type as lookup_type
 
 from ._common import zeros_on_lines
 
@@ -102,7 +102,8 @@ def prepare(raw, ggml_type) -> QMatrix:
     if raw.dtype != np.uint8 or raw.ndim != 2:
         raise ValueError(f"prepare wants a 2-D uint8 array, got {raw.dtype} with shape {raw.shape}")
     rows, row_bytes = raw.shape
-    blk, tsize = GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+    gt = lookup_type(name)
+    blk, tsize = gt.block_size, gt.type_size
     if row_bytes % tsize:
         raise ValueError(f"{name}: row of {row_bytes} bytes is not a whole number of {tsize}-byte blocks")
     cols = row_bytes // tsize * blk

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from kvant.convert import recipes
+from kvant.formats.higgs_types import is_higgs
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "convert", "preset_types.json")
 with open(FIXTURE, encoding="utf-8") as f:
@@ -37,8 +38,21 @@ def test_preset_types_match_llama_quantize(model, preset):
 
 
 def test_every_listed_preset_is_covered():
+    llama_cpps = {p for p in recipes.PRESETS if not is_higgs(p)}      # kvant's own HIGGS presets: below
     for model in PRESET_TYPES.values():
-        assert {p.removesuffix("+imatrix") for p in model["presets"]} == set(recipes.PRESETS)
+        assert {p.removesuffix("+imatrix") for p in model["presets"]} == llama_cpps
+
+
+@pytest.mark.parametrize("preset", ["HG4", "HG3", "HG2"])
+def test_higgs_presets(preset):
+    """Every matrix in the HIGGS type (SmolLM2's 576 = 9 x 64 columns fit its blocks), the tied head as in every
+    quantized preset (Q6_K, whose 256-blocks do not fit: Q8_0); a row that is no multiple of 64: IQ4_NL."""
+    tensors, facts = _model("smollm2")
+    plan = recipes.plan_types(tensors, preset, facts)
+    assert plan["token_embd.weight"] == "Q8_0" and plan["blk.0.attn_norm.weight"] == "F32"
+    assert {plan[t.name] for t in tensors if t.name.startswith("blk.") and len(t.shape) == 2} == {preset}
+    odd = [recipes.TensorIn("blk.0.ffn_down.weight", (64, 96), "F32")]
+    assert recipes.plan_types(odd, preset, facts)["blk.0.ffn_down.weight"] == "IQ4_NL"
 
 
 def test_aliases_and_unknown_names():

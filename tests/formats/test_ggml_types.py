@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 
 from kvant.formats.ggml_types import TYPES, GGMLType, UnknownTypeError, ggml_type
+from kvant.formats.higgs_types import is_higgs
 
 
-def test_registry_is_the_gguf_table():
-    assert {t.id for t in TYPES.values()} == {int(q) for q in gguf.GGML_QUANT_SIZES}
+def test_registry_is_the_gguf_table_and_kvants_own_types():
+    own = {t.id for t in TYPES.values() if is_higgs(t.name)}
+    assert {t.id for t in TYPES.values()} - own == {int(q) for q in gguf.GGML_QUANT_SIZES}
+    assert len(own) == 3 and min(own) >= 4096     # outside ggml's range: llama.cpp refuses them
     for q, (block_size, type_size) in gguf.GGML_QUANT_SIZES.items():
         t = ggml_type(q)
         assert (t.id, t.name, t.block_size, t.type_size) == (int(q), q.name, block_size, type_size)

@@ -1,0 +1,208 @@
+"""kvant's HIGGS types HG4, HG3, HG2 (formats/higgs_types.py): each 64-block of a row is d * grid[code] per value
+pair in a Hadamard-rotated basis, and (H w) . (H x) = w . x, so a matvec rotates x once (x's 64-blocks by the same
+orthonormal transform) and multiplies the codes' grid points by it: no inverse transform per weight.
+
+Repacked: one code byte per pair (CODES: 32 bytes a block; the file's HG4 bytes as they are, HG3 / HG2 unpacked:
+1.06x, 1.38x, 2.0x the file) and an f32 d per block.
+- On x86 (the avx2, avxvnni and avx512vnni paths): a grid point is two int16 (the grids are multiples of 2^-11) in
+  one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per block
+  (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies the pairs. No 16-entry
+  byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights per 8 cycles on Zen 3.
+- Elsewhere: float, the grid's two coordinates as two float tables.
+Prefill: the rows decoded to floats in the rotated basis, the tokens rotated once (the float GEMM).
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from kvant.formats.hadamard import fwht_row
+from kvant.formats.higgs_types import BLOCK, GRID_STEP, HIGGS_TYPES, PAIRS, code_at, grid
+from kvant.formats.host import CPU_PATH
+
+from ._common import F32, f16_at, float_matmul
+from ._isa import FAST, _declare, maddwd
+from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
+from .registry import Layout, register
+
+GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
+X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units: 32 products of <= 2^13.1 * 2^14 a lane, twice, in int32
+
+
+@njit(cache=True, parallel=True)
+def _repack(raw, c, d, type_size, points):
+    for r in prange(raw.shape[0]):
+        src = raw[r]
+        for b in range(d.shape[1]):
+            s = b * type_size
+            d[r, b] = f16_at(src, s)
+            for t in range(PAIRS):
+                c[r, b * PAIRS + t] = code_at(src, s + 2, t, points)
+
+
+def _tables(name: str):
+    """The grid as two float columns (the float kernels) and as int16 pairs in int32 entries (the gather)."""
+    g = grid(name)
+    g16 = np.round(g.astype(np.float64) / GRID_STEP).astype(np.int64)
+    packed = ((g16[:, 0] & 0xFFFF) | (g16[:, 1] << 16)).astype(np.uint32).view(np.int32)
+    return np.ascontiguousarray(g[:, 0]), np.ascontiguousarray(g[:, 1]), packed
+
+
+def _repacker(name: str, gather: bool):
+    _, points, type_size = HIGGS_TYPES[name]
+    g0, g1, packed = _tables(name)
+
+    def repack(raw, cols):
+        rows = raw.shape[0]
+        c, d = np.empty((rows, cols // 2), np.uint8), np.empty((rows, cols // BLOCK), np.float32)
+        _repack(raw, c, d, type_size, points)
+        return (c, d, packed) if gather else (c, d, g0, g1)
+    return repack
+
+
+@njit(cache=True, fastmath=FAST)
+def rotate(xr, x):
+    """xr = x with every 64-block rotated (the weights' basis)."""
+    xr[:] = x
+    fwht_row(xr, BLOCK)
+
+
+# ---------------------------------------------------------------- float kernels (every CPU; tests run them)
+
+def _float_scratch(cols):
+    return (np.empty(cols, np.float32),)
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mv_float(out, x, c, d, g0, g1, xr):
+    rotate(xr, x)
+    for r in prange(out.shape[0]):
+        acc = F32(0.0)
+        for b in range(d.shape[1]):
+            s = F32(0.0)
+            for t in range(b * PAIRS, (b + 1) * PAIRS):
+                k = c[r, t]
+                s += g0[k] * xr[2 * t] + g1[k] * xr[2 * t + 1]
+            acc += d[r, b] * s
+        out[r] = acc
+
+
+@njit(cache=True, fastmath=FAST)
+def _dec_float(dst, r, c, d, g0, g1):
+    """Row r in the rotated basis."""
+    for t in range(c.shape[1]):
+        s = d[r, t // PAIRS]
+        k = c[r, t]
+        dst[2 * t] = s * g0[k]
+        dst[2 * t + 1] = s * g1[k]
+
+
+# ---------------------------------------------------------------- x86: int16 grid points gathered
+
+def _gather_row_codegen(context, builder, signature, args):
+    v8i8, v8i32 = ir.VectorType(ir.IntType(8), 8), ir.VectorType(ir.IntType(32), 8)
+    v16i16, v8f = ir.VectorType(ir.IntType(16), 16), ir.VectorType(ir.FloatType(), 8)
+    c_p = _data(context, builder, signature.args[0], args[0], ir.IntType(8))
+    d_p = _data(context, builder, signature.args[1], args[1], ir.FloatType())
+    t_p = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
+    xq_p = _data(context, builder, signature.args[3], args[3], ir.IntType(16))
+    xd_p = _data(context, builder, signature.args[4], args[4], ir.FloatType())
+    n = _as_i64(builder, args[5])
+    gather = _declare(builder.module, "llvm.x86.avx2.gather.d.d.256", v8i32,
+                      [v8i32, ir.IntType(8).as_pointer(), v8i32, v8i32, ir.IntType(8)])
+    all_lanes = ir.Constant(v8i32, [-1] * 8)
+
+    def block(b, i, state):
+        sums = ir.Constant(v8i32, None)
+        for k in range(4):
+            codes = b.zext(_vec_load(b, c_p, b.add(b.mul(i, _c64(PAIRS)), _c64(8 * k)), v8i8), v8i32)
+            points = b.call(gather, [ir.Constant(v8i32, None), t_p, codes, all_lanes, ir.Constant(ir.IntType(8), 4)])
+            x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(BLOCK)), _c64(16 * k)), v16i16)
+            sums = b.add(sums, maddwd(b, b.bitcast(points, v16i16), x))
+        scale = b.fmul(b.load(b.gep(d_p, [i])), b.load(b.gep(xd_p, [i])))
+        product = b.fmul(b.sitofp(sums, v8f), _splat(b, scale, v8f), flags=("contract",))
+        return [b.fadd(state[0], product, flags=("contract",))]
+
+    acc, = ir_loop(builder, n, block, [ir.Constant(v8f, None)])
+    fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", ir.FloatType(), [ir.FloatType(), v8f])
+    return builder.call(fsum, [ir.Constant(ir.FloatType(), 0.0), acc], fastmath=("reassoc",))
+
+
+@intrinsic
+def gather_row_dot(typingctx, c, d, table, xq, xd, nb):
+    """sum over nb blocks of d[b] * xd[b] * (the int32 dot product of the block's 32 grid points, int16 pairs from
+    table (int32 entries) by the code bytes c, with the 64 int16 xq of the block)."""
+    ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(table, types.Array)
+          and table.dtype == types.int32 and isinstance(xq, types.Array) and xq.dtype == types.int16
+          and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
+    return (types.float32(c, d, table, xq, xd, nb), _gather_row_codegen) if ok else None
+
+
+def _gather_scratch(cols):
+    return np.empty(cols, np.float32), np.empty(cols, np.int16), np.empty(cols // BLOCK, np.float32)
+
+
+@njit(cache=True, fastmath=FAST)
+def x_int16(xq, xd, xr):
+    """Each 64-block of xr as int16 codes with |code| <= X_LIMIT and its scale: xr ~ xd[b] * xq."""
+    for b in range(xd.shape[0]):
+        amax = F32(0.0)
+        for j in range(b * BLOCK, (b + 1) * BLOCK):
+            amax = max(amax, abs(xr[j]))
+        xd[b] = amax / F32(X_LIMIT)
+        inv = F32(X_LIMIT) / amax if amax > 0 else F32(0.0)
+        for j in range(b * BLOCK, (b + 1) * BLOCK):
+            xq[j] = np.int16(np.rint(xr[j] * inv))
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mv_gather(out, x, c, d, table, xr, xq, xd):
+    rotate(xr, x)
+    x_int16(xq, xd, xr)
+    for r in prange(out.shape[0]):
+        out[r] = F32(GRID_STEP) * gather_row_dot(c[r], d[r], table, xq, xd, xd.shape[0])
+
+
+@njit(cache=True, fastmath=FAST)
+def _dec_gather(dst, r, c, d, table):
+    """Row r in the rotated basis, from the int16 table (the same values as the float grid)."""
+    for t in range(c.shape[1]):
+        s = d[r, t // PAIRS] * F32(GRID_STEP)
+        e = np.int64(table[c[r, t]])
+        dst[2 * t] = s * F32(np.int16(e & 0xFFFF))
+        dst[2 * t + 1] = s * F32(e >> 16)
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _rotate_rows(xr, x):
+    for i in prange(x.shape[0]):
+        rotate(xr[i], x[i])
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mm_float_rotated(out, xr, c, d, g0, g1):
+    float_matmul(out, xr, _dec_float, (c, d, g0, g1))
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mm_gather_rotated(out, xr, c, d, table):
+    float_matmul(out, xr, _dec_gather, (c, d, table))
+
+
+def _rotated_first(matmul_rotated):
+    def matmul(out, x, *arrays):
+        xr = np.empty_like(x)
+        _rotate_rows(xr, x)
+        matmul_rotated(out, xr, *arrays)
+    return matmul
+
+
+_NOTE = "CODES (a byte a pair) + f32 d per 64, x rotated once a call"
+# the layouts of both kinds: the float one runs where the CPU has no gather (and in tests everywhere)
+FLOAT_LAYOUTS = {name: Layout(BLOCK, _repacker(name, False), _float_scratch, _mv_float,
+                              _rotated_first(_mm_float_rotated), _NOTE) for name in HIGGS_TYPES}
+GATHER_LAYOUTS = {name: Layout(BLOCK, _repacker(name, True), _gather_scratch, _mv_gather,
+                               _rotated_first(_mm_gather_rotated),
+                               _NOTE + ", int16 grid points gathered x int16 rotated x") for name in HIGGS_TYPES}
+for _name in HIGGS_TYPES:
+    register(_name, (GATHER_LAYOUTS if GATHER else FLOAT_LAYOUTS)[_name])
