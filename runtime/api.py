@@ -15,6 +15,7 @@ import numpy as np
 
 from kvant.formats.gguf_file import open_gguf
 from kvant.runtime import kld, threads
+from kvant.runtime.chat_families import fallback_template
 from kvant.runtime.chat_template import ChatTemplate
 from kvant.runtime.compile_ahead import PromptPathHelper
 from kvant.runtime.config import Config
@@ -55,8 +56,11 @@ class Model:
     whose prompt extends them (the next turn of a chat) only computes its new tokens."""
 
     def __init__(self, model: str, n_ctx: int | None = None, n_threads: int | None = None, n_batch: int = 512,
-                 kv_type: str = "f16", before_weights=None, compile_ahead: bool = False):
+                 kv_type: str = "f16", before_weights=None, compile_ahead: bool = False,
+                 chat_template: str | None = None):
         """model: a GGUF path or a known model name. kv_type: "f16" (llama.cpp's default) or "f32".
+        chat_template: a Jinja chat template (its text) to use instead of the file's; a file with none gets its
+        family's (chat_families.py), and template_note says so in one line.
         before_weights: called once the file has passed every check, before weights are prepared and kernels
         compiled (the CLI announces a first-run compile there). compile_ahead: on a first run, compile the prompt
         path in a helper process while this one compiles the decode step (compile_ahead.py)."""
@@ -90,8 +94,7 @@ class Model:
             if self._helper is not None:
                 self._helper.stop()
             raise
-        self.template = ChatTemplate(md.get("tokenizer.chat_template"),
-                                     self._token_text(self.tokenizer.bos_id), self._token_text(self.tokenizer.eos_id))
+        self.template, self.template_note = self._chat_template(chat_template)
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
         self._tokens: list[int] = []          # tokens whose keys and values are in the cache, in order
         self.stats = Stats()
@@ -101,9 +104,21 @@ class Model:
     def metadata(self):
         return self.file.metadata
 
+    def _chat_template(self, source):
+        """(ChatTemplate, None or the line saying which family's template a file without one got)."""
+        md, note = self.file.metadata, None
+        source = source or md.get("tokenizer.chat_template")
+        if not isinstance(source, str) or not source:
+            source, note = fallback_template(md.get("tokenizer.ggml.tokens"))
+        specials = {f"{name}_token": self._token_text(md.get(f"tokenizer.ggml.{key}_token_id"))
+                    for name, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"))}
+        return ChatTemplate(source, special_tokens=specials), note
+
     def _token_text(self, token_id):
-        return "" if token_id is None or token_id < 0 else self.tokenizer.token_bytes(token_id).decode(
-            "utf-8", "replace")
+        n_tokens = len(self.file.metadata.get("tokenizer.ggml.tokens") or ())
+        if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)) or not 0 <= token_id < n_tokens:
+            return ""
+        return self.tokenizer.token_bytes(int(token_id)).decode("utf-8", "replace")
 
     # -- tokens ----------------------------------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:

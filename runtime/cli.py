@@ -57,11 +57,30 @@ def _sampling(kw):
     return settings
 
 
-def _load(model, threads=None, n_ctx=None, kv_type="f16", compile_ahead=False):
+def _load(model, threads=None, n_ctx=None, kv_type="f16", compile_ahead=False, chat_template=None):
     from kvant.runtime import compile_notice
     from kvant.runtime.api import Model
-    return Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce,
-                 compile_ahead=compile_ahead)
+    m = Model(model, n_ctx=n_ctx, n_threads=threads, kv_type=kv_type, before_weights=compile_notice.announce,
+              compile_ahead=compile_ahead, chat_template=chat_template)
+    if m.template_note:
+        click.echo(f"qrun: {m.template_note}", err=True)
+    return m
+
+
+def _read_template(path):
+    """The text of a --chat-template file (None: the model file's own)."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{path} is not UTF-8 text", param_hint="--chat-template") from None
+
+
+chat_template_option = click.option(
+    "--chat-template", "chat_template", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="a Jinja chat template file to use instead of the model file's (llama.cpp's --chat-template-file)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,12 +119,13 @@ def generate(model, prompt, max_tokens, stop, stats, ignore_eos, threads, n_ctx,
 @click.option("-n", "--n-predict", "max_tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("--stats", is_flag=True, help="after each answer print token counts and speed on stderr")
 @click.option("--ignore-eos", is_flag=True, help="go on past end-of-generation tokens (llama.cpp's flag)")
+@chat_template_option
 @sampling_options
 @runtime_options
-def chat(model, system, max_tokens, stats, ignore_eos, threads, n_ctx, kv_type, **kw):
+def chat(model, system, max_tokens, stats, ignore_eos, chat_template, threads, n_ctx, kv_type, **kw):
     """Chat with a model (default: smollm2). /exit or Ctrl-D ends the chat."""
     sampling = _sampling(kw)
-    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True)
+    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True, chat_template=_read_template(chat_template))
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):       # bytes that are not UTF-8 reach the check that names them
         sys.stdin.reconfigure(errors="surrogateescape")
@@ -295,16 +315,18 @@ def bench(model, n_prompt, n_gen, repetitions, depth, threads, as_json):
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--alias", default=None, help="the model id the API answers with (default: the file's name)")
+@chat_template_option
 @sampling_options
 @runtime_options
-def serve(model, host, port, alias, threads, n_ctx, kv_type, **kw):
+def serve(model, host, port, alias, chat_template, threads, n_ctx, kv_type, **kw):
     """An OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health.
     The sampling flags are the defaults for requests that leave them out."""
     from kvant.runtime import server
     from kvant.runtime.sampling import SamplerSettings
     defaults = SamplerSettings(**_sampling(kw))
+    template = _read_template(chat_template)
     sock = server.listen(host, port)
-    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True)
+    m = _load(model, threads, n_ctx, kv_type, compile_ahead=True, chat_template=template)
     app = server.build_app(m, alias, defaults, log=lambda line: click.echo(line, err=True))
     bound_host, bound_port = sock.getsockname()[:2]
     bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -228,3 +228,22 @@ def test_chat_line_that_is_not_utf8_is_reported_and_the_chat_goes_on(tiny, tmp_p
     assert r.returncode == 0, err
     assert "not valid UTF-8" in err and "Traceback" not in err
     assert sum(line.startswith("[prompt") for line in err.splitlines()) == 1     # the second line was answered
+
+
+def test_chat_template_file_replaces_the_files(tiny, tmp_path):
+    """--chat-template FILE (llama.cpp's --chat-template-file) and the API's chat_template= render the prompt."""
+    from kvant.runtime import Model
+    tpl = tmp_path / "t.jinja"
+    tpl.write_text("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}[bot]", encoding="utf-8")
+    with Model(tiny, n_threads=1, chat_template=tpl.read_text(encoding="utf-8")) as m:
+        assert m.template.render([{"role": "user", "content": "hi"}]) == "[user]hi[bot]"
+        assert m.template_note is None
+        answer = m.chat([{"role": "user", "content": "hi"}], max_tokens=3, temperature=0)
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "--chat-template", str(tpl),
+                        "--temp", "0", "-n", "3", "-t", "1"], input="hi\n/exit\n", capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "KVANT_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(answer)
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "chat", tiny, "--chat-template",
+                        str(tmp_path / "missing.jinja")], input="", capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "missing.jinja" in r.stderr and "Traceback" not in r.stderr

@@ -159,3 +159,19 @@ def test_chat_cli_two_turns_through_stdin(smollm2_path):
     second = stats[1].split()
     reused, prefilled = int(second[3]), int(second[5])
     assert reused > 0 and prefilled < 30
+
+
+def test_gemma_chat_through_stdin_in_gemmas_format(gemma3_path):
+    """The catalog's gemma3-270m file carries no chat template: kvant says so and uses the Gemma format (llama.cpp's
+    ChatML fallback made it answer `<|im_start|>` over and over). The file is Gemma 3 270M pretrained, not the
+    instruction-tuned model, so its answers continue the text rather than answer it; they are text all the same."""
+    r = subprocess.run([sys.executable, "-m", "kvant.runtime.cli", "chat", gemma3_path, "--temp", "0", "-n", "16",
+                        "-t", "2"], input="What is the capital of France?\nКакая столица России?\n/exit\n",
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "using the Gemma format (its vocabulary has <start_of_turn>)" in r.stderr
+    assert r.stdout.strip() and "<|im_start|>" not in r.stdout and "<start_of_turn>" not in r.stdout
+    from kvant.runtime import Model
+    with Model(gemma3_path, n_threads=2) as m:
+        prompt = m.template.render([{"role": "user", "content": "Какая столица России?"}])
+    assert prompt == "<bos><start_of_turn>user\nКакая столица России?<end_of_turn>\n<start_of_turn>model\n"

@@ -1,0 +1,74 @@
+"""70 real chat templates (llama.cpp's collection: Qwen, Llama, Mistral, Gemma, DeepSeek, Kimi, GLM, Command-R,
+Granite, Phi, Hermes, ...) rendered by kvant exactly as transformers renders them, for conversations with a system
+prompt, several turns, tools, a tool call and its result; or both raise. The renderings are stored by
+tests/make_chat_template_fixtures.py (which says how to regenerate them)."""
+import datetime
+import json
+import os
+
+import pytest
+
+from kvant.runtime import chat_template
+from kvant.runtime.chat_template import ChatTemplate, ChatTemplateError
+from make_chat_template_fixtures import CONVERSATIONS
+
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "chat_templates")
+with open(os.path.join(HERE, "expected.json"), encoding="utf-8") as f:
+    EXPECTED = json.load(f)
+
+
+@pytest.fixture(autouse=True)
+def fixed_now(monkeypatch):
+    monkeypatch.setattr(chat_template, "now", lambda: datetime.datetime.fromisoformat(EXPECTED["now"]))
+
+
+def test_the_collection_is_large_and_renders():
+    assert len(EXPECTED["templates"]) >= 50
+    rendered = sum("text" in r for t in EXPECTED["templates"].values() for r in t.values())
+    assert rendered >= 0.9 * len(EXPECTED["templates"]) * len(CONVERSATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED["templates"]))
+def test_renders_as_transformers(name):
+    with open(os.path.join(HERE, "templates", name), encoding="utf-8") as f:
+        template = ChatTemplate(f.read(), special_tokens=EXPECTED["specials"])
+    for conv, want in EXPECTED["templates"][name].items():
+        messages, tools = CONVERSATIONS[conv]
+        if "error" in want:
+            with pytest.raises(ChatTemplateError):
+                template.render(messages, tools=tools)
+        else:
+            assert template.render(messages, tools=tools) == want["text"], conv
+
+
+# ---------------------------------------------------------------- a file without a template: its family's
+from kvant.runtime.chat_families import FAMILIES, GEMMA, fallback_template  # noqa: E402
+
+
+@pytest.mark.parametrize("marker, family", [(m, f) for m, f, _ in FAMILIES])
+def test_family_recognised_by_its_special_token(marker, family):
+    source, note = fallback_template(["<unk>", "a", marker, "b"])
+    assert family in note and marker in note
+    assert source == next(s for m, f, s in FAMILIES if m == marker)
+    ChatTemplate(source).render([{"role": "user", "content": "x"}])
+
+
+def test_unknown_family_falls_back_to_chatml_as_llama_cpp():
+    source, note = fallback_template(["a", "b"])
+    assert source == chat_template.CHATML and "ChatML" in note
+
+
+def test_gemma_format_is_gemmas_own_template():
+    """The built-in Gemma format renders as Gemma 2's own template (transformers' renderings above) where that one
+    renders; with a system prompt, as Gemma 3's template puts it: before the first user turn's text."""
+    gemma2 = EXPECTED["templates"]["google-gemma-2-2b-it.jinja"]
+    template = ChatTemplate(GEMMA, special_tokens=EXPECTED["specials"])
+    checked = 0
+    for conv, want in gemma2.items():
+        messages, tools = CONVERSATIONS[conv]
+        if "text" in want:
+            assert template.render(messages) == want["text"], conv
+            checked += 1
+    assert checked >= 2
+    got = template.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Привет"}])
+    assert got == "<s><start_of_turn>user\nBe brief.\n\nПривет<end_of_turn>\n<start_of_turn>model\n"
