@@ -8,6 +8,7 @@ other halves (the mixed calibration text), once for every target; its predicted 
 the one measured on those calibration chunks and on the evaluation texts.
 
     python bench/allocate_quality.py [--presets Q4_K_M,Q3_K_M] [--types Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0] [--chunks 2]
+    python bench/allocate_quality.py --presets IQ4_XS --types HG3,HG4,Q4_K,Q5_K,Q6_K,Q8_0   # with HIGGS types
     python bench/allocate_quality.py --report      # the ALLOCATOR section of bench/RESULTS.md from the stored rows
 
 Results go to bench/.work/allocate.json; sensitivities are kept in bench/.work/allocate-sens-*.npz.
@@ -28,6 +29,7 @@ from higgs_quality import smollm2_setup, tensor_types  # noqa: E402
 from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "allocate.json")
+DEFAULT_TYPES = "Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0"
 
 
 def sensitivities(base, text, chunks, types):
@@ -49,7 +51,7 @@ def sensitivities(base, text, chunks, types):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="Q4_K_M,Q3_K_M")
-    ap.add_argument("--types", default="Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0")
+    ap.add_argument("--types", default=DEFAULT_TYPES)
     ap.add_argument("--chunks", type=int, default=2)
     ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
     ap.add_argument("--keep", action="store_true", help="keep the allocator's files (bench/.work/allocator-*.gguf)")
@@ -58,6 +60,7 @@ def main():
         return report(json.load(open(STORE)))
     from kvant.convert import allocate as al
     from kvant.convert.requantize import quantize_gguf
+    from kvant.formats import higgs_types
     from kvant.formats.gguf_file import GGUFFile
     base, calibration, bases = smollm2_setup()
     with open(calibration["mixed"], encoding="utf-8") as f:
@@ -93,9 +96,12 @@ def main():
             preset_name = al.file_preset(chosen, f)
         quantize_gguf(base, out, preset_name, al.overrides_for(chosen), force=True, progress=False)
         _, size = tensor_types(out)
-        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss), **score(out, True),
+        runs_in_llama = not any(higgs_types.is_higgs(t) for t in chosen.values())
+        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss),
+               **score(out, runs_in_llama),
                "types": {t: sum(1 for v in chosen.values() if v == t) for t in sorted(set(chosen.values()))}}
-        store[f"allocator/{preset}"] = row
+        # a run with other candidate types is a row of its own
+        store[f"allocator/{preset}" + ("" if args.types == DEFAULT_TYPES else f" from {args.types}")] = row
         print("allocator at", preset, json.dumps(row), flush=True)
         if args.keep:
             os.replace(out, os.path.join(WORK, f"allocator-{preset}.gguf"))
@@ -117,7 +123,9 @@ def report(store):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in store.items():
         kind, preset = key.split("/")
-        name = f"{preset} (llama.cpp preset)" if kind == "preset" else f"allocator at {preset}'s size"
+        size_of, _, types_from = preset.partition(" from ")
+        name = f"{preset} (llama.cpp preset)" if kind == "preset" else \
+            f"allocator at {size_of}'s size" + (f", from {types_from}" if types_from else "")
         pred = f"{r['predicted_increase_%']:+.2f}" if "predicted_increase_%" in r else ""
         types = ", ".join(f"{n} {t}" for t, n in r.get("types", {}).items())
         kv = " / ".join(f"{r[lang]['ppl_q']:.3f}" for lang in LANGS)

@@ -29,6 +29,7 @@ from results import publish  # noqa: E402
 STORE = os.path.join(WORK, "higgs.json")
 PRESETS = ("Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_S", "IQ3_S", "Q2_K")
 VARIANTS = ("2:256:64:64", "1:16:64:64", "2:64:64:64", "2:16:64:32")
+FILE_TYPES = ("HG4", "HG3", "HG2")     # kvant's HIGGS file types, written by qconv and run by the runtime's kernels
 
 
 def base_f32():
@@ -100,6 +101,7 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS), help="p:n:h:s, comma-separated")
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--embd", default="Q8_0", help="token_embd's type in the HIGGS variants")
+    ap.add_argument("--files", default=",".join(FILE_TYPES), help="kvant's HIGGS presets, as real files")
     ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
     args = ap.parse_args()
     if args.report:
@@ -130,6 +132,16 @@ def main():
         record(key, out, size)
         store[key]["token_embd"] = types["token_embd.weight"]
         os.unlink(out)
+    for preset in filter(None, args.files.split(",")):
+        key = f"kvant/{preset}"
+        if key in store:
+            continue
+        out = os.path.join(WORK, f"higgs-file-{preset}.gguf")
+        quality.run(["qconv", "quantize", "--force", base, out, preset])
+        types, size = tensor_types(out)
+        record(key, out, size)
+        store[key]["token_embd"] = types["token_embd.weight"]
+        os.unlink(out)
     for v in filter(None, args.variants.split(",")):
         spec = HiggsSpec(*map(int, v.split(":")))
         key = f"higgs/{v}/{args.embd}"
@@ -149,13 +161,16 @@ def report(store):
              "points, Hadamard block h, one fp16 scale per s values), token_embd Q8_0 as in llama.cpp's presets for "
              "this model (576-wide rows take no K-quant); llama.cpp's types by qconv (llama-quantize's bytes) "
              "without an importance matrix. Scored by kvant: c=512, 8 chunks of the first halves of "
-             "../shared/corpora.", "",
+             "../shared/corpora. The kvant-file rows are `qconv quantize F32 OUT HG4` (HG3, HG2: p=2 with 256, 64, "
+             "16 points, h=s=64) run by the runtime's HIGGS kernels; the HIGGS rows are decoded into an F32 copy.", "",
              "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru |", "|---|---|---|---|---|---|"]
     rows = sorted(store.items(), key=lambda kv: -kv[1]["bpw"])
     for key, r in rows:
         parts = key.split("/")
-        name = f"{parts[1]} (llama.cpp)" if parts[0] == "llama.cpp" else "HIGGS p={} n={} h={} s={}".format(
-            *parts[1].split(":"))
+        if parts[0] == "higgs":
+            name = "HIGGS p={} n={} h={} s={}".format(*parts[1].split(":"))
+        else:
+            name = f"{parts[1]} ({'kvant file, runtime kernels' if parts[0] == 'kvant' else parts[0]})"
         lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
                      f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} |")
     publish("HIGGS", "\n".join(lines))
