@@ -17,6 +17,7 @@ from kvant.formats.gguf_file import open_gguf
 from kvant.runtime import kld, threads
 from kvant.runtime.chat_families import fallback_template
 from kvant.runtime.chat_template import ChatTemplate
+from kvant.runtime.logprobs import check_top, token_logprob
 from kvant.runtime.compile_ahead import PromptPathHelper
 from kvant.runtime.config import Config
 from kvant.runtime.model import ContextFullError, KVCache, Transformer, check_weights
@@ -98,6 +99,7 @@ class Model:
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
         self._tokens: list[int] = []          # tokens whose keys and values are in the cache, in order
         self.stats = Stats()
+        self.logprobs: list = []              # TokenLogprob of each token the last call generated (logprobs=k)
         self.load_seconds = time.perf_counter() - t0
 
     @property
@@ -184,11 +186,15 @@ class Model:
         return logits[-1]
 
     # -- generation --------------------------------------------------------------------------------------------
-    def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None, ignore_eos=False):
+    def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None, ignore_eos=False,
+                        logprobs: int | None = None):
         """Yield token ids sampled after prompt_tokens until an end-of-generation token (unless ignore_eos, as
         llama.cpp's --ignore-eos), max_tokens, or the end of the context (stats.context_full: the last token yielded
-        is the one that would not fit)."""
+        is the one that would not fit). logprobs=k: each token's TokenLogprob (its log-probability and the k most
+        likely tokens') is appended to self.logprobs before the token is yielded."""
         stop_ids = frozenset() if ignore_eos else self.stop_ids
+        self.logprobs = []
+        k = None if logprobs is None else check_top(logprobs)
         sampler = sampler or Sampler()
         logits = self.eval(prompt_tokens)
         history = list(prompt_tokens)
@@ -202,6 +208,8 @@ class Model:
                     break
                 history.append(token)
                 self.stats.generated_tokens += 1
+                if k is not None:
+                    self.logprobs.append(token_logprob(logits, token, k))
                 yield token
                 if i + 1 < limit:
                     logits = self._step(token)
@@ -210,13 +218,15 @@ class Model:
         finally:
             self.stats.decode_seconds = time.perf_counter() - t0
 
-    def _stream_text(self, prompt_tokens, max_tokens, settings, stop, ignore_eos):
+    def _stream_text(self, prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs=None):
         _check_max_tokens(max_tokens)       # here, not inside the generator: refused at the call, as the CLI refuses
-        return self._pieces(prompt_tokens, max_tokens, settings, stop, ignore_eos)
+        if logprobs is not None:
+            check_top(logprobs)
+        return self._pieces(prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs)
 
-    def _pieces(self, prompt_tokens, max_tokens, settings, stop, ignore_eos):
+    def _pieces(self, prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs):
         stream = TextStream(stop)
-        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings), ignore_eos):
+        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings), ignore_eos, logprobs):
             piece = stream.feed(self.tokenizer.token_bytes(token, special=False))
             if piece:
                 yield piece
@@ -228,24 +238,26 @@ class Model:
 
     def generate(self, prompt: str, max_tokens: int = 128, *, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
-                 stop=(), stream: bool = False, add_bos: bool | None = None, ignore_eos: bool = False):
-        """Continue prompt. stream=True returns an iterator of text pieces; otherwise the whole text."""
+                 stop=(), stream: bool = False, add_bos: bool | None = None, ignore_eos: bool = False,
+                 logprobs: int | None = None):
+        """Continue prompt. stream=True returns an iterator of text pieces; otherwise the whole text.
+        logprobs=k (0-20): afterwards self.logprobs holds a TokenLogprob per generated token (runtime/logprobs.py)."""
         settings = SamplerSettings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                    repeat_penalty=repeat_penalty, seed=seed)
         pieces = self._stream_text(self.tokenize(prompt, add_bos=add_bos, special=True), max_tokens, settings, stop,
-                                   ignore_eos)
+                                   ignore_eos, logprobs)
         return pieces if stream else "".join(pieces)
 
     def chat(self, messages, max_tokens: int = 512, *, stream: bool = False, stop=(), ignore_eos: bool = False,
-             **sampling):
+             logprobs: int | None = None, **sampling):
         """Answer the last message of a conversation [{"role": ..., "content": ...}, ...] using the file's chat
-        template. Earlier turns still in the cache are not computed again."""
+        template. Earlier turns still in the cache are not computed again. logprobs: as in generate."""
         check_messages(messages)
         text = self.template.render(messages, add_generation_prompt=True)
         # the template writes BOS itself where the model wants one
         tokens = self.tokenizer.encode(text, add_special=False, parse_special=True)
         settings = SamplerSettings(**sampling)
-        pieces = self._stream_text(tokens, max_tokens, settings, stop, ignore_eos)
+        pieces = self._stream_text(tokens, max_tokens, settings, stop, ignore_eos, logprobs)
         return pieces if stream else "".join(pieces)
 
     # -- perplexity ----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ yet, is a 400 with OpenAI's {"error": {"message", "type", "param", "code"}} body
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from kvant.runtime.logprobs import MAX_TOP
 from kvant.runtime.sampling import Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
 
@@ -89,8 +91,6 @@ UNIMPLEMENTED = {
     "tool_choice": _absent("none"),
     "functions": _absent([]),
     "function_call": _absent("none"),
-    "logprobs": _absent(False),
-    "top_logprobs": _absent(0, 0.0),
     "presence_penalty": _absent(0, 0.0),
     "frequency_penalty": _absent(0, 0.0),
     "logit_bias": _absent({}),
@@ -213,17 +213,59 @@ class Endpoint:
     piece: Callable               # text -> the content part of a streamed chunk's choice
     opening: dict | None          # the content part of a first chunk, before any text
     closing: dict                 # the content part of the last chunk, the one with the finish_reason
+    top_logprobs: Callable        # body -> k alternatives per token, or None for no logprobs
+    logprobs: Callable            # (model, [TokenLogprob], text offset) -> the choice's "logprobs" object
+
+
+def _chat_top_logprobs(body):
+    """Chat: `logprobs` true asks for them, `top_logprobs` (0-20) for alternatives, as OpenAI's API."""
+    wanted = _get(body, "logprobs", "a boolean", False)
+    k = _get(body, "top_logprobs", "an integer", None)
+    if k is not None and not wanted:
+        raise RequestError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    if k is not None and not 0 <= k <= MAX_TOP:
+        raise RequestError(f"'top_logprobs' must be from 0 to {MAX_TOP}", "top_logprobs")
+    return (k or 0) if wanted else None
+
+
+def _completion_top_logprobs(body):
+    """Completions: `logprobs` is the number of alternatives (0-5 in OpenAI's API; up to 20 here)."""
+    k = _get(body, "logprobs", "an integer", None)
+    if k is not None and not 0 <= k <= MAX_TOP:
+        raise RequestError(f"'logprobs' must be from 0 to {MAX_TOP}", "logprobs")
+    return k
+
+
+def _token_entry(model, token, logprob):
+    raw = model.tokenizer.token_bytes(token, special=False)
+    return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+
+
+def _chat_logprobs(model, records, offset):
+    return {"content": [{**_token_entry(model, r.token, r.logprob),
+                         "top_logprobs": [_token_entry(model, t, lp) for t, lp in r.top]} for r in records]}
+
+
+def _completion_logprobs(model, records, offset):
+    """OpenAI's legacy shape: tokens, token_logprobs, top_logprobs (text -> logprob), text_offset."""
+    texts = [model.tokenizer.token_bytes(r.token, special=False).decode("utf-8", "replace") for r in records]
+    offsets = list(itertools.accumulate([len(t) for t in texts[:-1]], initial=offset)) if texts else []
+    return {"tokens": texts, "token_logprobs": [r.logprob for r in records],
+            "top_logprobs": [{_token_entry(model, t, lp)["token"]: lp for t, lp in r.top} for r in records],
+            "text_offset": offsets}
 
 
 COMPLETIONS = Endpoint(
     "cmpl", "text_completion", "text_completion", completion_prompt, "prompt", ("max_tokens",),
-    whole=lambda text: {"text": text}, piece=lambda text: {"text": text}, opening=None, closing={"text": ""})
+    whole=lambda text: {"text": text}, piece=lambda text: {"text": text}, opening=None, closing={"text": ""},
+    top_logprobs=_completion_top_logprobs, logprobs=_completion_logprobs)
 CHAT = Endpoint(
     "chatcmpl", "chat.completion", "chat.completion.chunk", chat_prompt, "messages",
     ("max_completion_tokens", "max_tokens"),
     whole=lambda text: {"message": {"role": "assistant", "content": text}},
     piece=lambda text: {"delta": {"content": text}},
-    opening={"delta": {"role": "assistant", "content": ""}}, closing={"delta": {}})
+    opening={"delta": {"role": "assistant", "content": ""}}, closing={"delta": {}},
+    top_logprobs=_chat_top_logprobs, logprobs=_chat_logprobs)
 
 
 @dataclass(frozen=True)
@@ -235,6 +277,7 @@ class Job:
     stop: tuple
     stream: bool
     include_usage: bool
+    top_logprobs: int | None      # None: no logprobs
 
 
 def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings) -> Job:
@@ -254,7 +297,8 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings)
     stream = _get(body, "stream", "a boolean", False)
     options = _get(body, "stream_options", "an object", {})
     return Job(prompt=prompt, max_tokens=min(max_tokens, room), sampler=_sampler(body, defaults),
-               stop=_stop_strings(body), stream=stream, include_usage=bool(options.get("include_usage")))
+               stop=_stop_strings(body), stream=stream, include_usage=bool(options.get("include_usage")),
+               top_logprobs=endpoint.top_logprobs(body))
 
 
 # -- running it --------------------------------------------------------------------------------------------------
@@ -264,22 +308,37 @@ class Finish:
     stats: object                 # the Model's Stats of this request
 
 
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    logprobs: list                # TokenLogprob of the tokens generated since the last piece (when asked for)
+
+
 def generate(model, job: Job, should_stop, emit) -> Finish:
-    """In the model thread: emit each text piece as Model.generate/chat would yield it, then say why it ended.
-    should_stop() is asked after every token (the client went away, the server is stopping)."""
+    """In the model thread: emit each text piece as Model.generate/chat would yield it (a Piece, with the
+    log-probabilities of the tokens behind it when the job asks for them), then say why it ended. should_stop() is
+    asked after every token (the client went away, the server is stopping)."""
     text = TextStream(job.stop)
-    count = 0
-    with contextlib.closing(model.generate_tokens(job.prompt, job.max_tokens, job.sampler)) as tokens:
+    count, sent = 0, 0
+
+    def piece(s):
+        nonlocal sent
+        records = model.logprobs[sent:]
+        sent = len(model.logprobs)
+        emit(Piece(s, records))
+
+    with contextlib.closing(model.generate_tokens(job.prompt, job.max_tokens, job.sampler,
+                                                  logprobs=job.top_logprobs)) as tokens:
         for token in tokens:
             count += 1
-            piece = text.feed(model.tokenizer.token_bytes(token, special=False))
-            if piece:
-                emit(piece)
+            out = text.feed(model.tokenizer.token_bytes(token, special=False))
+            if out:
+                piece(out)
             if text.stopped or should_stop():
                 break
     tail = text.flush()
-    if tail:
-        emit(tail)
+    if tail or sent < len(model.logprobs):
+        piece(tail)
     reason = "stop" if text.stopped or count < job.max_tokens else "length"
     return Finish(reason, dataclasses.replace(model.stats))
 
@@ -338,8 +397,8 @@ class ModelThread:
 
 
 # -- answering ---------------------------------------------------------------------------------------------------
-def _choice(part, reason):
-    return {"index": 0, **part, "logprobs": None, "finish_reason": reason}
+def _choice(part, reason, logprobs=None):
+    return {"index": 0, **part, "logprobs": logprobs, "finish_reason": reason}
 
 
 def _usage(stats):
@@ -397,8 +456,9 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         if log is not None:
             log(stats_line(finish.stats))
 
-    async def stream(endpoint, head, events, include_usage):
+    async def stream(endpoint, head, events, job):
         chunk = head(endpoint.chunk_object)
+        offset = 0
         async with contextlib.aclosing(events):
             if endpoint.opening is not None:
                 yield _event({**chunk, "choices": [_choice(endpoint.opening, None)]})
@@ -406,11 +466,14 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
                 async for event in events:
                     if isinstance(event, Finish):
                         yield _event({**chunk, "choices": [_choice(endpoint.closing, event.reason)]})
-                        if include_usage:
+                        if job.include_usage:
                             yield _event({**chunk, "choices": [], "usage": _usage(event.stats)})
                         finished(event)
                     else:
-                        yield _event({**chunk, "choices": [_choice(endpoint.piece(event), None)]})
+                        logprobs = None if job.top_logprobs is None else \
+                            endpoint.logprobs(model, event.logprobs, offset)
+                        offset += len(event.text)
+                        yield _event({**chunk, "choices": [_choice(endpoint.piece(event.text), None, logprobs)]})
             except Exception as e:        # the 200 is already sent: the error travels as the last event
                 yield _event(_error_body(f"{type(e).__name__}: {e}", "server_error"))
                 return
@@ -429,7 +492,7 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
             gone = threading.Event()
             events = worker.run(job, gone)
             if job.stream:        # Starlette notices a client gone at the next piece sent, and closes events
-                return StreamingResponse(stream(endpoint, head, events, job.include_usage),
+                return StreamingResponse(stream(endpoint, head, events, job),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             pieces = []
@@ -446,8 +509,11 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
             finally:
                 watcher.cancel()
             finished(finish)
+            logprobs = None if job.top_logprobs is None else \
+                endpoint.logprobs(model, [r for p in pieces for r in p.logprobs], 0)
             return JSONResponse({**head(endpoint.object),
-                                 "choices": [_choice(endpoint.whole("".join(pieces)), finish.reason)],
+                                 "choices": [_choice(endpoint.whole("".join(p.text for p in pieces)), finish.reason,
+                                                     logprobs)],
                                  "usage": _usage(finish.stats)})
         return handle
 

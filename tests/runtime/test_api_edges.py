@@ -99,3 +99,27 @@ def test_a_nan_weight_reaches_the_samplers_check(tmp_path, weight_type, tensor, 
     with Model(str(path), n_threads=1, n_ctx=32) as m:
         with pytest.raises(NonFiniteLogitsError):
             list(m.generate_tokens(m.tokenize(prompt), max_tokens=2, sampler=Sampler(SamplerSettings(temperature=0))))
+
+
+def test_generate_logprobs_are_the_log_softmax_of_the_logits(model):
+    import numpy as np
+    model.reset()
+    model.generate("hello there", max_tokens=4, temperature=0, logprobs=2)
+    records = model.logprobs
+    assert len(records) == model.stats.generated_tokens > 0
+    prompt = model.tokenize("hello there", special=True)
+    for i, r in enumerate(records):
+        model.reset()
+        z = model.eval(prompt + [x.token for x in records[:i]]).astype(np.float64)
+        ref = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        assert r.token == int(ref.argmax()) and abs(r.logprob - ref[r.token]) < 1e-3
+        assert [t for t, _ in r.top] == list(np.argsort(-ref, kind="stable")[:2]) and r.top[0][1] == r.logprob
+    model.reset()
+    model.generate("hello there", max_tokens=2, temperature=0)
+    assert model.logprobs == []         # not asked for: none kept
+
+
+@pytest.mark.parametrize("bad", [-1, 21, True, 1.5])
+def test_bad_logprobs_is_refused_at_the_call(model, bad):
+    with pytest.raises(ValueError, match="logprobs must be an integer from 0 to 20"):
+        model.generate("x", max_tokens=1, logprobs=bad)

@@ -13,13 +13,14 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
 from kvant.runtime import Model
 from kvant.runtime.cli import main
 from kvant.runtime.sampling import SamplerSettings
-from kvant.runtime.server import COMPLETIONS, Finish, ModelThread, build_app, completion_prompt, make_job
+from kvant.runtime.server import COMPLETIONS, Finish, ModelThread, Piece, build_app, completion_prompt, make_job
 from tiny_model import write_tiny_model
 
 GREEDY = {"temperature": 0}
@@ -169,8 +170,8 @@ def test_leaving_a_stream_early_stops_its_generation(tiny):
     produced = []
     generate_tokens = model.generate_tokens
 
-    def counting(*args):
-        for token in generate_tokens(*args):
+    def counting(*args, **kwargs):
+        for token in generate_tokens(*args, **kwargs):
             produced.append(token)
             time.sleep(0.002)         # slow enough that leaving after the first piece is early
             yield token
@@ -181,7 +182,7 @@ def test_leaving_a_stream_early_stops_its_generation(tiny):
     async def read_one_piece_then_leave():
         events = worker.run(make_job(COMPLETIONS, body, completion_prompt(model, body), model.n_ctx,
                                      SamplerSettings()))
-        assert isinstance(await anext(events), str)
+        assert isinstance(await anext(events), Piece)
         await events.aclose()
         produced.clear()
         # jobs run in order: once the next one is done, the first has ended
@@ -197,8 +198,8 @@ def slowed(model, produced, seconds=0.01):
     """model with each generated token recorded in produced and taking at least seconds: a long answer stays long."""
     generate_tokens = model.generate_tokens
 
-    def slow(*args):
-        for token in generate_tokens(*args):
+    def slow(*args, **kwargs):
+        for token in generate_tokens(*args, **kwargs):
             produced.append(token)
             time.sleep(seconds)
             yield token
@@ -256,7 +257,7 @@ def test_a_dropped_client_is_cancelled_at_the_next_token(live_server, stream):
 
 @pytest.mark.parametrize("field, value", [
     ("response_format", {"type": "json_object"}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "required"), ("logprobs", True), ("top_logprobs", 3), ("presence_penalty", 0.5),
+    ("tool_choice", "required"), ("presence_penalty", 0.5),
     ("frequency_penalty", 1), ("logit_bias", {"50": 10}), ("grammar", "root ::= x"), ("typical_p", 0.9)])
 def test_an_unimplemented_field_is_a_400_naming_it(client, field, value):
     for path, body in [("/v1/chat/completions", {"messages": HELLO}), ("/v1/completions", {"prompt": "x"})]:
@@ -283,7 +284,7 @@ def test_a_stopping_server_refuses_waiting_requests_with_a_503(model):
 
 
 def test_a_failure_in_the_model_is_a_500_or_a_last_error_event(model, monkeypatch):
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise RuntimeError("kernel on fire")
         yield
     monkeypatch.setattr(model, "generate_tokens", broken)
@@ -433,3 +434,59 @@ def test_serve_bad_model_file_is_one_line_error(capsys, tmp_path):
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("qrun: error: "), err
+
+
+def _log_softmax(logits):
+    z = np.asarray(logits, np.float64)
+    return z - z.max() - np.log(np.exp(z - z.max()).sum())
+
+
+def _greedy_reference(model, prompt, n):
+    """Greedy decoding of n tokens by the API, each step's log-softmax of the model's own logits beside it (a fresh
+    evaluation of each prefix)."""
+    tokens, steps = [], []
+    for _ in range(n):
+        model.reset()
+        steps.append(_log_softmax(model.eval(prompt + tokens)))
+        tokens.append(int(steps[-1].argmax()))
+    model.reset()
+    return tokens, steps
+
+
+def test_chat_logprobs_are_the_log_softmax_of_the_logits(client, model):
+    from kvant.runtime.server import chat_prompt
+    body = {"messages": HELLO, "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 3}
+    r = chat(client, **{k: v for k, v in body.items() if k != "messages"})
+    content = r["choices"][0]["logprobs"]["content"]
+    assert len(content) == r["usage"]["completion_tokens"] and content
+    tokens, steps = _greedy_reference(model, chat_prompt(model, body), len(content))
+    for c, ref, token in zip(content, steps, tokens):
+        assert bytes(c["bytes"]) == model.tokenizer.token_bytes(token, special=False)
+        assert abs(c["logprob"] - ref[token]) < 1e-3
+        tops = c["top_logprobs"]
+        assert len(tops) == 3 and tops[0]["logprob"] == c["logprob"] >= tops[1]["logprob"] >= tops[2]["logprob"]
+        assert tops[1]["logprob"] == pytest.approx(np.sort(ref)[-2], abs=1e-3)
+    assert "".join(c["token"] for c in content) == r["choices"][0]["message"]["content"]
+
+
+def test_completion_logprobs_stream_and_whole_agree(client):
+    body = {"max_tokens": 4, "temperature": 0, "logprobs": 2}
+    whole = complete(client, **body)["choices"][0]
+    lp = whole["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"])
+    assert "".join(lp["tokens"]) == whole["text"] and lp["text_offset"][0] == 0
+    assert all(len(t) == 2 for t in lp["top_logprobs"])
+    chunks = [e for e in events(client.post("/v1/completions", json={"prompt": "the the", **body, "stream": True}))
+              if e.get("choices")]
+    streamed = [x for c in chunks if c["choices"][0]["logprobs"] for x in c["choices"][0]["logprobs"]["token_logprobs"]]
+    assert streamed == pytest.approx(lp["token_logprobs"])
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/chat/completions", {"messages": HELLO, "top_logprobs": 2}, "top_logprobs"),
+    ("/v1/chat/completions", {"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ("/v1/completions", {"prompt": "x", "logprobs": -1}, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "logprobs": True}, "logprobs")])
+def test_bad_logprobs_requests_are_a_400(client, path, body, field):
+    r = client.post(path, json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == field
