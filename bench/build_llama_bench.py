@@ -4,7 +4,8 @@ llama-imatrix and llama-perplexity (the low-bit files and their reference perple
 The source is the vendor/llama.cpp tree of the llama-cpp-python sdist from PyPI (pip downloads it; about 8 minutes
 to build llama-bench on 2 cores, a few more for the others), built with -DGGML_NATIVE=ON so it uses every
 instruction set of this CPU.
-    python bench/build_llama_bench.py [TARGET ...]      (default: all four)
+    python bench/build_llama_bench.py [TARGET ...]      (default: all four; llama-embedding for
+                                                        tests/make_embedding_fixtures.py too)
 """
 import glob
 import os
@@ -37,7 +38,7 @@ TOOLS = ("llama-bench", "llama-quantize", "llama-imatrix", "llama-perplexity")
 def main(targets=TOOLS):
     src = source_tree()
     subprocess.run(["cmake", "-S", src, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
-                    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                    "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=ON",
                     "-DLLAMA_BUILD_SERVER=OFF"], check=True)
     subprocess.run(["cmake", "--build", BUILD, "--target", *targets, "-j", str(os.cpu_count() or 2)], check=True)
     for target in targets:

@@ -15,6 +15,7 @@ import numpy as np
 
 from kvant.formats.gguf_file import open_gguf
 from kvant.runtime import kld, threads
+from kvant.runtime import embeddings
 from kvant.runtime.chat_families import fallback_template
 from kvant.runtime.chat_template import ChatTemplate
 from kvant.runtime.logprobs import check_top, token_logprob
@@ -259,6 +260,45 @@ class Model:
         settings = SamplerSettings(**sampling)
         pieces = self._stream_text(tokens, max_tokens, settings, stop, ignore_eos, logprobs)
         return pieces if stream else "".join(pieces)
+
+    # -- embeddings ----------------------------------------------------------------------------------------------
+    def embed(self, texts, pooling: str | None = None, normalize: bool = True):
+        """Embeddings of a text or a list of texts (or of token id lists), as llama.cpp makes them: each input from
+        an empty cache, the final norm's output pooled (pooling: "mean", "cls", "last" or "none"; default: the
+        file's {arch}.pooling_type, else mean) and L2-normalised. Returns float32 (n, d_model) for a list, (d_model,)
+        for one text ("none": per-token arrays). The cache is left empty."""
+        pooling = embeddings.check_pooling(pooling or embeddings.file_pooling(self.metadata))
+        single = isinstance(texts, str) or (isinstance(texts, (list, tuple)) and texts and
+                                            all(isinstance(t, (int, np.integer)) for t in texts))
+        inputs = [texts] if single else list(texts)
+        if not inputs:
+            raise embeddings.EmbeddingError("no input to embed")
+        out, self.stats = [], Stats()
+        for item in inputs:
+            tokens = self._embedding_tokens(item)
+            self.reset()
+            out.append(embeddings.pool(self.transformer.final_hidden(tokens, self.cache), pooling, normalize))
+            self.stats.prompt_tokens += len(tokens)
+        self.reset()
+        if single:
+            return out[0]
+        return out if pooling == "none" else np.stack(out)
+
+    def _embedding_tokens(self, item):
+        if isinstance(item, str):
+            tokens = self.tokenize(item, add_bos=None)
+            if self.tokenizer.add_eos and self.tokenizer.eos_id is not None:
+                tokens.append(self.tokenizer.eos_id)
+        elif isinstance(item, (list, tuple)) and all(isinstance(t, (int, np.integer)) for t in item):
+            tokens = [int(t) for t in item]
+            self.tokenizer.check_ids(tokens)
+        else:
+            raise embeddings.EmbeddingError("an input to embed is a string or a list of token ids")
+        if not tokens:
+            raise embeddings.EmbeddingError("an input to embed has no tokens")
+        if len(tokens) > self.n_ctx:
+            raise embeddings.EmbeddingError(f"an input of {len(tokens)} tokens does not fit in n_ctx={self.n_ctx}")
+        return tokens
 
     # -- perplexity ----------------------------------------------------------------------------------------------
     def perplexity(self, text: str, n_ctx: int = 512, n_chunks: int | None = None, progress=None,

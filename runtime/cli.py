@@ -316,9 +316,11 @@ def bench(model, n_prompt, n_gen, repetitions, depth, threads, as_json):
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--alias", default=None, help="the model id the API answers with (default: the file's name)")
 @chat_template_option
+@click.option("--pooling", type=click.Choice(["mean", "cls", "last", "none"]), default=None,
+              help="how /v1/embeddings pools tokens (default: the file's pooling type, else mean)")
 @sampling_options
 @runtime_options
-def serve(model, host, port, alias, chat_template, threads, n_ctx, kv_type, **kw):
+def serve(model, host, port, alias, chat_template, pooling, threads, n_ctx, kv_type, **kw):
     """An OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health.
     The sampling flags are the defaults for requests that leave them out."""
     from kvant.runtime import server
@@ -327,7 +329,7 @@ def serve(model, host, port, alias, chat_template, threads, n_ctx, kv_type, **kw
     template = _read_template(chat_template)
     sock = server.listen(host, port)
     m = _load(model, threads, n_ctx, kv_type, compile_ahead=True, chat_template=template)
-    app = server.build_app(m, alias, defaults, log=lambda line: click.echo(line, err=True))
+    app = server.build_app(m, alias, defaults, log=lambda line: click.echo(line, err=True), pooling=pooling)
     bound_host, bound_port = sock.getsockname()[:2]
     bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"qrun serve: {model or DEFAULT_MODEL} on http://{bound_host}:{bound_port}/v1 "

@@ -299,6 +299,15 @@ class Transformer:
             states.append(x.copy())
         return self._logits(x[n - 1:] if logits_from is None else x[logits_from:])
 
+    def final_hidden(self, tokens, cache: KVCache):
+        """The final norm's output for every token (tokens run from position 0): what llama.cpp pools into an
+        embedding."""
+        states = []
+        self.forward(tokens, 0, cache, states=states)
+        normed = np.empty_like(states[-1])
+        ops.rmsnorm(normed, states[-1], self.output_norm, self.cfg.rms_eps)
+        return normed
+
     def _logits(self, rows):
         normed = np.empty_like(rows)
         ops.rmsnorm(normed, rows, self.output_norm, self.cfg.rms_eps)

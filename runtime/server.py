@@ -4,6 +4,7 @@
     GET  /v1/models              the one model
     POST /v1/completions         {"prompt": "...", "max_tokens": 16, "stream": false, ...}
     POST /v1/chat/completions    {"messages": [{"role": "user", "content": "..."}], ...}: the file's chat template
+    POST /v1/embeddings          {"input": "..." or [...], "encoding_format": "float" or "base64"}
 
 "stream": true answers with server-sent events, `data: {chunk}` per text piece and `data: [DONE]` at the end.
 One thread owns the Model and runs the requests one at a time, whole, in arrival order; the KV cache then still
@@ -13,6 +14,7 @@ request cancelled at the next token, streaming or not. A client's mistake, and a
 yet, is a 400 with OpenAI's {"error": {"message", "type", "param", "code"}} body.
 """
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import itertools
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numba
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -301,6 +304,26 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings)
                top_logprobs=endpoint.top_logprobs(body))
 
 
+def embedding_inputs(body) -> list:
+    """/v1/embeddings' `input`: a string, a list of strings, a list of token ids or a list of such lists."""
+    given = body.get("input")
+    if isinstance(given, str) or (isinstance(given, list) and given and all(type(t) is int for t in given)):
+        return [given]
+    if isinstance(given, list) and given and all(isinstance(t, str) or (isinstance(t, list) and t and all(
+            type(x) is int for x in t)) for t in given):
+        return given
+    if given is None:
+        raise RequestError("'input' is required", "input")
+    raise RequestError("'input' must be a string, a list of strings, a list of token ids or a list of such lists "
+                       "(none empty)", "input")
+
+
+def _encoded(vector, encoding):
+    if encoding == "base64":      # OpenAI's: the float32 values' little-endian bytes
+        return base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector]
+
+
 # -- running it --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Finish:
@@ -391,6 +414,14 @@ class ModelThread:
         finally:
             cancelled.set()
 
+    async def call(self, fn):
+        """fn(model) run in the model thread, after the jobs before it; its result (or its exception)."""
+        def work():
+            if self.stopping.is_set():
+                raise ShuttingDown("the server is shutting down")
+            return fn(self.model)
+        return await asyncio.wrap_future(self._pool.submit(work))
+
     def stop(self):
         """End the running job at its next token (its answer is sent, cut short) and refuse the waiting ones."""
         self.stopping.set()
@@ -438,9 +469,11 @@ async def _read_json(request):
     return body
 
 
-def build_app(model, name: str | None = None, defaults: SamplerSettings = SamplerSettings(), log=None) -> Starlette:
+def build_app(model, name: str | None = None, defaults: SamplerSettings = SamplerSettings(), log=None,
+              pooling: str | None = None) -> Starlette:
     """The ASGI app serving one Model. name: the model id it answers with (default: the file's name).
-    defaults: sampling for fields a request leaves out. log: called with one line of stats per request."""
+    defaults: sampling for fields a request leaves out. log: called with one line of stats per request.
+    pooling: the embeddings' pooling (default: the file's, else mean; llama-server's --pooling)."""
     name = name or os.path.splitext(os.path.basename(model.path))[0]
     created = int(time.time())
     worker = ModelThread(model)
@@ -517,6 +550,28 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
                                  "usage": _usage(finish.stats)})
         return handle
 
+    async def embeddings_handler(request):
+        body = await _read_json(request)
+        inputs = embedding_inputs(body)
+        encoding = _get(body, "encoding_format", "a string", "float")
+        if encoding not in ("float", "base64"):
+            raise RequestError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+        dimensions = _get(body, "dimensions", "an integer", None)
+        if dimensions is not None and dimensions != model.config.d_model:
+            raise RequestError(f"this model's embeddings have {model.config.d_model} dimensions; 'dimensions' "
+                               f"cannot change that", "dimensions")
+
+        def run(m):
+            try:
+                vectors = m.embed(inputs, pooling=pooling)
+            except ValueError as e:          # an input too long for the context, ids outside the vocabulary
+                raise RequestError(str(e), "input") from None
+            return vectors, m.stats.prompt_tokens
+        vectors, n_tokens = await worker.call(run)
+        data = [{"object": "embedding", "index": i, "embedding": _encoded(v, encoding)} for i, v in enumerate(vectors)]
+        return JSONResponse({"object": "list", "data": data, "model": name,
+                             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
     async def request_error(request, e: RequestError):
         return JSONResponse(_error_body(str(e), "invalid_request_error", e.param, e.code), status_code=400)
 
@@ -536,6 +591,7 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/completions", completion_handler(COMPLETIONS), methods=["POST"]),
         Route("/v1/chat/completions", completion_handler(CHAT), methods=["POST"]),
+        Route("/v1/embeddings", embeddings_handler, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={RequestError: request_error, HTTPException: http_error,
                                                        ShuttingDown: shutting_down, Exception: server_error})

@@ -123,3 +123,30 @@ def test_generate_logprobs_are_the_log_softmax_of_the_logits(model):
 def test_bad_logprobs_is_refused_at_the_call(model, bad):
     with pytest.raises(ValueError, match="logprobs must be an integer from 0 to 20"):
         model.generate("x", max_tokens=1, logprobs=bad)
+
+
+def test_embed_pools_the_final_norms_output(model):
+    import numpy as np
+    tokens = model.tokenize("hello there", add_bos=None)
+    model.reset()
+    hidden = model.transformer.final_hidden(tokens, model.cache).astype(np.float64)
+    for pooling, want in [("mean", hidden.mean(0)), ("last", hidden[-1]), ("cls", hidden[0])]:
+        got = model.embed("hello there", pooling=pooling)
+        assert np.allclose(got, want / np.linalg.norm(want), atol=1e-5)
+        assert np.allclose(model.embed("hello there", pooling=pooling, normalize=False), want, rtol=1e-4, atol=1e-5)
+    per_token = model.embed(["hello there"], pooling="none")[0]
+    assert per_token.shape == hidden.shape
+    batch = model.embed(["hello there", "the the"])
+    assert batch.shape == (2, hidden.shape[1]) and np.allclose(batch[0], model.embed("hello there"))
+    assert model._tokens == []          # the cache is left empty
+
+
+@pytest.mark.parametrize("args, match", [
+    (([],), "no input"), (("x",), None), ((["x", 3.5],), "string or a list of token ids"),
+    (("x", "max"), "unknown pooling 'max'")])
+def test_bad_embedding_input(model, args, match):
+    if match is None:               # one long input: more tokens than the context holds
+        args = ("word " * (model.n_ctx + 10),)
+        match = "does not fit in n_ctx"
+    with pytest.raises(ValueError, match=match):
+        model.embed(*args)

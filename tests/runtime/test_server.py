@@ -490,3 +490,31 @@ def test_completion_logprobs_stream_and_whole_agree(client):
 def test_bad_logprobs_requests_are_a_400(client, path, body, field):
     r = client.post(path, json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == field
+
+
+def test_embeddings_endpoint(client, model):
+    import base64
+    want = model.embed(["hello there", "the the the"])
+    r = client.post("/v1/embeddings", json={"input": ["hello there", "the the the"], "model": "x"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and [d["index"] for d in body["data"]] == [0, 1]
+    assert np.allclose([d["embedding"] for d in body["data"]], want, atol=1e-6)
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    one = client.post("/v1/embeddings", json={"input": "hello there", "encoding_format": "base64"}).json()
+    vector = np.frombuffer(base64.b64decode(one["data"][0]["embedding"]), "<f4")
+    assert np.allclose(vector, want[0], atol=1e-6)
+    ids = model.tokenize("hello there")
+    by_ids = client.post("/v1/embeddings", json={"input": ids}).json()
+    assert np.allclose(by_ids["data"][0]["embedding"], want[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "input"), ({"input": []}, "input"), ({"input": [[]]}, "input"), ({"input": [1.5]}, "input"),
+    ({"input": [10 ** 9]}, "input"), ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+    ({"input": "x", "dimensions": 3}, "dimensions")])
+def test_bad_embeddings_requests_are_a_400(client, body, field):
+    r = client.post("/v1/embeddings", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field
+    assert client.get("/health").status_code == 200         # and the server goes on
