@@ -18,6 +18,7 @@ from kvant.runtime import kld, threads
 from kvant.runtime import embeddings
 from kvant.runtime.chat_families import fallback_template
 from kvant.runtime.chat_template import ChatTemplate
+from kvant.runtime.constrained import Constraint, grammar_for
 from kvant.runtime.logprobs import check_top, token_logprob
 from kvant.runtime.compile_ahead import PromptPathHelper
 from kvant.runtime.config import Config
@@ -188,11 +189,12 @@ class Model:
 
     # -- generation --------------------------------------------------------------------------------------------
     def generate_tokens(self, prompt_tokens, max_tokens=128, sampler: Sampler | None = None, ignore_eos=False,
-                        logprobs: int | None = None):
+                        logprobs: int | None = None, constraint: Constraint | None = None):
         """Yield token ids sampled after prompt_tokens until an end-of-generation token (unless ignore_eos, as
         llama.cpp's --ignore-eos), max_tokens, or the end of the context (stats.context_full: the last token yielded
         is the one that would not fit). logprobs=k: each token's TokenLogprob (its log-probability and the k most
-        likely tokens') is appended to self.logprobs before the token is yielded."""
+        likely tokens') is appended to self.logprobs before the token is yielded. constraint: a schema or grammar
+        (runtime/constrained.py) masking the logits before each sample; generation ends where it is complete."""
         stop_ids = frozenset() if ignore_eos else self.stop_ids
         self.logprobs = []
         k = None if logprobs is None else check_top(logprobs)
@@ -204,14 +206,18 @@ class Model:
         t0 = time.perf_counter()
         try:
             for i in range(limit):
-                token = sampler(logits, history)
+                token = sampler(logits if constraint is None else constraint.mask(logits), history)
                 if token in stop_ids:
                     break
+                if constraint is not None:
+                    constraint.accept(token)
                 history.append(token)
                 self.stats.generated_tokens += 1
                 if k is not None:
                     self.logprobs.append(token_logprob(logits, token, k))
                 yield token
+                if constraint is not None and constraint.done:
+                    break
                 if i + 1 < limit:
                     logits = self._step(token)
             else:
@@ -219,15 +225,25 @@ class Model:
         finally:
             self.stats.decode_seconds = time.perf_counter() - t0
 
-    def _stream_text(self, prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs=None):
+    def _stream_text(self, prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs=None, json_schema=None,
+                     grammar=None):
         _check_max_tokens(max_tokens)       # here, not inside the generator: refused at the call, as the CLI refuses
         if logprobs is not None:
             check_top(logprobs)
-        return self._pieces(prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs)
+        constraint = self.constraint(json_schema, grammar)
+        return self._pieces(prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs, constraint)
 
-    def _pieces(self, prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs):
+    def constraint(self, json_schema=None, grammar=None) -> Constraint | None:
+        """The Constraint of a JSON schema (a dict, its JSON text, or {"type": "object"} for any object) or of a
+        GBNF / Lark grammar; None for neither. A ConstraintError (a ValueError) names what cannot be compiled."""
+        if json_schema is None and grammar is None:
+            return None
+        return Constraint(self.tokenizer, self.stop_ids, grammar_for(json_schema, grammar))
+
+    def _pieces(self, prompt_tokens, max_tokens, settings, stop, ignore_eos, logprobs, constraint):
         stream = TextStream(stop)
-        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings), ignore_eos, logprobs):
+        for token in self.generate_tokens(prompt_tokens, max_tokens, Sampler(settings), ignore_eos, logprobs,
+                                          constraint):
             piece = stream.feed(self.tokenizer.token_bytes(token, special=False))
             if piece:
                 yield piece
@@ -240,25 +256,28 @@ class Model:
     def generate(self, prompt: str, max_tokens: int = 128, *, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, seed: int | None = None,
                  stop=(), stream: bool = False, add_bos: bool | None = None, ignore_eos: bool = False,
-                 logprobs: int | None = None):
+                 logprobs: int | None = None, json_schema=None, grammar: str | None = None):
         """Continue prompt. stream=True returns an iterator of text pieces; otherwise the whole text.
-        logprobs=k (0-20): afterwards self.logprobs holds a TokenLogprob per generated token (runtime/logprobs.py)."""
+        logprobs=k (0-20): afterwards self.logprobs holds a TokenLogprob per generated token (runtime/logprobs.py).
+        json_schema (a dict or JSON text) or grammar (GBNF or Lark): the text always parses by it
+        (runtime/constrained.py), unless max_tokens cuts it short."""
         settings = SamplerSettings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                    repeat_penalty=repeat_penalty, seed=seed)
         pieces = self._stream_text(self.tokenize(prompt, add_bos=add_bos, special=True), max_tokens, settings, stop,
-                                   ignore_eos, logprobs)
+                                   ignore_eos, logprobs, json_schema, grammar)
         return pieces if stream else "".join(pieces)
 
     def chat(self, messages, max_tokens: int = 512, *, stream: bool = False, stop=(), ignore_eos: bool = False,
-             logprobs: int | None = None, **sampling):
+             logprobs: int | None = None, json_schema=None, grammar: str | None = None, **sampling):
         """Answer the last message of a conversation [{"role": ..., "content": ...}, ...] using the file's chat
-        template. Earlier turns still in the cache are not computed again. logprobs: as in generate."""
+        template. Earlier turns still in the cache are not computed again. logprobs, json_schema, grammar: as in
+        generate."""
         check_messages(messages)
         text = self.template.render(messages, add_generation_prompt=True)
         # the template writes BOS itself where the model wants one
         tokens = self.tokenizer.encode(text, add_special=False, parse_special=True)
         settings = SamplerSettings(**sampling)
-        pieces = self._stream_text(tokens, max_tokens, settings, stop, ignore_eos, logprobs)
+        pieces = self._stream_text(tokens, max_tokens, settings, stop, ignore_eos, logprobs, json_schema, grammar)
         return pieces if stream else "".join(pieces)
 
     # -- embeddings ----------------------------------------------------------------------------------------------

@@ -89,7 +89,6 @@ def _absent(*neutral):
 
 
 UNIMPLEMENTED = {
-    "response_format": _absent({"type": "text"}),
     "tools": _absent([]),
     "tool_choice": _absent("none"),
     "functions": _absent([]),
@@ -103,8 +102,6 @@ UNIMPLEMENTED = {
     "modalities": _absent(["text"]),
     "audio": _absent(),
     "prediction": _absent(),
-    "grammar": _absent(""),
-    "json_schema": _absent(),
     "typical_p": _absent(1, 1.0),
     "mirostat": _absent(0),
 }
@@ -281,9 +278,46 @@ class Job:
     stream: bool
     include_usage: bool
     top_logprobs: int | None      # None: no logprobs
+    constraint: object = None     # runtime/constrained.Constraint, or None for free text
 
 
-def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings) -> Job:
+def _constraint(model, body):
+    """The request's structured-output constraint: OpenAI's response_format ({"type": "json_object"}, or
+    "json_schema" with {"json_schema": {"schema": ...}}) or llama-server's `json_schema` / `grammar` (GBNF); None
+    for free text. A schema or grammar that cannot be compiled is a 400 naming the field."""
+    asked = [f for f in ("response_format", "json_schema", "grammar") if body.get(f) not in (None, "")]
+    if len(asked) > 1:
+        raise RequestError(f"give one of {', '.join(asked)}", asked[1])
+    if not asked:
+        return None
+    field, value = asked[0], body[asked[0]]
+    if field == "response_format":
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            schema = value.get("schema", {"type": "object"})
+        elif kind == "json_schema" and isinstance(value.get("json_schema"), dict):
+            schema = value["json_schema"].get("schema", {"type": "object"})
+        else:
+            raise RequestError("'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                               "{\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}", field)
+        args = {"json_schema": schema}
+    elif field == "json_schema":
+        if not isinstance(value, dict):
+            raise RequestError("'json_schema' must be an object", field)
+        args = {"json_schema": value}
+    else:
+        if not isinstance(value, str):
+            raise RequestError("'grammar' must be a string (GBNF)", field)
+        args = {"grammar": value}
+    try:
+        return model.constraint(**args)
+    except ValueError as e:
+        raise RequestError(str(e), field) from None
+
+
+def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings, model=None) -> Job:
     _refuse_unimplemented(body)
     if _get(body, "n", "an integer", 1) != 1:
         raise RequestError("only n=1 is supported", "n")
@@ -301,7 +335,8 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings)
     options = _get(body, "stream_options", "an object", {})
     return Job(prompt=prompt, max_tokens=min(max_tokens, room), sampler=_sampler(body, defaults),
                stop=_stop_strings(body), stream=stream, include_usage=bool(options.get("include_usage")),
-               top_logprobs=endpoint.top_logprobs(body))
+               top_logprobs=endpoint.top_logprobs(body),
+               constraint=_constraint(model, body) if model is not None else None)
 
 
 def embedding_inputs(body) -> list:
@@ -351,7 +386,7 @@ def generate(model, job: Job, should_stop, emit) -> Finish:
         emit(Piece(s, records))
 
     with contextlib.closing(model.generate_tokens(job.prompt, job.max_tokens, job.sampler,
-                                                  logprobs=job.top_logprobs)) as tokens:
+                                                  logprobs=job.top_logprobs, constraint=job.constraint)) as tokens:
         for token in tokens:
             count += 1
             out = text.feed(model.tokenizer.token_bytes(token, special=False))
@@ -516,7 +551,7 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         async def handle(request):
             body = await _read_json(request)
             prompt = await run_in_threadpool(endpoint.prompt, model, body)
-            job = make_job(endpoint, body, prompt, model.n_ctx, defaults)
+            job = make_job(endpoint, body, prompt, model.n_ctx, defaults, model)
             ident, now = f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time())
 
             def head(kind):

@@ -195,3 +195,62 @@ def test_embeddings_equal_llamacpps(model, pooling):
     assert cosine.min() >= EMBEDDING_COSINE.get((model.name, pooling), 0.999), cosine
     if pooling == "mean":           # (cls pools BOS where the file adds one: the same vector for every input)
         assert got[0] @ got[1] > got[0] @ got[2]        # related sentences nearer than unrelated ones
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "role": {"enum": ["engineer", "teacher", "doctor", "artist"]},
+        "address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                                                     "country": {"type": "string", "maxLength": 30}},
+                    "required": ["city", "country"], "additionalProperties": False},
+        "skills": {"type": "array", "items": {"type": "string", "maxLength": 20}, "minItems": 1, "maxItems": 3},
+    },
+    "required": ["name", "age", "role", "address", "skills"],
+    "additionalProperties": False,
+}
+
+
+def _serve(path, port):
+    server = subprocess.Popen([sys.executable, "-m", "kvant.runtime.cli", "serve", path, "--port", str(port),
+                               "-t", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+    import urllib.request
+    deadline = time.monotonic() + 300
+    while True:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
+        except OSError:
+            assert time.monotonic() < deadline, "qrun serve did not come up"
+            time.sleep(0.3)
+
+
+def test_openai_client_json_schema_always_validates(smollm2_path):
+    """The official openai client against qrun serve: 20 of 20 answers at temperature 1 parse and validate against
+    a schema with nested objects, arrays, enums and required fields (jsonschema)."""
+    import signal
+    import socket
+    import jsonschema
+    from openai import OpenAI
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _serve(smollm2_path, port)
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True}}
+        for seed in range(20):
+            r = client.chat.completions.create(
+                model="smollm2", temperature=1.0, seed=seed, max_tokens=200, response_format=fmt,
+                messages=[{"role": "user", "content": "Invent a person and describe them as JSON."}])
+            assert r.choices[0].finish_reason == "stop"
+            jsonschema.validate(json.loads(r.choices[0].message.content), PERSON_SCHEMA)
+        emb = client.embeddings.create(model="smollm2", input=["a cat", "a dog", "тест"])
+        assert len(emb.data) == 3 and len(emb.data[0].embedding) == 576
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)

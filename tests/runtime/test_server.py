@@ -256,9 +256,9 @@ def test_a_dropped_client_is_cancelled_at_the_next_token(live_server, stream):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("response_format", {"type": "json_object"}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("tools", [{"type": "function", "function": {"name": "f"}}]),
     ("tool_choice", "required"), ("presence_penalty", 0.5),
-    ("frequency_penalty", 1), ("logit_bias", {"50": 10}), ("grammar", "root ::= x"), ("typical_p", 0.9)])
+    ("frequency_penalty", 1), ("logit_bias", {"50": 10}), ("typical_p", 0.9)])
 def test_an_unimplemented_field_is_a_400_naming_it(client, field, value):
     for path, body in [("/v1/chat/completions", {"messages": HELLO}), ("/v1/completions", {"prompt": "x"})]:
         r = client.post(path, json={**body, field: value})
@@ -518,3 +518,49 @@ def test_bad_embeddings_requests_are_a_400(client, body, field):
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == field
     assert client.get("/health").status_code == 200         # and the server goes on
+
+
+CHOICE_SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "n": {"type": "integer",
+                 "minimum": 0, "maximum": 9}}, "required": ["answer", "n"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "c", "schema": CHOICE_SCHEMA}}),
+    ("json_schema", CHOICE_SCHEMA)])
+def test_structured_output_follows_the_schema(client, field, value):
+    for seed in range(3):
+        r = chat(client, max_tokens=60, temperature=1.0, seed=seed, **{field: value})
+        got = json.loads(r["choices"][0]["message"]["content"])
+        assert got["answer"] in ("yes", "no") and 0 <= got["n"] <= 9 and set(got) == {"answer", "n"}
+        assert r["choices"][0]["finish_reason"] == "stop"
+
+
+def test_json_object_and_grammar(client):
+    r = complete(client, max_tokens=40, temperature=1.0, seed=1, response_format={"type": "json_object"},
+                 prompt="data:")
+    text = r["choices"][0]["text"]
+    if r["choices"][0]["finish_reason"] == "stop":      # (a random model may write a long object)
+        assert isinstance(json.loads(text), dict)
+    else:
+        assert text.lstrip().startswith("{")
+    r = complete(client, max_tokens=8, temperature=1.0, seed=2, grammar='root ::= "yes" | "no"')
+    assert r["choices"][0]["text"] in ("yes", "no")
+    with_stream = [e for e in events(client.post("/v1/completions", json={
+        "prompt": "x", "max_tokens": 8, "temperature": 1.0, "seed": 2, "grammar": 'root ::= "yes" | "no"',
+        "stream": True}))]
+    assert "".join(e["choices"][0]["text"] for e in with_stream if e.get("choices")) in ("yes", "no")
+
+
+@pytest.mark.parametrize("body, field, needle", [
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}}}, "response_format",
+     "objekt"),
+    ({"json_schema": {"type": "string", "pattern": "(?=a)b"}}, "json_schema", "look-around"),
+    ({"grammar": 'root ::= "unterminated'}, "grammar", ""),
+    ({"response_format": {"type": "xml"}}, "response_format", "json_object"),
+    ({"grammar": "root ::= x", "json_schema": {}}, "grammar", "give one of")])
+def test_bad_schema_or_grammar_is_a_400_naming_it(client, body, field, needle):
+    r = client.post("/v1/chat/completions", json={"messages": HELLO, **body})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and needle in error["message"] and "\n" not in error["message"]
+    assert chat(client, max_tokens=1)["usage"]["completion_tokens"] == 1      # the server goes on
