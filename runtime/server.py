@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from kvant.runtime import tool_calls
 from kvant.runtime.logprobs import MAX_TOP
 from kvant.runtime.sampling import Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
@@ -89,8 +90,6 @@ def _absent(*neutral):
 
 
 UNIMPLEMENTED = {
-    "tools": _absent([]),
-    "tool_choice": _absent("none"),
     "functions": _absent([]),
     "function_call": _absent("none"),
     "presence_penalty": _absent(0, 0.0),
@@ -160,8 +159,29 @@ def completion_prompt(model, body) -> list[int]:
     raise RequestError("'prompt' must be a string or a list of token ids (one prompt: n=1)", "prompt")
 
 
+def _tool_calls_for_template(calls, i):
+    """An assistant message's tool_calls as chat templates read them: arguments as an object, not a JSON string."""
+    if not isinstance(calls, list):
+        raise RequestError(f"messages[{i}].tool_calls must be a list", "messages")
+    out = []
+    for call in calls:
+        f = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise RequestError(f"messages[{i}].tool_calls: each needs a function with a name", "messages")
+        args = f.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError:
+                raise RequestError(f"messages[{i}].tool_calls: arguments of {f['name']!r} are not JSON",
+                                   "messages") from None
+        out.append({**call, "type": "function", "function": {**f, "arguments": args}})
+    return out
+
+
 def _message(m, i):
-    """One chat message as the template wants it: role and content strings (text parts joined)."""
+    """One chat message as the template wants it: role and content strings (text parts joined); an assistant's
+    tool_calls and a tool result's tool_call_id and name kept."""
     if not isinstance(m, dict) or not isinstance(m.get("role"), str):
         raise RequestError(f"messages[{i}] must be an object with a 'role' string and a 'content'", "messages")
     content = m.get("content")
@@ -174,7 +194,22 @@ def _message(m, i):
         content = "".join(p["text"] for p in content)
     elif not isinstance(content, str):
         raise RequestError(f"messages[{i}].content must be a string or a list of text parts", "messages")
-    return {"role": m["role"], "content": content}
+    out = {"role": m["role"], "content": content}
+    if m.get("tool_calls"):
+        out["tool_calls"] = _tool_calls_for_template(m["tool_calls"], i)
+    for key in ("tool_call_id", "name"):
+        if isinstance(m.get(key), str):
+            out[key] = m[key]
+    return out
+
+
+def tool_setup(model, body):
+    """(mode, functions) of the request's tools and tool_choice (tool_calls.chosen); a 400 for bad ones."""
+    try:
+        funcs = tool_calls.functions(body["tools"]) if body.get("tools") is not None else []
+        return tool_calls.chosen(body.get("tool_choice"), funcs)
+    except tool_calls.ToolCallError as e:
+        raise RequestError(str(e), "tool_choice" if "tool_choice" in str(e) else "tools") from None
 
 
 def chat_prompt(model, body) -> list[int]:
@@ -183,8 +218,10 @@ def chat_prompt(model, body) -> list[int]:
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list of {role, content} objects", "messages")
     messages = [_message(m, i) for i, m in enumerate(messages)]
+    mode, funcs = tool_setup(model, body)
+    tools = [{"type": "function", "function": f} for f in funcs] if mode != "none" else None
     try:
-        text = model.template.render(messages, add_generation_prompt=True)
+        text = model.template.render(messages, add_generation_prompt=True, tools=tools)
     except ValueError as e:               # the template refused the conversation (raise_exception, ...)
         raise RequestError(str(e), "messages") from None
     # the template writes BOS itself where the model wants one
@@ -279,6 +316,7 @@ class Job:
     include_usage: bool
     top_logprobs: int | None      # None: no logprobs
     constraint: object = None     # runtime/constrained.Constraint, or None for free text
+    tool_format: object = None    # runtime/tool_calls.ToolFormat the answer is parsed by, or None (no tools)
 
 
 def _constraint(model, body):
@@ -333,10 +371,18 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings,
         raise RequestError(f"'{field}' must be >= 0", field)
     stream = _get(body, "stream", "a boolean", False)
     options = _get(body, "stream_options", "an object", {})
+    constraint, tool_format = _constraint(model, body) if model is not None else None, None
+    if endpoint is CHAT and model is not None:
+        mode, funcs = tool_setup(model, body)
+        if mode != "none":
+            tool_format = tool_calls.format_for(model.template.source)
+        if mode == "required":              # the call is grammar-constrained: it always parses
+            if constraint is not None:
+                raise RequestError("a required tool call cannot also have a response format", "tool_choice")
+            constraint = model.constraint(grammar=tool_format.grammar(funcs))
     return Job(prompt=prompt, max_tokens=min(max_tokens, room), sampler=_sampler(body, defaults),
                stop=_stop_strings(body), stream=stream, include_usage=bool(options.get("include_usage")),
-               top_logprobs=endpoint.top_logprobs(body),
-               constraint=_constraint(model, body) if model is not None else None)
+               top_logprobs=endpoint.top_logprobs(body), constraint=constraint, tool_format=tool_format)
 
 
 def embedding_inputs(body) -> list:
@@ -463,6 +509,18 @@ class ModelThread:
 
 
 # -- answering ---------------------------------------------------------------------------------------------------
+def _tool_answer(job, text):
+    """(message part, finish reason override or None) of a tools job's whole text: tool_calls where the model wrote
+    calls in its format, else the text. A call that does not parse is a RequestError naming the problem."""
+    try:
+        content, calls = job.tool_format.parse(text)
+    except tool_calls.ToolCallError as e:
+        raise RequestError(f"the model's tool call does not parse: {e}", "tools", "tool_call_parse_error") from None
+    if not calls:
+        return {"role": "assistant", "content": text}, None
+    return {"role": "assistant", "content": content, "tool_calls": [c.openai() for c in calls]}, "tool_calls"
+
+
 def _choice(part, reason, logprobs=None):
     return {"index": 0, **part, "logprobs": logprobs, "finish_reason": reason}
 
@@ -526,17 +584,27 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
 
     async def stream(endpoint, head, events, job):
         chunk = head(endpoint.chunk_object)
-        offset = 0
+        offset, held = 0, []              # a tools job's text is held back until it can be parsed
         async with contextlib.aclosing(events):
             if endpoint.opening is not None:
                 yield _event({**chunk, "choices": [_choice(endpoint.opening, None)]})
             try:
                 async for event in events:
                     if isinstance(event, Finish):
-                        yield _event({**chunk, "choices": [_choice(endpoint.closing, event.reason)]})
+                        reason = event.reason
+                        if job.tool_format is not None:
+                            message, override = _tool_answer(job, "".join(held))
+                            delta = {k: v for k, v in message.items() if k != "role" and v is not None}
+                            if "tool_calls" in delta:
+                                delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
+                            yield _event({**chunk, "choices": [_choice({"delta": delta}, None)]})
+                            reason = override or reason
+                        yield _event({**chunk, "choices": [_choice(endpoint.closing, reason)]})
                         if job.include_usage:
                             yield _event({**chunk, "choices": [], "usage": _usage(event.stats)})
                         finished(event)
+                    elif job.tool_format is not None:
+                        held.append(event.text)
                     else:
                         logprobs = None if job.top_logprobs is None else \
                             endpoint.logprobs(model, event.logprobs, offset)
@@ -579,9 +647,12 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
             finished(finish)
             logprobs = None if job.top_logprobs is None else \
                 endpoint.logprobs(model, [r for p in pieces for r in p.logprobs], 0)
-            return JSONResponse({**head(endpoint.object),
-                                 "choices": [_choice(endpoint.whole("".join(p.text for p in pieces)), finish.reason,
-                                                     logprobs)],
+            text, reason = "".join(p.text for p in pieces), finish.reason
+            part = endpoint.whole(text)
+            if job.tool_format is not None:
+                message, override = _tool_answer(job, text)
+                part, reason = {"message": message}, override or reason
+            return JSONResponse({**head(endpoint.object), "choices": [_choice(part, reason, logprobs)],
                                  "usage": _usage(finish.stats)})
         return handle
 

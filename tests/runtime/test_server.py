@@ -256,8 +256,7 @@ def test_a_dropped_client_is_cancelled_at_the_next_token(live_server, stream):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "required"), ("presence_penalty", 0.5),
+    ("presence_penalty", 0.5),
     ("frequency_penalty", 1), ("logit_bias", {"50": 10}), ("typical_p", 0.9)])
 def test_an_unimplemented_field_is_a_400_naming_it(client, field, value):
     for path, body in [("/v1/chat/completions", {"messages": HELLO}), ("/v1/completions", {"prompt": "x"})]:
