@@ -213,9 +213,16 @@ PERSON_SCHEMA = {
 }
 
 
-def _serve(path, port):
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(path, port, *extra):
     server = subprocess.Popen([sys.executable, "-m", "kvant.runtime.cli", "serve", path, "--port", str(port),
-                               "-t", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "-t", "2", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time
     import urllib.request
     deadline = time.monotonic() + 300
@@ -233,12 +240,9 @@ def test_openai_client_json_schema_always_validates(smollm2_path):
     """The official openai client against qrun serve: 20 of 20 answers at temperature 1 parse and validate against
     a schema with nested objects, arrays, enums and required fields (jsonschema)."""
     import signal
-    import socket
     import jsonschema
     from openai import OpenAI
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = _serve(smollm2_path, port)
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
@@ -251,6 +255,39 @@ def test_openai_client_json_schema_always_validates(smollm2_path):
             jsonschema.validate(json.loads(r.choices[0].message.content), PERSON_SCHEMA)
         emb = client.embeddings.create(model="smollm2", input=["a cat", "a dog", "тест"])
         assert len(emb.data) == 3 and len(emb.data[0].embedding) == 576
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("template", ["Qwen-Qwen2.5-7B-Instruct.jinja", "meta-llama-Llama-3.1-8B-Instruct.jinja"])
+def test_openai_client_tool_calls(smollm2_path, template):
+    """The official openai client: a required tool call, streamed and not, comes back as tool_calls whose arguments
+    parse, with a Qwen-style and a Llama-3-style template (qrun serve --chat-template)."""
+    import signal
+    from openai import OpenAI
+    path = os.path.join(FIXTURES, "chat_templates", "templates", template)
+    port = _free_port()
+    server = _serve(smollm2_path, port, "--chat-template", path)
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                       "required": ["city"], "additionalProperties": False}}}]
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        r = client.chat.completions.create(model="smollm2", messages=ask, tools=tools, tool_choice="required",
+                                           temperature=0, max_tokens=80)
+        call = r.choices[0].message.tool_calls[0]
+        assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+        assert isinstance(json.loads(call.function.arguments)["city"], str)
+        stream = client.chat.completions.create(model="smollm2", messages=ask, tools=tools, tool_choice="required",
+                                                temperature=0, max_tokens=80, stream=True)
+        deltas = [c.choices[0] for c in stream if c.choices]
+        calls = [t for d in deltas for t in (d.delta.tool_calls or [])]
+        assert calls and calls[0].function.name == "get_weather"
+        assert json.loads(calls[0].function.arguments) == json.loads(call.function.arguments)
+        assert deltas[-1].finish_reason == "tool_calls"
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=60)
