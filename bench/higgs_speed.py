@@ -25,11 +25,12 @@ def files(args):
     if args.smollm2:
         from higgs_quality import base_f32
         f32 = base_f32()
-        out += [("SmolLM2-135M", t, _requantized(f32, t)) for t in [REFERENCE] + args.types]
+        out += [("SmolLM2-135M", t, requantized(f32, t)) for t in [REFERENCE] + args.types]
     return out
 
 
-def _requantized(f32, type_name):
+def requantized(f32, type_name):
+    """SmolLM2 in type_name, made by qconv from its F32 (llama-quantize's bytes) into bench/.work once."""
     import subprocess
     path = os.path.join(HERE, ".work", f"smollm2-{type_name}.gguf")
     if not os.path.exists(path):

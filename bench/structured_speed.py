@@ -13,7 +13,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import models  # noqa: E402
+from higgs_quality import base_f32  # noqa: E402
+from higgs_speed import requantized  # noqa: E402
 from results import path_line, path_section, publish  # noqa: E402
 
 SCHEMA = {"type": "array", "items": {"type": "string", "maxLength": 24}}
@@ -22,7 +23,7 @@ PROMPT = "List the names of rivers, cities and mountains of Europe as a JSON arr
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="Q4_K_M", help="SmolLM2-135M-Instruct in this preset (bench/models.py)")
+    ap.add_argument("--model", default="Q4_K_M", help="SmolLM2-135M-Instruct in this preset (made by qconv)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("-n", type=int, default=128)
@@ -30,7 +31,7 @@ def main():
     args = ap.parse_args()
     from kvant.runtime import Model
     from kvant.runtime import constrained
-    path = models.smollm2(args.model)
+    path = requantized(base_f32(), args.model)
     m = Model(path, n_threads=args.threads)
     best = {"free": 0.0, "schema": 0.0}
     mask_ms = []
