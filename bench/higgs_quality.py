@@ -122,26 +122,20 @@ def main():
         print(key, f"bpw {row['bpw']:.3f}", *(f"{lang} +{row[lang]['ppl_increase_%']:.2f}% "
                                                 f"kld {row[lang]['kld_mean']:.4f}" for lang in LANGS), flush=True)
 
+    def record_preset(key, preset, out):
+        """qconv's file of a preset, scored and removed (the llama.cpp types, and kvant's own HIGGS files)."""
+        if key in store:
+            return
+        quality.run(["qconv", "quantize", "--force", base, out, preset])
+        types, size = tensor_types(out)
+        record(key, out, size)
+        store[key]["token_embd"] = types["token_embd.weight"]
+        os.unlink(out)
+
     for preset in filter(None, args.presets.split(",")):
-        key = f"llama.cpp/{preset}"
-        if key in store:
-            continue
-        out = os.path.join(WORK, f"higgs-cmp-{preset}.gguf")
-        quality.run(["qconv", "quantize", "--force", base, out, preset])
-        types, size = tensor_types(out)
-        record(key, out, size)
-        store[key]["token_embd"] = types["token_embd.weight"]
-        os.unlink(out)
+        record_preset(f"llama.cpp/{preset}", preset, os.path.join(WORK, f"higgs-cmp-{preset}.gguf"))
     for preset in filter(None, args.files.split(",")):
-        key = f"kvant/{preset}"
-        if key in store:
-            continue
-        out = os.path.join(WORK, f"higgs-file-{preset}.gguf")
-        quality.run(["qconv", "quantize", "--force", base, out, preset])
-        types, size = tensor_types(out)
-        record(key, out, size)
-        store[key]["token_embd"] = types["token_embd.weight"]
-        os.unlink(out)
+        record_preset(f"kvant/{preset}", preset, os.path.join(WORK, f"higgs-file-{preset}.gguf"))
     for v in filter(None, args.variants.split(",")):
         spec = HiggsSpec(*map(int, v.split(":")))
         key = f"higgs/{v}/{args.embd}"

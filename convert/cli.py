@@ -94,7 +94,7 @@ def to_gguf(hf_dir, out, preset, tensor_types, imatrix, threads, force):
         out = output_path(hf_dir, chosen)
         _check_output(out, force)
     plan = convert(hf_dir, out, preset, overrides, imatrix=im, imatrix_arg=imatrix, threads=threads, force=force)
-    _done(out, len(plan.tensors), plan.preset)
+    _done(out, len(plan.tensors), plan.preset, [t.type for t in plan.tensors])
 
 
 @qconv.command("quantize")

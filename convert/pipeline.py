@@ -252,6 +252,8 @@ def convert(path: str, out: str, preset: str | None = None, overrides=(), imatri
     if imatrix is not None and plan.preset not in CONVERTER_PRESETS:  # what llama-quantize adds when given one
         from .requantize import _typed
         plan.metadata += [(k, _typed(kind, v)) for k, kind, v in imatrix_metadata(imatrix, imatrix_arg or imatrix.path)]
+    from .requantize import _higgs_kv
+    plan.metadata += _higgs_kv(t.type for t in plan.tensors)     # kvant's own HIGGS types pin their grids
     check_quantizable(t.type for t in plan.tensors)
     if imatrix is not None:
         check_imatrix_matches(imatrix, {t.name: t.shape for t in plan.tensors if t.type not in recipes.FLOAT_TYPES},

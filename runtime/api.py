@@ -77,6 +77,7 @@ class Model:
         md = self.file.metadata
         self.config = Config.from_metadata(md)
         self.tokenizer = Tokenizer.from_metadata(md)
+        self.template, self.template_note = self._chat_template(chat_template)    # a bad one fails before the weights
         check_weights(self.file, self.config)
         if before_weights is not None:
             before_weights()
@@ -97,7 +98,6 @@ class Model:
             if self._helper is not None:
                 self._helper.stop()
             raise
-        self.template, self.template_note = self._chat_template(chat_template)
         self.stop_ids = frozenset(self.tokenizer.eot_ids) | ({self.tokenizer.eos_id} - {None})
         self._tokens: list[int] = []          # tokens whose keys and values are in the cache, in order
         self.stats = Stats()
@@ -293,15 +293,24 @@ class Model:
         if not inputs:
             raise embeddings.EmbeddingError("no input to embed")
         out, self.stats = [], Stats()
+        self._await_helper()
+        self.reset()
         for item in inputs:
             tokens = self._embedding_tokens(item)
-            self.reset()
-            out.append(embeddings.pool(self.transformer.final_hidden(tokens, self.cache), pooling, normalize))
+            out.append(embeddings.pool(self.final_hidden(tokens), pooling, normalize))
             self.stats.prompt_tokens += len(tokens)
         self.reset()
         if single:
             return out[0]
         return out if pooling == "none" else np.stack(out)
+
+    def final_hidden(self, tokens) -> np.ndarray:
+        """The final norm's output for every token (float32, (len(tokens), d_model)), run from position 0 in batches
+        of n_batch: what llama.cpp pools into an embedding. The cache then holds these tokens' keys and values only
+        until the next call (self._tokens is not set: no prompt reuses them)."""
+        self._tokens = []
+        return np.concatenate([self.transformer.forward(tokens[s:s + self.n_batch], s, self.cache, hidden=True)
+                               for s in range(0, len(tokens), self.n_batch)])
 
     def _embedding_tokens(self, item):
         if isinstance(item, str):

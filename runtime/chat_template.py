@@ -153,5 +153,6 @@ class ChatTemplate:
             raise
         except TemplateError as e:
             raise ChatTemplateError(f"chat template failed to render: {e}") from None
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as e:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError,
+                RecursionError) as e:
             raise ChatTemplateError(f"chat template failed to render: {type(e).__name__}: {e}") from None

@@ -235,17 +235,18 @@ class Transformer:
             x *= self.embed_scale
         return x
 
-    def forward(self, tokens, start, cache: KVCache, logits_from=None, states=None, from_layer=0):
+    def forward(self, tokens, start, cache: KVCache, logits_from=None, states=None, from_layer=0, hidden=False):
         """Run tokens at positions start.. through every layer, writing their keys and values into the cache.
         Returns logits (rows from logits_from to the end; default: only the last token) as float32 (m, n_vocab).
         states: a list that gets the hidden states entering each layer (and the last one's output); from_layer > 0
         starts there from states[from_layer] instead of the embeddings (the layers before it are not run and their
-        cache is left as it is): for measuring a change to one layer's weights."""
+        cache is left as it is): for measuring a change to one layer's weights. hidden: return the final norm's
+        output for every token instead of logits (what embeddings pool)."""
         cfg = self.cfg
         n = len(tokens)
         if start + n > cache.n_ctx:
             raise ContextFullError(f"context full: {start + n} tokens do not fit in n_ctx={cache.n_ctx}")
-        if n == 1 and self.observer is None and states is None:
+        if n == 1 and self.observer is None and states is None and not hidden:
             return self._decode(tokens[0], start, cache)
         x = self.embed(tokens) if from_layer == 0 else states[from_layer].copy()
         record = states is not None and from_layer == 0
@@ -297,16 +298,10 @@ class Transformer:
             x += h
         if record:
             states.append(x.copy())
+        if hidden:
+            ops.rmsnorm(h, x, self.output_norm, cfg.rms_eps)
+            return h
         return self._logits(x[n - 1:] if logits_from is None else x[logits_from:])
-
-    def final_hidden(self, tokens, cache: KVCache):
-        """The final norm's output for every token (tokens run from position 0): what llama.cpp pools into an
-        embedding."""
-        states = []
-        self.forward(tokens, 0, cache, states=states)
-        normed = np.empty_like(states[-1])
-        ops.rmsnorm(normed, states[-1], self.output_norm, self.cfg.rms_eps)
-        return normed
 
     def _logits(self, rows):
         normed = np.empty_like(rows)

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kvant.runtime import tool_calls
+from kvant.runtime import embeddings, tool_calls
 from kvant.runtime.logprobs import MAX_TOP
 from kvant.runtime.sampling import Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
@@ -218,8 +218,8 @@ def chat_prompt(model, body) -> list[int]:
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list of {role, content} objects", "messages")
     messages = [_message(m, i) for i, m in enumerate(messages)]
-    mode, funcs = tool_setup(model, body)
-    tools = [{"type": "function", "function": f} for f in funcs] if mode != "none" else None
+    _, funcs = tool_setup(model, body)           # tool_choice "none" still shows them, as OpenAI's API does
+    tools = [{"type": "function", "function": f} for f in funcs] or None
     try:
         text = model.template.render(messages, add_generation_prompt=True, tools=tools)
     except ValueError as e:               # the template refused the conversation (raise_exception, ...)
@@ -317,6 +317,7 @@ class Job:
     top_logprobs: int | None      # None: no logprobs
     constraint: object = None     # runtime/constrained.Constraint, or None for free text
     tool_format: object = None    # runtime/tool_calls.ToolFormat the answer is parsed by, or None (no tools)
+    tool_names: frozenset = frozenset()   # the functions the request declares
 
 
 def _constraint(model, body):
@@ -371,7 +372,7 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings,
         raise RequestError(f"'{field}' must be >= 0", field)
     stream = _get(body, "stream", "a boolean", False)
     options = _get(body, "stream_options", "an object", {})
-    constraint, tool_format = _constraint(model, body) if model is not None else None, None
+    constraint, tool_format, funcs = _constraint(model, body) if model is not None else None, None, []
     if endpoint is CHAT and model is not None:
         mode, funcs = tool_setup(model, body)
         if mode != "none":
@@ -379,10 +380,14 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings,
         if mode == "required":              # the call is grammar-constrained: it always parses
             if constraint is not None:
                 raise RequestError("a required tool call cannot also have a response format", "tool_choice")
-            constraint = model.constraint(grammar=tool_format.grammar(funcs))
+            try:
+                constraint = model.constraint(grammar=tool_format.grammar(funcs, _marker(model, tool_format)))
+            except ValueError as e:
+                raise RequestError(f"the tools' parameters cannot be used: {e}", "tools") from None
     return Job(prompt=prompt, max_tokens=min(max_tokens, room), sampler=_sampler(body, defaults),
                stop=_stop_strings(body), stream=stream, include_usage=bool(options.get("include_usage")),
-               top_logprobs=endpoint.top_logprobs(body), constraint=constraint, tool_format=tool_format)
+               top_logprobs=endpoint.top_logprobs(body), constraint=constraint, tool_format=tool_format,
+               tool_names=frozenset(f["name"] for f in funcs) if tool_format is not None else frozenset())
 
 
 def embedding_inputs(body) -> list:
@@ -435,7 +440,7 @@ def generate(model, job: Job, should_stop, emit) -> Finish:
                                                   logprobs=job.top_logprobs, constraint=job.constraint)) as tokens:
         for token in tokens:
             count += 1
-            out = text.feed(model.tokenizer.token_bytes(token, special=False))
+            out = text.feed(model.tokenizer.token_bytes(token, special=job.tool_format is not None))
             if out:
                 piece(out)
             if text.stopped or should_stop():
@@ -509,11 +514,28 @@ class ModelThread:
 
 
 # -- answering ---------------------------------------------------------------------------------------------------
+def _marker(model, fmt) -> str:
+    """The format's marker as a Lark literal: the token itself (`<[id]>`) where the vocabulary has it as one control
+    token (Mistral's [TOOL_CALLS]: the model writes that token, never its letters), else its text."""
+    ids = model.tokenizer.encode(fmt.marker, add_special=False, parse_special=True) if fmt.marker else []
+    if len(ids) == 1 and not model.tokenizer.token_bytes(ids[0], special=False):
+        return f"<[{ids[0]}]>"
+    return json.dumps(fmt.marker)
+
+
 def _tool_answer(job, text):
     """(message part, finish reason override or None) of a tools job's whole text: tool_calls where the model wrote
-    calls in its format, else the text. A call that does not parse is a RequestError naming the problem."""
+    calls to the declared functions in its format, else the text. A call after the format's marker that does not
+    parse, or names no declared function, is a RequestError naming the problem (without the marker, such text is
+    an answer)."""
     try:
         content, calls = job.tool_format.parse(text)
+        unknown = [c.name for c in calls if c.name not in job.tool_names]
+        marked = bool(job.tool_format.marker) and job.tool_format.marker in text
+        if unknown and not marked:
+            calls = []                    # a JSON answer, not a call
+        elif unknown:
+            raise tool_calls.ToolCallError(f"it calls {unknown[0]!r}, which is not one of the request's tools")
     except tool_calls.ToolCallError as e:
         raise RequestError(f"the model's tool call does not parse: {e}", "tools", "tool_call_parse_error") from None
     if not calls:
@@ -619,7 +641,8 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         async def handle(request):
             body = await _read_json(request)
             prompt = await run_in_threadpool(endpoint.prompt, model, body)
-            job = make_job(endpoint, body, prompt, model.n_ctx, defaults, model)
+            # (compiling a schema or grammar can take a second: not on the event loop)
+            job = await run_in_threadpool(make_job, endpoint, body, prompt, model.n_ctx, defaults, model)
             ident, now = f"{endpoint.id_prefix}-{uuid.uuid4().hex}", int(time.time())
 
             def head(kind):
@@ -666,6 +689,11 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
         if dimensions is not None and dimensions != model.config.d_model:
             raise RequestError(f"this model's embeddings have {model.config.d_model} dimensions; 'dimensions' "
                                f"cannot change that", "dimensions")
+
+        if (pooling or embeddings.file_pooling(model.metadata)) == "none":
+            raise RequestError("this server pools no embeddings (--pooling none): one vector per token has no "
+                               "place in OpenAI's embeddings response; start it with --pooling mean, cls or last",
+                               "input")
 
         def run(m):
             try:

@@ -73,14 +73,15 @@ def _parse_mistral(text):
 
 
 def _parse_json_object(args_key):
+    """A format with no marker: an answer that is not exactly a JSON object with a name is the model's text (a JSON
+    answer the user asked for stays text unless its name is a declared tool: the caller checks)."""
     def parse(text):
         body = text.strip().removeprefix("<|python_tag|>").strip()
-        if not body.startswith("{"):
+        try:
+            obj = json.loads(body) if body.startswith("{") else None
+            return (None, [_call(obj, args_key)]) if isinstance(obj, dict) and "name" in obj else (text, [])
+        except (json.JSONDecodeError, ToolCallError):
             return text, []
-        obj = _json(body, "the tool call")
-        if not isinstance(obj, dict) or "name" not in obj:
-            return text, []
-        return None, [_call(obj, args_key)]
     return parse
 
 
@@ -101,24 +102,24 @@ def _compact(schema) -> str:
 @dataclass(frozen=True)
 class ToolFormat:
     name: str
-    marker: str                             # in the chat template: it teaches this format
+    marker: str                             # in the chat template: it teaches this format; "" for none
     parse: Callable                         # text -> (content or None, [ToolCall])
-    grammar: Callable                       # functions -> a Lark grammar (llguidance) of exactly one call
+    grammar: Callable                       # (functions, the marker as a Lark literal) -> a grammar of one call
 
 
 FORMATS = (
     ToolFormat("hermes", "<tool_call>", _parse_hermes,
-               lambda tools: 'start: "<tool_call>\\n" call "\\n</tool_call>"\ncall: '
-                             + _compact(_call_schema(tools, "arguments"))),
+               lambda tools, marker: f'start: {marker} "\\n" call "\\n</tool_call>"\ncall: '
+                                     + _compact(_call_schema(tools, "arguments"))),
     ToolFormat("mistral", "[TOOL_CALLS]", _parse_mistral,
-               lambda tools: 'start: "[TOOL_CALLS]" calls\ncalls: '
-                             + _compact({"type": "array", "items": _call_schema(tools, "arguments"),
-                                         "minItems": 1, "maxItems": 1})),
+               lambda tools, marker: f"start: {marker} calls\ncalls: "
+                                     + _compact({"type": "array", "items": _call_schema(tools, "arguments"),
+                                                 "minItems": 1, "maxItems": 1})),
     ToolFormat("llama3", "<|python_tag|>", _parse_json_object("parameters"),
-               lambda tools: "start: call\ncall: " + _compact(_call_schema(tools, "parameters"))),
+               lambda tools, marker: "start: call\ncall: " + _compact(_call_schema(tools, "parameters"))),
 )
 JSON_FORMAT = ToolFormat("json", "", _parse_json_object("arguments"),
-                         lambda tools: "start: call\ncall: " + _compact(_call_schema(tools, "arguments")))
+                         lambda tools, marker: "start: call\ncall: " + _compact(_call_schema(tools, "arguments")))
 
 
 def format_for(template_source: str) -> ToolFormat:
@@ -149,7 +150,8 @@ def chosen(tool_choice, funcs) -> tuple[str, list[dict]]:
         if tool_choice == "required" and not funcs:
             raise ToolCallError("tool_choice 'required' needs tools")
         return tool_choice, funcs
-    name = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     match = [f for f in funcs if f["name"] == name]
     if not match:
         raise ToolCallError(f"tool_choice names no function of 'tools': {json.dumps(tool_choice)[:80]}")

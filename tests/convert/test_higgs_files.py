@@ -57,3 +57,13 @@ def test_hg_file_written_inspected_run_and_turned_back(tmp_path, capsys, f32_fil
     got, want = logits(hg, tokens), logits(back, tokens)
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
+
+
+def test_to_gguf_straight_to_a_higgs_type(tmp_path, capsys):
+    out = str(tmp_path / "hg3.gguf")
+    code, _, err = run(["to-gguf", os.path.join(HF, "qwen3"), "-o", out, "-t", "HG3"], capsys)
+    assert code == 0, err
+    assert "runs only in kvant" in err
+    with GGUFFile(out) as g:        # opens: its grid keys are there
+        assert "HG3" in {t.ggml_type.name for t in g.tensors.values()}
+        assert g.metadata[higgs_types.KEY_VERSION] == higgs_types.VERSION

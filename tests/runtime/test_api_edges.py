@@ -129,7 +129,10 @@ def test_embed_pools_the_final_norms_output(model):
     import numpy as np
     tokens = model.tokenize("hello there", add_bos=None)
     model.reset()
-    hidden = model.transformer.final_hidden(tokens, model.cache).astype(np.float64)
+    states = []             # the last layer's output, normed here by numpy (RMSNorm with the output norm's weights)
+    model.transformer.forward(tokens, 0, model.cache, states=states)
+    x = states[-1].astype(np.float64)
+    hidden = x / np.sqrt((x * x).mean(1, keepdims=True) + model.config.rms_eps) * model.transformer.output_norm
     for pooling, want in [("mean", hidden.mean(0)), ("last", hidden[-1]), ("cls", hidden[0])]:
         got = model.embed("hello there", pooling=pooling)
         assert np.allclose(got, want / np.linalg.norm(want), atol=1e-5)

@@ -563,3 +563,9 @@ def test_bad_schema_or_grammar_is_a_400_naming_it(client, body, field, needle):
     error = r.json()["error"]
     assert error["param"] == field and needle in error["message"] and "\n" not in error["message"]
     assert chat(client, max_tokens=1)["usage"]["completion_tokens"] == 1      # the server goes on
+
+
+def test_embeddings_without_pooling_are_a_400(model):
+    with TestClient(build_app(model, pooling="none")) as c:
+        r = c.post("/v1/embeddings", json={"input": "hello"})
+    assert r.status_code == 400 and "--pooling" in r.json()["error"]["message"]

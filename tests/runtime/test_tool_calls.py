@@ -139,3 +139,36 @@ def test_parsers(fmt, text, name, args):
     content, calls = f.parse(text)
     assert [(c.name, c.arguments) for c in calls] == [(name, args)]
     assert f.parse("just text") == ("just text", [])
+
+
+@pytest.mark.parametrize("family, answer, status, content", [
+    ("llama3", '{"name": "person", "age": 3}', 200, True),           # a JSON answer naming no tool: text
+    ("llama3", '{"not json', 200, True),
+    ("llama3", '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}', 200, False),
+    ("hermes", '<tool_call>\n{"name": "launch", "arguments": {}}\n</tool_call>', 400, None),   # an undeclared tool
+])
+def test_auto_answers_are_calls_only_to_declared_tools(tiny, monkeypatch, family, answer, status, content):
+    m = Model(tiny, n_threads=1, n_ctx=2048, chat_template=_template(family))
+    scripted = m.tokenizer.encode(answer, add_special=False)
+    with TestClient(build_app(m)) as client:
+        def scripted_tokens(*args, **kwargs):
+            yield from scripted
+        monkeypatch.setattr(m, "generate_tokens", scripted_tokens)
+        r = client.post("/v1/chat/completions", json={"messages": ASK, "tools": [WEATHER]})
+    assert r.status_code == status, r.text
+    if status == 200:
+        message = r.json()["choices"][0]["message"]
+        assert ("tool_calls" not in message) == content
+        if content:
+            assert message["content"] == answer
+
+
+def test_unusable_tool_parameters_are_a_400(family_client):
+    _, client = family_client
+    bad = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"s": {"type": "string", "pattern": "(?=a)b"}}}}}
+    r = client.post("/v1/chat/completions", json={"messages": ASK, "tools": [bad], "tool_choice": "required"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+    r = client.post("/v1/chat/completions", json={"messages": ASK, "tools": [WEATHER],
+                                                  "tool_choice": {"type": "function", "function": "f"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
