@@ -88,7 +88,7 @@ def main():
         quality.run(["qconv", "quantize", "--force", base, out, preset])
         _, size = tensor_types(out)
         bpw = 8 * size / n_weights
-        row = {"bpw": bpw, **score(out)}
+        row = {"bpw": bpw, "chunks": args.chunks, **score(out)}
         store[f"preset/{preset}"] = row
         print(preset, json.dumps(row), flush=True)
         chosen, dloss = al.solve(choices, sens.alphas, int(bpw * n_weights / 8) - fixed)
@@ -97,7 +97,7 @@ def main():
         quantize_gguf(base, out, preset_name, al.overrides_for(chosen), force=True, progress=False)
         _, size = tensor_types(out)
         runs_in_llama = not any(higgs_types.is_higgs(t) for t in chosen.values())
-        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss),
+        row = {"bpw": 8 * size / n_weights, "predicted_increase_%": 100 * math.expm1(dloss), "chunks": args.chunks,
                **score(out, runs_in_llama),
                "types": {t: sum(1 for v in chosen.values() if v == t) for t in sorted(set(chosen.values()))}}
         # a run with other candidate types is a row of its own
@@ -112,27 +112,29 @@ def main():
 
 
 def report(store):
-    lines = ["Command: `python bench/allocate_quality.py` then `--report` (SmolLM2-135M-Instruct F32 base, no importance "
-             "matrix; sensitivities on 2 chunks of the mixed calibration text, the second halves of "
+    lines = ["Command: `python bench/allocate_quality.py [--chunks K] [--presets ...] [--types ...]` then `--report` "
+             "(SmolLM2-135M-Instruct F32 base, no importance "
+             "matrix; sensitivities on K chunks of the mixed calibration text (column chunks), the second halves of "
              "../shared/corpora; scored by kvant on 8 chunks of the first halves, c=512). Predicted: the linearity "
              "theorem's perplexity increase on the calibration chunks; measured on the same chunks, then on the "
              "evaluation texts. The allocator's files are ordinary GGUF: llama-perplexity (built by "
              "bench/build_llama_bench.py) reads them and scores them on the same tokens (last columns).", "",
-             "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru | predicted +% (calibration) | "
-             "measured +% (calibration) | types | PPL en / ru by kvant | by llama.cpp |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru | chunks | predicted +% (calibration) | "
+             "measured +% (calibration) | predicted / measured | types | PPL en / ru by kvant | by llama.cpp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in store.items():
         kind, preset = key.split("/")
         size_of, _, types_from = preset.partition(" from ")
         name = f"{preset} (llama.cpp preset)" if kind == "preset" else \
             f"allocator at {size_of}'s size" + (f", from {types_from}" if types_from else "")
         pred = f"{r['predicted_increase_%']:+.2f}" if "predicted_increase_%" in r else ""
+        ratio = f"{r['predicted_increase_%'] / r['calibration_increase_%']:.2f}" if pred else ""
         types = ", ".join(f"{n} {t}" for t, n in r.get("types", {}).items())
         kv = " / ".join(f"{r[lang]['ppl_q']:.3f}" for lang in LANGS)
         lc = " / ".join(f"{r[f'{lang}_by_llama.cpp']['ppl_q']:.3f}" for lang in LANGS if f"{lang}_by_llama.cpp" in r)
         lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
-                     f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} | {pred} | "
-                     f"{r['calibration_increase_%']:+.2f} | {types} | {kv} | {lc} |")
+                     f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} | {r.get('chunks', 2)} | {pred} | "
+                     f"{r['calibration_increase_%']:+.2f} | {ratio} | {types} | {kv} | {lc} |")
     publish("ALLOCATOR", "\n".join(lines))
 
 
