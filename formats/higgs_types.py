@@ -57,9 +57,14 @@ def grid(type_name: str) -> np.ndarray:
     return g
 
 
+def _used(type_names) -> list[str]:
+    """The HIGGS types among type names, sorted."""
+    return sorted({str(t).upper() for t in type_names} & set(HIGGS_TYPES))
+
+
 def metadata(type_names) -> list[tuple[str, object]]:
     """The (key, value) pairs a file holding tensors of these types must carry (empty if none is HIGGS)."""
-    used = sorted({str(t).upper() for t in type_names} & set(HIGGS_TYPES))
+    used = _used(type_names)
     if not used:
         return []
     return [(KEY_VERSION, np.uint32(VERSION))] + [(KEY_GRID + t, grid(t).reshape(-1)) for t in used]
@@ -67,7 +72,7 @@ def metadata(type_names) -> list[tuple[str, object]]:
 
 def check_metadata(meta: dict, type_names, where: str) -> None:
     """Raise HiggsFileError unless the file's version and grids are this kvant's for every HIGGS type it uses."""
-    used = sorted({str(t).upper() for t in type_names} & set(HIGGS_TYPES))
+    used = _used(type_names)
     if not used:
         return
     version = meta.get(KEY_VERSION)

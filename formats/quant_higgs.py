@@ -8,7 +8,7 @@ least squares: the best scale for the chosen points, then the points for that sc
 A weight is then scale * grid[code][k] in the rotated basis; decoding undoes the rotation.
 
 HiggsSpec and quantize() explore variants (any p, grid, block and group size: bench/higgs_quality.py); the file
-types HG4, HG3, HG2 (higgs_types.py) are p = 2 with 64-blocks, quantized by quant_higgs_blocks (QUANTIZERS).
+types HG4, HG3, HG2 (higgs_types.py) are p = 2 with 64-blocks: quantize_rows, then pack_blocks (QUANTIZERS).
 """
 from __future__ import annotations
 
@@ -144,30 +144,26 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, spec: HiggsSpec) -> np.nda
 # ---------------------------------------------------------------- the file types HG4, HG3, HG2 (higgs_types.py)
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def quant_higgs_blocks(out, x, g, type_size):
-    """out (rows, row_bytes) uint8: each 64-block of x rotated, its pairs rounded on grid g, fp16 scale first."""
-    points = g.shape[0]
-    for r in prange(x.shape[0]):
-        v = x[r].copy()
-        fwht_row(v, BLOCK)
-        codes = np.empty(PAIRS, np.uint8)
-        trial = np.empty(PAIRS, np.uint8)
-        z = np.empty(2, np.float32)
-        dst = out[r]
-        for b in range(x.shape[1] // BLOCK):
-            scale = _quantize_group(g, v, b * BLOCK, BLOCK, codes, 0, trial, z)
-            put_f16(dst, b * type_size, scale)
-            put_codes(dst, b * type_size + 2, codes, points)
+def pack_blocks(out, codes, scales, points, type_size):
+    """out (rows, row_bytes) uint8: per 64-block its scale as fp16, then its 32 codes in the type's layout."""
+    for r in prange(out.shape[0]):
+        for b in range(scales.shape[1]):
+            put_f16(out[r], b * type_size, scales[r, b])
+            put_codes(out[r], b * type_size + 2, codes[r, b * PAIRS:(b + 1) * PAIRS], points)
 
 
 def _file_quantizer(name: str):
-    g, type_size = higgs_types.grid(name), HIGGS_TYPES[name][2]
+    g, (_, points, type_size) = higgs_types.grid(name), HIGGS_TYPES[name]
 
-    def quantize_rows(out, x, qw):
-        """quant.QUANTIZERS' signature; data-free, so the importance matrix qw is not read."""
-        quant_higgs_blocks(out, x, g, type_size)
-    quantize_rows.__name__ = f"quant_{name.lower()}"
-    return quantize_rows
+    def quantize_blocks(out, x, qw):
+        """quant.QUANTIZERS' signature; data-free, so the importance matrix qw is not read. quantize_rows with
+        p = 2 and 64-blocks, then the file's bytes."""
+        codes = np.empty((x.shape[0], x.shape[1] // 2), np.uint8)
+        scales = np.empty((x.shape[0], x.shape[1] // BLOCK), np.float32)
+        quantize_rows(codes, scales, x, g, BLOCK, BLOCK)
+        pack_blocks(out, codes, scales, points, type_size)
+    quantize_blocks.__name__ = f"quant_{name.lower()}"
+    return quantize_blocks
 
 
 QUANTIZERS = {name: _file_quantizer(name) for name in HIGGS_TYPES}

@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kvant.runtime import embeddings, tool_calls
-from kvant.runtime.logprobs import MAX_TOP
+from kvant.runtime.logprobs import check_top
 from kvant.runtime.sampling import Sampler, SamplerSettings
 from kvant.runtime.textstream import TextStream
 
@@ -260,17 +260,21 @@ def _chat_top_logprobs(body):
     k = _get(body, "top_logprobs", "an integer", None)
     if k is not None and not wanted:
         raise RequestError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
-    if k is not None and not 0 <= k <= MAX_TOP:
-        raise RequestError(f"'top_logprobs' must be from 0 to {MAX_TOP}", "top_logprobs")
-    return (k or 0) if wanted else None
+    return _top_count(k or 0, "top_logprobs") if wanted else None
 
 
 def _completion_top_logprobs(body):
     """Completions: `logprobs` is the number of alternatives (0-5 in OpenAI's API; up to 20 here)."""
     k = _get(body, "logprobs", "an integer", None)
-    if k is not None and not 0 <= k <= MAX_TOP:
-        raise RequestError(f"'logprobs' must be from 0 to {MAX_TOP}", "logprobs")
-    return k
+    return None if k is None else _top_count(k, "logprobs")
+
+
+def _top_count(k, field):
+    """k alternatives per token, checked as the API checks logprobs=k (logprobs.check_top); a 400 naming field."""
+    try:
+        return check_top(k, f"'{field}'")
+    except ValueError as e:
+        raise RequestError(str(e), field) from None
 
 
 def _token_entry(model, token, logprob):
