@@ -32,15 +32,18 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._isa import FAST, INT_KERNELS, WIDE_UNBIASED, dot4
+from ._isa import CPU_PATH, FAST, INT_KERNELS, WIDE_UNBIASED, YMM, dot4, dot4_256, maddubs, maddwd
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
                     _vec_load)
 from .actquant import q8_codes, q8_k_codes
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
 TOK = 4           # tokens sharing one load of a tile block's 8 weight vectors
+TOK256 = 2        # the same on ymm values (_gemm_codegen_256): four spilled the accumulators
 
 _I1 = ir.IntType(1)
+_V8F, _V8I32 = ir.VectorType(_F32, 8), ir.VectorType(_I32, 8)
+_V32I8, _V16I16 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
 
 
 def _vstore(builder, value, base, offset):
@@ -81,86 +84,196 @@ def _is_c(t, *dtypes):
 
 # ---------------------------------------------------------------- the GEMM of one decoded tile
 
-def _gemm_codegen(with_min, wide=False, halves=1):
+class _GemmArgs:
+    """The IR values of a tile GEMM's arguments (_gemm_signature's order)."""
+    def __init__(self, context, builder, signature, args):
+        sig = signature.args
+        self.out_p = _data(context, builder, sig[0], args[0], _F32)
+        self.ld, self.r0, self.nr = (_as_i64(builder, a) for a in args[1:4])
+        self.wt_p = _data(context, builder, sig[4], args[4], _I8)
+        self.ws_p = _data(context, builder, sig[5], args[5], _F32)
+        self.wm_p = _data(context, builder, sig[6], args[6], _F32)
+        self.xq_p = _data(context, builder, sig[7], args[7], _I8)
+        self.xd_p = _data(context, builder, sig[8], args[8], _F32)
+        self.xo_p = _data(context, builder, sig[9], args[9], _I32)
+        self.xm_p = _data(context, builder, sig[10], args[10], _F32)
+        self.n, self.nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
+        self.k = builder.mul(self.nb, _c64(32))          # a token's codes
+
+    def token_quads(self, builder, tokens, tok=TOK):
+        """tokens(builder, t0, count) for each tok tokens from 0, then for each one left."""
+        def main(b, t0, _):
+            tokens(b, t0, tok)
+            return []
+
+        t_end, _ = _loop(builder, _c64(0), self.n, _c64(tok), [], main, "tok")
+
+        def tail(b, t0, _):
+            tokens(b, t0, 1)
+            return []
+
+        _loop(builder, t_end, self.n, _c64(1), [], tail, "tail")
+
+    def x_quad(self, b, tok, i, g, lanes):
+        """Token tok's 4 codes of group g of block i, broadcast to `lanes` int32 lanes."""
+        at = b.add(b.add(b.mul(tok, self.k), b.mul(i, _c64(32))), _c64(4 * g))
+        xv = b.load(b.bitcast(b.gep(self.xq_p, [at]), _I32.as_pointer()), align=1)
+        return b.bitcast(_splat(b, xv, ir.VectorType(_I32, lanes)), ir.VectorType(_I8, 4 * lanes))
+
+
+def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
     """out[t, r0 + j] = sum_b (ws[b, j] xd[t, b]) (xo[t, b] + sum_k wt codes * xq[t, k]) (+ wm[b, j] xm[t, b])
     for every token t, j < nr (masked stores). wide: codes up to 255 (a signed value + 128, xo = -128 * code sum),
     whose offset a WIDE_UNBIASED path takes out in the dot products themselves (_isa). halves = 2: a scale per 16
     elements, each half of a block summed in an accumulator of its own (ws 32 floats and xo 2 values a block: the
-    first half's, then the second's)."""
+    first half's, then the second's). 512-bit values: the 16 rows of a tile in one vector, 32 registers."""
     unbiased = wide and WIDE_UNBIASED
     per_half = 8 // halves
     def codegen(context, builder, signature, args):
-        sig = signature.args
-        out_p = _data(context, builder, sig[0], args[0], _F32)
-        ld, r0, nr = (_as_i64(builder, a) for a in args[1:4])
-        wt_p = _data(context, builder, sig[4], args[4], _I8)
-        ws_p = _data(context, builder, sig[5], args[5], _F32)
-        wm_p = _data(context, builder, sig[6], args[6], _F32)
-        xq_p = _data(context, builder, sig[7], args[7], _I8)
-        xd_p = _data(context, builder, sig[8], args[8], _F32)
-        xo_p = _data(context, builder, sig[9], args[9], _I32)
-        xm_p = _data(context, builder, sig[10], args[10], _F32)
-        n, nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
-        module = builder.module
-        mstore = _declare(module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
+        a = _GemmArgs(context, builder, signature, args)
+        mstore = _declare(builder.module, "llvm.masked.store.v16f32.p0", ir.VoidType(),
                           [_V16F, _V16F.as_pointer(), _I32, ir.VectorType(_I1, 16)])
-        k = builder.mul(nb, _c64(32))
-        bits = builder.sub(builder.shl(_c64(1), nr), _c64(1))
+        bits = builder.sub(builder.shl(_c64(1), a.nr), _c64(1))
         mask = builder.bitcast(builder.trunc(bits, _I16), ir.VectorType(_I1, 16))
-        i32p = _I32.as_pointer()
 
-        def tokens(t0, ntok):
+        def tokens(builder, t0, ntok):
             def block(b, i, faccs):
-                wv = [_vec_load(b, wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
-                             _V64I8) for g in range(8)]
-                ws = [_vec_load(b, ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
+                wv = [_vec_load(b, a.wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
+                                _V64I8) for g in range(8)]
+                ws = [_vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
                       for h in range(halves)]
-                wm = _vec_load(b, wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
+                wm = _vec_load(b, a.wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
                 new = []
                 for t in range(ntok):
                     tok = b.add(t0, _c64(t))
-                    tb = b.add(b.mul(tok, nb), i)
-                    xrow = b.gep(xq_p, [b.add(b.mul(tok, k), b.mul(i, _c64(32)))])
-                    xd = _splat(b, b.load(b.gep(xd_p, [tb])), _V16F)
+                    tb = b.add(b.mul(tok, a.nb), i)
+                    xd = _splat(b, b.load(b.gep(a.xd_p, [tb])), _V16F)
                     f = faccs[t]
                     for h in range(halves):
                         if unbiased:
                             acc = ir.Constant(_V16I32, None)
                         else:
-                            xo = b.load(b.gep(xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
+                            xo = b.load(b.gep(a.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
                             acc = _splat(b, xo, _V16I32)
                         for g in range(per_half * h, per_half * (h + 1)):
-                            xv = b.load(b.bitcast(b.gep(xrow, [_c64(4 * g)]), i32p), align=1)
-                            xb = b.bitcast(_splat(b, xv, _V16I32), _V64I8)
-                            acc = dot4(b, acc, wv[g], xb, wide)
+                            acc = dot4(b, acc, wv[g], a.x_quad(b, tok, i, g, 16), wide)
                         f = b.fadd(f, b.fmul(b.sitofp(acc, _V16F), b.fmul(ws[h], xd), flags=("contract",)),
                                    flags=("contract",))
                     if with_min:
-                        f = b.fadd(f, b.fmul(wm, _splat(b, b.load(b.gep(xm_p, [tb])), _V16F), flags=("contract",)),
+                        f = b.fadd(f, b.fmul(wm, _splat(b, b.load(b.gep(a.xm_p, [tb])), _V16F), flags=("contract",)),
                                    flags=("contract",))
                     new.append(f)
                 return new
 
-            _, faccs = _loop(builder, _c64(0), nb, _c64(1), [(_V16F, ir.Constant(_V16F, None))] * ntok, block,
+            _, faccs = _loop(builder, _c64(0), a.nb, _c64(1), [(_V16F, ir.Constant(_V16F, None))] * ntok, block,
                              "blk")
             for t in range(ntok):
-                row = builder.add(builder.mul(builder.add(t0, _c64(t)), ld), r0)
-                dst = builder.bitcast(builder.gep(out_p, [row]), _V16F.as_pointer())
+                row = builder.add(builder.mul(builder.add(t0, _c64(t)), a.ld), a.r0)
+                dst = builder.bitcast(builder.gep(a.out_p, [row]), _V16F.as_pointer())
                 builder.call(mstore, [faccs[t], dst, ir.Constant(_I32, 4), mask])
 
-        def main(b, t0, _):
-            tokens(t0, TOK)
-            return []
-
-        t_end, _ = _loop(builder, _c64(0), n, _c64(TOK), [], main, "tok")
-
-        def tail(b, t0, _):
-            tokens(t0, 1)
-            return []
-
-        _loop(builder, t_end, n, _c64(1), [], tail, "tail")
+        a.token_quads(builder, tokens)
         return context.get_dummy_value()
     return codegen
+
+
+def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
+    """The same GEMM on ymm values (16 registers: the 512-bit version's four tokens of 16-lane accumulators and
+    eight weight vectors spilled on AVX2, 0.4x the multiplies' speed): the tile's two 8-row halves one after the
+    other, its weight vectors loaded one 4-element group at a time for four tokens. AVX2: the wide codes' |w| (and
+    w for the activations' signs, _isa.signed_pair) once per group and four tokens; the products of narrow codes
+    (at most 31: 4 x 2 x 31 x 127 per i16 lane) add up in i16 for four groups before a vpmaddwd, wide ones for two
+    where they are small (|w| < 64: the lattice types' grids, the IQ3 codebooks), else none."""
+    unbiased = wide and WIDE_UNBIASED
+    per_half = 8 // halves
+    vnni = CPU_PATH == "avxvnni"
+    split = wide and SPLIT_WIDE
+    per_sum = (2 if small else 1) if wide else 4
+    ones = ir.Constant(_V16I16, [1] * 16)
+    def codegen(context, builder, signature, args):
+        a = _GemmArgs(context, builder, signature, args)
+        mstore = _declare(builder.module, "llvm.masked.store.v8f32.p0", ir.VoidType(),
+                          [_V8F, _V8F.as_pointer(), _I32, ir.VectorType(_I1, 8)])
+        bits = builder.sub(builder.shl(_c64(1), a.nr), _c64(1))
+
+        def rows(builder, h):
+            mask = builder.bitcast(builder.trunc(builder.lshr(bits, _c64(8 * h)), _I8), ir.VectorType(_I1, 8))
+
+            def tokens(builder, t0, ntok):
+                toks = [builder.add(t0, _c64(t)) for t in range(ntok)]
+
+                def block(b, i, faccs):
+                    new = list(faccs)
+                    tbs = [b.add(b.mul(tok, a.nb), i) for tok in toks]
+                    xds = [_splat(b, b.load(b.gep(a.xd_p, [tb])), _V8F) for tb in tbs]
+                    for hh in range(halves):
+                        if unbiased:
+                            accs = [ir.Constant(_V8I32, None)] * ntok
+                        else:
+                            accs = [_splat(b, b.load(b.gep(a.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(hh))])), _V8I32)
+                                    for tb in tbs]
+                        pending = [None] * ntok
+                        for g in range(per_half * hh, per_half * (hh + 1)):
+                            at = b.add(b.mul(i, _c64(512)), _c64(64 * g + 32 * h))
+                            u = _vec_load(b, a.wt_p, at, _V32I8)
+                            if split:       # the tile's signed weights, their magnitudes nb * 512 bytes on
+                                w, mag = u, _vec_load(b, a.wt_p, b.add(at, b.mul(a.nb, _c64(512))), _V32I8)
+                            for t, tok in enumerate(toks):
+                                x = a.x_quad(b, tok, i, g, 8)
+                                if vnni:
+                                    accs[t] = dot4_256(b, accs[t], u, x)
+                                    continue
+                                if wide:
+                                    sign = _declare(b.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+                                    part = maddubs(b, mag, b.call(sign, [x, w]))
+                                else:
+                                    part = maddubs(b, u, x)
+                                pending[t] = part if pending[t] is None else b.add(pending[t], part)
+                                if (g + 1) % per_sum == 0 or g + 1 == per_half * (hh + 1):
+                                    accs[t] = b.add(accs[t], maddwd(b, pending[t], ones))
+                                    pending[t] = None
+                        ws = _vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)), _V8F)
+                        for t in range(ntok):
+                            new[t] = b.fadd(new[t], b.fmul(b.sitofp(accs[t], _V8F), b.fmul(ws, xds[t]),
+                                                           flags=("contract",)), flags=("contract",))
+                    if with_min:
+                        wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16)), _c64(8 * h)), _V8F)
+                        for t, tb in enumerate(tbs):
+                            xm = _splat(b, b.load(b.gep(a.xm_p, [tb])), _V8F)
+                            new[t] = b.fadd(new[t], b.fmul(wm, xm, flags=("contract",)), flags=("contract",))
+                    return new
+
+                _, faccs = _loop(builder, _c64(0), a.nb, _c64(1), [(_V8F, ir.Constant(_V8F, None))] * ntok, block,
+                                 "blk")
+                for t, tok in enumerate(toks):
+                    row = builder.add(builder.add(builder.mul(tok, a.ld), a.r0), _c64(8 * h))
+                    dst = builder.bitcast(builder.gep(a.out_p, [row]), _V8F.as_pointer())
+                    builder.call(mstore, [faccs[t], dst, ir.Constant(_I32, 4), mask])
+
+            a.token_quads(builder, tokens, TOK256)
+
+        for h in range(2):
+            rows(builder, h)
+        return context.get_dummy_value()
+    return codegen
+
+
+_gemm_codegen = _gemm_codegen_256 if YMM else _gemm_codegen_512
+# AVX2 multiplies wide codes as magnitudes times sign-flipped activations (_isa.signed_pair): the tile keeps both
+# (split_wide), so that each token's step reads them instead of making them again
+SPLIT_WIDE = YMM and WIDE_UNBIASED
+
+
+@njit(cache=True, inline="always")
+def split_wide(wt, nb):
+    """A decoded tile of wide codes (w + 128, wt[:nb * 512]) as the signed weights w there and |w| in
+    wt[nb * 512:]."""
+    n = nb * 512
+    signed = wt.view(np.int8)
+    for k in range(n):
+        w = np.int8(wt[k] ^ 0x80)
+        signed[k] = w
+        signed[n + k] = abs(w)
 
 
 def _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
@@ -189,9 +302,17 @@ def tile_gemm_wide(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb
 
 @intrinsic
 def tile_gemm_wide16(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
-    """tile_gemm_wide with a scale per 16 elements (the lattice types: ws 2 nb*16 f32, xo (n, 2 nb) per half)."""
+    """tile_gemm_wide with a scale per 16 elements (the lattice types: ws 2 nb*16 f32, xo (n, 2 nb) per half), the
+    weights below 64 in magnitude."""
     sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
-    return (sig, _gemm_codegen(False, True, 2)) if sig is not None else None
+    return (sig, _gemm_codegen(False, True, 2, True)) if sig is not None else None
+
+
+@intrinsic
+def tile_gemm_small(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """tile_gemm_wide for weights below 64 in magnitude (+ 128: the lattice types, the IQ3 codebooks)."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(False, True, 1, True)) if sig is not None else None
 
 
 @intrinsic
@@ -401,13 +522,16 @@ def _chunks(rows):
 
 
 @njit(cache=True, inline="always")
-def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves):
+def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves, small):
     """Every token's outputs of the decoded tile at rows r0.. (rows past the end masked), with the mins' term
-    wm * xm when has_min; wide: codes up to 255 (tile_gemm_wide), with a scale per 16 elements if halves == 2."""
+    wm * xm when has_min; wide: codes up to 255 (tile_gemm_wide; small: the weights below 64 in magnitude), with a
+    scale per 16 elements if halves == 2 (small weights only)."""
     rows = out.shape[1]
     nr = min(ROWS, rows - r0)
     if halves == 2:
         tile_gemm_wide16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+    elif wide and small:
+        tile_gemm_small(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
     elif wide:
         tile_gemm_wide(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
     elif has_min:
@@ -417,7 +541,7 @@ def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves):
 
 
 @njit(inline="always")
-def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1):
+def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1, small=False):
     """The GEMM of a type: each worker decodes its 16-row tiles one at a time with decode(wt, ws, wm, r0, *arrays)
     and multiplies every token by each (wide, halves: _multiply). Inlined only, into the type's own cached driver
     (as _common.float_matmul: numba caches no function that takes a jitted function as an argument)."""
@@ -425,13 +549,16 @@ def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1):
     rows = out.shape[1]
     nch = _chunks(rows)
     for ch in prange(nch):
-        wt = np.empty(nb * 512, np.uint8)
+        split = wide and SPLIT_WIDE
+        wt = np.empty(nb * 512 * (2 if split else 1), np.uint8)
         ws = np.empty(nb * ROWS * halves, np.float32)
         wm = np.empty(nb * ROWS, np.float32)
         t0, t1 = tile_span(ch, nch, rows, ROWS)
         for r0 in range(t0 * ROWS, t1 * ROWS, ROWS):
             decode(wt, ws, wm, r0, *arrays)
-            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves)
+            if split:
+                split_wide(wt, nb)
+            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves, small)
 
 
 # The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines

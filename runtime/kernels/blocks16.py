@@ -147,7 +147,8 @@ def _tile(wt, ws, wm, r0, q, h, d, m, iq4, has_min, has_h):
     """The group at rows r0.. in _gemm.py's TILE order, block scales ws (mins wm) at 16 b + r."""
     g = r0 // GROUP
     if q.shape[2] == 512:       # I8_16 is the TILE order
-        copy_into(wt, q[g].reshape(wt.shape[0]))
+        n = q.shape[1] * 512
+        copy_into(wt[:n], q[g].reshape(n))
     elif has_h:
         nib16h_tile(wt, q[g], h[g], q.shape[1], 0)
     else:
@@ -334,7 +335,8 @@ def _tile_xs16(wt, ws, wm, r0, q, sc, d, book):
 
 @njit(cache=True, parallel=True)
 def _gemm_xs16(out, xq, xd, xs, xm, q, sc, d, book):
-    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_xs16, (q, sc, d, book))
+    # the IQ3 lattices' codebooks are small weights (below 64), IQ4's not
+    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_xs16, (q, sc, d, book), 1, book_number(book) > 1)
 
 
 def gemm_xs16(out, codes, q, sc, d, book):

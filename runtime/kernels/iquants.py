@@ -680,9 +680,9 @@ def _gemm(out, xq, xd, xs, xm, raw, tag):
     """Prefill: 16-row tiles decoded once into _gemm's TILE order, every token multiplied by each (tile_gemm_wide,
     four tokens a load of the weights; tile_gemm_wide16 where the scales are per 16)."""
     if halves(tag) == 2:
-        tiles(out, xq, xd, _half_offsets(xq), xm, False, True, _tile, (raw, tag), 2)
+        tiles(out, xq, xd, _half_offsets(xq), xm, False, True, _tile, (raw, tag), 2, True)
     else:
-        tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile, (raw, tag), 1)
+        tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile, (raw, tag), 1, True)
 
 
 def gemm(out, codes, raw, tag):

@@ -5,11 +5,13 @@
     KVANT_TARGET_TRIPLE=aarch64-unknown-linux-gnu NUMBA_CPU_NAME=apple-m1 NUMBA_CPU_FEATURES=+neon,+dotprod \
         KVANT_CPU_PATH=dotprod python tests/runtime/emitted_instructions.py SIGNATURES.pkl
 
-SIGNATURES.pkl: {type name: numba argument types of its matvec}, written by a process on the host's own path
-(test_emitted_instructions.py; the repacked arrays are the same on every integer path). Nothing is run here, so a
-CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object:
-{type: {mnemonic: count}} for the mnemonics in MNEMONICS, with "zmm" and "ymm" counting the instructions that use
-such registers, and "{vex} vpdpbusd" AVX-VNNI's encoding of it; on AArch64 sdot, usdot and tbl.
+SIGNATURES.pkl: {"matvec": {type name: numba argument types of its matvec}, "gemm": {module.function: the argument
+types each prefill GEMM was called with}}, written by a process on the host's own path (test_emitted_instructions.py;
+the repacked arrays are the same on every integer path). Nothing is run here, so a
+CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object,
+{"matvec": {type: {mnemonic: count}}, "gemm": {module.function: {mnemonic: count}}}, for the mnemonics in
+MNEMONICS, with "zmm" and "ymm" counting the instructions that use such registers, and "{vex} vpdpbusd" AVX-VNNI's
+encoding of it; on AArch64 sdot, usdot and tbl.
 
 KVANT_TARGET_TRIPLE compiles for another architecture than this process runs on: LLVM's targets are all registered
 and numba is told the triple is the process's own before it builds its code generator. The machine code is loaded
@@ -51,16 +53,26 @@ def target_triple(triple):
 def main(path):
     if os.environ.get("KVANT_TARGET_TRIPLE"):
         target_triple(os.environ["KVANT_TARGET_TRIPLE"])
+    import importlib
     from kvant.runtime.kernels import LAYOUTS
     with open(path, "rb") as f:
         signatures = pickle.load(f)
-    result = {}
+    result = {"matvec": {}, "gemm": {}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, sig in signatures.items():
+        for name, sig in signatures["matvec"].items():
             kernel = LAYOUTS[name].matvec
             kernel.compile(sig)
-            result[name] = counts(kernel.inspect_asm(sig))
+            result["matvec"][name] = counts(kernel.inspect_asm(sig))
+        for where, sigs in signatures["gemm"].items():
+            module, name = where.rsplit(".", 1)
+            kernel = getattr(importlib.import_module(module), name)
+            found = dict.fromkeys(MNEMONICS, 0)
+            for sig in sigs:
+                kernel.compile(sig)
+                for mnemonic, count in counts(kernel.inspect_asm(sig)).items():
+                    found[mnemonic] += count
+            result["gemm"][where] = found
     print(json.dumps(result))
 
 

@@ -65,20 +65,54 @@ def expectations(path, name, found):
     return checks + [("vpmaddubsw", found["vpmaddubsw"] > 0), ("no vpdpbusd", found["vpdpbusd"] == 0)]
 
 
+OWN_256_BIT_GEMM = {"kvant.runtime.kernels.kquants_q6k16._gemm"}     # Q6_K's GEMM runs its decode step (_avx2.py)
+
+
+def gemm_expectations(path, where, found):
+    """The instructions every prefill GEMM must show on a path (the lattice types' too: their tiles are 8-bit codes)."""
+    if path in ARM_DOT:
+        return [("sdot or usdot", found["sdot"] + found["usdot"] > 0)]
+    if path == "avx512vnni":
+        return [("vpdpbusd", found["vpdpbusd"] > 0), ("zmm registers", found["zmm"] > 0)]
+    checks = [("no zmm register", found["zmm"] == 0)]
+    if path == "avxvnni" and where not in OWN_256_BIT_GEMM:
+        return checks + [("{vex} vpdpbusd", found["{vex} vpdpbusd"] > 0)]
+    return checks + [("vpmaddubsw", found["vpmaddubsw"] > 0), ("no vpdpbusd", found["vpdpbusd"] == 0)]
+
+
+def _gemm_kernels():
+    """{module.function: its compiled argument types} of the kernel modules' GEMM drivers (by name)."""
+    import sys as _sys
+    from numba.core.registry import CPUDispatcher
+    found = {}
+    for module_name, module in list(_sys.modules.items()):
+        if not module_name.startswith("kvant.runtime.kernels") or module is None:
+            continue
+        for name, value in vars(module).items():
+            if isinstance(value, CPUDispatcher) and "gemm" in name and value.__module__ == module_name:
+                if value.signatures:
+                    found[f"{module_name}.{name}"] = list(value.signatures)
+    return found
+
+
 @pytest.fixture(scope="module")
 def signatures(tmp_path_factory):
-    """Every integer type's matvec argument types, from matrices repacked on this machine's own path."""
+    """Every integer type's matvec argument types, from matrices repacked on this machine's own path, and those of
+    the GEMMs the prefill of each type runs."""
     if not INT_KERNELS:
         pytest.skip("the integer layouts' argument types come from a process on an integer path (this one: float)")
+    from kvant.runtime.kernels._gemm import INT_GEMM, int_matmul
     rng = np.random.default_rng(0)
-    found = {}
+    matvec = {}
     for name in INT_TYPES:
         raw, _ = make_weight(name, 16, 1, rng)
         qm = prepare(raw, name)
         out, x = np.empty(16, np.float32), np.empty(qm.shape[1], np.float32)
-        found[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
+        matvec[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
+        if name in INT_GEMM:
+            int_matmul(qm, np.empty((5, 16), np.float32), np.ones((5, qm.shape[1]), np.float32))
     path = tmp_path_factory.mktemp("signatures") / "signatures.pkl"
-    path.write_bytes(pickle.dumps(found))
+    path.write_bytes(pickle.dumps({"matvec": matvec, "gemm": _gemm_kernels()}))
     return path
 
 
@@ -93,7 +127,11 @@ def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatur
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     counts = json.loads(r.stdout)
-    assert sorted(counts) == INT_TYPES
-    failed = [f"{name}: {what} ({counts[name]})" for name in INT_TYPES
-              for what, holds in expectations(path, name, counts[name]) if not holds]
+    matvec, gemm = counts["matvec"], counts["gemm"]
+    assert sorted(matvec) == INT_TYPES
+    assert len(gemm) >= 6, sorted(gemm)        # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's
+    failed = [f"{name}: {what} ({matvec[name]})" for name in INT_TYPES
+              for what, holds in expectations(path, name, matvec[name]) if not holds]
+    failed += [f"{where}: {what} ({found})" for where, found in sorted(gemm.items())
+               for what, holds in gemm_expectations(path, where, found) if not holds]
     assert not failed, f"{path} on {cpu}: " + "; ".join(failed)

@@ -15,7 +15,9 @@ from kvant.runtime.kernels._isa import INT_KERNELS
 from kvant.runtime.kernels.actquant import VEC_DOT
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_kernels import make_weight  # noqa: E402
+from test_kernels import FP16_FIELDS, SPLIT_F16, as_matvec_sees, make_weight  # noqa: E402
+from gguf import GGMLQuantizationType  # noqa: E402
+from gguf.quants import dequantize  # noqa: E402
 
 needs_vnni = pytest.mark.skipif(not INT_KERNELS, reason="the integer GEMM needs an integer kernel path")
 INT_TYPES = sorted(["IQ4_NL", "IQ4_XS", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0", "TQ1_0", "TQ2_0",
@@ -46,6 +48,36 @@ def test_gemm_rows_equal_the_integer_matvec(name):
             for t in range(n):
                 qm.matvec(ref[t], x[t])
             assert (np.abs(out - ref) / bound).max() < 2e-6, (rows, nblocks, n)
+
+
+@needs_vnni
+@pytest.mark.parametrize("name", INT_TYPES)
+def test_gemm_exact_with_every_code_bit_set(name):
+    """Every code byte 0xFF (the largest code of the 4- and 5-bit types, crumbs of 2 and 3, the lattices' sign bits
+    all set) against activation codes all +127 or all -127: the AVX2 GEMM's int16 sums of several vpmaddubsw must
+    not saturate (they are exact integers, so the product is the float64 one up to float rounding)."""
+    rng = np.random.default_rng(7)
+    raw, _ = make_weight(name, 37, 2, rng)
+    fp16 = {o for o in FP16_FIELDS[name]} | ({o + 1 for o in FP16_FIELDS[name]})
+    blocks = raw.reshape(37, 2, -1)
+    for o in range(blocks.shape[2]):
+        if o not in fp16 and name not in SPLIT_F16:
+            blocks[:, :, o] = 0xFF
+    w = dequantize(raw, GGMLQuantizationType[name]).astype(np.float64)
+    qm = prepare(raw, name)
+    x = np.empty((6, w.shape[1]), np.float32)
+    x[:3], x[3:] = 1.0, -1.0
+    x[1::3] *= rng.choice([-1.0, 1.0], w.shape[1]).astype(np.float32)     # and mixed signs
+    out = np.full((6, 37), np.nan, np.float32)
+    int_matmul(qm, out, x)
+    ref = as_matvec_sees(qm, x).astype(np.float64) @ w.T
+    bound = np.abs(x).astype(np.float64) @ np.abs(w).T + 1e-30
+    # Q4_1's and Q5_1's min term takes the activations' block sums as fp16 (Q8_1, as llama.cpp): 2^-11 relative
+    assert (np.abs(out - ref) / bound).max() < 1e-3
+    matvec = np.empty_like(out)
+    for t in range(6):
+        qm.matvec(matvec[t], x[t])
+    assert (np.abs(out - matvec) / bound).max() < 2e-6
 
 
 @needs_vnni
