@@ -123,13 +123,14 @@ def _iq2_xxs_signs(src, s, ib, idx):
 
 @njit(cache=True, inline="always")
 def _iq2_xs_split(src, s, ib, idx):
-    """IQ2_XS as the integer kernels keep it (_split_xs): d, the grid indices' low bytes [32] at 2, their sign
-    bytes [32] at 34 (7 bits and parity), the 9th index bits [4] at 66, the scales [8] at 70 as the file has them."""
-    i = 4 * ib
-    p = s + 34 + i
-    lo, hi = _nibble_ls(src[s + 70 + ib])
-    return (MAG_IQ2_XS[idx[i]], MAG_IQ2_XS[idx[i + 1]], MAG_IQ2_XS[idx[i + 2]], MAG_IQ2_XS[idx[i + 3]],
-            SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]], SIGNS8[src[p + 3]], lo, hi)
+    """IQ2_XS as the integer kernels keep it (_split_xs): d, the 9-bit grid indices as u16 [32] at 2, their sign
+    bytes [32] at 66 (7 bits and parity), the scales [8] at 98 as the file has them."""
+    p = s + 2 + 8 * ib
+    q = s + 66 + 4 * ib
+    lo, hi = _nibble_ls(src[s + 98 + ib])
+    return (MAG_IQ2_XS[u16(src, p)], MAG_IQ2_XS[u16(src, p + 2)], MAG_IQ2_XS[u16(src, p + 4)],
+            MAG_IQ2_XS[u16(src, p + 6)], SIGNS8[src[q]], SIGNS8[src[q + 1]], SIGNS8[src[q + 2]], SIGNS8[src[q + 3]],
+            lo, hi)
 
 
 @njit(cache=True, inline="always")
@@ -216,6 +217,34 @@ def _iq1_m(src, s, ib, idx):
 
 
 @njit(cache=True, inline="always")
+def _iq1_indexed(src, p):
+    """The four IQ1_WORDS of the u16 indices at byte p (EXPANDED_IQ1_*: sb_indices' 12-bit indices kept in the
+    layout, IQ1_S's scales in the top bits of some)."""
+    return (IQ1_WORDS[u16(src, p) & 4095], IQ1_WORDS[u16(src, p + 2) & 4095], IQ1_WORDS[u16(src, p + 4) & 4095],
+            IQ1_WORDS[u16(src, p + 6) & 4095])
+
+
+@njit(cache=True, inline="always")
+def _iq1_s_indexed(src, s, ib, idx):
+    """IQ1_S as EXPANDED_IQ1_S keeps it: d, u16 indices[32] at 2, each 4th one's bits 12-14 the sub-block's 3-bit
+    scale (the file's qh bits 12-14)."""
+    p = s + 2 + 8 * ib
+    w0, w1, w2, w3 = _iq1_indexed(src, p)
+    ls = 2 * ((np.int64(u16(src, p)) >> 12) & 7) + 1
+    return w0, w1, w2, w3, w0, w1, w2, w3, ls, ls
+
+
+@njit(cache=True, inline="always")
+def _iq1_m_indexed(src, s, ib, idx):
+    """IQ1_M as EXPANDED_IQ1_M keeps it: fp16 d, u16 indices[32] at 2, the 1st and 3rd of each four with the 3-bit
+    scales of their sub-block's halves in bits 12-14."""
+    p = s + 2 + 8 * ib
+    w0, w1, w2, w3 = _iq1_indexed(src, p)
+    return (w0, w1, w2, w3, w0, w1, w2, w3, 2 * ((np.int64(u16(src, p)) >> 12) & 7) + 1,
+            2 * ((np.int64(u16(src, p + 4)) >> 12) & 7) + 1)
+
+
+@njit(cache=True, inline="always")
 def _d_eighth(src, s):
     return f16_to_f32(u16(src, s)) * F32(0.125)
 
@@ -288,11 +317,9 @@ def _grid_indices(qs_at, *high):
     return build
 
 
-# qs[32] at 2 (IQ1_M: at 0), and: IQ2_S qh[8] at 66, 2 more index bits per 8 weights; EXPANDED_XS the 9th bits at
-# 66, a bit per 8 weights; IQ1_S u16 qh[8] at 34, 3 more bits per 8 weights and the delta's sign (qh's top bit:
-# IQ1_WORDS' bit 11); IQ1_M qh[16] at 32, a nibble per 8 weights (low first): 3 index bits and the delta's sign
+# qs[32] at 2 (IQ1_M: at 0), and: IQ2_S qh[8] at 66, 2 more index bits per 8 weights; IQ1_S u16 qh[8] at 34, 3
+# more bits per 8 weights and the delta's sign (qh's top bit: IQ1_WORDS' bit 11); IQ1_M qh[16] at 32, a nibble per 8 weights (low first): 3 index bits and the delta's sign
 _iq2_s_indices = _grid_indices(2, (_per_group(66, 8, 2, 3), 8))
-_iq2_xs_indices = _grid_indices(2, (_per_group(66, 8, 1, 1, per_word=8), 8))
 _iq1_s_indices = _grid_indices(2, (_per_group(34, 16, 3, 7), 8), (_per_group(34, 16, 0, 1, shift=15), 11))
 _iq1_m_indices = _grid_indices(0, (_per_group(32, 8, 4, 15, per_word=2), 8))
 
@@ -387,10 +414,17 @@ EXPANDED_SIGNS = Kind(_iq2_xxs_signs, _d_eighth, 70, np.uint64, sign_bytes=(6, 8
                                        tuple(4 * ((k // 2) % 2) for k in range(16)), 15))
 # IQ2_XS the same way (78 bytes, the file 74): its u16 of a 9-bit grid index and 7 sign bits per 8 weights split
 # into an index byte (sb_indices adds the 9th bit), a sign byte, and the 9th bits
-EXPANDED_XS = Kind(_iq2_xs_split, _d_eighth, 78, np.float32, scale_per16=True, indices=_iq2_xs_indices,
-                   sign_bytes=(34, 4), scales=BitFields(70, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
+EXPANDED_XS = Kind(_iq2_xs_split, _d_eighth, 106, np.float32, scale_per16=True, sign_bytes=(66, 4),
+                   scales=BitFields(98, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
+# IQ1_S and IQ1_M with each 8 weights' 12-bit IQ1_WORDS index (sb_indices') as a u16 (66 bytes, the files 50 and
+# 56: these types' decode is bound by instructions, not bytes, and building the indices took a sixth of them;
+# decode 1.4x faster)
+EXPANDED_IQ1_S = Kind(_iq1_s_indexed, _d_eighth, 66, np.float64, word_offset=IQ1_OFFSET,
+                      scales=BitFields(2, 32, 16, tuple(4 * (k // 2) for k in range(16)), (12,) * 16, 7))
+EXPANDED_IQ1_M = Kind(_iq1_m_indexed, _d_eighth, 66, np.complex64, word_offset=IQ1_OFFSET, scale_per16=True,
+                      scales=BitFields(2, 32, 16, tuple(4 * (k // 2) + 2 * (k % 2) for k in range(16)), (12,) * 16, 7))
 _BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind
-           for kind in (*KINDS.values(), EXPANDED_SIGNS, EXPANDED_XS)}
+           for kind in (*KINDS.values(), EXPANDED_SIGNS, EXPANDED_XS, EXPANDED_IQ1_S, EXPANDED_IQ1_M)}
 
 
 def sub32(tag, src, s, ib, idx):
@@ -803,20 +837,20 @@ def _expand_signs(raw, out):
 
 @njit(cache=True, parallel=True)
 def _split_xs(raw, out):
-    """IQ2_XS rows into EXPANDED_XS' layout (out zeroed)."""
+    """IQ2_XS rows into EXPANDED_XS' layout."""
     nsb = raw.shape[1] // 74
     for r in prange(raw.shape[0]):
         src, dst = raw[r], out[r]
         for b in range(nsb):
-            s, o = 74 * b, 78 * b
+            s, o = 74 * b, 106 * b
             dst[o], dst[o + 1] = src[s], src[s + 1]
             for k in range(32):
                 v = np.int64(u16(src, s + 2 + 2 * k))
-                dst[o + 2 + k] = v & 255
-                dst[o + 34 + k] = KSIGNS[v >> 9]
-                dst[o + 66 + (k >> 3)] |= np.uint8(((v >> 8) & 1) << (k & 7))
+                dst[o + 2 + 2 * k] = v & 255
+                dst[o + 3 + 2 * k] = (v >> 8) & 1
+                dst[o + 66 + k] = KSIGNS[v >> 9]
             for k in range(8):
-                dst[o + 70 + k] = src[s + 66 + k]
+                dst[o + 98 + k] = src[s + 66 + k]
 
 
 def _repack_with(kind, expand):
@@ -828,7 +862,36 @@ def _repack_with(kind, expand):
     return repack
 
 
-EXPANDED = {"IQ2_XXS": _repack_with(EXPANDED_SIGNS, _expand_signs), "IQ2_XS": _repack_with(EXPANDED_XS, _split_xs)}
+def _iq1_indices(qs, high3, minus):
+    """IQ1 grid indices as sb_indices builds them: qs | 3 more bits << 8 | the delta's sign << 11 (all uint16)."""
+    return qs.astype(np.uint16) | (high3.astype(np.uint16) << 8) | (minus.astype(np.uint16) << 11)
+
+
+def _index_iq1_s(raw, out):
+    blocks, dst = raw.reshape(raw.shape[0], -1, 50), out.reshape(raw.shape[0], -1, 66)
+    qh = blocks[:, :, 34:50].copy().view(np.uint16)                         # (rows, nsb, 8)
+    per8 = np.repeat(qh, 4, axis=2)                                         # group k: qh[k // 4]
+    shift = (3 * (np.arange(32) % 4)).astype(np.uint16)
+    idx = _iq1_indices(blocks[:, :, 2:34], (per8 >> shift) & 7, per8 >> 15)
+    idx[:, :, ::4] |= qh & 0x7000                                           # the scales
+    dst[:, :, 0:2] = blocks[:, :, 0:2]
+    dst[:, :, 2:66] = idx.view(np.uint8).reshape(dst.shape[0], dst.shape[1], 64)
+
+
+def _index_iq1_m(raw, out):
+    blocks, dst = raw.reshape(raw.shape[0], -1, 56), out.reshape(raw.shape[0], -1, 66)
+    nibbles = np.repeat(blocks[:, :, 32:48], 2, axis=2) >> (4 * (np.arange(32) % 2)).astype(np.uint8)
+    idx = _iq1_indices(blocks[:, :, 0:32], nibbles & 7, (nibbles >> 3) & 1)
+    sc = blocks[:, :, 48:56].copy().view(np.uint16)                        # (rows, nsb, 4): 4 scales + a d nibble
+    halves = (np.repeat(sc, 4, axis=2) >> (3 * (np.arange(16) % 4)).astype(np.uint16)) & 7    # per 16 weights
+    idx[:, :, ::2] |= halves << 12
+    d = (sc[:, :, 0] >> 12) | ((sc[:, :, 1] >> 8) & 0xF0) | ((sc[:, :, 2] >> 4) & 0xF00) | (sc[:, :, 3] & 0xF000)
+    dst[:, :, 0:2] = d[:, :, None].view(np.uint8)
+    dst[:, :, 2:66] = idx.view(np.uint8).reshape(dst.shape[0], dst.shape[1], 64)
+
+
+EXPANDED = {"IQ2_XXS": _repack_with(EXPANDED_SIGNS, _expand_signs), "IQ2_XS": _repack_with(EXPANDED_XS, _split_xs),
+            "IQ1_S": _repack_with(EXPANDED_IQ1_S, _index_iq1_s), "IQ1_M": _repack_with(EXPANDED_IQ1_M, _index_iq1_m)}
 
 
 _NOTE = "the file's bytes, decoded 8 weights a table word"
