@@ -14,7 +14,8 @@ as unsigned bytes (code + a type's offset), so one vpdpbusd multiplies 4 codes o
 one token is 8 vpdpbusd into an int32 accumulator that starts at -offset * (sum of the token's codes in the block),
 then one conversion and one fused multiply-add by (the 16 rows' block scales) * (the token's block scale): 512
 multiply-adds in 12 instructions, against 32 for the float GEMM. Each weight vector is loaded once per block and
-used for TOK tokens.
+used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them) the tile's two 8-row halves run one after the
+other, TOK256 tokens a pass (_gemm_codegen_256 says why and how the AVX2 products are summed).
 
 The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, crumbs split; layouts
 that already interleave 16 rows, blocks16.py and kquants_rows16.py, only split nibbles and look up the IQ4 codebook by

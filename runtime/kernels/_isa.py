@@ -3,7 +3,7 @@
 The kernels (_vnni.py, _vnni16.py, _gemm.py) are written once in LLVM IR on 512-bit values (16 int32 lanes, 64
 bytes) and call these steps; on a 256-bit path LLVM splits every value into two ymm registers, on AArch64 into four
 128-bit ones. Where that split came out badly (spills), the 256-bit paths have their own steps on ymm values
-(_avx2.py, _vnni16._block_dot16_256).
+(_avx2.py, _vnni16._block_dot16_256, _gemm._gemm_codegen_256).
 
 dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned bytes u and signed bytes s.
 - avx512vnni: vpdpbusd.
