@@ -319,7 +319,8 @@ def _grid_indices(qs_at, *high):
 
 
 # qs[32] at 2 (IQ1_M: at 0), and: IQ2_S qh[8] at 66, 2 more index bits per 8 weights; IQ1_S u16 qh[8] at 34, 3
-# more bits per 8 weights and the delta's sign (qh's top bit: IQ1_WORDS' bit 11); IQ1_M qh[16] at 32, a nibble per 8 weights (low first): 3 index bits and the delta's sign
+# more bits per 8 weights and the delta's sign (qh's top bit: IQ1_WORDS' bit 11); IQ1_M qh[16] at 32, a nibble per 8
+# weights (low first): 3 index bits and the delta's sign
 _iq2_s_indices = _grid_indices(2, (_per_group(66, 8, 2, 3), 8))
 _iq1_s_indices = _grid_indices(2, (_per_group(34, 16, 3, 7), 8), (_per_group(34, 16, 0, 1, shift=15), 11))
 _iq1_m_indices = _grid_indices(0, (_per_group(32, 8, 4, 15, per_word=2), 8))
