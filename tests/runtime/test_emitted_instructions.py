@@ -81,17 +81,22 @@ def gemm_expectations(path, where, found):
 
 
 def _gemm_kernels():
-    """{module.function: its compiled argument types} of the kernel modules' GEMM drivers (by name)."""
-    import sys as _sys
+    """{module.function: its compiled argument types} of the kernel modules' integer GEMM drivers: named *gemm*,
+    called with int8 activation codes (the float GEMM's helpers, which other tests of the session may have compiled,
+    take floats)."""
+    from numba import types
     from numba.core.registry import CPUDispatcher
     found = {}
-    for module_name, module in list(_sys.modules.items()):
+    for module_name, module in list(sys.modules.items()):
         if not module_name.startswith("kvant.runtime.kernels") or module is None:
             continue
         for name, value in vars(module).items():
-            if isinstance(value, CPUDispatcher) and "gemm" in name and value.__module__ == module_name:
-                if value.signatures:
-                    found[f"{module_name}.{name}"] = list(value.signatures)
+            if not (isinstance(value, CPUDispatcher) and "gemm" in name and value.__module__ == module_name):
+                continue
+            sigs = [sig for sig in value.signatures
+                    if any(isinstance(t, types.Array) and t.dtype == types.int8 for t in sig)]
+            if sigs:
+                found[f"{module_name}.{name}"] = sigs
     return found
 
 
