@@ -198,6 +198,7 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                           [_V8F, _V8F.as_pointer(), _I32, ir.VectorType(_I1, 8)])
         mload = _declare(builder.module, "llvm.masked.load.v8f32.p0", _V8F,
                          [_V8F.as_pointer(), _I32, ir.VectorType(_I1, 8), _V8F])
+        psign = _declare(builder.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8]) if split else None
         bits = builder.sub(builder.shl(_c64(1), a.nr), _c64(1))
         zero = ir.Constant(_V8F, None)
 
@@ -235,8 +236,7 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                                     accs[t] = dot4_256(b, accs[t], u, x)
                                     continue
                                 if wide:
-                                    sign = _declare(b.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
-                                    part = maddubs(b, mag, b.call(sign, [x, w]))
+                                    part = maddubs(b, mag, b.call(psign, [x, w]))
                                 else:
                                     part = maddubs(b, u, x)
                                 pending[t] = part if pending[t] is None else b.add(pending[t], part)

@@ -414,8 +414,8 @@ KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items(
 EXPANDED_SIGNS = Kind(_iq2_xxs_signs, _d_eighth, 70, np.uint64, sign_bytes=(6, 8),
                       scales=BitFields(66, 4, 8, tuple(k // 4 for k in range(16)),
                                        tuple(4 * ((k // 2) % 2) for k in range(16)), 15))
-# IQ2_XS the same way (78 bytes, the file 74): its u16 of a 9-bit grid index and 7 sign bits per 8 weights split
-# into an index byte (sb_indices adds the 9th bit), a sign byte, and the 9th bits
+# IQ2_XS the same way (106 bytes, the file 74): its u16 of a 9-bit grid index and 7 sign bits per 8 weights split
+# into the index as a u16 (no sb_indices: see EXPANDED_IQ1_* below) and a sign byte
 EXPANDED_XS = Kind(_iq2_xs_split, _d_eighth, 106, np.float32, scale_per16=True, sign_bytes=(66, 4),
                    scales=BitFields(98, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
 # IQ1_S and IQ1_M with each 8 weights' 12-bit IQ1_WORDS index (sb_indices') as a u16 (66 bytes, the files 50 and
@@ -885,8 +885,8 @@ def _index_iq1_m(raw, out):
     nibbles = np.repeat(blocks[:, :, 32:48], 2, axis=2) >> (4 * (np.arange(32) % 2)).astype(np.uint8)
     idx = _iq1_indices(blocks[:, :, 0:32], nibbles & 7, (nibbles >> 3) & 1)
     sc = blocks[:, :, 48:56].copy().view(np.uint16)                        # (rows, nsb, 4): 4 scales + a d nibble
-    halves = (np.repeat(sc, 4, axis=2) >> (3 * (np.arange(16) % 4)).astype(np.uint16)) & 7    # per 16 weights
-    idx[:, :, ::2] |= halves << 12
+    per16 = (np.repeat(sc, 4, axis=2) >> (3 * (np.arange(16) % 4)).astype(np.uint16)) & 7     # scale per 16 weights
+    idx[:, :, ::2] |= per16 << 12
     d = (sc[:, :, 0] >> 12) | ((sc[:, :, 1] >> 8) & 0xF0) | ((sc[:, :, 2] >> 4) & 0xF00) | (sc[:, :, 3] & 0xF000)
     dst[:, :, 0:2] = d[:, :, None].view(np.uint8)
     dst[:, :, 2:66] = idx.view(np.uint8).reshape(dst.shape[0], dst.shape[1], 64)
