@@ -8,10 +8,24 @@ from __future__ import annotations
 
 from .chat_template import CHATML
 
-# Gemma (2 and 3): a system prompt opens the first user turn; the assistant's role is "model".
+# Gemma (2 and 3): a system prompt opens the first user turn; the assistant's role is "model". Content may be a list
+# of parts (OpenAI's shape): text parts trimmed, an image part as Gemma 3's <start_of_image>; a list system prompt
+# gives its first part's text. Renders as Gemma 3's own template (tests/fixtures/chat_templates/extra).
 GEMMA = """{{ bos_token }}
+{%- macro text(content) -%}
+    {%- if content is string -%}
+        {{ content | trim }}
+    {%- elif content is iterable and content is not mapping -%}
+        {%- for part in content -%}
+            {{ '<start_of_image>' if part['type'] == 'image' else (part['text'] | trim if part['type'] == 'text' else '') }}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception('Invalid content type') }}
+    {%- endif -%}
+{%- endmacro -%}
 {%- if messages and messages[0]['role'] == 'system' -%}
-    {%- set prefix = messages[0]['content'] + '\n\n' -%}
+    {%- set system = messages[0]['content'] -%}
+    {%- set prefix = (system if system is string else system[0]['text']) + '\n\n' -%}
     {%- set turns = messages[1:] -%}
 {%- else -%}
     {%- set prefix = '' -%}
@@ -22,7 +36,7 @@ GEMMA = """{{ bos_token }}
         {{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
     {%- endif -%}
     {{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' }}
-    {{- (prefix if loop.first else '') + message['content'] | trim }}
+    {{- (prefix if loop.first else '') + text(message['content']) }}
     {{- '<end_of_turn>\n' }}
 {%- endfor -%}
 {%- if add_generation_prompt -%}

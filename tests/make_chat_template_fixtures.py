@@ -6,7 +6,9 @@
 The templates are the collection llama.cpp keeps for its own template tests (vendor/llama.cpp/models/templates in the
 llama-cpp-python sdist, fetched with `pip download llama-cpp-python --no-deps --no-binary :all:` when not given):
 Qwen, Llama, Mistral, Gemma, DeepSeek, Kimi, GLM, Command-R, Granite, Phi, Hermes and more, as their model repos ship
-them. They are copied into tests/fixtures/chat_templates/templates/, and each is rendered by transformers'
+them. They are copied into tests/fixtures/chat_templates/templates/, joined by those in
+tests/fixtures/chat_templates/extra/ (templates of models kvant's catalog runs that the collection lacks, as their
+model repos ship them: Gemma 3's, from google/gemma-3-*-it's tokenizer_config.json), and each is rendered by transformers'
 render_jinja_template (what apply_chat_template calls) for every conversation in CONVERSATIONS, with
 add_generation_prompt, bos_token "<s>", eos_token "</s>" and strftime_now fixed at FIXED_NOW; the text, or the error
 when transformers raises, goes to tests/fixtures/chat_templates/expected.json.
@@ -24,6 +26,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fixtures", "chat_templates")
+EXTRA = os.path.join(OUT, "extra")
 FIXED_NOW = datetime.datetime(2026, 3, 14, 9, 26, 53)
 SPECIALS = {"bos_token": "<s>", "eos_token": "</s>"}
 
@@ -53,6 +56,9 @@ CONVERSATIONS = {
         {"role": "assistant", "content": "", "tool_calls": [CALL]},
         {"role": "tool", "tool_call_id": "abc123xyz", "name": "get_weather", "content": "{\"temperature\": -3}"}],
         [WEATHER]),
+    "content parts": ([
+        {"role": "system", "content": [{"type": "text", "text": "Answer in one word."}]},
+        {"role": "user", "content": [{"type": "text", "text": " Столица Франции? "}]}], None),
 }
 
 
@@ -89,8 +95,9 @@ def main():
     expected = {"source": source, "transformers": __import__("transformers").__version__, "specials": SPECIALS,
                 "now": FIXED_NOW.isoformat(), "templates": {}}
     for path in paths:
+        shutil.copyfile(path, os.path.join(templates, os.path.basename(path)))
+    for path in paths + sorted(glob.glob(os.path.join(EXTRA, "*.jinja"))):
         name = os.path.basename(path)
-        shutil.copyfile(path, os.path.join(templates, name))
         with open(path, encoding="utf-8") as f:
             source_text = f.read()
         rendered = {}
@@ -105,7 +112,7 @@ def main():
     with open(os.path.join(OUT, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False, indent=1)
     ok = sum("text" in r for t in expected["templates"].values() for r in t.values())
-    print(f"{len(paths)} templates, {ok} renderings, the rest raise in transformers")
+    print(f"{len(expected['templates'])} templates, {ok} renderings, the rest raise in transformers")
 
 
 if __name__ == "__main__":

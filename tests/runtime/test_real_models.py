@@ -172,8 +172,11 @@ def test_gemma_chat_through_stdin_in_gemmas_format(gemma3_path):
     assert "using the Gemma format (its vocabulary has <start_of_turn>)" in r.stderr
     assert r.stdout.strip() and "<|im_start|>" not in r.stdout and "<start_of_turn>" not in r.stdout
     from kvant.runtime import Model
+    from kvant.runtime.chat_families import GEMMA
     with Model(gemma3_path, n_threads=2) as m:
         prompt = m.template.render([{"role": "user", "content": "Какая столица России?"}])
+        # the format that renders as transformers renders Gemma 3's own template (test_chat_templates_real.py)
+        assert m.template.source == GEMMA
     assert prompt == "<bos><start_of_turn>user\nКакая столица России?<end_of_turn>\n<start_of_turn>model\n"
 
 
