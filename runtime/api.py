@@ -78,6 +78,9 @@ class Model:
         self.config = Config.from_metadata(md)
         self.tokenizer = Tokenizer.from_metadata(md)
         self.template, self.template_note = self._chat_template(chat_template)    # a bad one fails before the weights
+        # a file may carry a second template for conversations with tools (llama.cpp and transformers pick it then)
+        tool_use = md.get("tokenizer.chat_template.tool_use") if chat_template is None else None
+        self.tool_template = self._chat_template(tool_use)[0] if isinstance(tool_use, str) and tool_use else None
         check_weights(self.file, self.config)
         if before_weights is not None:
             before_weights()
@@ -117,6 +120,11 @@ class Model:
         specials = {f"{name}_token": self._token_text(md.get(f"tokenizer.ggml.{key}_token_id"))
                     for name, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding"))}
         return ChatTemplate(source, special_tokens=specials), note
+
+    def template_for(self, tools) -> ChatTemplate:
+        """The chat template a conversation renders with: the file's tool_use one where it has one and tools are
+        offered, else the chat template."""
+        return self.tool_template if tools and self.tool_template is not None else self.template
 
     def _token_text(self, token_id):
         n_tokens = len(self.file.metadata.get("tokenizer.ggml.tokens") or ())

@@ -221,7 +221,7 @@ def chat_prompt(model, body) -> list[int]:
     _, funcs = tool_setup(model, body)           # tool_choice "none" still shows them, as OpenAI's API does
     tools = [{"type": "function", "function": f} for f in funcs] or None
     try:
-        text = model.template.render(messages, add_generation_prompt=True, tools=tools)
+        text = model.template_for(tools).render(messages, add_generation_prompt=True, tools=tools)
     except ValueError as e:               # the template refused the conversation (raise_exception, ...)
         raise RequestError(str(e), "messages") from None
     # the template writes BOS itself where the model wants one
@@ -380,7 +380,7 @@ def make_job(endpoint: Endpoint, body, prompt, n_ctx, defaults: SamplerSettings,
     if endpoint is CHAT and model is not None:
         mode, funcs = tool_setup(model, body)
         if mode != "none":
-            tool_format = tool_calls.format_for(model.template.source)
+            tool_format = tool_calls.format_for(model.template_for(funcs).source)
         if mode == "required":              # the call is grammar-constrained: it always parses
             if constraint is not None:
                 raise RequestError("a required tool call cannot also have a response format", "tool_choice")

@@ -29,7 +29,8 @@ def vocab():
     return tokens, types
 
 
-def write_tiny_model(path, arch="llama", seed=0, weight_type="Q8_0", tensor_type_override=None):
+def write_tiny_model(path, arch="llama", seed=0, weight_type="Q8_0", tensor_type_override=None,
+                     tool_use_template=None):
     rng = np.random.default_rng(seed)
     tokens, types = vocab()
     n_vocab = len(tokens)
@@ -51,7 +52,9 @@ def write_tiny_model(path, arch="llama", seed=0, weight_type="Q8_0", tensor_type
     w.add_bos_token_id(tokens.index("<|endoftext|>"))
     w.add_eos_token_id(tokens.index("<|im_end|>"))
     w.add_add_bos_token(False)
-    w.add_chat_template(TEMPLATE)
+    # (the gguf package writes named templates as tokenizer.chat_template.<name>, as llama.cpp reads them)
+    w.add_chat_template(TEMPLATE if tool_use_template is None else
+                        [{"name": "default", "template": TEMPLATE}, {"name": "tool_use", "template": tool_use_template}])
     qtype = gguf.GGMLQuantizationType[weight_type]
 
     def matrix(name, rows, cols):

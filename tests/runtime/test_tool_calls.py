@@ -172,3 +172,23 @@ def test_unusable_tool_parameters_are_a_400(family_client):
     r = client.post("/v1/chat/completions", json={"messages": ASK, "tools": [WEATHER],
                                                   "tool_choice": {"type": "function", "function": "f"}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
+
+
+def test_a_files_tool_use_template_renders_conversations_with_tools(tmp_path):
+    """A file with a second template named tool_use (tokenizer.chat_template.tool_use) renders with it when tools are
+    offered, as llama.cpp and transformers do, and its tool-call format is the one parsed; without tools, and when a
+    template is given, the chat template."""
+    from tiny_model import TEMPLATE, write_tiny_model
+    path = str(write_tiny_model(tmp_path / "t.gguf", tool_use_template=_template("hermes")))
+    m = Model(path, n_threads=1, n_ctx=2048)
+    assert m.metadata["tokenizer.chat_template.tool_use"] == _template("hermes")
+    assert m.template_for(None).source == TEMPLATE and m.template_for([WEATHER]).source == _template("hermes")
+    assert Model(path, n_threads=1, chat_template=TEMPLATE).tool_template is None
+    with TestClient(build_app(m)) as client:
+        r = _post(client, tools=[WEATHER], tool_choice="required", seed=1)
+        assert r["choices"][0]["finish_reason"] == "tool_calls"
+        json.loads(r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        from kvant.runtime.server import chat_prompt
+        shown = m.detokenize(chat_prompt(m, {"messages": ASK, "tools": [WEATHER]}), special=True)
+        assert "<tools>" in shown and "get_weather" in shown
+        assert "<tools>" not in m.detokenize(chat_prompt(m, {"messages": ASK}), special=True)
