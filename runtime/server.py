@@ -547,6 +547,12 @@ def _tool_answer(job, text):
     return {"role": "assistant", "content": content, "tool_calls": [c.openai() for c in calls]}, "tool_calls"
 
 
+def _unsent(content, sent):
+    """What of a tools answer's content is still to stream, after `sent` went out as it was written (the parsed
+    content may differ from it in whitespace only around a call: then nothing more)."""
+    return (content[len(sent):] if content and content.startswith(sent) else "") or None
+
+
 def _choice(part, reason, logprobs=None):
     return {"index": 0, **part, "logprobs": logprobs, "finish_reason": reason}
 
@@ -610,7 +616,7 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
 
     async def stream(endpoint, head, events, job):
         chunk = head(endpoint.chunk_object)
-        offset, held = 0, []              # a tools job's text is held back until it can be parsed
+        offset, answer, sent = 0, "", 0   # a tools job's text so far, and how much of it went out as content
         async with contextlib.aclosing(events):
             if endpoint.opening is not None:
                 yield _event({**chunk, "choices": [_choice(endpoint.opening, None)]})
@@ -619,8 +625,10 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
                     if isinstance(event, Finish):
                         reason = event.reason
                         if job.tool_format is not None:
-                            message, override = _tool_answer(job, "".join(held))
-                            delta = {k: v for k, v in message.items() if k != "role" and v is not None}
+                            message, override = _tool_answer(job, answer)
+                            delta = {k: v for k, v in message.items() if k not in ("role", "content")}
+                            rest = _unsent(message.get("content"), answer[:sent])
+                            delta = {"content": rest, **delta} if rest else delta
                             if "tool_calls" in delta:
                                 delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(delta["tool_calls"])]
                             yield _event({**chunk, "choices": [_choice({"delta": delta}, None)]})
@@ -629,8 +637,12 @@ def build_app(model, name: str | None = None, defaults: SamplerSettings = Sample
                         if job.include_usage:
                             yield _event({**chunk, "choices": [], "usage": _usage(event.stats)})
                         finished(event)
-                    elif job.tool_format is not None:
-                        held.append(event.text)
+                    elif job.tool_format is not None:   # text streams until a call may have begun
+                        answer += event.text
+                        ready = job.tool_format.streamable(answer)
+                        if ready > sent:
+                            yield _event({**chunk, "choices": [_choice(endpoint.piece(answer[sent:ready]), None)]})
+                            sent = ready
                     else:
                         logprobs = None if job.top_logprobs is None else \
                             endpoint.logprobs(model, event.logprobs, offset)

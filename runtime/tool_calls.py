@@ -105,6 +105,22 @@ class ToolFormat:
     marker: str                             # in the chat template: it teaches this format; "" for none
     parse: Callable                         # text -> (content or None, [ToolCall])
     grammar: Callable                       # (functions, the marker as a Lark literal) -> a grammar of one call
+    calls_anywhere: bool = True             # a call starts at the marker wherever it is; else it is the whole answer
+
+    def streamable(self, text: str) -> int:
+        """How many leading characters of an answer so far are text whatever comes next, so that they can be
+        streamed as content before the answer ends: all before a call's start or what may still become one."""
+        if not self.calls_anywhere:          # a JSON object (after the marker token, where there is one) is a call
+            body = text.lstrip()
+            undecided = not body or (self.marker or "{").startswith(body) or body.startswith(("{", self.marker or "{"))
+            return 0 if undecided else len(text)
+        if not text or text[0].isspace():    # stripped before a call, kept in a plain answer: known at the end
+            return 0
+        found = text.find(self.marker)
+        if found < 0:                         # hold a tail that may be the marker's beginning
+            found = len(text) - next((k for k in range(min(len(self.marker) - 1, len(text)), 0, -1)
+                                      if text.endswith(self.marker[:k])), 0)
+        return len(text[:found].rstrip())     # (whitespace before a call is stripped too)
 
 
 FORMATS = (
@@ -116,10 +132,10 @@ FORMATS = (
                                      + _compact({"type": "array", "items": _call_schema(tools, "arguments"),
                                                  "minItems": 1, "maxItems": 1})),
     ToolFormat("llama3", "<|python_tag|>", _parse_json_object("parameters"),
-               lambda tools, marker: "start: call\ncall: " + _compact(_call_schema(tools, "parameters"))),
+               lambda tools, marker: "start: call\ncall: " + _compact(_call_schema(tools, "parameters")), False),
 )
 JSON_FORMAT = ToolFormat("json", "", _parse_json_object("arguments"),
-                         lambda tools, marker: "start: call\ncall: " + _compact(_call_schema(tools, "arguments")))
+                         lambda tools, marker: "start: call\ncall: " + _compact(_call_schema(tools, "arguments")), False)
 
 
 def format_for(template_source: str) -> ToolFormat:

@@ -192,3 +192,47 @@ def test_a_files_tool_use_template_renders_conversations_with_tools(tmp_path):
         shown = m.detokenize(chat_prompt(m, {"messages": ASK, "tools": [WEATHER]}), special=True)
         assert "<tools>" in shown and "get_weather" in shown
         assert "<tools>" not in m.detokenize(chat_prompt(m, {"messages": ASK}), special=True)
+
+
+@pytest.mark.parametrize("name, text, ready", [
+    ("hermes", "Let me check.\n<tool_call>\n{", len("Let me check.")),
+    ("hermes", "Let me check. <tool", len("Let me check.")),
+    ("hermes", "Plain words", len("Plain words")),
+    ("hermes", "\nLeading space", 0),
+    ("mistral", "Sure[TOOL_CALLS][{", len("Sure")),
+    ("mistral", "Sure [TOOL_", len("Sure")),
+    ("llama3", '{"name"', 0), ("llama3", "<|python", 0), ("llama3", "<|python_tag|>{", 0), ("llama3", " ", 0),
+    ("llama3", " It is sunny", len(" It is sunny")),
+    ("json", "{", 0), ("json", "It is {", len("It is {"))])
+def test_streamable_text_stops_where_a_call_may_begin(name, text, ready):
+    fmt = next(f for f in tool_calls.FORMATS + (tool_calls.JSON_FORMAT,) if f.name == name)
+    assert fmt.streamable(text) == ready
+
+
+@pytest.mark.parametrize("family, answer", [
+    ("hermes", 'Let me look that up.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", '
+               '"unit": "celsius"}}\n</tool_call>'),
+    ("hermes", "No tools needed: it is sunny."),
+    ("mistral", 'Checking.[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}]'),
+    ("llama3", "It is sunny in Oslo today."),
+    ("llama3", '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}')])
+def test_streamed_content_under_tools_arrives_before_the_end_and_equals_the_whole(tiny, monkeypatch, family, answer):
+    """Under tool_choice auto, text streams as it is written up to where a call may begin; the content of the
+    stream and the calls equal the non-streamed answer's."""
+    m = Model(tiny, n_threads=1, n_ctx=2048, chat_template=_template(family))
+    scripted = m.tokenizer.encode(answer, add_special=False, parse_special=True)
+    body = {"messages": ASK, "tools": [WEATHER]}
+    with TestClient(build_app(m)) as client:
+        def scripted_tokens(*args, **kwargs):
+            yield from scripted
+        monkeypatch.setattr(m, "generate_tokens", scripted_tokens)
+        whole = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+        chunks = _events(client.post("/v1/chat/completions", json={**body, "stream": True}))
+    choices = [c["choices"][0] for c in chunks if c.get("choices")]
+    pieces = [c["delta"].get("content") or "" for c in choices]
+    assert "".join(pieces) == (whole["content"] or "")
+    calls = [t for c in choices for t in c["delta"].get("tool_calls", [])]
+    assert [c["function"] for c in calls] == [c["function"] for c in whole.get("tool_calls", [])]
+    if whole["content"] and len(whole["content"]) > 8:     # the first words went out before the answer ended
+        end = next(i for i, c in enumerate(choices) if c["finish_reason"])
+        assert next(i for i, p in enumerate(pieces) if p) < end - 1
