@@ -132,6 +132,7 @@ def put_f16(dst, p, f):
 # cache key, so every configuration is cached on its own.
 
 _JIT = dict(cache=True, error_model="numpy")
+QX_CANDIDATES = 24      # make_qx_quants' 19 inverse scales, padded to three 8-lane vectors
 
 
 @njit(inline="always", **_JIT)
@@ -154,32 +155,32 @@ def _make_qx_quants(n, nmax, x, L, w):
         for i in range(n):
             L[i] = 0
         return f32(0.0)
-    iscale = f32(-nmax) / mx
-    sumlx = f32(0.0)
-    suml2 = f32(0.0)
+    # The 19 inverse scales llama.cpp tries one after the other (-nmax / mx first, then is = -9..9 without 0) are
+    # independent: their sums are accumulated side by side, each still in element order (the same float32
+    # rounding), then compared in llama.cpp's order. A candidate's sums otherwise form one serial chain of adds.
+    iscale = np.zeros(QX_CANDIDATES, np.float32)    # (padded to whole vectors: the last five stay 0)
+    iscale[0] = f32(-nmax) / mx
+    for k in range(1, 19):
+        is_ = k - 10 if k < 10 else k - 9
+        iscale[k] = -(f32(nmax) + f32(0.1) * f32(is_)) / mx
+    sumlx = np.zeros(QX_CANDIDATES, np.float32)
+    suml2 = np.zeros(QX_CANDIDATES, np.float32)
     for i in range(n):
-        l = max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-        L[i] = l + nmax
-        fl = f32(l)
-        sumlx += w[i] * x[i] * fl
-        suml2 += w[i] * fl * fl
-    scale = sumlx / suml2 if suml2 != 0 else f32(0.0)
-    best = scale * sumlx
-    for is_ in range(-9, 10):
-        if is_ == 0:
-            continue
-        iscale = -(f32(nmax) + f32(0.1) * f32(is_)) / mx
-        sumlx = f32(0.0)
-        suml2 = f32(0.0)
-        for i in range(n):
-            fl = f32(max(-nmax, min(nmax - 1, nearest_int(iscale * x[i]))))
-            sumlx += w[i] * x[i] * fl
-            suml2 += w[i] * fl * fl
-        if suml2 > 0 and sumlx * sumlx > best * suml2:
-            for i in range(n):
-                L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale * x[i])))
-            scale = sumlx / suml2
-            best = scale * sumlx
+        wx = w[i] * x[i]
+        for k in range(QX_CANDIDATES):
+            fl = f32(max(-nmax, min(nmax - 1, nearest_int(iscale[k] * x[i]))))
+            sumlx[k] += wx * fl
+            suml2[k] += w[i] * fl * fl
+    scale = sumlx[0] / suml2[0] if suml2[0] != 0 else f32(0.0)
+    best = scale * sumlx[0]
+    chosen = 0
+    for k in range(1, 19):
+        if suml2[k] > 0 and sumlx[k] * sumlx[k] > best * suml2[k]:
+            chosen = k
+            scale = sumlx[k] / suml2[k]
+            best = scale * sumlx[k]
+    for i in range(n):
+        L[i] = nmax + max(-nmax, min(nmax - 1, nearest_int(iscale[chosen] * x[i])))
     return scale
 
 
