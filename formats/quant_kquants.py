@@ -12,12 +12,12 @@ import numpy as np
 from numba import njit, prange
 
 from .quant_common import (f32, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS, nearest_int, put_u16, q3_search,
-                           qkx_search, qp_search, qx_search)
+                           qkx_lanes_search, qkx_search, qp_search, qx_search)
 
 QK_K = 256
 # The searches each quantizer uses, as in ggml-quants.c (qkx2 = strict False, qkx3 = strict True).
 Q2_K_REF = qkx_search(3, -0.5, 0.1, 15, True, False)
-Q2_K_IM = qkx_search(3, -0.9, 0.05, 36, False, True)
+Q2_K_IM = qkx_lanes_search(3, -0.9, 0.05, 36, False, True)        # the 16 sub-blocks of a super-block at once
 Q2_K_SCALES = qp_search(15)
 Q3_K_REF = q3_search(4)
 Q3_K_IM = qx_search(4)
@@ -50,9 +50,10 @@ def _imatrix_weights(weight, x, qw, o, n, sigma2):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _scale_min_work(n_sub, sub_len):
-    """One row's work arrays for the (scale, min) K-quants Q2_K, Q4_K, Q5_K: codes L, trial codes Laux, weights,
-    sub-block scales, mins and weight sums, and the scale and min codes Ls, Lm."""
-    return (np.empty(QK_K, np.uint8), np.empty(sub_len, np.uint8), np.empty(sub_len, np.float32),
+    """One row's work arrays for the (scale, min) K-quants Q2_K, Q4_K, Q5_K: codes L, trial codes Laux, weights
+    (a super-block's: Q2_K searches its sub-blocks at once), sub-block scales, mins and weight sums, and the scale
+    and min codes Ls, Lm."""
+    return (np.empty(QK_K, np.uint8), np.empty(sub_len, np.uint8), np.empty(QK_K, np.float32),
             np.empty(n_sub, np.float32), np.empty(n_sub, np.float32), np.empty(n_sub, np.float32),
             np.empty(n_sub, np.uint8), np.empty(n_sub, np.uint8))
 
@@ -74,8 +75,8 @@ def _q2_k_block(dst, x, qw, has_qw, work):
     if has_qw:
         sigma2 = _sum_sq(x, QK_K) / f32(QK_K)
         for j in range(16):
-            sw[j] = _imatrix_weights(weight, x, qw, 16 * j, 16, sigma2)
-            scales[j], mins[j] = Q2_K_IM(16, x[16 * j:16 * j + 16], weight, L[16 * j:16 * j + 16], Laux)
+            sw[j] = _imatrix_weights(weight[16 * j:], x, qw, 16 * j, 16, sigma2)
+        Q2_K_IM(16, 16, x, weight, L, scales, mins)
         dm = Q2_K_SCALES(16, scales, Ls, sw)
         mm = Q2_K_SCALES(16, mins, Lm, sw)
         hd = fp32_to_fp16(dm)

@@ -245,3 +245,31 @@ def test_every_search_variant_has_a_name_of_its_own():
         constants.setdefault(v.py_func.__qualname__, set()).add(cells)
     assert len(variants) >= 15
     assert all(len(c) == 1 for c in constants.values()), {n: c for n, c in constants.items() if len(c) > 1}
+
+
+@pytest.mark.parametrize("params, n, S", [((3, -0.9, 0.05, 36, False, True), 16, 16),
+                                          ((3, -0.5, 0.1, 15, True, False), 16, 16),
+                                          ((15, -0.9, 0.05, 36, False, True), 32, 8)])
+def test_lane_search_equals_one_sub_block_at_a_time(params, n, S):
+    """qkx_lanes_search gives the codes, scales and mins (to the bit) of S calls of the scalar qkx_search, also for
+    the lanes it hands back to that one (zero sub-blocks: the search gives up), all positive or all negative
+    sub-blocks, constant ones, very narrow ranges."""
+    from kvant.formats.quant_common import qkx_lanes_search, qkx_search
+    one, lanes = qkx_search(*params), qkx_lanes_search(*params)
+    rng = np.random.default_rng(7)
+    blocks = (rng.standard_normal((300, S, n)) * rng.uniform(1e-3, 2, (300, S, 1))).astype(np.float32)
+    blocks[::3, 0] = 0.25
+    blocks[::4, 1] = np.abs(blocks[::4, 1])
+    blocks[::5, 2] = -np.abs(blocks[::5, 2]) - 1
+    blocks[::6, 3] = -1 - np.abs(blocks[::6, 3]) * 1e-6
+    blocks[::7, 4] = 0
+    weights = (rng.uniform(0, 2, blocks.shape) * np.sqrt(1e-3 + blocks * blocks)).astype(np.float32)
+    for x, w in zip(blocks.reshape(300, -1), weights.reshape(300, -1)):
+        L, scales, mins = np.zeros(S * n, np.uint8), np.zeros(S, np.float32), np.zeros(S, np.float32)
+        lanes(n, S, x, w, L, scales, mins)
+        for j in range(S):
+            Lj, aux = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+            scale, minus_min = one(n, x[j * n:(j + 1) * n], w[j * n:(j + 1) * n], Lj, aux)
+            assert np.array_equal(L[j * n:(j + 1) * n], Lj), j
+            assert np.float32(scale).tobytes() == scales[j].tobytes() and np.float32(minus_min).tobytes() == \
+                mins[j].tobytes(), j
