@@ -128,11 +128,17 @@ def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
     q8_k_codes(xn, xd, x)
     _X_ORDER(xq, xn)
     block_sums(xs, xn, xd)
+    nsb = xs.shape[0] // 8
+    for s in range(nsb):                # per super-block, once: a row's offset is then one term per 256 weights
+        total = F32(0.0)
+        for b in range(8):
+            total += xs[8 * s + b]
+        xs[s] = total
     for r in prange(out.shape[0]):
         dr = d[r]
         offset = F32(0.0)
-        for b in range(xs.shape[0]):
-            offset += dr[b >> 3] * xs[b]
+        for s in range(nsb):
+            offset += dr[s] * xs[s]
         out[r] = _ROW_DOT(c[r], dr, xq, xd) - offset
 
 
