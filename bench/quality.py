@@ -107,6 +107,18 @@ def bits_per_weight(path):
     return 8 * sum(int(t.n_bytes) for t in tensors) / sum(int(t.n_elements) for t in tensors)
 
 
+def tensor_digest(path):
+    """SHA-1 over every tensor's name, type, shape and bytes: equal for two quantizers' files of the same weights
+    whatever their metadata says (quantized_by, the imatrix file's name)."""
+    import hashlib
+    from gguf import GGUFReader
+    digest = hashlib.sha1()
+    for t in GGUFReader(path).tensors:
+        digest.update(f"{t.name}:{int(t.tensor_type)}:{list(t.shape)}".encode())
+        digest.update(memoryview(t.data).cast("B"))
+    return digest.hexdigest()
+
+
 def kvant_scores(path, base_file):
     out = run(["qrun", "perplexity", path, "--kl-divergence-base", base_file, "--kl-divergence", "-t", str(THREADS),
                "--json"])
@@ -145,11 +157,16 @@ def measure(store, model, calibration_name, quantizer, preset, base, matrix, bas
         return
     out = os.path.join(WORK, f"quality-{model}-{quantizer}-{preset}.gguf")
     quantize(quantizer, base, preset, matrix, out)
-    row = {"bpw": bits_per_weight(out), "MB": os.path.getsize(out) / 1e6}
+    row = {"bpw": bits_per_weight(out), "MB": os.path.getsize(out) / 1e6, "tensors_sha1": tensor_digest(out)}
+    twin = next((r for k, r in store.items() if k.startswith(f"{model}/{calibration_name}/") and k != key
+                 and k.endswith(f"/{preset}") and r.get("tensors_sha1") == row["tensors_sha1"]), None)
     for lang in LANGS:
-        row[lang] = kvant_scores(out, bases[lang])
+        # the same tensor bytes score the same (kvant's evaluation is deterministic): scored once
+        row[lang] = twin[lang] if twin else kvant_scores(out, bases[lang])
         if quantizer == "llama.cpp" and preset in llama_eval:
             row[f"{lang}_by_llama.cpp"] = llama_scores(out, bases[lang])
+    if twin:
+        row["scores_of_same_bytes"] = True
     os.unlink(out)
     store[key] = row
     save_store(store)
@@ -180,7 +197,11 @@ def table(store, model, calibrations):
                   f"{' and '.join(TERNARY)} store weights as -1, 0, 1 times a scale: they are for ternary-trained (BitNet) "
                   "models, and on this one they destroy it (as llama.cpp's own do); the paragraph and the plot leave "
                   "them out."]
-    cross = [(k, r) for k, r in store.items() if k.startswith(f"{model}/") and "en_by_llama.cpp" in r]
+    restored = {r["restored_from"] for k, r in store.items() if k.startswith(f"{model}/") and "restored_from" in r}
+    if restored:        # rows a store of another machine held, read back from the table they were published in
+        lines += ["", f"These rows are re-read from {'; '.join(sorted(restored))}."]
+    cross = [(k, r) for k, r in store.items() if k.startswith(f"{model}/")
+             and any(f"{lang}_by_llama.cpp" in r for lang in LANGS)]
     pairs = {p: [store.get(f"{model}/{calibrations[0]}/{q}/{p}") for q in QUANTIZERS] for p in PRESETS}
     pairs = {p: rows for p, rows in pairs.items() if None not in rows}
     same = [p for p, rows in pairs.items() if _scores(rows[0]) == _scores(rows[1])]
@@ -188,16 +209,21 @@ def table(store, model, calibrations):
     if same:
         lines += ["", "Where both quantizers ran, their rows are the same figures (the files are the same bytes: "
                   "bench/iq_quantize.py, the tests): " + ", ".join(same) + "."]
+    once = [p for p, rows in pairs.items() if rows[1].get("scores_of_same_bytes")]
+    if once:
+        lines += ["", "Of these, the files whose tensor bytes were checked equal (SHA-1 over every tensor) and scored "
+                  "once: " + ", ".join(once) + "."]
     if differ:
         lines += ["", "Where both ran and the figures differ (the files are not the same bytes): " + ", ".join(
             f"{p} (PPL en {pairs[p][0]['en']['ppl_q']:.3f} / {pairs[p][1]['en']['ppl_q']:.3f})" for p in differ)
             + "."]
     if cross:
-        lines += ["", "The same llama.cpp-quantized files scored by llama-perplexity (against the same base file): "
-                  + "; ".join(f"{k.split('/')[-1]}: PPL en {r['en_by_llama.cpp']['ppl_q']:.3f} / kvant "
-                              f"{r['en']['ppl_q']:.3f}, ru {r['ru_by_llama.cpp']['ppl_q']:.3f} / kvant "
-                              f"{r['ru']['ppl_q']:.3f}, mean KLD en {r['en_by_llama.cpp']['kld_mean']:.4f} / "
-                              f"{r['en']['kld_mean']:.4f}" for k, r in cross)]
+        lines += ["", "The same llama.cpp-quantized files scored by llama-perplexity (against the same base file), "
+                  "llama-perplexity / kvant: " + "; ".join(f"{k.split('/')[-1]}: " + ", ".join(
+                      f"{lang} PPL {r[f'{lang}_by_llama.cpp']['ppl_q']:.3f} / {r[lang]['ppl_q']:.3f}"
+                      + (f", mean KLD {r[f'{lang}_by_llama.cpp']['kld_mean']:.4f} / {r[lang]['kld_mean']:.4f}"
+                         if "kld_mean" in r[f"{lang}_by_llama.cpp"] else "")
+                      for lang in LANGS if f"{lang}_by_llama.cpp" in r) for k, r in cross)]
     return lines
 
 
