@@ -362,6 +362,7 @@ def _make_qkx_quants_lanes(n, S, nmax, x, weights, L, scales, mins, rmin, rdelta
         np.zeros(S, np.float32)
     sum_l, sum_l2, sum_xl, error = np.empty(S, np.float32), np.empty(S, np.float32), np.empty(S, np.float32), \
         np.empty(S, np.float32)
+    step_scale, step_min, taken = np.empty(S, np.float32), np.empty(S, np.float32), np.empty(S, np.bool_)
     for j in range(S):
         mn[j] = xt[0, j]
         mx[j] = xt[0, j]
@@ -405,28 +406,27 @@ def _make_qkx_quants_lanes(n, S, nmax, x, weights, L, scales, mins, rmin, rdelta
                 sum_l[j] += w * fl
                 sum_l2[j] += w * fl * fl
                 sum_xl[j] += w * fl * xt[i, j]
-        for j in range(S):          # this step's scale and min, in sum_l and sum_l2 from here on
+        for j in range(S):
             D = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j]
             this_scale = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / D
             this_min = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / D
             if this_min > 0:
                 this_min = f32(0.0)
                 this_scale = sum_xl[j] / sum_l2[j]
-            sum_l[j] = this_scale if D > 0 else f32(np.nan)      # (NaN: no error compares below the best)
-            sum_l2[j] = this_min
+            step_scale[j] = this_scale if D > 0 else f32(np.nan)      # (NaN: no error compares below the best)
+            step_min[j] = this_min
         for i in range(n):
             for j in range(S):
-                diff = sum_l[j] * La[i, j] + sum_l2[j] - xt[i, j]
+                diff = step_scale[j] * La[i, j] + step_min[j] - xt[i, j]
                 error[j] += wt[i, j] * (abs(diff) if use_mad else diff * diff)
         for j in range(S):
-            better = error[j] < best[j]
-            sum_xl[j] = f32(1.0) if better else f32(0.0)
-            best[j] = error[j] if better else best[j]
-            scale[j] = sum_l[j] if better else scale[j]
-            mn[j] = sum_l2[j] if better else mn[j]
+            taken[j] = error[j] < best[j]
+            best[j] = error[j] if taken[j] else best[j]
+            scale[j] = step_scale[j] if taken[j] else scale[j]
+            mn[j] = step_min[j] if taken[j] else mn[j]
         for i in range(n):
             for j in range(S):
-                Lt[i, j] = La[i, j] if sum_xl[j] > 0 else Lt[i, j]
+                Lt[i, j] = La[i, j] if taken[j] else Lt[i, j]
     for j in range(S):
         o = j * n
         if gives_up[j] or not largest[j] < ROUND_EXACT:

@@ -112,7 +112,8 @@ class ToolFormat:
         streamed as content before the answer ends: all before a call's start or what may still become one."""
         if not self.calls_anywhere:          # a JSON object (after the marker token, where there is one) is a call
             body = text.lstrip()
-            undecided = not body or (self.marker or "{").startswith(body) or body.startswith(("{", self.marker or "{"))
+            starts = ("{", self.marker) if self.marker else ("{",)
+            undecided = not body or body.startswith(starts) or self.marker.startswith(body)
             return 0 if undecided else len(text)
         if not text or text[0].isspace():    # stripped before a call, kept in a plain answer: known at the end
             return 0
