@@ -22,10 +22,13 @@ import numpy as np
 from numba import njit, prange
 
 from ._ir import bit_select, f16_to_f32, ubits, widen
-from ._isa import FAST, REGISTERS_32
+from ._fgemm import GROUP, PANEL, column_chunk, pack_tokens, padded_tokens, panel_gemm
+from ._isa import FAST, REGISTERS_32, YMM
 
 F32 = np.float32
 ROW_TILE = 8      # rows decoded together in matmul (a multiple of 4)
+OUTER_TILE = 2 * PANEL   # the same for the outer-product GEMM (_fgemm.py)
+OUTER_PRODUCT = YMM       # 16 ymm registers: the outer product beats gemm_tile's dot products (1.0-1.5x, _fgemm.py)
 TOK_TILE = 4      # tokens sharing one pass over decoded rows
 CACHE_LINE = 64   # bytes
 
@@ -290,10 +293,10 @@ def gemm_tile(out, x, w, r0, nr):
 
 
 @njit(cache=True, inline="always")
-def n_chunks(rows):
+def n_chunks(rows, tile=ROW_TILE):
     """Work items of a prefill kernel: enough to balance two to eight threads, few enough that each thread's
     float tile is allocated a handful of times per call (numba.get_num_threads() would stop numba caching)."""
-    return min((rows + ROW_TILE - 1) // ROW_TILE, 24)
+    return min((rows + tile - 1) // tile, 24)
 
 
 @njit(cache=True, inline="always")
@@ -306,9 +309,43 @@ def tile_span(c, nthreads, rows, tile=ROW_TILE):
 @njit(inline="always")
 def float_matmul(out, x, decode, arrays):
     """The prefill kernel of a type: out[:, r] = x @ (row r decoded to floats) for every row. Each worker decodes
-    ROW_TILE rows at a time by decode(dst, r, *arrays) into its float tile and runs all tokens over it (gemm_tile).
+    a tile of rows at a time by decode(dst, r, *arrays) into its float tile and runs all tokens over it: on 256-bit
+    paths, from GROUP tokens on, the outer-product GEMM of _fgemm.py, else gemm_tile's dot products.
     Inlined only, into the type's own @njit(cache=True, parallel=True) kernel: numba caches no function that takes
     a jitted function as an argument, but once inlined, decode is a call to a global."""
+    if OUTER_PRODUCT and x.shape[0] >= GROUP:
+        _outer_matmul(out, x, decode, arrays)
+    else:
+        _dot_matmul(out, x, decode, arrays)
+
+
+@njit(inline="always")
+def _outer_matmul(out, x, decode, arrays):
+    n, k_len = x.shape
+    rows = out.shape[1]
+    npad = padded_tokens(n)
+    xp = np.empty(npad * k_len, np.float32)
+    pack_tokens(xp, x)
+    kc = column_chunk(k_len, npad)
+    nt = n_chunks(rows, OUTER_TILE)
+    for ch in prange(nt):
+        w = np.zeros((OUTER_TILE, k_len), np.float32)
+        res = np.empty((OUTER_TILE, npad), np.float32)
+        t0, t1 = tile_span(ch, nt, rows, OUTER_TILE)
+        for t in range(t0, t1):
+            r0 = t * OUTER_TILE
+            nr = min(OUTER_TILE, rows - r0)
+            for j in range(nr):
+                decode(w[j], r0 + j, *arrays)
+            for k0 in range(0, k_len, kc):
+                panel_gemm(res, w, xp, OUTER_TILE, npad, k_len, k0, min(k_len, k0 + kc))
+            for tok in range(n):
+                for j in range(nr):
+                    out[tok, r0 + j] = res[j, tok]
+
+
+@njit(inline="always")
+def _dot_matmul(out, x, decode, arrays):
     rows = out.shape[1]
     nt = n_chunks(rows)
     for ch in prange(nt):

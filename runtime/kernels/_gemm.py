@@ -35,7 +35,7 @@ from ._common import tile_span
 from ._ir import widen
 from ._isa import CPU_PATH, FAST, INT_KERNELS, WIDE_UNBIASED, YMM, dot4, dot4_256, maddubs, maddwd
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
-                    _vec_load)
+                    _vec_load, counted_loop as _loop)
 from .actquant import q8_codes, q8_k_codes
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
@@ -50,34 +50,6 @@ _V32I8, _V16I16 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
 
 def _vstore(builder, value, base, offset):
     builder.store(value, builder.bitcast(builder.gep(base, [offset]), value.type.as_pointer()), align=1)
-
-
-def _loop(builder, start, stop, step, carried, body, name):
-    """for i in range(start, stop - step + 1, step) with loop-carried values (a list of (type, initial));
-    body(builder, i, values) -> new values. Returns (the final i, the final values)."""
-    entry = builder.block
-    head = builder.append_basic_block(name + ".head")
-    loop = builder.append_basic_block(name + ".body")
-    done = builder.append_basic_block(name + ".done")
-    builder.branch(head)
-    builder.position_at_end(head)
-    i = builder.phi(_I64)
-    i.add_incoming(start, entry)
-    phis = []
-    for typ, init in carried:
-        p = builder.phi(typ)
-        p.add_incoming(init, entry)
-        phis.append(p)
-    builder.cbranch(builder.icmp_signed("<=", builder.add(i, step), stop), loop, done)
-    builder.position_at_end(loop)
-    new = body(builder, i, phis)
-    end = builder.block
-    i.add_incoming(builder.add(i, step), end)
-    for p, v in zip(phis, new):
-        p.add_incoming(v, end)
-    builder.branch(head)
-    builder.position_at_end(done)
-    return i, phis
 
 
 def _is_c(t, *dtypes):

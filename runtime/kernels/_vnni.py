@@ -172,6 +172,34 @@ def ir_loop(builder, n, body, states):
     return phis
 
 
+def counted_loop(builder, start, stop, step, carried, body, name):
+    """for i in range(start, stop - step + 1, step) with loop-carried values (a list of (type, initial));
+    body(builder, i, values) -> new values. Returns (the final i, the final values)."""
+    entry = builder.block
+    head = builder.append_basic_block(name + ".head")
+    loop = builder.append_basic_block(name + ".body")
+    done = builder.append_basic_block(name + ".done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(start, entry)
+    phis = []
+    for typ, init in carried:
+        p = builder.phi(typ)
+        p.add_incoming(init, entry)
+        phis.append(p)
+    builder.cbranch(builder.icmp_signed("<=", builder.add(i, step), stop), loop, done)
+    builder.position_at_end(loop)
+    new = body(builder, i, phis)
+    end = builder.block
+    i.add_incoming(builder.add(i, step), end)
+    for p, v in zip(phis, new):
+        p.add_incoming(v, end)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return i, phis
+
+
 def _as_i64(builder, v):
     return builder.sext(v, _I64) if v.type.width < 64 else v
 

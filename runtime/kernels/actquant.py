@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._isa import FAST
-from ._common import copy_into
+from ._ir import f16_to_f32, f32_to_f16_bits
 
 # x86's quantize_row_q8_0 / q8_1 (AVX2): id = 127 / amax, round half to even; d stored as fp16.
 # quantize_row_q8_K_ref: iscale = -127 / (the signed value of largest magnitude), nearest_int (half to even),
@@ -39,20 +39,10 @@ def _poison(bad):
 
 @njit(cache=True)
 def round_f16(a):
-    """Round every float32 of the 1-D array a to the nearest float16 value (ties to even), in place.
-    numba has no float16, so this works on the bits."""
-    bits = a.view(np.uint32)
+    """Round every float32 of the 1-D array a to the nearest float16 value (ties to even; past 65504 inf, NaN stays
+    NaN), in place: through LLVM's half type, vcvtps2ph + vcvtph2ps on x86, 8 or 16 values an instruction."""
     for i in range(a.shape[0]):
-        b = bits[i]
-        mag = b & 0x7FFFFFFF
-        if mag >= 0x7F800000:                      # inf, NaN
-            continue
-        if mag >= 0x477FF000:                      # rounds past 65504: inf
-            bits[i] = (b & 0x80000000) | 0x7F800000
-        elif mag >= 0x38800000:                    # f16 normal: keep 10 mantissa bits, nearest even
-            bits[i] = (b + 0xFFF + ((b >> 13) & 1)) & 0xFFFFE000
-        else:                                      # f16 subnormal: multiples of 2^-24
-            a[i] = np.float32(np.rint(a[i] * np.float32(16777216.0)) * np.float32(5.9604645e-08))
+        a[i] = f16_to_f32(f32_to_f16_bits(a[i]))
 
 
 @njit(cache=True, fastmath=False)
@@ -134,8 +124,8 @@ def q8_k_row(out, x):
 
 @njit(cache=True)
 def f16_row(out, x):
-    copy_into(out, x)
-    round_f16(out)
+    for i in range(x.shape[0]):
+        out[i] = f16_to_f32(f32_to_f16_bits(x[i]))
 
 
 @njit(cache=True)

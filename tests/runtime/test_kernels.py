@@ -250,7 +250,27 @@ def test_a_nan_weight_reaches_its_row_of_the_output(name):
     out = np.empty(37, np.float32)
     qm.matvec(out, x)
     assert np.isnan(out[5]) and np.isfinite(np.delete(out, 5)).all(), out
-    xs = rng.standard_normal((5, w.shape[1])).astype(np.float32)
-    outs = np.empty((5, 37), np.float32)
-    qm.matmul(outs, xs)
-    assert np.isnan(outs[:, 5]).all() and np.isfinite(np.delete(outs, 5, axis=1)).all()
+    for n in (5, 21):       # both float GEMMs where the path has the outer-product one (_fgemm.GROUP tokens on)
+        xs = rng.standard_normal((n, w.shape[1])).astype(np.float32)
+        outs = np.empty((n, 37), np.float32)
+        qm.matmul(outs, xs)
+        assert np.isnan(outs[:, 5]).all() and np.isfinite(np.delete(outs, 5, axis=1)).all()
+
+
+@pytest.mark.parametrize("name", ["F16", "BF16", "F32", "Q5_1", "Q6_K"])
+def test_float_gemm_tails_and_column_chunks(name):
+    """The outer-product float GEMM (_fgemm.py, 256-bit paths; elsewhere the dot-product one runs the same shapes):
+    a last token group of 8 (21, 40 tokens), rows past the last full tile (37), and enough columns (2048) that the
+    activations' columns run in chunks."""
+    from kvant.runtime.kernels._fgemm import column_chunk, padded_tokens
+    rng = np.random.default_rng(5)
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    block = 32 if name in FLOATS else GGML_QUANT_SIZES[GGMLQuantizationType[name]][0]
+    raw, w = make_weight(name, 37, 2048 // block, rng)
+    qm = prepare(raw, name)
+    assert column_chunk(w.shape[1], padded_tokens(40)) < w.shape[1]
+    for n in (16, 21, 40):
+        xs = rng.standard_normal((n, w.shape[1])).astype(np.float32)
+        out = np.full((n, 37), np.nan, np.float32)
+        qm.matmul(out, xs)
+        check(out, w, xs)

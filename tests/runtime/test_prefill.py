@@ -231,3 +231,22 @@ def test_prefill_attention_equals_ops_attention(kv_type):
         ops.attention(ref, q, k_cache, v_cache, start, np.float32(0.125), window, np.float32(0.0))
         attention_prefill(out, q, k_cache, v_cache, start, np.float32(0.125), window, np.float32(0.0))
         np.testing.assert_allclose(out, ref, atol=1e-4)   # an f16-rounded probability may land one step away
+
+
+def test_f16_rounding_is_numpys_float16():
+    """F16 weights see their activations rounded to fp16 (llama.cpp's vec_dot type): normals, ties, subnormals,
+    values rounding past 65504 to inf, inf and NaN, as numpy's float16 rounds them."""
+    from kvant.runtime.kernels.actquant import f16, round_f16
+    rng = np.random.default_rng(3)
+    special = np.array([0.0, -0.0, 65504.0, 65519.0, 65520.0, -65520.0, 1e6, np.inf, -np.inf, np.nan,
+                        2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -26, 2.0 ** -14, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11],
+                       np.float32)
+    x = np.concatenate([special, (rng.standard_normal(4000) * 10.0 ** rng.uniform(-9, 5, 4000)).astype(np.float32)])
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).astype(np.float32)
+    rows = np.empty((2, x.shape[0]), np.float32)
+    f16(rows, np.stack([x, x]))
+    one = x.copy()
+    round_f16(one)
+    for got in (rows[0], rows[1], one):
+        np.testing.assert_array_equal(got, want)
