@@ -19,7 +19,8 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._isa import _declare, halves, join, maddubs, maddwd
-from ._vnni import _F32, _I8, _I16, _I32, _V16F, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load, ir_loop
+from ._vnni import (_F32, _I8, _I16, _I32, _V16F, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load,
+                    _widen_scale, ir_loop)
 from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES,
                       _record_signature, _rows16_args, _run_and_store, lanes_f32, x_quad)
 
@@ -175,7 +176,8 @@ q6k_rows16_dot = _record_dot(_q6k_rows16_codegen, "_vnni16.q6k_rows16_dot for th
 
 def _crumb_row_codegen(context, builder, signature, args):
     wq_p = _data(context, builder, signature.args[0], args[0], _I8)
-    wd_p = _data(context, builder, signature.args[1], args[1], _F32)
+    wd_f32 = signature.args[1].dtype == types.float32
+    wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
     xq_p = _data(context, builder, signature.args[2], args[2], _I8)
     xd_p = _data(context, builder, signature.args[3], args[3], _F32)
     n = _as_i64(builder, args[4])
@@ -191,7 +193,7 @@ def _crumb_row_codegen(context, builder, signature, args):
                 x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(128 * h + 32 * u)), _V32I8)
                 part = maddubs(b, codes, x)
                 sums = part if sums is None else b.add(sums, part)
-        scale = b.fmul(b.load(b.gep(wd_p, [s])), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
+        scale = b.fmul(_widen_scale(b, wd_p, wd_f32, s), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
         dot = b.sitofp(maddwd(b, sums, ones), v8f)
         return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, v8f), flags=("contract",)), flags=("contract",))]
 
@@ -203,6 +205,7 @@ def _crumb_row_codegen(context, builder, signature, args):
 @intrinsic
 def crumb_row_dot(typingctx, wq, wd, xq, xd, nsb):
     """sum over nsb super-blocks of a CRUMB row (codes 0..3, multiplied as they are) with xq in ternary.py's
-    128-element order: wd one f32 scale per 256 elements, xd one per 32 (Q8_K's per-256 value repeated)."""
+    128-element order: wd one scale per 256 elements (f32, or u16 holding fp16), xd one per 32 (Q8_K's per-256
+    value repeated)."""
     sig = _steps_signature(wq, wd, xq, xd, nsb, types.uint8)
-    return (sig, _crumb_row_codegen) if sig is not None and sig.args[1].dtype == types.float32 else None
+    return (sig, _crumb_row_codegen) if sig is not None else None

@@ -139,13 +139,14 @@ def nib_dot(q, d, xa, xb):
 
 @njit(cache=True, fastmath=FAST)
 def crumb_dot(c, d, y):
-    """sum over a CRUMB row of d[256-element group] * code * x, with prep_crumbs planes."""
+    """sum over a CRUMB row of d[256-element group] * code * x, with prep_crumbs planes (d f32, or u16 holding
+    fp16)."""
     s = F32(0.0)
     for k in range(c.shape[0]):
         bf = F32(c[k])
         a = (bf * y[0, k] + np.floor(bf * F32(0.25)) * y[1, k] + np.floor(bf * F32(0.0625)) * y[2, k]
              + np.floor(bf * F32(0.015625)) * y[3, k])
-        s += d[k >> 6] * a
+        s += widen(d[k >> 6]) * a
     return s
 
 

@@ -585,7 +585,7 @@ def _q5k_rows(wt, ws, wm, r0, q, qh, sc, mn, d, dm):
 
 @njit(cache=True, parallel=True)
 def gemm_crumb(out, xq, xd, xs, xm, c, d, off):
-    """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one f32 per 256."""
+    """TQ1_0 / TQ2_0 (codes 0..2, off 1) from their CRUMB plane, d one fp16 (u16 bits) per 256."""
     tiles(out, xq, xd, _offsets(xs, off), xm, False, False, _crumb_rows, (c, d))
 
 

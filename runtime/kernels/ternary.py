@@ -1,12 +1,13 @@
-"""Ternary types TQ1_0 and TQ2_0: both repacked to one CRUMB plane of codes 0..2 (value code - 1) and an f32 d
-per 256, so one kernel serves both. Extra memory over the file: TQ2_0 1.03x, TQ1_0 1.26x (it stores 5 trits a
-byte; decoding base 3 in the hot loop would cost more than the 0.44 bits a weight it saves)."""
+"""Ternary types TQ1_0 and TQ2_0: both repacked to one CRUMB plane of codes 0..2 (value code - 1) and the file's
+fp16 d per 256 (as u16 bits: an f32 copy made TQ2_0 3% larger, and decoding is bound by reading it), so one kernel
+serves both. Extra memory over the file: TQ2_0 1.0x, TQ1_0 1.22x (it stores 5 trits a byte; decoding base 3 in the
+hot loop would cost more than the 0.44 bits a weight it saves)."""
 import numpy as np
 from numba import njit, prange
 
-from ._common import F32, crumb_dot, dot, f16_at, float_matmul, group_sums, prep_crumbs
+from ._common import F32, crumb_dot, dot, float_matmul, group_sums, prep_crumbs
 from ._gemm import gemm_crumb, register_gemm
-from ._ir import ubits
+from ._ir import ubits, widen
 from ._avx2 import crumb_row_dot
 from ._isa import FAST, YMM
 from ._vnni import crumb_steps_dot
@@ -47,13 +48,13 @@ def _tq1_crumbs(dst, src, o):
 
 @njit(inline="always")
 def _repack_blocks(raw, c, d, bsize, crumbs):
-    """Blocks of bsize bytes, fp16 d last: d as f32, the 256 codes into CRUMB bytes by crumbs(dst, src, o). Inlined
+    """Blocks of bsize bytes, fp16 d last: d's bits, the 256 codes into CRUMB bytes by crumbs(dst, src, o). Inlined
     into each type's kernel (a constant block size there: as a variable the TQ2_0 repack ran 1.3x slower)."""
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(d.shape[1]):
             o = blk * bsize
-            d[r, blk] = f16_at(src, o + bsize - 2)
+            d[r, blk] = np.uint16(src[o + bsize - 2]) | (np.uint16(src[o + bsize - 1]) << 8)
             crumbs(c[r, 64 * blk:64 * (blk + 1)], src, o)
 
 
@@ -70,7 +71,7 @@ def _repack_tq1_0(raw, c, d):
 def _rp_tq(repack_blocks):
     def repack(raw, cols):
         rows = raw.shape[0]
-        c, d = np.empty((rows, cols // 4), np.uint8), np.empty((rows, cols // 256), np.float32)
+        c, d = np.empty((rows, cols // 4), np.uint8), np.empty((rows, cols // 256), np.uint16)
         repack_blocks(raw, c, d)
         return c, d
     return repack
@@ -138,14 +139,14 @@ def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
         dr = d[r]
         offset = F32(0.0)
         for s in range(nsb):
-            offset += dr[s] * xs[s]
+            offset += widen(dr[s]) * xs[s]
         out[r] = _ROW_DOT(c[r], dr, xq, xd) - offset
 
 
 @njit(cache=True, fastmath=FAST)
 def _dec_tq(dst, r, c, d):
     for k in range(c.shape[1]):
-        s = d[r, k >> 6]
+        s = widen(d[r, k >> 6])
         b = c[r, k]
         for u in range(4):
             dst[4 * k + u] = s * (ubits(b, 2 * u, 3) - F32(1.0))
@@ -157,9 +158,9 @@ def _mm_tq(out, x, c, d):
 
 
 _MATVEC, _MV_SCRATCH, _ROUNDS, _HOW = int_matvec(_mv_tq_vnni, q8_k, _mv_tq, _scratch, "TQ2_0", "TQ1_0")
-register("TQ2_0", Layout(256, _rp_tq(_repack_tq2_0), _MV_SCRATCH, _MATVEC, _mm_tq, "CRUMB codes + f32 d per 256" + _HOW, _ROUNDS))
+register("TQ2_0", Layout(256, _rp_tq(_repack_tq2_0), _MV_SCRATCH, _MATVEC, _mm_tq, "CRUMB codes + fp16 d per 256" + _HOW, _ROUNDS))
 register("TQ1_0", Layout(256, _rp_tq(_repack_tq1_0), _MV_SCRATCH, _MATVEC, _mm_tq,
-                         "CRUMB codes (from base 3) + f32 d per 256" + _HOW, _ROUNDS))
+                         "CRUMB codes (from base 3) + fp16 d per 256" + _HOW, _ROUNDS))
 
 
 def _gemm_tq(out, codes, c, d):
