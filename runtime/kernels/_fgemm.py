@@ -8,8 +8,9 @@ once per call in groups of GROUP tokens, each group's columns one after the othe
 GROUP floats at g * K * GROUP + k * GROUP; zeros past the last token; a last group of 8 where the tokens padded to
 8 leave one), and a panel of PANEL rows of the decoded tile multiplies a group at once: per column, two vector
 loads of the group and a broadcast of each row's weight, 12 fused multiply-adds into 12 of the 16 registers. The
-columns run in chunks small enough that the panel's rows stay in L1 and every group's chunk in L2; each chunk adds
-to the sums in res[j, t] the chunk before left (the caller copies them into out[t, r0 + j] at the end).
+columns run in chunks small enough that every group's share of a chunk stays in L2 (X_CHUNK floats in all; from 128
+tokens on the panel's rows are then in L1 too); each chunk adds to the sums in res[j, t] the chunk before left (the
+caller copies them into out[t, r0 + j] at the end). panel_gemm trusts its caller's shapes (_common._outer_matmul).
 """
 import numpy as np
 from llvmlite import ir
@@ -20,7 +21,7 @@ from ._vnni import _F32, _as_i64, _c64, _data, _splat, _vec_load, counted_loop
 
 PANEL = 6         # weight rows sharing each load of the activations
 GROUP = 16        # tokens sharing each broadcast weight: two 8-lane vectors
-X_CHUNK = 1 << 16  # floats of the activations a column chunk spans (256 KiB: half this CPU's L2)
+X_CHUNK = 1 << 16  # floats of the activations a column chunk spans (256 KiB: half a Zen 3 core's L2)
 _V8F = ir.VectorType(_F32, 8)
 
 

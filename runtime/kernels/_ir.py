@@ -39,7 +39,7 @@ def f16_to_f32(typingctx, h):
 
 @intrinsic
 def f32_to_f16_bits(typingctx, x):
-    """The bits of the IEEE half nearest float32 x (ties to even, as round_f16; vcvtps2ph), as uint16."""
+    """The bits of the IEEE half nearest float32 x (ties to even, past 65504 inf; vcvtps2ph), as uint16."""
     if not isinstance(x, types.Float) or x.bitwidth != 32:
         return None
 

@@ -99,7 +99,7 @@ def _load_crumbs(builder, wq_p, i):
 @intrinsic
 def crumb_steps_dot(typingctx, wq, wd, xq, xd, nsteps):
     """sum over nsteps groups of 64 elements of a CRUMB row (codes 0..3, multiplied as they are) with xq in
-    _load_crumbs' order: wd one f32 scale per 256 elements, xd one per 32."""
+    _load_crumbs' order: wd one scale per 256 elements (f32, or u16 holding fp16), xd one per 32."""
     sig = _steps_signature(wq, wd, xq, xd, nsteps, types.uint8)
     return (sig, _steps_dot(_load_crumbs)) if sig is not None else None
 
