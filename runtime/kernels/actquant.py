@@ -37,12 +37,18 @@ def _poison(bad):
     return _NAN if bad else np.float32(0.0)
 
 
+@njit(cache=True, inline="always")
+def _nearest_f16(v):
+    """The float16 value nearest float32 v (ties to even; past 65504 inf, NaN stays NaN), through LLVM's half type:
+    vcvtps2ph + vcvtph2ps on x86, 8 or 16 values an instruction in a loop."""
+    return f16_to_f32(f32_to_f16_bits(v))
+
+
 @njit(cache=True)
 def round_f16(a):
-    """Round every float32 of the 1-D array a to the nearest float16 value (ties to even; past 65504 inf, NaN stays
-    NaN), in place: through LLVM's half type, vcvtps2ph + vcvtph2ps on x86, 8 or 16 values an instruction."""
+    """Round every float32 of the 1-D array a to the nearest float16 value, in place."""
     for i in range(a.shape[0]):
-        a[i] = f16_to_f32(f32_to_f16_bits(a[i]))
+        a[i] = _nearest_f16(a[i])
 
 
 @njit(cache=True, fastmath=False)
@@ -125,7 +131,7 @@ def q8_k_row(out, x):
 @njit(cache=True)
 def f16_row(out, x):
     for i in range(x.shape[0]):
-        out[i] = f16_to_f32(f32_to_f16_bits(x[i]))
+        out[i] = _nearest_f16(x[i])
 
 
 @njit(cache=True)

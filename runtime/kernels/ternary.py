@@ -7,7 +7,7 @@ from numba import njit, prange
 
 from ._common import F32, crumb_dot, dot, float_matmul, group_sums, prep_crumbs
 from ._gemm import gemm_crumb, register_gemm
-from ._ir import ubits, widen
+from ._ir import load_u16, ubits, widen
 from ._avx2 import crumb_row_dot
 from ._isa import FAST, YMM
 from ._vnni import crumb_steps_dot
@@ -54,7 +54,7 @@ def _repack_blocks(raw, c, d, bsize, crumbs):
         src = raw[r]
         for blk in range(d.shape[1]):
             o = blk * bsize
-            d[r, blk] = np.uint16(src[o + bsize - 2]) | (np.uint16(src[o + bsize - 1]) << 8)
+            d[r, blk] = load_u16(src, o + bsize - 2)
             crumbs(c[r, 64 * blk:64 * (blk + 1)], src, o)
 
 
