@@ -4,7 +4,10 @@ orthonormal transform) and multiplies the codes' grid points by it: no inverse t
 
 Repacked: one code byte per pair (CODES: 32 bytes a block; the file's HG4 bytes as they are, HG3 / HG2 unpacked:
 1.06x, 1.38x, 2.0x the file) and an f32 d per block.
-- On x86 (the avx2, avxvnni and avx512vnni paths): a grid point is two int16 (the grids are multiples of 2^-11) in
+- On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
+  in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
+  vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
+- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point is two int16 (the grids are multiples of 2^-11) in
   one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per block
   (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies the pairs. No 16-entry
   byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights per 8 cycles on Zen 3.
@@ -18,14 +21,16 @@ from numba.extending import intrinsic
 
 from kvant.formats.hadamard import fwht_row
 from kvant.formats.higgs_types import BLOCK, GRID_STEP, HIGGS_TYPES, PAIRS, code_at, grid
-from kvant.formats.host import CPU_PATH
+from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
 from ._isa import FAST, _declare, maddwd
+from ._lookup512 import CODES, ROW_DOT, table_registers
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
 
 GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
+LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
 X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units: 32 products of <= 2^13.1 * 2^14 a lane, twice, in int32
 
 
@@ -173,6 +178,80 @@ def _dec_gather(dst, r, c, d, table):
         dst[2 * t + 1] = s * F32(e >> 16)
 
 
+# ---------------------------------------------------------------- AVX-512 VBMI: byte tables looked up by vpermi2b
+
+def _byte_tables(name: str):
+    """_lookup512's four tables (l and h + 128 of each coordinate's q = 256 h + l), each padded to whole zmm."""
+    g16 = np.round(grid(name).astype(np.float64) / GRID_STEP).astype(np.int64)
+    out = np.zeros((4, 64 * table_registers(len(g16))), np.uint8)
+    out[1::2] = 128                 # the pads: q = 0
+    for k in range(2):
+        out[2 * k, :len(g16)] = g16[:, k] & 0xFF
+        out[2 * k + 1, :len(g16)] = (g16[:, k] >> 8) + 128
+    return out.reshape(-1)
+
+
+def _lookup_repacker(name: str):
+    float_repack, tables = _repacker(name, False), _byte_tables(name)
+
+    def repack(raw, cols):
+        c, d, g0, g1 = float_repack(raw, cols)
+        return c, d, tables, g0, g1
+    return repack
+
+
+def _lookup_scratch(cols):
+    steps = -(-cols // (2 * BLOCK))
+    # zeros: an odd last block's partner stays zero in every call
+    return (np.empty(cols, np.float32), np.zeros(steps * 2 * CODES, np.int8), np.zeros(steps * 16, np.float32),
+            np.zeros(steps * 16, np.int32))
+
+
+@njit(cache=True, fastmath=FAST)
+def x_int8_steps(xs, xl, corr, xr):
+    """xr's 64-blocks in int8 (amax / 127 a block, as Q8_0) laid out for _lookup512: per step of two blocks the 64
+    values the codes' first coordinates meet, then the 64 their second ones meet; per int32 lane (4 codes) its x
+    scale xl and corr = 256 * 128 * the sum of its 8 values."""
+    for b in range(xr.shape[0] // BLOCK):
+        amax = F32(0.0)
+        for j in range(b * BLOCK, (b + 1) * BLOCK):
+            amax = max(amax, abs(xr[j]))
+        inv = F32(127.0) / amax if amax > 0 else F32(0.0)
+        first = (b // 2) * 2 * CODES + (b % 2) * PAIRS
+        lane0 = (b // 2) * 16 + (b % 2) * 8
+        for lane in range(8):
+            total = 0
+            for t in range(4 * lane, 4 * lane + 4):
+                e = np.int8(np.rint(xr[b * BLOCK + 2 * t] * inv))
+                o = np.int8(np.rint(xr[b * BLOCK + 2 * t + 1] * inv))
+                xs[first + t] = e
+                xs[first + CODES + t] = o
+                total += np.int32(e) + np.int32(o)
+            xl[lane0 + lane] = amax / F32(127.0)
+            corr[lane0 + lane] = 32768 * total
+
+
+_ROW_DOT_64, _ROW_DOT_256 = ROW_DOT[1], ROW_DOT[4]
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mv_lookup(out, x, c, d, tables, g0, g1, xr, xs, xl, corr):
+    rotate(xr, x)
+    x_int8_steps(xs, xl, corr, xr)
+    wide = tables.shape[0] > 4 * 64
+    for r in prange(out.shape[0]):
+        if wide:
+            s = _ROW_DOT_256(c[r], d[r], tables, xs, xl, corr, d.shape[1])
+        else:
+            s = _ROW_DOT_64(c[r], d[r], tables, xs, xl, corr, d.shape[1])
+        out[r] = F32(GRID_STEP) * s
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mm_lookup_rotated(out, xr, c, d, tables, g0, g1):
+    float_matmul(out, xr, _dec_float, (c, d, g0, g1))
+
+
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _rotate_rows(xr, x):
     for i in prange(x.shape[0]):
@@ -204,5 +283,9 @@ FLOAT_LAYOUTS = {name: Layout(BLOCK, _repacker(name, False), _float_scratch, _mv
 GATHER_LAYOUTS = {name: Layout(BLOCK, _repacker(name, True), _gather_scratch, _mv_gather,
                                _rotated_first(_mm_gather_rotated),
                                _NOTE + ", int16 grid points gathered x int16 rotated x") for name in HIGGS_TYPES}
+LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _mv_lookup,
+                               _rotated_first(_mm_lookup_rotated),
+                               _NOTE + ", grid bytes looked up by vpermi2b x int8 rotated x") for name in HIGGS_TYPES}
+IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else GATHER_LAYOUTS if GATHER else FLOAT_LAYOUTS
 for _name in HIGGS_TYPES:
-    register(_name, (GATHER_LAYOUTS if GATHER else FLOAT_LAYOUTS)[_name])
+    register(_name, IN_FORCE[_name])

@@ -6,8 +6,9 @@
         KVANT_CPU_PATH=dotprod python tests/runtime/emitted_instructions.py SIGNATURES.pkl
 
 SIGNATURES.pkl: {"matvec": {type name: numba argument types of its matvec}, "gemm": {module.function: the argument
-types each prefill GEMM was called with}}, written by a process on the host's own path (test_emitted_instructions.py;
-the repacked arrays are the same on every integer path). Nothing is run here, so a
+types each prefill GEMM was called with}, "higgs": {layout kind: {HIGGS type: its matvec's argument types}}}, written by a process on the host's own path (test_emitted_instructions.py;
+the repacked arrays are the same on every integer path; the HIGGS types' depend on the layout kind, which this process
+takes from the path and features it compiles for). Nothing is run here, so a
 CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object,
 {"matvec": {type: {mnemonic: count}}, "gemm": {module.function: {mnemonic: count}}}, for the mnemonics in
 MNEMONICS, with "zmm" and "ymm" counting the instructions that use such registers, and "{vex} vpdpbusd" AVX-VNNI's
@@ -24,8 +25,10 @@ import re
 import sys
 import warnings
 
-MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "zmm", "ymm", "sdot", "usdot", "tbl")
-PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "sdot", "usdot", "tbl")
+MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b",
+             "vpgatherdd", "zmm", "ymm", "sdot", "usdot", "tbl")
+PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b", "vpgatherdd", "sdot",
+         "usdot", "tbl")
 
 
 def counts(asm):
@@ -54,13 +57,15 @@ def main(path):
     if os.environ.get("KVANT_TARGET_TRIPLE"):
         target_triple(os.environ["KVANT_TARGET_TRIPLE"])
     import importlib
-    from kvant.runtime.kernels import LAYOUTS
+    from kvant.runtime.kernels import LAYOUTS, higgs
     with open(path, "rb") as f:
         signatures = pickle.load(f)
     result = {"matvec": {}, "gemm": {}}
+    kind = "lookup" if higgs.LOOKUP else "gather" if higgs.GATHER else None
+    matvecs = {**signatures["matvec"], **signatures["higgs"].get(kind, {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, sig in signatures["matvec"].items():
+        for name, sig in matvecs.items():
             kernel = LAYOUTS[name].matvec
             kernel.compile(sig)
             result["matvec"][name] = counts(kernel.inspect_asm(sig))
@@ -73,6 +78,7 @@ def main(path):
                 for mnemonic, count in counts(kernel.inspect_asm(sig)).items():
                     found[mnemonic] += count
             result["gemm"][where] = found
+    result["higgs_kind"] = kind
     print(json.dumps(result))
 
 

@@ -11,7 +11,9 @@ written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, 
 instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed), dotprod on Apple M1 sdot; the IQ4 codebook looked
-up (IQ4 and IQ3) by tbl.
+up (IQ4 and IQ3) by tbl. The HIGGS types: on x86 their grid points gathered (vpgatherdd), except on the avx512vnni
+path of a CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and
+vpdpbusd multiplies them.
 """
 import json
 import os
@@ -36,7 +38,7 @@ IQ4 = {"IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S"}      # 16-value codebooks (the IQ
 LATTICE = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S"}  # llama.cpp's AVX2 step on every x86 path
 AARCH64 = "aarch64-unknown-linux-gnu"
 TARGETS = {     # path: (CPU, the features the path needs as NUMBA_CPU_FEATURES, the target triple or None: this one)
-    "avx512vnni": ("sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx2,+fma,+f16c", None),
+    "avx512vnni": ("sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx512vbmi,+avx2,+fma,+f16c", None),
     "avxvnni": ("alderlake", "+avxvnni,+avx2,+fma,+f16c", None),
     "avx2": ("znver3", "+avx2,+fma,+f16c", None),
     "i8mm": ("apple-m2", "+neon,+dotprod,+i8mm", AARCH64),
@@ -63,6 +65,18 @@ def expectations(path, name, found):
         return checks + [("{vex} vpdpbusd", found["{vex} vpdpbusd"] > 0),
                          ("only the VEX vpdpbusd", found["vpdpbusd"] == found["{vex} vpdpbusd"])]
     return checks + [("vpmaddubsw", found["vpmaddubsw"] > 0), ("no vpdpbusd", found["vpdpbusd"] == 0)]
+
+
+HIGGS_TYPES = ("HG2", "HG3", "HG4")
+
+
+def higgs_expectations(kind, name, found):
+    """The HIGGS matvec's instructions for the layout kind in force."""
+    if kind == "lookup":            # 256 points: two vpermi2b (LLVM may write either operand order) and a select
+        permute = found["vpermi2b"] + found["vpermt2b"] if name == "HG4" else found["vpermb"]
+        return [("vpermi2b / vpermb", permute > 0), ("vpdpbusd", found["vpdpbusd"] > 0),
+                ("no vpgatherdd", found["vpgatherdd"] == 0)]
+    return [("vpgatherdd", found["vpgatherdd"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0)]
 
 
 OWN_256_BIT_GEMM = {"kvant.runtime.kernels.kquants_q6k16._gemm"}     # Q6_K's GEMM runs its decode step (_avx2.py)
@@ -116,8 +130,18 @@ def signatures(tmp_path_factory):
         matvec[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
         if name in INT_GEMM:
             int_matmul(qm, np.empty((5, 16), np.float32), np.ones((5, qm.shape[1]), np.float32))
+    from kvant.runtime.kernels import higgs
+    from kvant.runtime.kernels.registry import QMatrix
+    from kvant.formats.quant import quantize
+    higgs_sigs = {}
+    for kind, layouts in (("gather", higgs.GATHER_LAYOUTS), ("lookup", higgs.LOOKUP_LAYOUTS)):
+        for name in HIGGS_TYPES:    # repacked on any CPU (the repack is the same numba code on every path)
+            raw = quantize(rng.standard_normal((4, 128)).astype(np.float32), name)
+            qm = QMatrix(name, (4, 128), tuple(layouts[name].repack(raw, 128)), layouts[name])
+            out, x = np.empty(4, np.float32), np.empty(128, np.float32)
+            higgs_sigs.setdefault(kind, {})[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
     path = tmp_path_factory.mktemp("signatures") / "signatures.pkl"
-    path.write_bytes(pickle.dumps({"matvec": matvec, "gemm": _gemm_kernels()}))
+    path.write_bytes(pickle.dumps({"matvec": matvec, "gemm": _gemm_kernels(), "higgs": higgs_sigs}))
     return path
 
 
@@ -133,10 +157,14 @@ def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatur
     assert r.returncode == 0, r.stderr[-3000:]
     counts = json.loads(r.stdout)
     matvec, gemm = counts["matvec"], counts["gemm"]
-    assert sorted(matvec) == INT_TYPES
+    kind = counts["higgs_kind"]
+    assert kind == ({"avx512vnni": "lookup"}.get(path, "gather") if triple is None else None)
+    assert sorted(matvec) == sorted(INT_TYPES + (list(HIGGS_TYPES) if kind else []))
     assert len(gemm) >= 6, sorted(gemm)        # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's
     failed = [f"{name}: {what} ({matvec[name]})" for name in INT_TYPES
               for what, holds in expectations(path, name, matvec[name]) if not holds]
+    failed += [f"{name}: {what} ({matvec[name]})" for name in (HIGGS_TYPES if kind else ())
+               for what, holds in higgs_expectations(kind, name, matvec[name]) if not holds]
     failed += [f"{where}: {what} ({found})" for where, found in sorted(gemm.items())
                for what, holds in gemm_expectations(path, where, found) if not holds]
     assert not failed, f"{path} on {cpu}: " + "; ".join(failed)

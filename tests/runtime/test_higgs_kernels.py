@@ -7,18 +7,51 @@ import sys
 import numpy as np
 import pytest
 
+from kvant.formats.host import host_features
 from kvant.formats.quant import quantize
 from kvant.runtime.kernels import higgs
 from kvant.runtime.kernels.registry import LAYOUTS, QMatrix, UnsupportedTypeError, prepare
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "formats"))
-from test_higgs_types import numpy_decode  # noqa: E402
+from test_higgs_types import _sylvester, numpy_decode  # noqa: E402
 
 NAMES = ("HG4", "HG3", "HG2")
-SHAPES = [(1, 1), (3, 2), (37, 9), (70, 3)]         # (rows, 64-blocks per row)
-KINDS = {"float": (higgs.FLOAT_LAYOUTS, 2e-6),
+SHAPES = [(1, 1), (3, 2), (37, 9), (70, 3)]         # (rows, 64-blocks per row): odd block counts end a step early
+
+
+def _lookup_x(x):
+    """The rotated x as the lookup kernel multiplies it (x_int8_steps: int8 per block), back in float64 and in
+    value order; checks on the way that it is within half a step of the rotated x and that corr is its lane sums."""
+    cols = x.shape[0]
+    xr, xs, xl, corr = higgs._lookup_scratch(cols)
+    higgs.rotate(xr, x)
+    higgs.x_int8_steps(xs, xl, corr, xr)
+    b = np.arange(cols // 64)
+    first = (b // 2) * 128 + (b % 2) * 32                       # per block: its 32 first-coordinate bytes
+    codes = first[:, None] + np.arange(32)
+    pairs = np.stack([xs[codes], xs[codes + 64]], -1).astype(np.float64)      # (blocks, 32, 2)
+    lanes = (b // 2) * 16 + (b % 2) * 8
+    scale = xl[lanes].astype(np.float64)
+    assert np.all(np.abs(pairs) <= 127)
+    lane_sums = pairs.reshape(-1, 8, 8).sum(-1)                  # a lane: 4 codes, both coordinates
+    assert np.array_equal(corr[lanes[:, None] + np.arange(8)], 32768 * lane_sums)
+    got = (pairs * scale[:, None, None]).reshape(cols)
+    assert np.all(np.abs(got - xr) <= 0.5 * np.repeat(scale, 64) * (1 + 1e-6) + 1e-30)
+    return got
+
+
+def _rotated(w):
+    return (w.reshape(w.shape[0], -1, 64) @ _sylvester(64)).reshape(w.shape)
+
+
+# kind: (layouts, can this CPU run it, why not, tolerance, the x and weights the kernel multiplies exactly)
+KINDS = {"float": (higgs.FLOAT_LAYOUTS, True, "", 2e-6, lambda w, x: (w, x)),
          # x rounded to int16 per block: |x| / 2^14 at most, relative to the row's sum of |w x| below
-         "gather": (higgs.GATHER_LAYOUTS, 2e-4)}
+         "gather": (higgs.GATHER_LAYOUTS, higgs.GATHER, "vpgatherdd: x86 kernel paths only", 2e-4,
+                    lambda w, x: (w, x)),
+         # the rotated x in int8: compared with exactly that x, in the rotated basis
+         "lookup": (higgs.LOOKUP_LAYOUTS, higgs.LOOKUP, "vpermi2b: the avx512vnni path on a CPU with AVX-512 VBMI",
+                    2e-6, lambda w, x: (_rotated(w), _lookup_x(x)))}
 
 
 def _matrix(layouts, name, raw, cols):
@@ -35,9 +68,9 @@ def _check(got, w, x, tol):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("name", NAMES)
 def test_matvec_and_matmul_equal_the_numpy_reference(name, kind):
-    if kind == "gather" and not higgs.GATHER:
-        pytest.skip("vpgatherdd: x86 kernel paths only (this CPU runs the float kernels)")
-    layouts, tol = KINDS[kind]
+    layouts, runs_here, why_not, tol, multiplied = KINDS[kind]
+    if not runs_here:
+        pytest.skip(why_not + f" (this CPU runs the {higgs.CPU_PATH} path)")
     rng = np.random.default_rng(len(name) + len(kind))
     for rows, blocks in SHAPES:
         cols = 64 * blocks
@@ -48,17 +81,28 @@ def test_matvec_and_matmul_equal_the_numpy_reference(name, kind):
         x = rng.standard_normal(cols).astype(np.float32)
         out = np.full(rows, np.nan, np.float32)
         qm.matvec(out, x)
-        _check(out[None], w, x[None], tol)
+        _check(out[None], *_pair(multiplied, w, x[None]), tol)
         for n in (2, 5):        # below SMALL_BATCH: matvecs; above: the float GEMM on rotated tokens
             xs = rng.standard_normal((n, cols)).astype(np.float32)
             outs = np.full((n, rows), np.nan, np.float32)
             qm.matmul(outs, xs)
-            _check(outs, w, xs, tol if n < 4 else 2e-6)
+            if n < 4:
+                _check(outs, *_pair(multiplied, w, xs), tol)
+            else:
+                _check(outs, w, xs, 2e-6)
+
+
+def _pair(multiplied, w, xs):
+    """The weights and the tokens' x as the kernel multiplies them (one pair of weights for all tokens)."""
+    pairs = [multiplied(w, x) for x in xs]
+    return pairs[0][0], np.stack([x for _, x in pairs])
 
 
 def test_the_registered_layout_is_this_cpus():
-    want = higgs.GATHER_LAYOUTS if higgs.GATHER else higgs.FLOAT_LAYOUTS
+    want = (higgs.LOOKUP_LAYOUTS if higgs.LOOKUP else higgs.GATHER_LAYOUTS if higgs.GATHER
+            else higgs.FLOAT_LAYOUTS)
     assert all(LAYOUTS[name] is want[name] for name in NAMES)
+    assert higgs.LOOKUP == (higgs.CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features())
 
 
 def test_rows_must_be_whole_blocks():

@@ -1,0 +1,105 @@
+"""HIGGS rows on AVX-512 VBMI: the grid as byte tables in registers, looked up 64 codes at a time by vpermi2b.
+
+A grid coordinate is an int16 q (a multiple of 2^-11: formats/higgs_types.py) = 256 h + l with l = q & 255 and
+h = q >> 8 (|h| <= 27). Four byte tables hold l and h + 128 of both coordinates; a table of 256 entries is four zmm
+(vpermi2b reads 128 bytes by the low 7 bits of an index, the top bit picks one of two such lookups), one of <= 64
+entries is one zmm (vpermb). The activations are the rotated x in int8 per 64-block (as Q8_0's), split into the
+values each code's first and second coordinate meet; vpdpbusd multiplies unsigned table bytes by them:
+  sum q x = 256 (sum (h + 128) x - 128 sum x) + sum l x,
+exact in int32, the 128 sum x per lane computed once a call (`corr`). One step is 64 codes, two blocks: lanes 0..7
+of the int32 sums are the first block's, 8..15 the second's, each scaled by its d times its x scale.
+"""
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ._isa import _declare
+from ._vnni import _as_i64, _c64, _data, _vec_load, ir_loop
+
+_F32, _I1, _I8, _I32 = ir.FloatType(), ir.IntType(1), ir.IntType(8), ir.IntType(32)
+_V64I8, _V32I8, _V16I32, _V16F = (ir.VectorType(_I8, 64), ir.VectorType(_I8, 32), ir.VectorType(_I32, 16),
+                                  ir.VectorType(_F32, 16))
+CODES = 64                 # codes (value pairs) a step: two 64-value blocks
+TABLES = 4                 # l and h + 128 of the first coordinate, then of the second
+
+
+def table_registers(points: int) -> int:
+    """zmm registers a table of `points` entries takes (a 16- or 64-point grid: one, padded to 64 bytes)."""
+    return 1 if points <= 64 else 4
+
+
+def _lookup(b, table, idx, top):
+    """table[idx] per byte: vpermb from one register, or two vpermi2b over 128 bytes each and a select."""
+    if len(table) == 1:
+        fn = _declare(b.module, "llvm.x86.avx512.permvar.qi.512", _V64I8, [_V64I8, _V64I8])
+        return b.call(fn, [table[0], idx])
+    fn = _declare(b.module, "llvm.x86.avx512.vpermi2var.qi.512", _V64I8, [_V64I8, _V64I8, _V64I8])
+    low, high = (b.call(fn, [table[k], idx, table[k + 1]]) for k in (0, 2))
+    return b.select(top, high, low)
+
+
+def _row_codegen(regs, context, builder, signature, args):
+    c_p, d_p, t_p, xs_p, xl_p, corr_p = (
+        _data(context, builder, signature.args[k], args[k], elem)
+        for k, elem in enumerate((_I8, _F32, _I8, _I8, _F32, _I32)))
+    nb = _as_i64(builder, args[6])
+    tables = [[_vec_load(builder, t_p, _c64(64 * (regs * k + r)), _V64I8) for r in range(regs)]
+              for k in range(TABLES)]
+    dot = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
+    zero = ir.Constant(_V16I32, None)
+
+    def step(b, s, idx, dscale, acc):
+        top = b.icmp_signed("<", idx, ir.Constant(_V64I8, None))
+        lo0, hi0, lo1, hi1 = (_lookup(b, t, idx, top) for t in tables)
+        xe = _vec_load(b, xs_p, b.mul(s, _c64(2 * CODES)), _V64I8)
+        xo = _vec_load(b, xs_p, b.add(b.mul(s, _c64(2 * CODES)), _c64(CODES)), _V64I8)
+        h = b.call(dot, [b.call(dot, [zero, hi0, xe]), hi1, xo])
+        lo = b.call(dot, [b.call(dot, [zero, lo0, xe]), lo1, xo])
+        lane = b.mul(s, _c64(16))
+        exact = b.sub(b.add(b.shl(h, ir.Constant(_V16I32, [8] * 16)), lo), _vec_load(b, corr_p, lane, _V16I32))
+        scale = b.fmul(dscale, _vec_load(b, xl_p, lane, _V16F))
+        return b.fadd(acc, b.fmul(b.sitofp(exact, _V16F), scale, flags=("contract",)), flags=("contract",))
+
+    pair = ir.VectorType(_F32, 2)
+    halves_mask = ir.Constant(ir.VectorType(_I32, 16), [0] * 8 + [1] * 8)
+
+    def full(b, s, state):
+        idx = _vec_load(b, c_p, b.mul(s, _c64(CODES)), _V64I8)
+        dpair = b.load(b.bitcast(b.gep(d_p, [b.mul(s, _c64(2))]), pair.as_pointer()), align=4)
+        return [step(b, s, idx, b.shuffle_vector(dpair, dpair, halves_mask), state[0])]
+
+    nfull = builder.ashr(nb, _c64(1))
+    acc, = ir_loop(builder, nfull, full, [ir.Constant(_V16F, None)])
+    before = builder.block
+    with builder.if_then(builder.icmp_signed("!=", builder.and_(nb, _c64(1)), _c64(0))):
+        # an odd last block: its 32 codes, zeros after (their x, corr and x scale lanes are zero)
+        half = _vec_load(builder, c_p, builder.mul(nfull, _c64(CODES)), _V32I8)
+        idx = builder.shuffle_vector(half, ir.Constant(_V32I8, None), ir.Constant(ir.VectorType(_I32, 64),
+                                                                                   list(range(64))))
+        dlast = builder.load(builder.gep(d_p, [builder.mul(nfull, _c64(2))]))
+        dvec = builder.shuffle_vector(builder.insert_element(ir.Constant(ir.VectorType(_F32, 2), None), dlast,
+                                                             ir.Constant(_I32, 0)),
+                                      ir.Constant(ir.VectorType(_F32, 2), None), halves_mask)
+        tail_acc = step(builder, nfull, idx, dvec, acc)
+        tail_block = builder.block
+    total = builder.phi(_V16F)
+    total.add_incoming(acc, before)
+    total.add_incoming(tail_acc, tail_block)
+    fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v16f32", _F32, [_F32, _V16F])
+    return builder.call(fsum, [ir.Constant(_F32, 0.0), total], fastmath=("reassoc",))
+
+
+def _row_dot(regs):
+    def typer(typingctx, c, d, tables, xs, xl, corr, nb):
+        ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and tables.dtype == types.uint8
+              and xs.dtype == types.int8 and d.dtype == types.float32 and xl.dtype == types.float32
+              and corr.dtype == types.int32 and isinstance(nb, types.Integer))
+        return (types.float32(c, d, tables, xs, xl, corr, nb),
+                lambda *a: _row_codegen(regs, *a)) if ok else None
+    typer.__name__ = f"lookup_row_dot_{regs}"
+    return intrinsic(typer)
+
+
+# sum over nb blocks of d[b] * (the block's codes c looked up in `tables`) . (the int8 x in xs of the blocks'
+# steps, scaled per lane by xl, minus corr): tables of 256 entries (four zmm each) or of <= 64 (one)
+ROW_DOT = {regs: _row_dot(regs) for regs in (1, 4)}
