@@ -28,7 +28,9 @@ from ._isa import FAST, REGISTERS_32, YMM
 F32 = np.float32
 ROW_TILE = 8      # rows decoded together in matmul (a multiple of 4)
 OUTER_TILE = 2 * PANEL   # the same for the outer-product GEMM (_fgemm.py)
-OUTER_PRODUCT = YMM       # 16 ymm registers: the outer product beats gemm_tile's dot products (1.0-1.5x, _fgemm.py)
+# the outer product beats gemm_tile's dot products on x86 from GROUP tokens on: 1.0-1.5x on 16 ymm registers (Zen 3),
+# 1.2-1.7x on 32 zmm (Zen 5) (_fgemm.py, bench/KERNELS.md)
+OUTER_PRODUCT = YMM or REGISTERS_32
 TOK_TILE = 4      # tokens sharing one pass over decoded rows
 CACHE_LINE = 64   # bytes
 
@@ -310,7 +312,7 @@ def tile_span(c, nthreads, rows, tile=ROW_TILE):
 @njit(inline="always")
 def float_matmul(out, x, decode, arrays):
     """The prefill kernel of a type: out[:, r] = x @ (row r decoded to floats) for every row. Each worker decodes
-    a tile of rows at a time by decode(dst, r, *arrays) into its float tile and runs all tokens over it: on 256-bit
+    a tile of rows at a time by decode(dst, r, *arrays) into its float tile and runs all tokens over it: on x86
     paths, from GROUP tokens on, the outer-product GEMM of _fgemm.py, else gemm_tile's dot products.
     Inlined only, into the type's own @njit(cache=True, parallel=True) kernel: numba caches no function that takes
     a jitted function as an argument, but once inlined, decode is a call to a global."""
