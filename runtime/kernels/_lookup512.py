@@ -13,6 +13,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from kvant.formats.higgs_types import GRID_STEP
+
 from ._isa import _declare
 from ._vnni import _as_i64, _c64, _data, _vec_load, ir_loop
 
@@ -38,19 +40,28 @@ def _lookup(b, table, idx, top):
     return b.select(top, high, low)
 
 
+def _load_tables(builder, t_p, regs):
+    return [[_vec_load(builder, t_p, _c64(64 * (regs * k + r)), _V64I8) for r in range(regs)]
+            for k in range(TABLES)]
+
+
+def _lookup_all(b, tables, idx):
+    """The four tables looked up at the 64 codes idx: l and h + 128 of the first coordinate, then of the second."""
+    top = b.icmp_signed("<", idx, ir.Constant(_V64I8, None))
+    return [_lookup(b, t, idx, top) for t in tables]
+
+
 def _row_codegen(regs, context, builder, signature, args):
     c_p, d_p, t_p, xs_p, xl_p, corr_p = (
         _data(context, builder, signature.args[k], args[k], elem)
         for k, elem in enumerate((_I8, _F32, _I8, _I8, _F32, _I32)))
     nb = _as_i64(builder, args[6])
-    tables = [[_vec_load(builder, t_p, _c64(64 * (regs * k + r)), _V64I8) for r in range(regs)]
-              for k in range(TABLES)]
+    tables = _load_tables(builder, t_p, regs)
     dot = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
     zero = ir.Constant(_V16I32, None)
 
     def step(b, s, idx, dscale, acc):
-        top = b.icmp_signed("<", idx, ir.Constant(_V64I8, None))
-        lo0, hi0, lo1, hi1 = (_lookup(b, t, idx, top) for t in tables)
+        lo0, hi0, lo1, hi1 = _lookup_all(b, tables, idx)
         xe = _vec_load(b, xs_p, b.mul(s, _c64(2 * CODES)), _V64I8)
         xo = _vec_load(b, xs_p, b.add(b.mul(s, _c64(2 * CODES)), _c64(CODES)), _V64I8)
         h = b.call(dot, [b.call(dot, [zero, hi0, xe]), hi1, xo])
@@ -103,3 +114,42 @@ def _row_dot(regs):
 # sum over nb blocks of d[b] * (the block's codes c looked up in `tables`) . (the int8 x in xs of the blocks'
 # steps, scaled per lane by xl, minus corr): tables of 256 entries (four zmm each) or of <= 64 (one)
 ROW_DOT = {regs: _row_dot(regs) for regs in (1, 4)}
+
+
+def _decode_codegen(regs, step_size, context, builder, signature, args):
+    dst_p, c_p, d_p, t_p = (_data(context, builder, signature.args[k], args[k], elem)
+                            for k, elem in enumerate((_F32, _I8, _F32, _I8)))
+    nsteps = _as_i64(builder, args[4])
+    tables = _load_tables(builder, t_p, regs)
+    v64i16, v64f, v128f = ir.VectorType(ir.IntType(16), 64), ir.VectorType(_F32, 64), ir.VectorType(_F32, 128)
+    interleave = ir.Constant(ir.VectorType(_I32, 128), [k // 2 + 64 * (k % 2) for k in range(128)])
+    flip = ir.Constant(v64i16, [-32768] * 64)       # (h + 128) * 256 + l = q + 32768: its top bit flipped
+    block_of = ir.Constant(ir.VectorType(_I32, 128), [k // 64 for k in range(128)])
+
+    def step(b, s, _):
+        lo0, hi0, lo1, hi1 = _lookup_all(b, tables, _vec_load(b, c_p, b.mul(s, _c64(CODES)), _V64I8))
+        coords = [b.sitofp(b.xor(b.bitcast(b.shuffle_vector(lo, hi, interleave), v64i16), flip), v64f)
+                  for lo, hi in ((lo0, hi0), (lo1, hi1))]
+        values = b.shuffle_vector(coords[0], coords[1], interleave)        # value 2t, 2t + 1: code t's two
+        dpair = b.load(b.bitcast(b.gep(d_p, [b.mul(s, _c64(2))]), ir.VectorType(_F32, 2).as_pointer()), align=4)
+        scale = b.fmul(b.shuffle_vector(dpair, dpair, block_of), ir.Constant(v128f, [step_size] * 128))
+        dst = b.bitcast(b.gep(dst_p, [b.mul(s, _c64(2 * CODES))]), v128f.as_pointer())
+        b.store(b.fmul(values, scale), dst, align=4)
+        return []
+
+    ir_loop(builder, nsteps, step, [])
+    return context.get_dummy_value()
+
+
+def _row_decode(regs, step_size):
+    def typer(typingctx, dst, c, d, tables, nsteps):
+        ok = (isinstance(dst, types.Array) and dst.dtype == types.float32 and c.dtype == types.uint8
+              and d.dtype == types.float32 and tables.dtype == types.uint8 and isinstance(nsteps, types.Integer))
+        return (types.void(dst, c, d, tables, nsteps), lambda *a: _decode_codegen(regs, step_size, *a)) if ok else None
+    typer.__name__ = f"lookup_row_decode_{regs}"
+    return intrinsic(typer)
+
+
+# dst[: 128 nsteps] = the first 2 nsteps blocks of a row in the rotated basis: d of the block times the code's q
+# (both coordinates) times the grid's step, from the same tables as ROW_DOT
+ROW_DECODE = {regs: _row_decode(regs, GRID_STEP) for regs in (1, 4)}
