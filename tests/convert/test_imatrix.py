@@ -158,7 +158,9 @@ def test_reported_perplexity_is_the_runtimes(f32, process_output):
     m = load(f32["llama"], 32)
     text = sample_text(400, seed=5)
     res = ic.collect(m, text, n_ctx=32, n_chunks=3, process_output=process_output)
-    assert res.ppl == pytest.approx(m.perplexity(text, n_ctx=32, n_chunks=3).ppl, rel=1e-9)
+    # the same sums up to float order: with process_output all 32 positions go through the output head, perplexity
+    # sends the 16 it scores, and the float GEMM may take another kernel for another token count (_common)
+    assert res.ppl == pytest.approx(m.perplexity(text, n_ctx=32, n_chunks=3).ppl, rel=1e-6)
 
 
 # ---------------------------------------------------------------- file formats

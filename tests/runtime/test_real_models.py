@@ -63,7 +63,17 @@ def test_qrun_generate_greedy_text_is_llamacpps(smollm2_path):
                         "-n", str(ref["n_predict"]), "--temp", "0"], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.removesuffix("\n") == ref["text"]
+    from kvant.formats.host import CPU_PATH
+    if CPU_PATH != "float":
+        assert r.stdout.removesuffix("\n") == ref["text"]
+        return
+    # the float path's activations are not llama.cpp's 8-bit ones: the near tie may fall either way (it flips on a
+    # Zen 5); up to it the text is llama.cpp's
+    from kvant.runtime import Model
+    sure = next(i for i, m in enumerate(ref["margins"]) if m < NEAR_TIE)
+    with Model(smollm2_path, n_threads=2) as m:
+        prefix = m.detokenize([t for t in ref["ids"] if t not in m.stop_ids][:sure])
+    assert len(prefix) > 10 and r.stdout.startswith(prefix), (r.stdout, prefix)
 
 
 def test_prompt_logits_close_to_llamacpp(model):
@@ -85,18 +95,21 @@ def test_prompt_logits_close_to_llamacpp(model):
 
 @pytest.mark.parametrize("lang", ["en", "ru"])
 def test_perplexity_within_half_percent_of_llamacpp(model, lang):
-    """Against the llama.cpp built for the instruction set of the kernel path in force, where the fixture has it
-    (its AVX2 and AVX-512 builds differ in the last digits as kvant's paths do), else its AVX-512 build's."""
+    """Within half a percent of the nearest of llama.cpp's x86 builds (the fixture's AVX-512 one and its AVX2 one):
+    those differ from each other by up to 0.25% (gemma3-270m ru: 19.446 and 19.495), while kvant's integer paths
+    agree with each other to the last digit (avx512vnni, avxvnni and avx2: 19.553 on a Zen 5), so which build is
+    the nearer one depends on how the chaotic 8-bit rounding fell, not on the path. The float path (activations not
+    rounded as llama.cpp's) within the spread measured between llama.cpp's own modes on one machine (default,
+    flash attention, one token at a time: up to 0.81%, bench/RESULTS.md NOISE)."""
     from kvant.formats.host import CPU_PATH
     fixture = reference(model.name)
-    by_path = fixture.get("perplexity_by_path", {})
-    ref = by_path.get(CPU_PATH, fixture["perplexity"])[lang]
-    # without that build's figure, the AVX-512 build's, within the spread measured between llama.cpp's own paths
-    # on one machine (default, flash attention, one token at a time: up to 0.81%, bench/RESULTS.md NOISE)
-    bound = 0.005 if CPU_PATH in by_path or CPU_PATH == "avx512vnni" else 0.0081
+    builds = [fixture["perplexity"][lang]] + [f[lang] for f in fixture.get("perplexity_by_path", {}).values()]
+    ref = builds[0]
+    bound = 0.0081 if CPU_PATH == "float" else 0.005
     result = model.perplexity(corpus(lang), n_ctx=ref["n_ctx"], n_chunks=ref["n_chunks"])
     assert result.n_chunks == ref["n_chunks"]
-    assert abs(result.ppl / ref["ppl"] - 1) < bound, (result.ppl, ref["ppl"], bound)
+    off = min(abs(result.ppl / b["ppl"] - 1) for b in builds)
+    assert off < bound, (result.ppl, [b["ppl"] for b in builds], bound)
 
 
 def test_chat_second_turn_prefills_only_its_new_tokens(model):
