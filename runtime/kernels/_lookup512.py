@@ -18,7 +18,7 @@ from kvant.formats.higgs_types import GRID_STEP
 from ._isa import _declare
 from ._vnni import _as_i64, _c64, _data, _vec_load, ir_loop
 
-_F32, _I1, _I8, _I32 = ir.FloatType(), ir.IntType(1), ir.IntType(8), ir.IntType(32)
+_F32, _I8, _I32 = ir.FloatType(), ir.IntType(8), ir.IntType(32)
 _V64I8, _V32I8, _V16I32, _V16F = (ir.VectorType(_I8, 64), ir.VectorType(_I8, 32), ir.VectorType(_I32, 16),
                                   ir.VectorType(_F32, 16))
 CODES = 64                 # codes (value pairs) a step: two 64-value blocks

@@ -46,10 +46,14 @@ def _repack(raw, c, d, type_size, points):
                 c[r, b * PAIRS + t] = code_at(src, s + 2, t, points)
 
 
+def _grid_steps(name: str):
+    """The grid in units of GRID_STEP: exact int16 values (as int64, for shifting and masking)."""
+    return np.round(grid(name).astype(np.float64) / GRID_STEP).astype(np.int64)
+
+
 def _tables(name: str):
     """The grid as two float columns (the float kernels) and as int16 pairs in int32 entries (the gather)."""
-    g = grid(name)
-    g16 = np.round(g.astype(np.float64) / GRID_STEP).astype(np.int64)
+    g, g16 = grid(name), _grid_steps(name)
     packed = ((g16[:, 0] & 0xFFFF) | (g16[:, 1] << 16)).astype(np.uint32).view(np.int32)
     return np.ascontiguousarray(g[:, 0]), np.ascontiguousarray(g[:, 1]), packed
 
@@ -96,7 +100,13 @@ def _mv_float(out, x, c, d, g0, g1, xr):
 @njit(cache=True, fastmath=FAST)
 def _dec_float(dst, r, c, d, g0, g1):
     """Row r in the rotated basis."""
-    for t in range(c.shape[1]):
+    _dec_float_from(dst, r, c, d, g0, g1, 0)
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def _dec_float_from(dst, r, c, d, g0, g1, t0):
+    """Row r in the rotated basis from code t0 on."""
+    for t in range(t0, c.shape[1]):
         s = d[r, t // PAIRS]
         k = c[r, t]
         dst[2 * t] = s * g0[k]
@@ -148,15 +158,20 @@ def _gather_scratch(cols):
     return np.empty(cols, np.float32), np.empty(cols, np.int16), np.empty(cols // BLOCK, np.float32)
 
 
+@njit(cache=True, fastmath=FAST, inline="always")
+def _block_scale(xr, b, limit):
+    """(amax / limit, limit / amax or 0) of xr's 64-block b: the step of its codes and its inverse."""
+    amax = F32(0.0)
+    for j in range(b * BLOCK, (b + 1) * BLOCK):
+        amax = max(amax, abs(xr[j]))
+    return amax / limit, limit / amax if amax > 0 else F32(0.0)
+
+
 @njit(cache=True, fastmath=FAST)
 def x_int16(xq, xd, xr):
     """Each 64-block of xr as int16 codes with |code| <= X_LIMIT and its scale: xr ~ xd[b] * xq."""
     for b in range(xd.shape[0]):
-        amax = F32(0.0)
-        for j in range(b * BLOCK, (b + 1) * BLOCK):
-            amax = max(amax, abs(xr[j]))
-        xd[b] = amax / F32(X_LIMIT)
-        inv = F32(X_LIMIT) / amax if amax > 0 else F32(0.0)
+        xd[b], inv = _block_scale(xr, b, F32(X_LIMIT))
         for j in range(b * BLOCK, (b + 1) * BLOCK):
             xq[j] = np.int16(np.rint(xr[j] * inv))
 
@@ -183,7 +198,7 @@ def _dec_gather(dst, r, c, d, table):
 
 def _byte_tables(name: str):
     """_lookup512's four tables (l and h + 128 of each coordinate's q = 256 h + l), each padded to whole zmm."""
-    g16 = np.round(grid(name).astype(np.float64) / GRID_STEP).astype(np.int64)
+    g16 = _grid_steps(name)
     out = np.zeros((4, 64 * table_registers(len(g16))), np.uint8)
     out[1::2] = 128                 # the pads: q = 0
     for k in range(2):
@@ -214,10 +229,7 @@ def x_int8_steps(xs, xl, corr, xr):
     values the codes' first coordinates meet, then the 64 their second ones meet; per int32 lane (4 codes) its x
     scale xl and corr = 256 * 128 * the sum of its 8 values."""
     for b in range(xr.shape[0] // BLOCK):
-        amax = F32(0.0)
-        for j in range(b * BLOCK, (b + 1) * BLOCK):
-            amax = max(amax, abs(xr[j]))
-        inv = F32(127.0) / amax if amax > 0 else F32(0.0)
+        scale, inv = _block_scale(xr, b, F32(127.0))
         first = (b // 2) * 2 * CODES + (b % 2) * PAIRS
         lane0 = (b // 2) * 16 + (b % 2) * 8
         for lane in range(8):
@@ -228,18 +240,24 @@ def x_int8_steps(xs, xl, corr, xr):
                 xs[first + t] = e
                 xs[first + CODES + t] = o
                 total += np.int32(e) + np.int32(o)
-            xl[lane0 + lane] = amax / F32(127.0)
+            xl[lane0 + lane] = scale
             corr[lane0 + lane] = 32768 * total
 
 
 _ROW_DOT_64, _ROW_DOT_256 = ROW_DOT[1], ROW_DOT[4]
 
 
+@njit(cache=True, inline="always")
+def _wide(tables):
+    """The tables are HG4's 256-entry ones (four zmm each), not <= 64-entry ones (one)."""
+    return tables.shape[0] > 4 * 64
+
+
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_lookup(out, x, c, d, tables, g0, g1, xr, xs, xl, corr):
     rotate(xr, x)
     x_int8_steps(xs, xl, corr, xr)
-    wide = tables.shape[0] > 4 * 64
+    wide = _wide(tables)
     for r in prange(out.shape[0]):
         if wide:
             s = _ROW_DOT_256(c[r], d[r], tables, xs, xl, corr, d.shape[1])
@@ -255,16 +273,12 @@ _ROW_DECODE_64, _ROW_DECODE_256 = ROW_DECODE[1], ROW_DECODE[4]
 def _dec_lookup(dst, r, c, d, tables, g0, g1):
     """Row r in the rotated basis: two blocks a step from the byte tables, an odd last block from the float grid."""
     nb = d.shape[1]
-    if tables.shape[0] > 4 * 64:
+    if _wide(tables):
         _ROW_DECODE_256(dst, c[r], d[r], tables, nb // 2)
     else:
         _ROW_DECODE_64(dst, c[r], d[r], tables, nb // 2)
     if nb % 2:
-        s = d[r, nb - 1]
-        for t in range((nb - 1) * PAIRS, nb * PAIRS):
-            k = c[r, t]
-            dst[2 * t] = s * g0[k]
-            dst[2 * t + 1] = s * g1[k]
+        _dec_float_from(dst, r, c, d, g0, g1, (nb - 1) * PAIRS)
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
