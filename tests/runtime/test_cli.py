@@ -70,6 +70,15 @@ def test_bench_json(capsys, tiny):
     assert result["n_prompt"] == [16] and result["weight_bytes"] > 0
 
 
+def test_model_given_by_dash_m_is_the_one_run(capsys, tiny):
+    # llama.cpp's -m FILE: the same as the positional MODEL (it was once ignored for the default model)
+    code, out, err = run(capsys, "bench", "-m", tiny, "-p", "8", "-n", "2", "-t", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["model"] == os.path.basename(tiny)
+    code, out, err = run(capsys, "bench", "smollm2", "-m", tiny, "-p", "8", "-n", "2", "-t", "1")
+    assert code != 0 and "two models given" in err and "Traceback" not in err
+
+
 def test_bench_several_prompt_lengths(capsys, tiny):
     # llama-bench's -p 128,512: one prompt-processing figure per length, in the order given
     code, out, err = run(capsys, "bench", tiny, "-p", "16,8", "-n", "2", "-t", "1", "--json")
