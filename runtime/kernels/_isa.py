@@ -40,6 +40,7 @@ _I8, _I16, _I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 _V32I8, _V64I8 = ir.VectorType(_I8, 32), ir.VectorType(_I8, 64)
 _V16I16, _V8I32, _V16I32 = ir.VectorType(_I16, 16), ir.VectorType(_I32, 8), ir.VectorType(_I32, 16)
 _V16I8, _V4I32 = ir.VectorType(_I8, 16), ir.VectorType(_I32, 4)
+_V32I16 = ir.VectorType(_I16, 32)
 
 
 def _declare(module, name, ret, args):
@@ -115,6 +116,25 @@ def dot4_256(builder, acc, u, s, wide=False):
     return builder.add(acc, maddwd(builder, maddubs(builder, u, s), ir.Constant(_V16I16, [1] * 16)))
 
 
+def _madd16_generic(builder, acc, a, c):
+    n = acc.type.count
+    pick = [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, n), list(range(k, 2 * n, 2))))
+            for v in (a, c) for k in (0, 1)]
+    even, odd = (builder.mul(builder.sext(pick[k], acc.type), builder.sext(pick[k + 2], acc.type)) for k in (0, 1))
+    return builder.add(acc, builder.add(even, odd))
+
+
+def _madd16_avx512vnni(builder, acc, a, c):
+    fn = _declare(builder.module, "llvm.x86.avx512.vpdpwssd.512", _V16I32, [_V16I32, _V32I16, _V32I16])
+    return builder.call(fn, [acc, a, c])
+
+
+def madd16(builder, acc, a, c):
+    """acc (16 x i32) + in each lane the sum of the products of its two i16 pairs of a and c (32 x i16 each):
+    vpdpwssd with AVX-512 VNNI, vpmaddwd's arithmetic elsewhere (LLVM's own choice of instructions)."""
+    return PATH.madd16(builder, acc, a, c)
+
+
 def _sign_dot32_x86(builder, g, m, x, ls16, unsigned_words):
     """llama.cpp's AVX2 step for the lattice types: the activations take the weights' signs (vpsignb by m | 1: +-1
     per byte), vpmaddubsw with the magnitudes, vpmaddwd by the scales of the two halves (unsigned words: no signs
@@ -178,17 +198,19 @@ class KernelPath:
     codes leaves out 128 * sum(s). registers_32: 32 registers of that width hold a 4 x 4 block of float dot
     products and their loads (AVX-512; not 16 ymm, and 32 NEON registers are a quarter as wide). ymm_steps: the
     decode steps written for 256-bit registers run (_avx2.py, _vnni16._block_dot16_256), where LLVM's split of the
-    512-bit ones spilled; on AVX-VNNI they use vpdpbusd where it replaces a vpmaddubsw + vpmaddwd pair."""
+    512-bit ones spilled; on AVX-VNNI they use vpdpbusd where it replaces a vpmaddubsw + vpmaddwd pair. madd16: the
+    i16 pair step (below)."""
     register_bits: int
     dot4: Callable
     sign_dot32: Callable
     wide_unbiased: bool = False
     registers_32: bool = False
     ymm_steps: bool = False
+    madd16: Callable = _madd16_generic
 
 
 KERNEL_PATHS = {
-    "avx512vnni": KernelPath(512, _dot4_avx512vnni, _sign_dot32_x86, registers_32=True),
+    "avx512vnni": KernelPath(512, _dot4_avx512vnni, _sign_dot32_x86, registers_32=True, madd16=_madd16_avx512vnni),
     "avxvnni": KernelPath(256, _dot4_ymm_pairs, _sign_dot32_x86, ymm_steps=True),
     "avx2": KernelPath(256, _dot4_ymm_pairs, _sign_dot32_x86, wide_unbiased=True, ymm_steps=True),
     "i8mm": KernelPath(128, _dot4_i8mm, _sign_dot32_neon),

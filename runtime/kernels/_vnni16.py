@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from kvant.formats.codecs_iq import GRID_IQ3_S, GRID_IQ3_XXS
 
-from ._isa import (CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, halves, join, lookup16, maddubs, maddwd,
+from ._isa import (CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, halves, join, lookup16, madd16, maddubs, maddwd,
                    signed_pair)
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
                     _k_row_args, _sb_loop, _splat, _vec_load, ir_loop)
@@ -32,6 +32,8 @@ _V16I16 = ir.VectorType(_I16, 16)
 _V16H = ir.VectorType(ir.HalfType(), 16)
 _V16I1 = ir.VectorType(ir.IntType(1), 16)
 _V8I32 = ir.VectorType(_I32, 8)
+_V32I16 = ir.VectorType(_I16, 32)
+_INTERLEAVE16 = ir.Constant(ir.VectorType(_I32, 32), [16 * (k & 1) + (k >> 1) for k in range(32)])
 
 
 def _signed_grid(grid):
@@ -411,6 +413,7 @@ def _q4k_rows16_codegen(context, builder, signature, args):
         sumi = summ = ir.Constant(_V16I32, None)
         qo, xo = b.mul(s, _c64(Q4K_RECORD)), b.mul(s, _c64(256))
         so = b.add(qo, _c64(Q4K_SM))
+        mins = []
         for blk in range(8):
             dot = _block_dot16(b, w_p, b.add(qo, _c64(Q4K_CODES + 256 * blk)), xq_p, b.add(xo, _c64(32 * blk)), False)
             packed_sm = _vec_load(b, w_p, b.add(so, _c64(16 * blk)), _V16I8)
@@ -419,9 +422,14 @@ def _q4k_rows16_codegen(context, builder, signature, args):
             low = _vec_load(b, w_p, b.add(so, _c64(128 + 16 * (blk & 3))), _V16I8)
             low = b.and_(b.lshr(low, const16(4 * (blk >> 2))), const16(15))
             high = b.lshr(b.and_(packed_sm, const16(0xC0)), const16(2))
-            mins = b.zext(b.or_(low, high), _V16I32)
-            bsum = _splat(b, b.load(b.gep(bs_p, [b.add(b.mul(s, _c64(8)), _c64(blk))])), _V16I32)
-            summ = b.add(summ, b.mul(mins, bsum))
+            mins.append(b.or_(low, high))
+        # the mins' sum over blocks pairs by pairs (block 2k, 2k + 1 as the i16 pair of each row's lane): 4 madd16
+        # where 8 32-bit multiplies were (vpmulld is two uops on the port vpdpbusd needs)
+        for pair in range(4):
+            row_pairs = b.zext(b.shuffle_vector(mins[2 * pair], mins[2 * pair + 1], _INTERLEAVE16), _V32I16)
+            sums = _vec_load(b, bs_p, b.add(b.mul(s, _c64(8)), _c64(2 * pair)), ir.VectorType(_I32, 2))
+            sums = b.bitcast(b.trunc(sums, ir.VectorType(_I16, 2)), _I32)       # |code sum| <= 32 * 127
+            summ = madd16(b, summ, row_pairs, b.bitcast(_splat(b, sums, _V16I32), _V32I16))
         xd = _splat(b, b.load(b.gep(xd_p, [b.mul(s, _c64(8))])), _V16F)
         halves = b.mul(s, _c64(Q4K_RECORD // 2))      # the record in fp16 units
         d, dm = (b.fmul(lanes_f32(b, half_p, b.add(halves, _c64(k // 2)), False), xd) for k in (Q4K_D, Q4K_DM))
