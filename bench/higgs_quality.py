@@ -9,6 +9,9 @@ and KL divergence against the F32 base, c=512, 8 chunks, first halves of ../shar
 
     python bench/higgs_quality.py [--variants 2:256:64:64,1:16:64:64] [--presets Q4_0,IQ4_XS] [--embd Q8_0]
     python bench/higgs_quality.py --report       # the HIGGS section of bench/RESULTS.md from the stored rows
+    KVANT_CPU_PATH=avx2 python bench/higgs_quality.py --presets '' --variants '' --files HG4
+                                                 # a kvant file's row on another kernel path (its own row: the
+                                                 # rotated x rounded as that path's kernels round it)
 
 Results are kept in bench/.work/higgs.json (keyed by variant and token_embd type).
 """
@@ -90,6 +93,12 @@ def higgs_file(base, spec, embd_type, out):
     return int(size)
 
 
+def activations():
+    """How the HIGGS kernels of the kernel path in force (KVANT_CPU_PATH or the CPU's) round the rotated x."""
+    from kvant.runtime.kernels import higgs
+    return "int8 x (VBMI lookup)" if higgs.LOOKUP else "int16 x (gather)" if higgs.GATHER else "float x"
+
+
 def n_weights(path):
     from kvant.formats.gguf_file import GGUFFile
     with GGUFFile(path) as g:
@@ -135,7 +144,7 @@ def main():
     for preset in filter(None, args.presets.split(",")):
         record_preset(f"llama.cpp/{preset}", preset, os.path.join(WORK, f"higgs-cmp-{preset}.gguf"))
     for preset in filter(None, args.files.split(",")):
-        record_preset(f"kvant/{preset}", preset, os.path.join(WORK, f"higgs-file-{preset}.gguf"))
+        record_preset(f"kvant/{preset}/{activations()}", preset, os.path.join(WORK, f"higgs-file-{preset}.gguf"))
     for v in filter(None, args.variants.split(",")):
         spec = HiggsSpec(*map(int, v.split(":")))
         key = f"higgs/{v}/{args.embd}"
@@ -164,7 +173,8 @@ def report(store):
         if parts[0] == "higgs":
             name = "HIGGS p={} n={} h={} s={}".format(*parts[1].split(":"))
         else:
-            name = f"{parts[1]} ({'kvant file, runtime kernels' if parts[0] == 'kvant' else parts[0]})"
+            kernels = ", ".join(["kvant file, runtime kernels"] + parts[2:])     # older rows: no activation kind
+            name = f"{parts[1]} ({kernels if parts[0] == 'kvant' else parts[0]})"
         lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
                      f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} |")
     publish("HIGGS", "\n".join(lines))
