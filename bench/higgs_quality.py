@@ -13,7 +13,8 @@ and KL divergence against the F32 base, c=512, 8 chunks, first halves of ../shar
                                                  # a kvant file's row on another kernel path (its own row: the
                                                  # rotated x rounded as that path's kernels round it)
 
-Results are kept in bench/.work/higgs.json (keyed by variant and token_embd type).
+Results are kept in bench/.work/higgs.json (keyed by variant and token_embd type; a kvant file's row by its type and
+how the kernels in force round the rotated activations).
 """
 import argparse
 import json

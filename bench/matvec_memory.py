@@ -36,7 +36,7 @@ def main():
     for layer in range(args.layers):
         for s in SHAPES:
             raw = base[s].copy()
-            raw[:, 0] ^= layer          # a distinct copy: no two matrices share cache lines
+            raw[:, 0] ^= layer % 256    # a distinct copy: no two matrices share cache lines
             mats.append(prepare(raw, args.type))
     nbytes = sum(m.nbytes for m in mats)
     xs = {c: rng.standard_normal(c, dtype=np.float32) for c in (2048, 5632)}

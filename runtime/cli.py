@@ -17,7 +17,7 @@ def model_options(f):
     """MODEL as an argument or -m (llama.cpp's flag); the command gets one `model`, the default if neither."""
     @functools.wraps(f)
     def with_model(*args, model=None, model_opt=None, **kw):
-        if model is not None and model_opt is not None and model != model_opt:
+        if model is not None and model_opt is not None and os.path.realpath(model) != os.path.realpath(model_opt):
             raise click.UsageError(f"two models given ({model!r} and -m {model_opt!r}): give one")
         return f(*args, model=model if model is not None else model_opt, **kw)
     with_model = click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)(with_model)
