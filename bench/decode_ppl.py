@@ -4,8 +4,9 @@ costs where it is used (generation), which `qrun perplexity` (batched prefill: t
 The HIGGS matvecs round the rotated x differently per path (int8 per 64 on AVX-512 VBMI, int16 on the other x86
 paths, floats on the float path); the integer types' matvecs all round as llama.cpp (Q8_0 / Q8_K). Each path runs in
 its own process (KVANT_CPU_PATH; "native" = the CPU's own): chunks of --ctx tokens of the text from its start, the
-cache cleared per chunk, every token through Model._step, scored on each chunk's second half (llama-perplexity's
-rule). Prints one line per path and language: PPL and its difference from the first path.
+cache cleared per chunk, every token through the decode step (Model.perplexity with n_batch 1: llama-perplexity's
+rule, each chunk's second half scored). Prints one line per path and language: PPL and its difference from the
+first path.
 
     python bench/decode_ppl.py FILE [--ctx 256] [--chunks 2] [--paths native,avx2,float] [--langs en,ru]
 """
@@ -19,23 +20,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CORPORA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "corpora")
 
 _CHILD = r"""
-import json, math, sys
-import numpy as np
+import json, sys
 from kvant.runtime import Model
 path, text_file, ctx, chunks = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-m = Model(path, n_ctx=ctx, n_threads=2)
-tokens = m.tokenize(open(text_file, encoding="utf-8").read())
-nll, n = 0.0, 0
-for c in range(chunks):
-    chunk = tokens[c * ctx:(c + 1) * ctx]
-    m.reset()
-    for i, t in enumerate(chunk[:-1]):
-        logits = m._step(t).astype(np.float64)
-        if i >= ctx // 2 - 1:
-            top = logits.max()
-            nll += top + math.log(np.exp(logits - top).sum()) - logits[chunk[i + 1]]
-            n += 1
-print(json.dumps({"ppl": math.exp(nll / n), "scored": n}))
+m = Model(path, n_ctx=ctx, n_threads=2, n_batch=1)      # a batch of one token: the decode step's matvecs
+print(json.dumps({"ppl": m.perplexity(open(text_file, encoding="utf-8").read(), ctx, chunks).ppl}))
 """
 
 

@@ -22,8 +22,8 @@ from numba.extending import intrinsic
 
 from kvant.formats.codecs_iq import GRID_IQ3_S, GRID_IQ3_XXS
 
-from ._isa import (CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, halves, join, lookup16, madd16, maddubs, maddwd,
-                   signed_pair)
+from ._isa import (_V32I16, CPU_PATH, WIDE_UNBIASED, YMM, dot4, dot4_256, halves, join, lookup16, madd16, maddubs,
+                   maddwd, signed_pair)
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _is_arr,
                     _k_row_args, _sb_loop, _splat, _vec_load, ir_loop)
 
@@ -32,7 +32,6 @@ _V16I16 = ir.VectorType(_I16, 16)
 _V16H = ir.VectorType(ir.HalfType(), 16)
 _V16I1 = ir.VectorType(ir.IntType(1), 16)
 _V8I32 = ir.VectorType(_I32, 8)
-_V32I16 = ir.VectorType(_I16, 32)
 _INTERLEAVE16 = ir.Constant(ir.VectorType(_I32, 32), [16 * (k & 1) + (k >> 1) for k in range(32)])
 
 
