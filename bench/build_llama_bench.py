@@ -6,6 +6,10 @@ to build llama-bench on 2 cores, a few more for the others), built with -DGGML_N
 instruction set of this CPU.
     python bench/build_llama_bench.py [TARGET ...]      (default: all four; llama-embedding for
                                                         tests/make_embedding_fixtures.py too)
+    python bench/build_llama_bench.py --avx2 [TARGET ...]
+With --avx2 it builds for a CPU with AVX2, FMA, F16C and BMI2 and nothing newer (GGML_NATIVE=OFF, no AVX-512, no
+AVX-VNNI) into bench/.work/llama.cpp-build-avx2/: the llama.cpp an AVX2 PC runs, for a forced-AVX2 kvant table on an
+AVX-512 machine (`KVANT_CPU_PATH=avx2 python bench/speed.py --llama-bench <that build's llama-bench> ...`).
 """
 import glob
 import os
@@ -32,18 +36,27 @@ def source_tree():
     return os.path.join(root, "vendor", "llama.cpp")
 
 
+BUILD_AVX2 = os.path.join(WORK, "llama.cpp-build-avx2")
 TOOLS = ("llama-bench", "llama-quantize", "llama-imatrix", "llama-perplexity")
+NATIVE = ("-DGGML_NATIVE=ON",)
+AVX2_ONLY = ("-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+             "-DGGML_BMI2=ON", "-DGGML_AVX_VNNI=OFF", "-DGGML_AVX512=OFF", "-DGGML_AVX512_VNNI=OFF",
+             "-DGGML_AVX512_VBMI=OFF", "-DGGML_AVX512_BF16=OFF")
 
 
-def main(targets=TOOLS):
+def main(targets=TOOLS, build=BUILD, isa=NATIVE):
     src = source_tree()
-    subprocess.run(["cmake", "-S", src, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+    subprocess.run(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", *isa,
                     "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=ON",
                     "-DLLAMA_BUILD_SERVER=OFF"], check=True)
-    subprocess.run(["cmake", "--build", BUILD, "--target", *targets, "-j", str(os.cpu_count() or 2)], check=True)
+    subprocess.run(["cmake", "--build", build, "--target", *targets, "-j", str(os.cpu_count() or 2)], check=True)
     for target in targets:
-        print(os.path.join(BUILD, "bin", target))
+        print(os.path.join(build, "bin", target))
 
 
 if __name__ == "__main__":
-    main(tuple(sys.argv[1:]) or TOOLS)
+    args = sys.argv[1:]
+    if args[:1] == ["--avx2"]:
+        main(tuple(args[1:]) or ("llama-bench",), BUILD_AVX2, AVX2_ONLY)
+    else:
+        main(tuple(args) or TOOLS)

@@ -40,6 +40,10 @@ import models  # noqa: E402
 from results import path_line, path_section, publish  # noqa: E402
 
 LLAMA_BENCH = os.path.join(HERE, ".work", "llama.cpp-build", "bin", "llama-bench")
+LLAMA_BENCH_AVX2 = os.path.join(HERE, ".work", "llama.cpp-build-avx2", "bin", "llama-bench")
+BUILDS = {LLAMA_BENCH: "built by bench/build_llama_bench.py (GGML_NATIVE=ON)",
+          LLAMA_BENCH_AVX2: "built for AVX2 only by bench/build_llama_bench.py --avx2 (GGML_NATIVE=OFF; AVX2, FMA, "
+                            "F16C, BMI2; no AVX-512, no AVX-VNNI)"}
 TIMEOUT_S = 3600
 USER_SEED = 1        # sampled generation, repeatable
 
@@ -167,10 +171,10 @@ def kvant_bench(path, args, env):
 
 
 def llama_bench(path, args, env):
-    if not os.path.exists(LLAMA_BENCH):
-        return {"error": "not built (python bench/build_llama_bench.py)"}
+    if not os.path.exists(args.llama_bench):
+        return {"error": f"{args.llama_bench} not built (python bench/build_llama_bench.py)"}
     try:
-        r = subprocess.run([LLAMA_BENCH, "-m", path, "-p", args.n_prompt, "-n", str(args.n_gen),
+        r = subprocess.run([args.llama_bench, "-m", path, "-p", args.n_prompt, "-n", str(args.n_gen),
                             "-t", str(args.threads), "-r", "1", "-o", "json"],
                            capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -386,6 +390,8 @@ def main():
     ap.add_argument("--no-cold", dest="cold", action="store_false",
                     help="skip the cold start; kvant then runs on numba's usual cache")
     ap.add_argument("--no-write", dest="write", action="store_false", help="do not rewrite bench/RESULTS.md")
+    ap.add_argument("--llama-bench", default=LLAMA_BENCH, type=os.path.abspath,
+                    help=f"llama.cpp's llama-bench to compare with (the AVX2-only build: {LLAMA_BENCH_AVX2})")
     ap.add_argument("--section", default="SPEED", help="the RESULTS.md section (per path) the table goes to")
     args = ap.parse_args()
     prompts = [int(n) for n in args.n_prompt.split(",")]
@@ -424,7 +430,8 @@ def main():
     command = (f"python bench/speed.py --threads {args.threads} --reps {args.reps} -p {args.n_prompt} "
                f"-n {args.n_gen} --types '{args.types}' --tinyllama '{args.tinyllama}'"
                + (" --no-gemma" if args.no_gemma else "") + ("" if args.cold else " --no-cold")
-               + ("" if args.section == "SPEED" else f" --section '{args.section}'"))
+               + ("" if args.section == "SPEED" else f" --section '{args.section}'")
+               + ("" if args.llama_bench == LLAMA_BENCH else f" --llama-bench {os.path.relpath(args.llama_bench)}"))
     summary = ""
     if ratios:
         keys = [f"pp{n}_tok_s" for n in prompts] + ["tg_tok_s"]
@@ -440,7 +447,7 @@ def main():
         f"{args.threads} threads; every figure the best of {args.reps} runs, each in a fresh process, interleaved "
         f"per file (kvant bench, qrun generate, Python API, read bandwidth, llama-bench, llama-cpp-python, starts). "
         f"Load average (1 min) at start / end: {load0:.1f} / {load1:.1f} on {os.cpu_count()} CPUs.\n"
-        f"{path_line()}; llama-bench built by bench/build_llama_bench.py (GGML_NATIVE=ON).\n"
+        f"{path_line()}; llama-bench {BUILDS.get(args.llama_bench, args.llama_bench)}.\n"
         f"Command: `{command}`\n\n{bw_line}\n"
         f"**Speed.** pp = prompt processing of random tokens from an empty cache, tg = generation, tokens/s, each test "
         f"after one warm-up run (llama-bench's method; kvant's `qrun bench -p {args.n_prompt}`, llama-bench "

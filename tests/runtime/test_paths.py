@@ -3,19 +3,21 @@
 A process uses one path (formats/host.py picks the best, KVANT_CPU_PATH forces another), so the other paths run
 here in a child pytest each, forced, over the model-level tests: the real models against llama.cpp's stored logits,
 tokens and perplexities, the six converted architectures against transformers' logits, prefill against decode, and
-every type's kernels. On an AVX2 machine that is the float fallback; on an AVX-512 VNNI one, AVX2 and float.
+every type's kernels, and a NaN weight reaching the sampler's check through a whole model. On an AVX2 machine that is the float fallback; on an AVX-512 VNNI one, AVX2 and float.
 """
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kvant.formats.host import CPU_PATH, runnable_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL_TESTS = ["tests/runtime/test_real_models.py", "tests/convert/test_convert_runtime.py",
-               "tests/runtime/test_prefill.py", "tests/runtime/test_kernels.py"]
+               "tests/runtime/test_prefill.py", "tests/runtime/test_kernels.py",
+               "tests/runtime/test_api_edges.py::test_a_nan_weight_reaches_the_samplers_check"]
 FORCED = os.environ.get("KVANT_CPU_PATH")
 OTHER_PATHS = [path for path in runnable_paths() if path != CPU_PATH]
 
@@ -29,3 +31,25 @@ def test_model_tests_pass_on_every_other_path(path):
     summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-2000:]
     assert r.returncode == 0, f"KVANT_CPU_PATH={path}: {summary}\n{r.stdout[-6000:]}"
     assert " passed" in summary and " failed" not in summary, summary
+
+
+INTEGER_PATHS = [path for path in OTHER_PATHS if path != "float"]
+
+
+@pytest.mark.skipif(CPU_PATH == "float", reason="the float path rounds no activations: its logits are its own")
+@pytest.mark.parametrize("path", INTEGER_PATHS)
+@pytest.mark.parametrize("name", ["smollm2", "gemma3-270m"])
+def test_integer_paths_give_the_same_logits(path, name, request, tmp_path):
+    """Every integer path computes the same int8 activations and exact int32 block sums, so a whole model's logits
+    differ between paths by float summation order at most, in prefill and in decode (on the Zen 5 and the Xeon
+    they are bit-identical); the float path differs by design (activations not rounded, a few % of the range)."""
+    from path_logits import logits
+    model = request.getfixturevalue("smollm2_path" if name == "smollm2" else "gemma3_path")
+    out = tmp_path / "logits.npy"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "path_logits.py"), model, str(out)],
+                       env={**os.environ, "KVANT_CPU_PATH": path}, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ours, theirs = logits(model), np.load(out)
+    share = np.abs(ours - theirs).max(axis=1) / (ours.max(axis=1) - ours.min(axis=1))
+    assert share.max() < 1e-4, (path, share.max())
+    assert np.array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
