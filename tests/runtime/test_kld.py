@@ -135,3 +135,34 @@ def test_a_base_written_by_llamacpp_is_read(smollm2_path):
     assert n == ref["n_ctx"] - 1 - ref["n_ctx"] // 2
     assert np.exp(stats.sums["nll_base"] / n) == pytest.approx(ref["chunk_ppl"], rel=1e-3)
     assert stats.sums["kld"] / n < 0.01 and stats.n_same_top >= n - 1
+
+
+@pytest.mark.realmodel
+def test_kvants_base_file_is_llamas_layout_and_encoding(smollm2_path, tmp_path):
+    """The other direction: the base file kvant writes for the text and model of llama-perplexity's stored one
+    (tests/make_kld_fixture.py) has its bytes where llama.cpp has them (header, tokens, size), and kvant's row
+    encoding gives back llama.cpp's own rows: a row of llama.cpp's, decoded to log-probabilities and encoded
+    again, is the same scale, minimum and 16-bit codes (so llama-perplexity reads what kvant writes as it reads its
+    own; bench/quality.py runs it on kvant's base files)."""
+    from kvant.runtime.api import Model
+    from shared_files import corpus
+    with open(os.path.join(FIXTURES, "llamacpp", "kld-base-smollm2.json")) as f:
+        ref = json.load(f)
+    with gzip.open(os.path.join(FIXTURES, "llamacpp", "kld-base-smollm2.bin.gz")) as f:
+        theirs = f.read()
+    path = tmp_path / "base.bin"
+    with Model(smollm2_path, n_threads=2, n_ctx=64) as m, open(path, "wb") as f:
+        m.perplexity(corpus("en")[:ref["text_chars"]], n_ctx=ref["n_ctx"], n_chunks=1, kl_base=f)
+        n_vocab = m.config.n_vocab
+    ours = path.read_bytes()
+    head = 20 + 4 * ref["n_ctx"]
+    assert ours[:head] == theirs[:head] and len(ours) == len(theirs)
+    rows = np.frombuffer(theirs[head:], "<u2").reshape(-1, kld.row_width(n_vocab))
+    scale, low = (rows[:, :4].copy().view(np.float32)[:, k] for k in (0, 1))
+    log_probs = low[:, None] + scale[:, None] * rows[:, 4:4 + n_vocab].astype(np.float32)
+    again = kld.encode_rows(log_probs)
+    again_scale, again_low = (again[:, :4].copy().view(np.float32)[:, k] for k in (0, 1))
+    # (the minimum moves by the probability of the tokens clamped to it: 16 nats down, ~4e4 tokens x 1e-7)
+    assert np.allclose(again_scale, scale, rtol=1e-5) and np.allclose(again_low, low, atol=1e-2)
+    codes, again_codes = rows[:, 4:4 + n_vocab].astype(np.int64), again[:, 4:4 + n_vocab].astype(np.int64)
+    assert np.abs(codes - again_codes).max() <= 1 and (codes == again_codes).mean() > 0.99
