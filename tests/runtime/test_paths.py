@@ -36,13 +36,16 @@ def test_model_tests_pass_on_every_other_path(path):
 INTEGER_PATHS = [path for path in OTHER_PATHS if path != "float"]
 
 
-@pytest.mark.skipif(CPU_PATH == "float", reason="the float path rounds no activations: its logits are its own")
+@pytest.mark.skipif(CPU_PATH == "float", reason="the float path sums in float: the next layer's 8-bit rounding "
+                                                 "amplifies its last bits, so its logits are not the integer paths'")
 @pytest.mark.parametrize("path", INTEGER_PATHS)
 @pytest.mark.parametrize("name", ["smollm2", "gemma3-270m"])
 def test_integer_paths_give_the_same_logits(path, name, request, tmp_path):
     """Every integer path computes the same int8 activations and exact int32 block sums, so a whole model's logits
     differ between paths by float summation order at most, in prefill and in decode (on the Zen 5 and the Xeon
-    they are bit-identical); the float path differs by design (activations not rounded, a few % of the range)."""
+    they are bit-identical). The float path rounds the activations the same way but sums their products in float:
+    last-bit differences that the next layer's 8-bit rounding amplifies to a few % of the range (SmolLM2: 7%), as a
+    1e-6 change of the input does (test_real_models), so it is held to llama.cpp's figures instead."""
     from path_logits import logits
     model = request.getfixturevalue("smollm2_path" if name == "smollm2" else "gemma3_path")
     out = tmp_path / "logits.npy"
