@@ -11,6 +11,7 @@ With --avx2 it builds for a CPU with AVX2, FMA, F16C and BMI2 and nothing newer 
 AVX-VNNI) into bench/.work/llama.cpp-build-avx2/: the llama.cpp an AVX2 PC runs, for a forced-AVX2 kvant table on an
 AVX-512 machine (`KVANT_CPU_PATH=avx2 python bench/speed.py --llama-bench <that build's llama-bench> ...`).
 """
+import argparse
 import glob
 import os
 import subprocess
@@ -55,8 +56,12 @@ def main(targets=TOOLS, build=BUILD, isa=NATIVE):
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] == ["--avx2"]:
-        main(tuple(args[1:]) or ("llama-bench",), BUILD_AVX2, AVX2_ONLY)
+    ap = argparse.ArgumentParser(description="Build llama.cpp's tools into bench/.work/.")
+    ap.add_argument("--avx2", action="store_true", help="for AVX2 CPUs only, into llama.cpp-build-avx2/ "
+                                                        "(default targets: llama-bench)")
+    ap.add_argument("targets", nargs="*", help=f"cmake targets (default: {' '.join(TOOLS)})")
+    args = ap.parse_args()
+    if args.avx2:
+        main(tuple(args.targets) or ("llama-bench",), BUILD_AVX2, AVX2_ONLY)
     else:
-        main(tuple(args) or TOOLS)
+        main(tuple(args.targets) or TOOLS)

@@ -172,7 +172,8 @@ def kvant_bench(path, args, env):
 
 def llama_bench(path, args, env):
     if not os.path.exists(args.llama_bench):
-        return {"error": f"{args.llama_bench} not built (python bench/build_llama_bench.py)"}
+        how = "python bench/build_llama_bench.py" + (" --avx2" if args.llama_bench == LLAMA_BENCH_AVX2 else "")
+        return {"error": f"{args.llama_bench} not built ({how})"}
     try:
         r = subprocess.run([args.llama_bench, "-m", path, "-p", args.n_prompt, "-n", str(args.n_gen),
                             "-t", str(args.threads), "-r", "1", "-o", "json"],
@@ -427,11 +428,14 @@ def main():
         if "error" not in k and "error" not in ref:
             ratios.append({key: k[key] / ref[key] for key in ref})
 
-    command = (f"python bench/speed.py --threads {args.threads} --reps {args.reps} -p {args.n_prompt} "
+    forced = os.environ.get("KVANT_CPU_PATH")
+    command = ((f"KVANT_CPU_PATH={forced} " if forced else "")
+               + f"python bench/speed.py --threads {args.threads} --reps {args.reps} -p {args.n_prompt} "
                f"-n {args.n_gen} --types '{args.types}' --tinyllama '{args.tinyllama}'"
                + (" --no-gemma" if args.no_gemma else "") + ("" if args.cold else " --no-cold")
                + ("" if args.section == "SPEED" else f" --section '{args.section}'")
-               + ("" if args.llama_bench == LLAMA_BENCH else f" --llama-bench {os.path.relpath(args.llama_bench)}"))
+               + ("" if args.llama_bench == LLAMA_BENCH
+                  else f" --llama-bench '{os.path.relpath(args.llama_bench, os.path.dirname(HERE))}'"))
     summary = ""
     if ratios:
         keys = [f"pp{n}_tok_s" for n in prompts] + ["tg_tok_s"]
