@@ -111,6 +111,14 @@ def read_log_probs(f, header: BaseHeader, n_rows: int) -> np.ndarray:
     return np.frombuffer(data, "<u2").reshape(n_rows, nv)
 
 
+def decode_rows(rows, n_vocab):
+    """(scale, minimum, log-probabilities (T, n_vocab)) of base-file rows (T, nv) uint16, as llama-perplexity reads
+    them: minimum + scale * code."""
+    head = np.ascontiguousarray(rows[:, :4]).view(np.float32)
+    scale, low = head[:, 0], head[:, 1]
+    return scale, low, scale[:, None] * rows[:, 4:4 + n_vocab].astype(np.float32) + low[:, None]
+
+
 # -- the statistics -----------------------------------------------------------------------------------------------
 
 def _mean_and_uncertainty(total, total2, count):
@@ -158,9 +166,7 @@ class KLDivergence:
         top, lse = _log_softmax_parts(logits)
         rows = np.arange(t)
         nll = (top + lse - logits[rows, targets]).astype(np.float32)
-        head = np.ascontiguousarray(base_rows[:, :4]).view(np.float32)
-        scale, low = head[:, 0], head[:, 1]
-        log_base = scale[:, None] * base_rows[:, 4:4 + n_vocab].astype(np.float32) + low[:, None]
+        _, _, log_base = decode_rows(base_rows, n_vocab)
         nll_base = -log_base[rows, targets]
         shifted = (top + lse)[:, None]
         keep = log_base > np.float32(-TOP_NATS)
