@@ -11,9 +11,9 @@ weight rows is first decoded (once per call) into TILE order
 
 as unsigned bytes (code + a type's offset), so one vpdpbusd multiplies 4 codes of each of the 16 rows by the same
 4 activation codes of one token (a 32-bit broadcast) and adds them to that row's lane. A 32-block of 16 rows and
-one token is 8 vpdpbusd into an int32 accumulator that starts at -offset * (sum of the token's codes in the block),
-then one conversion and one fused multiply-add by (the 16 rows' block scales) * (the token's block scale): 512
-multiply-adds in 12 instructions, against 32 for the float GEMM. Each weight vector is loaded once per block and
+one token is 8 vpdpbusd into int32 accumulators (CHAINS of them, added at the end; the first starts at -offset *
+(sum of the token's codes in the block)), then one conversion and one fused multiply-add by (the 16 rows' block
+scales) * (the token's block scale): 512 multiply-adds in 13 instructions, against 32 for the float GEMM. Each weight vector is loaded once per block and
 used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them) the tile's two 8-row halves run one after the
 other, TOK256 tokens a pass (_gemm_codegen_256 says why and how the AVX2 products are summed).
 
@@ -37,10 +37,16 @@ from ._isa import CPU_PATH, FAST, INT_KERNELS, WIDE_UNBIASED, YMM, dot4, dot4_25
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
                     _vec_load, counted_loop as _loop)
 from .actquant import q8_codes, q8_k_codes
+from .intdot import code_sums
 
 ROWS = 16         # rows of a tile: the 16 int32 lanes of a vector
-TOK = 4           # tokens sharing one load of a tile block's 8 weight vectors
-TOK256 = 2        # the same on ymm values (_gemm_codegen_256): four spilled the accumulators
+# tokens sharing one load of a tile block's 8 weight vectors, and accumulators per token and block: on AVX-512 the
+# latency of vpdpbusd (5 cycles) over a block's 8 dependent steps was the limit (two accumulators and six tokens:
+# 1.2x on 2048- and 5632-wide tiles; eight tokens spilled); AArch64 holds a 512-bit value in four registers
+TOK, CHAINS = (6, 2) if CPU_PATH == "avx512vnni" else (4, 1)
+# the same on ymm values (_gemm_codegen_256): AVX-VNNI's vpdpbusd as two chains of three tokens (1.5x one chain of
+# two: the same latency limit); AVX2's multiply-adds run in pairs already, and three or four tokens spilled there
+TOK256, CHAINS256 = (3, 2) if CPU_PATH == "avxvnni" else (2, 1)
 KC = 24           # 32-blocks of a tile (24 KiB of split weights) multiplied by every token before the next ones
 
 _I1 = ir.IntType(1)
@@ -74,19 +80,16 @@ class _GemmArgs:
         self.n, self.nb = _as_i64(builder, args[11]), _as_i64(builder, args[12])
         self.k = builder.mul(self.nb, _c64(32))          # a token's codes
 
-    def token_quads(self, builder, tokens, tok=TOK):
-        """tokens(builder, t0, count) for each tok tokens from 0, then for each one left."""
-        def main(b, t0, _):
-            tokens(b, t0, tok)
-            return []
+    def token_groups(self, builder, tokens, tok=TOK):
+        """tokens(builder, t0, count) for each tok tokens from 0, then for each two left (where tok > 2), then for
+        the last one."""
+        t_end = _c64(0)
+        for size in (tok, 2, 1) if tok > 2 else (tok, 1):
+            def group(b, t0, _, size=size):
+                tokens(b, t0, size)
+                return []
 
-        t_end, _ = _loop(builder, _c64(0), self.n, _c64(tok), [], main, "tok")
-
-        def tail(b, t0, _):
-            tokens(b, t0, 1)
-            return []
-
-        _loop(builder, t_end, self.n, _c64(1), [], tail, "tail")
+            t_end, _ = _loop(builder, t_end, self.n, _c64(size), [], group, f"tok{size}")
 
     def x_quad(self, b, tok, i, g, lanes):
         """Token tok's 4 codes of group g of block i, broadcast to `lanes` int32 lanes."""
@@ -100,7 +103,7 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
     for every token t, j < nr (masked stores). wide: codes up to 255 (a signed value + 128, xo = -128 * code sum),
     whose offset a WIDE_UNBIASED path takes out in the dot products themselves (_isa). halves = 2: a scale per 16
     elements, each half of a block summed in an accumulator of its own (ws 32 floats and xo 2 values a block: the
-    first half's, then the second's). 512-bit values: the 16 rows of a tile in one vector, 32 registers."""
+    first half's, then the second's; with_min: wm and xm the same way). 512-bit values: the 16 rows of a tile in one vector, 32 registers."""
     unbiased = wide and WIDE_UNBIASED
     per_half = 8 // halves
     def codegen(context, builder, signature, args):
@@ -112,31 +115,35 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
 
         def tokens(builder, t0, ntok):
             def block(b, i, faccs):
-                wv = [_vec_load(b, a.wt_p, b.mul(i, _c64(512)) if g == 0 else b.add(b.mul(i, _c64(512)), _c64(64 * g)),
-                                _V64I8) for g in range(8)]
-                ws = [_vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
-                      for h in range(halves)]
-                wm = _vec_load(b, a.wm_p, b.mul(i, _c64(16)), _V16F) if with_min else None
-                new = []
-                for t in range(ntok):
-                    tok = b.add(t0, _c64(t))
-                    tb = b.add(b.mul(tok, a.nb), i)
-                    xd = _splat(b, b.load(b.gep(a.xd_p, [tb])), _V16F)
-                    f = faccs[t]
-                    for h in range(halves):
-                        if unbiased:
-                            acc = ir.Constant(_V16I32, None)
-                        else:
+                toks = [b.add(t0, _c64(t)) for t in range(ntok)]
+                tbs = [b.add(b.mul(tok, a.nb), i) for tok in toks]
+                new = list(faccs)
+                for h in range(halves):
+                    # CHAINS accumulators per token: the 8 (4) dot products of a block are not one dependent chain
+                    chains = [[ir.Constant(_V16I32, None)] * CHAINS for _ in toks]
+                    if not unbiased:
+                        for t, tb in enumerate(tbs):
                             xo = b.load(b.gep(a.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
-                            acc = _splat(b, xo, _V16I32)
-                        for g in range(per_half * h, per_half * (h + 1)):
-                            acc = dot4(b, acc, wv[g], a.x_quad(b, tok, i, g, 16), wide)
-                        f = b.fadd(f, b.fmul(b.sitofp(acc, _V16F), b.fmul(ws[h], xd), flags=("contract",)),
-                                   flags=("contract",))
-                    if with_min:
-                        f = b.fadd(f, b.fmul(wm, _splat(b, b.load(b.gep(a.xm_p, [tb])), _V16F), flags=("contract",)),
-                                   flags=("contract",))
-                    new.append(f)
+                            chains[t][0] = _splat(b, xo, _V16I32)
+                    for g in range(per_half * h, per_half * (h + 1)):
+                        wv = _vec_load(b, a.wt_p, b.add(b.mul(i, _c64(512)), _c64(64 * g)), _V64I8)
+                        for t, tok in enumerate(toks):
+                            c = g % CHAINS
+                            chains[t][c] = dot4(b, chains[t][c], wv, a.x_quad(b, tok, i, g, 16), wide)
+                    ws = _vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
+                    for t, tb in enumerate(tbs):
+                        acc = chains[t][0]
+                        for c in chains[t][1:]:
+                            acc = b.add(acc, c)
+                        xd = _splat(b, b.load(b.gep(a.xd_p, [tb])), _V16F)
+                        new[t] = b.fadd(new[t], b.fmul(b.sitofp(acc, _V16F), b.fmul(ws, xd), flags=("contract",)),
+                                        flags=("contract",))
+                for h in range(halves if with_min else 0):
+                    wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
+                    for t, tb in enumerate(tbs):
+                        xm = b.load(b.gep(a.xm_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
+                        new[t] = b.fadd(new[t], b.fmul(wm, _splat(b, xm, _V16F), flags=("contract",)),
+                                        flags=("contract",))
                 return new
 
             _, faccs = _loop(builder, _c64(0), a.nb, _c64(1), [(_V16F, ir.Constant(_V16F, None))] * ntok, block,
@@ -146,7 +153,7 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
                 dst = builder.bitcast(builder.gep(a.out_p, [row]), _V16F.as_pointer())
                 builder.call(mstore, [faccs[t], dst, ir.Constant(_I32, 4), mask])
 
-        a.token_quads(builder, tokens)
+        a.token_groups(builder, tokens)
         return context.get_dummy_value()
     return codegen
 
@@ -154,8 +161,9 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
 def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
     """The same GEMM on ymm values (16 registers: the 512-bit version's four tokens of 16-lane accumulators and
     eight weight vectors spilled on AVX2, 0.4x the multiplies' speed): the tile's two 8-row halves one after the
-    other, its weight vectors loaded one 4-element group at a time for four tokens. AVX2: the wide codes' |w| (and
-    w for the activations' signs, _isa.signed_pair) once per group and four tokens; the products of narrow codes
+    other, its weight vectors loaded one 4-element group at a time for TOK256 tokens (AVX-VNNI: each token's dot
+    products in CHAINS256 accumulators). AVX2: the wide codes' |w| (and w for the activations' signs,
+    _isa.signed_pair) once per group and TOK256 tokens; the products of narrow codes
     (at most 31: 4 x 2 x 31 x 127 per i16 lane) add up in i16 for four groups before a vpmaddwd, wide ones for two
     where they are small (|w| < 64: the lattice types' grids, the IQ3 codebooks), else none."""
     unbiased = wide and WIDE_UNBIASED
@@ -197,6 +205,7 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                             accs = [_splat(b, b.load(b.gep(a.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(hh))])), _V8I32)
                                     for tb in tbs]
                         pending = [None] * ntok
+                        more = [[ir.Constant(_V8I32, None)] * (CHAINS256 - 1) for _ in toks]
                         for g in range(per_half * hh, per_half * (hh + 1)):
                             at = b.add(b.mul(i, _c64(512)), _c64(64 * g + 32 * h))
                             u = _vec_load(b, a.wt_p, at, _V32I8)
@@ -205,7 +214,11 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                             for t, tok in enumerate(toks):
                                 x = a.x_quad(b, tok, i, g, 8)
                                 if vnni:
-                                    accs[t] = dot4_256(b, accs[t], u, x)
+                                    c = g % CHAINS256
+                                    if c == 0:
+                                        accs[t] = dot4_256(b, accs[t], u, x)
+                                    else:
+                                        more[t][c - 1] = dot4_256(b, more[t][c - 1], u, x)
                                     continue
                                 if wide:
                                     part = maddubs(b, mag, b.call(psign, [x, w]))
@@ -215,22 +228,26 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                                 if (g + 1) % per_sum == 0 or g + 1 == per_half * (hh + 1):
                                     accs[t] = b.add(accs[t], maddwd(b, pending[t], ones))
                                     pending[t] = None
+                        for t in range(ntok):
+                            for m in more[t] if vnni else ():
+                                accs[t] = b.add(accs[t], m)
                         ws = _vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)), _V8F)
                         for t in range(ntok):
                             new[t] = b.fadd(new[t], b.fmul(b.sitofp(accs[t], _V8F), b.fmul(ws, xds[t]),
                                                            flags=("contract",)), flags=("contract",))
-                    if with_min:
-                        wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16)), _c64(8 * h)), _V8F)
+                    for hh in range(halves if with_min else 0):
+                        wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)), _V8F)
                         for t, tb in enumerate(tbs):
-                            xm = _splat(b, b.load(b.gep(a.xm_p, [tb])), _V8F)
-                            new[t] = b.fadd(new[t], b.fmul(wm, xm, flags=("contract",)), flags=("contract",))
+                            xm = b.load(b.gep(a.xm_p, [b.add(b.mul(tb, _c64(halves)), _c64(hh))]))
+                            new[t] = b.fadd(new[t], b.fmul(wm, _splat(b, xm, _V8F), flags=("contract",)),
+                                            flags=("contract",))
                     return new
 
                 _, faccs = _loop(builder, c0, c1, _c64(1), [(_V8F, v) for v in starts], block, "blk")
                 for facc, dst in zip(faccs, dsts):
                     builder.call(mstore, [facc, dst, ir.Constant(_I32, 4), mask])
 
-            a.token_quads(builder, tokens, TOK256)
+            a.token_groups(builder, tokens, TOK256)
 
         # the tile's blocks in chunks of at most KC (24 KiB of split weights), each multiplied by every token before
         # the next: a whole tile of 2048 columns (64 KiB) did not stay in L1 (0.85x)
@@ -305,6 +322,20 @@ def tile_gemm_small(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, n
     """tile_gemm_wide for weights below 64 in magnitude (+ 128: the lattice types, the IQ3 codebooks)."""
     sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     return (sig, _gemm_codegen(False, True, 1, True)) if sig is not None else None
+
+
+@intrinsic
+def tile_gemm16(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """tile_gemm with a scale per 16 elements (ws 2 nb*16 f32, xo (n, 2 nb)): Q3_K."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(False, False, 2)) if sig is not None else None
+
+
+@intrinsic
+def tile_gemm_min16(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
+    """tile_gemm16 plus a min per 16 elements: wm[2 b + h, j] * xm[t, 2 b + h] (Q2_K)."""
+    sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
+    return (sig, _gemm_codegen(True, False, 2)) if sig is not None else None
 
 
 @intrinsic
@@ -496,6 +527,29 @@ def _offsets(xs, off):
     return xo
 
 
+@njit(cache=True, inline="always")
+def half_offsets(xq, off):
+    """-off times each token's code sum per 16 (the offset term of a half in tile_gemm16 / tile_gemm_wide16: 128 for
+    biased weights)."""
+    xo = np.empty((xq.shape[0], xq.shape[1] // 16), np.int32)
+    for t in range(xq.shape[0]):
+        code_sums(xo[t], xq[t], -off)
+    return xo
+
+
+@njit(cache=True, inline="always")
+def half_sums(xq, xd):
+    """xd * the code sum of each 16 codes of each token (Q8_K: xd one scale per 256, repeated per 32): the xm of a
+    tile_gemm_min16."""
+    xm = np.empty((xq.shape[0], xq.shape[1] // 16), np.float32)
+    sums = np.empty(xm.shape[1], np.int32)
+    for t in range(xq.shape[0]):
+        code_sums(sums, xq[t])
+        for k in range(xm.shape[1]):
+            xm[t, k] = xd[t, k >> 1] * np.float32(sums[k])
+    return xm
+
+
 @njit(cache=True, fastmath=FAST, inline="always")
 def _fill_scales(ws, d, r0, shift):
     """ws[16 b + j] = the block-b scale of row r0 + j (the last row again past the end), d holding one scale per
@@ -517,10 +571,15 @@ def _chunks(rows):
 def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves, small):
     """Every token's outputs of the decoded tile at rows r0.. (rows past the end masked), with the mins' term
     wm * xm when has_min; wide: codes up to 255 (tile_gemm_wide; small: the weights below 64 in magnitude), with a
-    scale per 16 elements if halves == 2 (small weights only)."""
+    scale per 16 elements if halves == 2 (and a min per 16 with has_min)."""
     rows = out.shape[1]
     nr = min(ROWS, rows - r0)
-    if halves == 2:
+    if halves == 2 and not wide:
+        if has_min:
+            tile_gemm_min16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+        else:
+            tile_gemm16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+    elif halves == 2:
         tile_gemm_wide16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
     elif wide and small:
         tile_gemm_small(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
@@ -544,7 +603,7 @@ def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1, small=Fa
         split = wide and SPLIT_WIDE
         wt = np.empty(nb * 512 * (2 if split else 1), np.uint8)
         ws = np.empty(nb * ROWS * halves, np.float32)
-        wm = np.empty(nb * ROWS, np.float32)
+        wm = np.empty(nb * ROWS * halves, np.float32)
         t0, t1 = tile_span(ch, nch, rows, ROWS)
         for r0 in range(t0 * ROWS, t1 * ROWS, ROWS):
             decode(wt, ws, wm, r0, *arrays)

@@ -40,7 +40,7 @@ from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_I
                                      KSIGNS)
 
 from ._common import F32, dot, float_matmul
-from ._gemm import ROWS, _offsets, register_gemm, tiles
+from ._gemm import ROWS, _offsets, half_offsets, register_gemm, tiles
 from ._vnni16 import BOOK_TAGS, CODEBOOKS
 from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
@@ -702,21 +702,12 @@ def _tile(wt, ws, wm, r0, raw, tag):
                     ws[16 * blk + j] = d * F32(lo)
 
 
-@njit(cache=True, inline="always")
-def _half_offsets(xq):
-    """-128 times each token's code sum per 16 (the biased weights' term of a tile_gemm_wide16 half)."""
-    xo = np.empty((xq.shape[0], xq.shape[1] // 16), np.int32)
-    for t in range(xq.shape[0]):
-        code_sums(xo[t], xq[t], -128)
-    return xo
-
-
 @njit(cache=True, parallel=True)
 def _gemm(out, xq, xd, xs, xm, raw, tag):
     """Prefill: 16-row tiles decoded once into _gemm's TILE order, every token multiplied by each (tile_gemm_wide,
-    four tokens a load of the weights; tile_gemm_wide16 where the scales are per 16)."""
+    TOK tokens a load of the weights; tile_gemm_wide16 where the scales are per 16)."""
     if halves(tag) == 2:
-        tiles(out, xq, xd, _half_offsets(xq), xm, False, True, _tile, (raw, tag), 2, True)
+        tiles(out, xq, xd, half_offsets(xq, 128), xm, False, True, _tile, (raw, tag), 2, True)
     else:
         tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile, (raw, tag), 1, True)
 

@@ -34,7 +34,7 @@ from numba import njit, prange
 from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
-from ._gemm import gemm_q5_k, register_gemm
+from ._gemm import ROWS, gemm_q5_k, half_offsets, half_sums, register_gemm, tiles
 from ._isa import FAST, INT_KERNELS
 from ._vnni import q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
@@ -644,4 +644,77 @@ def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
     gemm_q5_k(out, *codes, q, qh, sc, mn, d, dm)
 
 
+_CRUMBS = np.uint64(0x0303030303030303)
+_BITS = np.uint64(0x0101010101010101)
+
+
+@njit(cache=True)
+def _q23_codes(wt, c, h, r0, nb, has_h):
+    """Rows r0..r0+15 (past the end: the last again) of the qs plane of Q2_K / Q3_K (crumb u of byte 32 half + j:
+    element 128 half + 32 u + j of a super-block) into _gemm.py's TILE order, plus 4 * the hmask bit (bit u of byte
+    j: element 32 u + j) where has_h. Eight codes a step: eight consecutive elements are eight consecutive bytes at
+    one shift in both planes, and two 4-element groups of a tile row."""
+    words = wt.view(np.uint32)
+    last = c.shape[0] - 1
+    for j in range(ROWS):
+        r = min(r0 + j, last)
+        cw, hw = c[r].view(np.uint64), h[r].view(np.uint64)
+        for e8 in range(4 * nb):
+            sb, e = e8 >> 5, 8 * (e8 & 31)
+            v = (cw[8 * sb + 4 * (e >> 7) + ((e & 31) >> 3)] >> np.uint64(2 * ((e >> 5) & 3))) & _CRUMBS
+            if has_h:
+                v |= ((hw[4 * sb + ((e & 31) >> 3)] >> np.uint64(e >> 5)) & _BITS) << np.uint64(2)
+            o = 128 * (e8 >> 2) + 32 * (e8 & 3) + j
+            words[o] = np.uint32(v & np.uint64(0xFFFFFFFF))
+            words[o + 16] = np.uint32(v >> np.uint64(32))
+
+
+@njit(cache=True)
+def _q2k_tile(wt, ws, wm, r0, c, sc, d, dm):
+    """Q2_K's tile: codes 0..3, ws = d * scale and wm = -dmin * min per 16 elements (k = 2 block + half)."""
+    nb = ws.shape[0] // (2 * ROWS)
+    _q23_codes(wt, c, c, r0, nb, False)
+    last = c.shape[0] - 1
+    for j in range(ROWS):
+        r = min(r0 + j, last)
+        for k in range(2 * nb):
+            ws[ROWS * k + j] = widen(d[r, k >> 4]) * F32(sc[r, k] & 15)
+            wm[ROWS * k + j] = -widen(dm[r, k >> 4]) * F32(sc[r, k] >> 4)
+
+
+@njit(cache=True)
+def _q3k_tile(wt, ws, wm, r0, c, h, sc, d):
+    """Q3_K's tile: codes 0..7 (the value + 4), ws = d * scale per 16 elements."""
+    nb = ws.shape[0] // (2 * ROWS)
+    _q23_codes(wt, c, h, r0, nb, True)
+    last = c.shape[0] - 1
+    for j in range(ROWS):
+        r = min(r0 + j, last)
+        for k in range(2 * nb):
+            ws[ROWS * k + j] = widen(d[r, k >> 4]) * F32(sc[r, k])
+
+
+@njit(cache=True, parallel=True)
+def _gemm_q2_k_tiles(out, xq, xd, xs, xm, c, sc, d, dm):
+    """Q2_K: no offset, the mins against xd * code sum per 16 (tile_gemm_min16)."""
+    xo = np.zeros((xq.shape[0], xq.shape[1] // 16), np.int32)
+    tiles(out, xq, xd, xo, half_sums(xq, xd), True, False, _q2k_tile, (c, sc, d, dm), 2)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_q3_k_tiles(out, xq, xd, xs, xm, c, h, sc, d):
+    """Q3_K: offset 4 per 16 codes (tile_gemm16)."""
+    tiles(out, xq, xd, half_offsets(xq, 4), xm, False, False, _q3k_tile, (c, h, sc, d), 2)
+
+
+def _gemm_q2_k(out, codes, c, sc, d, dm):
+    _gemm_q2_k_tiles(out, *codes, c, sc, d, dm)
+
+
+def _gemm_q3_k(out, codes, c, h, sc, d):
+    _gemm_q3_k_tiles(out, *codes, c, h, sc, d)
+
+
 register_gemm("Q5_K", "q8_k", _gemm_q5_k)
+register_gemm("Q2_K", "q8_k", _gemm_q2_k)
+register_gemm("Q3_K", "q8_k", _gemm_q3_k)

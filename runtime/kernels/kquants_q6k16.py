@@ -16,13 +16,14 @@ met out of address order streamed at two thirds of the row kernel's speed, thoug
         768 + 16 u + r   the int8 scale of group 4q + u, row r
     3328 + 2 r           row r's fp16 d
 
-Used where the CPU has an integer path (_isa.py; the Q6_K layout, kquants.py); decode, the integer prefill GEMM (the
-decode kernel per token) and the float matmul read it.
+Used where the CPU has an integer path (_isa.py; the Q6_K layout, kquants.py); decode, the integer prefill GEMM (a
+record row decoded into _gemm.py's TILE order, the chunks as they are) and the float matmul read it.
 """
 import numpy as np
 from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, zeros_on_lines
+from ._gemm import half_offsets, tiles
 from . import _avx2, _vnni16
 from ._isa import FAST, YMM
 from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES
@@ -117,25 +118,43 @@ def matmul(out, x, w):
     float_matmul(out, x, _decode_row, (w,))
 
 
+@njit(cache=True, fastmath=FAST)
+def _tile(wt, ws, wm, r0, w):
+    """The 16 rows at r0 (one record row) in _gemm.py's TILE order: a record's 64-byte chunk is already 4 codes of
+    each of 16 rows, so TILE vector (32-block b, 4-element group c) is chunk c % 4 of 16-element group 2 b + c // 4,
+    its crumb and nibble joined, as the code - 32 + 128 (tile_gemm_wide16's biased weights); ws the 16 rows' d * sc
+    per 16-element half."""
+    rec_row = w[r0 // GROUP]
+    for s in range(rec_row.shape[0]):
+        rec = rec_row[s]
+        for bb in range(8):
+            blk = 8 * s + bb
+            q = bb >> 1
+            for h in range(2):
+                u = 2 * (bb & 1) + h            # the group within quad q
+                for c in range(4):
+                    hi = QUAD * q + 64 * c
+                    lo = QUAD * q + 256 + 256 * (u >> 1) + 64 * c
+                    dst = 512 * blk + 64 * (4 * h + c)
+                    for k in range(64):
+                        code = ((rec[lo + k] >> (4 * (u & 1))) & 15) | (((rec[hi + k] >> (2 * u)) & 3) << 4)
+                        wt[dst + k] = code + 96
+                sc = QUAD * q + SCALES + 16 * u
+                for r in range(GROUP):
+                    ws[32 * blk + 16 * h + r] = f16_at(rec, D + 2 * r) * F32(np.int8(rec[sc + r]))
+
+
 @njit(cache=True, parallel=True)
-def _gemm(out, xq, xd, w):
-    n = xq.shape[0]
-    bs = np.empty((n, xq.shape[1] // 16), np.int32)
-    for t in prange(n):
-        code_sums(bs[t], xq[t])
-    rows, nsb = out.shape[1], w.shape[1]
-    for g in prange(w.shape[0]):
-        r0, nr = GROUP * g, min(GROUP, rows - GROUP * g)
-        for t in range(n):      # the group's records stay in L2 across the tokens
-            _ROWS16_DOT(w[g], xq[t], xd[t], bs[t], nsb, out[t], r0, nr)
+def _gemm(out, xq, xd, xs, xm, w):
+    tiles(out, xq, xd, half_offsets(xq, 128), xm, False, True, _tile, (w,), 2, True)
 
 
 def gemm(out, codes, w):
-    """The integer prefill GEMM (_gemm.INT_GEMM's run): each token's Q8_K codes (_gemm.quantize) through the decode
-    kernel, a group of 16 rows at a time, so the products are the decode's (and llama.cpp's, whose prefill runs the
-    same dot product per token). It beats decoding rows to floats at every batch size (the records interleave 16
-    rows, so a float row is a gather): a 2048x5632 matrix at 16 tokens 2.8 against 9.2 ms, at 512 41 against 66."""
-    _gemm(out, codes[0], codes[1], w)
+    """The integer prefill GEMM (_gemm.INT_GEMM's run): each 16-row record row decoded once into _gemm.py's TILE
+    order (signed 6-bit weights + 128, a scale per 16) and every token multiplied by it (tile_gemm_wide16), as the
+    IQ lattice types. The products are llama.cpp's up to float summation order (it sums a super-block's scaled
+    16-element integer sums in int32, this one per 16 in float)."""
+    _gemm(out, *codes, w)
 
 
 LAYOUT = Layout(256, repack, k16_scratch, matvec, matmul, "ROWS16: 16 rows' 6-bit codes interleaved 4 bytes a row "
