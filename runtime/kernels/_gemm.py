@@ -13,8 +13,8 @@ as unsigned bytes (code + a type's offset), so one vpdpbusd multiplies 4 codes o
 4 activation codes of one token (a 32-bit broadcast) and adds them to that row's lane. A 32-block of 16 rows and
 one token is 8 vpdpbusd into int32 accumulators (CHAINS of them, added at the end; the first starts at -offset *
 (sum of the token's codes in the block)), then one conversion and one fused multiply-add by (the 16 rows' block
-scales) * (the token's block scale): 512 multiply-adds in 13 instructions, against 32 for the float GEMM. Each weight vector is loaded once per block and
-used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them) the tile's two 8-row halves run one after the
+scales) * (the token's block scale): 512 multiply-adds in 12-13 instructions, against 32 for the float GEMM. Each
+weight vector is loaded once per block and used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them) the tile's two 8-row halves run one after the
 other, TOK256 tokens a pass (_gemm_codegen_256 says why and how the AVX2 products are summed).
 
 The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, crumbs split; layouts
@@ -26,6 +26,8 @@ What a weight type provides (legacy.py, ternary.py, blocks16.py; K-quants the sa
   - the offset: the u8 code minus the value the type multiplies, taken out as -offset * sum(x codes);
   - which activation rounding (q8_0 / q8_k) the dot product uses.
 """
+import functools
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -91,6 +93,22 @@ class _GemmArgs:
 
             t_end, _ = _loop(builder, t_end, self.n, _c64(size), [], group, f"tok{size}")
 
+    def chains(self, b, tbs, h, halves, count, vtype, unbiased):
+        """Per token (tbs: its block's index), `count` int32 accumulators of half h of the block: the first starts at
+        the token's offset term xo (at zero where the path's dot products leave the offset out), the others at zero
+        (several: a block's dot products as independent chains)."""
+        zero = ir.Constant(vtype, None)
+        return [[zero if unbiased else _splat(b, b.load(b.gep(self.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))])),
+                                              vtype)] + [zero] * (count - 1) for tb in tbs]
+
+    def add_mins(self, b, new, tbs, i, halves, vtype, row0=0):
+        """new[t] + wm * xm (each half's rows' mins times the token's xm there) for each token."""
+        for h in range(halves):
+            wm = _vec_load(b, self.wm_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h + row0)), vtype)
+            for t, tb in enumerate(tbs):
+                xm = b.load(b.gep(self.xm_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
+                new[t] = b.fadd(new[t], b.fmul(wm, _splat(b, xm, vtype), flags=("contract",)), flags=("contract",))
+
     def x_quad(self, b, tok, i, g, lanes):
         """Token tok's 4 codes of group g of block i, broadcast to `lanes` int32 lanes."""
         at = b.add(b.add(b.mul(tok, self.k), b.mul(i, _c64(32))), _c64(4 * g))
@@ -103,7 +121,8 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
     for every token t, j < nr (masked stores). wide: codes up to 255 (a signed value + 128, xo = -128 * code sum),
     whose offset a WIDE_UNBIASED path takes out in the dot products themselves (_isa). halves = 2: a scale per 16
     elements, each half of a block summed in an accumulator of its own (ws 32 floats and xo 2 values a block: the
-    first half's, then the second's; with_min: wm and xm the same way). 512-bit values: the 16 rows of a tile in one vector, 32 registers."""
+    first half's, then the second's; with_min: wm and xm the same way). 512-bit values: the 16 rows of a tile in one
+    vector, 32 registers."""
     unbiased = wide and WIDE_UNBIASED
     per_half = 8 // halves
     def codegen(context, builder, signature, args):
@@ -119,12 +138,7 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
                 tbs = [b.add(b.mul(tok, a.nb), i) for tok in toks]
                 new = list(faccs)
                 for h in range(halves):
-                    # CHAINS accumulators per token: the 8 (4) dot products of a block are not one dependent chain
-                    chains = [[ir.Constant(_V16I32, None)] * CHAINS for _ in toks]
-                    if not unbiased:
-                        for t, tb in enumerate(tbs):
-                            xo = b.load(b.gep(a.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
-                            chains[t][0] = _splat(b, xo, _V16I32)
+                    chains = a.chains(b, tbs, h, halves, CHAINS, _V16I32, unbiased)
                     for g in range(per_half * h, per_half * (h + 1)):
                         wv = _vec_load(b, a.wt_p, b.add(b.mul(i, _c64(512)), _c64(64 * g)), _V64I8)
                         for t, tok in enumerate(toks):
@@ -132,18 +146,12 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
                             chains[t][c] = dot4(b, chains[t][c], wv, a.x_quad(b, tok, i, g, 16), wide)
                     ws = _vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
                     for t, tb in enumerate(tbs):
-                        acc = chains[t][0]
-                        for c in chains[t][1:]:
-                            acc = b.add(acc, c)
+                        acc = functools.reduce(b.add, chains[t])
                         xd = _splat(b, b.load(b.gep(a.xd_p, [tb])), _V16F)
                         new[t] = b.fadd(new[t], b.fmul(b.sitofp(acc, _V16F), b.fmul(ws, xd), flags=("contract",)),
                                         flags=("contract",))
-                for h in range(halves if with_min else 0):
-                    wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * h)), _V16F)
-                    for t, tb in enumerate(tbs):
-                        xm = b.load(b.gep(a.xm_p, [b.add(b.mul(tb, _c64(halves)), _c64(h))]))
-                        new[t] = b.fadd(new[t], b.fmul(wm, _splat(b, xm, _V16F), flags=("contract",)),
-                                        flags=("contract",))
+                if with_min:
+                    a.add_mins(b, new, tbs, i, halves, _V16F)
                 return new
 
             _, faccs = _loop(builder, _c64(0), a.nb, _c64(1), [(_V16F, ir.Constant(_V16F, None))] * ntok, block,
@@ -159,8 +167,8 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
 
 
 def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
-    """The same GEMM on ymm values (16 registers: the 512-bit version's four tokens of 16-lane accumulators and
-    eight weight vectors spilled on AVX2, 0.4x the multiplies' speed): the tile's two 8-row halves one after the
+    """The same GEMM on ymm values (16 registers: the 512-bit version's four tokens (as it was) of 16-lane
+    accumulators and eight weight vectors spilled on AVX2, 0.4x the multiplies' speed): the tile's two 8-row halves one after the
     other, its weight vectors loaded one 4-element group at a time for TOK256 tokens (AVX-VNNI: each token's dot
     products in CHAINS256 accumulators). AVX2: the wide codes' |w| (and w for the activations' signs,
     _isa.signed_pair) once per group and TOK256 tokens; the products of narrow codes
@@ -199,13 +207,8 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                     tbs = [b.add(b.mul(tok, a.nb), i) for tok in toks]
                     xds = [_splat(b, b.load(b.gep(a.xd_p, [tb])), _V8F) for tb in tbs]
                     for hh in range(halves):
-                        if unbiased:
-                            accs = [ir.Constant(_V8I32, None)] * ntok
-                        else:
-                            accs = [_splat(b, b.load(b.gep(a.xo_p, [b.add(b.mul(tb, _c64(halves)), _c64(hh))])), _V8I32)
-                                    for tb in tbs]
+                        chains = a.chains(b, tbs, hh, halves, CHAINS256, _V8I32, unbiased)
                         pending = [None] * ntok
-                        more = [[ir.Constant(_V8I32, None)] * (CHAINS256 - 1) for _ in toks]
                         for g in range(per_half * hh, per_half * (hh + 1)):
                             at = b.add(b.mul(i, _c64(512)), _c64(64 * g + 32 * h))
                             u = _vec_load(b, a.wt_p, at, _V32I8)
@@ -215,10 +218,7 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                                 x = a.x_quad(b, tok, i, g, 8)
                                 if vnni:
                                     c = g % CHAINS256
-                                    if c == 0:
-                                        accs[t] = dot4_256(b, accs[t], u, x)
-                                    else:
-                                        more[t][c - 1] = dot4_256(b, more[t][c - 1], u, x)
+                                    chains[t][c] = dot4_256(b, chains[t][c], u, x)
                                     continue
                                 if wide:
                                     part = maddubs(b, mag, b.call(psign, [x, w]))
@@ -226,21 +226,15 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
                                     part = maddubs(b, u, x)
                                 pending[t] = part if pending[t] is None else b.add(pending[t], part)
                                 if (g + 1) % per_sum == 0 or g + 1 == per_half * (hh + 1):
-                                    accs[t] = b.add(accs[t], maddwd(b, pending[t], ones))
+                                    chains[t][0] = b.add(chains[t][0], maddwd(b, pending[t], ones))
                                     pending[t] = None
-                        for t in range(ntok):
-                            for m in more[t] if vnni else ():
-                                accs[t] = b.add(accs[t], m)
                         ws = _vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)), _V8F)
                         for t in range(ntok):
-                            new[t] = b.fadd(new[t], b.fmul(b.sitofp(accs[t], _V8F), b.fmul(ws, xds[t]),
+                            acc = functools.reduce(b.add, chains[t])
+                            new[t] = b.fadd(new[t], b.fmul(b.sitofp(acc, _V8F), b.fmul(ws, xds[t]),
                                                            flags=("contract",)), flags=("contract",))
-                    for hh in range(halves if with_min else 0):
-                        wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)), _V8F)
-                        for t, tb in enumerate(tbs):
-                            xm = b.load(b.gep(a.xm_p, [b.add(b.mul(tb, _c64(halves)), _c64(hh))]))
-                            new[t] = b.fadd(new[t], b.fmul(wm, _splat(b, xm, _V8F), flags=("contract",)),
-                                            flags=("contract",))
+                    if with_min:
+                        a.add_mins(b, new, tbs, i, halves, _V8F, 8 * h)
                     return new
 
                 _, faccs = _loop(builder, c0, c1, _c64(1), [(_V8F, v) for v in starts], block, "blk")
@@ -311,8 +305,8 @@ def tile_gemm_wide(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb
 
 @intrinsic
 def tile_gemm_wide16(typingctx, out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
-    """tile_gemm_wide with a scale per 16 elements (the lattice types: ws 2 nb*16 f32, xo (n, 2 nb) per half), the
-    weights below 64 in magnitude."""
+    """tile_gemm_wide with a scale per 16 elements (the lattice types and Q6_K: ws 2 nb*16 f32, xo (n, 2 nb) per
+    half), the weights below 64 in magnitude."""
     sig = _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     return (sig, _gemm_codegen(False, True, 2, True)) if sig is not None else None
 
@@ -481,7 +475,7 @@ def q8_0_codes(xq, xd, xs, xm, x):
     xs (int32) and Q8_1's fp16 block sums xm (d * sum, the min term of Q4_1 / Q5_1)."""
     for t in prange(x.shape[0]):
         q8_codes(xq[t], xd[t], xm[t], x[t])
-        _code_sums(xs[t], xq[t])
+        code_sums(xs[t], xq[t])
 
 
 @njit(cache=True, parallel=True)
@@ -490,18 +484,9 @@ def q8_k_codes_n(xq, xd, xs, xm, x):
     per 32 and xm = scale * code sum per 32 (for the K-quants' mins: -dmin m_b as wm, tile_gemm_min)."""
     for t in prange(x.shape[0]):
         q8_k_codes(xq[t], xd[t], x[t])
-        _code_sums(xs[t], xq[t])
+        code_sums(xs[t], xq[t])
         for b in range(xs.shape[1]):
             xm[t, b] = xd[t, b] * np.float32(xs[t, b])
-
-
-@njit(cache=True, inline="always")
-def _code_sums(xs, xq):
-    for b in range(xs.shape[0]):
-        s = 0
-        for j in range(32 * b, 32 * b + 32):
-            s += np.int32(xq[j])
-        xs[b] = s
 
 
 _SCHEMES = {"q8_0": q8_0_codes, "q8_k": q8_k_codes_n}

@@ -640,10 +640,6 @@ register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
 
 # ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py)
 
-def _gemm_q5_k(out, codes, q, qh, sc, mn, d, dm):
-    gemm_q5_k(out, *codes, q, qh, sc, mn, d, dm)
-
-
 _CRUMBS = np.uint64(0x0303030303030303)
 _BITS = np.uint64(0x0101010101010101)
 
@@ -670,51 +666,40 @@ def _q23_codes(wt, c, h, r0, nb, has_h):
 
 
 @njit(cache=True)
-def _q2k_tile(wt, ws, wm, r0, c, sc, d, dm):
-    """Q2_K's tile: codes 0..3, ws = d * scale and wm = -dmin * min per 16 elements (k = 2 block + half)."""
+def _k16_tile(wt, ws, wm, r0, c, h, sc, d, dm, has_h, has_min):
+    """Q2_K's tile (codes 0..3, ws = d * scale and wm = -dmin * min per 16 elements: the low and high nibble of its
+    scale byte) or Q3_K's (has_h: codes 0..7, the value + 4; ws = d * its int8 scale); k = 2 block + half."""
     nb = ws.shape[0] // (2 * ROWS)
-    _q23_codes(wt, c, c, r0, nb, False)
+    _q23_codes(wt, c, h, r0, nb, has_h)
     last = c.shape[0] - 1
     for j in range(ROWS):
         r = min(r0 + j, last)
         for k in range(2 * nb):
-            ws[ROWS * k + j] = widen(d[r, k >> 4]) * F32(sc[r, k] & 15)
-            wm[ROWS * k + j] = -widen(dm[r, k >> 4]) * F32(sc[r, k] >> 4)
-
-
-@njit(cache=True)
-def _q3k_tile(wt, ws, wm, r0, c, h, sc, d):
-    """Q3_K's tile: codes 0..7 (the value + 4), ws = d * scale per 16 elements."""
-    nb = ws.shape[0] // (2 * ROWS)
-    _q23_codes(wt, c, h, r0, nb, True)
-    last = c.shape[0] - 1
-    for j in range(ROWS):
-        r = min(r0 + j, last)
-        for k in range(2 * nb):
-            ws[ROWS * k + j] = widen(d[r, k >> 4]) * F32(sc[r, k])
+            if has_min:
+                ws[ROWS * k + j] = widen(d[r, k >> 4]) * F32(sc[r, k] & 15)
+                wm[ROWS * k + j] = -widen(dm[r, k >> 4]) * F32(sc[r, k] >> 4)
+            else:
+                ws[ROWS * k + j] = widen(d[r, k >> 4]) * F32(sc[r, k])
 
 
 @njit(cache=True, parallel=True)
-def _gemm_q2_k_tiles(out, xq, xd, xs, xm, c, sc, d, dm):
+def _gemm_q2_k(out, xq, xd, xs, xm, c, sc, d, dm):
     """Q2_K: no offset, the mins against xd * code sum per 16 (tile_gemm_min16)."""
     xo = np.zeros((xq.shape[0], xq.shape[1] // 16), np.int32)
-    tiles(out, xq, xd, xo, half_sums(xq, xd), True, False, _q2k_tile, (c, sc, d, dm), 2)
+    tiles(out, xq, xd, xo, half_sums(xq, xd), True, False, _k16_tile, (c, c, sc, d, dm, False, True), 2)
 
 
 @njit(cache=True, parallel=True)
-def _gemm_q3_k_tiles(out, xq, xd, xs, xm, c, h, sc, d):
+def _gemm_q3_k(out, xq, xd, xs, xm, c, h, sc, d):
     """Q3_K: offset 4 per 16 codes (tile_gemm16)."""
-    tiles(out, xq, xd, half_offsets(xq, 4), xm, False, False, _q3k_tile, (c, h, sc, d), 2)
+    tiles(out, xq, xd, half_offsets(xq, 4), xm, False, False, _k16_tile, (c, h, sc, d, d, True, False), 2)
 
 
-def _gemm_q2_k(out, codes, c, sc, d, dm):
-    _gemm_q2_k_tiles(out, *codes, c, sc, d, dm)
+def _run(driver):
+    """INT_GEMM's run(out, codes, *arrays) of a driver taking the codes spread."""
+    return lambda out, codes, *arrays: driver(out, *codes, *arrays)
 
 
-def _gemm_q3_k(out, codes, c, h, sc, d):
-    _gemm_q3_k_tiles(out, *codes, c, h, sc, d)
-
-
-register_gemm("Q5_K", "q8_k", _gemm_q5_k)
-register_gemm("Q2_K", "q8_k", _gemm_q2_k)
-register_gemm("Q3_K", "q8_k", _gemm_q3_k)
+register_gemm("Q5_K", "q8_k", _run(gemm_q5_k))
+register_gemm("Q2_K", "q8_k", _run(_gemm_q2_k))
+register_gemm("Q3_K", "q8_k", _run(_gemm_q3_k))

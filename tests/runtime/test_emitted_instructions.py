@@ -157,7 +157,7 @@ def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatur
     kind = counts["higgs_kind"]
     assert kind == ({"avx512vnni": "lookup"}.get(path, "gather") if triple is None else None)
     assert sorted(matvec) == sorted(INT_TYPES + (list(HIGGS_TYPES) if kind else []))
-    assert len(gemm) >= 6, sorted(gemm)        # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's
+    assert len(gemm) >= 9, sorted(gemm)  # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's, Q2_K's, Q3_K's
     failed = [f"{name}: {what} ({matvec[name]})" for name in INT_TYPES
               for what, holds in expectations(path, name, matvec[name]) if not holds]
     failed += [f"{name}: {what} ({matvec[name]})" for name in (HIGGS_TYPES if kind else ())

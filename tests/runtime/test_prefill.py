@@ -37,7 +37,7 @@ def test_gemm_rows_equal_the_integer_matvec(name):
     for rows, nblocks in SHAPES:
         raw, w = make_weight(name, rows, nblocks, rng)
         qm = prepare(raw, name)
-        for n in (4, 7, 33):
+        for n in (4, 5, 7, 33):     # every leftover group size of every path's tokens per weight load
             x = rng.standard_normal((n, w.shape[1])).astype(np.float32) * np.float32(3.0)
             x[0, :32] = 0.0                     # an all-zero block: scale 0
             out = np.full((n, rows), np.nan, np.float32)
@@ -122,6 +122,55 @@ def test_crumb_tile():
 
 
 @needs_vnni
+@pytest.mark.parametrize("name", ["Q2_K", "Q3_K", "Q6_K"])
+def test_per16_k_quant_tiles(name):
+    """The tile decoders of the K-quants with a scale per 16 give the TILE order exactly: Q2_K's crumbs, Q3_K's
+    crumbs + 4 * hmask bit, Q6_K's 6-bit codes + 96 (signed + 128), read from the file's blocks as llama.cpp lays them
+    out; and their per-16 scales d * sc at 16 (2 b + half) + row."""
+    from kvant.runtime.kernels import kquants, kquants_q6k16
+    rng = np.random.default_rng(5)
+    rows, nsb = 37, 2
+    raw, _ = make_weight(name, rows, nsb, rng)
+    qm = prepare(raw, name)
+    blocks = raw.reshape(rows, nsb, -1)
+    d = blocks[:, :, {"Q2_K": 80, "Q3_K": 108, "Q6_K": 208}[name]:][:, :, :2].copy().view(np.float16)[..., 0]
+    if name == "Q6_K":
+        ql, qh = blocks[:, :, :128].reshape(rows, nsb, 2, 2, 32), blocks[:, :, 128:192].reshape(rows, nsb, 2, 1, 32)
+        u = np.arange(4).reshape(1, 1, 1, 4, 1)
+        low = (ql[:, :, :, u[0, 0, 0, :, 0] & 1] >> (4 * (u >> 1))) & 15
+        codes = (low | (((qh >> (2 * u)) & 3) << 4)).reshape(rows, -1).astype(np.uint8) + 96
+        sc = blocks[:, :, 192:208].view(np.int8).astype(np.float32)
+    else:
+        qs = blocks[:, :, {"Q2_K": 16, "Q3_K": 32}[name]:][:, :, :64].reshape(rows, nsb, 2, 1, 32)
+        codes = ((qs >> (2 * np.arange(4).reshape(1, 1, 1, 4, 1))) & 3).reshape(rows, -1)
+        if name == "Q3_K":
+            hm = blocks[:, :, :32].reshape(rows, nsb, 1, 32)
+            codes = codes + 4 * ((hm >> np.arange(8).reshape(1, 1, 8, 1)) & 1).reshape(rows, -1)
+            sc = qm.arrays[2].reshape(rows, nsb, 16).astype(np.float32)       # the repack's unpacked 6-bit scales
+        else:
+            sc = (blocks[:, :, :16] & 15).astype(np.float32)
+    scale = (d.astype(np.float32)[:, :, None] * sc).reshape(rows, -1)      # (rows, 16 nsb): per 16 elements
+    nb = 8 * nsb
+    for r0 in (0, 16, 32):
+        wt, ws, wm = np.empty(512 * nb, np.uint8), np.empty(32 * nb, np.float32), np.empty(32 * nb, np.float32)
+        if name == "Q6_K":
+            kquants_q6k16._tile(wt, ws, wm, r0, *qm.arrays)
+        elif name == "Q3_K":
+            c, h, sc3, d3 = qm.arrays
+            kquants._k16_tile(wt, ws, wm, r0, c, h, sc3, d3, d3, True, False)
+        else:
+            c, sc2, d2, dm2 = qm.arrays
+            kquants._k16_tile(wt, ws, wm, r0, c, c, sc2, d2, dm2, False, True)
+            mins = (blocks[:, :, 82:84].copy().view(np.float16).astype(np.float32)
+                    * (blocks[:, :, :16] >> 4)).reshape(rows, -1)
+            np.testing.assert_array_equal(wm.reshape(-1, 16)[:, : min(16, rows - r0)].T, -mins[r0:r0 + 16])
+        live = min(16, rows - r0)       # the rows past the end: Q6_K's zero padding, the others' last row again
+        np.testing.assert_array_equal(wt.reshape(nb, 8, 16, 4)[:, :, :live],
+                                      _tile_order(codes.astype(np.uint8), r0).reshape(nb, 8, 16, 4)[:, :, :live])
+        np.testing.assert_array_equal(ws.reshape(-1, 16)[:, :live].T, scale[r0:r0 + live])
+
+
+@needs_vnni
 def test_nib16_tiles():
     """A NIB16 group (the file's Q4_0 / IQ4_NL / Q5_0 blocks of 16 rows interleaved) decodes to the TILE order: the
     4-bit codes, their IQ4 codebook values + 128, or with the 5th bits the 5-bit codes."""
@@ -163,7 +212,7 @@ REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ben
 
 @needs_vnni
 @pytest.mark.realmodel
-@pytest.mark.parametrize("file, types", [("SmolLM2-135M-Instruct-Q4_K_M.gguf", ("Q4_K",)),
+@pytest.mark.parametrize("file, types", [("SmolLM2-135M-Instruct-Q4_K_M.gguf", ("Q4_K", "Q6_K")),
                                          ("SmolLM2-135M-Instruct-Q5_K_M.gguf", ("Q5_K",)),
                                          ("SmolLM2-135M-Instruct-IQ4_XS.gguf", ("IQ4_XS",))])
 def test_gemm_real_tensors(file, types):
