@@ -14,8 +14,9 @@ as unsigned bytes (code + a type's offset), so one vpdpbusd multiplies 4 codes o
 one token is 8 vpdpbusd into int32 accumulators (CHAINS of them, added at the end; the first starts at -offset *
 (sum of the token's codes in the block)), then one conversion and one fused multiply-add by (the 16 rows' block
 scales) * (the token's block scale): 512 multiply-adds in 12-13 instructions, against 32 for the float GEMM. Each
-weight vector is loaded once per block and used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them) the tile's two 8-row halves run one after the
-other, TOK256 tokens a pass (_gemm_codegen_256 says why and how the AVX2 products are summed).
+weight vector is loaded once per block and used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them)
+the tile's two 8-row halves run one after the other, TOK256 tokens a pass (_gemm_codegen_256 says why and how the
+AVX2 products are summed).
 
 The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, crumbs split; layouts
 that already interleave 16 rows, blocks16.py and kquants_rows16.py, only split nibbles and look up the IQ4 codebook by
@@ -167,13 +168,13 @@ def _gemm_codegen_512(with_min, wide=False, halves=1, small=False):
 
 
 def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
-    """The same GEMM on ymm values (16 registers: the 512-bit version's four tokens (as it was) of 16-lane
-    accumulators and eight weight vectors spilled on AVX2, 0.4x the multiplies' speed): the tile's two 8-row halves one after the
-    other, its weight vectors loaded one 4-element group at a time for TOK256 tokens (AVX-VNNI: each token's dot
-    products in CHAINS256 accumulators). AVX2: the wide codes' |w| (and w for the activations' signs,
-    _isa.signed_pair) once per group and TOK256 tokens; the products of narrow codes
-    (at most 31: 4 x 2 x 31 x 127 per i16 lane) add up in i16 for four groups before a vpmaddwd, wide ones for two
-    where they are small (|w| < 64: the lattice types' grids, the IQ3 codebooks), else none."""
+    """The same GEMM on ymm values (16 registers: the 512-bit version, then with four tokens' 16-lane accumulators
+    and a block's eight weight vectors live, spilled on AVX2 and ran at 0.4x the multiplies' speed): the tile's two
+    8-row halves one after the other, its weight vectors loaded one 4-element group at a time for TOK256 tokens
+    (AVX-VNNI: each token's dot products in CHAINS256 accumulators). AVX2: the wide codes' |w| (and w for the
+    activations' signs, _isa.signed_pair) once per group and TOK256 tokens; the products of narrow codes (at most
+    31: 4 x 2 x 31 x 127 per i16 lane) add up in i16 for four groups before a vpmaddwd, wide ones for two where they
+    are small (|w| < 64: the lattice types' grids, the IQ3 codebooks), else none."""
     unbiased = wide and WIDE_UNBIASED
     per_half = 8 // halves
     vnni = CPU_PATH == "avxvnni"
@@ -645,6 +646,11 @@ def gemm_q5_k(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm):
 # type name -> (activation scheme, run(out, codes, *QMatrix.arrays)); filled by the type families where the CPU has
 # an integer path (INT_KERNELS)
 INT_GEMM = {}
+
+
+def spread_codes(driver):
+    """INT_GEMM's run(out, codes, *arrays) for a driver(out, xq, xd, xs, xm, *arrays) that takes the codes spread."""
+    return lambda out, codes, *arrays: driver(out, *codes, *arrays)
 
 
 def register_gemm(type_name, scheme, run):

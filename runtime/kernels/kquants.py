@@ -34,7 +34,7 @@ from numba import njit, prange
 from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
-from ._gemm import ROWS, gemm_q5_k, half_offsets, half_sums, register_gemm, tiles
+from ._gemm import ROWS, gemm_q5_k, half_offsets, half_sums, register_gemm, spread_codes, tiles
 from ._isa import FAST, INT_KERNELS
 from ._vnni import q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
@@ -695,11 +695,6 @@ def _gemm_q3_k(out, xq, xd, xs, xm, c, h, sc, d):
     tiles(out, xq, xd, half_offsets(xq, 4), xm, False, False, _k16_tile, (c, h, sc, d, d, True, False), 2)
 
 
-def _run(driver):
-    """INT_GEMM's run(out, codes, *arrays) of a driver taking the codes spread."""
-    return lambda out, codes, *arrays: driver(out, *codes, *arrays)
-
-
-register_gemm("Q5_K", "q8_k", _run(gemm_q5_k))
-register_gemm("Q2_K", "q8_k", _run(_gemm_q2_k))
-register_gemm("Q3_K", "q8_k", _run(_gemm_q3_k))
+register_gemm("Q5_K", "q8_k", spread_codes(gemm_q5_k))
+register_gemm("Q2_K", "q8_k", spread_codes(_gemm_q2_k))
+register_gemm("Q3_K", "q8_k", spread_codes(_gemm_q3_k))

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, zeros_on_lines
-from ._gemm import half_offsets, tiles
+from ._gemm import half_offsets, spread_codes, tiles
 from . import _avx2, _vnni16
 from ._isa import FAST, YMM
 from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCALES as SCALES
@@ -149,12 +149,11 @@ def _gemm(out, xq, xd, xs, xm, w):
     tiles(out, xq, xd, half_offsets(xq, 128), xm, False, True, _tile, (w,), 2, True)
 
 
-def gemm(out, codes, w):
-    """The integer prefill GEMM (_gemm.INT_GEMM's run): each 16-row record row decoded once into _gemm.py's TILE
-    order (signed 6-bit weights + 128, a scale per 16) and every token multiplied by it (tile_gemm_wide16), as the
-    IQ lattice types. The products are llama.cpp's up to float summation order (it sums a super-block's scaled
-    16-element integer sums in int32, this one per 16 in float)."""
-    _gemm(out, *codes, w)
+# The integer prefill GEMM (_gemm.INT_GEMM's run): each 16-row record row decoded once into _gemm.py's TILE order
+# (signed 6-bit weights + 128, a scale per 16) and every token multiplied by it (tile_gemm_wide16), as the IQ lattice
+# types. The products are llama.cpp's up to float summation order (it sums a super-block's scaled 16-element integer
+# sums in int32, this one per 16 in float).
+gemm = spread_codes(_gemm)
 
 
 LAYOUT = Layout(256, repack, k16_scratch, matvec, matmul, "ROWS16: 16 rows' 6-bit codes interleaved 4 bytes a row "
