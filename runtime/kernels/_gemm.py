@@ -16,7 +16,8 @@ one token is 8 vpdpbusd into int32 accumulators (CHAINS of them, added at the en
 scales) * (the token's block scale): 512 multiply-adds in 12-13 instructions, against 32 for the float GEMM. Each
 weight vector is loaded once per block and used for TOK tokens. On 256-bit registers (AVX2, AVX-VNNI: 16 of them)
 the tile's two 8-row halves run one after the other, TOK256 tokens a pass (_gemm_codegen_256 says why and how the
-AVX2 products are summed).
+AVX2 products are summed). On AArch64 with i8mm, usmmla multiplies pairs of rows by pairs of tokens
+(_gemm_codegen_mmla).
 
 The tile is decoded by shuffles in IR too (16 rows' blocks loaded, transposed 4-byte-wise, crumbs split; layouts
 that already interleave 16 rows, blocks16.py and kquants_rows16.py, only split nibbles and look up the IQ4 codebook by
@@ -36,7 +37,8 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._isa import CPU_PATH, FAST, INT_KERNELS, WIDE_UNBIASED, YMM, dot4, dot4_256, maddubs, maddwd
+from ._isa import (CPU_PATH, FAST, INT_KERNELS, WIDE_UNBIASED, YMM, dot4, dot4_256, join_all, maddubs,
+                   maddwd)
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
                     _vec_load, counted_loop as _loop)
 from .actquant import q8_codes, q8_k_codes
@@ -55,6 +57,7 @@ KC = 24           # 32-blocks of a tile (24 KiB of split weights) multiplied by 
 _I1 = ir.IntType(1)
 _V8F, _V8I32 = ir.VectorType(_F32, 8), ir.VectorType(_I32, 8)
 _V32I8, _V16I16 = ir.VectorType(_I8, 32), ir.VectorType(_I16, 16)
+_V4I32 = ir.VectorType(_I32, 4)
 
 
 def _vstore(builder, value, base, offset):
@@ -262,7 +265,101 @@ def _gemm_codegen_256(with_min, wide=False, halves=1, small=False):
     return codegen
 
 
-_gemm_codegen = _gemm_codegen_256 if YMM else _gemm_codegen_512
+def _gemm_codegen_mmla(with_min, wide=False, halves=1, small=False):
+    """The same GEMM by AArch64's int8 matrix multiply (i8mm's usmmla: a 2 x 8 block of unsigned weight codes times
+    a 2 x 8 block of signed activation codes, the 2 x 2 int32 products added to one 128-bit accumulator, 32
+    multiply-adds an instruction against usdot's 16). Its operands come paired: the tile's rows two by two
+    (pair_rows: 8 codes of row 2q, then of row 2q + 1), the tokens two by two (pair_tokens), so each accumulator
+    holds (row 2q, row 2q + 1) x (token 2p, token 2p + 1) and its float sum is scaled by (those rows' scales) x
+    (those tokens' scales) as it stands; the tokens are taken apart at the store. 8 rows of the tile (4 weight
+    registers) a pass and two token pairs a weight load: 8 int32 and 8 float accumulators, 22 of the 32 registers."""
+    assert not (wide and WIDE_UNBIASED)       # usmmla multiplies unsigned codes: the offset term stays the caller's
+    steps = 4 // halves                       # 8-code steps a scale covers
+    v4f, v16i8 = ir.VectorType(_F32, 4), ir.VectorType(_I8, 16)
+    def codegen(context, builder, signature, args):
+        a = _GemmArgs(context, builder, signature, args)
+        mmla = _declare(builder.module, "llvm.aarch64.neon.usmmla.v4i32.v16i8", _V4I32, [_V4I32, v16i8, v16i8])
+        mstore = _declare(builder.module, "llvm.masked.store.v8f32.p0", ir.VoidType(),
+                          [_V8F, _V8F.as_pointer(), _I32, ir.VectorType(_I1, 8)])
+        bits = builder.sub(builder.shl(_c64(1), a.nr), _c64(1))
+        last = builder.sub(a.n, _c64(1))
+
+        def pair_of(b, p_, index):
+            """[v(2p), v(2p + 1), v(2p), v(2p + 1)] for index(b, token) -> element pointer; the token past the end
+            reads the last one (its results are not stored)."""
+            t0 = b.mul(p_, _c64(2))
+            t1 = b.add(t0, _c64(1))
+            t1 = b.select(b.icmp_signed(">", t1, last), last, t1)
+            v0, v1 = (b.load(index(b, t)) for t in (t0, t1))
+            vec = b.insert_element(b.insert_element(ir.Constant(ir.VectorType(v0.type, 2), None), v0,
+                                                    ir.Constant(_I32, 0)), v1, ir.Constant(_I32, 1))
+            return b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(_I32, 4), [0, 1, 0, 1]))
+
+        def rows(builder, h):
+            mask = builder.bitcast(builder.trunc(builder.lshr(bits, _c64(8 * h)), _I8), ir.VectorType(_I1, 8))
+
+            def pairs(builder, p0, npair):
+                ps = [builder.add(p0, _c64(p)) for p in range(npair)]
+
+                def block(b, i, faccs):
+                    new = list(faccs)
+                    at = lambda base, t, k=0: b.gep(base, [b.add(b.mul(b.add(b.mul(t, a.nb), i), _c64(halves)),
+                                                                  _c64(k))])
+                    for hh in range(halves):
+                        accs = [[pair_of(b, p_, lambda b, t, hh=hh: at(a.xo_p, t, hh))] * 4 for p_ in ps]
+                        for m in range(steps * hh, steps * (hh + 1)):
+                            w_at = b.add(b.mul(i, _c64(512)), _c64(128 * m + 64 * h))
+                            wv = [_vec_load(b, a.wt_p, b.add(w_at, _c64(16 * q)), v16i8) for q in range(4)]
+                            for p, p_ in enumerate(ps):
+                                xv = _vec_load(b, a.xq_p, b.add(b.mul(p_, b.mul(a.k, _c64(2))),
+                                                                b.add(b.mul(i, _c64(64)), _c64(16 * m))), v16i8)
+                                accs[p] = [b.call(mmla, [acc, w, xv]) for acc, w in zip(accs[p], wv)]
+                        ws = _vec_load(b, a.ws_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)), _V8F)
+                        terms = [(ws, [pair_of(b, p_, lambda b, t: b.gep(a.xd_p, [b.add(b.mul(t, a.nb), i)]))
+                                       for p_ in ps], accs)]
+                        if with_min:
+                            wm = _vec_load(b, a.wm_p, b.add(b.mul(i, _c64(16 * halves)), _c64(16 * hh + 8 * h)),
+                                           _V8F)
+                            terms.append((wm, [pair_of(b, p_, lambda b, t, hh=hh: at(a.xm_p, t, hh)) for p_ in ps],
+                                          None))
+                        for w8, xs, ints in terms:
+                            for q in range(4):   # rows 2q, 2q + 1 of the half: their scales as (a, a, b, b)
+                                wq = b.shuffle_vector(w8, w8, ir.Constant(ir.VectorType(_I32, 4),
+                                                                          [2 * q, 2 * q, 2 * q + 1, 2 * q + 1]))
+                                for p, x2 in enumerate(xs):
+                                    scale = b.fmul(wq, x2)
+                                    k = 4 * p + q
+                                    new[k] = (b.fadd(new[k], b.fmul(b.sitofp(ints[p][q], v4f), scale,
+                                                                    flags=("contract",)), flags=("contract",))
+                                              if ints is not None else b.fadd(new[k], scale))
+                    return new
+
+                _, faccs = _loop(builder, _c64(0), a.nb, _c64(1), [(v4f, ir.Constant(v4f, None))] * (4 * npair),
+                                 block, "blk")
+                for p, p_ in enumerate(ps):
+                    whole = join_all(builder, faccs[4 * p:4 * p + 4])   # lane 4q + 2i + s: row 2q + i, token 2p + s
+                    for s in range(2):
+                        tok = builder.add(builder.mul(p_, _c64(2)), _c64(s))
+                        values = builder.shuffle_vector(whole, whole, ir.Constant(ir.VectorType(_I32, 8),
+                                                                                  list(range(s, 16, 2))))
+                        dst = builder.bitcast(builder.gep(a.out_p, [builder.add(builder.add(
+                            builder.mul(tok, a.ld), a.r0), _c64(8 * h))]), _V8F.as_pointer())
+                        with builder.if_then(builder.icmp_signed("<", tok, a.n)):
+                            builder.call(mstore, [values, dst, ir.Constant(_I32, 4), mask])
+
+            npairs = builder.ashr(builder.add(a.n, _c64(1)), _c64(1))
+            end, _ = _loop(builder, _c64(0), npairs, _c64(2), [], lambda b, p0, _: pairs(b, p0, 2) or [], "pair2")
+            _loop(builder, end, npairs, _c64(1), [], lambda b, p0, _: pairs(b, p0, 1) or [], "pair1")
+
+        for h in range(2):
+            rows(builder, h)
+        return context.get_dummy_value()
+    return codegen
+
+
+# the GEMM's codegen for the path in force: i8mm's matrix multiply, the 256-bit paths' own, or the 512-bit one
+PAIRED = CPU_PATH == "i8mm"
+_gemm_codegen = _gemm_codegen_mmla if PAIRED else _gemm_codegen_256 if YMM else _gemm_codegen_512
 # AVX2 multiplies wide codes as magnitudes times sign-flipped activations (_isa.signed_pair): the tile keeps both
 # (split_wide), so that each token's step reads them instead of making them again
 SPLIT_WIDE = YMM and WIDE_UNBIASED
@@ -278,6 +375,33 @@ def split_wide(wt, nb):
         w = np.int8(wt[k] ^ 0x80)
         signed[k] = w
         signed[n + k] = abs(w)
+
+
+@njit(cache=True, inline="always")
+def pair_rows(wt, nb):
+    """A decoded tile in TILE order as usmmla's weight operands (_gemm_codegen_mmla): per block and 8-code step m,
+    row j's 8 codes (its words of groups 2m and 2m + 1) at 32-bit words 2j, 2j + 1, so that 16 bytes hold two rows."""
+    w = wt[:nb * 512].view(np.uint32)
+    step = np.empty(32, np.uint32)
+    for base in range(0, nb * 128, 32):
+        step[:] = w[base:base + 32]
+        for j in range(ROWS):
+            w[base + 2 * j] = step[j]
+            w[base + 2 * j + 1] = step[ROWS + j]
+
+
+@njit(cache=True)
+def pair_tokens(xq):
+    """Activation codes (n, k) as usmmla's operands: per token pair and 8 codes, the first token's then the
+    second's (zeros past the last token)."""
+    n, k = xq.shape
+    xp = np.zeros(((n + 1) // 2, 2 * k), np.int8)
+    for t in range(n):
+        half = 8 * (t & 1)
+        for s in range(k // 8):
+            for u in range(8):
+                xp[t >> 1, 16 * s + half + u] = xq[t, 8 * s + u]
+    return xp
 
 
 def _gemm_signature(out, ld, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb):
@@ -560,21 +684,22 @@ def _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves, small)
     scale per 16 elements if halves == 2 (and a min per 16 with has_min)."""
     rows = out.shape[1]
     nr = min(ROWS, rows - r0)
+    n, nb = xd.shape       # xq: (n, 32 nb) codes, or on i8mm (n / 2 rounded up, 64 nb) paired ones
     if halves == 2 and not wide:
         if has_min:
-            tile_gemm_min16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+            tile_gemm_min16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
         else:
-            tile_gemm16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+            tile_gemm16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     elif halves == 2:
-        tile_gemm_wide16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+        tile_gemm_wide16(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     elif wide and small:
-        tile_gemm_small(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+        tile_gemm_small(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     elif wide:
-        tile_gemm_wide(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+        tile_gemm_wide(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     elif has_min:
-        tile_gemm_min(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+        tile_gemm_min(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
     else:
-        tile_gemm(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, xq.shape[0], xd.shape[1])
+        tile_gemm(out, rows, r0, nr, wt, ws, wm, xq, xd, xo, xm, n, nb)
 
 
 @njit(inline="always")
@@ -585,6 +710,7 @@ def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1, small=Fa
     nb = xd.shape[1]
     rows = out.shape[1]
     nch = _chunks(rows)
+    xin = pair_tokens(xq) if PAIRED else xq
     for ch in prange(nch):
         split = wide and SPLIT_WIDE
         wt = np.empty(nb * 512 * (2 if split else 1), np.uint8)
@@ -595,7 +721,9 @@ def tiles(out, xq, xd, xo, xm, has_min, wide, decode, arrays, halves=1, small=Fa
             decode(wt, ws, wm, r0, *arrays)
             if split:
                 split_wide(wt, nb)
-            _multiply(out, r0, wt, ws, wm, xq, xd, xo, xm, has_min, wide, halves, small)
+            if PAIRED:
+                pair_rows(wt, nb)
+            _multiply(out, r0, wt, ws, wm, xin, xd, xo, xm, has_min, wide, halves, small)
 
 
 # The tile decoders: codes in TILE order into wt, block scales into ws (mins into wm). Not inlined: numba inlines

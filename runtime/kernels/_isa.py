@@ -15,7 +15,8 @@ dot4(acc, u, s): acc + in each int32 lane the sum of 4 products of unsigned byte
   product is |w| times s with w's sign (vpsignb), and what comes out is the dot product of w, without the 128 * sum(s)
   the unsigned codes carry. WIDE_UNBIASED says so: the caller then leaves out its -128 * sum(s) term.
 - i8mm (AArch64 with the Armv8.6 int8 matrix extension: Apple M2 and later, Graviton 3, Neoverse V1/N2, Snapdragon
-  X): usdot, vpdpbusd's arithmetic on 128-bit registers, four to a 512-bit value.
+  X): usdot, vpdpbusd's arithmetic on 128-bit registers, four to a 512-bit value; the prefill GEMM multiplies by
+  usmmla, the 2 x 8 by 8 x 2 int8 matrix product, instead (_gemm._gemm_codegen_mmla).
 - dotprod (AArch64 with the Armv8.2 dot product: Apple M1, Graviton 2, Neoverse N1, Cortex-A76 in a Raspberry Pi 5):
   sdot, whose bytes are both signed. The codes that are not wide are below 128 (at most 6 bits), so they are the same
   bytes read as signed; wide codes are flipped to w = u - 128 (an xor of the top bit) and, as on avx2, the result

@@ -27,7 +27,7 @@ from numba.extending import overload
 
 from ._isa import FAST
 from ._common import F32, copy_into, float_matmul, zeros_on_lines
-from ._gemm import _offsets, register_gemm, tiles
+from ._gemm import _offsets, register_gemm, spread_codes, tiles
 from ._ir import widen
 from ._vnni16 import (BOOK_OF_TAG, BOOK_TAGS, CODEBOOKS, i8_16_dot, iq4_16_dot, nib16_dot, nib16_min_dot, nib16_tile,
                       nib16h_dot, nib16h_min_dot, nib16h_tile, xs16_dot)
@@ -339,8 +339,7 @@ def _gemm_xs16(out, xq, xd, xs, xm, q, sc, d, book):
     tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_xs16, (q, sc, d, book), 1, book_number(book) > 1)
 
 
-def gemm_xs16(out, codes, q, sc, d, book):
-    _gemm_xs16(out, *codes, q, sc, d, book)
+gemm_xs16 = spread_codes(_gemm_xs16)
 
 
 @njit(cache=True, fastmath=FAST)

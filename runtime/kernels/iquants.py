@@ -40,7 +40,7 @@ from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_I
                                      KSIGNS)
 
 from ._common import F32, dot, float_matmul
-from ._gemm import ROWS, _offsets, half_offsets, register_gemm, tiles
+from ._gemm import ROWS, _offsets, half_offsets, register_gemm, spread_codes, tiles
 from ._vnni16 import BOOK_TAGS, CODEBOOKS
 from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
@@ -712,8 +712,7 @@ def _gemm(out, xq, xd, xs, xm, raw, tag):
         tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile, (raw, tag), 1, True)
 
 
-def gemm(out, codes, raw, tag):
-    _gemm(out, *codes, raw, tag)
+gemm = spread_codes(_gemm)
 
 
 # ---------------------------------------------------------------- floats (CPUs with no integer path)

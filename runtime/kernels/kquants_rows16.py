@@ -29,7 +29,7 @@ from numba import njit, prange
 
 from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
 from . import _avx2, _vnni16
-from ._gemm import tiles
+from ._gemm import spread_codes, tiles
 from ._isa import FAST, YMM
 from ._vnni16 import Q4K_CODES as CODES, Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as SB, Q4K_SM as SM, nib16_tile
 from .actquant import q8_k, q8_k_codes
@@ -122,9 +122,7 @@ def _gemm(out, xq, xd, xs, xm, w):
     tiles(out, xq, xd, np.zeros_like(xs), xm, True, False, _tile, (w,))      # codes as they are: no offset
 
 
-def gemm(out, codes, w):
-    """The integer prefill GEMM (_gemm.INT_GEMM's run): codes = Q8_K codes of the tokens (_gemm.quantize)."""
-    _gemm(out, *codes, w)
+gemm = spread_codes(_gemm)        # the integer prefill GEMM (_gemm.INT_GEMM's run), Q8_K codes
 
 
 @njit(cache=True, fastmath=FAST)

@@ -12,7 +12,7 @@ takes from the path and features it compiles for). Nothing is run here, so a
 CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object,
 {"matvec": {type: {mnemonic: count}}, "gemm": {module.function: {mnemonic: count}}}, for the mnemonics in
 MNEMONICS, with "zmm" and "ymm" counting the instructions that use such registers, and "{vex} vpdpbusd" AVX-VNNI's
-encoding of it; on AArch64 sdot, usdot and tbl.
+encoding of it; on AArch64 sdot, usdot, usmmla and tbl.
 
 KVANT_TARGET_TRIPLE compiles for another architecture than this process runs on: LLVM's targets are all registered
 and numba is told the triple is the process's own before it builds its code generator. The machine code is loaded
@@ -26,9 +26,9 @@ import sys
 import warnings
 
 MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b",
-             "vpgatherdd", "zmm", "ymm", "sdot", "usdot", "tbl")
+             "vpgatherdd", "zmm", "ymm", "sdot", "usdot", "usmmla", "tbl")
 PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b", "vpgatherdd", "sdot",
-         "usdot", "tbl")
+         "usdot", "usmmla", "tbl")
 
 
 def counts(asm):

@@ -10,8 +10,8 @@ types, IQ4_XS, the K-quant row kernels), and no zmm register anywhere (Alder Lak
 written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K, TQ1_0, TQ2_0) are AVX2
 instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
-every type (sdot in the lattice types, whose weights are signed), dotprod on Apple M1 sdot; the IQ4 codebook looked
-up (IQ4 and IQ3) by tbl. The HIGGS types: on x86 their grid points gathered (vpgatherdd), except on the avx512vnni
+every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
+prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86 their grid points gathered (vpgatherdd), except on the avx512vnni
 path of a CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and
 vpdpbusd multiplies them.
 """
@@ -81,8 +81,10 @@ def higgs_expectations(kind, name, found):
 
 def gemm_expectations(path, where, found):
     """The instructions every prefill GEMM must show on a path (the lattice types' too: their tiles are 8-bit codes)."""
+    if path == "i8mm":      # the int8 matrix multiply, no dot product
+        return [("usmmla", found["usmmla"] > 0), ("no sdot or usdot", found["sdot"] + found["usdot"] == 0)]
     if path in ARM_DOT:
-        return [("sdot or usdot", found["sdot"] + found["usdot"] > 0)]
+        return [("sdot", found["sdot"] > 0), ("no usmmla", found["usmmla"] == 0)]
     if path == "avx512vnni":
         return [("vpdpbusd", found["vpdpbusd"] > 0), ("zmm registers", found["zmm"] > 0)]
     checks = [("no zmm register", found["zmm"] == 0)]
