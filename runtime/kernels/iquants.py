@@ -43,6 +43,7 @@ from ._common import F32, dot, float_matmul
 from ._gemm import ROWS, _offsets, half_offsets, register_gemm, spread_codes, tiles
 from ._vnni16 import BOOK_TAGS, CODEBOOKS
 from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
+from .lattice_tiles import TILE_SPECS, TileSpec, lattice_tile
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
 from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, sign_dot32
 from ._vnni import _F32, _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _vec_load
@@ -427,6 +428,15 @@ EXPANDED_IQ1_M = Kind(_iq1_m_indexed, _d_eighth, 66, np.complex64, word_offset=I
                       scales=BitFields(2, 32, 16, tuple(4 * (k // 2) + 2 * (k % 2) for k in range(16)), (12,) * 16, 7))
 _BY_TAG = {str(numba.from_dtype(np.dtype(kind.tag))): kind
            for kind in (*KINDS.values(), EXPANDED_SIGNS, EXPANDED_XS, EXPANDED_IQ1_S, EXPANDED_IQ1_M)}
+# the layouts the GEMM's tiles decode in IR (lattice_tiles.py): where their indices and signs are, and the table
+_IQ1_TILE = TileSpec(66, 2, 8, True, 4095, word_offset=IQ1_OFFSET)
+_IR_TILES = {EXPANDED_IQ1_S: (_IQ1_TILE, IQ1_WORDS), EXPANDED_IQ1_M: (_IQ1_TILE, IQ1_WORDS),
+             EXPANDED_XS: (TileSpec(106, 2, 8, True, 511, sign_at=66, sign_step=4), MAG_IQ2_XS),
+             EXPANDED_SIGNS: (TileSpec(70, 2, 8, False, 255, sign_at=6, sign_step=8), MAG_IQ2_XXS),
+             KINDS["IQ2_S"]: (TileSpec(82, 2, 4, False, 255, sign_at=34, sign_step=4, high_at=66), MAG_IQ2_S)}
+TILE_SPECS.update({str(numba.from_dtype(np.dtype(kind.tag))): spec for kind, (spec, _) in _IR_TILES.items()})
+_TILE_TABLES = {str(numba.from_dtype(np.dtype(kind.tag))): table for kind, (_, table) in _IR_TILES.items()}
+_NO_TABLE = np.zeros(0, np.uint64)
 
 
 def sub32(tag, src, s, ib, idx):
@@ -473,6 +483,18 @@ def halves(tag):
 def _halves(tag):
     count = 2 if _BY_TAG[str(tag.dtype)].scale_per16 else 1
     return lambda tag: count
+
+
+def tile_table(tag):
+    """The table words lattice_tile looks the tag's weights up in, or an empty array where the tag's tiles are
+    decoded by _tile's own loop (numba-compiled code only)."""
+    raise TypeError("tile_table works inside numba-compiled kernels only")
+
+
+@overload(tile_table, inline="always")
+def _tile_table(tag):
+    table = _TILE_TABLES.get(str(tag.dtype), _NO_TABLE)
+    return lambda tag: table
 
 
 def biased(tag, g, m):
@@ -681,20 +703,26 @@ def _tile(wt, ws, wm, r0, raw, tag):
     per16 = halves(tag) == 2
     last = raw.shape[0] - 1
     idx = np.empty(32, np.uint16)
+    table = tile_table(tag)
+    in_ir = table.size > 0
+    if in_ir:       # the weights by lattice_tile, the scales below
+        lattice_tile(wt, raw, r0, raw.shape[1] // bsize, table, tag)
     for j in range(ROWS):
         src = raw[min(r0 + j, last)]
         for b in range(raw.shape[1] // bsize):
             s = b * bsize
-            sb_indices(tag, src, s, idx)
+            if not in_ir:
+                sb_indices(tag, src, s, idx)
             d = dscale(tag, src, s)
             for ib in range(8):
                 g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib, idx)
                 blk = 8 * b + ib
-                o = 128 * blk + j
-                _put(words, o, biased(tag, g0, m0))
-                _put(words, o + 32, biased(tag, g1, m1))
-                _put(words, o + 64, biased(tag, g2, m2))
-                _put(words, o + 96, biased(tag, g3, m3))
+                if not in_ir:
+                    o = 128 * blk + j
+                    _put(words, o, biased(tag, g0, m0))
+                    _put(words, o + 32, biased(tag, g1, m1))
+                    _put(words, o + 64, biased(tag, g2, m2))
+                    _put(words, o + 96, biased(tag, g3, m3))
                 if per16:
                     ws[32 * blk + j] = d * F32(lo)
                     ws[32 * blk + 16 + j] = d * F32(hi)
