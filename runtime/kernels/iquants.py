@@ -702,7 +702,7 @@ def _tile(wt, ws, wm, r0, raw, tag):
     bsize = block_bytes(tag)
     per16 = halves(tag) == 2
     last = raw.shape[0] - 1
-    idx = np.empty(32, np.uint16)
+    idx = np.zeros(32, np.uint16)     # zeros: with lattice_tile, sub32's grid words (unused) index by it unbuilt
     table = tile_table(tag)
     in_ir = table.size > 0
     if in_ir:       # the weights by lattice_tile, the scales below

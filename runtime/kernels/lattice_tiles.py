@@ -1,6 +1,7 @@
-"""The prefill GEMM's tile decoder for the lattice types whose grid indices sit in the layout as they are (IQ1_S and
-IQ1_M as EXPANDED_IQ1_*: a u16 per 8 weights; IQ2_XS as EXPANDED_XS: a u16 index and a sign byte per 8 weights;
-IQ2_XXS as EXPANDED_SIGNS: an index byte and a sign byte per 8 weights), in IR on 16 rows at once.
+"""The prefill GEMM's tile decoder for the lattice types, in IR on 16 rows at once: IQ1_S and IQ1_M as EXPANDED_IQ1_*
+(a u16 grid index per 8 weights), IQ2_XS as EXPANDED_XS (a u16 index and a sign byte per 8 weights), IQ2_XXS as
+EXPANDED_SIGNS (an index byte and a sign byte per 8 weights), IQ2_S as its file has it (an index byte, two more bits
+in qh, a sign byte per 8 weights).
 
 The numba decoder (iquants._tile) takes each row's 8-weight groups one by one: an index, a table word, the signs,
 two 32-bit stores. That was 25-35% of a whole IQ1 / IQ2 GEMM at 128 tokens. Here a sub-block of 32 weights of the
