@@ -436,7 +436,6 @@ _IR_TILES = {EXPANDED_IQ1_S: (_IQ1_TILE, IQ1_WORDS), EXPANDED_IQ1_M: (_IQ1_TILE,
              KINDS["IQ2_S"]: (TileSpec(82, 2, 4, False, 255, sign_at=34, sign_step=4, high_at=66), MAG_IQ2_S)}
 TILE_SPECS.update({str(numba.from_dtype(np.dtype(kind.tag))): spec for kind, (spec, _) in _IR_TILES.items()})
 _TILE_TABLES = {str(numba.from_dtype(np.dtype(kind.tag))): table for kind, (_, table) in _IR_TILES.items()}
-_NO_TABLE = np.zeros(0, np.uint64)
 
 
 def sub32(tag, src, s, ib, idx):
@@ -486,15 +485,15 @@ def _halves(tag):
 
 
 def tile_table(tag):
-    """The table words lattice_tile looks the tag's weights up in, or an empty array where the tag's tiles are
-    decoded by _tile's own loop (numba-compiled code only)."""
+    """The table words lattice_tile looks the tag's weights up in (numba-compiled code only; every layout the GEMM
+    runs has one)."""
     raise TypeError("tile_table works inside numba-compiled kernels only")
 
 
 @overload(tile_table, inline="always")
 def _tile_table(tag):
-    table = _TILE_TABLES.get(str(tag.dtype), _NO_TABLE)
-    return lambda tag: table
+    table = _TILE_TABLES.get(str(tag.dtype))
+    return (lambda tag: table) if table is not None else None
 
 
 def biased(tag, g, m):
@@ -686,43 +685,24 @@ def _mv_int(out, x, raw, tag, xq, xd, xb):
             out[r] = lanes_total(acc)
 
 
-@njit(cache=True, inline="always")
-def _put(words, o, w):
-    """A word of 8 biased weights as its two 4-weight groups of one row of a tile (TILE order: 16 u32 apart)."""
-    words[o] = np.uint32(w & U64(0xFFFFFFFF))
-    words[o + 16] = np.uint32(w >> U64(32))
-
-
 @njit(cache=True, fastmath=FAST)
 def _tile(wt, ws, wm, r0, raw, tag):
-    """Rows r0..r0+15 (past the end: the last row again) into _gemm's TILE order: wt the weights + 128, ws the
-    float scale dscale * ls of each row's 32-block, or of each 16-weight half (halves(tag) == 2: the first halves'
-    16 rows, then the second ones')."""
-    words = wt.view(np.uint32)
+    """Rows r0..r0+15 (past the end: the last row again) into _gemm's TILE order: wt the weights + 128 (lattice_tile,
+    in IR), ws the float scale dscale * ls of each row's 32-block, or of each 16-weight half (halves(tag) == 2: the
+    first halves' 16 rows, then the second ones')."""
     bsize = block_bytes(tag)
     per16 = halves(tag) == 2
     last = raw.shape[0] - 1
-    idx = np.zeros(32, np.uint16)     # zeros: with lattice_tile, sub32's grid words (unused) index by it unbuilt
-    table = tile_table(tag)
-    in_ir = table.size > 0
-    if in_ir:       # the weights by lattice_tile, the scales below
-        lattice_tile(wt, raw, r0, raw.shape[1] // bsize, table, tag)
+    lattice_tile(wt, raw, r0, raw.shape[1] // bsize, tile_table(tag), tag)
+    idx = np.zeros(32, np.uint16)     # sub32 gives the scales here; its grid words (unused) index by idx unbuilt
     for j in range(ROWS):
         src = raw[min(r0 + j, last)]
         for b in range(raw.shape[1] // bsize):
             s = b * bsize
-            if not in_ir:
-                sb_indices(tag, src, s, idx)
             d = dscale(tag, src, s)
             for ib in range(8):
-                g0, g1, g2, g3, m0, m1, m2, m3, lo, hi = sub32(tag, src, s, ib, idx)
+                _, _, _, _, _, _, _, _, lo, hi = sub32(tag, src, s, ib, idx)
                 blk = 8 * b + ib
-                if not in_ir:
-                    o = 128 * blk + j
-                    _put(words, o, biased(tag, g0, m0))
-                    _put(words, o + 32, biased(tag, g1, m1))
-                    _put(words, o + 64, biased(tag, g2, m2))
-                    _put(words, o + 96, biased(tag, g3, m3))
                 if per16:
                     ws[32 * blk + j] = d * F32(lo)
                     ws[32 * blk + 16 + j] = d * F32(hi)

@@ -3,8 +3,8 @@
 EXPANDED_SIGNS (an index byte and a sign byte per 8 weights), IQ2_S as its file has it (an index byte, two more bits
 in qh, a sign byte per 8 weights).
 
-The numba decoder (iquants._tile) takes each row's 8-weight groups one by one: an index, a table word, the signs,
-two 32-bit stores. That was 25-35% of a whole IQ1 / IQ2 GEMM at 128 tokens. Here a sub-block of 32 weights of the
+The numba decoder it replaced took each row's 8-weight groups one by one (an index, a table word, the signs, two
+32-bit stores): 25-35% of a whole IQ1 / IQ2 GEMM at 128 tokens. Here a sub-block of 32 weights of the
 16 rows is: each row's index (and sign) bytes loaded and transposed 4 bytes at a time (_gemm._transpose16), then per
 8-weight group the 16 rows' table words fetched by one gather (vpgatherqq on x86; LLVM loads them one by one where
 the CPU has no gather), the signs applied as byte masks (each sign byte broadcast to its 8 weights, a bit test per
@@ -115,19 +115,12 @@ def _lattice_tile_codegen(spec):
     return codegen
 
 
-def _noop(context, builder, signature, args):
-    return context.get_dummy_value()
-
-
 @intrinsic
 def lattice_tile(typingctx, wt, raw, r0, nsb, table, tag):
     """wt (TILE order, the weights + 128) from rows r0..r0+15 (past the end: the last row again) of a lattice
     layout raw (rows, nsb * block bytes) uint8, its super-blocks' table words from table (u64), for a tag whose
-    layout TILE_SPECS names (for any other tag: nothing, the caller's numba decoder runs)."""
+    layout TILE_SPECS names."""
     ok = (_is_c(wt, types.uint8) and isinstance(raw, types.Array) and raw.ndim == 2 and raw.layout == "C"
           and raw.dtype == types.uint8 and _is_c(table, types.uint64) and isinstance(tag, types.Array)
-          and all(isinstance(a, types.Integer) for a in (r0, nsb)))
-    if not ok:
-        return None
-    spec = TILE_SPECS.get(str(tag.dtype))
-    return types.void(wt, raw, r0, nsb, table, tag), (_lattice_tile_codegen(spec) if spec else _noop)
+          and str(tag.dtype) in TILE_SPECS and all(isinstance(a, types.Integer) for a in (r0, nsb)))
+    return (types.void(wt, raw, r0, nsb, table, tag), _lattice_tile_codegen(TILE_SPECS[str(tag.dtype)])) if ok else None
