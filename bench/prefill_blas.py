@@ -51,12 +51,11 @@ def measure(path, tensor, side, n_tokens, reps):
     x = np.random.default_rng(0).standard_normal((n_tokens, cols)).astype(np.float32)
     out = np.empty((n_tokens, rows), np.float32)
     if side == "kvant":
-        from kvant.runtime.kernels._gemm import INT_GEMM, quantize
+        from kvant.runtime.kernels._gemm import quantize
         qm = prepare(raw, type_name)
-        gemm = INT_GEMM.get(type_name)
-        if gemm is None:
+        if qm.gemm is None:
             return {"kvant": best_ms(lambda: qm.matmul(out, x), reps), "kvant GEMM": "float"}
-        scheme, run = gemm
+        scheme, run = qm.gemm
         return {"kvant": best_ms(lambda: run(out, quantize(x, scheme), *qm.arrays), reps), "kvant GEMM": "int8"}
     whole = dequantize(raw, type_name)
 

@@ -14,7 +14,7 @@ from numba import njit, types
 from numba.core.typing.typeof import typeof
 from numba.extending import overload
 
-from kvant.runtime.kernels import LAYOUTS, ops
+from kvant.runtime.kernels import layout_for, ops
 from kvant.runtime.kernels._ir import f32_to_f16_bits
 from kvant.runtime.kernels.actquant import VEC_DOT_ROW
 
@@ -50,7 +50,7 @@ def _matvec(kind, out, x, args, buf):
         return None
     if kind.literal_value == ABSENT:
         return lambda kind, out, x, args, buf: None
-    layout = LAYOUTS[kind.literal_value]
+    layout = layout_for(kind.literal_value)
     kernel = layout.matvec
     # an integer kernel quantizes x itself (the same codes: that rounding is idempotent), so round only for the others
     rounding = VEC_DOT_ROW.get(kind.literal_value) if layout.matvec_rounds_x is None else None

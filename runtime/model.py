@@ -14,7 +14,7 @@ from kvant.runtime.decode import ABSENT, LayerConsts, LayerMats, LayerStep, Laye
 from kvant.runtime.kernels import ops
 from kvant.runtime.kernels.actquant import VEC_DOT
 from kvant.runtime.kernels._attn import attention_prefill
-from kvant.runtime.kernels._gemm import INT_GEMM, quantize
+from kvant.runtime.kernels._gemm import quantize
 
 # Per-layer tensors: field -> (GGUF name under blk.{i}., required). Matrices become QMatrix, vectors float32.
 LAYER_TENSORS = {
@@ -389,7 +389,7 @@ class Inputs:
 
 
 def _linear(out, matrix, inputs, bias=None):
-    gemm = INT_GEMM.get(matrix.type_name) if inputs.x.shape[0] >= kernels.SMALL_BATCH else None
+    gemm = matrix.gemm if inputs.x.shape[0] >= kernels.SMALL_BATCH else None
     if gemm is not None:    # int8 codes times int8 weights (VNNI), as llama.cpp's GEMMs
         scheme, run = gemm
         run(out, inputs.codes(scheme), *matrix.arrays)

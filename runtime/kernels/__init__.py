@@ -9,9 +9,10 @@ import os
 
 os.environ.setdefault("GOMP_SPINCOUNT", "10000000")
 
-from .registry import LAYOUTS, SMALL_BATCH, QMatrix, UnsupportedTypeError, prepare, prepare_stacked  # noqa: E402
+from .registry import FLOAT, KERNELS, SMALL_BATCH, QMatrix, UnsupportedTypeError, layout_for, prepare, prepare_stacked  # noqa: E402,E501
 from . import floats, higgs, iquants, kquants, legacy, ternary  # noqa: E402,F401  (they register their layouts)
 
-SUPPORTED_TYPES = tuple(LAYOUTS)
+SUPPORTED_TYPES = tuple(dict.fromkeys(name for name, _ in KERNELS))
 
-__all__ = ["prepare", "prepare_stacked", "QMatrix", "UnsupportedTypeError", "SUPPORTED_TYPES"]
+__all__ = ["prepare", "prepare_stacked", "layout_for", "QMatrix", "UnsupportedTypeError", "SUPPORTED_TYPES", "FLOAT",
+           "KERNELS"]

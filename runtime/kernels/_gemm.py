@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 
 from ._common import tile_span
 from ._ir import widen
-from ._isa import (CPU_PATH, FAST, INT_KERNELS, WIDE_UNBIASED, YMM, dot4, dot4_256, join_all, maddubs,
+from ._isa import (CPU_PATH, FAST, WIDE_UNBIASED, YMM, dot4, dot4_256, join_all, maddubs,
                    maddwd)
 from ._vnni import (_F32, _I8, _I16, _I32, _I64, _V16F, _V16I32, _V64I8, _as_i64, _c64, _data, _declare, _splat,
                     _vec_load, counted_loop as _loop)
@@ -769,24 +769,15 @@ def gemm_q5_k(out, xq, xd, xs, xm, q, qh, sc, mn, d, dm):
     tiles(out, xq, xd, np.zeros_like(xs), xm, True, False, _q5k_rows, (q, qh, sc, mn, d, dm))
 
 
-# ---------------------------------------------------------------- which types run here
-
-# type name -> (activation scheme, run(out, codes, *QMatrix.arrays)); filled by the type families where the CPU has
-# an integer path (INT_KERNELS)
-INT_GEMM = {}
-
+# ---------------------------------------------------------------- the GEMMs' entry
 
 def spread_codes(driver):
-    """INT_GEMM's run(out, codes, *arrays) for a driver(out, xq, xd, xs, xm, *arrays) that takes the codes spread."""
+    """Layout.gemm's run(out, codes, *arrays) for a driver(out, xq, xd, xs, xm, *arrays) that takes the codes
+    spread."""
     return lambda out, codes, *arrays: driver(out, *codes, *arrays)
-
-
-def register_gemm(type_name, scheme, run):
-    if INT_KERNELS:
-        INT_GEMM[type_name] = (scheme, run)
 
 
 def int_matmul(qm, out, x, codes=None):
     """out[n, rows] = x @ W.T the integer way, x quantized as the type's dot product does (or codes given)."""
-    scheme, run = INT_GEMM[qm.type_name]
+    scheme, run = qm.gemm
     run(out, quantize(x, scheme) if codes is None else codes, *qm.arrays)

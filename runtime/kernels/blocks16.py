@@ -27,12 +27,12 @@ from numba.extending import overload
 
 from ._isa import FAST
 from ._common import F32, copy_into, float_matmul, zeros_on_lines
-from ._gemm import _offsets, register_gemm, spread_codes, tiles
+from ._gemm import _offsets, spread_codes, tiles
 from ._ir import widen
 from ._vnni16 import (BOOK_OF_TAG, BOOK_TAGS, CODEBOOKS, i8_16_dot, iq4_16_dot, nib16_dot, nib16_min_dot, nib16_tile,
                       nib16h_dot, nib16h_min_dot, nib16h_tile, xs16_dot)
 from .actquant import q8_0, q8_codes, q8_k, q8_k_codes
-from .intdot import IQ4_VALUES, code_sums
+from .intdot import IQ4_VALUES, code_sums, int_note
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
@@ -246,16 +246,17 @@ def _runs(off, iq4, has_min, has_h):
     return matmul, gemm
 
 
-def register_all(register):
-    """Register the 16-row layouts (decode and float matmul) and their integer GEMMs."""
+def layouts():
+    """type name -> its 16-row layout (decode and float matmul) with its integer GEMM."""
+    found = {}
     for name, t in TYPES.items():
         matmul, gemm = _runs(t.off, t.iq4, t.has_min, t.has_h)
         codes = ("I8_16: 16 rows' blocks interleaved 4 bytes a row" if t.i8 else
                  "NIB16: 16 rows' blocks interleaved 4 bytes a row" + (" + 5th-bit masks" if t.has_h else ""))
-        register(name, Layout(32, _rp(t.bsize, t.qoff, t.has_min, t.has_h, t.i8), _scratch, t.matvec, matmul,
-                              codes + " + fp16 d" + (", m" if t.has_min else "")
-                              + " per 32, int8 x Q8_0 activations", q8_0))
-        register_gemm(name, "q8_0", gemm)
+        found[name] = Layout(32, _rp(t.bsize, t.qoff, t.has_min, t.has_h, t.i8), _scratch, t.matvec, matmul,
+                             codes + " + fp16 d" + (", m" if t.has_min else "") + " per 32" + int_note(q8_0), q8_0,
+                             ("q8_0", gemm))
+    return found
 
 
 # ---------------------------------------------------------------- IQ4_XS
@@ -339,7 +340,7 @@ def _gemm_xs16(out, xq, xd, xs, xm, q, sc, d, book):
     tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_xs16, (q, sc, d, book), 1, book_number(book) > 1)
 
 
-gemm_xs16 = spread_codes(_gemm_xs16)
+GEMM_XS16 = ("q8_k", spread_codes(_gemm_xs16))
 
 
 @njit(cache=True, fastmath=FAST)
@@ -363,9 +364,9 @@ def _matmul_xs16(out, x, q, sc, d, book):
 
 
 def xs16_layout(repack, note):
-    """A Layout on IQ4_XS's 16-row planes and a book tag (repack(raw, cols) -> (q, sc, d, book))."""
+    """A Layout on IQ4_XS's 16-row planes and a book tag (repack(raw, cols) -> (q, sc, d, book)), with its GEMM."""
     return Layout(256, repack, _scratch_k, _mv_xs16, _matmul_xs16, "NIB16: 16 rows' blocks interleaved 4 bytes a row"
-                  " + int8 scale per 32 + fp16 d per 256" + note + ", int8 x Q8_K activations", q8_k)
+                  " + int8 scale per 32 + fp16 d per 256" + note + int_note(q8_k), q8_k, GEMM_XS16)
 
 
 IQ4_XS = xs16_layout(_rp_iq4_xs, "")

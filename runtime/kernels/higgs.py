@@ -322,4 +322,4 @@ LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _
                                _NOTE + ", grid bytes looked up by vpermi2b x int8 rotated x") for name in HIGGS_TYPES}
 IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else GATHER_LAYOUTS if GATHER else FLOAT_LAYOUTS
 for _name in HIGGS_TYPES:
-    register(_name, IN_FORCE[_name])
+    register(_name, FLOAT_LAYOUTS[_name], None if IN_FORCE is FLOAT_LAYOUTS else IN_FORCE[_name])

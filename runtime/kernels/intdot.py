@@ -10,7 +10,6 @@ from gguf.quants import IQ4_NL
 from numba import njit
 
 from ._common import F32, copy_into
-from ._isa import INT_KERNELS
 
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
 
@@ -66,19 +65,6 @@ def int_scratch(cols):
         cols, np.int8)
 
 
-# type -> (matvec, scratch) of the float kernels that run where the CPU has no integer path (tests run them everywhere)
-FLOAT_MATVEC = {}
-# type -> repack(raw, cols) of those float kernels, where the integer layout is another one (kquants_rows16.py, ...)
-FLOAT_REPACK = {}
-# type -> the float matmul on those planes (the prefill of other CPUs), where FLOAT_REPACK has the type
-FLOAT_MATMUL = {}
-
-
-def int_matvec(vnni_kernel, rounding, float_kernel, float_scratch, *type_names, scratch=int_scratch):
-    """(matvec, scratch, the activation rounding it applies, note): the integer kernel where the CPU has an
-    integer path (_isa.py), else the float one."""
-    for name in type_names:
-        FLOAT_MATVEC[name] = (float_kernel, float_scratch)
-    if INT_KERNELS:
-        return vnni_kernel, scratch, rounding, f", int8 x {rounding.__name__.upper()} activations"
-    return float_kernel, float_scratch, None, ""
+def int_note(rounding):
+    """The end of an integer layout's note: what its dot products multiply."""
+    return f", int8 x {rounding.__name__.upper()} activations"

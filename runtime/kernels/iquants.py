@@ -40,15 +40,15 @@ from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_I
                                      KSIGNS)
 
 from ._common import F32, dot, float_matmul
-from ._gemm import ROWS, _offsets, half_offsets, register_gemm, spread_codes, tiles
+from ._gemm import ROWS, _offsets, half_offsets, spread_codes, tiles
 from ._vnni16 import BOOK_TAGS, CODEBOOKS
-from .blocks16 import GROUP, gemm_xs16, xs16_layout, xs16_planes
+from .blocks16 import GROUP, xs16_layout, xs16_planes
 from .lattice_tiles import TILE_SPECS, TileSpec, lattice_tile
 from ._ir import f16_to_f32, load_u16 as u16, load_u32 as u32
-from ._isa import _V8I32, _V32I8, FAST, INT_KERNELS, sign_dot32
+from ._isa import _V8I32, _V32I8, FAST, sign_dot32
 from ._vnni import _F32, _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _vec_load
 from .actquant import q8_k, q8_k_codes
-from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK, code_sums
+from .intdot import code_sums, int_note
 from .registry import Layout, register
 
 U64 = np.uint64
@@ -895,20 +895,17 @@ EXPANDED = {"IQ2_XXS": _repack_with(EXPANDED_SIGNS, _expand_signs), "IQ2_XS": _r
 
 
 _NOTE = "the file's bytes, decoded 8 weights a table word"
+
+
+def _int_layout(name):
+    """The integer kernels of an IQ type: IQ3's as 4-bit codes in IQ4_XS's 16-row layout, the lattices' on their
+    expanded repacks (IQ2_S on the file's bytes), with the lattice GEMM."""
+    if name in NIB_BOOKS:
+        return xs16_layout(_repack_to_nibbles(name), f" (the {name} weights as codes of their 16 values)")
+    how = " (the signs as 8 bits)" if name in EXPANDED else ""
+    return Layout(256, EXPANDED.get(name) or _repack(name), _codes_scratch, _mv_int, _mm_float,
+                  _NOTE + how + int_note(q8_k), q8_k, ("q8_k", gemm))
+
+
 for _name in KINDS:
-    FLOAT_MATVEC[_name] = (_mv_float, _no_scratch)
-    if INT_KERNELS and _name in NIB_BOOKS:
-        FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
-        register(_name, xs16_layout(_repack_to_nibbles(_name), f" (the {_name} weights as codes of their 16 values)"))
-        register_gemm(_name, "q8_k", gemm_xs16)
-    elif INT_KERNELS and _name in EXPANDED:
-        FLOAT_REPACK[_name], FLOAT_MATMUL[_name] = _repack(_name), _mm_float
-        register(_name, Layout(256, EXPANDED[_name], _codes_scratch, _mv_int, _mm_float,
-                               _NOTE + " (the signs as 8 bits), int8 x Q8_K activations", q8_k))
-        register_gemm(_name, "q8_k", gemm)
-    elif INT_KERNELS:
-        register(_name, Layout(256, _repack(_name), _codes_scratch, _mv_int, _mm_float,
-                               _NOTE + ", int8 x Q8_K activations", q8_k))
-        register_gemm(_name, "q8_k", gemm)
-    else:
-        register(_name, Layout(256, _repack(_name), _no_scratch, _mv_float, _mm_float, _NOTE))
+    register(_name, Layout(256, _repack(_name), _no_scratch, _mv_float, _mm_float, _NOTE), _int_layout(_name))

@@ -34,12 +34,12 @@ from numba import njit, prange
 from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
 from ._common import F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
 from ._ir import f16_to_f32, ubits, widen
-from ._gemm import ROWS, gemm_q5_k, half_offsets, half_sums, register_gemm, spread_codes, tiles
-from ._isa import FAST, INT_KERNELS
+from ._gemm import ROWS, gemm_q5_k, half_offsets, half_sums, spread_codes, tiles
+from ._isa import FAST
 from ._vnni import q2k_row_dot, q3k_row_dot, q5k_row_dot
 from .legacy import _mm_iq4, _mv_iq4, _pairs_scratch
 from .actquant import q8_k, q8_k_codes
-from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK, code_sums, int_matvec, k4_scratch, k4_x_order, k16_scratch
+from .intdot import code_sums, int_note, k4_scratch, k4_x_order, k16_scratch
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
@@ -603,41 +603,6 @@ def _mm_q3_k(out, x, c, h, sc, d):
     float_matmul(out, x, _dec_q3_k, (c, h, sc, d))
 
 
-# ---------------------------------------------------------------- registration
-
-def _register_rows16(name, layout16, gemm, repack, matvec, scratch, matmul, note):
-    """With an integer path (_isa.py), a 16-row layout for decode and the integer prefill GEMM; elsewhere the row
-    planes' float kernels (tested everywhere through FLOAT_MATVEC / FLOAT_REPACK / FLOAT_MATMUL)."""
-    FLOAT_MATVEC[name] = (matvec, scratch)
-    FLOAT_REPACK[name] = repack
-    FLOAT_MATMUL[name] = matmul
-    if INT_KERNELS:
-        register(name, layout16)
-        register_gemm(name, "q8_k", gemm)
-    else:
-        register(name, Layout(256, repack, scratch, matvec, matmul, note))
-
-
-_register_rows16("Q4_K", rows16.LAYOUT, rows16.gemm, _rp_q4_k, _mv_q4_k, _q4_k_scratch, _mm_q4_k,
-                 "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256")
-_register_rows16("IQ4_XS", blocks16.IQ4_XS, blocks16.gemm_xs16, _rp_iq4_xs, _mv_iq4, _pairs_scratch, _mm_iq4,
-                 "NIB + f32 scale per 32")
-_register_rows16("Q6_K", q6k16.LAYOUT, q6k16.gemm, _rp_q6_k, _mv_q6_k, _q6_k_scratch, _mm_q6_k,
-                 "the file's ql, qh, int8 scale per 16 + fp16 d per 256")
-_Q5_K_MATVEC, _Q5_K_SCRATCH, _Q5_K_ROUNDS, _Q5_K_HOW = int_matvec(_mv_q5_k_vnni, q8_k, _mv_q5_k, _q5_k_scratch,
-                                                                  "Q5_K", scratch=k4_scratch)
-register("Q5_K", Layout(256, _rp_q5_k, _Q5_K_SCRATCH, _Q5_K_MATVEC, _mm_q5_k,
-                        "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256" + _Q5_K_HOW, _Q5_K_ROUNDS))
-_Q2_K_MATVEC, _Q2_K_SCRATCH, _Q2_K_ROUNDS, _Q2_K_HOW = int_matvec(_mv_q2_k_vnni, q8_k, _mv_q2_k, _q2_k_scratch,
-                                                                  "Q2_K", scratch=k16_scratch)
-register("Q2_K", Layout(256, _rp_q2_k, _Q2_K_SCRATCH, _Q2_K_MATVEC, _mm_q2_k,
-                        "the file's qs, scale/min bytes per 16 + fp16 d, dmin per 256" + _Q2_K_HOW, _Q2_K_ROUNDS))
-_Q3_K_MATVEC, _Q3_K_SCRATCH, _Q3_K_ROUNDS, _Q3_K_HOW = int_matvec(_mv_q3_k_vnni, q8_k, _mv_q3_k, _q3_k_scratch,
-                                                                  "Q3_K", scratch=k16_scratch)
-register("Q3_K", Layout(256, _rp_q3_k, _Q3_K_SCRATCH, _Q3_K_MATVEC, _mm_q3_k,
-                        "the file's qs, hmask + int8 scale per 16 + fp16 d per 256" + _Q3_K_HOW, _Q3_K_ROUNDS))
-
-
 # ---------------------------------------------------------------- integer prefill GEMM (kernels/_gemm.py)
 
 _CRUMBS = np.uint64(0x0303030303030303)
@@ -695,6 +660,27 @@ def _gemm_q3_k(out, xq, xd, xs, xm, c, h, sc, d):
     tiles(out, xq, xd, half_offsets(xq, 4), xm, False, False, _k16_tile, (c, h, sc, d, d, True, False), 2)
 
 
-register_gemm("Q5_K", "q8_k", spread_codes(gemm_q5_k))
-register_gemm("Q2_K", "q8_k", spread_codes(_gemm_q2_k))
-register_gemm("Q3_K", "q8_k", spread_codes(_gemm_q3_k))
+# ---------------------------------------------------------------- registration
+
+# Q4_K, IQ4_XS, Q6_K: the float kernels on the file's row planes; with an integer path (_isa.py), a 16-row layout for
+# decode and the integer prefill GEMM
+register("Q4_K", Layout(256, _rp_q4_k, _q4_k_scratch, _mv_q4_k, _mm_q4_k,
+                        "the file's qs + u8 scale, min per 32 + fp16 d, dmin per 256"), rows16.LAYOUT)
+register("IQ4_XS", Layout(256, _rp_iq4_xs, _pairs_scratch, _mv_iq4, _mm_iq4, "NIB + f32 scale per 32"),
+         blocks16.IQ4_XS)
+register("Q6_K", Layout(256, _rp_q6_k, _q6_k_scratch, _mv_q6_k, _mm_q6_k,
+                        "the file's ql, qh, int8 scale per 16 + fp16 d per 256"), q6k16.LAYOUT)
+
+# Q5_K, Q2_K, Q3_K: the file's bytes on every path, float or integer dot products
+_FILE_ROWS = {
+    "Q5_K": (_rp_q5_k, _mv_q5_k, _q5_k_scratch, _mm_q5_k, _mv_q5_k_vnni, k4_scratch, gemm_q5_k,
+             "the file's qs, qh + u8 scale, min per 32 + fp16 d, dmin per 256"),
+    "Q2_K": (_rp_q2_k, _mv_q2_k, _q2_k_scratch, _mm_q2_k, _mv_q2_k_vnni, k16_scratch, _gemm_q2_k,
+             "the file's qs, scale/min bytes per 16 + fp16 d, dmin per 256"),
+    "Q3_K": (_rp_q3_k, _mv_q3_k, _q3_k_scratch, _mm_q3_k, _mv_q3_k_vnni, k16_scratch, _gemm_q3_k,
+             "the file's qs, hmask + int8 scale per 16 + fp16 d per 256"),
+}
+for _name, (_repack, _matvec, _scratch, _matmul, _int_matvec, _int_scratch, _int_gemm, _note) in _FILE_ROWS.items():
+    register(_name, Layout(256, _repack, _scratch, _matvec, _matmul, _note),
+             Layout(256, _repack, _int_scratch, _int_matvec, _matmul, _note + int_note(q8_k), q8_k,
+                    ("q8_k", spread_codes(_int_gemm))))

@@ -149,7 +149,7 @@ def _gemm(out, xq, xd, xs, xm, w):
     tiles(out, xq, xd, half_offsets(xq, 128), xm, False, True, _tile, (w,), 2, True)
 
 
-# The integer prefill GEMM (_gemm.INT_GEMM's run): each 16-row record row decoded once into _gemm.py's TILE order
+# The integer prefill GEMM (Layout.gemm's run): each 16-row record row decoded once into _gemm.py's TILE order
 # (signed 6-bit weights + 128, a scale per 16) and every token multiplied by it (tile_gemm_wide16), as the IQ lattice
 # types. The products are llama.cpp's up to float summation order (it sums a super-block's scaled 16-element integer
 # sums in int32, this one per 16 in float).
@@ -158,4 +158,4 @@ gemm = spread_codes(_gemm)
 
 LAYOUT = Layout(256, repack, k16_scratch, matvec, matmul, "ROWS16: 16 rows' 6-bit codes interleaved 4 bytes a row "
                 "(4 low bits in nibbles, 2 high bits in crumbs), int8 scale per 16 + fp16 d per 256 (the file's 210 "
-                "bytes), one record per 16 rows and super-block, int8 x Q8_K activations", q8_k)
+                "bytes), one record per 16 rows and super-block, int8 x Q8_K activations", q8_k, ("q8_k", gemm))

@@ -19,8 +19,7 @@ from numba import njit, prange
 from . import blocks16
 from ._common import F32, affine_i8, affine_nib, copy_into, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
 from ._ir import ubits, widen
-from ._isa import FAST, INT_KERNELS
-from .intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
+from ._isa import FAST
 from .registry import Layout, register
 
 
@@ -264,8 +263,8 @@ def _no_scratch(cols):
     return ()
 
 
-# Where the CPU has an integer path (_isa.py), 16 rows interleaved with integer dot products (blocks16.py) for decode
-# and prefill; elsewhere these row planes (tested everywhere through FLOAT_MATVEC and FLOAT_REPACK)
+# The float kernels on the file's row planes; where the CPU has an integer path (_isa.py), 16 rows interleaved with
+# integer dot products (blocks16.py) for decode and prefill
 _ROW_TYPES = {
     "Q8_0": (_rp_plain(34, 32, 2, False), _mv_i8, _no_scratch, _mm_i8, "I8 + fp16 d per 32"),
     "Q4_0": (_rp_plain(18, 16, 2, False), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
@@ -275,11 +274,6 @@ _ROW_TYPES = {
     "IQ4_NL": (_rp_plain(18, 16, 2, False), _mv_iq4, _pairs_scratch, _mm_iq4,
                "NIB + fp16 d per 32, codebook as a rounded quartic"),
 }
+_INT_LAYOUTS = blocks16.layouts()
 for _name, (_repack, _matvec, _scratch, _matmul, _note) in _ROW_TYPES.items():
-    FLOAT_MATVEC[_name] = (_matvec, _scratch)
-    FLOAT_REPACK[_name] = _repack
-    FLOAT_MATMUL[_name] = _matmul
-    if not INT_KERNELS:
-        register(_name, Layout(32, _repack, _scratch, _matvec, _matmul, _note))
-if INT_KERNELS:
-    blocks16.register_all(register)
+    register(_name, Layout(32, _repack, _scratch, _matvec, _matmul, _note), _INT_LAYOUTS[_name])

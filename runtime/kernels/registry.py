@@ -1,4 +1,9 @@
-"""prepare(raw, ggml_type) -> QMatrix: the one entry point, and the table of layouts each family registers."""
+"""prepare(raw, ggml_type) -> QMatrix: the one entry point, and the table of kernels each type family registers.
+
+KERNELS maps (type name, kernel path) to a Layout. Every type registers its float kernels under FLOAT (every CPU
+runs them; the tests run them on every path) and, where the CPU has an integer path (_isa.CPU_PATH, fixed at import
+because the integer kernels' IR is built for it), its integer kernels under that path. prepare() picks the path's
+entry, or the float one where a type has no integer kernels or the caller asks for FLOAT."""
 from dataclasses import dataclass
 from typing import Callable
 
@@ -6,6 +11,7 @@ import numpy as np
 from kvant.formats.ggml_types import ggml_type as lookup_type
 
 from ._common import zeros_on_lines
+from ._isa import CPU_PATH, INT_KERNELS
 
 
 SMALL_BATCH = 4   # matmul with fewer tokens runs as that many matvecs
@@ -22,7 +28,8 @@ class Layout:
     repack(raw, cols) -> tuple of arrays (the QMatrix's storage; views into raw where no repack is needed);
     scratch(cols) -> tuple of per-call activation buffers; matvec(out, x, *arrays, *scratch) and
     matmul(out, x, *arrays) are numba kernels. matvec_rounds_x: the activation rounding (actquant) the matvec
-    applies to x itself (integer dot products), or None when it multiplies x as given."""
+    applies to x itself (integer dot products), or None when it multiplies x as given. gemm: (activation scheme,
+    run(out, codes, *arrays)), the integer prefill GEMM (_gemm.py) on x quantized by that scheme, or None."""
     block: int
     repack: Callable
     scratch: Callable
@@ -30,13 +37,23 @@ class Layout:
     matmul: Callable
     note: str
     matvec_rounds_x: Callable | None = None
+    gemm: tuple | None = None
 
 
-LAYOUTS: dict[str, Layout] = {}
+FLOAT = "float"
+KERNELS: dict[tuple[str, str], Layout] = {}
 
 
-def register(name: str, layout: Layout) -> None:
-    LAYOUTS[name] = layout
+def register(name: str, float_layout: Layout, int_layout: Layout | None = None) -> None:
+    """A type's float kernels, and its integer kernels for the path in force (kept only where there is one)."""
+    KERNELS[(name, FLOAT)] = float_layout
+    if int_layout is not None and INT_KERNELS:
+        KERNELS[(name, CPU_PATH)] = int_layout
+
+
+def layout_for(name: str, path: str = CPU_PATH) -> Layout | None:
+    """The kernels a matrix of type name runs on path (the float ones where the type has none for it)."""
+    return KERNELS.get((name, path)) or KERNELS.get((name, FLOAT))
 
 
 class QMatrix:
@@ -47,6 +64,11 @@ class QMatrix:
     keep per-matrix activation scratch, so one QMatrix must not be used from two Python threads at once."""
 
     __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "kernel", "kernel_args", "_mm")
+
+    @property
+    def gemm(self):
+        """The layout's integer prefill GEMM, (activation scheme, run(out, codes, *arrays)), or None."""
+        return self.layout.gemm
 
     def __init__(self, type_name, shape, arrays, layout):
         self.type_name = type_name
@@ -92,10 +114,11 @@ def prepare_stacked(raws, ggml_type) -> QMatrix:
     return prepare(np.concatenate(raws, axis=0, out=stacked), ggml_type)
 
 
-def prepare(raw, ggml_type) -> QMatrix:
-    """raw: uint8 (rows, row_bytes) view of a tensor in a GGUF file; ggml_type: a name or an object with .name."""
+def prepare(raw, ggml_type, path: str = CPU_PATH) -> QMatrix:
+    """raw: uint8 (rows, row_bytes) view of a tensor in a GGUF file; ggml_type: a name or an object with .name;
+    path: the kernel path (FLOAT: the float kernels on any CPU)."""
     name = str(getattr(ggml_type, "name", ggml_type)).upper()
-    layout = LAYOUTS.get(name)
+    layout = layout_for(name, path)
     if layout is None:
         raise UnsupportedTypeError(f"type {name} not supported yet")
     raw = np.asarray(raw)

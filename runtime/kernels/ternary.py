@@ -6,13 +6,13 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import F32, crumb_dot, dot, float_matmul, group_sums, prep_crumbs
-from ._gemm import gemm_crumb, register_gemm
+from ._gemm import gemm_crumb
 from ._ir import load_u16, ubits, widen
 from ._avx2 import crumb_row_dot
 from ._isa import FAST, YMM
 from ._vnni import crumb_steps_dot
 from .actquant import q8_k, q8_k_codes
-from .intdot import block_sums, int_matvec
+from .intdot import block_sums, int_note, int_scratch
 from .kquants import crumbs256
 from .registry import Layout, register
 
@@ -157,16 +157,14 @@ def _mm_tq(out, x, c, d):
     float_matmul(out, x, _dec_tq, (c, d))
 
 
-_MATVEC, _MV_SCRATCH, _ROUNDS, _HOW = int_matvec(_mv_tq_vnni, q8_k, _mv_tq, _scratch, "TQ2_0", "TQ1_0")
-register("TQ2_0", Layout(256, _rp_tq(_repack_tq2_0), _MV_SCRATCH, _MATVEC, _mm_tq, "CRUMB codes + fp16 d per 256" + _HOW, _ROUNDS))
-register("TQ1_0", Layout(256, _rp_tq(_repack_tq1_0), _MV_SCRATCH, _MATVEC, _mm_tq,
-                         "CRUMB codes (from base 3) + fp16 d per 256" + _HOW, _ROUNDS))
-
-
 def _gemm_tq(out, codes, c, d):
     """Integer prefill GEMM (_gemm.py): codes 0..2, value code - 1."""
     gemm_crumb(out, *codes, c, d, 1)
 
 
-register_gemm("TQ2_0", "q8_k", _gemm_tq)
-register_gemm("TQ1_0", "q8_k", _gemm_tq)
+for _name, _repack, _codes in (("TQ2_0", _repack_tq2_0, "CRUMB codes"),
+                               ("TQ1_0", _repack_tq1_0, "CRUMB codes (from base 3)")):
+    _note = _codes + " + fp16 d per 256"
+    register(_name, Layout(256, _rp_tq(_repack), _scratch, _mv_tq, _mm_tq, _note),
+             Layout(256, _rp_tq(_repack), int_scratch, _mv_tq_vnni, _mm_tq, _note + int_note(q8_k), q8_k,
+                    ("q8_k", _gemm_tq)))

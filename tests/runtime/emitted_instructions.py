@@ -57,7 +57,7 @@ def main(path):
     if os.environ.get("KVANT_TARGET_TRIPLE"):
         target_triple(os.environ["KVANT_TARGET_TRIPLE"])
     import importlib
-    from kvant.runtime.kernels import LAYOUTS, higgs
+    from kvant.runtime.kernels import higgs, layout_for
     with open(path, "rb") as f:
         signatures = pickle.load(f)
     result = {"matvec": {}, "gemm": {}}
@@ -66,7 +66,7 @@ def main(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, sig in matvecs.items():
-            kernel = LAYOUTS[name].matvec
+            kernel = layout_for(name).matvec
             kernel.compile(sig)
             result["matvec"][name] = counts(kernel.inspect_asm(sig))
         for where, sigs in signatures["gemm"].items():

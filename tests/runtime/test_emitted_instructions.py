@@ -119,7 +119,7 @@ def signatures(tmp_path_factory):
     the GEMMs the prefill of each type runs."""
     if not INT_KERNELS:
         pytest.skip("the integer layouts' argument types come from a process on an integer path (this one: float)")
-    from kvant.runtime.kernels._gemm import INT_GEMM, int_matmul
+    from kvant.runtime.kernels._gemm import int_matmul
     rng = np.random.default_rng(0)
     matvec = {}
     for name in INT_TYPES:
@@ -127,7 +127,7 @@ def signatures(tmp_path_factory):
         qm = prepare(raw, name)
         out, x = np.empty(16, np.float32), np.empty(qm.shape[1], np.float32)
         matvec[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
-        if name in INT_GEMM:
+        if qm.gemm is not None:
             int_matmul(qm, np.empty((5, 16), np.float32), np.ones((5, qm.shape[1]), np.float32))
     from kvant.runtime.kernels import higgs
     from kvant.runtime.kernels.registry import QMatrix

@@ -10,7 +10,7 @@ import pytest
 from kvant.formats.host import host_features
 from kvant.formats.quant import quantize
 from kvant.runtime.kernels import higgs
-from kvant.runtime.kernels.registry import LAYOUTS, QMatrix, UnsupportedTypeError, prepare
+from kvant.runtime.kernels.registry import FLOAT, KERNELS, QMatrix, UnsupportedTypeError, layout_for, prepare
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "formats"))
 from test_higgs_types import _sylvester, numpy_decode  # noqa: E402
@@ -101,7 +101,8 @@ def _pair(multiplied, w, xs):
 def test_the_registered_layout_is_this_cpus():
     want = (higgs.LOOKUP_LAYOUTS if higgs.LOOKUP else higgs.GATHER_LAYOUTS if higgs.GATHER
             else higgs.FLOAT_LAYOUTS)
-    assert all(LAYOUTS[name] is want[name] for name in NAMES)
+    assert all(layout_for(name) is want[name] and KERNELS[(name, FLOAT)] is higgs.FLOAT_LAYOUTS[name]
+               for name in NAMES)
     assert higgs.LOOKUP == (higgs.CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features())
 
 

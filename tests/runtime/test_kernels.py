@@ -10,8 +10,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize
 
 from kvant.runtime.kernels.registry import SMALL_BATCH
-from kvant.runtime.kernels.intdot import FLOAT_MATMUL, FLOAT_MATVEC, FLOAT_REPACK
-from kvant.runtime.kernels import LAYOUTS, SUPPORTED_TYPES, UnsupportedTypeError, prepare
+from kvant.runtime.kernels import FLOAT, KERNELS, SUPPORTED_TYPES, UnsupportedTypeError, layout_for, prepare
+from kvant.runtime.kernels._isa import CPU_PATH, INT_KERNELS
 from block_fields import set_split_f16
 
 # byte offsets of the fp16 scale fields inside one block
@@ -89,7 +89,7 @@ def test_every_type_is_registered():
 def test_matvec_and_matmul(name):
     rng = np.random.default_rng(sum(map(ord, name)))
     # the integer Q4_1 / Q5_1 kernels take the min term from Q8_1's fp16 block sums, as llama.cpp: 2^-11 relative
-    matvec_tolerance = 1e-3 if name in ("Q4_1", "Q5_1") and LAYOUTS[name].matvec_rounds_x is not None else 1e-4
+    matvec_tolerance = 1e-3 if name in ("Q4_1", "Q5_1") and layout_for(name).matvec_rounds_x is not None else 1e-4
     for rows, nblocks in SHAPES:
         raw, w = make_weight(name, rows, nblocks, rng)
         qm = prepare(raw, name)
@@ -108,31 +108,36 @@ def test_matvec_and_matmul(name):
                 check(out, w, xs)
 
 
-@pytest.mark.parametrize("name", sorted(FLOAT_MATVEC))
-def test_float_fallback_matvec(name):
-    """The float kernels that replace the integer (VNNI) ones on other CPUs, run here too."""
-    kernel, scratch = FLOAT_MATVEC[name]
+@pytest.mark.parametrize("name", ALL)
+def test_float_path_matvec_and_matmul(name):
+    """The float kernels (every type's KERNELS entry under FLOAT: what runs on a CPU with no integer path), run on
+    every path: decode and prefill, x multiplied as given."""
     rng = np.random.default_rng(7)
     for rows, nblocks in SHAPES:
         raw, w = make_weight(name, rows, nblocks, rng)
-        arrays = FLOAT_REPACK[name](raw, w.shape[1]) if name in FLOAT_REPACK else prepare(raw, name).arrays
+        qm = prepare(raw, name, path=FLOAT)
+        assert qm.layout is KERNELS[(name, FLOAT)] and qm.gemm is None
         x = rng.standard_normal(w.shape[1]).astype(np.float32)
         out = np.full(rows, np.nan, np.float32)
-        kernel(out, x, *arrays, *scratch(w.shape[1]))
+        qm.matvec(out, x)
         check(out[None], w, x[None])
-
-
-@pytest.mark.parametrize("name", sorted(FLOAT_MATMUL))
-def test_float_fallback_matmul(name):
-    """The float prefill on the row planes of other CPUs, for the types whose VNNI layout is another one."""
-    rng = np.random.default_rng(11)
-    for rows, nblocks in SHAPES:
-        raw, w = make_weight(name, rows, nblocks, rng)
-        arrays = FLOAT_REPACK[name](raw, w.shape[1])
         xs = rng.standard_normal((5, w.shape[1])).astype(np.float32)
         out = np.full((5, rows), np.nan, np.float32)
-        FLOAT_MATMUL[name](out, xs, *arrays)
+        qm.matmul(out, xs)
         check(out, w, xs)
+
+
+def test_the_path_in_force_has_integer_kernels_for_every_quantized_type():
+    """Every quantized type has its float kernels, and where the CPU has an integer path, integer ones with a
+    prefill GEMM there (the float ones stay its fallback only on CPUs with none)."""
+    quantized = sorted(FP16_FIELDS)
+    assert all((name, FLOAT) in KERNELS for name in ALL)
+    chosen = {name: layout_for(name) for name in quantized}
+    if INT_KERNELS:
+        assert all(layout is KERNELS[(name, CPU_PATH)] and layout.gemm is not None
+                   and layout.matvec_rounds_x is not None for name, layout in chosen.items())
+    else:
+        assert all(layout is KERNELS[(name, FLOAT)] for name, layout in chosen.items())
 
 
 def test_accepts_type_objects_and_names():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gguf.quants import IQ4_NL
 
-from kvant.runtime.kernels import prepare
-from kvant.runtime.kernels._gemm import INT_GEMM, crumb_tile, int_matmul, quantize
+from kvant.runtime.kernels import SUPPORTED_TYPES, QMatrix, layout_for, prepare
+from kvant.runtime.kernels._gemm import crumb_tile, int_matmul, quantize
 from kvant.runtime.kernels._isa import INT_KERNELS
 from kvant.runtime.kernels.actquant import VEC_DOT
 
@@ -27,7 +27,7 @@ SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per ro
 
 @needs_vnni
 def test_registered_types():
-    assert sorted(INT_GEMM) == INT_TYPES
+    assert sorted(name for name in SUPPORTED_TYPES if layout_for(name).gemm is not None) == INT_TYPES
 
 
 @needs_vnni
@@ -248,16 +248,13 @@ def test_model_prefill_near_the_float_path(tmp_path, weight_type, monkeypatch):
     f32 cache: on an f16 one a last-bit difference of summation order (which differs between the kernel paths) can
     flip a cached value to the next f16 step, and the next Q8_0 rounding carries that on (1-2% of the logits)."""
     from kvant.runtime import Model
-    from kvant.runtime.kernels import _gemm
     from tiny_model import write_tiny_model
     path = tmp_path / "tiny.gguf"
     write_tiny_model(path, weight_type=weight_type)
     tokens = list(np.random.default_rng(0).integers(1, 200, 24))
     with Model(str(path), n_ctx=64, n_threads=2, kv_type="f32") as m:
         integer = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
-        monkeypatch.setattr(_gemm, "INT_GEMM", {})
-        import kvant.runtime.model as model_module
-        monkeypatch.setattr(model_module, "INT_GEMM", {})
+        monkeypatch.setattr(QMatrix, "gemm", None)     # every matrix without its GEMM: the float matmul runs
         floats = m.transformer.forward(tokens, 0, m.cache, logits_from=0)
     assert np.abs(integer - floats).max() < 1e-5 * np.abs(floats).max()
 
