@@ -26,7 +26,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from iq_reference import BIN, CHUNKS, CTX, LANGS, THREADS, WORK, halves  # noqa: E402
-from results import path_line, publish  # noqa: E402
+from quality_restore import restore  # noqa: E402
+from results import PATH as RESULTS, path_line, publish  # noqa: E402
 
 PRESETS = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M", "Q3_K_S",
            "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M",
@@ -139,15 +140,33 @@ def llama_scores(path, base_file):
 
 
 def load_store():
+    """The rows measured on this machine, and those the published section holds that it lacks (quality_restore)."""
+    store = {}
     if os.path.exists(STORE):
         with open(STORE, encoding="utf-8") as f:
-            return json.load(f)
-    return {}
+            store = json.load(f)
+    with open(RESULTS, encoding="utf-8") as f:
+        text = f.read()
+    if "<!-- QUALITY -->" in text:
+        stamp = re.search(r"<!-- QUALITY -->\s*## Quality\s*_([^,]+), ([^,]+),", text)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                                text=True).stdout.strip()
+        where = f"bench/RESULTS.md QUALITY at {commit}" + (f" (measured {stamp.group(1)} on an {stamp.group(2)})"
+                                                           if stamp else "")
+        restore(store, text, where)
+    return store
+
+
+def full(row):
+    """A row with every figure (not only a PPL increase read back from a calibration table)."""
+    return row is not None and not row.get("increase_only")
 
 
 def save_store(store):
+    """This machine's rows (not those read back from the section: they are read again at every load)."""
+    own = {k: v for k, v in store.items() if not (isinstance(v, dict) and "restored_from" in v)}
     with open(STORE + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(store, f, indent=1)
+        json.dump(own, f, indent=1)
     os.replace(STORE + ".tmp", STORE)
 
 
@@ -185,7 +204,7 @@ def table(store, model, calibrations):
     for preset in PRESETS:
         for q in QUANTIZERS:
             r = store.get(f"{model}/{calibrations[0]}/{q}/{preset}")
-            if r is None:
+            if not full(r):
                 continue
             lines.append(f"| {preset} | {q} | {r['bpw']:.2f} | {r['MB']:.1f} | {r['en']['ppl_q']:.3f} | "
                          f"{r['ru']['ppl_q']:.3f} | {increase(r, 'en'):+.2f} | {increase(r, 'ru'):+.2f} | "
@@ -193,7 +212,9 @@ def table(store, model, calibrations):
                          f"| {100 * r['ru']['same_top_p']:.1f}% |")
     base = next((r for k, r in store.items() if k.startswith(f"{model}/") and "en" in r), None)
     if base is not None:
-        lines += ["", f"Base perplexity: en {base['en']['ppl_base']:.3f}, ru {base['ru']['ppl_base']:.3f}. "
+        # a restored row's base is what its rounded increase implies; the section's own line has the measured one
+        en, ru = base.get("base_ppl") or (base["en"]["ppl_base"], base["ru"]["ppl_base"])
+        lines += ["", f"Base perplexity: en {en:.3f}, ru {ru:.3f}. "
                   f"{' and '.join(TERNARY)} store weights as -1, 0, 1 times a scale: they are for ternary-trained (BitNet) "
                   "models, and on this one they destroy it (as llama.cpp's own do); the paragraph and the plot leave "
                   "them out."]
@@ -203,7 +224,7 @@ def table(store, model, calibrations):
     cross = [(k, r) for k, r in store.items() if k.startswith(f"{model}/")
              and any(f"{lang}_by_llama.cpp" in r for lang in LANGS)]
     pairs = {p: [store.get(f"{model}/{calibrations[0]}/{q}/{p}") for q in QUANTIZERS] for p in PRESETS}
-    pairs = {p: rows for p, rows in pairs.items() if None not in rows}
+    pairs = {p: rows for p, rows in pairs.items() if all(map(full, rows))}
     same = [p for p, rows in pairs.items() if _scores(rows[0]) == _scores(rows[1])]
     differ = [p for p in pairs if p not in same]
     if same:
@@ -250,7 +271,8 @@ def findings(store, model, calibration, calibrations, gap=5.0):
     in PPL increase, ru minus en, stays above `gap` points at every lower one), the KLD ratio, and what the
     calibration text changes below 4 bits."""
     rows = sorted(((r["bpw"], k.split("/")[-1], r) for k, r in store.items()
-                   if k.startswith(f"{model}/{calibration}/kvant/") and not k.split("/")[-1] in TERNARY), reverse=True)
+                   if k.startswith(f"{model}/{calibration}/kvant/") and not k.split("/")[-1] in TERNARY and full(r)),
+                  reverse=True)
     if not rows:
         return []
     gaps = [(bpw, p, increase(r, "ru") - increase(r, "en"), r["ru"]["kld_mean"] / r["en"]["kld_mean"])
@@ -297,7 +319,8 @@ def plot(store, models, calibration, quantizers):
         for q, style in zip(quantizers, ("-", "--")):
             for lang, color in zip(LANGS, ("tab:blue", "tab:red")):
                 pts = sorted((r["bpw"], increase(r, lang)) for k, r in store.items()
-                             if k.startswith(f"{model}/{calibration}/{q}/") and k.split("/")[-1] not in TERNARY)
+                             if k.startswith(f"{model}/{calibration}/{q}/") and k.split("/")[-1] not in TERNARY
+                             and full(r))
                 if pts:
                     ax.plot(*zip(*pts), style, color=color, marker="o", ms=3, label=f"{lang}, quantized by {q}")
         ax.set_yscale("symlog", linthresh=1)
