@@ -40,8 +40,8 @@ def step_buffers(d_model, n_qkv, n_att, d_ff):
 # -- compile-time choices -------------------------------------------------------------------------------------------
 
 def matvec(kind, out, x, args, buf):
-    """out = W @ x for a matrix of type `kind` (a string literal; ABSENT does nothing) with kernel arguments args,
-    x first rounded into buf as llama.cpp rounds activations for that type."""
+    """out = W @ x for a matrix whose QMatrix.kernel_key is `kind` (a string literal "type@path"; ABSENT does
+    nothing) with kernel arguments args, x first rounded into buf as llama.cpp rounds activations for that type."""
 
 
 @overload(matvec)
@@ -50,10 +50,11 @@ def _matvec(kind, out, x, args, buf):
         return None
     if kind.literal_value == ABSENT:
         return lambda kind, out, x, args, buf: None
-    layout = layout_for(kind.literal_value)
+    type_name, path = kind.literal_value.split("@")
+    layout = layout_for(type_name, path)
     kernel = layout.matvec
     # an integer kernel quantizes x itself (the same codes: that rounding is idempotent), so round only for the others
-    rounding = VEC_DOT_ROW.get(kind.literal_value) if layout.matvec_rounds_x is None else None
+    rounding = VEC_DOT_ROW.get(type_name) if layout.matvec_rounds_x is None else None
     if rounding is None:
         def as_is(kind, out, x, args, buf):
             kernel(out, x, *args)

@@ -347,7 +347,7 @@ class Transformer:
                 mats += [stacked] + [None] * (len(parts) - 1)
             else:
                 mats += parts
-        kinds = [ABSENT if m is None else m.type_name for m in mats]
+        kinds = [ABSENT if m is None else m.kernel_key for m in mats]
         args = LayerMats(*(() if m is None else m.kernel_args for m in mats))
         vecs = LayerVecs(*(getattr(layer, name) for name in LayerVecs._fields))
         consts = LayerConsts(eps=cfg.rms_eps, n_head=cfg.n_head, n_kv_head=cfg.n_kv_head, dk=cfg.head_dim_k,

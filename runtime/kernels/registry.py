@@ -52,7 +52,11 @@ def register(name: str, float_layout: Layout, int_layout: Layout | None = None) 
 
 
 def layout_for(name: str, path: str = CPU_PATH) -> Layout | None:
-    """The kernels a matrix of type name runs on path (the float ones where the type has none for it)."""
+    """The kernels a matrix of type name runs on path (the float ones where the type has none for it): FLOAT or the
+    path in force (KVANT_CPU_PATH chooses another at start: the integer kernels are built for one path a process)."""
+    if path not in (FLOAT, CPU_PATH):
+        raise ValueError(f"kernel path {path!r}: this process runs {CPU_PATH!r} or {FLOAT!r} "
+                         f"(set KVANT_CPU_PATH before starting it for another)")
     return KERNELS.get((name, path)) or KERNELS.get((name, FLOAT))
 
 
@@ -63,18 +67,24 @@ class QMatrix:
     numba's thread count. Both write into out, allocate nothing per call (matmul: one float tile per thread) and
     keep per-matrix activation scratch, so one QMatrix must not be used from two Python threads at once."""
 
-    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "kernel", "kernel_args", "_mm")
+    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "path", "kernel", "kernel_args", "_mm")
 
     @property
     def gemm(self):
         """The layout's integer prefill GEMM, (activation scheme, run(out, codes, *arrays)), or None."""
         return self.layout.gemm
 
-    def __init__(self, type_name, shape, arrays, layout):
+    @property
+    def kernel_key(self):
+        """"type@path": which KERNELS entry this matrix's arrays are for (the fused decode step's kernel choice)."""
+        return f"{self.type_name}@{self.path}"
+
+    def __init__(self, type_name, shape, arrays, layout, path=FLOAT):
         self.type_name = type_name
         self.shape = shape
         self.arrays = arrays
         self.layout = layout
+        self.path = path
         self.nbytes = int(sum(a.nbytes for a in arrays))
         # matvec is kernel(out, x, *kernel_args): a numba function, callable from the caller's own jitted code
         self.kernel = layout.matvec
@@ -135,4 +145,4 @@ def prepare(raw, ggml_type, path: str = CPU_PATH) -> QMatrix:
     if not raw.flags.c_contiguous:
         raw = np.ascontiguousarray(raw)
     arrays = tuple(layout.repack(raw, cols))
-    return QMatrix(name, (rows, cols), arrays, layout)
+    return QMatrix(name, (rows, cols), arrays, layout, path if (name, path) in KERNELS else FLOAT)

@@ -140,6 +140,18 @@ def test_the_path_in_force_has_integer_kernels_for_every_quantized_type():
         assert all(layout is KERNELS[(name, FLOAT)] for name, layout in chosen.items())
 
 
+def test_a_matrix_names_the_kernels_its_arrays_are_for():
+    """The fused decode step picks its kernel by QMatrix.kernel_key: a float-path matrix on an integer CPU must name
+    the float entry (its arrays are the float layout's); a path this process cannot run is refused in one line."""
+    raw, _ = make_weight("Q4_K", 16, 1, np.random.default_rng(0))
+    assert prepare(raw, "Q4_K", path=FLOAT).kernel_key == "Q4_K@float"
+    assert prepare(raw, "Q4_K").kernel_key == ("Q4_K@" + CPU_PATH if INT_KERNELS else "Q4_K@float")
+    assert prepare(np.zeros((2, 4), np.uint8), "F32").kernel_key == "F32@float"
+    other = next(p for p in ("avx2", "avx512vnni") if p != CPU_PATH)
+    with pytest.raises(ValueError, match="KVANT_CPU_PATH"):
+        prepare(raw, "Q4_K", path=other)
+
+
 def test_accepts_type_objects_and_names():
     class T:
         name = "Q8_0"
