@@ -2,9 +2,9 @@
 own store does not hold (each machine keeps bench/.work/quality.json; the published section is the record).
 
 What the section prints is what comes back: every row of the main tables (bpw, MB, PPL, mean KLD, same top p per
-language, the base's perplexity as the row's printed increase implies), the cells of the calibration tables (a PPL increase per language: the
-row's PPL is the base's times it, to the 0.1% printed), llama-perplexity's cross-check figures, the list of files
-scored once, and the commands. Restored rows carry "restored_from", which the section names.
+language, the base's perplexity as the row's printed increase implies), the cells of the calibration tables (a PPL
+increase per language: the row's PPL is the base's times it, to the 0.1% printed), llama-perplexity's cross-check
+figures, the list of files scored once, and the commands. Restored rows carry "restored_from", which the section names.
 """
 import re
 
