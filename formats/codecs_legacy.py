@@ -6,7 +6,10 @@ Each type is a block decoder _<type>(dst, o, src, s, tables) run over the rows b
 import numpy as np
 from numba import njit, prange
 
+from .blocks import block
 from .codecs_common import F16_TO_F32, decode_blocks, i8, u16, u32
+
+Q40, Q41, Q50, Q51, Q80 = (block(name) for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
 
 
 @njit(cache=True, inline="always")
@@ -19,9 +22,9 @@ def _q5_code(qs, qh, j):
 @njit(cache=True, inline="always")
 def _q4_0(dst, o, src, s, tables):  # d, qs[16]; x = (q - 8) d
     (f16,) = tables
-    d = f16[u16(src, s)]
+    d = f16[u16(src, s + Q40.d)]
     for j in range(16):
-        q = np.int64(src[s + 2 + j])
+        q = np.int64(src[s + Q40.qs + j])
         dst[o + j] = d * np.float32((q & 15) - 8)
         dst[o + 16 + j] = d * np.float32((q >> 4) - 8)
 
@@ -29,10 +32,10 @@ def _q4_0(dst, o, src, s, tables):  # d, qs[16]; x = (q - 8) d
 @njit(cache=True, inline="always")
 def _q4_1(dst, o, src, s, tables):  # d, m, qs[16]; x = q d + m
     (f16,) = tables
-    d = f16[u16(src, s)]
-    m = f16[u16(src, s + 2)]
+    d = f16[u16(src, s + Q41.d)]
+    m = f16[u16(src, s + Q41.m)]
     for j in range(16):
-        q = np.int64(src[s + 4 + j])
+        q = np.int64(src[s + Q41.qs + j])
         dst[o + j] = d * np.float32(q & 15) + m
         dst[o + 16 + j] = d * np.float32(q >> 4) + m
 
@@ -40,10 +43,10 @@ def _q4_1(dst, o, src, s, tables):  # d, m, qs[16]; x = q d + m
 @njit(cache=True, inline="always")
 def _q5_0(dst, o, src, s, tables):  # d, qh (u32: bit j = 5th bit of element j), qs[16]; x = (q - 16) d
     (f16,) = tables
-    d = f16[u16(src, s)]
-    qh = u32(src, s + 2)
+    d = f16[u16(src, s + Q50.d)]
+    qh = u32(src, s + Q50.qh)
     for j in range(16):
-        lo, hi = _q5_code(src[s + 6 + j], qh, j)
+        lo, hi = _q5_code(src[s + Q50.qs + j], qh, j)
         dst[o + j] = d * np.float32(lo - 16)
         dst[o + 16 + j] = d * np.float32(hi - 16)
 
@@ -51,11 +54,11 @@ def _q5_0(dst, o, src, s, tables):  # d, qh (u32: bit j = 5th bit of element j),
 @njit(cache=True, inline="always")
 def _q5_1(dst, o, src, s, tables):  # d, m, qh, qs[16]; x = q d + m
     (f16,) = tables
-    d = f16[u16(src, s)]
-    m = f16[u16(src, s + 2)]
-    qh = u32(src, s + 4)
+    d = f16[u16(src, s + Q51.d)]
+    m = f16[u16(src, s + Q51.m)]
+    qh = u32(src, s + Q51.qh)
     for j in range(16):
-        lo, hi = _q5_code(src[s + 8 + j], qh, j)
+        lo, hi = _q5_code(src[s + Q51.qs + j], qh, j)
         dst[o + j] = d * np.float32(lo) + m
         dst[o + 16 + j] = d * np.float32(hi) + m
 
@@ -63,39 +66,39 @@ def _q5_1(dst, o, src, s, tables):  # d, m, qh, qs[16]; x = q d + m
 @njit(cache=True, inline="always")
 def _q8_0(dst, o, src, s, tables):  # d, int8 qs[32]; x = q d
     (f16,) = tables
-    d = f16[u16(src, s)]
+    d = f16[u16(src, s + Q80.d)]
     for j in range(32):
-        dst[o + j] = np.float32(i8(src[s + 2 + j])) * d
+        dst[o + j] = np.float32(i8(src[s + Q80.qs + j])) * d
 
 
 @njit(parallel=True, cache=True)
 def dequant_q4_0(out, raw, rows, f16):
     for i in prange(rows.shape[0]):
-        decode_blocks(out[i], raw[rows[i]], 18, 32, _q4_0, (f16,))
+        decode_blocks(out[i], raw[rows[i]], Q40.size, 32, _q4_0, (f16,))
 
 
 @njit(parallel=True, cache=True)
 def dequant_q4_1(out, raw, rows, f16):
     for i in prange(rows.shape[0]):
-        decode_blocks(out[i], raw[rows[i]], 20, 32, _q4_1, (f16,))
+        decode_blocks(out[i], raw[rows[i]], Q41.size, 32, _q4_1, (f16,))
 
 
 @njit(parallel=True, cache=True)
 def dequant_q5_0(out, raw, rows, f16):
     for i in prange(rows.shape[0]):
-        decode_blocks(out[i], raw[rows[i]], 22, 32, _q5_0, (f16,))
+        decode_blocks(out[i], raw[rows[i]], Q50.size, 32, _q5_0, (f16,))
 
 
 @njit(parallel=True, cache=True)
 def dequant_q5_1(out, raw, rows, f16):
     for i in prange(rows.shape[0]):
-        decode_blocks(out[i], raw[rows[i]], 24, 32, _q5_1, (f16,))
+        decode_blocks(out[i], raw[rows[i]], Q51.size, 32, _q5_1, (f16,))
 
 
 @njit(parallel=True, cache=True)
 def dequant_q8_0(out, raw, rows, f16):
     for i in prange(rows.shape[0]):
-        decode_blocks(out[i], raw[rows[i]], 34, 32, _q8_0, (f16,))
+        decode_blocks(out[i], raw[rows[i]], Q80.size, 32, _q8_0, (f16,))
 
 
 CODECS = {

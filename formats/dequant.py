@@ -1,4 +1,4 @@
-"""Dequantization: one registry of numba codecs (type name -> kernel, tables) and the shared layer around it.
+"""Dequantization: the shared layer around the numba codecs (specs.SPECS[type].codec: kernel, tables).
 
 The codecs (codecs_float, codecs_legacy, codecs_kquants, codecs_iq, codecs_ternary, codecs_higgs) only do block
 work on 2-D arrays; here the input is checked and reshaped once, and an unknown or codec-less type is refused by name.
@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import codecs_float, codecs_higgs, codecs_iq, codecs_kquants, codecs_legacy, codecs_ternary
 from .ggml_types import GGMLType, ggml_type
+from .specs import SPECS, spec
 
-CODECS: dict[str, tuple] = {
-    **codecs_float.CODECS, **codecs_legacy.CODECS, **codecs_kquants.CODECS, **codecs_iq.CODECS,
-    **codecs_ternary.CODECS, **codecs_higgs.CODECS,
-}
-DEQUANT_TYPES: tuple[str, ...] = tuple(CODECS)
+DEQUANT_TYPES: tuple[str, ...] = tuple(name for name, s in SPECS.items() if s.codec is not None)
 
 
 class NoCodecError(ValueError):
@@ -24,7 +20,7 @@ class NoCodecError(ValueError):
 
 def _codec(t) -> tuple[GGMLType, tuple]:
     gt = ggml_type(t)  # raises UnknownTypeError naming the bad value
-    codec = CODECS.get(gt.name)
+    codec = getattr(spec(gt), "codec", None)
     if codec is None:
         raise NoCodecError(f"no dequantizer for ggml type {gt.name}")
     return gt, codec

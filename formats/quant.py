@@ -1,9 +1,9 @@
-"""Quantization: one registry of numba row quantizers (type name -> kernel) and the shared layer around it.
+"""Quantization: the shared layer around the numba row quantizers (specs.SPECS[type].quantizer).
 
 The family modules (quant_float, quant_legacy, quant_kquants, quant_iq1, quant_iq2, quant_iq3, quant_iq4,
 quant_ternary, quant_higgs) only do block work on 2-D arrays: kernel(out uint8 (rows, row_bytes), x float32
-(rows, cols), qw float32 (cols,) or empty). Here the input is checked and reshaped once, and an unknown or quantizer-less type is
-refused by name.
+(rows, cols), qw float32 (cols,) or empty). Here the input is checked and reshaped once, and an unknown or
+quantizer-less type is refused by name.
 
 Results are byte-identical with llama.cpp's ggml_quantize_chunk (the default x86 build, no FMA contraction) for
 every registered type, with and without an importance matrix (IQ1_S, IQ2_XXS and IQ2_XS only with one, as in
@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import (quant_float, quant_higgs, quant_iq1, quant_iq2, quant_iq3, quant_iq4, quant_kquants, quant_legacy,
-               quant_ternary)
 from .ggml_types import GGMLType, ggml_type
+from .specs import SPECS, Imatrix, spec, types_where
 
-QUANTIZERS: dict[str, object] = {
-    **quant_float.QUANTIZERS, **quant_legacy.QUANTIZERS, **quant_kquants.QUANTIZERS, **quant_iq1.QUANTIZERS,
-    **quant_iq2.QUANTIZERS,
-    **quant_iq3.QUANTIZERS, **quant_iq4.QUANTIZERS, **quant_ternary.QUANTIZERS, **quant_higgs.QUANTIZERS,
-}
+QUANTIZERS: dict[str, object] = {name: s.quantizer for name, s in SPECS.items() if s.quantizer is not None}
 QUANT_TYPES: tuple[str, ...] = tuple(QUANTIZERS)
 
-# Types whose quantizer reads the importance matrix (the others ignore it, as llama.cpp does).
-USES_IMATRIX = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ1_S",
-                          "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS"})
-# Types whose quantizer cannot run without one at all (llama.cpp's asserts one; quantize raises ValueError).
-IMATRIX_ONLY = frozenset({"IQ1_S", "IQ2_XXS", "IQ2_XS"})
-# Types llama-quantize refuses to produce without an importance matrix (src/llama-quant.cpp,
-# tensor_requires_imatrix; token_embd / output are exempt there, and Q2_K needs one only inside a Q2_K_S mix).
-REQUIRES_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS"})
+# The specs' importance-matrix levels as sets of names: read when given (the others ignore it, as llama.cpp does);
+# refused without one by llama-quantize (Q2_K needs one there only inside a Q2_K_S mix); unable to run without one.
+USES_IMATRIX = types_where(lambda s: s.imatrix >= Imatrix.USED)
+REQUIRES_IMATRIX = types_where(lambda s: s.imatrix >= Imatrix.REQUIRED)
+IMATRIX_ONLY = types_where(lambda s: s.imatrix >= Imatrix.NEEDED)
 
 
 class NoQuantizerError(ValueError):
@@ -46,7 +38,7 @@ def quantize_requires_imatrix(t) -> bool:
 
 def quantizer(t) -> tuple[GGMLType, object]:
     gt = ggml_type(t)  # raises UnknownTypeError naming the bad value
-    kernel = QUANTIZERS.get(gt.name)
+    kernel = getattr(spec(gt), "quantizer", None)
     if kernel is None:
         raise NoQuantizerError(f"no quantizer for ggml type {gt.name}")
     return gt, kernel

@@ -25,8 +25,11 @@ quant_iq_grids.grid_tables; QUANTIZERS wraps them to kernel(out, x, qw).
 import numpy as np
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import f32, fp32_to_fp16, grid_index, imatrix_weights, put_f16, put_u16, scale_level, sum_of_squares
 from .quant_iq_grids import grid_tables
+
+IQ1S, IQ1M = block("IQ1_S"), block("IQ1_M")
 
 GROUP_MAX_EPS_IQ1_S = f32(1e-12)
 GROUP_MAX_EPS_IQ1_M = f32(1e-7)
@@ -247,8 +250,8 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
         cq21 = np.empty(33, np.float32)
         err = np.empty(24, np.float32)
         for ibl in range(nb):
-            dst = out[r, 50 * ibl:50 * ibl + 50]
-            for i in range(50):
+            dst = out[r, IQ1S.size * ibl:IQ1S.size * (ibl + 1)]
+            for i in range(IQ1S.size):
                 dst[i] = 0
             for i in range(8):
                 qh[i] = 0
@@ -336,7 +339,7 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
                         scale = sumqx / sumq2
                 h = 0
                 for k in range(4):
-                    dst[2 + 4 * ib + k] = index[k] & 255
+                    dst[IQ1S.qs + 4 * ib + k] = index[k] & 255
                     h |= (index[k] >> 8) << (3 * k)
                 qh[ib] = h
                 if not scale >= 0:
@@ -346,7 +349,7 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
                 max_scale = max_scale if max_scale > scale else scale
             if max_scale != 0:
                 d = max_scale / f32(15.0)
-                put_f16(dst, 0, d * f32(1.125))
+                put_f16(dst, IQ1S.d, d * f32(1.125))
                 idd = f32(1.0) / d
                 for ib in range(8):
                     l = scale_level(idd, scales[ib], 7)
@@ -354,7 +357,7 @@ def quant_iq1_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[32] @2, 
                         l |= 8
                     qh[ib] |= l << 12
             for ib in range(8):
-                put_u16(dst, 34 + 2 * ib, qh[ib] & 0xFFFF)
+                put_u16(dst, IQ1S.qh + 2 * ib, qh[ib] & 0xFFFF)
     if bad.any():
         raise ValueError("IQ1_S: no grid point or a NaN scale (llama.cpp aborts on this input)")
 
@@ -390,8 +393,8 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
         err = np.empty(24, np.float32)
         sc = np.empty(4, np.int64)
         for ibl in range(nb):
-            dst = out[r, 56 * ibl:56 * ibl + 56]
-            for i in range(56):
+            dst = out[r, IQ1M.size * ibl:IQ1M.size * (ibl + 1)]
+            for i in range(IQ1M.size):
                 dst[i] = 0
             max_scale = f32(0.0)
             o0 = 256 * ibl
@@ -501,9 +504,9 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
                                                   wo + 8 * k, x, r, o + 8 * k)
                     if sumqx > 0 and sumq2 > 0:
                         scale = sumqx / sumq2
-                dst[2 * ib] = index[0] & 255
-                dst[2 * ib + 1] = index[1] & 255
-                dst[32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
+                dst[IQ1M.qs + 2 * ib] = index[0] & 255
+                dst[IQ1M.qs + 2 * ib + 1] = index[1] & 255
+                dst[IQ1M.qh + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4)
                 if not scale >= 0:
                     bad[r] = True
                 scales[ib] = scale
@@ -520,14 +523,14 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
             for ib in range(16):
                 l = scale_level(idd, scales[ib], 7)
                 sc[ib // 4] |= l << (3 * (ib % 4))
-                qhb = np.int64(dst[32 + ib]) | IQ1M_MASKS[shifts[ib]]
-                dst[32 + ib] = qhb
+                qhb = np.int64(dst[IQ1M.qh + ib]) | IQ1M_MASKS[shifts[ib]]
+                dst[IQ1M.qh + ib] = qhb
                 o = o0 + 16 * ib
                 wo = 16 * ib
                 fl = f32(2 * l + 1)
                 for k in range(2):
                     xx = _iq1m_shifted(shifts[ib], k)
-                    g = np.int64(dst[2 * ib + k]) + ((qhb << (8 - 4 * k)) & 0x700)
+                    g = np.int64(dst[IQ1M.qs + 2 * ib + k]) + ((qhb << (8 - 4 * k)) & 0x700)
                     for j in range(8):
                         w = weight[wo + 8 * k + j]
                         q = xx[(np.int64(grid[g, j]) - 1) // 2] * fl
@@ -541,7 +544,7 @@ def quant_iq1_m_kernel(out, x, qw, grid, kmap, neighbours):  # qs[32] @0, qh[16]
             sc[2] |= (s & 0x0F00) << 4
             sc[3] |= s & 0xF000
             for i in range(4):
-                put_u16(dst, 48 + 2 * i, sc[i] & 0xFFFF)
+                put_u16(dst, IQ1M.scales + 2 * i, sc[i] & 0xFFFF)
     if bad.any():
         raise ValueError("IQ1_M: no grid point or a NaN scale (llama.cpp aborts on this input)")
 

@@ -28,10 +28,13 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import (f32, GROUP_MAX_EPS, abs_and_even_signs, abs_and_signs, grid_index, imatrix_weights, max_of,
                            nearest_int, odd_code_fit, put_f16, put_u16, put_u32, qp_search, scale_level, sqrt_weights,
                            sum_of_squares)
 from .quant_iq_grids import grid_tables
+
+IQ2XXS, IQ2XS, IQ2S = block("IQ2_XXS"), block("IQ2_XS"), block("IQ2_S")
 
 KMAXQ = 3
 GROUP_MAX_EPS_IQ2_S = f32(1e-8)
@@ -155,7 +158,7 @@ def _quant_iq2_xxs(out, x, qw, offs, kmap, nbrs):  # d @0, u32 q2[16] @2 (per 32
         for ibl in range(nbl):
             xbl = x[r, 256 * ibl:256 * ibl + 256]
             qwb = qw[256 * ibl:256 * ibl + 256]
-            dst = out[r, 66 * ibl:66 * ibl + 66]
+            dst = out[r, IQ2XXS.size * ibl:IQ2XXS.size * (ibl + 1)]
             q2[:] = 0
             max_scale = f32(0.0)
             sigma2 = sum_of_squares(xbl, 0, 256) / f32(256.0)
@@ -196,16 +199,15 @@ def _quant_iq2_xxs(out, x, qw, offs, kmap, nbrs):  # d @0, u32 q2[16] @2 (per 32
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
             if max_scale == 0:
-                put_u16(dst, 0, 0)
-                dst[2:] = 0
+                dst[:] = 0
                 continue
             d = max_scale / f32(31.0)
-            put_f16(dst, 0, d)
+            put_f16(dst, IQ2XXS.d, d)
             iscale = f32(1.0) / d
             for ib in range(8):
                 q2[2 * ib + 1] |= scale_level(iscale, scales[ib], 15) << 28
             for j in range(16):
-                put_u32(dst, 2 + 4 * j, q2[j])
+                put_u32(dst, IQ2XXS.qs + 4 * j, q2[j])
 
 
 @njit(**_JIT)
@@ -254,7 +256,7 @@ def _quant_iq2_xs(out, x, qw, offs, kmap, nbrs):  # d @0, u16 qs[32] @2 (index |
         for ibl in range(nbl):
             xbl = x[r, 256 * ibl:256 * ibl + 256]
             qwb = qw[256 * ibl:256 * ibl + 256]
-            dst = out[r, 74 * ibl:74 * ibl + 74]
+            dst = out[r, IQ2XS.size * ibl:IQ2XS.size * (ibl + 1)]
             dst[:] = 0
             max_scale = f32(0.0)
             sigma2 = sum_of_squares(xbl, 0, 256) / f32(256.0)
@@ -270,16 +272,17 @@ def _quant_iq2_xs(out, x, qw, offs, kmap, nbrs):  # d @0, u16 qs[32] @2 (index |
                     scale = -scale
                     signs ^= 0x3FFF
                 for k in range(2):
-                    put_u16(dst, 2 + 2 * (2 * ib + k), _grid_index(L, 8 * k, kmap) | (((signs >> (7 * k)) & 127) << 9))
+                    code = _grid_index(L, 8 * k, kmap) | (((signs >> (7 * k)) & 127) << 9)
+                    put_u16(dst, IQ2XS.qs + 2 * (2 * ib + k), code)
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
             if max_scale == 0:
-                dst[2:66] = 0
+                dst[IQ2XS.qs:IQ2XS.scales] = 0
                 continue
             d = max_scale / f32(31.0)
-            put_f16(dst, 0, d)
+            put_f16(dst, IQ2XS.d, d)
             iscale = f32(1.0) / d
-            _put_scale_nibbles(dst, 66, iscale, scales)
+            _put_scale_nibbles(dst, IQ2XS.scales, iscale, scales)
 
 
 @njit(parallel=True, **_JIT)
@@ -297,7 +300,7 @@ def _quant_iq2_s(out, x, qw, offs, kmap, nbrs):  # d @0, qs[32] @2, signs[32] @3
         for ibl in range(nbl):
             xbl = x[r, 256 * ibl:256 * ibl + 256]
             qwb = qw[256 * ibl:256 * ibl + 256] if has_qw else qw
-            dst = out[r, 82 * ibl:82 * ibl + 82]
+            dst = out[r, IQ2S.size * ibl:IQ2S.size * (ibl + 1)]
             dst[:] = 0
             max_scale = f32(0.0)
             sigma2 = f32(2.0) * sum_of_squares(xbl, 0, 256) / f32(256.0)
@@ -323,17 +326,17 @@ def _quant_iq2_s(out, x, qw, offs, kmap, nbrs):  # d @0, qs[32] @2, signs[32] @3
                 for k in range(2):
                     gi = _grid_index(L, 8 * k, kmap)
                     i8 = 2 * ib + k
-                    dst[2 + i8] = gi & 255
-                    dst[66 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
-                    dst[34 + i8] = (signs >> (8 * k)) & 255
+                    dst[IQ2S.qs + i8] = gi & 255
+                    dst[IQ2S.qh + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
+                    dst[IQ2S.signs + i8] = (signs >> (8 * k)) & 255
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
             if max_scale == 0:
                 continue
             d = max_scale / f32(31.0)
-            put_f16(dst, 0, d * f32(0.9875))
+            put_f16(dst, IQ2S.d, d * f32(0.9875))
             iscale = f32(1.0) / d
-            _put_scale_nibbles(dst, 74, iscale, scales)
+            _put_scale_nibbles(dst, IQ2S.scales, iscale, scales)
 
 
 @lru_cache(maxsize=None)

@@ -21,9 +21,12 @@ and the tables of quant_iq_grids.grid_tables; QUANTIZERS wraps them to kernel(ou
 import numpy as np
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import (f32, abs_and_even_signs, abs_and_signs, grid_index, imatrix_weights, max_of, nearest_int,
                            odd_code_fit, put_f16, put_u32, scale_level, sqrt_weights, sum_of_squares)
 from .quant_iq_grids import grid_tables
+
+IQ3XXS, IQ3S = block("IQ3_XXS"), block("IQ3_S")
 
 GROUP_MAX_EPS_IQ3_XXS = f32(1e-8)
 K_MAX_Q = 8  # levels 0..7, codes 2l+1 = 1..15
@@ -157,8 +160,8 @@ def quant_iq3_xxs_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, grid indi
         for b in range(nb):
             xb = x[r, 256 * b:256 * b + 256]
             qwb = qw[256 * b:256 * b + 256] if has_qw else qw
-            dst = out[r, 98 * b:98 * b + 98]
-            for j in range(98):
+            dst = out[r, IQ3XXS.size * b:IQ3XXS.size * (b + 1)]
+            for j in range(IQ3XXS.size):
                 dst[j] = 0
             sigma2 = _sigma2(xb)
             max_scale = f32(0.0)
@@ -181,20 +184,20 @@ def quant_iq3_xxs_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, grid indi
                 for k in range(8):
                     gi = _grid_index(kmap, L, 4 * k)
                     off_grid[r] |= gi < 0
-                    dst[2 + 8 * ib + k] = gi
+                    dst[IQ3XXS.qs + 8 * ib + k] = gi
                 sas[ib] = signs
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
             if not max_scale:
-                for j in range(98):
+                for j in range(IQ3XXS.size):
                     dst[j] = 0
                 continue
             d = max_scale / f32(31.0)
-            put_f16(dst, 0, d * f32(1.0125))
+            put_f16(dst, IQ3XXS.d, d * f32(1.0125))
             idd = f32(1.0) / d
             for ib in range(8):
                 l = scale_level(idd, scales[ib], 15)
-                put_u32(dst, 66 + 4 * ib, sas[ib] | (l << 28))
+                put_u32(dst, IQ3XXS.sas + 4 * ib, sas[ib] | (l << 28))
     if off_grid.any():
         raise ValueError("IQ3_XXS: a quantized point is not on the grid")
 
@@ -216,11 +219,11 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
         for b in range(nb):
             xb = x[r, 256 * b:256 * b + 256]
             qwb = qw[256 * b:256 * b + 256] if has_qw else qw
-            dst = out[r, 110 * b:110 * b + 110]
-            for j in range(110):
+            dst = out[r, IQ3S.size * b:IQ3S.size * (b + 1)]
+            for j in range(IQ3S.size):
                 dst[j] = 0
-            qs = 2  # the reference's write positions: not advanced past a skipped (all-zero) sub-block
-            sp = 74
+            qs = IQ3S.qs  # the reference's write positions: not advanced past a skipped (all-zero) sub-block
+            sp = IQ3S.signs
             sigma2 = _sigma2(xb)
             max_scale = f32(0.0)
             for ib in range(8):
@@ -242,7 +245,7 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
                     gi = _grid_index(kmap, L, 4 * k)
                     off_grid[r] |= gi < 0
                     dst[qs + k] = gi & 255
-                    dst[66 + ib] |= (gi >> 8) << k
+                    dst[IQ3S.qh + ib] |= (gi >> 8) << k
                 qs += 8
                 put_u32(dst, sp, signs)
                 sp += 4
@@ -251,12 +254,12 @@ def quant_iq3_s_kernel(out, x, qw, grid, kmap, neighbours):  # d @0, qs[64] @2, 
             if not max_scale:
                 continue
             d = max_scale / f32(31.0)
-            put_f16(dst, 0, d * f32(1.033))
+            put_f16(dst, IQ3S.d, d * f32(1.033))
             idd = f32(1.0) / d
             for ib in range(0, 8, 2):
                 l1 = scale_level(idd, scales[ib], 15)
                 l2 = scale_level(idd, scales[ib + 1], 15)
-                dst[106 + ib // 2] = l1 | (l2 << 4)
+                dst[IQ3S.scales + ib // 2] = l1 | (l2 << 4)
     if off_grid.any():
         raise ValueError("IQ3_S: a quantized point is not on the grid")
 

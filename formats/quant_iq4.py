@@ -12,7 +12,10 @@ import numpy as np
 from gguf.quants import IQ4_NL
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import f32, GROUP_MAX_EPS, nearest_int, put_f16, put_u16
+
+IQ4NL, IQ4XS = block("IQ4_NL"), block("IQ4_XS")
 
 KVALUES = np.array(IQ4_NL.kvalues, dtype=np.float32)  # the 16 grid points, ascending
 NTRY = 7
@@ -109,14 +112,14 @@ def quant_iq4_nl(out, x, qw):
         weight = np.empty(32, np.float32)
         for b in range(nb):
             xb = x[r, 32 * b:32 * b + 32]
-            dst = out[r, 18 * b:18 * b + 18]
+            dst = out[r, IQ4NL.size * b:IQ4NL.size * (b + 1)]
             _weights(weight, xb, 0, qw[32 * b:32 * b + 32], has_qw, _sigma2(xb, 32))
             d = _block_scale(xb, 0, weight, L, values)
-            put_f16(dst, 0, d)
+            put_f16(dst, IQ4NL.d, d)
             idd = f32(1.0) / d if d != 0 else f32(0.0)
             for j in range(32):
                 L[j] = _best_index(values, idd * xb[j])
-            _pack_nibbles(dst, 2, L, 32)
+            _pack_nibbles(dst, IQ4NL.qs, L, 32)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -131,7 +134,7 @@ def quant_iq4_xs(out, x, qw):  # d @0, u16 scales_h @2, scales_l[4] @4, qs[128] 
         for b in range(nb):
             xb = x[r, 256 * b:256 * b + 256]
             qwb = qw[256 * b:256 * b + 256]
-            dst = out[r, 136 * b:136 * b + 136]
+            dst = out[r, IQ4XS.size * b:IQ4XS.size * (b + 1)]
             sigma2 = _sigma2(xb, 256)
             max_scale = f32(0.0)
             amax_scale = f32(0.0)
@@ -143,7 +146,7 @@ def quant_iq4_xs(out, x, qw):  # d @0, u16 scales_h @2, scales_l[4] @4, qs[128] 
                     amax_scale = a
                     max_scale = scales[ib]
             d = -max_scale / f32(32.0)
-            put_f16(dst, 0, d)
+            put_f16(dst, IQ4XS.d, d)
             idd = f32(1.0) / d if d != 0 else f32(0.0)
             scales_h = 0
             for ib in range(8):
@@ -154,12 +157,12 @@ def quant_iq4_xs(out, x, qw):  # d @0, u16 scales_h @2, scales_l[4] @4, qs[128] 
                     L[32 * ib + j] = _best_index(values, idl * xb[32 * ib + j])
                 l += 32
                 if ib % 2 == 0:
-                    dst[4 + ib // 2] = l & 0xF
+                    dst[IQ4XS.scales_l + ib // 2] = l & 0xF
                 else:
-                    dst[4 + ib // 2] |= (l & 0xF) << 4
+                    dst[IQ4XS.scales_l + ib // 2] |= (l & 0xF) << 4
                 scales_h |= (l >> 4) << (2 * ib)
-            put_u16(dst, 2, scales_h)
-            _pack_nibbles(dst, 8, L, 256)
+            put_u16(dst, IQ4XS.scales_h, scales_h)
+            _pack_nibbles(dst, IQ4XS.qs, L, 256)
 
 
 QUANTIZERS = {

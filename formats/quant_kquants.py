@@ -11,10 +11,12 @@ Kernel signature as in quant_legacy: kernel(out, x, qw) with qw float32 (cols,) 
 import numpy as np
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import (f32, fp16_to_fp32, fp32_to_fp16, GROUP_MAX_EPS, nearest_int, put_u16, q3_search,
                            qkx_lanes_search, qkx_search, qp_search, qx_search)
 
 QK_K = 256
+Q2K, Q3K, Q4K, Q5K, Q6K = (block(name) for name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"))
 # The searches each quantizer uses, as in ggml-quants.c (qkx2 = strict False, qkx3 = strict True).
 Q2_K_REF = qkx_search(3, -0.5, 0.1, 15, True, False)
 Q2_K_IM = qkx_lanes_search(3, -0.9, 0.05, 36, False, True)        # the 16 sub-blocks of a super-block at once
@@ -67,11 +69,12 @@ def _pack_2bit(dst, p, L):
                                    | (np.int64(L[j + l + 64]) << 4) | (np.int64(L[j + l + 96]) << 6)) & 0xFF
 
 
-# ---------------------------------------------------------------- Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82
+# ---------------------------------------------------------------------------------------------------------- Q2_K
 
 @njit(cache=True, error_model="numpy")
 def _q2_k_block(dst, x, qw, has_qw, work):
     L, Laux, weight, scales, mins, sw, Ls, Lm = work
+    sc = dst[Q2K.scales:Q2K.qs]
     if has_qw:
         sigma2 = _sum_sq(x, QK_K) / f32(QK_K)
         for j in range(16):
@@ -82,7 +85,7 @@ def _q2_k_block(dst, x, qw, has_qw, work):
         hd = fp32_to_fp16(dm)
         hm = fp32_to_fp16(mm)
         for j in range(16):
-            dst[j] = (np.int64(Ls[j]) | (np.int64(Lm[j]) << 4)) & 0xFF
+            sc[j] = (np.int64(Ls[j]) | (np.int64(Lm[j]) << 4)) & 0xFF
     else:
         max_scale = f32(0.0)
         max_min = f32(0.0)
@@ -97,31 +100,31 @@ def _q2_k_block(dst, x, qw, has_qw, work):
         if max_scale > 0:
             iscale = f32(15.0) / max_scale
             for j in range(16):
-                dst[j] = nearest_int(iscale * scales[j]) & 0xFF
+                sc[j] = nearest_int(iscale * scales[j]) & 0xFF
             hd = fp32_to_fp16(max_scale / f32(15.0))
         else:
             for j in range(16):
-                dst[j] = 0
+                sc[j] = 0
             hd = fp32_to_fp16(f32(0.0))
         if max_min > 0:
             iscale = f32(15.0) / max_min
             for j in range(16):
-                dst[j] = (np.int64(dst[j]) | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
+                sc[j] = (np.int64(sc[j]) | (nearest_int(iscale * mins[j]) << 4)) & 0xFF
             hm = fp32_to_fp16(max_min / f32(15.0))
         else:
             hm = fp32_to_fp16(f32(0.0))
-    put_u16(dst, 80, hd)
-    put_u16(dst, 82, hm)
+    put_u16(dst, Q2K.d, hd)
+    put_u16(dst, Q2K.dmin, hm)
     dd = fp16_to_fp32(hd)
     dmin = fp16_to_fp32(hm)
     for j in range(16):
-        d = dd * f32(dst[j] & 0xF)
+        d = dd * f32(sc[j] & 0xF)
         if d == 0:
             continue
-        m = dmin * f32(dst[j] >> 4)
+        m = dmin * f32(sc[j] >> 4)
         for ii in range(16):
             L[16 * j + ii] = max(0, min(3, nearest_int((x[16 * j + ii] + m) / d)))
-    _pack_2bit(dst, 16, L)
+    _pack_2bit(dst, Q2K.qs, L)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -132,10 +135,10 @@ def quant_q2_k(out, x, qw):
         work = _scale_min_work(16, 16)
         for b in range(nb):
             o = b * QK_K
-            _q2_k_block(out[r, b * 84:(b + 1) * 84], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, work)
+            _q2_k_block(out[r, b * Q2K.size:(b + 1) * Q2K.size], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, work)
 
 
-# ------------------------------------------------- Q3_K: hmask[32] @0, qs[64] @32, scales[12] @96, d @108
+# ---------------------------------------------------------------------------------------------------------- Q3_K
 
 @njit(cache=True, error_model="numpy")
 def _q3_k_put_scale(sc, j, l):
@@ -155,7 +158,7 @@ def _q3_k_get_scale(sc, j):
 
 @njit(cache=True, error_model="numpy")
 def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
-    sc = dst[96:108]
+    sc = dst[Q3K.scales:Q3K.d]
     for j in range(12):
         sc[j] = 0
     if has_qw:
@@ -185,7 +188,7 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
             hd = fp32_to_fp16(f32(1.0) / iscale)
         else:
             hd = fp32_to_fp16(f32(0.0))
-    put_u16(dst, 108, hd)
+    put_u16(dst, Q3K.d, hd)
     dd = fp16_to_fp32(hd)
     for j in range(16):
         d = dd * f32(_q3_k_get_scale(sc, j))
@@ -194,12 +197,12 @@ def _q3_k_block(dst, x, qw, has_qw, L, weight, scales, sw, Ls):
         for ii in range(16):
             L[16 * j + ii] = max(-4, min(3, nearest_int(x[16 * j + ii] / d))) + 4
     for m in range(32):
-        dst[m] = 0
+        dst[Q3K.hmask + m] = 0
     for j in range(QK_K):
         if L[j] > 3:
-            dst[j % 32] |= 1 << (j // 32)
+            dst[Q3K.hmask + j % 32] |= 1 << (j // 32)
             L[j] -= 4
-    _pack_2bit(dst, 32, L)
+    _pack_2bit(dst, Q3K.qs, L)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -214,11 +217,11 @@ def quant_q3_k(out, x, qw):
         Ls = np.empty(16, np.int8)
         for b in range(nb):
             o = b * QK_K
-            _q3_k_block(out[r, b * 110:(b + 1) * 110], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, weight, scales,
-                        sw, Ls)
+            _q3_k_block(out[r, b * Q3K.size:(b + 1) * Q3K.size], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, weight,
+                        scales, sw, Ls)
 
 
-# ------------------------- Q4_K / Q5_K: d @0, dmin @2, scales[12] @4, then Q4_K qs[128] @16 / Q5_K qh[32] @16, qs @48
+# --------------------------------------------------------------------------------------------------- Q4_K, Q5_K
 
 @njit(cache=True, error_model="numpy")
 def _put_scale_min_k4(sc, j, ls, lm):
@@ -243,37 +246,38 @@ def _get_scale_min_k4(sc, j):
 
 @njit(cache=True, error_model="numpy")
 def _pack_q4_k(dst, L):
-    """qs[128] @16: byte j/2 + l of each 64 holds elements j + l (low nibble) and j + l + 32."""
+    """qs[128]: byte j/2 + l of each 64 holds elements j + l (low nibble) and j + l + 32."""
     for j in range(0, QK_K, 64):
         for l in range(32):
-            dst[16 + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
+            dst[Q4K.qs + j // 2 + l] = np.int64(L[j + l]) | (np.int64(L[j + l + 32]) << 4)
 
 
 @njit(cache=True, error_model="numpy")
 def _pack_q5_k(dst, L):
-    """qh[32] @16 (bit 2k and 2k+1 of byte j: the fifth bits of elements 64k + j and 64k + j + 32), qs[128] @48."""
+    """qh[32] (bit 2k and 2k+1 of byte j: the fifth bits of elements 64k + j and 64k + j + 32), qs[128]."""
     for j in range(32):
-        dst[16 + j] = 0
+        dst[Q5K.qh + j] = 0
     for n in range(0, QK_K, 64):
         m1 = 1 << (n // 32)
         for j in range(32):
             l1 = np.int64(L[n + j])
             if l1 > 15:
                 l1 -= 16
-                dst[16 + j] |= m1
+                dst[Q5K.qh + j] |= m1
             l2 = np.int64(L[n + j + 32])
             if l2 > 15:
                 l2 -= 16
-                dst[16 + j] |= m1 << 1
-            dst[48 + n // 2 + j] = l1 | (l2 << 4)
+                dst[Q5K.qh + j] |= m1 << 1
+            dst[Q5K.qs + n // 2 + j] = l1 | (l2 << 4)
 
 
 @njit(cache=True, error_model="numpy")
 def _qk_scale_min_block(dst, x, qw, has_qw, nmax, work):
     """One Q4_K (nmax 15) or Q5_K (nmax 31) block: sub-block searches, the packed 6-bit scales and mins at
-    dst[4:16], d and dmin at dst[0:4], then the codes re-quantized against them and packed."""
+    scales, then d and dmin, then the codes re-quantized against them and packed (the two blocks agree up to their
+    qs)."""
     L, Laux, weights, scales, mins, sw, Ls, Lm = work
-    sc = dst[4:16]
+    sc = dst[Q4K.scales:Q4K.qs]
     if has_qw:
         sigma2 = f32(2.0) * _sum_sq(x, QK_K) / f32(QK_K)
         for j in range(8):
@@ -323,8 +327,8 @@ def _qk_scale_min_block(dst, x, qw, has_qw, nmax, work):
             _put_scale_min_k4(sc, j, ls, lm)
         hd = fp32_to_fp16(max_scale / f32(63.0))
         hm = fp32_to_fp16(max_min / f32(63.0))
-    put_u16(dst, 0, hd)
-    put_u16(dst, 2, hm)
+    put_u16(dst, Q4K.d, hd)
+    put_u16(dst, Q4K.dmin, hm)
     dd = fp16_to_fp32(hd)
     dmin = fp16_to_fp32(hm)
     for j in range(8):
@@ -349,7 +353,8 @@ def quant_q4_k(out, x, qw):
         work = _scale_min_work(8, 32)
         for b in range(nb):
             o = b * QK_K
-            _qk_scale_min_block(out[r, b * 144:(b + 1) * 144], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, work)
+            dst = out[r, b * Q4K.size:(b + 1) * Q4K.size]
+            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 15, work)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -360,10 +365,11 @@ def quant_q5_k(out, x, qw):
         work = _scale_min_work(8, 32)
         for b in range(nb):
             o = b * QK_K
-            _qk_scale_min_block(out[r, b * 176:(b + 1) * 176], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, work)
+            dst = out[r, b * Q5K.size:(b + 1) * Q5K.size]
+            _qk_scale_min_block(dst, x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, 31, work)
 
 
-# --------------------------------------------------- Q6_K: ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
+# ---------------------------------------------------------------------------------------------------------- Q6_K
 
 @njit(cache=True, error_model="numpy")
 def _q6_k_block(dst, x, qw, has_qw, L, weight, scales):
@@ -382,18 +388,18 @@ def _q6_k_block(dst, x, qw, has_qw, L, weight, scales):
             max_abs_scale = a
             max_scale = scales[ib]
     if max_abs_scale < GROUP_MAX_EPS:
-        for k in range(210):
+        for k in range(Q6K.size):
             dst[k] = 0
-        put_u16(dst, 208, fp32_to_fp16(f32(0.0)))
+        put_u16(dst, Q6K.d, fp32_to_fp16(f32(0.0)))
         return
     iscale = f32(-128.0) / max_scale
     hd = fp32_to_fp16(f32(1.0) / iscale)
-    put_u16(dst, 208, hd)
+    put_u16(dst, Q6K.d, hd)
     dd = fp16_to_fp32(hd)
     for ib in range(16):
-        dst[192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
+        dst[Q6K.scales + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
     for j in range(16):
-        s = np.int64(dst[192 + j])
+        s = np.int64(dst[Q6K.scales + j])
         d = dd * f32(s - ((s & 0x80) << 1))
         if d == 0:
             continue
@@ -405,9 +411,9 @@ def _q6_k_block(dst, x, qw, has_qw, L, weight, scales):
             b = np.int64(L[j + l + 32])
             c = np.int64(L[j + l + 64])
             e = np.int64(L[j + l + 96])
-            dst[j // 2 + l] = (a & 0xF) | ((c & 0xF) << 4)
-            dst[j // 2 + l + 32] = (b & 0xF) | ((e & 0xF) << 4)
-            dst[128 + j // 4 + l] = ((a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6)) & 0xFF
+            dst[Q6K.ql + j // 2 + l] = (a & 0xF) | ((c & 0xF) << 4)
+            dst[Q6K.ql + j // 2 + l + 32] = (b & 0xF) | ((e & 0xF) << 4)
+            dst[Q6K.qh + j // 4 + l] = ((a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6)) & 0xFF
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -420,7 +426,7 @@ def quant_q6_k(out, x, qw):
         scales = np.empty(16, np.float32)
         for b in range(nb):
             o = b * QK_K
-            _q6_k_block(out[r, b * 210:(b + 1) * 210], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, weight,
+            _q6_k_block(out[r, b * Q6K.size:(b + 1) * Q6K.size], x[r, o:o + QK_K], qw[o:o + QK_K], has_qw, L, weight,
                         scales)
 
 

@@ -10,9 +10,11 @@ Every kernel has the signature kernel(out, x, qw): out uint8 (rows, row_bytes), 
 import numpy as np
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
 
 QK = 32
+Q40, Q41, Q50, Q51, Q80 = (block(name) for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
 FLT_MAX = np.finfo(np.float32).max
 # the imatrix paths' searches (quantize_row_*_impl)
 Q4_0_SEARCH = qx_search(8)
@@ -62,7 +64,7 @@ def _block_weights(weight, x, o, qw, sigma2):
 
 @njit(cache=True, error_model="numpy")
 def _pack_q5_low_high(dst, p, L):
-    """qh (u32: bit j = 5th bit of element j) at p, then the 16 nibble bytes."""
+    """qh (u32: bit j = 5th bit of element j) at p, then the 16 nibble bytes (Q5_0's and Q5_1's qs follow qh)."""
     qh = 0
     for j in range(16):
         a = np.int64(L[j])
@@ -85,24 +87,24 @@ def quant_q4_0(out, x, qw):
         sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
         for b in range(nb):
             o = b * QK
-            p = b * 18
+            p = b * Q40.size
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
                 d = Q4_0_SEARCH(QK, xr[o:o + QK], L, weight)
-                put_f16(dst, p, d)
+                put_f16(dst, p + Q40.d, d)
                 for j in range(16):
-                    dst[p + 2 + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
+                    dst[p + Q40.qs + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
                 continue
             _, mx = _absmax_signed(xr, o, QK)
             d = mx / f32(-8.0)
             idd = f32(1.0) / d if d != 0 else f32(0.0)
-            put_f16(dst, p, d)
+            put_f16(dst, p + Q40.d, d)
             for j in range(16):
                 x0 = xr[o + j] * idd
                 x1 = xr[o + 16 + j] * idd
                 q0 = min(15, np.int64(x0 + f32(8.5)))
                 q1 = min(15, np.int64(x1 + f32(8.5)))
-                dst[p + 2 + j] = q0 | (q1 << 4)
+                dst[p + Q40.qs + j] = q0 | (q1 << 4)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -118,26 +120,26 @@ def quant_q4_1(out, x, qw):
         sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
         for b in range(nb):
             o = b * QK
-            p = b * 20
+            p = b * Q41.size
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
                 d, m = Q4_1_SEARCH(QK, xr[o:o + QK], weight, L, Laux)
-                put_f16(dst, p, d)
-                put_f16(dst, p + 2, -m)
+                put_f16(dst, p + Q41.d, d)
+                put_f16(dst, p + Q41.m, -m)
                 for j in range(16):
-                    dst[p + 4 + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
+                    dst[p + Q41.qs + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
                 continue
             mn, mx = _min_max(xr, o, QK)
             d = (mx - mn) / f32(15.0)
             idd = f32(1.0) / d if d != 0 else f32(0.0)
-            put_f16(dst, p, d)
-            put_f16(dst, p + 2, mn)
+            put_f16(dst, p + Q41.d, d)
+            put_f16(dst, p + Q41.m, mn)
             for j in range(16):
                 x0 = (xr[o + j] - mn) * idd
                 x1 = (xr[o + 16 + j] - mn) * idd
                 q0 = min(15, np.int64(x0 + f32(0.5)))
                 q1 = min(15, np.int64(x1 + f32(0.5)))
-                dst[p + 4 + j] = q0 | (q1 << 4)
+                dst[p + Q41.qs + j] = q0 | (q1 << 4)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -152,7 +154,7 @@ def quant_q5_0(out, x, qw):
         sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
         for b in range(nb):
             o = b * QK
-            p = b * 22
+            p = b * Q50.size
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
                 d = Q5_0_SEARCH(QK, xr[o:o + QK], L, weight)
@@ -162,8 +164,8 @@ def quant_q5_0(out, x, qw):
                 idd = f32(1.0) / d if d != 0 else f32(0.0)
                 for j in range(QK):
                     L[j] = min(31, np.int64(xr[o + j] * idd + f32(16.5)))
-            put_f16(dst, p, d)
-            _pack_q5_low_high(dst, p + 2, L)
+            put_f16(dst, p + Q50.d, d)
+            _pack_q5_low_high(dst, p + Q50.qh, L)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -179,7 +181,7 @@ def quant_q5_1(out, x, qw):
         sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
         for b in range(nb):
             o = b * QK
-            p = b * 24
+            p = b * Q51.size
             if has_qw:
                 _block_weights(weight, xr, o, qw, sigma2)
                 d, m = Q5_1_SEARCH(QK, xr[o:o + QK], weight, L, Laux)
@@ -190,9 +192,9 @@ def quant_q5_1(out, x, qw):
                 idd = f32(1.0) / d if d != 0 else f32(0.0)
                 for j in range(QK):
                     L[j] = np.int64((xr[o + j] - m) * idd + f32(0.5))
-            put_f16(dst, p, d)
-            put_f16(dst, p + 2, m)
-            _pack_q5_low_high(dst, p + 4, L)
+            put_f16(dst, p + Q51.d, d)
+            put_f16(dst, p + Q51.m, m)
+            _pack_q5_low_high(dst, p + Q51.qh, L)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -203,16 +205,16 @@ def quant_q8_0(out, x, qw):
         dst = out[r]
         for b in range(nb):
             o = b * QK
-            p = b * 34
+            p = b * Q80.size
             amax = f32(0.0)
             for j in range(o, o + QK):
                 v = abs(xr[j])
                 amax = amax if amax > v else v
             d = amax / f32(127.0)
             idd = f32(1.0) / d if d != 0 else f32(0.0)
-            put_u16(dst, p, fp32_to_fp16(d))
+            put_u16(dst, p + Q80.d, fp32_to_fp16(d))
             for j in range(QK):
-                dst[p + 2 + j] = roundf(xr[o + j] * idd) & 0xFF
+                dst[p + Q80.qs + j] = roundf(xr[o + j] * idd) & 0xFF
 
 
 QUANTIZERS = {

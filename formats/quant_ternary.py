@@ -7,9 +7,11 @@ TQ2_0 (66 bytes): qs[64], 2 bits per element (q + 1) at shift 2n for element 128
 """
 from numba import njit, prange
 
+from .blocks import block
 from .quant_common import f32, put_f16, roundf
 
 QK_K = 256
+TQ1, TQ2 = block("TQ1_0"), block("TQ2_0")
 
 
 @njit(cache=True, error_model="numpy")
@@ -41,15 +43,15 @@ def quant_tq1_0(out, x, qw):
     for r in prange(x.shape[0]):
         for b in range(nb):
             xb = x[r, b * QK_K:(b + 1) * QK_K]
-            dst = out[r, b * 54:(b + 1) * 54]
+            dst = out[r, b * TQ1.size:(b + 1) * TQ1.size]
             d, idd = _absmax_inverse(xb)
             for m in range(32):
-                dst[m] = _ceil_256_243(_trits(xb, m, 32, 5, idd))
+                dst[TQ1.qs + m] = _ceil_256_243(_trits(xb, m, 32, 5, idd))
             for m in range(16):
-                dst[32 + m] = _ceil_256_243(_trits(xb, 160 + m, 16, 5, idd))
+                dst[TQ1.qs + 32 + m] = _ceil_256_243(_trits(xb, 160 + m, 16, 5, idd))
             for j in range(4):
-                dst[48 + j] = _ceil_256_243((_trits(xb, 240 + j, 4, 4, idd) * 3) & 0xFF)
-            put_f16(dst, 52, d)
+                dst[TQ1.qh + j] = _ceil_256_243((_trits(xb, 240 + j, 4, 4, idd) * 3) & 0xFF)
+            put_f16(dst, TQ1.d, d)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -58,15 +60,15 @@ def quant_tq2_0(out, x, qw):
     for r in prange(x.shape[0]):
         for b in range(nb):
             xb = x[r, b * QK_K:(b + 1) * QK_K]
-            dst = out[r, b * 66:(b + 1) * 66]
+            dst = out[r, b * TQ2.size:(b + 1) * TQ2.size]
             d, idd = _absmax_inverse(xb)
             for h in range(2):
                 for m in range(32):
                     q = 0
                     for n in range(4):
                         q += ((roundf(xb[128 * h + m + 32 * n] * idd) + 1) & 3) << (2 * n)
-                    dst[32 * h + m] = q & 0xFF
-            put_f16(dst, 64, d)
+                    dst[TQ2.qs + 32 * h + m] = q & 0xFF
+            put_f16(dst, TQ2.d, d)
 
 
 QUANTIZERS = {

@@ -10,6 +10,8 @@ would (the integer sums are exact; the float scale products differ only in the l
 import numpy as np
 from numba import njit, prange
 
+from kvant.formats.specs import SPECS
+
 from ._isa import FAST
 from ._ir import f16_to_f32, f32_to_f16_bits
 
@@ -171,16 +173,10 @@ def bf16(out, x):
         bf16_row(out[t], x[t])
 
 
-# weight type -> how llama.cpp presents the activations to its dot product (None: as they are, F32)
-VEC_DOT = {
-    "F32": None, "F16": f16, "BF16": bf16,
-    "Q4_0": q8_0, "Q5_0": q8_0, "Q8_0": q8_0, "IQ4_NL": q8_0, "MXFP4": q8_0,
-    "Q4_1": q8_0, "Q5_1": q8_0,     # Q8_1: the same values as Q8_0 plus a block sum
-    "Q2_K": q8_k, "Q3_K": q8_k, "Q4_K": q8_k, "Q5_K": q8_k, "Q6_K": q8_k,
-    "IQ4_XS": q8_k, "TQ1_0": q8_k, "TQ2_0": q8_k,
-    "IQ1_S": q8_k, "IQ1_M": q8_k, "IQ2_XXS": q8_k, "IQ2_XS": q8_k, "IQ2_S": q8_k, "IQ3_XXS": q8_k, "IQ3_S": q8_k,
-}
+# a scheme's name (formats/specs: TypeSpec.activation) -> its rounding of rows, and of one row
+SCHEMES = {"q8_0": (q8_0, q8_0_row), "q8_k": (q8_k, q8_k_row), "f16": (f16, f16_row), "bf16": (bf16, bf16_row)}
 
-# the same, one row: VEC_DOT_ROW[type] rounds a 1-D activation (None: used as it is)
-VEC_DOT_ROW = {name: {q8_0: q8_0_row, q8_k: q8_k_row, f16: f16_row, bf16: bf16_row}.get(scheme)
-               for name, scheme in VEC_DOT.items()}
+# weight type -> how llama.cpp presents the activations to its dot product (absent: as they are, F32); VEC_DOT_ROW
+# the same for one 1-D activation
+VEC_DOT = {name: SCHEMES[s.activation][0] for name, s in SPECS.items() if s.activation is not None}
+VEC_DOT_ROW = {name: SCHEMES[s.activation][1] for name, s in SPECS.items() if s.activation is not None}

@@ -255,7 +255,7 @@ def layouts():
                  "NIB16: 16 rows' blocks interleaved 4 bytes a row" + (" + 5th-bit masks" if t.has_h else ""))
         found[name] = Layout(32, _rp(t.bsize, t.qoff, t.has_min, t.has_h, t.i8), _scratch, t.matvec, matmul,
                              codes + " + fp16 d" + (", m" if t.has_min else "") + " per 32" + int_note(q8_0), q8_0,
-                             ("q8_0", gemm))
+                             gemm)
     return found
 
 
@@ -340,7 +340,7 @@ def _gemm_xs16(out, xq, xd, xs, xm, q, sc, d, book):
     tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _tile_xs16, (q, sc, d, book), 1, book_number(book) > 1)
 
 
-GEMM_XS16 = ("q8_k", spread_codes(_gemm_xs16))
+GEMM_XS16 = spread_codes(_gemm_xs16)
 
 
 @njit(cache=True, fastmath=FAST)

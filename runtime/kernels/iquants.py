@@ -904,7 +904,7 @@ def _int_layout(name):
         return xs16_layout(_repack_to_nibbles(name), f" (the {name} weights as codes of their 16 values)")
     how = " (the signs as 8 bits)" if name in EXPANDED else ""
     return Layout(256, EXPANDED.get(name) or _repack(name), _codes_scratch, _mv_int, _mm_float,
-                  _NOTE + how + int_note(q8_k), q8_k, ("q8_k", gemm))
+                  _NOTE + how + int_note(q8_k), q8_k, gemm)
 
 
 for _name in KINDS:

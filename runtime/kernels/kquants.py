@@ -683,4 +683,4 @@ _FILE_ROWS = {
 for _name, (_repack, _matvec, _scratch, _matmul, _int_matvec, _int_scratch, _int_gemm, _note) in _FILE_ROWS.items():
     register(_name, Layout(256, _repack, _scratch, _matvec, _matmul, _note),
              Layout(256, _repack, _int_scratch, _int_matvec, _matmul, _note + int_note(q8_k), q8_k,
-                    ("q8_k", spread_codes(_int_gemm))))
+                    spread_codes(_int_gemm)))

@@ -158,4 +158,4 @@ gemm = spread_codes(_gemm)
 
 LAYOUT = Layout(256, repack, k16_scratch, matvec, matmul, "ROWS16: 16 rows' 6-bit codes interleaved 4 bytes a row "
                 "(4 low bits in nibbles, 2 high bits in crumbs), int8 scale per 16 + fp16 d per 256 (the file's 210 "
-                "bytes), one record per 16 rows and super-block, int8 x Q8_K activations", q8_k, ("q8_k", gemm))
+                "bytes), one record per 16 rows and super-block, int8 x Q8_K activations", q8_k, gemm)

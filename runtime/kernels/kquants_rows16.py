@@ -122,7 +122,7 @@ def _gemm(out, xq, xd, xs, xm, w):
     tiles(out, xq, xd, np.zeros_like(xs), xm, True, False, _tile, (w,))      # codes as they are: no offset
 
 
-gemm = spread_codes(_gemm)        # the integer prefill GEMM (Layout.gemm's run), Q8_K codes
+gemm = spread_codes(_gemm)        # the integer prefill GEMM (Layout.gemm), Q8_K codes
 
 
 @njit(cache=True, fastmath=FAST)
@@ -152,4 +152,4 @@ def matmul(out, x, w):
 
 LAYOUT = Layout(256, repack, scratch, matvec, matmul, "ROWS16: 16 rows' qs interleaved 4 bytes a row, 6-bit scale "
                 "and min per 32 packed in 12 bytes + fp16 d, dmin per 256 (the file's 144 bytes), one record per "
-                "16 rows and super-block, int8 x Q8_K activations", q8_k, ("q8_k", gemm))
+                "16 rows and super-block, int8 x Q8_K activations", q8_k, gemm)

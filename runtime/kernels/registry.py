@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 from kvant.formats.ggml_types import ggml_type as lookup_type
+from kvant.formats.specs import spec
 
 from ._common import zeros_on_lines
 from ._isa import CPU_PATH, INT_KERNELS
@@ -28,8 +29,9 @@ class Layout:
     repack(raw, cols) -> tuple of arrays (the QMatrix's storage; views into raw where no repack is needed);
     scratch(cols) -> tuple of per-call activation buffers; matvec(out, x, *arrays, *scratch) and
     matmul(out, x, *arrays) are numba kernels. matvec_rounds_x: the activation rounding (actquant) the matvec
-    applies to x itself (integer dot products), or None when it multiplies x as given. gemm: (activation scheme,
-    run(out, codes, *arrays)), the integer prefill GEMM (_gemm.py) on x quantized by that scheme, or None."""
+    applies to x itself (integer dot products), or None when it multiplies x as given. gemm: run(out, codes,
+    *arrays), the integer prefill GEMM (_gemm.py) on x quantized by the type's activation scheme (formats/specs),
+    or None."""
     block: int
     repack: Callable
     scratch: Callable
@@ -37,7 +39,7 @@ class Layout:
     matmul: Callable
     note: str
     matvec_rounds_x: Callable | None = None
-    gemm: tuple | None = None
+    gemm: Callable | None = None
 
 
 FLOAT = "float"
@@ -71,8 +73,9 @@ class QMatrix:
 
     @property
     def gemm(self):
-        """The layout's integer prefill GEMM, (activation scheme, run(out, codes, *arrays)), or None."""
-        return self.layout.gemm
+        """The layout's integer prefill GEMM as (activation scheme, run(out, codes, *arrays)), or None."""
+        run = self.layout.gemm
+        return None if run is None else (spec(self.type_name).activation, run)
 
     @property
     def kernel_key(self):

@@ -167,4 +167,4 @@ for _name, _repack, _codes in (("TQ2_0", _repack_tq2_0, "CRUMB codes"),
     _note, _rp = _codes + " + fp16 d per 256", _rp_tq(_repack)      # one repack for both paths' kernels
     register(_name, Layout(256, _rp, _scratch, _mv_tq, _mm_tq, _note),
              Layout(256, _rp, int_scratch, _mv_tq_vnni, _mm_tq, _note + int_note(q8_k), q8_k,
-                    ("q8_k", _gemm_tq)))
+                    _gemm_tq))

@@ -6,16 +6,7 @@ import pytest
 from kvant.formats.dequant import DEQUANT_TYPES, NoCodecError, dequantize, dequantize_rows
 from kvant.formats.higgs_types import is_higgs
 from kvant.formats.ggml_types import UnknownTypeError, ggml_type
-from block_fields import set_split_f16
-
-# Where each type keeps its fp16 scales, as byte offsets inside one block (ggml-common.h). Random bytes there make
-# NaN/inf common; the "finite" test writes small finite fp16 values into these fields.
-FP16_FIELDS = {
-    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
-    "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
-    "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0], "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0],
-    "IQ4_NL": [0], "IQ4_XS": [0], "TQ1_0": [52], "TQ2_0": [64],
-}
+from block_fields import FP16_FIELDS, SPLIT_F16, set_split_f16
 
 
 def qtype(name):
@@ -56,8 +47,8 @@ def random_blocks(name, rng, n_rows=3, blocks_per_row=4, finite=True):
         blocks[:, 0] = rng.integers(100, 150, n)  # E8M0 exponent near 127
     elif name == "NVFP4":
         blocks[:, :4] = rng.integers(0, 0x7F, (n, 4))  # UE4M3 scales below the 0x7F NaN code
-    elif name == "IQ1_M":  # the fp16 super-scale is split over the top nibbles of the four u16 scale words
-        set_split_f16(blocks, 48, small_f16().view(np.float16))
+    elif name in SPLIT_F16:
+        set_split_f16(blocks, SPLIT_F16[name], small_f16().view(np.float16))
     else:
         for off in FP16_FIELDS[name]:
             blocks[:, off:off + 2] = small_f16().view(np.uint8).reshape(n, 2)

@@ -12,17 +12,10 @@ from gguf.quants import dequantize
 from kvant.runtime.kernels.registry import SMALL_BATCH
 from kvant.runtime.kernels import FLOAT, KERNELS, SUPPORTED_TYPES, UnsupportedTypeError, layout_for, prepare
 from kvant.runtime.kernels._isa import CPU_PATH, INT_KERNELS
-from block_fields import set_split_f16
+from kvant.runtime.kernels.actquant import VEC_DOT
+from block_fields import FP16_FIELDS, SPLIT_F16, set_split_f16
 
 # byte offsets of the fp16 scale fields inside one block
-FP16_FIELDS = {
-    "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,), "IQ4_NL": (0,),
-    "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_XS": (0,),
-    "TQ1_0": (52,), "TQ2_0": (64,),
-    "IQ2_XXS": (0,), "IQ2_XS": (0,), "IQ2_S": (0,), "IQ3_XXS": (0,), "IQ3_S": (0,), "IQ1_S": (0,),
-    "IQ1_M": (),    # its fp16 d is split over the top nibbles of the four u16 scale words at 48 (set_split_f16)
-}
-SPLIT_F16 = {"IQ1_M": 48}
 FLOATS = {"F32": np.float32, "F16": np.float16, "BF16": None}
 ALL = sorted(FP16_FIELDS) + sorted(FLOATS)
 SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1)]    # (rows, blocks per row); 256-block types use 256 elements/block
@@ -135,7 +128,7 @@ def test_the_path_in_force_has_integer_kernels_for_every_quantized_type():
     chosen = {name: layout_for(name) for name in quantized}
     if INT_KERNELS:
         assert all(layout is KERNELS[(name, CPU_PATH)] and layout.gemm is not None
-                   and layout.matvec_rounds_x is not None for name, layout in chosen.items())
+                   and layout.matvec_rounds_x is VEC_DOT[name] for name, layout in chosen.items())
     else:
         assert all(layout is KERNELS[(name, FLOAT)] for name, layout in chosen.items())
 

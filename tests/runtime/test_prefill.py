@@ -12,7 +12,7 @@ from gguf.quants import IQ4_NL
 from kvant.runtime.kernels import SUPPORTED_TYPES, QMatrix, layout_for, prepare
 from kvant.runtime.kernels._gemm import crumb_tile, int_matmul, quantize
 from kvant.runtime.kernels._isa import INT_KERNELS
-from kvant.runtime.kernels.actquant import VEC_DOT
+from kvant.runtime.kernels.actquant import SCHEMES
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_kernels import FP16_FIELDS, SPLIT_F16, as_matvec_sees, make_weight  # noqa: E402
@@ -85,7 +85,8 @@ def test_codes_are_the_matvec_rounding():
     """The codes times their scales are exactly what actquant's rounding gives."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 512)).astype(np.float32) * np.float32(10.0)
-    for scheme, rounding in (("q8_0", VEC_DOT["Q8_0"]), ("q8_k", VEC_DOT["Q4_K"])):
+    for scheme in ("q8_0", "q8_k"):
+        rounding = SCHEMES[scheme][0]
         xq, xd, xs, _ = quantize(x, scheme)
         rounded = np.empty_like(x)
         rounding(rounded, x)
