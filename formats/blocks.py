@@ -67,3 +67,7 @@ BLOCKS = {name: _offsets(name, fields) for name, fields in FIELDS.items()}
 def block(name: str):
     """The byte offsets of a type's block fields and its size: block("Q4_K").qs == 16, .size == 144."""
     return BLOCKS[name]
+
+
+def has_field(name: str, field: str) -> bool:
+    return field in BLOCKS[name]._fields

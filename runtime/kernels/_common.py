@@ -71,6 +71,12 @@ def f16_at(src, o):
     return f16_to_f32(np.int64(src[o]) | (np.int64(src[o + 1]) << 8))
 
 
+@njit(cache=True, inline="always")
+def u16_at(src, o):
+    """The u16 stored little-endian at src[o:o+2] (an fp16 scale's bits, kept as they are)."""
+    return np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+
+
 # ---------------------------------------------------------------- activation planes (once per token)
 
 @njit(cache=True, fastmath=FAST)

@@ -25,8 +25,10 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
+from kvant.formats.blocks import block, has_field
+
 from ._isa import FAST
-from ._common import F32, copy_into, float_matmul, zeros_on_lines
+from ._common import F32, copy_into, float_matmul, u16_at, zeros_on_lines
 from ._gemm import _offsets, spread_codes, tiles
 from ._ir import widen
 from ._vnni16 import (BOOK_OF_TAG, BOOK_TAGS, CODEBOOKS, i8_16_dot, iq4_16_dot, nib16_dot, nib16_min_dot, nib16_tile,
@@ -36,6 +38,7 @@ from .intdot import IQ4_VALUES, code_sums, int_note
 from .registry import Layout
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
+IQ4XS = block("IQ4_XS")
 
 
 @njit(cache=True, parallel=True)
@@ -49,9 +52,9 @@ def _repack(raw, bsize, qoff, q, h, d, m):
             src = raw[GROUP * g + r]
             for b in range(nb):
                 o = bsize * b
-                d[g, b, r] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+                d[g, b, r] = u16_at(src, o)
                 if has_m:
-                    m[g, b, r] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+                    m[g, b, r] = u16_at(src, o + 2)
                 if i8:
                     for i in range(32):
                         q[g, b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + qoff + i] ^ 0x80
@@ -217,13 +220,21 @@ class Block16:
     matvec: Callable
 
 
-TYPES = {
-    "Q8_0": Block16(34, 2, False, False, 128, 0, True, _mv_q8_0),
-    "Q4_0": Block16(18, 2, False, False, 8, 0, False, _mv_q4_0),
-    "Q4_1": Block16(20, 4, True, False, 0, 0, False, _mv_q4_1),
-    "Q5_0": Block16(22, 6, False, True, 16, 0, False, _mv_q5_0),
-    "Q5_1": Block16(24, 8, True, True, 0, 0, False, _mv_q5_1),
-    "IQ4_NL": Block16(18, 2, False, False, 128, 1, False, _mv_iq4_nl),
+def _block16(name, off, iq4, matvec):
+    """A 32-block type's row of TYPES, its file block from formats/blocks (_repack reads d at 0, m at 2, the 5th
+    bits right before the codes)."""
+    b = block(name)
+    assert b.d == 0 and getattr(b, "m", 2) == 2 and getattr(b, "qh", b.qs - 4) == b.qs - 4, name
+    return Block16(b.size, b.qs, has_field(name, "m"), has_field(name, "qh"), off, iq4, b.size - b.qs == 32, matvec)
+
+
+TYPES = {   # type: the code offset, IQ4 codebook, decode kernel
+    "Q8_0": _block16("Q8_0", 128, 0, _mv_q8_0),
+    "Q4_0": _block16("Q4_0", 8, 0, _mv_q4_0),
+    "Q4_1": _block16("Q4_1", 0, 0, _mv_q4_1),
+    "Q5_0": _block16("Q5_0", 16, 0, _mv_q5_0),
+    "Q5_1": _block16("Q5_1", 0, 0, _mv_q5_1),
+    "IQ4_NL": _block16("IQ4_NL", 128, 1, _mv_iq4_nl),
 }
 
 _NO_BITS = np.zeros((1, 1, 0), np.uint8)
@@ -263,21 +274,21 @@ def layouts():
 
 @njit(cache=True, parallel=True)
 def _repack_iq4_xs(raw, q, sc, d):
-    """Super-blocks of 136 bytes: fp16 d, the scales' high bits (u16), their low nibbles (4 bytes), 128 code bytes
-    (block b's at 16 b, as IQ4_NL's)."""
+    """The file's super-blocks (formats/blocks IQ4_XS): fp16 d, the scales' high bits (u16), their low nibbles
+    (4 bytes), 128 code bytes (block b's at 16 b, as IQ4_NL's)."""
     rows, nsb = raw.shape[0], d.shape[1]
     for g in prange(q.shape[0]):
         for r in range(min(GROUP, rows - GROUP * g)):
             src = raw[GROUP * g + r]
             for s in range(nsb):
-                o = 136 * s
-                d[g, s, r] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
-                high = np.int64(src[o + 2]) | (np.int64(src[o + 3]) << 8)
+                o = IQ4XS.size * s
+                d[g, s, r] = u16_at(src, o + IQ4XS.d)
+                high = np.int64(u16_at(src, o + IQ4XS.scales_h))
                 for b in range(8):
-                    ls = ((src[o + 4 + b // 2] >> (4 * (b % 2))) & 15) | (((high >> (2 * b)) & 3) << 4)
+                    ls = ((src[o + IQ4XS.scales_l + b // 2] >> (4 * (b % 2))) & 15) | (((high >> (2 * b)) & 3) << 4)
                     sc[g, s, 16 * b + r] = ls - 32
                     for i in range(16):
-                        q[g, 8 * s + b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + 8 + 16 * b + i]
+                        q[g, 8 * s + b, 64 * (i >> 2) + 4 * r + (i & 3)] = src[o + IQ4XS.qs + 16 * b + i]
 
 
 def xs16_planes(raw, cols):

@@ -31,8 +31,11 @@ scale index k >> 4 is then a broadcast).
 import numpy as np
 from numba import njit, prange
 
+from kvant.formats.blocks import block
+
 from . import kquants_q6k16 as q6k16, kquants_rows16 as rows16, blocks16
-from ._common import F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4
+from ._common import (F32, bits_dot16, copy_into, crumb_dot16, f16_at, float_matmul, group_sums, scale_min_k4,
+                      u16_at)
 from ._ir import f16_to_f32, ubits, widen
 from ._gemm import ROWS, gemm_q5_k, half_offsets, half_sums, spread_codes, tiles
 from ._isa import FAST
@@ -43,6 +46,7 @@ from .intdot import code_sums, int_note, k4_scratch, k4_x_order, k16_scratch
 from .registry import Layout, register
 
 N_SCRATCH = 16   # per-row scale scratch rows: matvec work is split in this many chunks
+Q2K, Q3K, Q4K, Q5K, Q6K, IQ4XS = (block(name) for name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"))
 
 
 # ---------------------------------------------------------------- repack
@@ -53,10 +57,10 @@ def _k4_scales(src, o, r, blk, sc, mn, d, dm):
     the row's even 32-blocks', then its odd ones' (block 2c at c, block 2c+1 at half + c), so that a loop over the
     qs bytes (byte i: a nibble of block 2(i >> 5) and one of 2(i >> 5) + 1) indexes both by i >> 5."""
     half = sc.shape[1] // 2
-    d[r, blk] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
-    dm[r, blk] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+    d[r, blk] = u16_at(src, o + Q4K.d)
+    dm[r, blk] = u16_at(src, o + Q4K.dmin)
     for j in range(8):
-        s, n = scale_min_k4(src, o + 4, j)
+        s, n = scale_min_k4(src, o + Q4K.scales, j)
         k = (j & 1) * half + 4 * blk + (j >> 1)
         sc[r, k] = s
         mn[r, k] = n
@@ -70,9 +74,9 @@ def _repack_q4_k(raw, q, sc, mn, d, dm):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
-            o = blk * 144
+            o = blk * Q4K.size
             _k4_scales(src, o, r, blk, sc, mn, d, dm)
-            copy_into(q[r, 128 * blk:128 * blk + 128], src[o + 16:o + 144])
+            copy_into(q[r, 128 * blk:128 * blk + 128], src[o + Q4K.qs:o + Q4K.size])
 
 
 @njit(cache=True, parallel=True)
@@ -82,10 +86,10 @@ def _repack_q5_k(raw, q, qh, sc, mn, d, dm):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
-            o = blk * 176
-            _k4_scales(src, o, r, blk, sc, mn, d, dm)
-            copy_into(qh[r, 32 * blk:32 * blk + 32], src[o + 16:o + 48])
-            copy_into(q[r, 128 * blk:128 * blk + 128], src[o + 48:o + 176])
+            o = blk * Q5K.size
+            _k4_scales(src, o, r, blk, sc, mn, d, dm)     # Q5_K's d, dmin and scales are where Q4_K's are
+            copy_into(qh[r, 32 * blk:32 * blk + 32], src[o + Q5K.qh:o + Q5K.qs])
+            copy_into(q[r, 128 * blk:128 * blk + 128], src[o + Q5K.qs:o + Q5K.size])
 
 
 @njit(cache=True, parallel=True)
@@ -94,14 +98,14 @@ def _repack_iq4_xs(raw, q, d):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
-            o = blk * 136
-            dd = f16_at(src, o)
-            sh = np.int64(src[o + 2]) | (np.int64(src[o + 3]) << 8)
+            o = blk * IQ4XS.size
+            dd = f16_at(src, o + IQ4XS.d)
+            sh = np.int64(u16_at(src, o + IQ4XS.scales_h))
             for ib in range(8):
-                ls = ((src[o + 4 + ib // 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
+                ls = ((src[o + IQ4XS.scales_l + ib // 2] >> (4 * (ib % 2))) & 15) | (((sh >> (2 * ib)) & 3) << 4)
                 d[r, 8 * blk + ib] = dd * F32(ls - 32)
             for j in range(128):
-                q[r, 128 * blk + j] = src[o + 8 + j]
+                q[r, 128 * blk + j] = src[o + IQ4XS.qs + j]
 
 
 @njit(cache=True, parallel=True)
@@ -111,11 +115,11 @@ def _repack_q6_k(raw, ql, qh, sc, d):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
-            o = blk * 210
-            d[r, blk] = np.uint16(src[o + 208]) | (np.uint16(src[o + 209]) << 8)
-            copy_into(ql[r, 128 * blk:128 * blk + 128], src[o:o + 128])
-            copy_into(qh[r, 64 * blk:64 * blk + 64], src[o + 128:o + 192])
-            copy_into(sc[r, 16 * blk:16 * blk + 16], src[o + 192:o + 208])
+            o = blk * Q6K.size
+            d[r, blk] = u16_at(src, o + Q6K.d)
+            copy_into(ql[r, 128 * blk:128 * blk + 128], src[o + Q6K.ql:o + Q6K.qh])
+            copy_into(qh[r, 64 * blk:64 * blk + 64], src[o + Q6K.qh:o + Q6K.scales])
+            copy_into(sc[r, 16 * blk:16 * blk + 16], src[o + Q6K.scales:o + Q6K.d])
 
 
 @njit(cache=True, inline="always")
@@ -139,11 +143,11 @@ def _repack_q2_k(raw, c, sc, d, dm):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
-            o = blk * 84
-            d[r, blk] = np.uint16(src[o + 80]) | (np.uint16(src[o + 81]) << 8)
-            dm[r, blk] = np.uint16(src[o + 82]) | (np.uint16(src[o + 83]) << 8)
-            copy_into(sc[r, 16 * blk:16 * blk + 16], src[o:o + 16])
-            copy_into(c[r, 64 * blk:64 * blk + 64], src[o + 16:o + 80])
+            o = blk * Q2K.size
+            d[r, blk] = u16_at(src, o + Q2K.d)
+            dm[r, blk] = u16_at(src, o + Q2K.dmin)
+            copy_into(sc[r, 16 * blk:16 * blk + 16], src[o + Q2K.scales:o + Q2K.qs])
+            copy_into(c[r, 64 * blk:64 * blk + 64], src[o + Q2K.qs:o + Q2K.d])
 
 
 @njit(cache=True, parallel=True)
@@ -154,14 +158,14 @@ def _repack_q3_k(raw, c, h, sc, d):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(nsb):
-            o = blk * 110
-            d[r, blk] = np.uint16(src[o + 108]) | (np.uint16(src[o + 109]) << 8)
+            o = blk * Q3K.size
+            d[r, blk] = u16_at(src, o + Q3K.d)
             for g in range(16):
-                lo = (src[o + 96 + (g & 7)] >> (4 * (g >> 3))) & 15
-                hi = (src[o + 104 + (g & 3)] >> (2 * (g >> 2))) & 3
+                lo = (src[o + Q3K.scales + (g & 7)] >> (4 * (g >> 3))) & 15
+                hi = (src[o + Q3K.scales + 8 + (g & 3)] >> (2 * (g >> 2))) & 3
                 sc[r, 16 * blk + g] = (lo | (hi << 4)) - 32
-            copy_into(c[r, 64 * blk:64 * blk + 64], src[o + 32:o + 96])
-            copy_into(h[r, 32 * blk:32 * blk + 32], src[o:o + 32])
+            copy_into(c[r, 64 * blk:64 * blk + 64], src[o + Q3K.qs:o + Q3K.scales])
+            copy_into(h[r, 32 * blk:32 * blk + 32], src[o + Q3K.hmask:o + Q3K.qs])
 
 
 def _rp_q4_k(raw, cols):

@@ -22,6 +22,8 @@ record row decoded into _gemm.py's TILE order, the chunks as they are) and the f
 import numpy as np
 from numba import njit, prange
 
+from kvant.formats.blocks import block
+
 from ._common import F32, f16_at, float_matmul, zeros_on_lines
 from ._gemm import half_offsets, spread_codes, tiles
 from . import _avx2, _vnni16
@@ -30,6 +32,8 @@ from ._vnni16 import Q6K_D as D, Q6K_QUAD as QUAD, Q6K_RECORD as RECORD, Q6K_SCA
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, k16_scratch
 from .registry import Layout
+
+Q6K = block("Q6_K")
 
 GROUP = 16          # rows interleaved: the 16 int32 lanes of a vector
 # the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2.py)
@@ -59,18 +63,18 @@ def _repack(raw, w):
         for r in range(min(GROUP, rows - GROUP * g)):
             src = raw[GROUP * g + r]
             for s in range(w.shape[1]):
-                o = 210 * s
+                o = Q6K.size * s
                 dst = w[g, s]
                 for e in range(256):
                     half, u, j = e >> 7, (e >> 5) & 3, e & 31
-                    low = (src[o + 64 * half + 32 * (u & 1) + j] >> (4 * (u >> 1))) & 15
-                    high = (src[o + 128 + 32 * half + j] >> (2 * u)) & 3
+                    low = (src[o + Q6K.ql + 64 * half + 32 * (u & 1) + j] >> (4 * (u >> 1))) & 15
+                    high = (src[o + Q6K.qh + 32 * half + j] >> (2 * u)) & 3
                     lo_at, lo_shift, hi_at, hi_shift = _code_at(e >> 4, (e >> 2) & 3, e & 3)
                     dst[lo_at + 4 * r] |= low << lo_shift
                     dst[hi_at + 4 * r] |= high << hi_shift
                 for grp in range(16):
-                    dst[_scale_at(grp) + r] = src[o + 192 + grp]
-                dst[D + 2 * r], dst[D + 2 * r + 1] = src[o + 208], src[o + 209]
+                    dst[_scale_at(grp) + r] = src[o + Q6K.scales + grp]
+                dst[D + 2 * r], dst[D + 2 * r + 1] = src[o + Q6K.d], src[o + Q6K.d + 1]
 
 
 def repack(raw, cols):

@@ -27,6 +27,8 @@ float matmul all read this order.
 import numpy as np
 from numba import njit, prange
 
+from kvant.formats.blocks import block
+
 from ._common import F32, f16_at, float_matmul, scale_min_k4, zeros_on_lines
 from . import _avx2, _vnni16
 from ._gemm import spread_codes, tiles
@@ -35,6 +37,8 @@ from ._vnni16 import Q4K_CODES as CODES, Q4K_D as D, Q4K_DM as DM, Q4K_RECORD as
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums
 from .registry import Layout
+
+Q4K = block("Q4_K")
 
 GROUP = 16      # rows interleaved: the 16 int32 lanes of a vector
 # the decode step per kernel path: 16-row steps on 512-bit values, on AVX2 written for 256-bit ones (_avx2.py)
@@ -50,15 +54,15 @@ def _repack(raw, w):
         for r in range(min(GROUP, rows - GROUP * g)):
             src = raw[GROUP * g + r]
             for s in range(w.shape[1]):
-                o = 144 * s
+                o = Q4K.size * s
                 dst = w[g, s]
-                dst[D + 2 * r], dst[D + 2 * r + 1] = src[o], src[o + 1]
-                dst[DM + 2 * r], dst[DM + 2 * r + 1] = src[o + 2], src[o + 3]
+                dst[D + 2 * r], dst[D + 2 * r + 1] = src[o + Q4K.d], src[o + Q4K.d + 1]
+                dst[DM + 2 * r], dst[DM + 2 * r + 1] = src[o + Q4K.dmin], src[o + Q4K.dmin + 1]
                 for b in range(8):
-                    scale, mn = scale_min_k4(src, o + 4, b)
+                    scale, mn = scale_min_k4(src, o + Q4K.scales, b)
                     dst[SM + 16 * b + r] = scale | ((mn >> 4) << 6)
                     dst[SM + 128 + 16 * (b & 3) + r] |= (mn & 15) << (4 * (b >> 2))
-                    base, shift = o + 16 + 32 * (b >> 1), 4 * (b & 1)
+                    base, shift = o + Q4K.qs + 32 * (b >> 1), 4 * (b & 1)
                     for i in range(16):
                         lo = (src[base + i] >> shift) & 15
                         hi = (src[base + 16 + i] >> shift) & 15

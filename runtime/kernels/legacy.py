@@ -16,8 +16,11 @@ extraction in the loop (blocks16.py's integer kernel moves them with one masked 
 import numpy as np
 from numba import njit, prange
 
+from kvant.formats.blocks import block, has_field
+
 from . import blocks16
-from ._common import F32, affine_i8, affine_nib, copy_into, dot, float_matmul, i8_dot32, nib_dot, prep_nib, prep_pairs
+from ._common import (F32, affine_i8, affine_nib, copy_into, dot, float_matmul, i8_dot32, nib_dot, prep_nib,
+                      prep_pairs, u16_at)
 from ._ir import ubits, widen
 from ._isa import FAST
 from .registry import Layout, register
@@ -37,9 +40,9 @@ def _repack_plain(raw, bsize, q, qoff, d, m):
         dr = d[r]
         for b in range(nb):
             o = b * bsize
-            dr[b] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+            dr[b] = u16_at(src, o)
             if has_m:
-                m[r, b] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+                m[r, b] = u16_at(src, o + 2)
             copy_into(qr[qlen * b:qlen * (b + 1)], src[o + qoff:o + qoff + qlen])
 
 
@@ -54,9 +57,9 @@ def _repack_q5(raw, bsize, q, d, m, bias):
         qr = q[r]
         for b in range(nb):
             o = b * bsize
-            d[r, b] = np.uint16(src[o]) | (np.uint16(src[o + 1]) << 8)
+            d[r, b] = u16_at(src, o)
             if has_m:
-                m[r, b] = np.uint16(src[o + 2]) | (np.uint16(src[o + 3]) << 8)
+                m[r, b] = u16_at(src, o + 2)
             qh = (np.uint32(src[o + qoff - 4]) | (np.uint32(src[o + qoff - 3]) << 8)
                   | (np.uint32(src[o + qoff - 2]) << 16) | (np.uint32(src[o + qoff - 1]) << 24))
             for j in range(16):
@@ -67,7 +70,10 @@ def _repack_q5(raw, bsize, q, d, m, bias):
                 qr[32 * b + 16 + j] = hi + bias
 
 
-def _rp_plain(bsize, codes, qoff, has_m):
+def _rp_plain(name):
+    b = block(name)     # d at 0, m at 2 (Q4_1), as _repack_plain reads them
+    bsize, qoff, codes, has_m = b.size, b.qs, b.size - b.qs, has_field(name, "m")
+
     def repack(raw, cols):
         rows, nb = raw.shape[0], cols // 32
         q = np.empty((rows, codes * nb), np.int8 if codes == 32 else np.uint8)
@@ -78,7 +84,9 @@ def _rp_plain(bsize, codes, qoff, has_m):
     return repack
 
 
-def _rp_q5(bsize, has_m):
+def _rp_q5(name):
+    bsize, has_m = block(name).size, has_field(name, "m")   # qh right before the 16 code bytes at the end
+
     def repack(raw, cols):
         rows, nb = raw.shape[0], cols // 32
         q = np.empty((rows, cols), np.int8)
@@ -266,12 +274,12 @@ def _no_scratch(cols):
 # The float kernels on the file's row planes; where the CPU has an integer path (_isa.py), 16 rows interleaved with
 # integer dot products (blocks16.py) for decode and prefill
 _ROW_TYPES = {
-    "Q8_0": (_rp_plain(34, 32, 2, False), _mv_i8, _no_scratch, _mm_i8, "I8 + fp16 d per 32"),
-    "Q4_0": (_rp_plain(18, 16, 2, False), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
-    "Q4_1": (_rp_plain(20, 16, 4, True), _mv_q4_1, _nib_scratch, _mm_q4_1, "NIB + fp16 d, m per 32"),
-    "Q5_0": (_rp_q5(22, False), _mv_i8, _no_scratch, _mm_i8, "I8 (q-16) + fp16 d per 32"),
-    "Q5_1": (_rp_q5(24, True), _mv_q5_1, _sums_scratch, _mm_q5_1, "I8 + fp16 d, m per 32"),
-    "IQ4_NL": (_rp_plain(18, 16, 2, False), _mv_iq4, _pairs_scratch, _mm_iq4,
+    "Q8_0": (_rp_plain("Q8_0"), _mv_i8, _no_scratch, _mm_i8, "I8 + fp16 d per 32"),
+    "Q4_0": (_rp_plain("Q4_0"), _mv_q4_0, _nib_scratch, _mm_q4_0, "NIB + fp16 d per 32"),
+    "Q4_1": (_rp_plain("Q4_1"), _mv_q4_1, _nib_scratch, _mm_q4_1, "NIB + fp16 d, m per 32"),
+    "Q5_0": (_rp_q5("Q5_0"), _mv_i8, _no_scratch, _mm_i8, "I8 (q-16) + fp16 d per 32"),
+    "Q5_1": (_rp_q5("Q5_1"), _mv_q5_1, _sums_scratch, _mm_q5_1, "I8 + fp16 d, m per 32"),
+    "IQ4_NL": (_rp_plain("IQ4_NL"), _mv_iq4, _pairs_scratch, _mm_iq4,
                "NIB + fp16 d per 32, codebook as a rounded quartic"),
 }
 _INT_LAYOUTS = blocks16.layouts()
