@@ -36,6 +36,7 @@ import numba
 from numba import njit, prange, types
 from numba.extending import intrinsic, models, overload, register_model
 
+from kvant.formats.blocks import block
 from kvant.formats.codecs_iq import (GRID_IQ1_S, GRID_IQ2_S, GRID_IQ2_XS, GRID_IQ2_XXS, GRID_IQ3_S, GRID_IQ3_XXS,
                                      KSIGNS)
 
@@ -50,6 +51,9 @@ from ._vnni import _F32, _I8, _I32, _as_i64, _data, _declare, _is_arr, _splat, _
 from .actquant import q8_k, q8_k_codes
 from .intdot import code_sums, int_note
 from .registry import Layout, register
+
+IQ2XXS, IQ2XS, IQ2S, IQ3XXS, IQ3S, IQ1S, IQ1M = (block(name) for name in (
+    "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"))
 
 U64 = np.uint64
 _BIAS = U64(0x8080808080808080)
@@ -105,7 +109,7 @@ def _nibble_ls(byte):
 @njit(cache=True, inline="always")
 def _iq2_xxs(src, s, ib, idx):
     """d, then 8 x (4 grid-index bytes, u32: 4 x 7 sign bits + a 4-bit scale)."""
-    p = s + 2 + 8 * ib
+    p = s + IQ2XXS.qs + 8 * ib
     aux = u32(src, p + 4)
     ls = 2 * np.int64(aux >> 28) + 1
     return (MAG_IQ2_XXS[src[p]], MAG_IQ2_XXS[src[p + 1]], MAG_IQ2_XXS[src[p + 2]], MAG_IQ2_XXS[src[p + 3]],
@@ -144,12 +148,12 @@ def _iq2_xs_pair(src, p):
 @njit(cache=True, inline="always")
 def _iq2_xs(src, s, ib, idx):
     """d, u16 qs[32] (a 9-bit grid index, a 7-bit sign index), 4-bit scales[16] (one per 16)."""
-    p = s + 2 + 8 * ib
+    p = s + IQ2XS.qs + 8 * ib
     g0, m0 = _iq2_xs_pair(src, p)
     g1, m1 = _iq2_xs_pair(src, p + 2)
     g2, m2 = _iq2_xs_pair(src, p + 4)
     g3, m3 = _iq2_xs_pair(src, p + 6)
-    lo, hi = _nibble_ls(src[s + 66 + ib])
+    lo, hi = _nibble_ls(src[s + IQ2XS.scales + ib])
     return g0, g1, g2, g3, m0, m1, m2, m3, lo, hi
 
 
@@ -157,9 +161,9 @@ def _iq2_xs(src, s, ib, idx):
 def _iq2_s(src, s, ib, idx):
     """d, qs[32] (low 8 index bits), signs[32], qh[8] (2 more index bits each), 4-bit scales[16]; the 10-bit
     indices from sb_indices."""
-    p = s + 34 + 4 * ib
+    p = s + IQ2S.signs + 4 * ib
     i = 4 * ib
-    lo, hi = _nibble_ls(src[s + 74 + ib])
+    lo, hi = _nibble_ls(src[s + IQ2S.scales + ib])
     return (MAG_IQ2_S[idx[i]], MAG_IQ2_S[idx[i + 1]], MAG_IQ2_S[idx[i + 2]], MAG_IQ2_S[idx[i + 3]],
             SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]], SIGNS8[src[p + 3]], lo, hi)
 
@@ -172,9 +176,9 @@ def _iq3_xxs_mag(src, p):
 @njit(cache=True, inline="always")
 def _iq3_xxs(src, s, ib, idx):
     """d, qs[64] (grid indices of 4 values), 8 x u32 (4 x 7 sign bits + a 4-bit scale)."""
-    aux = u32(src, s + 66 + 4 * ib)
+    aux = u32(src, s + IQ3XXS.sas + 4 * ib)
     ls = 2 * np.int64(aux >> 28) + 1
-    p = s + 2 + 8 * ib
+    p = s + IQ3XXS.qs + 8 * ib
     return (_iq3_xxs_mag(src, p), _iq3_xxs_mag(src, p + 2), _iq3_xxs_mag(src, p + 4), _iq3_xxs_mag(src, p + 6),
             SIGNS7[aux & 127], SIGNS7[(aux >> 7) & 127], SIGNS7[(aux >> 14) & 127], SIGNS7[(aux >> 21) & 127],
             ls, ls)
@@ -183,16 +187,16 @@ def _iq3_xxs(src, s, ib, idx):
 @njit(cache=True, inline="always")
 def _iq3_s_mag(src, s, ib, l, qh):
     e = 8 * ib + 2 * l
-    lo = MAG_IQ3_S[np.int64(src[s + 2 + e]) | (((qh >> (2 * l)) & 1) << 8)]
-    return lo | (MAG_IQ3_S[np.int64(src[s + 3 + e]) | (((qh >> (2 * l + 1)) & 1) << 8)] << U64(32))
+    lo = MAG_IQ3_S[np.int64(src[s + IQ3S.qs + e]) | (((qh >> (2 * l)) & 1) << 8)]
+    return lo | (MAG_IQ3_S[np.int64(src[s + IQ3S.qs + 1 + e]) | (((qh >> (2 * l + 1)) & 1) << 8)] << U64(32))
 
 
 @njit(cache=True, inline="always")
 def _iq3_s(src, s, ib, idx):
     """d, qs[64] (low 8 index bits), qh[8] (a 9th bit each), signs[32], 4-bit scales[8] (one per 32)."""
-    qh = np.int64(src[s + 66 + ib])
-    p = s + 74 + 4 * ib
-    ls = 2 * ((np.int64(src[s + 106 + (ib >> 1)]) >> (4 * (ib & 1))) & 15) + 1
+    qh = np.int64(src[s + IQ3S.qh + ib])
+    p = s + IQ3S.signs + 4 * ib
+    ls = 2 * ((np.int64(src[s + IQ3S.scales + (ib >> 1)]) >> (4 * (ib & 1))) & 15) + 1
     return (_iq3_s_mag(src, s, ib, 0, qh), _iq3_s_mag(src, s, ib, 1, qh), _iq3_s_mag(src, s, ib, 2, qh),
             _iq3_s_mag(src, s, ib, 3, qh), SIGNS8[src[p]], SIGNS8[src[p + 1]], SIGNS8[src[p + 2]],
             SIGNS8[src[p + 3]], ls, ls)
@@ -204,7 +208,7 @@ def _iq1_s(src, s, ib, idx):
     the IQ1_WORDS indices from sb_indices."""
     i = 4 * ib
     w0, w1, w2, w3 = IQ1_WORDS[idx[i]], IQ1_WORDS[idx[i + 1]], IQ1_WORDS[idx[i + 2]], IQ1_WORDS[idx[i + 3]]
-    ls = 2 * ((np.int64(u16(src, s + 34 + 2 * ib)) >> 12) & 7) + 1
+    ls = 2 * ((np.int64(u16(src, s + IQ1S.qh + 2 * ib)) >> 12) & 7) + 1
     return w0, w1, w2, w3, w0, w1, w2, w3, ls, ls
 
 
@@ -214,7 +218,7 @@ def _iq1_m(src, s, ib, idx):
     (3-bit scales per 16 values; fp16 d in their top nibbles); the IQ1_WORDS indices from sb_indices."""
     i = 4 * ib
     w0, w1, w2, w3 = IQ1_WORDS[idx[i]], IQ1_WORDS[idx[i + 1]], IQ1_WORDS[idx[i + 2]], IQ1_WORDS[idx[i + 3]]
-    sc = np.int64(u16(src, s + 48 + 2 * (ib >> 1))) >> (6 * (ib & 1))
+    sc = np.int64(u16(src, s + IQ1M.scales + 2 * (ib >> 1))) >> (6 * (ib & 1))
     return w0, w1, w2, w3, w0, w1, w2, w3, 2 * (sc & 7) + 1, 2 * ((sc >> 3) & 7) + 1
 
 
@@ -263,7 +267,7 @@ def _d_whole(src, s):
 
 @njit(cache=True, inline="always")
 def _d_iq1_m(src, s):
-    p = s + 48
+    p = s + IQ1M.scales
     d = ((u16(src, p) >> 12) | ((u16(src, p + 2) >> 8) & 0xF0) | ((u16(src, p + 4) >> 4) & 0xF00)
          | (u16(src, p + 6) & 0xF000))
     return f16_to_f32(d) * F32(0.125)
@@ -319,25 +323,28 @@ def _grid_indices(qs_at, *high):
     return build
 
 
-# qs[32] at 2 (IQ1_M: at 0), and: IQ2_S qh[8] at 66, 2 more index bits per 8 weights; IQ1_S u16 qh[8] at 34, 3
-# more bits per 8 weights and the delta's sign (qh's top bit: IQ1_WORDS' bit 11); IQ1_M qh[16] at 32, a nibble per 8
-# weights (low first): 3 index bits and the delta's sign
-_iq2_s_indices = _grid_indices(2, (_per_group(66, 8, 2, 3), 8))
-_iq1_s_indices = _grid_indices(2, (_per_group(34, 16, 3, 7), 8), (_per_group(34, 16, 0, 1, shift=15), 11))
-_iq1_m_indices = _grid_indices(0, (_per_group(32, 8, 4, 15, per_word=2), 8))
+# qs[32], and: IQ2_S qh[8], 2 more index bits per 8 weights; IQ1_S u16 qh[8], 3 more bits per 8 weights and the
+# delta's sign (qh's top bit: IQ1_WORDS' bit 11); IQ1_M qh[16], a nibble per 8 weights (low first): 3 index bits and
+# the delta's sign
+_iq2_s_indices = _grid_indices(IQ2S.qs, (_per_group(IQ2S.qh, 8, 2, 3), 8))
+_iq1_s_indices = _grid_indices(IQ1S.qs, (_per_group(IQ1S.qh, 16, 3, 7), 8),
+                               (_per_group(IQ1S.qh, 16, 0, 1, shift=15), 11))
+_iq1_m_indices = _grid_indices(IQ1M.qs, (_per_group(IQ1M.qh, 8, 4, 15, per_word=2), 8))
 
 
 # Where each type keeps its 4- or 3-bit scales s (the weights' scale 2 s + 1): BitFields of the 16 groups of 16
 _PER_32 = tuple(k // 2 for k in range(16))                  # a word per sub-block of 32 weights
 _NIBBLE_PAIRS = tuple(4 * (k % 2) for k in range(16))        # a byte per 32 weights: low nibble first
 SCALES = {
-    "IQ2_XXS": BitFields(2, 16, 32, tuple(2 * (k // 2) + 1 for k in range(16)), (28,) * 16, 15),   # aux's top 4
-    "IQ2_XS": BitFields(66, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
-    "IQ2_S": BitFields(74, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
-    "IQ3_XXS": BitFields(66, 8, 32, _PER_32, (28,) * 16, 15),
-    "IQ3_S": BitFields(106, 4, 8, tuple(k // 4 for k in range(16)), tuple(4 * ((k // 2) % 2) for k in range(16)), 15),
-    "IQ1_S": BitFields(34, 8, 16, _PER_32, (12,) * 16, 7),
-    "IQ1_M": BitFields(48, 4, 16, tuple(k // 4 for k in range(16)), tuple(3 * (k % 4) for k in range(16)), 7),
+    "IQ2_XXS": BitFields(IQ2XXS.qs, 16, 32, tuple(2 * (k // 2) + 1 for k in range(16)), (28,) * 16, 15),  # aux
+    "IQ2_XS": BitFields(IQ2XS.scales, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
+    "IQ2_S": BitFields(IQ2S.scales, 8, 8, _PER_32, _NIBBLE_PAIRS, 15),
+    "IQ3_XXS": BitFields(IQ3XXS.sas, 8, 32, _PER_32, (28,) * 16, 15),
+    "IQ3_S": BitFields(IQ3S.scales, 4, 8, tuple(k // 4 for k in range(16)),
+                       tuple(4 * ((k // 2) % 2) for k in range(16)), 15),
+    "IQ1_S": BitFields(IQ1S.qh, 8, 16, _PER_32, (12,) * 16, 7),
+    "IQ1_M": BitFields(IQ1M.scales, 4, 16, tuple(k // 4 for k in range(16)), tuple(3 * (k % 4) for k in range(16)),
+                       7),
 }
 
 
@@ -401,13 +408,14 @@ class Kind(NamedTuple):
     sign_bytes: object = None
 
 
-KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, 66, np.int8),
-         "IQ2_XS": Kind(_iq2_xs, _d_eighth, 74, np.uint8, scale_per16=True),
-         "IQ2_S": Kind(_iq2_s, _d_eighth, 82, np.int16, scale_per16=True, indices=_iq2_s_indices,
-                       sign_bytes=(34, 4)),
-         "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, 98, np.uint16), "IQ3_S": Kind(_iq3_s, _d_whole, 110, np.int32),
-         "IQ1_S": Kind(_iq1_s, _d_eighth, 50, np.uint32, word_offset=IQ1_OFFSET, indices=_iq1_s_indices),
-         "IQ1_M": Kind(_iq1_m, _d_iq1_m, 56, np.int64, word_offset=IQ1_OFFSET, scale_per16=True,
+KINDS = {"IQ2_XXS": Kind(_iq2_xxs, _d_eighth, IQ2XXS.size, np.int8),
+         "IQ2_XS": Kind(_iq2_xs, _d_eighth, IQ2XS.size, np.uint8, scale_per16=True),
+         "IQ2_S": Kind(_iq2_s, _d_eighth, IQ2S.size, np.int16, scale_per16=True, indices=_iq2_s_indices,
+                       sign_bytes=(IQ2S.signs, 4)),
+         "IQ3_XXS": Kind(_iq3_xxs, _d_quarter, IQ3XXS.size, np.uint16),
+         "IQ3_S": Kind(_iq3_s, _d_whole, IQ3S.size, np.int32),
+         "IQ1_S": Kind(_iq1_s, _d_eighth, IQ1S.size, np.uint32, word_offset=IQ1_OFFSET, indices=_iq1_s_indices),
+         "IQ1_M": Kind(_iq1_m, _d_iq1_m, IQ1M.size, np.int64, word_offset=IQ1_OFFSET, scale_per16=True,
                        indices=_iq1_m_indices)}
 KINDS = {name: kind._replace(scales=SCALES[name]) for name, kind in KINDS.items()}
 # The file's layouts the integer matvec reads another way: IQ2_XXS with 8-bit signs (4 bytes more a super-block, 6%:
@@ -433,7 +441,8 @@ _IQ1_TILE = TileSpec(66, 2, 8, True, 4095, word_offset=IQ1_OFFSET)
 _IR_TILES = {EXPANDED_IQ1_S: (_IQ1_TILE, IQ1_WORDS), EXPANDED_IQ1_M: (_IQ1_TILE, IQ1_WORDS),
              EXPANDED_XS: (TileSpec(106, 2, 8, True, 511, sign_at=66, sign_step=4), MAG_IQ2_XS),
              EXPANDED_SIGNS: (TileSpec(70, 2, 8, False, 255, sign_at=6, sign_step=8), MAG_IQ2_XXS),
-             KINDS["IQ2_S"]: (TileSpec(82, 2, 4, False, 255, sign_at=34, sign_step=4, high_at=66), MAG_IQ2_S)}
+             KINDS["IQ2_S"]: (TileSpec(IQ2S.size, IQ2S.qs, 4, False, 255, sign_at=IQ2S.signs, sign_step=4,
+                                       high_at=IQ2S.qh), MAG_IQ2_S)}
 TILE_SPECS.update({str(numba.from_dtype(np.dtype(kind.tag))): spec for kind, (spec, _) in _IR_TILES.items()})
 _TILE_TABLES = {str(numba.from_dtype(np.dtype(kind.tag))): table for kind, (_, table) in _IR_TILES.items()}
 
@@ -820,14 +829,14 @@ def _repack(name):
 def _expand_signs(raw, out):
     """IQ2_XXS rows into EXPANDED_SIGNS' layout (out zeroed): each 7-bit sign index as its 8 sign bits (KSIGNS),
     the scale nibbles gathered at 66."""
-    nsb = raw.shape[1] // 66
+    nsb = raw.shape[1] // IQ2XXS.size
     for r in prange(raw.shape[0]):
         src, dst = raw[r], out[r]
         for b in range(nsb):
-            s, o = 66 * b, 70 * b
-            dst[o], dst[o + 1] = src[s], src[s + 1]
+            s, o = IQ2XXS.size * b, 70 * b      # EXPANDED_SIGNS.block_bytes
+            dst[o], dst[o + 1] = src[s + IQ2XXS.d], src[s + IQ2XXS.d + 1]
             for ib in range(8):
-                p, q = s + 2 + 8 * ib, o + 2 + 8 * ib
+                p, q = s + IQ2XXS.qs + 8 * ib, o + 2 + 8 * ib
                 aux = np.int64(u32(src, p + 4))
                 for k in range(4):
                     dst[q + k] = src[p + k]
@@ -838,19 +847,19 @@ def _expand_signs(raw, out):
 @njit(cache=True, parallel=True)
 def _split_xs(raw, out):
     """IQ2_XS rows into EXPANDED_XS' layout."""
-    nsb = raw.shape[1] // 74
+    nsb = raw.shape[1] // IQ2XS.size
     for r in prange(raw.shape[0]):
         src, dst = raw[r], out[r]
         for b in range(nsb):
-            s, o = 74 * b, 106 * b
-            dst[o], dst[o + 1] = src[s], src[s + 1]
+            s, o = IQ2XS.size * b, 106 * b      # EXPANDED_XS.block_bytes
+            dst[o], dst[o + 1] = src[s + IQ2XS.d], src[s + IQ2XS.d + 1]
             for k in range(32):
-                v = np.int64(u16(src, s + 2 + 2 * k))
+                v = np.int64(u16(src, s + IQ2XS.qs + 2 * k))
                 dst[o + 2 + 2 * k] = v & 255
                 dst[o + 3 + 2 * k] = (v >> 8) & 1
                 dst[o + 66 + k] = KSIGNS[v >> 9]
             for k in range(8):
-                dst[o + 98 + k] = src[s + 66 + k]
+                dst[o + 98 + k] = src[s + IQ2XS.scales + k]
 
 
 def _repack_with(kind, expand):
@@ -868,21 +877,21 @@ def _iq1_indices(qs, high3, minus):
 
 
 def _index_iq1_s(raw, out):
-    blocks, dst = raw.reshape(raw.shape[0], -1, 50), out.reshape(raw.shape[0], -1, 66)
-    qh = blocks[:, :, 34:50].copy().view(np.uint16)                         # (rows, nsb, 8)
+    blocks, dst = raw.reshape(raw.shape[0], -1, IQ1S.size), out.reshape(raw.shape[0], -1, 66)
+    qh = blocks[:, :, IQ1S.qh:IQ1S.size].copy().view(np.uint16)             # (rows, nsb, 8)
     per8 = np.repeat(qh, 4, axis=2)                                         # group k: qh[k // 4]
     shift = (3 * (np.arange(32) % 4)).astype(np.uint16)
-    idx = _iq1_indices(blocks[:, :, 2:34], (per8 >> shift) & 7, per8 >> 15)
+    idx = _iq1_indices(blocks[:, :, IQ1S.qs:IQ1S.qh], (per8 >> shift) & 7, per8 >> 15)
     idx[:, :, ::4] |= qh & 0x7000                                           # the scales
-    dst[:, :, 0:2] = blocks[:, :, 0:2]
+    dst[:, :, 0:2] = blocks[:, :, IQ1S.d:IQ1S.d + 2]
     dst[:, :, 2:66] = idx.view(np.uint8).reshape(dst.shape[0], dst.shape[1], 64)
 
 
 def _index_iq1_m(raw, out):
-    blocks, dst = raw.reshape(raw.shape[0], -1, 56), out.reshape(raw.shape[0], -1, 66)
-    nibbles = np.repeat(blocks[:, :, 32:48], 2, axis=2) >> (4 * (np.arange(32) % 2)).astype(np.uint8)
-    idx = _iq1_indices(blocks[:, :, 0:32], nibbles & 7, (nibbles >> 3) & 1)
-    sc = blocks[:, :, 48:56].copy().view(np.uint16)                        # (rows, nsb, 4): 4 scales + a d nibble
+    blocks, dst = raw.reshape(raw.shape[0], -1, IQ1M.size), out.reshape(raw.shape[0], -1, 66)
+    nibbles = np.repeat(blocks[:, :, IQ1M.qh:IQ1M.scales], 2, axis=2) >> (4 * (np.arange(32) % 2)).astype(np.uint8)
+    idx = _iq1_indices(blocks[:, :, IQ1M.qs:IQ1M.qh], nibbles & 7, (nibbles >> 3) & 1)
+    sc = blocks[:, :, IQ1M.scales:IQ1M.size].copy().view(np.uint16)        # (rows, nsb, 4): 4 scales + a d nibble
     per16 = (np.repeat(sc, 4, axis=2) >> (3 * (np.arange(16) % 4)).astype(np.uint16)) & 7     # scale per 16 weights
     idx[:, :, ::2] |= per16 << 12
     d = (sc[:, :, 0] >> 12) | ((sc[:, :, 1] >> 8) & 0xF0) | ((sc[:, :, 2] >> 4) & 0xF00) | (sc[:, :, 3] & 0xF000)

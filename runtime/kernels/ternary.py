@@ -5,6 +5,8 @@ hot loop would cost more than the 0.44 bits a weight it saves)."""
 import numpy as np
 from numba import njit, prange
 
+from kvant.formats.blocks import block
+
 from ._common import F32, crumb_dot, dot, float_matmul, group_sums, prep_crumbs
 from ._gemm import gemm_crumb
 from ._ir import load_u16, ubits, widen
@@ -16,6 +18,7 @@ from .intdot import block_sums, int_note, int_scratch
 from .kquants import crumbs256
 from .registry import Layout, register
 
+TQ1, TQ2 = block("TQ1_0"), block("TQ2_0")     # TQ2_0's qs at 0: crumbs256 reads them at the block's start
 _POW3 = np.array([1, 3, 9, 27, 81], np.int64)
 
 
@@ -28,12 +31,12 @@ def _trit(byte, n):
 @njit(cache=True, inline="always")
 def _tq1_code(src, o, e):
     if e < 160:
-        return _trit(np.int64(src[o + (e & 31)]), e >> 5)
+        return _trit(np.int64(src[o + TQ1.qs + (e & 31)]), e >> 5)
     if e < 240:
         f = e - 160
-        return _trit(np.int64(src[o + 32 + (f & 15)]), f >> 4)
+        return _trit(np.int64(src[o + TQ1.qs + 32 + (f & 15)]), f >> 4)
     f = e - 240
-    return _trit(np.int64(src[o + 48 + (f & 3)]), f >> 2)
+    return _trit(np.int64(src[o + TQ1.qh + (f & 3)]), f >> 2)
 
 
 @njit(cache=True, inline="always")
@@ -47,25 +50,26 @@ def _tq1_crumbs(dst, src, o):
 
 
 @njit(inline="always")
-def _repack_blocks(raw, c, d, bsize, crumbs):
-    """Blocks of bsize bytes, fp16 d last: d's bits, the 256 codes into CRUMB bytes by crumbs(dst, src, o). Inlined
-    into each type's kernel (a constant block size there: as a variable the TQ2_0 repack ran 1.3x slower)."""
+def _repack_blocks(raw, c, d, blk_bytes, crumbs):
+    """Blocks with fields as blk_bytes names them (formats/blocks): d's bits, the 256 codes into CRUMB bytes by
+    crumbs(dst, src, o). Inlined into each type's kernel (a constant block size there: as a variable the TQ2_0
+    repack ran 1.3x slower)."""
     for r in prange(raw.shape[0]):
         src = raw[r]
         for blk in range(d.shape[1]):
-            o = blk * bsize
-            d[r, blk] = load_u16(src, o + bsize - 2)
+            o = blk * blk_bytes.size
+            d[r, blk] = load_u16(src, o + blk_bytes.d)
             crumbs(c[r, 64 * blk:64 * (blk + 1)], src, o)
 
 
 @njit(cache=True, parallel=True)
 def _repack_tq2_0(raw, c, d):
-    _repack_blocks(raw, c, d, 66, crumbs256)
+    _repack_blocks(raw, c, d, TQ2, crumbs256)
 
 
 @njit(cache=True, parallel=True)
 def _repack_tq1_0(raw, c, d):
-    _repack_blocks(raw, c, d, 54, _tq1_crumbs)
+    _repack_blocks(raw, c, d, TQ1, _tq1_crumbs)
 
 
 def _rp_tq(repack_blocks):
