@@ -2,9 +2,10 @@
 of ggml-common.h (block_q4_0 ... block_iq4_xs, block_tq1_0, block_mxfp4, block_q8_K) and kvant's HIGGS blocks.
 
 Each field's offset is the sum of the sizes before it, so no offset is typed twice: a codec reads the fp16 scale of
-a Q2_K block at `s + Q2_K.d` (80), not at `s + 80`. block(name) is a named tuple of offsets plus `size`, the whole
-block, and numba folds it as a constant where a kernel reads it as a global. At import every layout's size is
-checked against the type's block size in the registry (the gguf package's GGML_QUANT_SIZES).
+a Q2_K block at `s + Q2K.d` (80, with Q2K = block("Q2_K")), not at `s + 80`. block(name) is a named tuple of
+offsets plus `size`, the whole block, and numba folds it as a constant where a kernel reads it as a global. At
+import every layout's size is checked against the type's block size in the registry (the gguf package's
+GGML_QUANT_SIZES).
 """
 from __future__ import annotations
 

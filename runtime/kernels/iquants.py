@@ -427,6 +427,7 @@ EXPANDED_SIGNS = Kind(_iq2_xxs_signs, _d_eighth, 70, np.uint64, sign_bytes=(6, 8
 # into the index as a u16 (no sb_indices: see EXPANDED_IQ1_* below) and a sign byte
 EXPANDED_XS = Kind(_iq2_xs_split, _d_eighth, 106, np.float32, scale_per16=True, sign_bytes=(66, 4),
                    scales=BitFields(98, 8, 8, _PER_32, _NIBBLE_PAIRS, 15))
+_SIGNS_BYTES, _XS_BYTES = EXPANDED_SIGNS.block_bytes, EXPANDED_XS.block_bytes   # ints the repacks' numba can fold
 # IQ1_S and IQ1_M with each 8 weights' 12-bit IQ1_WORDS index (sb_indices') as a u16 (66 bytes, the files 50 and
 # 56: these types' decode is bound by instructions, not bytes, and building the indices took a sixth of them;
 # decode 1.4x faster)
@@ -833,7 +834,7 @@ def _expand_signs(raw, out):
     for r in prange(raw.shape[0]):
         src, dst = raw[r], out[r]
         for b in range(nsb):
-            s, o = IQ2XXS.size * b, 70 * b      # EXPANDED_SIGNS.block_bytes
+            s, o = IQ2XXS.size * b, _SIGNS_BYTES * b
             dst[o], dst[o + 1] = src[s + IQ2XXS.d], src[s + IQ2XXS.d + 1]
             for ib in range(8):
                 p, q = s + IQ2XXS.qs + 8 * ib, o + 2 + 8 * ib
@@ -851,7 +852,7 @@ def _split_xs(raw, out):
     for r in prange(raw.shape[0]):
         src, dst = raw[r], out[r]
         for b in range(nsb):
-            s, o = IQ2XS.size * b, 106 * b      # EXPANDED_XS.block_bytes
+            s, o = IQ2XS.size * b, _XS_BYTES * b
             dst[o], dst[o + 1] = src[s + IQ2XS.d], src[s + IQ2XS.d + 1]
             for k in range(32):
                 v = np.int64(u16(src, s + IQ2XS.qs + 2 * k))
