@@ -8,21 +8,74 @@ values each code's first and second coordinate meet; vpdpbusd multiplies unsigne
   sum q x = 256 (sum (h + 128) x - 128 sum x) + sum l x,
 exact in int32, the 128 sum x per lane computed once a call (`corr`). One step is 64 codes, two blocks: lanes 0..7
 of the int32 sums are the first block's, 8..15 the second's, each scaled by its d times its x scale.
+
+The codes stay packed as the file has them (formats/higgs_types.py: HG4 a byte a code, HG3 a nibble and a crumb, HG2
+a nibble), only the fp16 d taken out: a step holds each of a block's code regions (REGIONS) for its first block, then
+for its second, and the nibbles and crumbs are split into byte indices in registers (_step_codes) before vpermb.
 """
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from kvant.formats.higgs_types import GRID_STEP
 
+from ._common import f16_at
 from ._isa import _declare
 from ._vnni import _as_i64, _c64, _data, _vec_load, ir_loop
 
 _F32, _I8, _I32 = ir.FloatType(), ir.IntType(8), ir.IntType(32)
-_V64I8, _V32I8, _V16I32, _V16F = (ir.VectorType(_I8, 64), ir.VectorType(_I8, 32), ir.VectorType(_I32, 16),
-                                  ir.VectorType(_F32, 16))
+_V64I8, _V16I32, _V16F = ir.VectorType(_I8, 64), ir.VectorType(_I32, 16), ir.VectorType(_F32, 16)
 CODES = 64                 # codes (value pairs) a step: two 64-value blocks
 TABLES = 4                 # l and h + 128 of the first coordinate, then of the second
+# a block's code bytes by grid size, as the file has them: 32 codes a byte each (256 points); 16 bytes of nibbles
+# (byte j: code j low, code j + 16 high), then for 64 points 8 bytes of crumbs (byte j, bits 2k: code j + 8k's top)
+REGIONS = {256: (32,), 64: (16, 8), 16: (16,)}
+POINTS = tuple(REGIONS)
+
+
+def step_bytes(points: int) -> int:
+    return 2 * sum(REGIONS[points])
+
+
+def region_offsets(points: int) -> np.ndarray:
+    """(region, block of the step) -> the region's byte offset in a step: each region for both blocks in turn."""
+    sizes = np.array(REGIONS[points])
+    return (2 * (np.cumsum(sizes) - sizes))[:, None] + np.outer(sizes, [0, 1])
+
+
+def row_bytes(points: int, blocks: int) -> int:
+    """Bytes of a row's packed codes: whole steps, and an odd last block's regions where a full step puts them."""
+    tail = int(region_offsets(points)[-1, 0]) + REGIONS[points][-1] if blocks % 2 else 0
+    return (blocks // 2) * step_bytes(points) + tail
+
+
+@njit(cache=True, parallel=True)
+def pack_rows(raw, c, d, type_size, sizes, offsets, step):
+    """Each row's blocks (fp16 d, then the code regions of `sizes`) into d (as f32) and c (the steps' layout)."""
+    for r in prange(raw.shape[0]):
+        src = raw[r]
+        for b in range(d.shape[1]):
+            s = b * type_size
+            d[r, b] = f16_at(src, s)
+            p = s + 2
+            for k in range(len(sizes)):
+                q = (b // 2) * step + offsets[k, b % 2]
+                c[r, q:q + sizes[k]] = src[p:p + sizes[k]]
+                p += sizes[k]
+
+
+@njit(cache=True, inline="always")
+def code_of(c, t, points, offsets):
+    """Code t of a packed row c (the scalar decode of an odd last block)."""
+    b, u = t // 32, t % 32
+    base = (b // 2) * (2 * offsets[-1, 1] - offsets[-1, 0])      # the step: the last region's second part's end
+    if points == 256:
+        return np.int64(c[base + offsets[0, b % 2] + u])
+    code = (np.int64(c[base + offsets[0, b % 2] + (u & 15)]) >> (4 * (u >> 4))) & 15
+    if points == 64:
+        code |= ((np.int64(c[base + offsets[1, b % 2] + (u & 7)]) >> (2 * (u >> 3))) & 3) << 4
+    return code
 
 
 def table_registers(points: int) -> int:
@@ -45,18 +98,60 @@ def _load_tables(builder, t_p, regs):
             for k in range(TABLES)]
 
 
+def _bytes(n, v):
+    return ir.Constant(ir.VectorType(_I8, n), [v] * n)
+
+
+def _concat(b, parts):
+    """Equal vectors joined end to end (a power of two of them)."""
+    while len(parts) > 1:
+        n = parts[0].type.count
+        parts = [b.shuffle_vector(parts[k], parts[k + 1], ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
+                 for k in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _pick(b, v, order):
+    """v's bytes in `order`; an index of -1 gives 0."""
+    zero = ir.Constant(v.type, None)
+    n = v.type.count
+    return b.shuffle_vector(v, zero, ir.Constant(ir.VectorType(_I32, len(order)), [n if k < 0 else k for k in order]))
+
+
+def _step_codes(b, c_p, base, points, blocks):
+    """The 64 codes of the step at byte `base` as byte indices, code order; blocks = 1: an odd last block's 32, then
+    zeros."""
+    offs = region_offsets(points)
+    n = 32 * blocks                                          # codes to read
+    pad = [-1] * (CODES - n)
+    if points == 256:
+        return _pick(b, _vec_load(b, c_p, base, ir.VectorType(_I8, n)), list(range(n)) + pad)
+    # per code u of block q: its nibble is byte q 16 + u % 16 of the low (u < 16) or high (u >= 16) nibbles
+    nib = _vec_load(b, c_p, b.add(base, _c64(int(offs[0, 0]))), ir.VectorType(_I8, 16 * blocks))
+    halves = _concat(b, [b.and_(nib, _bytes(16 * blocks, 15)), b.lshr(nib, _bytes(16 * blocks, 4))])
+    codes = _pick(b, halves, [(u // 16) * 16 * blocks + q * 16 + u % 16 for q in range(blocks) for u in range(32)]
+                  + pad)
+    if points == 16:
+        return codes
+    # and its top bits are bits 2k, 2k + 1 of crumb byte q 8 + u % 8, k = u // 8
+    crumbs = _vec_load(b, c_p, b.add(base, _c64(int(offs[1, 0]))), ir.VectorType(_I8, 8 * blocks))
+    tops = _concat(b, [b.and_(b.lshr(crumbs, _bytes(8 * blocks, 2 * k)), _bytes(8 * blocks, 3)) for k in range(4)])
+    tops = _pick(b, tops, [(u // 8) * 8 * blocks + q * 8 + u % 8 for q in range(blocks) for u in range(32)] + pad)
+    return b.or_(codes, b.shl(tops, _bytes(CODES, 4)))
+
+
 def _lookup_all(b, tables, idx):
     """The four tables looked up at the 64 codes idx: l and h + 128 of the first coordinate, then of the second."""
     top = b.icmp_signed("<", idx, ir.Constant(_V64I8, None))
     return [_lookup(b, t, idx, top) for t in tables]
 
 
-def _row_codegen(regs, context, builder, signature, args):
+def _row_codegen(points, context, builder, signature, args):
     c_p, d_p, t_p, xs_p, xl_p, corr_p = (
         _data(context, builder, signature.args[k], args[k], elem)
         for k, elem in enumerate((_I8, _F32, _I8, _I8, _F32, _I32)))
     nb = _as_i64(builder, args[6])
-    tables = _load_tables(builder, t_p, regs)
+    tables = _load_tables(builder, t_p, table_registers(points))
     dot = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
     zero = ir.Constant(_V16I32, None)
 
@@ -75,7 +170,7 @@ def _row_codegen(regs, context, builder, signature, args):
     halves_mask = ir.Constant(ir.VectorType(_I32, 16), [0] * 8 + [1] * 8)
 
     def full(b, s, state):
-        idx = _vec_load(b, c_p, b.mul(s, _c64(CODES)), _V64I8)
+        idx = _step_codes(b, c_p, b.mul(s, _c64(step_bytes(points))), points, 2)
         dpair = b.load(b.bitcast(b.gep(d_p, [b.mul(s, _c64(2))]), pair.as_pointer()), align=4)
         return [step(b, s, idx, b.shuffle_vector(dpair, dpair, halves_mask), state[0])]
 
@@ -84,9 +179,7 @@ def _row_codegen(regs, context, builder, signature, args):
     before = builder.block
     with builder.if_then(builder.icmp_signed("!=", builder.and_(nb, _c64(1)), _c64(0))):
         # an odd last block: its 32 codes, zeros after (their x, corr and x scale lanes are zero)
-        half = _vec_load(builder, c_p, builder.mul(nfull, _c64(CODES)), _V32I8)
-        idx = builder.shuffle_vector(half, ir.Constant(_V32I8, None), ir.Constant(ir.VectorType(_I32, 64),
-                                                                                   list(range(64))))
+        idx = _step_codes(builder, c_p, builder.mul(nfull, _c64(step_bytes(points))), points, 1)
         dlast = builder.load(builder.gep(d_p, [builder.mul(nfull, _c64(2))]))
         dvec = builder.shuffle_vector(builder.insert_element(ir.Constant(ir.VectorType(_F32, 2), None), dlast,
                                                              ir.Constant(_I32, 0)),
@@ -100,34 +193,35 @@ def _row_codegen(regs, context, builder, signature, args):
     return builder.call(fsum, [ir.Constant(_F32, 0.0), total], fastmath=("reassoc",))
 
 
-def _row_dot(regs):
+def _row_dot(points):
     def typer(typingctx, c, d, tables, xs, xl, corr, nb):
         ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and tables.dtype == types.uint8
               and xs.dtype == types.int8 and d.dtype == types.float32 and xl.dtype == types.float32
               and corr.dtype == types.int32 and isinstance(nb, types.Integer))
         return (types.float32(c, d, tables, xs, xl, corr, nb),
-                lambda *a: _row_codegen(regs, *a)) if ok else None
-    typer.__name__ = f"lookup_row_dot_{regs}"
+                lambda *a: _row_codegen(points, *a)) if ok else None
+    typer.__name__ = f"lookup_row_dot_{points}"
     return intrinsic(typer)
 
 
-# sum over nb blocks of d[b] * (the block's codes c looked up in `tables`) . (the int8 x in xs of the blocks'
-# steps, scaled per lane by xl, minus corr): tables of 256 entries (four zmm each) or of <= 64 (one)
-ROW_DOT = {regs: _row_dot(regs) for regs in (1, 4)}
+# by grid size: sum over nb blocks of d[b] * (the block's codes in c looked up in `tables`) . (the int8 x in xs of
+# the blocks' steps, scaled per lane by xl, minus corr)
+ROW_DOT = {points: _row_dot(points) for points in POINTS}
 
 
-def _decode_codegen(regs, step_size, context, builder, signature, args):
+def _decode_codegen(points, step_size, context, builder, signature, args):
     dst_p, c_p, d_p, t_p = (_data(context, builder, signature.args[k], args[k], elem)
                             for k, elem in enumerate((_F32, _I8, _F32, _I8)))
     nsteps = _as_i64(builder, args[4])
-    tables = _load_tables(builder, t_p, regs)
+    tables = _load_tables(builder, t_p, table_registers(points))
     v64i16, v64f, v128f = ir.VectorType(ir.IntType(16), 64), ir.VectorType(_F32, 64), ir.VectorType(_F32, 128)
     interleave = ir.Constant(ir.VectorType(_I32, 128), [k // 2 + 64 * (k % 2) for k in range(128)])
     flip = ir.Constant(v64i16, [-32768] * 64)       # (h + 128) * 256 + l = q + 32768: its top bit flipped
     block_of = ir.Constant(ir.VectorType(_I32, 128), [k // 64 for k in range(128)])
 
     def step(b, s, _):
-        lo0, hi0, lo1, hi1 = _lookup_all(b, tables, _vec_load(b, c_p, b.mul(s, _c64(CODES)), _V64I8))
+        idx = _step_codes(b, c_p, b.mul(s, _c64(step_bytes(points))), points, 2)
+        lo0, hi0, lo1, hi1 = _lookup_all(b, tables, idx)
         coords = [b.sitofp(b.xor(b.bitcast(b.shuffle_vector(lo, hi, interleave), v64i16), flip), v64f)
                   for lo, hi in ((lo0, hi0), (lo1, hi1))]
         values = b.shuffle_vector(coords[0], coords[1], interleave)        # value 2t, 2t + 1: code t's two
@@ -141,15 +235,16 @@ def _decode_codegen(regs, step_size, context, builder, signature, args):
     return context.get_dummy_value()
 
 
-def _row_decode(regs, step_size):
+def _row_decode(points, step_size):
     def typer(typingctx, dst, c, d, tables, nsteps):
         ok = (isinstance(dst, types.Array) and dst.dtype == types.float32 and c.dtype == types.uint8
               and d.dtype == types.float32 and tables.dtype == types.uint8 and isinstance(nsteps, types.Integer))
-        return (types.void(dst, c, d, tables, nsteps), lambda *a: _decode_codegen(regs, step_size, *a)) if ok else None
-    typer.__name__ = f"lookup_row_decode_{regs}"
+        codegen = lambda *a: _decode_codegen(points, step_size, *a)      # noqa: E731
+        return (types.void(dst, c, d, tables, nsteps), codegen) if ok else None
+    typer.__name__ = f"lookup_row_decode_{points}"
     return intrinsic(typer)
 
 
 # dst[: 128 nsteps] = the first 2 nsteps blocks of a row in the rotated basis: d of the block times the code's q
 # (both coordinates) times the grid's step, from the same tables as ROW_DOT
-ROW_DECODE = {regs: _row_decode(regs, GRID_STEP) for regs in (1, 4)}
+ROW_DECODE = {points: _row_decode(points, GRID_STEP) for points in POINTS}

@@ -2,15 +2,17 @@
 pair in a Hadamard-rotated basis, and (H w) . (H x) = w . x, so a matvec rotates x once (x's 64-blocks by the same
 orthonormal transform) and multiplies the codes' grid points by it: no inverse transform per weight.
 
-Repacked: one code byte per pair (CODES: 32 bytes a block; the file's HG4 bytes as they are, HG3 / HG2 unpacked:
-1.06x, 1.38x, 2.0x the file) and an f32 d per block.
+Repacked with an f32 d per block. The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x,
+1.38x, 2.0x the file for HG4, HG3, HG2); the VBMI lookup takes the file's code bytes as they are and splits nibbles
+and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file).
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
-- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point is two int16 (the grids are multiples of 2^-11) in
-  one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per block
-  (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies the pairs. No 16-entry
-  byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights per 8 cycles on Zen 3.
+- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point is two int16 (the grids are
+  multiples of 2^-11) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
+  rounded to int16 per block (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies
+  the pairs. No 16-entry byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights
+  per 8 cycles on Zen 3.
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the rows decoded to floats in the rotated basis, the tokens rotated once (the float GEMM); with VBMI the rows
 are decoded by the same table lookups, 64 codes a step (an HG4 GEMM then runs at F16's speed).
@@ -26,7 +28,8 @@ from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
 from ._isa import FAST, _declare, maddwd
-from ._lookup512 import CODES, ROW_DECODE, ROW_DOT, table_registers
+from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, code_of, pack_rows, region_offsets, row_bytes,
+                         step_bytes, table_registers)
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
 
@@ -100,13 +103,7 @@ def _mv_float(out, x, c, d, g0, g1, xr):
 @njit(cache=True, fastmath=FAST)
 def _dec_float(dst, r, c, d, g0, g1):
     """Row r in the rotated basis."""
-    _dec_float_from(dst, r, c, d, g0, g1, 0)
-
-
-@njit(cache=True, fastmath=FAST, inline="always")
-def _dec_float_from(dst, r, c, d, g0, g1, t0):
-    """Row r in the rotated basis from code t0 on."""
-    for t in range(t0, c.shape[1]):
+    for t in range(c.shape[1]):
         s = d[r, t // PAIRS]
         k = c[r, t]
         dst[2 * t] = s * g0[k]
@@ -208,11 +205,16 @@ def _byte_tables(name: str):
 
 
 def _lookup_repacker(name: str):
-    float_repack, tables = _repacker(name, False), _byte_tables(name)
+    _, points, type_size = HIGGS_TYPES[name]
+    tables, (g0, g1, _) = _byte_tables(name), _tables(name)
+    sizes, offsets = np.array(REGIONS[points]), region_offsets(points)
+    assert sizes.sum() == type_size - 2
 
     def repack(raw, cols):
-        c, d, g0, g1 = float_repack(raw, cols)
-        return c, d, tables, g0, g1
+        rows, blocks = raw.shape[0], cols // BLOCK
+        c, d = np.zeros((rows, row_bytes(points, blocks)), np.uint8), np.empty((rows, blocks), np.float32)
+        pack_rows(raw, c, d, type_size, sizes, offsets, step_bytes(points))
+        return c, d, tables, g0, g1, offsets
     return repack
 
 
@@ -244,46 +246,48 @@ def x_int8_steps(xs, xl, corr, xr):
             corr[lane0 + lane] = 32768 * total
 
 
-_ROW_DOT_64, _ROW_DOT_256 = ROW_DOT[1], ROW_DOT[4]
-
-
-@njit(cache=True, inline="always")
-def _wide(tables):
-    """The tables are HG4's 256-entry ones (four zmm each), not <= 64-entry ones (one)."""
-    return tables.shape[0] > 4 * 64
+_DOT_256, _DOT_64, _DOT_16 = (ROW_DOT[p] for p in (256, 64, 16))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_lookup(out, x, c, d, tables, g0, g1, xr, xs, xl, corr):
+def _mv_lookup(out, x, c, d, tables, g0, g1, offsets, xr, xs, xl, corr):
     rotate(xr, x)
     x_int8_steps(xs, xl, corr, xr)
-    wide = _wide(tables)
+    points = g0.shape[0]
     for r in prange(out.shape[0]):
-        if wide:
-            s = _ROW_DOT_256(c[r], d[r], tables, xs, xl, corr, d.shape[1])
+        if points == 256:
+            s = _DOT_256(c[r], d[r], tables, xs, xl, corr, d.shape[1])
+        elif points == 64:
+            s = _DOT_64(c[r], d[r], tables, xs, xl, corr, d.shape[1])
         else:
-            s = _ROW_DOT_64(c[r], d[r], tables, xs, xl, corr, d.shape[1])
+            s = _DOT_16(c[r], d[r], tables, xs, xl, corr, d.shape[1])
         out[r] = F32(GRID_STEP) * s
 
 
-_ROW_DECODE_64, _ROW_DECODE_256 = ROW_DECODE[1], ROW_DECODE[4]
+_DECODE_256, _DECODE_64, _DECODE_16 = (ROW_DECODE[p] for p in (256, 64, 16))
 
 
 @njit(cache=True, fastmath=FAST)
-def _dec_lookup(dst, r, c, d, tables, g0, g1):
+def _dec_lookup(dst, r, c, d, tables, g0, g1, offsets):
     """Row r in the rotated basis: two blocks a step from the byte tables, an odd last block from the float grid."""
-    nb = d.shape[1]
-    if _wide(tables):
-        _ROW_DECODE_256(dst, c[r], d[r], tables, nb // 2)
+    nb, points = d.shape[1], g0.shape[0]
+    if points == 256:
+        _DECODE_256(dst, c[r], d[r], tables, nb // 2)
+    elif points == 64:
+        _DECODE_64(dst, c[r], d[r], tables, nb // 2)
     else:
-        _ROW_DECODE_64(dst, c[r], d[r], tables, nb // 2)
+        _DECODE_16(dst, c[r], d[r], tables, nb // 2)
     if nb % 2:
-        _dec_float_from(dst, r, c, d, g0, g1, (nb - 1) * PAIRS)
+        s = d[r, nb - 1]
+        for t in range((nb - 1) * PAIRS, nb * PAIRS):
+            k = code_of(c[r], t, points, offsets)
+            dst[2 * t] = s * g0[k]
+            dst[2 * t + 1] = s * g1[k]
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mm_lookup_rotated(out, xr, c, d, tables, g0, g1):
-    float_matmul(out, xr, _dec_lookup, (c, d, tables, g0, g1))
+def _mm_lookup_rotated(out, xr, c, d, tables, g0, g1, offsets):
+    float_matmul(out, xr, _dec_lookup, (c, d, tables, g0, g1, offsets))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
@@ -310,16 +314,18 @@ def _rotated_first(matmul_rotated):
     return matmul
 
 
-_NOTE = "CODES (a byte a pair) + f32 d per 64, x rotated once a call"
+_NOTE = "codes + f32 d per 64, x rotated once a call"
 # the layouts of both kinds: the float one runs where the CPU has no gather (and in tests everywhere)
 FLOAT_LAYOUTS = {name: Layout(BLOCK, _repacker(name, False), _float_scratch, _mv_float,
-                              _rotated_first(_mm_float_rotated), _NOTE) for name in HIGGS_TYPES}
+                              _rotated_first(_mm_float_rotated), _NOTE + " (a byte a pair)") for name in HIGGS_TYPES}
 GATHER_LAYOUTS = {name: Layout(BLOCK, _repacker(name, True), _gather_scratch, _mv_gather,
                                _rotated_first(_mm_gather_rotated),
-                               _NOTE + ", int16 grid points gathered x int16 rotated x") for name in HIGGS_TYPES}
+                               _NOTE + " (a byte a pair), int16 grid points gathered x int16 rotated x")
+                  for name in HIGGS_TYPES}
 LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _mv_lookup,
                                _rotated_first(_mm_lookup_rotated),
-                               _NOTE + ", grid bytes looked up by vpermi2b x int8 rotated x") for name in HIGGS_TYPES}
+                               _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x")
+                  for name in HIGGS_TYPES}
 IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else GATHER_LAYOUTS if GATHER else FLOAT_LAYOUTS
 for _name in HIGGS_TYPES:
     register(_name, FLOAT_LAYOUTS[_name], None if IN_FORCE is FLOAT_LAYOUTS else IN_FORCE[_name])
