@@ -102,42 +102,42 @@ def _bytes(n, v):
     return ir.Constant(ir.VectorType(_I8, n), [v] * n)
 
 
-def _concat(b, parts):
-    """Equal vectors joined end to end (a power of two of them)."""
-    while len(parts) > 1:
-        n = parts[0].type.count
-        parts = [b.shuffle_vector(parts[k], parts[k + 1], ir.Constant(ir.VectorType(_I32, 2 * n), list(range(2 * n))))
-                 for k in range(0, len(parts), 2)]
-    return parts[0]
-
-
 def _pick(b, v, order):
     """v's bytes in `order`; an index of -1 gives 0."""
-    zero = ir.Constant(v.type, None)
     n = v.type.count
-    return b.shuffle_vector(v, zero, ir.Constant(ir.VectorType(_I32, len(order)), [n if k < 0 else k for k in order]))
+    return b.shuffle_vector(v, ir.Constant(v.type, None),
+                            ir.Constant(ir.VectorType(_I32, len(order)), [n if k < 0 else k for k in order]))
+
+
+def _fields(b, v, copies, width, shifts, mask):
+    """Each `width`-byte group of v repeated `copies` times, the k-th copy shifted right by shifts[k] bits (in
+    lanes of 16 or 64 bits: a bit that crosses a byte is masked away) and masked: a lane shuffle, a variable shift
+    (vpsrlvw / vpsrlvq) and an and, where a generic shuffle of bytes would need a cross-lane byte permute."""
+    groups = v.type.count // width
+    w = _pick(b, v, [g * width + i for g in range(groups) for _ in range(copies) for i in range(width)])
+    lane = ir.IntType(16 if width == 16 else 64)
+    per_group = width * 8 // lane.width
+    lanes = ir.VectorType(lane, w.type.count * 8 // lane.width)
+    counts = ir.Constant(lanes, [shifts[k] for _ in range(groups) for k in range(copies) for _ in range(per_group)])
+    return b.and_(b.bitcast(b.lshr(b.bitcast(w, lanes), counts), w.type), _bytes(w.type.count, mask))
 
 
 def _step_codes(b, c_p, base, points, blocks):
     """The 64 codes of the step at byte `base` as byte indices, code order; blocks = 1: an odd last block's 32, then
     zeros."""
     offs = region_offsets(points)
-    n = 32 * blocks                                          # codes to read
-    pad = [-1] * (CODES - n)
+    pad = [-1] * (CODES - 32 * blocks)
     if points == 256:
-        return _pick(b, _vec_load(b, c_p, base, ir.VectorType(_I8, n)), list(range(n)) + pad)
-    # per code u of block q: its nibble is byte q 16 + u % 16 of the low (u < 16) or high (u >= 16) nibbles
+        return _pick(b, _vec_load(b, c_p, base, ir.VectorType(_I8, 32 * blocks)), list(range(32 * blocks)) + pad)
+    # codes u < 16 of a block are its 16 nibble bytes' low nibbles, u >= 16 their high ones
     nib = _vec_load(b, c_p, b.add(base, _c64(int(offs[0, 0]))), ir.VectorType(_I8, 16 * blocks))
-    halves = _concat(b, [b.and_(nib, _bytes(16 * blocks, 15)), b.lshr(nib, _bytes(16 * blocks, 4))])
-    codes = _pick(b, halves, [(u // 16) * 16 * blocks + q * 16 + u % 16 for q in range(blocks) for u in range(32)]
-                  + pad)
-    if points == 16:
-        return codes
-    # and its top bits are bits 2k, 2k + 1 of crumb byte q 8 + u % 8, k = u // 8
-    crumbs = _vec_load(b, c_p, b.add(base, _c64(int(offs[1, 0]))), ir.VectorType(_I8, 8 * blocks))
-    tops = _concat(b, [b.and_(b.lshr(crumbs, _bytes(8 * blocks, 2 * k)), _bytes(8 * blocks, 3)) for k in range(4)])
-    tops = _pick(b, tops, [(u // 8) * 8 * blocks + q * 8 + u % 8 for q in range(blocks) for u in range(32)] + pad)
-    return b.or_(codes, b.shl(tops, _bytes(CODES, 4)))
+    codes = _fields(b, nib, 2, 16, (0, 4), 15)
+    if points == 64:
+        # and the top 2 bits of code u are bits 2k, 2k + 1 of its crumb byte u % 8, k = u // 8
+        crumbs = _vec_load(b, c_p, b.add(base, _c64(int(offs[1, 0]))), ir.VectorType(_I8, 8 * blocks))
+        tops = _fields(b, crumbs, 4, 8, (0, 2, 4, 6), 3)
+        codes = b.or_(codes, b.shl(tops, _bytes(32 * blocks, 4)))
+    return _pick(b, codes, list(range(32 * blocks)) + pad)
 
 
 def _lookup_all(b, tables, idx):
