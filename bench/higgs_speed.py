@@ -2,7 +2,7 @@
 does not run HIGGS files, so kvant's Q4_K_M is the reference the issue names). `qrun bench` on each file, --reps
 rounds; the machine's read bandwidth measured in each round beside them.
 
-    python bench/higgs_speed.py [--threads 2] [--reps 3] [--types HG4,HG3,HG2] [--no-write]
+    python bench/higgs_speed.py [--threads 2] [--reps 3] [--types HG4,HG3,HG2] [--no-write] [--section NAME]
 
 Default model: the random TinyLlama-shaped 1.1B llama (bench/make_tinyllama.py quantizes it to each type), the
 shape the issue's speed criterion names; --smollm2 adds SmolLM2-135M-Instruct (its F32 conversion in bench/.work).
@@ -47,6 +47,7 @@ def main():
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("--smollm2", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--section", default="HIGGS SPEED", help="the RESULTS.md section (per path) the table goes to")
     args = ap.parse_args()
     args.types = [t for t in args.types.split(",") if t]
     todo = files(args)
@@ -76,13 +77,14 @@ def main():
                     f"{r[pp] / ref[pp]:.2f}x |")
     gbs = [b["gb_s"] for b in bw if "gb_s" in b]
     command = (f"python bench/higgs_speed.py --threads {args.threads} --reps {args.reps} --types "
-               f"{','.join(args.types)}" + (" --smollm2" if args.smollm2 else ""))
+               f"{','.join(args.types)}" + (" --smollm2" if args.smollm2 else "")
+               + ("" if args.section == "HIGGS SPEED" else f" --section '{args.section}'"))
     body = "\n".join([f"Command: `{command}`", "", path_line() + f"; {args.threads} threads, best of {args.reps} "
                       "interleaved rounds", "", *rows, "",
                       f"Read bandwidth in the same rounds (bench/bandwidth.py): "
                       f"{', '.join(f'{g:.1f}' for g in gbs)} GB/s."])
     print(body)
-    publish(path_section("HIGGS SPEED"), body, write=not args.no_write)
+    publish(path_section(args.section), body, write=not args.no_write)
 
 
 if __name__ == "__main__":

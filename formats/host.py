@@ -105,15 +105,17 @@ def choose_path(forced=None, features=None) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name as the OS reports it (for bench tables), else LLVM's name for it."""
+    """The CPU's model name as the OS reports it, with LLVM's name for its microarchitecture (for bench tables: a
+    virtual machine's "AMD EPYC" is a Zen 3, 4 or 5)."""
+    llvm_name = binding.get_host_cpu_name()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith(("model name", "Model")):
-                    return line.split(":", 1)[1].strip()
+                    return f"{line.split(':', 1)[1].strip()} ({llvm_name})"
     except OSError:
         pass
-    return binding.get_host_cpu_name()
+    return llvm_name
 
 
 def _version() -> str:
