@@ -112,33 +112,48 @@ def _dec_float(dst, r, c, d, g0, g1):
 
 # ---------------------------------------------------------------- x86: int16 grid points gathered
 
-def _gather_row_codegen(context, builder, signature, args):
-    v8i8, v8i32 = ir.VectorType(ir.IntType(8), 8), ir.VectorType(ir.IntType(32), 8)
-    v16i16, v8f = ir.VectorType(ir.IntType(16), 16), ir.VectorType(ir.FloatType(), 8)
-    c_p = _data(context, builder, signature.args[0], args[0], ir.IntType(8))
-    d_p = _data(context, builder, signature.args[1], args[1], ir.FloatType())
-    t_p = _data(context, builder, signature.args[2], args[2], ir.IntType(8))
-    xq_p = _data(context, builder, signature.args[3], args[3], ir.IntType(16))
-    xd_p = _data(context, builder, signature.args[4], args[4], ir.FloatType())
-    n = _as_i64(builder, args[5])
-    gather = _declare(builder.module, "llvm.x86.avx2.gather.d.d.256", v8i32,
-                      [v8i32, ir.IntType(8).as_pointer(), v8i32, v8i32, ir.IntType(8)])
-    all_lanes = ir.Constant(v8i32, [-1] * 8)
+_F32 = ir.FloatType()
+_V8I8, _V16I8, _V32I8 = (ir.VectorType(ir.IntType(8), n) for n in (8, 16, 32))
+_V8I32, _V16I16, _V8F = ir.VectorType(ir.IntType(32), 8), ir.VectorType(ir.IntType(16), 16), ir.VectorType(_F32, 8)
 
-    def block(b, i, state):
-        sums = ir.Constant(v8i32, None)
+
+def _int16_row(block_points):
+    """The codegen of a row's dot product with int16 x: block_points(builder, table pointer) prepares the tables once
+    and gives points(b, c_p, i), block i's 32 grid points as four v8i32 (an int16 pair a lane, codes 8k..8k + 7 in
+    vector k), which vpmaddwd multiplies by the block's x; the int32 sums are scaled by d and xd per block."""
+    def codegen(context, builder, signature, args):
+        c_p, d_p, t_p, xq_p, xd_p = (_data(context, builder, signature.args[k], args[k], elem) for k, elem in
+                                     enumerate((ir.IntType(8), _F32, ir.IntType(8), ir.IntType(16), _F32)))
+        points = block_points(builder, t_p)
+
+        def block(b, i, state):
+            sums = ir.Constant(_V8I32, None)
+            for k, pairs in enumerate(points(b, c_p, i)):
+                x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(BLOCK)), _c64(16 * k)), _V16I16)
+                sums = b.add(sums, maddwd(b, b.bitcast(pairs, _V16I16), x))
+            scale = b.fmul(b.load(b.gep(d_p, [i])), b.load(b.gep(xd_p, [i])))
+            product = b.fmul(b.sitofp(sums, _V8F), _splat(b, scale, _V8F), flags=("contract",))
+            return [b.fadd(state[0], product, flags=("contract",))]
+
+        acc, = ir_loop(builder, _as_i64(builder, args[5]), block, [ir.Constant(_V8F, None)])
+        fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
+        return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+    return codegen
+
+
+def _gathered_points(builder, t_p):
+    gather = _declare(builder.module, "llvm.x86.avx2.gather.d.d.256", _V8I32,
+                      [_V8I32, ir.IntType(8).as_pointer(), _V8I32, _V8I32, ir.IntType(8)])
+    all_lanes = ir.Constant(_V8I32, [-1] * 8)
+
+    def points(b, c_p, i):
         for k in range(4):
-            codes = b.zext(_vec_load(b, c_p, b.add(b.mul(i, _c64(PAIRS)), _c64(8 * k)), v8i8), v8i32)
-            points = b.call(gather, [ir.Constant(v8i32, None), t_p, codes, all_lanes, ir.Constant(ir.IntType(8), 4)])
-            x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(BLOCK)), _c64(16 * k)), v16i16)
-            sums = b.add(sums, maddwd(b, b.bitcast(points, v16i16), x))
-        scale = b.fmul(b.load(b.gep(d_p, [i])), b.load(b.gep(xd_p, [i])))
-        product = b.fmul(b.sitofp(sums, v8f), _splat(b, scale, v8f), flags=("contract",))
-        return [b.fadd(state[0], product, flags=("contract",))]
+            codes = b.zext(_vec_load(b, c_p, b.add(b.mul(i, _c64(PAIRS)), _c64(8 * k)), _V8I8), _V8I32)
+            yield b.call(gather, [ir.Constant(_V8I32, None), t_p, codes, all_lanes, ir.Constant(ir.IntType(8), 4)])
+    return points
 
-    acc, = ir_loop(builder, n, block, [ir.Constant(v8f, None)])
-    fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", ir.FloatType(), [ir.FloatType(), v8f])
-    return builder.call(fsum, [ir.Constant(ir.FloatType(), 0.0), acc], fastmath=("reassoc",))
+
+_gather_row_codegen = _int16_row(_gathered_points)
 
 
 @intrinsic
@@ -189,6 +204,115 @@ def _dec_gather(dst, r, c, d, table):
         e = np.int64(table[c[r, t]])
         dst[2 * t] = s * F32(np.int16(e & 0xFFFF))
         dst[2 * t + 1] = s * F32(e >> 16)
+
+
+# ---------------------------------------------------------------- AVX2: HG2's 16 points looked up by vpshufb
+
+# A 16-point grid fits a byte shuffle: four 16-byte tables (l and h of both coordinates' int16 q = 256 h + l) in
+# both lanes of a ymm. A block's 16 nibble bytes go to both lanes (low nibbles in the first, high in the second), four
+# vpshufb give l0, h0, l1, h1 of its 32 codes, and byte then word unpacks (within lanes) make each code's pair
+# (q0, q1) one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The unpacks leave lane order
+# (codes 4k..4k + 3 of each lane in vector k), so the nibbles are repacked in the order that makes vector k codes
+# 8k..8k + 7: byte j holds code NIB_ORDER[j] low and NIB_ORDER[j] + 4 high.
+NIB_ORDER = np.array([8 * (j // 4) + j % 4 for j in range(16)])
+
+
+def _shuffle_tables():
+    g16 = _grid_steps("HG2")
+    lanes = np.stack([g16[:, 0] & 0xFF, g16[:, 0] >> 8, g16[:, 1] & 0xFF, g16[:, 1] >> 8]).astype(np.uint8)
+    return np.ascontiguousarray(np.concatenate([lanes, lanes], axis=1).reshape(-1))      # 4 x (16 bytes, twice)
+
+
+@njit(cache=True, parallel=True)
+def _pack_hg2_shuffle(raw, c, d, order):
+    for r in prange(raw.shape[0]):
+        src = raw[r]
+        for b in range(d.shape[1]):
+            s = b * 18
+            d[r, b] = f16_at(src, s)
+            for j in range(16):
+                lo, hi = code_at(src, s + 2, order[j], 16), code_at(src, s + 2, order[j] + 4, 16)
+                c[r, 16 * b + j] = lo | (hi << 4)
+
+
+def _shuffle_repacker():
+    tables = _shuffle_tables()
+    _, _, packed = _tables("HG2")
+
+    def repack(raw, cols):
+        rows, blocks = raw.shape[0], cols // BLOCK
+        c, d = np.empty((rows, 16 * blocks), np.uint8), np.empty((rows, blocks), np.float32)
+        _pack_hg2_shuffle(raw, c, d, NIB_ORDER)
+        return c, d, tables, packed
+    return repack
+
+
+def _interleave(b, lo, hi, half, width):
+    """vpunpckl* / vpunpckh* (half 0 / 1) of two ymm of `width`-bit elements: within each 128-bit lane, the
+    elements of that half of lo and hi alternately."""
+    n = 256 // width
+    per_lane = n // 2
+    order = [lane * per_lane + half * per_lane // 2 + i // 2 + (n if i % 2 else 0)
+             for lane in range(2) for i in range(per_lane)]
+    vt = ir.VectorType(ir.IntType(width), n)
+    return b.shuffle_vector(b.bitcast(lo, vt), b.bitcast(hi, vt), ir.Constant(ir.VectorType(ir.IntType(32), n), order))
+
+
+def _shuffled_points(builder, t_p):
+    shuffle = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
+    tables = [_vec_load(builder, t_p, _c64(32 * k), _V32I8) for k in range(4)]
+    both = ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2)
+    v4i64 = ir.VectorType(ir.IntType(64), 4)
+
+    def points(b, c_p, i):
+        nib = _vec_load(b, c_p, b.mul(i, _c64(16)), _V16I8)
+        twice = b.bitcast(b.shuffle_vector(nib, nib, both), v4i64)
+        idx = b.and_(b.bitcast(b.lshr(twice, ir.Constant(v4i64, [0, 0, 4, 4])), _V32I8),
+                     ir.Constant(_V32I8, [15] * 32))
+        l0, h0, l1, h1 = (b.call(shuffle, [t, idx]) for t in tables)
+        for half8 in range(2):
+            q0, q1 = _interleave(b, l0, h0, half8, 8), _interleave(b, l1, h1, half8, 8)
+            for half16 in range(2):             # vector 2 half8 + half16: codes 8k..8k + 7
+                yield _interleave(b, q0, q1, half16, 16)
+    return points
+
+
+_shuffle_row_codegen = _int16_row(_shuffled_points)
+
+
+@intrinsic
+def shuffle_row_dot(typingctx, c, d, tables, xq, xd, nb):
+    """gather_row_dot for HG2's nibbles in NIB_ORDER, the grid looked up by vpshufb in `tables` (_shuffle_tables)."""
+    ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(tables, types.Array)
+          and tables.dtype == types.uint8 and isinstance(xq, types.Array) and xq.dtype == types.int16
+          and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
+    return (types.float32(c, d, tables, xq, xd, nb), _shuffle_row_codegen) if ok else None
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mv_shuffle(out, x, c, d, tables, packed, xr, xq, xd):
+    rotate(xr, x)
+    x_int16(xq, xd, xr)
+    for r in prange(out.shape[0]):
+        out[r] = F32(GRID_STEP) * shuffle_row_dot(c[r], d[r], tables, xq, xd, xd.shape[0])
+
+
+@njit(cache=True, fastmath=FAST)
+def _dec_shuffle(dst, r, c, d, tables, packed):
+    """Row r in the rotated basis, from the int16 pairs (the same values as the float grid)."""
+    for b in range(d.shape[1]):
+        s = d[r, b] * F32(GRID_STEP)
+        for j in range(16):
+            v = np.int64(c[r, 16 * b + j])
+            for t, code in ((NIB_ORDER[j], v & 15), (NIB_ORDER[j] + 4, v >> 4)):
+                e = np.int64(packed[code])
+                dst[b * BLOCK + 2 * t] = s * F32(np.int16(e & 0xFFFF))
+                dst[b * BLOCK + 2 * t + 1] = s * F32(e >> 16)
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def _mm_shuffle_rotated(out, xr, c, d, tables, packed):
+    float_matmul(out, xr, _dec_shuffle, (c, d, tables, packed))
 
 
 # ---------------------------------------------------------------- AVX-512 VBMI: byte tables looked up by vpermi2b
@@ -326,6 +450,9 @@ LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _
                                _rotated_first(_mm_lookup_rotated),
                                _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x")
                   for name in HIGGS_TYPES}
-IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else GATHER_LAYOUTS if GATHER else FLOAT_LAYOUTS
+SHUFFLE_LAYOUTS = {"HG2": Layout(BLOCK, _shuffle_repacker(), _gather_scratch, _mv_shuffle,
+                                  _rotated_first(_mm_shuffle_rotated),
+                                  _NOTE + " (the file's nibbles), grid bytes looked up by vpshufb x int16 rotated x")}
+IN_FORCE = (LOOKUP_LAYOUTS if LOOKUP else {**GATHER_LAYOUTS, **SHUFFLE_LAYOUTS} if GATHER else FLOAT_LAYOUTS)
 for _name in HIGGS_TYPES:
     register(_name, FLOAT_LAYOUTS[_name], None if IN_FORCE is FLOAT_LAYOUTS else IN_FORCE[_name])

@@ -49,6 +49,9 @@ KINDS = {"float": (higgs.FLOAT_LAYOUTS, True, "", 2e-6, lambda w, x: (w, x)),
          # x rounded to int16 per block: |x| / 2^14 at most, relative to the row's sum of |w x| below
          "gather": (higgs.GATHER_LAYOUTS, higgs.GATHER, "vpgatherdd: x86 kernel paths only", 2e-4,
                     lambda w, x: (w, x)),
+         # the same int16 x, HG2's grid from vpshufb tables
+         "shuffle": (higgs.SHUFFLE_LAYOUTS, higgs.GATHER, "vpshufb on ymm: x86 kernel paths only", 2e-4,
+                     lambda w, x: (w, x)),
          # the rotated x in int8: compared with exactly that x, in the rotated basis
          "lookup": (higgs.LOOKUP_LAYOUTS, higgs.LOOKUP, "vpermi2b: the avx512vnni path on a CPU with AVX-512 VBMI",
                     2e-6, lambda w, x: (_rotated(w), _lookup_x(x)))}
@@ -71,6 +74,8 @@ def test_matvec_and_matmul_equal_the_numpy_reference(name, kind):
     layouts, runs_here, why_not, tol, multiplied = KINDS[kind]
     if not runs_here:
         pytest.skip(why_not + f" (this CPU runs the {higgs.CPU_PATH} path)")
+    if name not in layouts:
+        pytest.skip(f"the {kind} kernels run {', '.join(layouts)} only")
     rng = np.random.default_rng(len(name) + len(kind))
     for rows, blocks in SHAPES:
         cols = 64 * blocks
@@ -99,8 +104,8 @@ def _pair(multiplied, w, xs):
 
 
 def test_the_registered_layout_is_this_cpus():
-    want = (higgs.LOOKUP_LAYOUTS if higgs.LOOKUP else higgs.GATHER_LAYOUTS if higgs.GATHER
-            else higgs.FLOAT_LAYOUTS)
+    want = (higgs.LOOKUP_LAYOUTS if higgs.LOOKUP else {**higgs.GATHER_LAYOUTS, **higgs.SHUFFLE_LAYOUTS}
+            if higgs.GATHER else higgs.FLOAT_LAYOUTS)
     assert all(layout_for(name) is want[name] and KERNELS[(name, FLOAT)] is higgs.FLOAT_LAYOUTS[name]
                for name in NAMES)
     assert higgs.LOOKUP == (higgs.CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features())
