@@ -12,7 +12,7 @@ and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file).
   multiples of 2^-11) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
   rounded to int16 per block (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies
   the pairs. No 16-entry byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights
-  per 8 cycles on Zen 3.
+  per 8 cycles on Zen 3. HG2's 16-point grid does fit one: there four vpshufb tables give the same int16 pairs.
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the rows decoded to floats in the rotated basis, the tokens rotated once (the float GEMM); with VBMI the rows
 are decoded by the same table lookups, 64 codes a step (an HG4 GEMM then runs at F16's speed).

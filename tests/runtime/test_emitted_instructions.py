@@ -11,9 +11,9 @@ written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, 
 instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
-prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86 their grid points gathered (vpgatherdd), except on the avx512vnni
-path of a CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and
-vpdpbusd multiplies them.
+prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86
+their grid points gathered (vpgatherdd; HG2's 16 looked up by vpshufb), except on the avx512vnni path of a CPU with
+AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd multiplies them.
 """
 import json
 import os
@@ -76,6 +76,9 @@ def higgs_expectations(kind, name, found):
         permute = found["vpermi2b"] + found["vpermt2b"] if name == "HG4" else found["vpermb"]
         return [("vpermi2b / vpermb", permute > 0), ("vpdpbusd", found["vpdpbusd"] > 0),
                 ("no vpgatherdd", found["vpgatherdd"] == 0)]
+    if name == "HG2":               # 16 points: four vpshufb tables, no gather
+        return [("vpshufb", found["vpshufb"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0),
+                ("no vpgatherdd", found["vpgatherdd"] == 0)]
     return [("vpgatherdd", found["vpgatherdd"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0)]
 
 
@@ -133,7 +136,8 @@ def signatures(tmp_path_factory):
     from kvant.runtime.kernels.registry import QMatrix
     from kvant.formats.quant import quantize
     higgs_sigs = {}
-    for kind, layouts in (("gather", higgs.GATHER_LAYOUTS), ("lookup", higgs.LOOKUP_LAYOUTS)):
+    for kind, layouts in (("gather", {**higgs.GATHER_LAYOUTS, **higgs.SHUFFLE_LAYOUTS}),
+                          ("lookup", higgs.LOOKUP_LAYOUTS)):
         for name in HIGGS_TYPES:    # repacked on any CPU (the repack is the same numba code on every path)
             raw = quantize(rng.standard_normal((4, 128)).astype(np.float32), name)
             qm = QMatrix(name, (4, 128), tuple(layouts[name].repack(raw, 128)), layouts[name])
