@@ -12,7 +12,7 @@ and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file).
   multiples of 2^-11) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
   rounded to int16 per block (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies
   the pairs. No 16-entry byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights
-  per 8 cycles on Zen 3. HG2's 16-point grid does fit one: there four vpshufb tables give the same int16 pairs.
+  per 8 cycles on Zen 3. HG2's 16-point grid does fit one, HG3's 64 four: there vpshufb gives the same int16 pairs.
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the rows decoded to floats in the rotated basis, the tokens rotated once (the float GEMM); with VBMI the rows
 are decoded by the same table lookups, 64 codes a step (an HG4 GEMM then runs at F16's speed).
@@ -206,43 +206,53 @@ def _dec_gather(dst, r, c, d, table):
         dst[2 * t + 1] = s * F32(e >> 16)
 
 
-# ---------------------------------------------------------------- AVX2: HG2's 16 points looked up by vpshufb
+# ---------------------------------------------------------------- AVX2: HG2's and HG3's grids looked up by vpshufb
 
 # A 16-point grid fits a byte shuffle: four 16-byte tables (l and h of both coordinates' int16 q = 256 h + l) in
-# both lanes of a ymm. A block's 16 nibble bytes go to both lanes (low nibbles in the first, high in the second), four
-# vpshufb give l0, h0, l1, h1 of its 32 codes, and byte then word unpacks (within lanes) make each code's pair
-# (q0, q1) one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The unpacks leave lane order
-# (codes 4k..4k + 3 of each lane in vector k), so the nibbles are repacked in the order that makes vector k codes
-# 8k..8k + 7: byte j holds code NIB_ORDER[j] low and NIB_ORDER[j] + 4 high.
-NIB_ORDER = np.array([8 * (j // 4) + j % 4 for j in range(16)])
+# both lanes of a ymm. A 64-point grid is four such tables a byte, looked up by the code's low 4 bits (vpshufb ignores
+# bits 4-6) and chosen between by its bits 4 and 5 (three vpblendvb). A block's 32 codes fill a ymm, the first lane's
+# 16 codes and the second's; four lookups give l0, h0, l1, h1, and byte then word unpacks (within lanes) make each
+# code's pair (q0, q1) one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The unpacks leave lane
+# order (codes 4k..4k + 3 of each lane in vector k), so a block's codes are repacked in the order that makes vector k
+# codes 8k..8k + 7: slot p holds code SLOTS[p]. HG2 keeps two codes a byte (byte j: slot j low, slot j + 16 high:
+# the lanes' nibbles); HG3 a byte a code.
+SLOTS = np.array([8 * (j % 16 // 4) + j % 4 + 4 * (j // 16) for j in range(32)])
+SHUFFLED = ("HG2", "HG3")
 
 
-def _shuffle_tables():
-    g16 = _grid_steps("HG2")
-    lanes = np.stack([g16[:, 0] & 0xFF, g16[:, 0] >> 8, g16[:, 1] & 0xFF, g16[:, 1] >> 8]).astype(np.uint8)
-    return np.ascontiguousarray(np.concatenate([lanes, lanes], axis=1).reshape(-1))      # 4 x (16 bytes, twice)
+def _shuffle_tables(name: str):
+    """(byte table, 16-entry part) -> 32 bytes: the part in both lanes; byte tables l0, h0, l1, h1."""
+    g16 = _grid_steps(name)
+    tables = np.stack([g16[:, 0] & 0xFF, g16[:, 0] >> 8, g16[:, 1] & 0xFF, g16[:, 1] >> 8]).astype(np.uint8)
+    parts = tables.reshape(4, -1, 16)
+    return np.ascontiguousarray(np.concatenate([parts, parts], axis=2).reshape(-1))
 
 
 @njit(cache=True, parallel=True)
-def _pack_hg2_shuffle(raw, c, d, order):
+def _pack_shuffled(raw, c, d, type_size, points):
     for r in prange(raw.shape[0]):
         src = raw[r]
         for b in range(d.shape[1]):
-            s = b * 18
+            s = b * type_size
             d[r, b] = f16_at(src, s)
-            for j in range(16):
-                lo, hi = code_at(src, s + 2, order[j], 16), code_at(src, s + 2, order[j] + 4, 16)
-                c[r, 16 * b + j] = lo | (hi << 4)
+            if points == 16:
+                for j in range(16):
+                    lo, hi = code_at(src, s + 2, SLOTS[j], 16), code_at(src, s + 2, SLOTS[j + 16], 16)
+                    c[r, 16 * b + j] = lo | (hi << 4)
+            else:
+                for p in range(32):
+                    c[r, 32 * b + p] = code_at(src, s + 2, SLOTS[p], points)
 
 
-def _shuffle_repacker():
-    tables = _shuffle_tables()
-    _, _, packed = _tables("HG2")
+def _shuffle_repacker(name: str):
+    _, points, type_size = HIGGS_TYPES[name]
+    tables, (_, _, packed) = _shuffle_tables(name), _tables(name)
+    per_block = 16 if points == 16 else 32
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
-        c, d = np.empty((rows, 16 * blocks), np.uint8), np.empty((rows, blocks), np.float32)
-        _pack_hg2_shuffle(raw, c, d, NIB_ORDER)
+        c, d = np.empty((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
+        _pack_shuffled(raw, c, d, type_size, points)
         return c, d, tables, packed
     return repack
 
@@ -258,56 +268,86 @@ def _interleave(b, lo, hi, half, width):
     return b.shuffle_vector(b.bitcast(lo, vt), b.bitcast(hi, vt), ir.Constant(ir.VectorType(ir.IntType(32), n), order))
 
 
-def _shuffled_points(builder, t_p):
-    shuffle = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
-    tables = [_vec_load(builder, t_p, _c64(32 * k), _V32I8) for k in range(4)]
-    both = ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2)
-    v4i64 = ir.VectorType(ir.IntType(64), 4)
+def _shuffled_points(points):
+    parts = points // 16
 
-    def points(b, c_p, i):
-        nib = _vec_load(b, c_p, b.mul(i, _c64(16)), _V16I8)
-        twice = b.bitcast(b.shuffle_vector(nib, nib, both), v4i64)
-        idx = b.and_(b.bitcast(b.lshr(twice, ir.Constant(v4i64, [0, 0, 4, 4])), _V32I8),
-                     ir.Constant(_V32I8, [15] * 32))
-        l0, h0, l1, h1 = (b.call(shuffle, [t, idx]) for t in tables)
-        for half8 in range(2):
-            q0, q1 = _interleave(b, l0, h0, half8, 8), _interleave(b, l1, h1, half8, 8)
-            for half16 in range(2):             # vector 2 half8 + half16: codes 8k..8k + 7
-                yield _interleave(b, q0, q1, half16, 16)
-    return points
+    def prepare(builder, t_p):
+        shuffle = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
+        blend = _declare(builder.module, "llvm.x86.avx2.pblendvb", _V32I8, [_V32I8, _V32I8, _V32I8])
+        tables = [[_vec_load(builder, t_p, _c64(32 * (parts * k + q)), _V32I8) for q in range(parts)]
+                  for k in range(4)]
+        both = ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2)
+        v4i64 = ir.VectorType(ir.IntType(64), 4)
+
+        def codes(b, c_p, i):
+            if points == 64:
+                return _vec_load(b, c_p, b.mul(i, _c64(32)), _V32I8)
+            nib = _vec_load(b, c_p, b.mul(i, _c64(16)), _V16I8)
+            twice = b.bitcast(b.shuffle_vector(nib, nib, both), v4i64)
+            return b.and_(b.bitcast(b.lshr(twice, ir.Constant(v4i64, [0, 0, 4, 4])), _V32I8),
+                          ir.Constant(_V32I8, [15] * 32))
+
+        def lookup(b, table, idx, selects):
+            found = [b.call(shuffle, [part, idx]) for part in table]
+            for bit in selects:                 # parts 2m and 2m + 1 by bit 4, then by bit 5
+                found = [b.call(blend, [found[m], found[m + 1], bit]) for m in range(0, len(found), 2)]
+            return found[0]
+
+        def at(b, c_p, i):
+            idx = codes(b, c_p, i)
+            selects = [b.shl(idx, ir.Constant(_V32I8, [7 - bit] * 32)) for bit in (4, 5)][:parts.bit_length() - 1]
+            l0, h0, l1, h1 = (lookup(b, t, idx, selects) for t in tables)
+            for half8 in range(2):
+                q0, q1 = _interleave(b, l0, h0, half8, 8), _interleave(b, l1, h1, half8, 8)
+                for half16 in range(2):             # vector 2 half8 + half16: codes 8k..8k + 7
+                    yield _interleave(b, q0, q1, half16, 16)
+        return at
+    return prepare
 
 
-_shuffle_row_codegen = _int16_row(_shuffled_points)
+def _shuffle_row_dot(points):
+    codegen = _int16_row(_shuffled_points(points))
+
+    def typer(typingctx, c, d, tables, xq, xd, nb):
+        ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(tables, types.Array)
+              and tables.dtype == types.uint8 and isinstance(xq, types.Array) and xq.dtype == types.int16
+              and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
+        return (types.float32(c, d, tables, xq, xd, nb), codegen) if ok else None
+    typer.__name__ = f"shuffle_row_dot_{points}"
+    return intrinsic(typer)
 
 
-@intrinsic
-def shuffle_row_dot(typingctx, c, d, tables, xq, xd, nb):
-    """gather_row_dot for HG2's nibbles in NIB_ORDER, the grid looked up by vpshufb in `tables` (_shuffle_tables)."""
-    ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(tables, types.Array)
-          and tables.dtype == types.uint8 and isinstance(xq, types.Array) and xq.dtype == types.int16
-          and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
-    return (types.float32(c, d, tables, xq, xd, nb), _shuffle_row_codegen) if ok else None
+# gather_row_dot for a 16- or 64-point grid's codes in SLOTS order, looked up by vpshufb in _shuffle_tables
+_SHUFFLE_DOT_16, _SHUFFLE_DOT_64 = _shuffle_row_dot(16), _shuffle_row_dot(64)
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _mv_shuffle(out, x, c, d, tables, packed, xr, xq, xd):
     rotate(xr, x)
     x_int16(xq, xd, xr)
+    points = packed.shape[0]
     for r in prange(out.shape[0]):
-        out[r] = F32(GRID_STEP) * shuffle_row_dot(c[r], d[r], tables, xq, xd, xd.shape[0])
+        if points == 16:
+            s = _SHUFFLE_DOT_16(c[r], d[r], tables, xq, xd, xd.shape[0])
+        else:
+            s = _SHUFFLE_DOT_64(c[r], d[r], tables, xq, xd, xd.shape[0])
+        out[r] = F32(GRID_STEP) * s
 
 
 @njit(cache=True, fastmath=FAST)
 def _dec_shuffle(dst, r, c, d, tables, packed):
     """Row r in the rotated basis, from the int16 pairs (the same values as the float grid)."""
+    nibbles = packed.shape[0] == 16
     for b in range(d.shape[1]):
         s = d[r, b] * F32(GRID_STEP)
-        for j in range(16):
-            v = np.int64(c[r, 16 * b + j])
-            for t, code in ((NIB_ORDER[j], v & 15), (NIB_ORDER[j] + 4, v >> 4)):
-                e = np.int64(packed[code])
-                dst[b * BLOCK + 2 * t] = s * F32(np.int16(e & 0xFFFF))
-                dst[b * BLOCK + 2 * t + 1] = s * F32(e >> 16)
+        for p in range(32):
+            if nibbles:
+                code = (np.int64(c[r, 16 * b + p % 16]) >> (4 * (p // 16))) & 15
+            else:
+                code = np.int64(c[r, 32 * b + p])
+            e, t = np.int64(packed[code]), SLOTS[p]
+            dst[b * BLOCK + 2 * t] = s * F32(np.int16(e & 0xFFFF))
+            dst[b * BLOCK + 2 * t + 1] = s * F32(e >> 16)
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
@@ -450,9 +490,9 @@ LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _
                                _rotated_first(_mm_lookup_rotated),
                                _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x")
                   for name in HIGGS_TYPES}
-SHUFFLE_LAYOUTS = {"HG2": Layout(BLOCK, _shuffle_repacker(), _gather_scratch, _mv_shuffle,
-                                  _rotated_first(_mm_shuffle_rotated),
-                                  _NOTE + " (the file's nibbles), grid bytes looked up by vpshufb x int16 rotated x")}
+SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _gather_scratch, _mv_shuffle,
+                                 _rotated_first(_mm_shuffle_rotated),
+                                 _NOTE + ", grid bytes looked up by vpshufb x int16 rotated x") for name in SHUFFLED}
 IN_FORCE = (LOOKUP_LAYOUTS if LOOKUP else {**GATHER_LAYOUTS, **SHUFFLE_LAYOUTS} if GATHER else FLOAT_LAYOUTS)
 for _name in HIGGS_TYPES:
     register(_name, FLOAT_LAYOUTS[_name], None if IN_FORCE is FLOAT_LAYOUTS else IN_FORCE[_name])

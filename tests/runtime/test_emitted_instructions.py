@@ -12,7 +12,7 @@ instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, 
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
 prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86
-their grid points gathered (vpgatherdd; HG2's 16 looked up by vpshufb), except on the avx512vnni path of a CPU with
+their grid points gathered (vpgatherdd; HG2's and HG3's looked up by vpshufb), except on the avx512vnni path of a CPU with
 AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd multiplies them.
 """
 import json
@@ -76,7 +76,7 @@ def higgs_expectations(kind, name, found):
         permute = found["vpermi2b"] + found["vpermt2b"] if name == "HG4" else found["vpermb"]
         return [("vpermi2b / vpermb", permute > 0), ("vpdpbusd", found["vpdpbusd"] > 0),
                 ("no vpgatherdd", found["vpgatherdd"] == 0)]
-    if name == "HG2":               # 16 points: four vpshufb tables, no gather
+    if name in ("HG2", "HG3"):      # 16 or 64 points: vpshufb tables, no gather
         return [("vpshufb", found["vpshufb"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0),
                 ("no vpgatherdd", found["vpgatherdd"] == 0)]
     return [("vpgatherdd", found["vpgatherdd"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0)]

@@ -49,7 +49,7 @@ KINDS = {"float": (higgs.FLOAT_LAYOUTS, True, "", 2e-6, lambda w, x: (w, x)),
          # x rounded to int16 per block: |x| / 2^14 at most, relative to the row's sum of |w x| below
          "gather": (higgs.GATHER_LAYOUTS, higgs.GATHER, "vpgatherdd: x86 kernel paths only", 2e-4,
                     lambda w, x: (w, x)),
-         # the same int16 x, HG2's grid from vpshufb tables
+         # the same int16 x, HG2's and HG3's grids from vpshufb tables
          "shuffle": (higgs.SHUFFLE_LAYOUTS, higgs.GATHER, "vpshufb on ymm: x86 kernel paths only", 2e-4,
                      lambda w, x: (w, x)),
          # the rotated x in int8: compared with exactly that x, in the rotated basis
