@@ -38,15 +38,24 @@ LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-5
 X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units: 32 products of <= 2^13.1 * 2^14 a lane, twice, in int32
 
 
+IN_ORDER = np.arange(PAIRS)
+
+
 @njit(cache=True, parallel=True)
-def _repack(raw, c, d, type_size, points):
+def _repack(raw, c, d, type_size, points, slots, nibbles):
+    """d as f32 and a block's codes into its 32 slots of c: slot p holds code slots[p], a byte each or (nibbles;
+    c zeroed) slots p and p + 16 in byte p's low and high half."""
     for r in prange(raw.shape[0]):
         src = raw[r]
         for b in range(d.shape[1]):
             s = b * type_size
             d[r, b] = f16_at(src, s)
-            for t in range(PAIRS):
-                c[r, b * PAIRS + t] = code_at(src, s + 2, t, points)
+            for p in range(PAIRS):
+                code = code_at(src, s + 2, slots[p], points)
+                if nibbles:
+                    c[r, 16 * b + p % 16] |= code << (4 * (p // 16))
+                else:
+                    c[r, b * PAIRS + p] = code
 
 
 def _grid_steps(name: str):
@@ -68,7 +77,7 @@ def _repacker(name: str, gather: bool):
     def repack(raw, cols):
         rows = raw.shape[0]
         c, d = np.empty((rows, cols // 2), np.uint8), np.empty((rows, cols // BLOCK), np.float32)
-        _repack(raw, c, d, type_size, points)
+        _repack(raw, c, d, type_size, points, IN_ORDER, False)
         return (c, d, packed) if gather else (c, d, g0, g1)
     return repack
 
@@ -228,22 +237,6 @@ def _shuffle_tables(name: str):
     return np.ascontiguousarray(np.concatenate([parts, parts], axis=2).reshape(-1))
 
 
-@njit(cache=True, parallel=True)
-def _pack_shuffled(raw, c, d, type_size, points):
-    for r in prange(raw.shape[0]):
-        src = raw[r]
-        for b in range(d.shape[1]):
-            s = b * type_size
-            d[r, b] = f16_at(src, s)
-            if points == 16:
-                for j in range(16):
-                    lo, hi = code_at(src, s + 2, SLOTS[j], 16), code_at(src, s + 2, SLOTS[j + 16], 16)
-                    c[r, 16 * b + j] = lo | (hi << 4)
-            else:
-                for p in range(32):
-                    c[r, 32 * b + p] = code_at(src, s + 2, SLOTS[p], points)
-
-
 def _shuffle_repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
     tables, (_, _, packed) = _shuffle_tables(name), _tables(name)
@@ -251,8 +244,8 @@ def _shuffle_repacker(name: str):
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
-        c, d = np.empty((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
-        _pack_shuffled(raw, c, d, type_size, points)
+        c, d = np.zeros((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
+        _repack(raw, c, d, type_size, points, SLOTS, points == 16)
         return c, d, tables, packed
     return repack
 
