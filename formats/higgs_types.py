@@ -90,12 +90,18 @@ def check_metadata(meta: dict, type_names, where: str) -> None:
 @njit(cache=True, inline="always")
 def code_at(src, s, t, points):
     """Code t (0..31) of the block whose codes start at src[s] (after its fp16 d)."""
+    return code_in(src, s, s + 16, t, points)
+
+
+@njit(cache=True, inline="always")
+def code_in(src, codes, crumbs, t, points):
+    """Code t (0..31) of a block whose code bytes (or nibbles) start at src[codes] and crumbs at src[crumbs]."""
     if points == 256:
-        return np.int64(src[s + t])
-    nib = (np.int64(src[s + (t & 15)]) >> (4 * (t >> 4))) & 15
+        return np.int64(src[codes + t])
+    nib = (np.int64(src[codes + (t & 15)]) >> (4 * (t >> 4))) & 15
     if points == 16:
         return nib
-    return nib | (((np.int64(src[s + 16 + (t & 7)]) >> (2 * (t >> 3))) & 3) << 4)
+    return nib | (((np.int64(src[crumbs + (t & 7)]) >> (2 * (t >> 3))) & 3) << 4)
 
 
 @njit(cache=True, inline="always")

@@ -18,7 +18,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from kvant.formats.higgs_types import GRID_STEP
+from kvant.formats.higgs_types import GRID_STEP, code_in
 
 from ._common import f16_at
 from ._isa import _declare
@@ -68,14 +68,9 @@ def pack_rows(raw, c, d, type_size, sizes, offsets, step):
 @njit(cache=True, inline="always")
 def code_of(c, t, points, offsets):
     """Code t of a packed row c (the scalar decode of an odd last block)."""
-    b, u = t // 32, t % 32
+    b, half = t // 32, (t // 32) % 2
     base = (b // 2) * (2 * offsets[-1, 1] - offsets[-1, 0])      # the step: the last region's second part's end
-    if points == 256:
-        return np.int64(c[base + offsets[0, b % 2] + u])
-    code = (np.int64(c[base + offsets[0, b % 2] + (u & 15)]) >> (4 * (u >> 4))) & 15
-    if points == 64:
-        code |= ((np.int64(c[base + offsets[1, b % 2] + (u & 7)]) >> (2 * (u >> 3))) & 3) << 4
-    return code
+    return code_in(c, base + offsets[0, half], base + offsets[-1, half], t % 32, points)
 
 
 def table_registers(points: int) -> int:
@@ -109,13 +104,13 @@ def _pick(b, v, order):
                             ir.Constant(ir.VectorType(_I32, len(order)), [n if k < 0 else k for k in order]))
 
 
-def _fields(b, v, copies, width, shifts, mask):
-    """Each `width`-byte group of v repeated `copies` times, the k-th copy shifted right by shifts[k] bits (in
-    lanes of 16 or 64 bits: a bit that crosses a byte is masked away) and masked: a lane shuffle, a variable shift
-    (vpsrlvw / vpsrlvq) and an and, where a generic shuffle of bytes would need a cross-lane byte permute."""
+def fields(b, v, copies, width, shifts, mask):
+    """Each `width`-byte group of v (8 or 16 bytes) repeated `copies` times, the k-th copy shifted right by
+    shifts[k] bits (in 64-bit lanes: a bit that crosses a byte is masked away) and masked: a lane shuffle, a variable
+    shift (vpsrlvq, AVX2 and AVX-512) and an and, where a generic shuffle of bytes would need a cross-lane permute."""
     groups = v.type.count // width
     w = _pick(b, v, [g * width + i for g in range(groups) for _ in range(copies) for i in range(width)])
-    lane = ir.IntType(16 if width == 16 else 64)
+    lane = ir.IntType(64)
     per_group = width * 8 // lane.width
     lanes = ir.VectorType(lane, w.type.count * 8 // lane.width)
     counts = ir.Constant(lanes, [shifts[k] for _ in range(groups) for k in range(copies) for _ in range(per_group)])
@@ -131,11 +126,11 @@ def _step_codes(b, c_p, base, points, blocks):
         return _pick(b, _vec_load(b, c_p, base, ir.VectorType(_I8, 32 * blocks)), list(range(32 * blocks)) + pad)
     # codes u < 16 of a block are its 16 nibble bytes' low nibbles, u >= 16 their high ones
     nib = _vec_load(b, c_p, b.add(base, _c64(int(offs[0, 0]))), ir.VectorType(_I8, 16 * blocks))
-    codes = _fields(b, nib, 2, 16, (0, 4), 15)
+    codes = fields(b, nib, 2, 16, (0, 4), 15)
     if points == 64:
         # and the top 2 bits of code u are bits 2k, 2k + 1 of its crumb byte u % 8, k = u // 8
         crumbs = _vec_load(b, c_p, b.add(base, _c64(int(offs[1, 0]))), ir.VectorType(_I8, 8 * blocks))
-        tops = _fields(b, crumbs, 4, 8, (0, 2, 4, 6), 3)
+        tops = fields(b, crumbs, 4, 8, (0, 2, 4, 6), 3)
         codes = b.or_(codes, b.shl(tops, _bytes(32 * blocks, 4)))
     return _pick(b, codes, list(range(32 * blocks)) + pad)
 

@@ -4,15 +4,17 @@ orthonormal transform) and multiplies the codes' grid points by it: no inverse t
 
 Repacked with an f32 d per block. The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x,
 1.38x, 2.0x the file for HG4, HG3, HG2); the VBMI lookup takes the file's code bytes as they are and splits nibbles
-and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file).
+and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes
+two a byte (1.11x) and HG3's a byte each (1.38x), in their SLOTS order.
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
 - On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point is two int16 (the grids are
   multiples of 2^-11) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
   rounded to int16 per block (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies
-  the pairs. No 16-entry byte shuffle (vpshufb) holds a 64- or 256-point grid, so a gather it is: about 16 weights
-  per 8 cycles on Zen 3. HG2's 16-point grid does fit one, HG3's 64 four: there vpshufb gives the same int16 pairs.
+  the pairs. HG4's 256-point grid needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid
+  fits one 16-entry byte shuffle (vpshufb) a table, HG3's 64 four and three vpblendvb: those look the same int16
+  pairs up from registers.
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the rows decoded to floats in the rotated basis, the tokens rotated once (the float GEMM); with VBMI the rows
 are decoded by the same table lookups, 64 codes a step (an HG4 GEMM then runs at F16's speed).
@@ -28,8 +30,8 @@ from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
 from ._isa import FAST, _declare, maddwd
-from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, code_of, pack_rows, region_offsets, row_bytes,
-                         step_bytes, table_registers)
+from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, code_of, fields, pack_rows, region_offsets,
+                         row_bytes, step_bytes, table_registers)
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
 
@@ -267,18 +269,14 @@ def _shuffled_points(points):
     def prepare(builder, t_p):
         shuffle = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
         blend = _declare(builder.module, "llvm.x86.avx2.pblendvb", _V32I8, [_V32I8, _V32I8, _V32I8])
+        # HG3's 16 tables are all 16 ymm registers: LLVM reads some from memory (L1) in the loop
         tables = [[_vec_load(builder, t_p, _c64(32 * (parts * k + q)), _V32I8) for q in range(parts)]
                   for k in range(4)]
-        both = ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(16)) * 2)
-        v4i64 = ir.VectorType(ir.IntType(64), 4)
 
         def codes(b, c_p, i):
             if points == 64:
                 return _vec_load(b, c_p, b.mul(i, _c64(32)), _V32I8)
-            nib = _vec_load(b, c_p, b.mul(i, _c64(16)), _V16I8)
-            twice = b.bitcast(b.shuffle_vector(nib, nib, both), v4i64)
-            return b.and_(b.bitcast(b.lshr(twice, ir.Constant(v4i64, [0, 0, 4, 4])), _V32I8),
-                          ir.Constant(_V32I8, [15] * 32))
+            return fields(b, _vec_load(b, c_p, b.mul(i, _c64(16)), _V16I8), 2, 16, (0, 4), 15)
 
         def lookup(b, table, idx, selects):
             found = [b.call(shuffle, [part, idx]) for part in table]
@@ -485,7 +483,8 @@ LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _
                   for name in HIGGS_TYPES}
 SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _gather_scratch, _mv_shuffle,
                                  _rotated_first(_mm_shuffle_rotated),
-                                 _NOTE + ", grid bytes looked up by vpshufb x int16 rotated x") for name in SHUFFLED}
+                                 _NOTE + " (SLOTS order), grid bytes looked up by vpshufb x int16 rotated x")
+                   for name in SHUFFLED}
 IN_FORCE = (LOOKUP_LAYOUTS if LOOKUP else {**GATHER_LAYOUTS, **SHUFFLE_LAYOUTS} if GATHER else FLOAT_LAYOUTS)
 for _name in HIGGS_TYPES:
     register(_name, FLOAT_LAYOUTS[_name], None if IN_FORCE is FLOAT_LAYOUTS else IN_FORCE[_name])

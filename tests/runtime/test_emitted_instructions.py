@@ -12,8 +12,9 @@ instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, 
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
 prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86
-their grid points gathered (vpgatherdd; HG2's and HG3's looked up by vpshufb), except on the avx512vnni path of a CPU with
-AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd multiplies them.
+their grid points gathered (vpgatherdd; HG2's and HG3's looked up by vpshufb), except on the avx512vnni path of a
+CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd
+multiplies them.
 """
 import json
 import os

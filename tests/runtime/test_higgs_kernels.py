@@ -116,3 +116,29 @@ def test_rows_must_be_whole_blocks():
         prepare(np.zeros((2, 50), np.uint8), "HG4")
     with pytest.raises(UnsupportedTypeError):
         prepare(np.zeros((2, 34), np.uint8), "HG5")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_packed_repacks_keep_every_code_on_any_cpu(name):
+    """The lookup and vpshufb layouts' repacks (plain numba, run on every CPU) against the file's codes: code_of reads
+    each code back from the lookup layout, and the vpshufb layout's rows decode to the float layout's."""
+    from kvant.formats.higgs_types import HIGGS_TYPES, code_at
+    from kvant.runtime.kernels._lookup512 import code_of
+    _, points, type_size = HIGGS_TYPES[name]
+    rng = np.random.default_rng(7)
+    for blocks in (1, 2, 3, 9):
+        cols = 64 * blocks
+        raw = quantize(rng.standard_normal((3, cols)).astype(np.float32), name)
+        c, d, _, _, _, offsets = higgs.LOOKUP_LAYOUTS[name].repack(raw, cols)
+        for r in range(3):
+            got = [code_of(c[r], t, points, offsets) for t in range(32 * blocks)]
+            want = [code_at(raw[r], (t // 32) * type_size + 2, t % 32, points) for t in range(32 * blocks)]
+            assert got == want
+        if name in higgs.SHUFFLE_LAYOUTS:
+            floats = higgs.FLOAT_LAYOUTS[name].repack(raw, cols)
+            shuffled = higgs.SHUFFLE_LAYOUTS[name].repack(raw, cols)
+            for r in range(3):
+                want, got = np.empty(cols, np.float32), np.empty(cols, np.float32)
+                higgs._dec_float(want, r, *floats)
+                higgs._dec_shuffle(got, r, *shuffled)
+                assert np.allclose(got, want, rtol=1e-6, atol=0)
