@@ -128,10 +128,11 @@ _V8I8, _V16I8, _V32I8 = (ir.VectorType(ir.IntType(8), n) for n in (8, 16, 32))
 _V8I32, _V16I16, _V8F = ir.VectorType(ir.IntType(32), 8), ir.VectorType(ir.IntType(16), 16), ir.VectorType(_F32, 8)
 
 
-def _int16_row(block_points):
-    """The codegen of a row's dot product with int16 x: block_points(builder, table pointer) prepares the tables once
-    and gives points(b, c_p, i), block i's 32 grid points as four v8i32 (an int16 pair a lane, codes 8k..8k + 7 in
-    vector k), which vpmaddwd multiplies by the block's x; the int32 sums are scaled by d and xd per block."""
+def _int16_row(block_points, table_dtype, name):
+    """An intrinsic row_dot(c, d, table, xq, xd, nb): sum over nb blocks of d[b] * xd[b] * the int32 dot product of
+    block b's 32 grid points with its 64 int16 xq. block_points(builder, table pointer) prepares the table once and
+    gives points(b, c_p, i), block i's points as four v8i32 (an int16 pair a lane, codes 8k..8k + 7 in vector k),
+    which vpmaddwd multiplies by the block's x."""
     def codegen(context, builder, signature, args):
         c_p, d_p, t_p, xq_p, xd_p = (_data(context, builder, signature.args[k], args[k], elem) for k, elem in
                                      enumerate((ir.IntType(8), _F32, ir.IntType(8), ir.IntType(16), _F32)))
@@ -149,7 +150,14 @@ def _int16_row(block_points):
         acc, = ir_loop(builder, _as_i64(builder, args[5]), block, [ir.Constant(_V8F, None)])
         fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
         return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
-    return codegen
+
+    def typer(typingctx, c, d, table, xq, xd, nb):
+        ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(table, types.Array)
+              and table.dtype == table_dtype and isinstance(xq, types.Array) and xq.dtype == types.int16
+              and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
+        return (types.float32(c, d, table, xq, xd, nb), codegen) if ok else None
+    typer.__name__ = name
+    return intrinsic(typer)
 
 
 def _gathered_points(builder, t_p):
@@ -164,17 +172,8 @@ def _gathered_points(builder, t_p):
     return points
 
 
-_gather_row_codegen = _int16_row(_gathered_points)
-
-
-@intrinsic
-def gather_row_dot(typingctx, c, d, table, xq, xd, nb):
-    """sum over nb blocks of d[b] * xd[b] * (the int32 dot product of the block's 32 grid points, int16 pairs from
-    table (int32 entries) by the code bytes c, with the 64 int16 xq of the block)."""
-    ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(table, types.Array)
-          and table.dtype == types.int32 and isinstance(xq, types.Array) and xq.dtype == types.int16
-          and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
-    return (types.float32(c, d, table, xq, xd, nb), _gather_row_codegen) if ok else None
+# the grid points int16 pairs in the int32 table, gathered by the code bytes c
+gather_row_dot = _int16_row(_gathered_points, types.int32, "gather_row_dot")
 
 
 def _gather_scratch(cols):
@@ -207,14 +206,19 @@ def _mv_gather(out, x, c, d, table, xr, xq, xd):
         out[r] = F32(GRID_STEP) * gather_row_dot(c[r], d[r], table, xq, xd, xd.shape[0])
 
 
+@njit(cache=True, inline="always")
+def _put_pair(dst, i, s, entry):
+    """dst[i], dst[i + 1] = s times the int16 pair in a 32-bit table entry (low half first)."""
+    e = np.int64(entry)
+    dst[i] = s * F32(np.int16(e & 0xFFFF))
+    dst[i + 1] = s * F32(e >> 16)
+
+
 @njit(cache=True, fastmath=FAST)
 def _dec_gather(dst, r, c, d, table):
     """Row r in the rotated basis, from the int16 table (the same values as the float grid)."""
     for t in range(c.shape[1]):
-        s = d[r, t // PAIRS] * F32(GRID_STEP)
-        e = np.int64(table[c[r, t]])
-        dst[2 * t] = s * F32(np.int16(e & 0xFFFF))
-        dst[2 * t + 1] = s * F32(e >> 16)
+        _put_pair(dst, 2 * t, d[r, t // PAIRS] * F32(GRID_STEP), table[c[r, t]])
 
 
 # ---------------------------------------------------------------- AVX2: HG2's and HG3's grids looked up by vpshufb
@@ -296,20 +300,9 @@ def _shuffled_points(points):
     return prepare
 
 
-def _shuffle_row_dot(points):
-    codegen = _int16_row(_shuffled_points(points))
-
-    def typer(typingctx, c, d, tables, xq, xd, nb):
-        ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(tables, types.Array)
-              and tables.dtype == types.uint8 and isinstance(xq, types.Array) and xq.dtype == types.int16
-              and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
-        return (types.float32(c, d, tables, xq, xd, nb), codegen) if ok else None
-    typer.__name__ = f"shuffle_row_dot_{points}"
-    return intrinsic(typer)
-
-
 # gather_row_dot for a 16- or 64-point grid's codes in SLOTS order, looked up by vpshufb in _shuffle_tables
-_SHUFFLE_DOT_16, _SHUFFLE_DOT_64 = _shuffle_row_dot(16), _shuffle_row_dot(64)
+_SHUFFLE_DOT_16, _SHUFFLE_DOT_64 = (_int16_row(_shuffled_points(p), types.uint8, f"shuffle_row_dot_{p}")
+                                    for p in (16, 64))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
@@ -336,9 +329,7 @@ def _dec_shuffle(dst, r, c, d, tables, packed):
                 code = (np.int64(c[r, 16 * b + p % 16]) >> (4 * (p // 16))) & 15
             else:
                 code = np.int64(c[r, 32 * b + p])
-            e, t = np.int64(packed[code]), SLOTS[p]
-            dst[b * BLOCK + 2 * t] = s * F32(np.int16(e & 0xFFFF))
-            dst[b * BLOCK + 2 * t + 1] = s * F32(e >> 16)
+            _put_pair(dst, b * BLOCK + 2 * SLOTS[p], s, packed[code])
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
