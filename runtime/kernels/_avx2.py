@@ -1,5 +1,5 @@
 """Decode steps written for 256-bit registers (the avx2 and avxvnni paths: _isa.YMM): ROWS16 records read as two
-8-row halves, and the ternary types' CRUMB rows. They use AVX2 instructions only, which AVX-VNNI CPUs have too.
+8-row halves. They use AVX2 instructions only, which AVX-VNNI CPUs have too.
 
 _vnni16.py writes its steps on 512-bit values, which LLVM splits into ymm pairs on AVX2. For Q4_K that split came
 out badly: LLVM computed every block's first half, then every second half, and kept the 4-code activation broadcasts
@@ -15,12 +15,10 @@ scales (each row's scale in both i16 of its lane) turns them into scale * the bl
 as ggml's AVX2 q4_K dot product does (its vpmaddwd by the scales).
 """
 from llvmlite import ir
-from numba import types
 from numba.extending import intrinsic
 
-from ._isa import _declare, halves, join, maddubs, maddwd
-from ._vnni import (_F32, _I8, _I16, _I32, _V16F, _as_i64, _c64, _data, _splat, _steps_signature, _vec_load,
-                    _widen_scale, ir_loop)
+from ._isa import halves, join, maddubs, maddwd
+from ._vnni import _I8, _I16, _I32, _V16F, _c64, _splat, _vec_load, ir_loop
 from ._vnni16 import (Q4K_CODES, Q4K_D, Q4K_DM, Q4K_RECORD, Q4K_SM, Q6K_D, Q6K_QUAD, Q6K_RECORD, Q6K_SCALES,
                       _record_signature, _rows16_args, _run_and_store, lanes_f32, x_quad)
 
@@ -165,47 +163,3 @@ def _q6k_rows16_codegen(context, builder, signature, args):
 
 
 q6k_rows16_dot = _record_dot(_q6k_rows16_codegen, "_vnni16.q6k_rows16_dot for the 256-bit paths.")
-
-
-# ---------------------------------------------------------------- CRUMB rows (TQ1_0, TQ2_0: ternary.py)
-# _vnni.crumb_steps_dot puts 64 codes in a 512-bit vector from 16 bytes and scales every 64 in floats; split into
-# ymm pairs with its 64-byte shuffles it ran at 20 G weights/s a core, a third of what the read bandwidth of two
-# needs for 2-bit weights. Here a 32-byte load is 128 codes, 4 ymm of 32 by a shift and a mask each, and a
-# super-block's 8 vpmaddubsw add up in i16 (codes 0..2: 16 products of at most 254 a lane), one vpmaddwd and one
-# float multiply-add per 256 weights.
-
-def _crumb_row_codegen(context, builder, signature, args):
-    wq_p = _data(context, builder, signature.args[0], args[0], _I8)
-    wd_f32 = signature.args[1].dtype == types.float32
-    wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
-    xq_p = _data(context, builder, signature.args[2], args[2], _I8)
-    xd_p = _data(context, builder, signature.args[3], args[3], _F32)
-    n = _as_i64(builder, args[4])
-    v8f = ir.VectorType(_F32, 8)
-    ones = _const(_V16I16, 1)
-
-    def super_block(b, s, state):
-        sums = None
-        for h in range(2):
-            packed = _vec_load(b, wq_p, b.add(b.mul(s, _c64(64)), _c64(32 * h)), _V32I8)
-            for u in range(4):
-                codes = b.and_(b.lshr(packed, _const(_V32I8, 2 * u)) if u else packed, _const(_V32I8, 3))
-                x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(128 * h + 32 * u)), _V32I8)
-                part = maddubs(b, codes, x)
-                sums = part if sums is None else b.add(sums, part)
-        scale = b.fmul(_widen_scale(b, wd_p, wd_f32, s), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
-        dot = b.sitofp(maddwd(b, sums, ones), v8f)
-        return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, v8f), flags=("contract",)), flags=("contract",))]
-
-    acc, = ir_loop(builder, n, super_block, [ir.Constant(v8f, None)])
-    fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, v8f])
-    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
-
-
-@intrinsic
-def crumb_row_dot(typingctx, wq, wd, xq, xd, nsb):
-    """sum over nsb super-blocks of a CRUMB row (codes 0..3, multiplied as they are) with xq in ternary.py's
-    128-element order: wd one scale per 256 elements (f32, or u16 holding fp16), xd one per 32 (Q8_K's per-256
-    value repeated)."""
-    sig = _steps_signature(wq, wd, xq, xd, nsb, types.uint8)
-    return (sig, _crumb_row_codegen) if sig is not None else None

@@ -10,11 +10,10 @@ from kvant.formats.blocks import block
 from ._common import F32, crumb_dot, dot, float_matmul, group_sums, prep_crumbs
 from ._gemm import gemm_crumb
 from ._ir import load_u16, ubits, widen
-from ._avx2 import crumb_row_dot
-from ._isa import FAST, YMM
-from ._vnni import crumb_steps_dot
+from ._isa import FAST
+from ._vnni import CRUMB_WIDTH, crumb_row_dot
 from .actquant import q8_k, q8_k_codes
-from .intdot import block_sums, int_note, int_scratch
+from .intdot import code_sums, int_note
 from .kquants import crumbs256
 from .registry import Layout, register
 
@@ -94,57 +93,30 @@ def _mv_tq(out, x, c, d, y, xs):
 
 
 @njit(cache=True)
-def _x_order_64(dst, xq):
-    """xq as crumb_steps_dot reads it: per 64 elements, those at 4j + u ordered by u, then j."""
-    for g in range(xq.shape[0] // 64):
+def _crumb_x_order(dst, xq):
+    """xq as crumb_row_dot reads it: per 4 W elements (W = CRUMB_WIDTH, the bytes of one load of a row's CRUMB
+    plane), those at 4k + u ordered by u, then k: the load's 4 fields."""
+    w = CRUMB_WIDTH
+    for h in range(xq.shape[0] // (4 * w)):
         for u in range(4):
-            for j in range(16):
-                dst[64 * g + 16 * u + j] = xq[64 * g + 4 * j + u]
+            for k in range(w):
+                dst[4 * w * h + w * u + k] = xq[4 * w * h + 4 * k + u]
 
 
-@njit(cache=True)
-def _x_order_128(dst, xq):
-    """xq as _avx2.crumb_row_dot reads it: per 128 elements, those at 4j + u of the first 64, then of the second,
-    for u = 0..3 (16 each): the 4 fields of one 32-byte load of the row's CRUMB bytes."""
-    for h in range(xq.shape[0] // 128):
-        for u in range(4):
-            for half in range(2):
-                for j in range(16):
-                    dst[128 * h + 32 * u + 16 * half + j] = xq[128 * h + 64 * half + 4 * j + u]
-
-
-@njit(cache=True, inline="always")
-def _row_dot_64(c, d, xq, xd):
-    return crumb_steps_dot(c, d, xq, xd, xq.shape[0] // 64)
-
-
-@njit(cache=True, inline="always")
-def _row_dot_256(c, d, xq, xd):
-    return crumb_row_dot(c, d, xq, xd, xq.shape[0] // 256)
-
-
-# the row's dot product and the x order it reads, per kernel path (_avx2.py: for 256-bit registers)
-_X_ORDER, _ROW_DOT = (_x_order_128, _row_dot_256) if YMM else (_x_order_64, _row_dot_64)
+def _int_scratch(cols):
+    """Q8_K codes in crumb_x_order, their scale per 32, -(their sum) per 256 (the code offset's term), the codes."""
+    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 256, np.int32), np.empty(
+        cols, np.int8)
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_tq_vnni(out, x, c, d, xq, xd, xs, xn):
-    """Integer dot products (intdot): x as Q8_K codes; the code offset (value = code - 1) as -d * block sums."""
+def _mv_tq_vnni(out, x, c, d, xq, xd, bias, xn):
+    """Integer dot products (intdot): x as Q8_K codes, value = code - 1 as the codes' dot product - their sum."""
     q8_k_codes(xn, xd, x)
-    _X_ORDER(xq, xn)
-    block_sums(xs, xn, xd)
-    nsb = xs.shape[0] // 8
-    for s in range(nsb):                # per super-block, once: a row's offset is then one term per 256 weights
-        total = F32(0.0)
-        for b in range(8):
-            total += xs[8 * s + b]
-        xs[s] = total
+    _crumb_x_order(xq, xn)
+    code_sums(bias, xn, -1)
     for r in prange(out.shape[0]):
-        dr = d[r]
-        offset = F32(0.0)
-        for s in range(nsb):
-            offset += widen(dr[s]) * xs[s]
-        out[r] = _ROW_DOT(c[r], dr, xq, xd) - offset
+        out[r] = crumb_row_dot(c[r], d[r], xq, xd, bias, bias.shape[0])
 
 
 @njit(cache=True, fastmath=FAST)
@@ -170,5 +142,5 @@ for _name, _repack, _codes in (("TQ2_0", _repack_tq2_0, "CRUMB codes"),
                                ("TQ1_0", _repack_tq1_0, "CRUMB codes (from base 3)")):
     _note, _rp = _codes + " + fp16 d per 256", _rp_tq(_repack)      # one repack for both paths' kernels
     register(_name, Layout(256, _rp, _scratch, _mv_tq, _mm_tq, _note),
-             Layout(256, _rp, int_scratch, _mv_tq_vnni, _mm_tq, _note + int_note(q8_k), q8_k,
+             Layout(256, _rp, _int_scratch, _mv_tq_vnni, _mm_tq, _note + int_note(q8_k), q8_k,
                     _gemm_tq))

@@ -6,8 +6,8 @@ assembly is read, never run. The avx512vnni path on Sapphire Rapids: vpdpbusd on
 IQ1-IQ2 lattice types, which run llama.cpp's AVX2 step on every x86 path (vpsignb, vpmaddubsw, vpmaddwd by the
 scales; the IQ3 types are repacked to codes of a 16-value codebook, as IQ4_XS). The
 avxvnni path on Alder Lake: AVX-VNNI's VEX-encoded vpdpbusd on ymm where the kernel's dot step is one (the 32-block
-types, IQ4_XS, the K-quant row kernels), and no zmm register anywhere (Alder Lake has no AVX-512); the kernels
-written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K, TQ1_0, TQ2_0) are AVX2
+types, IQ4_XS, the K-quant row kernels, the ternary types), and no zmm register anywhere (Alder Lake has no
+AVX-512); the kernels written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K) are AVX2
 instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 from test_kernels import FP16_FIELDS, make_weight  # noqa: E402
 
 INT_TYPES = sorted(FP16_FIELDS)
-OWN_256_BIT = {"Q4_K", "Q6_K", "TQ1_0", "TQ2_0"}    # _avx2.py's kernels, on both 256-bit paths
+OWN_256_BIT = {"Q4_K", "Q6_K"}    # _avx2.py's kernels, on both 256-bit paths
 IQ4 = {"IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S"}      # 16-value codebooks (the IQ3 types repacked to IQ4_XS's layout)
 LATTICE = {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S"}  # llama.cpp's AVX2 step on every x86 path
 AARCH64 = "aarch64-unknown-linux-gnu"
