@@ -53,13 +53,24 @@ def register(name: str, float_layout: Layout, int_layout: Layout | None = None) 
         KERNELS[(name, CPU_PATH)] = int_layout
 
 
-def layout_for(name: str, path: str = CPU_PATH) -> Layout | None:
-    """The kernels a matrix of type name runs on path (the float ones where the type has none for it): FLOAT or the
-    path in force (KVANT_CPU_PATH chooses another at start: the integer kernels are built for one path a process)."""
+def kernels_for(name: str, path: str = CPU_PATH) -> tuple[str, Layout] | None:
+    """(the path whose kernels a matrix of type name runs on path, their Layout): path's own, else the float ones;
+    None where the type has none. path: FLOAT or the path in force (KVANT_CPU_PATH chooses another at start: the
+    integer kernels are built for one path a process)."""
     if path not in (FLOAT, CPU_PATH):
         raise ValueError(f"kernel path {path!r}: this process runs {CPU_PATH!r} or {FLOAT!r} "
                          f"(set KVANT_CPU_PATH before starting it for another)")
-    return KERNELS.get((name, path)) or KERNELS.get((name, FLOAT))
+    for used in (path, FLOAT):
+        layout = KERNELS.get((name, used))
+        if layout is not None:
+            return used, layout
+    return None
+
+
+def layout_for(name: str, path: str = CPU_PATH) -> Layout | None:
+    """The kernels a matrix of type name runs on path (kernels_for's Layout)."""
+    found = kernels_for(name, path)
+    return None if found is None else found[1]
 
 
 class QMatrix:
@@ -69,13 +80,7 @@ class QMatrix:
     numba's thread count. Both write into out, allocate nothing per call (matmul: one float tile per thread) and
     keep per-matrix activation scratch, so one QMatrix must not be used from two Python threads at once."""
 
-    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "path", "kernel", "kernel_args", "_mm")
-
-    @property
-    def gemm(self):
-        """The layout's integer prefill GEMM as (activation scheme, run(out, codes, *arrays)), or None."""
-        run = self.layout.gemm
-        return None if run is None else (spec(self.type_name).activation, run)
+    __slots__ = ("type_name", "shape", "nbytes", "arrays", "layout", "path", "kernel", "kernel_args", "gemm", "_mm")
 
     @property
     def kernel_key(self):
@@ -93,6 +98,8 @@ class QMatrix:
         self.kernel = layout.matvec
         self.kernel_args = tuple(arrays) + tuple(layout.scratch(shape[1]))
         self._mm = layout.matmul
+        # the integer prefill GEMM as (activation scheme, run(out, codes, *arrays)), or None
+        self.gemm = None if layout.gemm is None else (spec(type_name).activation, layout.gemm)
 
     def matvec(self, out, x):
         """out[rows] = W @ x. Both float32, C-contiguous (the kernels index without bounds checks)."""
@@ -131,9 +138,10 @@ def prepare(raw, ggml_type, path: str = CPU_PATH) -> QMatrix:
     """raw: uint8 (rows, row_bytes) view of a tensor in a GGUF file; ggml_type: a name or an object with .name;
     path: the kernel path (FLOAT: the float kernels on any CPU)."""
     name = str(getattr(ggml_type, "name", ggml_type)).upper()
-    layout = layout_for(name, path)
-    if layout is None:
+    found = kernels_for(name, path)
+    if found is None:
         raise UnsupportedTypeError(f"type {name} not supported yet")
+    path, layout = found
     raw = np.asarray(raw)
     if raw.dtype != np.uint8 or raw.ndim != 2:
         raise ValueError(f"prepare wants a 2-D uint8 array, got {raw.dtype} with shape {raw.shape}")
@@ -148,4 +156,4 @@ def prepare(raw, ggml_type, path: str = CPU_PATH) -> QMatrix:
     if not raw.flags.c_contiguous:
         raw = np.ascontiguousarray(raw)
     arrays = tuple(layout.repack(raw, cols))
-    return QMatrix(name, (rows, cols), arrays, layout, path if (name, path) in KERNELS else FLOAT)
+    return QMatrix(name, (rows, cols), arrays, layout, path)
