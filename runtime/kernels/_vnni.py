@@ -3,8 +3,8 @@ products summed exactly in int32 by vpdpbusd, one float multiply-add per block.
 
 numba types every integer operation as int64, so an int8 dot product written in Python vectorizes 8 lanes wide at
 best (vpmovsxbq + vpmuldq, 11 G products/s on one core here) - slower than converting to float. These intrinsics
-write the loop in LLVM IR instead: one row's codes a step through vpdpbusd into 16 int32 lanes, converted and scaled
-in a 16-float accumulator, summed once per row (the TQ types' CRUMB rows, and the K-quants a super-block a step).
+write the loop in LLVM IR instead: one row's codes a step through vpdpbusd into int32 lanes, converted and scaled
+in a float accumulator, summed once per row (the TQ types' CRUMB rows, and the K-quants a super-block a step).
 The 32-block types, Q4_K, Q6_K and IQ4_XS put 16 rows in the lanes instead (_vnni16.py): faster where rows are
 short, and for the K-quants' per-block scales.
 
@@ -32,81 +32,7 @@ def _data(context, builder, arr_type, arr, elem):
     return builder.bitcast(context.make_array(arr_type)(context, builder, arr).data, elem.as_pointer())
 
 
-# ---------------------------------------------------------------- CRUMB rows (TQ1_0, TQ2_0: ternary.py)
-# A super-block a step: a load of CRUMB_WIDTH bytes (the path's register: 32 on the ymm paths) is 4 x CRUMB_WIDTH
-# codes, split into 4 byte vectors by a shift and a mask; the 256 products and the code offset's term add up
-# exactly in int32 and are converted and scaled once, as llama.cpp's ggml_vec_dot_tq2_0_q8_K. The first kernel put
-# 64 codes in a 512-bit vector from 16 bytes and scaled every 64 in floats (three shuffles, a conversion and an FMA
-# per 64 weights; the offset in a loop of its own): on Zen 4 a matrix in cache ran at 18 GB/s, now 40.
-CRUMB_WIDTH = 32 if YMM else 64
-
-
-def _crumb_field(b, packed, u):
-    """Bits 2u, 2u + 1 of each byte of a CRUMB load: its codes of elements 4k + u."""
-    vbytes = packed.type
-    shifted = b.lshr(packed, ir.Constant(vbytes, [2 * u] * vbytes.count)) if u else packed
-    return shifted if u == 3 else b.and_(shifted, ir.Constant(vbytes, [3] * vbytes.count))
-
-
-def _crumb_sums(b, pairs, bias):
-    """The int32 lanes summing to bias + the dot products of (codes, x) byte vectors. On avx2 the i16 sums of
-    vpmaddubsw add up first (8 of a super-block: 16 products of at most 254 a lane) and one vpmaddwd widens them."""
-    lanes = _V8I32 if CRUMB_WIDTH == 32 else _V16I32
-    start = b.insert_element(ir.Constant(lanes, None), bias, ir.Constant(_I32, 0))
-    if CPU_PATH == "avx2":
-        total = maddubs(b, *pairs[0])
-        for codes, x in pairs[1:]:
-            total = b.add(total, maddubs(b, codes, x))
-        return b.add(start, maddwd(b, total, ir.Constant(_V16I16, [1] * 16)))
-    dot = dot4_256 if CRUMB_WIDTH == 32 else dot4
-    for codes, x in pairs:
-        start = dot(b, start, codes, x)
-    return start
-
-
-def _crumb_row_codegen(context, builder, signature, args):
-    wq_p = _data(context, builder, signature.args[0], args[0], _I8)
-    wd_f32 = signature.args[1].dtype == types.float32
-    wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
-    xq_p = _data(context, builder, signature.args[2], args[2], _I8)
-    xd_p = _data(context, builder, signature.args[3], args[3], _F32)
-    bias_p = _data(context, builder, signature.args[4], args[4], _I32)
-    n = _as_i64(builder, args[5])
-    width = CRUMB_WIDTH
-    vbytes, vf = ir.VectorType(_I8, width), ir.VectorType(_F32, width // 4)
-
-    def super_block(b, s, state):
-        pairs = []
-        for h in range(64 // width):
-            packed = _vec_load(b, wq_p, b.add(b.mul(s, _c64(64)), _c64(width * h)), vbytes)
-            for u in range(4):
-                x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(4 * width * h + width * u)), vbytes)
-                pairs.append((_crumb_field(b, packed, u), x))
-        scale = b.fmul(_widen_scale(b, wd_p, wd_f32, s), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
-        dot = b.sitofp(_crumb_sums(b, pairs, b.load(b.gep(bias_p, [s]))), vf)
-        return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, vf), flags=("contract",)), flags=("contract",))]
-
-    acc, = ir_loop(builder, n, super_block, [ir.Constant(vf, None)])
-    fsum = _declare(builder.module, f"llvm.vector.reduce.fadd.v{width // 4}f32", _F32, [_F32, vf])
-    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
-
-
-@intrinsic
-def crumb_row_dot(typingctx, wq, wd, xq, xd, bias, nsb):
-    """sum over nsb super-blocks of wd[s] * xd[8 s] * (bias[s] + the int32 dot product of a CRUMB row's codes 0..3
-    and xq): the row's 256 codes of a super-block in 64 bytes, element 4k + u in bits 2u of byte k; xq in
-    ternary.py's crumb_x_order; wd one scale per 256 elements (f32, or u16 holding fp16), xd one per 32 (Q8_K's
-    per-256 value repeated), bias int32 per 256 (the code offset's term)."""
-    arrays = ((wq, types.uint8), (xq, types.int8), (xd, types.float32), (bias, types.int32))
-    ok = (all(isinstance(a, types.Array) and a.dtype == dtype for a, dtype in arrays)
-          and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
-          and isinstance(nsb, types.Integer))
-    return (types.float32(wq, wd, xq, xd, bias, nsb), _crumb_row_codegen) if ok else None
-
-
-# ---------------------------------------------------------------- K-quants: one 256-element super-block a step
-# As llama.cpp's ggml_vec_dot_q{2,3,5}_K_q8_K: each super-block's small-scale-weighted block dot products are
-# summed exactly in int32 (vpdpbusd, then vpmulld by the small scales), converted once and scaled by d_w * d_x.
+# ---------------------------------------------------------------- IR helpers of the row kernels
 
 def _vec_load(builder, base_p, offset, vtype):
     return builder.load(builder.bitcast(builder.gep(base_p, [offset]), vtype.as_pointer()), align=1)
@@ -207,6 +133,83 @@ def _as_i64(builder, v):
 def _c64(v):
     return ir.Constant(_I64, v)
 
+
+# ---------------------------------------------------------------- CRUMB rows (TQ1_0, TQ2_0: ternary.py)
+# A super-block a step: a load of CRUMB_WIDTH bytes (64, 32 on the ymm paths) is 4 x CRUMB_WIDTH codes, split into 4
+# byte vectors by a shift and a mask; the 256 products and the code offset's term add up exactly in int32 and are
+# converted and scaled once, as llama.cpp's ggml_vec_dot_tq2_0_q8_K. The first kernel put 64 codes in a 512-bit vector
+# from 16 bytes and scaled every 64 in floats (three shuffles, a conversion and an FMA per 64 weights; the offset in a
+# loop of its own): on Zen 4 a matrix in cache ran at 18 GB/s, now 40.
+CRUMB_WIDTH = 32 if YMM else 64
+
+
+def _crumb_field(b, packed, u):
+    """Bits 2u, 2u + 1 of each byte of a CRUMB load: its codes of elements 4k + u."""
+    vbytes = packed.type
+    shifted = b.lshr(packed, ir.Constant(vbytes, [2 * u] * vbytes.count)) if u else packed
+    return shifted if u == 3 else b.and_(shifted, ir.Constant(vbytes, [3] * vbytes.count))
+
+
+def _crumb_sums(b, pairs, bias):
+    """The int32 lanes summing to bias + the dot products of (codes, x) byte vectors. On avx2 the i16 sums of
+    vpmaddubsw add up first (8 of a super-block: 16 products a lane, each at most 3 * 127 as TQ2_0 files may hold
+    code 3: exact in i16) and one vpmaddwd widens them."""
+    lanes = _V8I32 if CRUMB_WIDTH == 32 else _V16I32
+    start = b.insert_element(ir.Constant(lanes, None), bias, ir.Constant(_I32, 0))
+    if CPU_PATH == "avx2" and CRUMB_WIDTH == 32:
+        total = maddubs(b, *pairs[0])
+        for codes, x in pairs[1:]:
+            total = b.add(total, maddubs(b, codes, x))
+        return b.add(start, maddwd(b, total, ir.Constant(_V16I16, [1] * 16)))
+    dot = dot4_256 if CRUMB_WIDTH == 32 else dot4
+    for codes, x in pairs:
+        start = dot(b, start, codes, x)
+    return start
+
+
+def _crumb_row_codegen(context, builder, signature, args):
+    wq_p = _data(context, builder, signature.args[0], args[0], _I8)
+    wd_f32 = signature.args[1].dtype == types.float32
+    wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
+    xq_p = _data(context, builder, signature.args[2], args[2], _I8)
+    xd_p = _data(context, builder, signature.args[3], args[3], _F32)
+    bias_p = _data(context, builder, signature.args[4], args[4], _I32)
+    n = _as_i64(builder, args[5])
+    width = CRUMB_WIDTH
+    vbytes, vf = ir.VectorType(_I8, width), ir.VectorType(_F32, width // 4)
+
+    def super_block(b, s, state):
+        pairs = []
+        for h in range(64 // width):
+            packed = _vec_load(b, wq_p, b.add(b.mul(s, _c64(64)), _c64(width * h)), vbytes)
+            for u in range(4):
+                x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(4 * width * h + width * u)), vbytes)
+                pairs.append((_crumb_field(b, packed, u), x))
+        scale = b.fmul(_widen_scale(b, wd_p, wd_f32, s), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
+        dot = b.sitofp(_crumb_sums(b, pairs, b.load(b.gep(bias_p, [s]))), vf)
+        return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, vf), flags=("contract",)), flags=("contract",))]
+
+    acc, = ir_loop(builder, n, super_block, [ir.Constant(vf, None)])
+    fsum = _declare(builder.module, f"llvm.vector.reduce.fadd.v{width // 4}f32", _F32, [_F32, vf])
+    return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+
+
+@intrinsic
+def crumb_row_dot(typingctx, wq, wd, xq, xd, bias, nsb):
+    """sum over nsb super-blocks of wd[s] * xd[8 s] * (bias[s] + the int32 dot product of a CRUMB row's codes 0..3
+    and xq): the row's 256 codes of a super-block in 64 bytes, element 4k + u in bits 2u of byte k; xq in
+    ternary.py's _crumb_x_order; wd one scale per 256 elements (f32, or u16 holding fp16), xd one per 32 (Q8_K's
+    per-256 value repeated), bias int32 per 256 (the code offset's term)."""
+    arrays = ((wq, types.uint8), (xq, types.int8), (xd, types.float32), (bias, types.int32))
+    ok = (all(isinstance(a, types.Array) and a.dtype == dtype for a, dtype in arrays)
+          and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
+          and isinstance(nsb, types.Integer))
+    return (types.float32(wq, wd, xq, xd, bias, nsb), _crumb_row_codegen) if ok else None
+
+
+# ---------------------------------------------------------------- K-quants: one 256-element super-block a step
+# As llama.cpp's ggml_vec_dot_q{2,3,5}_K_q8_K: each super-block's small-scale-weighted block dot products are
+# summed exactly in int32 (vpdpbusd, then vpmulld by the small scales), converted once and scaled by d_w * d_x.
 
 def _bit_at_4(builder, v, bit):
     """bit `bit` of each byte of v moved to bit 4 (others cleared)."""

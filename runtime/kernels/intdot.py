@@ -1,9 +1,6 @@
 """Shared parts of the integer matvec kernels (_vnni.py; the dot-product step per CPU in _isa.py): activations
 quantized as llama.cpp quantizes them (Q8_0, or Q8_K with its per-256 scale repeated per 32), int8 block dot products
 summed exactly.
-
-Scratch of every integer kernel (int_scratch): codes xq in the order the kernel reads them, per-32 scales xd, scaled
-block sums xs, codes in element order xn.
 """
 import numpy as np
 from gguf.quants import IQ4_NL
@@ -12,17 +9,6 @@ from numba import njit
 from ._common import F32, copy_into
 
 IQ4_VALUES = np.array(IQ4_NL.kvalues, np.int64)
-
-
-@njit(cache=True)
-def block_sums(xs, xq, xd):
-    """xs[b] = xd[b] * (sum of block b's codes), exact integer sums: a code offset o as
-    o * sum_b d_w xs[b] (the TQ types' -1)."""
-    for b in range(xs.shape[0]):
-        t = 0
-        for j in range(32 * b, 32 * b + 32):
-            t += np.int64(xq[j])
-        xs[b] = xd[b] * F32(t)
 
 
 @njit(cache=True)
@@ -58,11 +44,6 @@ def k4_scratch(cols):
 def k16_scratch(cols):
     """Scratch of the K-quant integer kernels: Q8_K codes in element order, scale per 32, int32 code sums per 16."""
     return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 16, np.int32)
-
-
-def int_scratch(cols):
-    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 32, np.float32), np.empty(
-        cols, np.int8)
 
 
 def int_note(rounding):

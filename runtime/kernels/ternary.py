@@ -1,7 +1,7 @@
-"""Ternary types TQ1_0 and TQ2_0: both repacked to one CRUMB plane of codes 0..2 (value code - 1) and the file's
-fp16 d per 256 (as u16 bits: an f32 copy made TQ2_0 3% larger, and decoding is bound by reading it), so one kernel
-serves both. Extra memory over the file: TQ2_0 1.0x, TQ1_0 1.22x (it stores 5 trits a byte; decoding base 3 in the
-hot loop would cost more than the 0.44 bits a weight it saves)."""
+"""Ternary types TQ1_0 and TQ2_0: both repacked to one CRUMB plane of codes 0..2 (value code - 1; a TQ2_0 file may hold
+code 3, +2 as in llama.cpp) and the file's fp16 d per 256 (as u16 bits: an f32 copy made TQ2_0 3% larger, and
+decoding is bound by reading it), so one kernel serves both. Extra memory over the file: TQ2_0 1.0x, TQ1_0 1.22x (it
+stores 5 trits a byte; decoding base 3 in the hot loop would cost more than the 0.44 bits a weight it saves)."""
 import numpy as np
 from numba import njit, prange
 
@@ -105,8 +105,8 @@ def _crumb_x_order(dst, xq):
 
 def _int_scratch(cols):
     """Q8_K codes in crumb_x_order, their scale per 32, -(their sum) per 256 (the code offset's term), the codes."""
-    return np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 256, np.int32), np.empty(
-        cols, np.int8)
+    return (np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 256, np.int32),
+            np.empty(cols, np.int8))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
