@@ -169,8 +169,7 @@ def _crumb_sums(b, pairs, bias):
 
 def _crumb_row_codegen(context, builder, signature, args):
     wq_p = _data(context, builder, signature.args[0], args[0], _I8)
-    wd_f32 = signature.args[1].dtype == types.float32
-    wd_p = _data(context, builder, signature.args[1], args[1], _F32 if wd_f32 else _I16)
+    wd_p = _data(context, builder, signature.args[1], args[1], _I16)
     xq_p = _data(context, builder, signature.args[2], args[2], _I8)
     xd_p = _data(context, builder, signature.args[3], args[3], _F32)
     bias_p = _data(context, builder, signature.args[4], args[4], _I32)
@@ -185,7 +184,7 @@ def _crumb_row_codegen(context, builder, signature, args):
             for u in range(4):
                 x = _vec_load(b, xq_p, b.add(b.mul(s, _c64(256)), _c64(4 * width * h + width * u)), vbytes)
                 pairs.append((_crumb_field(b, packed, u), x))
-        scale = b.fmul(_widen_scale(b, wd_p, wd_f32, s), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
+        scale = b.fmul(_widen_scale(b, wd_p, False, s), b.load(b.gep(xd_p, [b.mul(s, _c64(8))])))
         dot = b.sitofp(_crumb_sums(b, pairs, b.load(b.gep(bias_p, [s]))), vf)
         return [b.fadd(state[0], b.fmul(dot, _splat(b, scale, vf), flags=("contract",)), flags=("contract",))]
 
@@ -198,12 +197,10 @@ def _crumb_row_codegen(context, builder, signature, args):
 def crumb_row_dot(typingctx, wq, wd, xq, xd, bias, nsb):
     """sum over nsb super-blocks of wd[s] * xd[8 s] * (bias[s] + the int32 dot product of a CRUMB row's codes 0..3
     and xq): the row's 256 codes of a super-block in 64 bytes, element 4k + u in bits 2u of byte k; xq in
-    ternary.py's _crumb_x_order; wd one scale per 256 elements (f32, or u16 holding fp16), xd one per 32 (Q8_K's
+    ternary.py's _crumb_x_order; wd one scale per 256 elements (u16 holding the file's fp16), xd one per 32 (Q8_K's
     per-256 value repeated), bias int32 per 256 (the code offset's term)."""
-    arrays = ((wq, types.uint8), (xq, types.int8), (xd, types.float32), (bias, types.int32))
-    ok = (all(isinstance(a, types.Array) and a.dtype == dtype for a, dtype in arrays)
-          and isinstance(wd, types.Array) and wd.dtype in (types.uint16, types.float32)
-          and isinstance(nsb, types.Integer))
+    arrays = ((wq, types.uint8), (wd, types.uint16), (xq, types.int8), (xd, types.float32), (bias, types.int32))
+    ok = all(isinstance(a, types.Array) and a.dtype == dtype for a, dtype in arrays) and isinstance(nsb, types.Integer)
     return (types.float32(wq, wd, xq, xd, bias, nsb), _crumb_row_codegen) if ok else None
 
 

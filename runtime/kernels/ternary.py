@@ -104,7 +104,7 @@ def _crumb_x_order(dst, xq):
 
 
 def _int_scratch(cols):
-    """Q8_K codes in crumb_x_order, their scale per 32, -(their sum) per 256 (the code offset's term), the codes."""
+    """Q8_K codes in _crumb_x_order, their scale per 32, -(their sum) per 256 (the code offset's term), the codes."""
     return (np.empty(cols, np.int8), np.empty(cols // 32, np.float32), np.empty(cols // 256, np.int32),
             np.empty(cols, np.int8))
 
