@@ -226,14 +226,14 @@ def _dec_gather(dst, r, c, d, table):
 
 # ---------------------------------------------------------------- AVX2: HG2's and HG3's grids looked up by vpshufb
 
-# A 16-point grid fits a byte shuffle: two 16-byte tables (both coordinates' int8 q) in both lanes of a ymm. A
-# 64-point grid is four such tables a coordinate, looked up by the code's low 4 bits (vpshufb ignores bits 4-6) and
-# chosen between by its bits 4 and 5 (three vpblendvb). A block's 32 codes fill a ymm, the first lane's 16 codes and
-# the second's; two lookups give q0 and q1, a compare their sign bytes, and byte then word unpacks (within lanes)
-# make each code's pair (q0, q1), sign-extended to int16, one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The unpacks leave lane
-# order (codes 4k..4k + 3 of each lane in vector k), so a block's codes are repacked in the order that makes vector k
-# codes 8k..8k + 7: slot p holds code SLOTS[p]. HG2 keeps two codes a byte (byte j: slot j low, slot j + 16 high:
-# the lanes' nibbles); HG3 a byte a code.
+# A 16-point grid fits a byte shuffle: two 16-byte tables (both coordinates' int8 q) in both lanes of a ymm. A 64-point
+# grid is four such tables a coordinate, looked up by the code's low 4 bits (vpshufb ignores bits 4-6) and chosen
+# between by its bits 4 and 5 (three vpblendvb). A block's 32 codes fill a ymm, the first lane's 16 codes and the
+# second's; two lookups give q0 and q1, a compare their sign bytes, and byte then word unpacks (within lanes) make each
+# code's pair (q0, q1), sign-extended to int16, one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The
+# unpacks leave lane order (codes 4k..4k + 3 of each lane in vector k), so a block's codes are repacked in the order
+# that makes vector k codes 8k..8k + 7: slot p holds code SLOTS[p]. HG2 keeps two codes a byte (byte j: slot j low, slot
+# j + 16 high: the lanes' nibbles); HG3 a byte a code.
 SLOTS = np.array([8 * (j % 16 // 4) + j % 4 + 4 * (j // 16) for j in range(32)])
 SHUFFLED = ("HG2", "HG3")
 
