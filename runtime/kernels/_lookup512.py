@@ -1,11 +1,11 @@
 """HIGGS rows on AVX-512 VBMI: the grid as byte tables in registers, looked up 64 codes at a time by vpermi2b.
 
-A grid coordinate is an int16 q (a multiple of 2^-11: formats/higgs_types.py) = 256 h + l with l = q & 255 and
-h = q >> 8 (|h| <= 27). Four byte tables hold l and h + 128 of both coordinates; a table of 256 entries is four zmm
-(vpermi2b reads 128 bytes by the low 7 bits of an index, the top bit picks one of two such lookups), one of <= 64
-entries is one zmm (vpermb). The activations are the rotated x in int8 per 64-block (as Q8_0's), split into the
-values each code's first and second coordinate meet; vpdpbusd multiplies unsigned table bytes by them:
-  sum q x = 256 (sum (h + 128) x - 128 sum x) + sum l x,
+A grid coordinate is an int8 q (a multiple of 2^-5: formats/higgs_types.py), held as the unsigned byte q + 128 in
+one byte table a coordinate; a table of 256 entries is four zmm (vpermi2b reads 128 bytes by the low 7 bits of an
+index, the top bit picks one of two such lookups), one of <= 64 entries is one zmm (vpermb). The activations are the
+rotated x in int8 per 64-block (as Q8_0's), split into the values each code's first and second coordinate meet;
+vpdpbusd multiplies the unsigned table bytes by them:
+  sum q x = sum (q + 128) x - 128 sum x,
 exact in int32, the 128 sum x per lane computed once a call (`corr`). One step is 64 codes, two blocks: lanes 0..7
 of the int32 sums are the first block's, 8..15 the second's, each scaled by its d times its x scale.
 
@@ -21,13 +21,14 @@ from numba.extending import intrinsic
 from kvant.formats.higgs_types import GRID_STEP, code_in
 
 from ._common import f16_at
+from ._gemm import _row_pointers, _transpose16, _vstore
 from ._isa import _declare
 from ._vnni import _as_i64, _c64, _data, _vec_load, ir_loop
 
 _F32, _I8, _I32 = ir.FloatType(), ir.IntType(8), ir.IntType(32)
 _V64I8, _V16I32, _V16F = ir.VectorType(_I8, 64), ir.VectorType(_I32, 16), ir.VectorType(_F32, 16)
 CODES = 64                 # codes (value pairs) a step: two 64-value blocks
-TABLES = 4                 # l and h + 128 of the first coordinate, then of the second
+TABLES = 2                 # q + 128 of the first coordinate, then of the second
 # a block's code bytes by grid size, as the file has them: 32 codes a byte each (256 points); 16 bytes of nibbles
 # (byte j: code j low, code j + 16 high), then for 64 points 8 bytes of crumbs (byte j, bits 2k: code j + 8k's top)
 REGIONS = {256: (32,), 64: (16, 8), 16: (16,)}
@@ -136,7 +137,7 @@ def _step_codes(b, c_p, base, points, blocks):
 
 
 def _lookup_all(b, tables, idx):
-    """The four tables looked up at the 64 codes idx: l and h + 128 of the first coordinate, then of the second."""
+    """The two tables looked up at the 64 codes idx: q + 128 of the first coordinate, then of the second."""
     top = b.icmp_signed("<", idx, ir.Constant(_V64I8, None))
     return [_lookup(b, t, idx, top) for t in tables]
 
@@ -151,13 +152,12 @@ def _row_codegen(points, context, builder, signature, args):
     zero = ir.Constant(_V16I32, None)
 
     def step(b, s, idx, dscale, acc):
-        lo0, hi0, lo1, hi1 = _lookup_all(b, tables, idx)
+        first, second = _lookup_all(b, tables, idx)
         xe = _vec_load(b, xs_p, b.mul(s, _c64(2 * CODES)), _V64I8)
         xo = _vec_load(b, xs_p, b.add(b.mul(s, _c64(2 * CODES)), _c64(CODES)), _V64I8)
-        h = b.call(dot, [b.call(dot, [zero, hi0, xe]), hi1, xo])
-        lo = b.call(dot, [b.call(dot, [zero, lo0, xe]), lo1, xo])
         lane = b.mul(s, _c64(16))
-        exact = b.sub(b.add(b.shl(h, ir.Constant(_V16I32, [8] * 16)), lo), _vec_load(b, corr_p, lane, _V16I32))
+        sums = b.call(dot, [b.call(dot, [zero, first, xe]), second, xo])
+        exact = b.sub(sums, _vec_load(b, corr_p, lane, _V16I32))
         scale = b.fmul(dscale, _vec_load(b, xl_p, lane, _V16F))
         return b.fadd(acc, b.fmul(b.sitofp(exact, _V16F), scale, flags=("contract",)), flags=("contract",))
 
@@ -209,16 +209,14 @@ def _decode_codegen(points, step_size, context, builder, signature, args):
                             for k, elem in enumerate((_F32, _I8, _F32, _I8)))
     nsteps = _as_i64(builder, args[4])
     tables = _load_tables(builder, t_p, table_registers(points))
-    v64i16, v64f, v128f = ir.VectorType(ir.IntType(16), 64), ir.VectorType(_F32, 64), ir.VectorType(_F32, 128)
+    v64f, v128f = ir.VectorType(_F32, 64), ir.VectorType(_F32, 128)
     interleave = ir.Constant(ir.VectorType(_I32, 128), [k // 2 + 64 * (k % 2) for k in range(128)])
-    flip = ir.Constant(v64i16, [-32768] * 64)       # (h + 128) * 256 + l = q + 32768: its top bit flipped
+    flip = _bytes(64, -128)         # q + 128 with its top bit flipped: q as an int8
     block_of = ir.Constant(ir.VectorType(_I32, 128), [k // 64 for k in range(128)])
 
     def step(b, s, _):
         idx = _step_codes(b, c_p, b.mul(s, _c64(step_bytes(points))), points, 2)
-        lo0, hi0, lo1, hi1 = _lookup_all(b, tables, idx)
-        coords = [b.sitofp(b.xor(b.bitcast(b.shuffle_vector(lo, hi, interleave), v64i16), flip), v64f)
-                  for lo, hi in ((lo0, hi0), (lo1, hi1))]
+        coords = [b.sitofp(b.xor(t, flip), v64f) for t in _lookup_all(b, tables, idx)]
         values = b.shuffle_vector(coords[0], coords[1], interleave)        # value 2t, 2t + 1: code t's two
         dpair = b.load(b.bitcast(b.gep(d_p, [b.mul(s, _c64(2))]), ir.VectorType(_F32, 2).as_pointer()), align=4)
         scale = b.fmul(b.shuffle_vector(dpair, dpair, block_of), ir.Constant(v128f, [step_size] * 128))
@@ -243,3 +241,51 @@ def _row_decode(points, step_size):
 # dst[: 128 nsteps] = the first 2 nsteps blocks of a row in the rotated basis: d of the block times the code's q
 # (both coordinates) times the grid's step, from the same tables as ROW_DOT
 ROW_DECODE = {points: _row_decode(points, GRID_STEP) for points in POINTS}
+
+
+def _tile_codegen(points, context, builder, signature, args):
+    wt_p, t_p = (_data(context, builder, signature.args[k], args[k], _I8) for k in (0, 2))
+    r0, nb = (_as_i64(builder, a) for a in args[3:5])
+    rows = _row_pointers(context, builder, signature.args[1], args[1], r0)
+    tables = _load_tables(builder, t_p, table_registers(points))
+    interleave = ir.Constant(ir.VectorType(_I32, 2 * CODES), [k // 2 + CODES * (k % 2) for k in range(2 * CODES)])
+    v32i32 = ir.VectorType(_I32, 32)
+
+    def row_words(b, row_p, base, blocks):
+        """A row's values of the step, q + 128 in value order, as four <8 x i32>: one 32-block each."""
+        first, second = _lookup_all(b, tables, _step_codes(b, row_p, base, points, blocks))
+        words = b.bitcast(b.shuffle_vector(first, second, interleave), v32i32)
+        return [_pick(b, words, list(range(8 * k, 8 * k + 8))) for k in range(4)]
+
+    def emit(b, s, blocks):
+        parts = [row_words(b, p, b.mul(s, _c64(step_bytes(points))), blocks) for p in rows]
+        for k in range(2 * blocks):             # the step's 32-blocks: 8 groups of 4 values, 16 rows a group
+            cols = _transpose16(b, [part[k] for part in parts])
+            dst = b.mul(b.add(b.mul(s, _c64(4)), _c64(k)), _c64(512))
+            for g in range(8):
+                _vstore(b, b.bitcast(cols[g], _V64I8), wt_p, b.add(dst, _c64(64 * g)))
+
+    def full(b, s, _):
+        emit(b, s, 2)
+        return []
+
+    nfull = builder.ashr(nb, _c64(1))
+    ir_loop(builder, nfull, full, [])
+    with builder.if_then(builder.icmp_signed("!=", builder.and_(nb, _c64(1)), _c64(0))):
+        emit(builder, nfull, 1)
+    return context.get_dummy_value()
+
+
+def _row_tile(points):
+    def typer(typingctx, wt, c, tables, r0, nb):
+        ok = (isinstance(wt, types.Array) and wt.dtype == types.uint8 and isinstance(c, types.Array) and c.ndim == 2
+              and c.layout == "C" and c.dtype == types.uint8 and tables.dtype == types.uint8
+              and isinstance(r0, types.Integer) and isinstance(nb, types.Integer))
+        return (types.void(wt, c, tables, r0, nb), lambda *a: _tile_codegen(points, *a)) if ok else None
+    typer.__name__ = f"lookup_tile_{points}"
+    return intrinsic(typer)
+
+
+# wt (the integer GEMM's TILE order, kernels/_gemm.py) from rows r0..r0 + 15 of packed codes c (nb 64-blocks): each
+# value as q + 128, an unsigned byte, from the same tables as ROW_DOT
+ROW_TILE = {points: _row_tile(points) for points in POINTS}

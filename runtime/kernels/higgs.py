@@ -10,7 +10,7 @@ two a byte (1.11x) and HG3's a byte each (1.38x), in their SLOTS order.
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
 - On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point is two int16 (the grids are
-  multiples of 2^-11) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
+  multiples of 2^-5) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
   rounded to int16 per block (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies
   the pairs. HG4's 256-point grid needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid
   fits one 16-entry byte shuffle (vpshufb) a table, HG3's 64 four and three vpblendvb: those look the same int16
@@ -29,15 +29,18 @@ from kvant.formats.higgs_types import BLOCK, GRID_STEP, HIGGS_TYPES, PAIRS, code
 from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
+from ._gemm import SCHEMES, _offsets, spread_codes, tiles
 from ._isa import FAST, _declare, maddwd
-from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, code_of, fields, pack_rows, region_offsets,
-                         row_bytes, step_bytes, table_registers)
+from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, code_of, fields, pack_rows,
+                         region_offsets, row_bytes, step_bytes, table_registers)
+from .actquant import q8_codes
+from .intdot import code_sums
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
 
 GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
 LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
-X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units: 32 products of <= 2^13.1 * 2^14 a lane, twice, in int32
+X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units: 32 products of <= 2^6.8 * 2^14 a lane, twice, in int32
 
 
 IN_ORDER = np.arange(PAIRS)
@@ -223,23 +226,21 @@ def _dec_gather(dst, r, c, d, table):
 
 # ---------------------------------------------------------------- AVX2: HG2's and HG3's grids looked up by vpshufb
 
-# A 16-point grid fits a byte shuffle: four 16-byte tables (l and h of both coordinates' int16 q = 256 h + l) in
-# both lanes of a ymm. A 64-point grid is four such tables a byte, looked up by the code's low 4 bits (vpshufb ignores
-# bits 4-6) and chosen between by its bits 4 and 5 (three vpblendvb). A block's 32 codes fill a ymm, the first lane's
-# 16 codes and the second's; four lookups give l0, h0, l1, h1, and byte then word unpacks (within lanes) make each
-# code's pair (q0, q1) one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The unpacks leave lane
-# order (codes 4k..4k + 3 of each lane in vector k), so a block's codes are repacked in the order that makes vector k
-# codes 8k..8k + 7: slot p holds code SLOTS[p]. HG2 keeps two codes a byte (byte j: slot j low, slot j + 16 high:
-# the lanes' nibbles); HG3 a byte a code.
+# A 16-point grid fits a byte shuffle: two 16-byte tables (both coordinates' int8 q) in both lanes of a ymm. A 64-point
+# grid is four such tables a coordinate, looked up by the code's low 4 bits (vpshufb ignores bits 4-6) and chosen
+# between by its bits 4 and 5 (three vpblendvb). A block's 32 codes fill a ymm, the first lane's 16 codes and the
+# second's; two lookups give q0 and q1, a compare their sign bytes, and byte then word unpacks (within lanes) make each
+# code's pair (q0, q1), sign-extended to int16, one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The
+# unpacks leave lane order (codes 4k..4k + 3 of each lane in vector k), so a block's codes are repacked in the order
+# that makes vector k codes 8k..8k + 7: slot p holds code SLOTS[p]. HG2 keeps two codes a byte (byte j: slot j low, slot
+# j + 16 high: the lanes' nibbles); HG3 a byte a code.
 SLOTS = np.array([8 * (j % 16 // 4) + j % 4 + 4 * (j // 16) for j in range(32)])
 SHUFFLED = ("HG2", "HG3")
 
 
 def _shuffle_tables(name: str):
-    """(byte table, 16-entry part) -> 32 bytes: the part in both lanes; byte tables l0, h0, l1, h1."""
-    g16 = _grid_steps(name)
-    tables = np.stack([g16[:, 0] & 0xFF, g16[:, 0] >> 8, g16[:, 1] & 0xFF, g16[:, 1] >> 8]).astype(np.uint8)
-    parts = tables.reshape(4, -1, 16)
+    """(coordinate, 16-entry part) -> 32 bytes: the part of the int8 q in both lanes."""
+    parts = _grid_steps(name).T.astype(np.int8).view(np.uint8).reshape(2, -1, 16)
     return np.ascontiguousarray(np.concatenate([parts, parts], axis=2).reshape(-1))
 
 
@@ -273,9 +274,9 @@ def _shuffled_points(points):
     def prepare(builder, t_p):
         shuffle = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
         blend = _declare(builder.module, "llvm.x86.avx2.pblendvb", _V32I8, [_V32I8, _V32I8, _V32I8])
-        # HG3's 16 tables are all 16 ymm registers: LLVM reads some from memory (L1) in the loop
+        # HG3's 8 tables take half of AVX2's 16 ymm registers
         tables = [[_vec_load(builder, t_p, _c64(32 * (parts * k + q)), _V32I8) for q in range(parts)]
-                  for k in range(4)]
+                  for k in range(2)]
 
         def codes(b, c_p, i):
             if points == 64:
@@ -291,7 +292,8 @@ def _shuffled_points(points):
         def at(b, c_p, i):
             idx = codes(b, c_p, i)
             selects = [b.shl(idx, ir.Constant(_V32I8, [7 - bit] * 32)) for bit in (4, 5)][:parts.bit_length() - 1]
-            l0, h0, l1, h1 = (lookup(b, t, idx, selects) for t in tables)
+            l0, l1 = (lookup(b, t, idx, selects) for t in tables)
+            h0, h1 = (b.sext(b.icmp_signed("<", q, ir.Constant(_V32I8, None)), _V32I8) for q in (l0, l1))
             for half8 in range(2):
                 q0, q1 = _interleave(b, l0, h0, half8, 8), _interleave(b, l1, h1, half8, 8)
                 for half16 in range(2):             # vector 2 half8 + half16: codes 8k..8k + 7
@@ -340,13 +342,10 @@ def _mm_shuffle_rotated(out, xr, c, d, tables, packed):
 # ---------------------------------------------------------------- AVX-512 VBMI: byte tables looked up by vpermi2b
 
 def _byte_tables(name: str):
-    """_lookup512's four tables (l and h + 128 of each coordinate's q = 256 h + l), each padded to whole zmm."""
-    g16 = _grid_steps(name)
-    out = np.zeros((4, 64 * table_registers(len(g16))), np.uint8)
-    out[1::2] = 128                 # the pads: q = 0
-    for k in range(2):
-        out[2 * k, :len(g16)] = g16[:, k] & 0xFF
-        out[2 * k + 1, :len(g16)] = (g16[:, k] >> 8) + 128
+    """_lookup512's two tables (q + 128 of each coordinate), each padded to whole zmm (pads: q = 0)."""
+    g8 = _grid_steps(name)
+    out = np.full((2, 64 * table_registers(len(g8))), 128, np.uint8)
+    out[:, :len(g8)] = (g8 + 128).T
     return out.reshape(-1)
 
 
@@ -375,7 +374,7 @@ def _lookup_scratch(cols):
 def x_int8_steps(xs, xl, corr, xr):
     """xr's 64-blocks in int8 (amax / 127 a block, as Q8_0) laid out for _lookup512: per step of two blocks the 64
     values the codes' first coordinates meet, then the 64 their second ones meet; per int32 lane (4 codes) its x
-    scale xl and corr = 256 * 128 * the sum of its 8 values."""
+    scale xl and corr = 128 * the sum of its 8 values."""
     for b in range(xr.shape[0] // BLOCK):
         scale, inv = _block_scale(xr, b, F32(127.0))
         first = (b // 2) * 2 * CODES + (b % 2) * PAIRS
@@ -389,7 +388,7 @@ def x_int8_steps(xs, xl, corr, xr):
                 xs[first + CODES + t] = o
                 total += np.int32(e) + np.int32(o)
             xl[lane0 + lane] = scale
-            corr[lane0 + lane] = 32768 * total
+            corr[lane0 + lane] = 128 * total
 
 
 _DOT_256, _DOT_64, _DOT_16 = (ROW_DOT[p] for p in (256, 64, 16))
@@ -436,6 +435,47 @@ def _mm_lookup_rotated(out, xr, c, d, tables, g0, g1, offsets):
     float_matmul(out, xr, _dec_lookup, (c, d, tables, g0, g1, offsets))
 
 
+_TILE_256, _TILE_64, _TILE_16 = (ROW_TILE[p] for p in (256, 64, 16))
+ROTATED_Q8_0 = "rotated_q8_0"
+
+
+@njit(cache=True, fastmath=FAST)
+def _lookup_tile(wt, ws, wm, r0, c, d, tables, g0):
+    """Rows r0..r0 + 15 in the integer GEMM's TILE order (q + 128) and their scales d * GRID_STEP per 32."""
+    nb, points = d.shape[1], g0.shape[0]
+    if points == 256:
+        _TILE_256(wt, c, tables, r0, nb)
+    elif points == 64:
+        _TILE_64(wt, c, tables, r0, nb)
+    else:
+        _TILE_16(wt, c, tables, r0, nb)
+    last = d.shape[0] - 1
+    for j in range(16):
+        dr = d[min(r0 + j, last)]
+        for b in range(2 * nb):
+            ws[16 * b + j] = dr[b >> 1] * F32(GRID_STEP)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_lookup(out, xq, xd, xs, xm, c, d, tables, g0, g1, offsets):
+    """The prefill on AVX-512 VBMI: rows decoded by the lookup tables to bytes q + 128 (offset 128, as Q8_0's),
+    times the rotated tokens' Q8_0 codes by vpdpbusd (kernels/_gemm.py), exact in int32 per 32-block."""
+    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _lookup_tile, (c, d, tables, g0))
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def rotated_q8_0_codes(xq, xd, xs, xm, x):
+    """_gemm.SCHEMES' codes of every token rotated (the weights' basis), then rounded as Q8_0."""
+    for t in prange(x.shape[0]):
+        xr = np.empty(x.shape[1], np.float32)
+        rotate(xr, x[t])
+        q8_codes(xq[t], xd[t], xm[t], xr)
+        code_sums(xs[t], xq[t])
+
+
+SCHEMES[ROTATED_Q8_0] = rotated_q8_0_codes
+
+
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _rotate_rows(xr, x):
     for i in prange(x.shape[0]):
@@ -470,7 +510,8 @@ GATHER_LAYOUTS = {name: Layout(BLOCK, _repacker(name, True), _gather_scratch, _m
                   for name in HIGGS_TYPES}
 LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _mv_lookup,
                                _rotated_first(_mm_lookup_rotated),
-                               _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x")
+                               _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x",
+                               gemm=spread_codes(_gemm_lookup), gemm_scheme=ROTATED_Q8_0)
                   for name in HIGGS_TYPES}
 SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _gather_scratch, _mv_shuffle,
                                  _rotated_first(_mm_shuffle_rotated),

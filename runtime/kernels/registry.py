@@ -31,7 +31,7 @@ class Layout:
     matmul(out, x, *arrays) are numba kernels. matvec_rounds_x: the activation rounding (actquant) the matvec
     applies to x itself (integer dot products), or None when it multiplies x as given. gemm: run(out, codes,
     *arrays), the integer prefill GEMM (_gemm.py) on x quantized by the type's activation scheme (formats/specs),
-    or None."""
+    or None; gemm_scheme: that GEMM's activation scheme where it is not the type's own (kernels/higgs.py)."""
     block: int
     repack: Callable
     scratch: Callable
@@ -40,6 +40,7 @@ class Layout:
     note: str
     matvec_rounds_x: Callable | None = None
     gemm: Callable | None = None
+    gemm_scheme: str | None = None
 
 
 FLOAT = "float"
@@ -99,7 +100,8 @@ class QMatrix:
         self.kernel_args = tuple(arrays) + tuple(layout.scratch(shape[1]))
         self._mm = layout.matmul
         # the integer prefill GEMM as (activation scheme, run(out, codes, *arrays)), or None
-        self.gemm = None if layout.gemm is None else (spec(type_name).activation, layout.gemm)
+        self.gemm = None if layout.gemm is None else (layout.gemm_scheme or spec(type_name).activation,
+                                                       layout.gemm)
 
     def matvec(self, out, x):
         """out[rows] = W @ x. Both float32, C-contiguous (the kernels index without bounds checks)."""

@@ -42,7 +42,8 @@ def test_hg_file_written_inspected_run_and_turned_back(tmp_path, capsys, f32_fil
         assert np.array_equal(g.metadata[higgs_types.KEY_GRID + preset], higgs_types.grid(preset).reshape(-1))
 
     code, out, _ = run(["inspect", hg], capsys)
-    assert code == 0 and f"{preset}: kvant's own HIGGS types (version 1): this file runs only in kvant" in out
+    assert code == 0 and (f"{preset}: kvant's own HIGGS types (version {higgs_types.VERSION}): this file runs only in "
+                          "kvant") in out
 
     back = str(tmp_path / "back.gguf")          # every HIGGS tensor decoded, the rest copied
     code, _, err = run(["quantize", hg, back, "F32"], capsys)

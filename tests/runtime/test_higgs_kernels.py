@@ -9,7 +9,7 @@ import pytest
 
 from kvant.formats.host import host_features
 from kvant.formats.quant import quantize
-from kvant.runtime.kernels import higgs
+from kvant.runtime.kernels import _gemm, higgs
 from kvant.runtime.kernels.registry import FLOAT, KERNELS, QMatrix, UnsupportedTypeError, layout_for, prepare
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "formats"))
@@ -34,7 +34,7 @@ def _lookup_x(x):
     scale = xl[lanes].astype(np.float64)
     assert np.all(np.abs(pairs) <= 127)
     lane_sums = pairs.reshape(-1, 8, 8).sum(-1)                  # a lane: 4 codes, both coordinates
-    assert np.array_equal(corr[lanes[:, None] + np.arange(8)], 32768 * lane_sums)
+    assert np.array_equal(corr[lanes[:, None] + np.arange(8)], 128 * lane_sums)
     got = (pairs * scale[:, None, None]).reshape(cols)
     assert np.all(np.abs(got - xr) <= 0.5 * np.repeat(scale, 64) * (1 + 1e-6) + 1e-30)
     return got
@@ -95,6 +95,28 @@ def test_matvec_and_matmul_equal_the_numpy_reference(name, kind):
                 _check(outs, *_pair(multiplied, w, xs), tol)
             else:
                 _check(outs, w, xs, 2e-6)
+
+
+@pytest.mark.skipif(not higgs.LOOKUP, reason="the integer prefill runs on the avx512vnni path of a CPU with AVX-512 "
+                                               f"VBMI (this CPU runs the {higgs.CPU_PATH} path)")
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_prefill_equals_the_numpy_reference(name):
+    """The lookup layout's GEMM: rows decoded to q + 128 bytes in tiles of 16 (rows past a tile's end masked), times
+    the rotated tokens' Q8_0 codes, exact in int32: equal to those codes times the rotated weights."""
+    rng = np.random.default_rng(len(name))
+    for rows, blocks in SHAPES + [(16, 4)]:
+        cols = 64 * blocks
+        raw = quantize((rng.standard_normal((rows, cols)) * 0.1).astype(np.float32), name)
+        qm = _matrix(higgs.LOOKUP_LAYOUTS, name, raw, cols)
+        assert qm.gemm[0] == higgs.ROTATED_Q8_0
+        xs = rng.standard_normal((6, cols)).astype(np.float32)
+        xq, xd, _, _ = _gemm.quantize(xs, higgs.ROTATED_Q8_0)
+        multiplied = xq.astype(np.float64) * np.repeat(xd, 32, axis=1)
+        assert np.all(np.abs(multiplied - (xs.reshape(6, -1, 64) @ _sylvester(64)).reshape(6, cols))
+                      <= np.repeat(xd, 32, axis=1) * 0.6)   # half a code, and the scale's fp16 rounding (x 127)
+        out = np.full((6, rows), np.nan, np.float32)
+        _gemm.int_matmul(qm, out, xs)
+        _check(out, _rotated(numpy_decode(raw, name)), multiplied, 2e-6)
 
 
 def _pair(multiplied, w, xs):
