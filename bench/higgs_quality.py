@@ -9,6 +9,9 @@ and KL divergence against the F32 base, c=512, 8 chunks, first halves of ../shar
 
     python bench/higgs_quality.py [--variants 2:256:64:64,1:16:64:64] [--presets Q4_0,IQ4_XS] [--embd Q8_0]
     python bench/higgs_quality.py --report       # the HIGGS section of bench/RESULTS.md from the stored rows
+    python bench/higgs_quality.py --presets IQ4_XS --variants '' --section 'HIGGS V2'
+                                                 # some rows only, into a section of their own (then --report
+                                                 # with the same --section)
     KVANT_CPU_PATH=avx2 python bench/higgs_quality.py --presets '' --variants '' --files HG4
                                                  # a kvant file's row on another kernel path (its own row: the
                                                  # rotated x rounded as that path's kernels round it)
@@ -31,6 +34,11 @@ import quality  # noqa: E402
 from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "higgs.json")
+
+
+def store_path(section):
+    """The rows of the HIGGS section in STORE, another section's beside it."""
+    return STORE if section == "HIGGS" else STORE.replace(".json", "-" + section.lower().replace(" ", "-") + ".json")
 PRESETS = ("Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_S", "IQ3_S", "Q2_K")
 VARIANTS = ("2:256:64:64", "1:16:64:64", "2:64:64:64", "2:16:64:32")
 FILE_TYPES = ("HG4", "HG3", "HG2")     # kvant's HIGGS file types, written by qconv and run by the runtime's kernels
@@ -113,12 +121,14 @@ def main():
     ap.add_argument("--embd", default="Q8_0", help="token_embd's type in the HIGGS variants")
     ap.add_argument("--files", default=",".join(FILE_TYPES), help="kvant's HIGGS presets, as real files")
     ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
+    ap.add_argument("--section", default="HIGGS", help="the RESULTS.md section, with its own store of rows")
     args = ap.parse_args()
+    store_file = store_path(args.section)
     if args.report:
-        return report(json.load(open(STORE)))
+        return report(json.load(open(store_file)), args.section)
     from kvant.formats.quant_higgs import HiggsSpec
     base, _, bases = smollm2_setup()
-    store = json.load(open(STORE)) if os.path.exists(STORE) else {}
+    store = json.load(open(store_file)) if os.path.exists(store_file) else {}
     total = n_weights(base)
 
     def record(key, path, size):
@@ -127,7 +137,7 @@ def main():
             row[lang] = quality.kvant_scores(path, bases[lang])
             row[lang]["ppl_increase_%"] = quality.increase(row, lang)
         store[key] = row
-        with open(STORE, "w") as f:
+        with open(store_file, "w") as f:
             json.dump(store, f, indent=1)
         print(key, f"bpw {row['bpw']:.3f}", *(f"{lang} +{row[lang]['ppl_increase_%']:.2f}% "
                                                 f"kld {row[lang]['kld_mean']:.4f}" for lang in LANGS), flush=True)
@@ -155,11 +165,11 @@ def main():
         size = higgs_file(base, spec, args.embd, out)
         record(key, out, size)
         os.unlink(out)
-    with open(STORE, "w") as f:
+    with open(store_file, "w") as f:
         json.dump(store, f, indent=1)
 
 
-def report(store):
+def report(store, section):
     lines = ["Command: `python bench/higgs_quality.py --variants ...` then `--report`. SmolLM2-135M-Instruct, base: its "
              "F32 (the published Q4_1 decoded); every block matrix HIGGS-quantized (p values per grid point, n "
              "points, Hadamard block h, one fp16 scale per s values), token_embd Q8_0 as in llama.cpp's presets for "
@@ -178,7 +188,7 @@ def report(store):
             name = f"{parts[1]} ({kernels if parts[0] == 'kvant' else parts[0]})"
         lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
                      f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} |")
-    publish("HIGGS", "\n".join(lines))
+    publish(section, "\n".join(lines))
 
 
 if __name__ == "__main__":
