@@ -35,13 +35,14 @@ from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "higgs.json")
 
+PRESETS = ("Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_S", "IQ3_S", "Q2_K")
+VARIANTS = ("2:256:64:64", "1:16:64:64", "2:64:64:64", "2:16:64:32")
+FILE_TYPES = ("HG4", "HG3", "HG2")     # kvant's HIGGS file types, written by qconv and run by the runtime's kernels
+
 
 def store_path(section):
     """The rows of the HIGGS section in STORE, another section's beside it."""
     return STORE if section == "HIGGS" else STORE.replace(".json", "-" + section.lower().replace(" ", "-") + ".json")
-PRESETS = ("Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_S", "IQ3_S", "Q2_K")
-VARIANTS = ("2:256:64:64", "1:16:64:64", "2:64:64:64", "2:16:64:32")
-FILE_TYPES = ("HG4", "HG3", "HG2")     # kvant's HIGGS file types, written by qconv and run by the runtime's kernels
 
 
 def base_f32():

@@ -616,7 +616,7 @@ def q8_k_codes_n(xq, xd, xs, xm, x):
 
 # activation scheme name -> codes(xq, xd, xs, xm, x) of every token; a type may add its own (kernels/higgs.py: the
 # tokens rotated, then as Q8_0)
-SCHEMES = {"q8_0": q8_0_codes, "q8_k": q8_k_codes_n}
+GEMM_SCHEMES = {"q8_0": q8_0_codes, "q8_k": q8_k_codes_n}
 
 
 def quantize(x, scheme):
@@ -624,7 +624,7 @@ def quantize(x, scheme):
     n, cols = x.shape
     codes = (np.empty((n, cols), np.int8), np.empty((n, cols // 32), np.float32),
              np.empty((n, cols // 32), np.int32), np.empty((n, cols // 32), np.float32))
-    SCHEMES[scheme](*codes, np.ascontiguousarray(x, dtype=np.float32))
+    GEMM_SCHEMES[scheme](*codes, np.ascontiguousarray(x, dtype=np.float32))
     return codes
 
 

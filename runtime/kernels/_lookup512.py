@@ -6,8 +6,9 @@ index, the top bit picks one of two such lookups), one of <= 64 entries is one z
 rotated x in int8 per 64-block (as Q8_0's), split into the values each code's first and second coordinate meet;
 vpdpbusd multiplies the unsigned table bytes by them:
   sum q x = sum (q + 128) x - 128 sum x,
-exact in int32, the 128 sum x per lane computed once a call (`corr`). One step is 64 codes, two blocks: lanes 0..7
-of the int32 sums are the first block's, 8..15 the second's, each scaled by its d times its x scale.
+exact in int32, -128 sum x per lane computed once a call (`corr`, where each lane's sum starts). One step is 64
+codes, two blocks: lanes 0..7 of the int32 sums are the first block's, 8..15 the second's, each scaled by its d
+times its x scale.
 
 The codes stay packed as the file has them (formats/higgs_types.py: HG4 a byte a code, HG3 a nibble and a crumb, HG2
 a nibble), only the fp16 d taken out: a step holds each of a block's code regions (REGIONS) for its first block, then
@@ -21,7 +22,7 @@ from numba.extending import intrinsic
 from kvant.formats.higgs_types import GRID_STEP, code_in
 
 from ._common import f16_at
-from ._gemm import _row_pointers, _transpose16, _vstore
+from ._gemm import _is_c, _row_pointers, _transpose16, _vstore
 from ._isa import _declare
 from ._vnni import _as_i64, _c64, _data, _vec_load, ir_loop
 
@@ -149,15 +150,13 @@ def _row_codegen(points, context, builder, signature, args):
     nb = _as_i64(builder, args[6])
     tables = _load_tables(builder, t_p, table_registers(points))
     dot = _declare(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16I32, [_V16I32, _V64I8, _V64I8])
-    zero = ir.Constant(_V16I32, None)
 
     def step(b, s, idx, dscale, acc):
         first, second = _lookup_all(b, tables, idx)
         xe = _vec_load(b, xs_p, b.mul(s, _c64(2 * CODES)), _V64I8)
         xo = _vec_load(b, xs_p, b.add(b.mul(s, _c64(2 * CODES)), _c64(CODES)), _V64I8)
         lane = b.mul(s, _c64(16))
-        sums = b.call(dot, [b.call(dot, [zero, first, xe]), second, xo])
-        exact = b.sub(sums, _vec_load(b, corr_p, lane, _V16I32))
+        exact = b.call(dot, [b.call(dot, [_vec_load(b, corr_p, lane, _V16I32), first, xe]), second, xo])
         scale = b.fmul(dscale, _vec_load(b, xl_p, lane, _V16F))
         return b.fadd(acc, b.fmul(b.sitofp(exact, _V16F), scale, flags=("contract",)), flags=("contract",))
 
@@ -200,7 +199,7 @@ def _row_dot(points):
 
 
 # by grid size: sum over nb blocks of d[b] * (the block's codes in c looked up in `tables`) . (the int8 x in xs of
-# the blocks' steps, scaled per lane by xl, minus corr)
+# the blocks' steps, scaled per lane by xl, plus corr)
 ROW_DOT = {points: _row_dot(points) for points in POINTS}
 
 
@@ -210,7 +209,7 @@ def _decode_codegen(points, step_size, context, builder, signature, args):
     nsteps = _as_i64(builder, args[4])
     tables = _load_tables(builder, t_p, table_registers(points))
     v64f, v128f = ir.VectorType(_F32, 64), ir.VectorType(_F32, 128)
-    interleave = ir.Constant(ir.VectorType(_I32, 128), [k // 2 + 64 * (k % 2) for k in range(128)])
+    interleave = _value_order()
     flip = _bytes(64, -128)         # q + 128 with its top bit flipped: q as an int8
     block_of = ir.Constant(ir.VectorType(_I32, 128), [k // 64 for k in range(128)])
 
@@ -243,12 +242,21 @@ def _row_decode(points, step_size):
 ROW_DECODE = {points: _row_decode(points, GRID_STEP) for points in POINTS}
 
 
+def _value_order():
+    """The shuffle of the two coordinates' 64 looked-up bytes (or values) into value order: value 2t, 2t + 1 are code
+    t's first and second."""
+    return ir.Constant(ir.VectorType(_I32, 2 * CODES), [k // 2 + CODES * (k % 2) for k in range(2 * CODES)])
+
+
 def _tile_codegen(points, context, builder, signature, args):
+    """ROW_TILE: per step (two blocks) each of the 16 rows' 64 codes looked up in both tables, its 128 bytes in value
+    order cut into four 32-blocks of eight 4-byte groups, and each 32-block of the 16 rows transposed 4 bytes at a
+    time into TILE order (as _gemm._crumb_tile_codegen); an odd last block: its two 32-blocks only."""
     wt_p, t_p = (_data(context, builder, signature.args[k], args[k], _I8) for k in (0, 2))
     r0, nb = (_as_i64(builder, a) for a in args[3:5])
     rows = _row_pointers(context, builder, signature.args[1], args[1], r0)
     tables = _load_tables(builder, t_p, table_registers(points))
-    interleave = ir.Constant(ir.VectorType(_I32, 2 * CODES), [k // 2 + CODES * (k % 2) for k in range(2 * CODES)])
+    interleave = _value_order()
     v32i32 = ir.VectorType(_I32, 32)
 
     def row_words(b, row_p, base, blocks):
@@ -278,7 +286,7 @@ def _tile_codegen(points, context, builder, signature, args):
 
 def _row_tile(points):
     def typer(typingctx, wt, c, tables, r0, nb):
-        ok = (isinstance(wt, types.Array) and wt.dtype == types.uint8 and isinstance(c, types.Array) and c.ndim == 2
+        ok = (_is_c(wt, types.uint8) and isinstance(c, types.Array) and c.ndim == 2
               and c.layout == "C" and c.dtype == types.uint8 and tables.dtype == types.uint8
               and isinstance(r0, types.Integer) and isinstance(nb, types.Integer))
         return (types.void(wt, c, tables, r0, nb), lambda *a: _tile_codegen(points, *a)) if ok else None

@@ -9,15 +9,16 @@ two a byte (1.11x) and HG3's a byte each (1.38x), in their SLOTS order.
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
-- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point is two int16 (the grids are
-  multiples of 2^-5) in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is
-  rounded to int16 per block (|x| <= 2^14: a block's products sum in int32 without overflow) and vpmaddwd multiplies
-  the pairs. HG4's 256-point grid needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid
-  fits one 16-entry byte shuffle (vpshufb) a table, HG3's 64 four and three vpblendvb: those look the same int16
-  pairs up from registers.
+- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates: the grids
+  are multiples of 2^-5) as two int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the
+  rotated x is rounded to int16 per block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid
+  needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid fits one 16-entry byte shuffle
+  (vpshufb) a coordinate, HG3's 64 four and three vpblendvb: those look the int8 coordinates up from registers and
+  sign-extend them to the same int16 pairs.
 - Elsewhere: float, the grid's two coordinates as two float tables.
-Prefill: the rows decoded to floats in the rotated basis, the tokens rotated once (the float GEMM); with VBMI the rows
-are decoded by the same table lookups, 64 codes a step (an HG4 GEMM then runs at F16's speed).
+Prefill: the tokens rotated once; with VBMI, 16-row tiles decoded by the same table lookups to bytes q + 128 for the
+integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32; elsewhere the rows
+decoded to floats in the rotated basis for the float GEMM.
 """
 import numpy as np
 from llvmlite import ir
@@ -29,18 +30,18 @@ from kvant.formats.higgs_types import BLOCK, GRID_STEP, HIGGS_TYPES, PAIRS, code
 from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
-from ._gemm import SCHEMES, _offsets, spread_codes, tiles
+from ._gemm import GEMM_SCHEMES, ROWS, _offsets, spread_codes, tiles
 from ._isa import FAST, _declare, maddwd
 from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, code_of, fields, pack_rows,
                          region_offsets, row_bytes, step_bytes, table_registers)
+from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .actquant import q8_codes
 from .intdot import code_sums
-from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
 
 GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
 LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
-X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units: 32 products of <= 2^6.8 * 2^14 a lane, twice, in int32
+X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units (a block's products, <= 2^6.8 * 2^14 each, sum in int32)
 
 
 IN_ORDER = np.arange(PAIRS)
@@ -64,7 +65,7 @@ def _repack(raw, c, d, type_size, points, slots, nibbles):
 
 
 def _grid_steps(name: str):
-    """The grid in units of GRID_STEP: exact int16 values (as int64, for shifting and masking)."""
+    """The grid in units of GRID_STEP: exact int8 values, |q| <= 107 (as int64, for shifting and masking)."""
     return np.round(grid(name).astype(np.float64) / GRID_STEP).astype(np.int64)
 
 
@@ -293,9 +294,9 @@ def _shuffled_points(points):
             idx = codes(b, c_p, i)
             selects = [b.shl(idx, ir.Constant(_V32I8, [7 - bit] * 32)) for bit in (4, 5)][:parts.bit_length() - 1]
             l0, l1 = (lookup(b, t, idx, selects) for t in tables)
-            h0, h1 = (b.sext(b.icmp_signed("<", q, ir.Constant(_V32I8, None)), _V32I8) for q in (l0, l1))
+            sign0, sign1 = (b.sext(b.icmp_signed("<", q, ir.Constant(_V32I8, None)), _V32I8) for q in (l0, l1))
             for half8 in range(2):
-                q0, q1 = _interleave(b, l0, h0, half8, 8), _interleave(b, l1, h1, half8, 8)
+                q0, q1 = _interleave(b, l0, sign0, half8, 8), _interleave(b, l1, sign1, half8, 8)
                 for half16 in range(2):             # vector 2 half8 + half16: codes 8k..8k + 7
                     yield _interleave(b, q0, q1, half16, 16)
         return at
@@ -374,7 +375,7 @@ def _lookup_scratch(cols):
 def x_int8_steps(xs, xl, corr, xr):
     """xr's 64-blocks in int8 (amax / 127 a block, as Q8_0) laid out for _lookup512: per step of two blocks the 64
     values the codes' first coordinates meet, then the 64 their second ones meet; per int32 lane (4 codes) its x
-    scale xl and corr = 128 * the sum of its 8 values."""
+    scale xl and corr = -128 * the sum of its 8 values (the table bytes' offset)."""
     for b in range(xr.shape[0] // BLOCK):
         scale, inv = _block_scale(xr, b, F32(127.0))
         first = (b // 2) * 2 * CODES + (b % 2) * PAIRS
@@ -388,7 +389,7 @@ def x_int8_steps(xs, xl, corr, xr):
                 xs[first + CODES + t] = o
                 total += np.int32(e) + np.int32(o)
             xl[lane0 + lane] = scale
-            corr[lane0 + lane] = 128 * total
+            corr[lane0 + lane] = -128 * total
 
 
 _DOT_256, _DOT_64, _DOT_16 = (ROW_DOT[p] for p in (256, 64, 16))
@@ -441,7 +442,8 @@ ROTATED_Q8_0 = "rotated_q8_0"
 
 @njit(cache=True, fastmath=FAST)
 def _lookup_tile(wt, ws, wm, r0, c, d, tables, g0):
-    """Rows r0..r0 + 15 in the integer GEMM's TILE order (q + 128) and their scales d * GRID_STEP per 32."""
+    """Rows r0..r0 + 15 in the integer GEMM's TILE order (q + 128) and their scales d * GRID_STEP per 32 (g0, the
+    first coordinates' float table: only its length, the grid's size, is read)."""
     nb, points = d.shape[1], g0.shape[0]
     if points == 256:
         _TILE_256(wt, c, tables, r0, nb)
@@ -450,10 +452,10 @@ def _lookup_tile(wt, ws, wm, r0, c, d, tables, g0):
     else:
         _TILE_16(wt, c, tables, r0, nb)
     last = d.shape[0] - 1
-    for j in range(16):
+    for j in range(ROWS):
         dr = d[min(r0 + j, last)]
         for b in range(2 * nb):
-            ws[16 * b + j] = dr[b >> 1] * F32(GRID_STEP)
+            ws[ROWS * b + j] = dr[b >> 1] * F32(GRID_STEP)
 
 
 @njit(cache=True, parallel=True)
@@ -463,9 +465,9 @@ def _gemm_lookup(out, xq, xd, xs, xm, c, d, tables, g0, g1, offsets):
     tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _lookup_tile, (c, d, tables, g0))
 
 
-@njit(cache=True, fastmath=FAST, parallel=True)
+@njit(cache=True, parallel=True)
 def rotated_q8_0_codes(xq, xd, xs, xm, x):
-    """_gemm.SCHEMES' codes of every token rotated (the weights' basis), then rounded as Q8_0."""
+    """_gemm.GEMM_SCHEMES' codes of every token rotated (the weights' basis), then rounded as Q8_0."""
     for t in prange(x.shape[0]):
         xr = np.empty(x.shape[1], np.float32)
         rotate(xr, x[t])
@@ -473,7 +475,7 @@ def rotated_q8_0_codes(xq, xd, xs, xm, x):
         code_sums(xs[t], xq[t])
 
 
-SCHEMES[ROTATED_Q8_0] = rotated_q8_0_codes
+GEMM_SCHEMES[ROTATED_Q8_0] = rotated_q8_0_codes
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)

@@ -6,9 +6,10 @@
         KVANT_CPU_PATH=dotprod python tests/runtime/emitted_instructions.py SIGNATURES.pkl
 
 SIGNATURES.pkl: {"matvec": {type name: numba argument types of its matvec}, "gemm": {module.function: the argument
-types each prefill GEMM was called with}, "higgs": {layout kind: {HIGGS type: its matvec's argument types}}}, written by a process on the host's own path (test_emitted_instructions.py;
-the repacked arrays are the same on every integer path; the HIGGS types' depend on the layout kind, which this process
-takes from the path and features it compiles for). Nothing is run here, so a
+types each prefill GEMM was called with}, "higgs": {layout kind: {HIGGS type: its matvec's argument types}},
+"higgs_gemm": the argument types of the HIGGS lookup path's GEMM}, written by a process on the host's own path
+(test_emitted_instructions.py; the repacked arrays are the same on every integer path; the HIGGS types' depend on the
+layout kind, which this process takes from the path and features it compiles for). Nothing is run here, so a
 CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object,
 {"matvec": {type: {mnemonic: count}}, "gemm": {module.function: {mnemonic: count}}}, for the mnemonics in
 MNEMONICS, with "zmm" and "ymm" counting the instructions that use such registers, and "{vex} vpdpbusd" AVX-VNNI's
@@ -69,7 +70,10 @@ def main(path):
             kernel = layout_for(name).matvec
             kernel.compile(sig)
             result["matvec"][name] = counts(kernel.inspect_asm(sig))
-        for where, sigs in signatures["gemm"].items():
+        gemms = dict(signatures["gemm"])
+        if kind == "lookup":        # HIGGS's integer prefill: on the VBMI lookup path only
+            gemms["kvant.runtime.kernels.higgs._gemm_lookup"] = [signatures["higgs_gemm"]]
+        for where, sigs in gemms.items():
             module, name = where.rsplit(".", 1)
             kernel = getattr(importlib.import_module(module), name)
             found = dict.fromkeys(MNEMONICS, 0)

@@ -69,6 +69,7 @@ def expectations(path, name, found):
 
 
 HIGGS_TYPES = ("HG2", "HG3", "HG4")
+HIGGS_GEMM = "kvant.runtime.kernels.higgs._gemm_lookup"       # the lookup path's integer prefill
 
 
 def higgs_expectations(kind, name, found):
@@ -105,7 +106,8 @@ def _gemm_kernels():
     from numba.core.registry import CPUDispatcher
     found = {}
     for module_name, module in list(sys.modules.items()):
-        if not module_name.startswith("kvant.runtime.kernels") or module is None:
+        # HIGGS's GEMM runs on the VBMI lookup path only: the fixture gives its types (higgs_gemm)
+        if not module_name.startswith("kvant.runtime.kernels") or module is None or module_name.endswith(".higgs"):
             continue
         for name, value in vars(module).items():
             if not (isinstance(value, CPUDispatcher) and "gemm" in name and value.__module__ == module_name):
@@ -144,8 +146,13 @@ def signatures(tmp_path_factory):
             qm = QMatrix(name, (4, 128), tuple(layouts[name].repack(raw, 128)), layouts[name])
             out, x = np.empty(4, np.float32), np.empty(128, np.float32)
             higgs_sigs.setdefault(kind, {})[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
+    from kvant.runtime.kernels._gemm import quantize as gemm_codes
+    arrays = higgs.LOOKUP_LAYOUTS["HG4"].repack(quantize(rng.standard_normal((16, 128)).astype(np.float32), "HG4"), 128)
+    codes = gemm_codes(np.ones((5, 128), np.float32), higgs.ROTATED_Q8_0)
+    higgs_gemm = tuple(numba.typeof(a) for a in (np.empty((5, 16), np.float32), *codes, *arrays))
     path = tmp_path_factory.mktemp("signatures") / "signatures.pkl"
-    path.write_bytes(pickle.dumps({"matvec": matvec, "gemm": _gemm_kernels(), "higgs": higgs_sigs}))
+    path.write_bytes(pickle.dumps({"matvec": matvec, "gemm": _gemm_kernels(), "higgs": higgs_sigs,
+                                   "higgs_gemm": higgs_gemm}))
     return path
 
 
@@ -165,6 +172,7 @@ def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatur
     assert kind == ({"avx512vnni": "lookup"}.get(path, "gather") if triple is None else None)
     assert sorted(matvec) == sorted(INT_TYPES + (list(HIGGS_TYPES) if kind else []))
     assert len(gemm) >= 9, sorted(gemm)  # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's, Q2_K's, Q3_K's
+    assert (HIGGS_GEMM in gemm) == (kind == "lookup")
     failed = [f"{name}: {what} ({matvec[name]})" for name in INT_TYPES
               for what, holds in expectations(path, name, matvec[name]) if not holds]
     failed += [f"{name}: {what} ({matvec[name]})" for name in (HIGGS_TYPES if kind else ())

@@ -21,7 +21,7 @@ SHAPES = [(1, 1), (3, 2), (37, 9), (70, 3)]         # (rows, 64-blocks per row):
 
 def _lookup_x(x):
     """The rotated x as the lookup kernel multiplies it (x_int8_steps: int8 per block), back in float64 and in
-    value order; checks on the way that it is within half a step of the rotated x and that corr is its lane sums."""
+    value order; checks on the way that it is within half a step of the rotated x and that corr is -128 times its lane sums."""
     cols = x.shape[0]
     xr, xs, xl, corr = higgs._lookup_scratch(cols)
     higgs.rotate(xr, x)
@@ -34,7 +34,7 @@ def _lookup_x(x):
     scale = xl[lanes].astype(np.float64)
     assert np.all(np.abs(pairs) <= 127)
     lane_sums = pairs.reshape(-1, 8, 8).sum(-1)                  # a lane: 4 codes, both coordinates
-    assert np.array_equal(corr[lanes[:, None] + np.arange(8)], 128 * lane_sums)
+    assert np.array_equal(corr[lanes[:, None] + np.arange(8)], -128 * lane_sums)
     got = (pairs * scale[:, None, None]).reshape(cols)
     assert np.all(np.abs(got - xr) <= 0.5 * np.repeat(scale, 64) * (1 + 1e-6) + 1e-30)
     return got
@@ -109,14 +109,29 @@ def test_integer_prefill_equals_the_numpy_reference(name):
         raw = quantize((rng.standard_normal((rows, cols)) * 0.1).astype(np.float32), name)
         qm = _matrix(higgs.LOOKUP_LAYOUTS, name, raw, cols)
         assert qm.gemm[0] == higgs.ROTATED_Q8_0
-        xs = rng.standard_normal((6, cols)).astype(np.float32)
-        xq, xd, _, _ = _gemm.quantize(xs, higgs.ROTATED_Q8_0)
-        multiplied = xq.astype(np.float64) * np.repeat(xd, 32, axis=1)
-        assert np.all(np.abs(multiplied - (xs.reshape(6, -1, 64) @ _sylvester(64)).reshape(6, cols))
-                      <= np.repeat(xd, 32, axis=1) * 0.6)   # half a code, and the scale's fp16 rounding (x 127)
-        out = np.full((6, rows), np.nan, np.float32)
-        _gemm.int_matmul(qm, out, xs)
-        _check(out, _rotated(numpy_decode(raw, name)), multiplied, 2e-6)
+        for n in (6, 7, 9):     # whole groups of tokens and the leftovers
+            xs = rng.standard_normal((n, cols)).astype(np.float32)
+            xq, xd, _, _ = _gemm.quantize(xs, higgs.ROTATED_Q8_0)
+            multiplied = xq.astype(np.float64) * np.repeat(xd, 32, axis=1)
+            assert np.all(np.abs(multiplied - (xs.reshape(n, -1, 64) @ _sylvester(64)).reshape(n, cols))
+                          <= np.repeat(xd, 32, axis=1) * 0.6)   # half a code, and the scale's fp16 rounding (x 127)
+            out = np.full((n, rows), np.nan, np.float32)
+            _gemm.int_matmul(qm, out, xs)
+            _check(out, _rotated(numpy_decode(raw, name)), multiplied, 2e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_register_tables_hold_the_int8_grid(name):
+    """The lookup path's byte tables (q + 128, padded with q = 0) and the vpshufb path's (int8 q in both lanes of each
+    16-entry part): checked on every CPU, since only one of them runs on a given one."""
+    q = higgs._grid_steps(name)
+    points = len(q)
+    lookup = higgs._byte_tables(name).reshape(2, -1).astype(np.int64) - 128
+    assert np.array_equal(lookup[:, :points], q.T) and not lookup[:, points:].any()
+    if name in higgs.SHUFFLED:
+        parts = higgs._shuffle_tables(name).view(np.int8).reshape(2, points // 16, 32)
+        assert np.array_equal(parts[:, :, :16].reshape(2, points), q.T) and np.array_equal(parts[:, :, 16:],
+                                                                                           parts[:, :, :16])
 
 
 def _pair(multiplied, w, xs):

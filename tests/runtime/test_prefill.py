@@ -27,7 +27,9 @@ SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per ro
 
 @needs_vnni
 def test_registered_types():
-    assert sorted(name for name in SUPPORTED_TYPES if layout_for(name).gemm is not None) == INT_TYPES
+    from kvant.runtime.kernels import higgs
+    lookup = sorted(higgs.HIGGS_TYPES) if higgs.LOOKUP else []      # HIGGS: the VBMI lookup path's integer prefill
+    assert sorted(name for name in SUPPORTED_TYPES if layout_for(name).gemm is not None) == sorted(INT_TYPES + lookup)
 
 
 @needs_vnni
