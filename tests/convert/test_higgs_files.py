@@ -13,6 +13,7 @@ from convert_helpers import HF, f32_files  # noqa: E402,F401 (a fixture)
 from kvant.convert.cli import main  # noqa: E402
 from kvant.formats import higgs_types  # noqa: E402
 from kvant.formats.gguf_file import GGUFFile  # noqa: E402
+from kvant.runtime.kernels import higgs  # noqa: E402
 
 
 def run(argv, capsys):
@@ -31,8 +32,7 @@ def logits(path, tokens):
 def test_hg_file_written_inspected_run_and_turned_back(tmp_path, capsys, f32_files, name, preset):
     hg = str(tmp_path / f"{preset}.gguf")
     # the embedding and the head stay F32, so that the logits below differ by the HIGGS kernels alone (the Q6_K
-    # head of the preset would round the activations to 8 bits, as llama.cpp does; on AVX-512 VBMI the HIGGS
-    # prefill itself rounds the rotated tokens to 8 bits, within the same bound)
+    # head of the preset would round the activations to 8 bits, as llama.cpp does)
     code, _, err = run(["quantize", f32_files[name], hg, preset, "--tensor-type", "output|token_embd=F32"], capsys)
     assert code == 0, err
     assert f"holds kvant's own {preset} tensors: it runs only in kvant" in err
@@ -57,7 +57,10 @@ def test_hg_file_written_inspected_run_and_turned_back(tmp_path, capsys, f32_fil
 
     tokens = np.load(os.path.join(HF, name, "ref_tokens.npy"))[:24]
     got, want = logits(hg, tokens), logits(back, tokens)
-    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+    # on VBMI the prefill rounds the rotated tokens to int8 per 32 (as the Q8_0 types' GEMMs do): ~1% of the largest
+    # logit on these tiny random models, against float summation order elsewhere
+    tolerance = 3e-2 if higgs.LOOKUP else 1e-3
+    assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
 
 
