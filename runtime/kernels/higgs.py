@@ -30,13 +30,11 @@ from kvant.formats.higgs_types import BLOCK, GRID_STEP, HIGGS_TYPES, PAIRS, code
 from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
-from ._gemm import GEMM_SCHEMES, ROWS, _offsets, spread_codes, tiles
+from ._gemm import GEMM_SCHEMES, _fill_scales, _offsets, q8_0_codes, spread_codes, tiles
 from ._isa import FAST, _declare, maddwd
 from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, code_of, fields, pack_rows,
                          region_offsets, row_bytes, step_bytes, table_registers)
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
-from .actquant import q8_codes
-from .intdot import code_sums
 from .registry import Layout, register
 
 GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
@@ -451,11 +449,8 @@ def _lookup_tile(wt, ws, wm, r0, c, d, tables, g0):
         _TILE_64(wt, c, tables, r0, nb)
     else:
         _TILE_16(wt, c, tables, r0, nb)
-    last = d.shape[0] - 1
-    for j in range(ROWS):
-        dr = d[min(r0 + j, last)]
-        for b in range(2 * nb):
-            ws[ROWS * b + j] = dr[b >> 1] * F32(GRID_STEP)
+    _fill_scales(ws, d, r0, 1)
+    ws *= F32(GRID_STEP)
 
 
 @njit(cache=True, parallel=True)
@@ -465,23 +460,20 @@ def _gemm_lookup(out, xq, xd, xs, xm, c, d, tables, g0, g1, offsets):
     tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _lookup_tile, (c, d, tables, g0))
 
 
-@njit(cache=True, parallel=True)
-def rotated_q8_0_codes(xq, xd, xs, xm, x):
-    """_gemm.GEMM_SCHEMES' codes of every token rotated (the weights' basis), then rounded as Q8_0."""
-    for t in prange(x.shape[0]):
-        xr = np.empty(x.shape[1], np.float32)
-        rotate(xr, x[t])
-        q8_codes(xq[t], xd[t], xm[t], xr)
-        code_sums(xs[t], xq[t])
-
-
-GEMM_SCHEMES[ROTATED_Q8_0] = rotated_q8_0_codes
-
-
 @njit(cache=True, fastmath=FAST, parallel=True)
 def _rotate_rows(xr, x):
     for i in prange(x.shape[0]):
         rotate(xr[i], x[i])
+
+
+def rotated_q8_0_codes(xq, xd, xs, xm, x):
+    """_gemm.GEMM_SCHEMES' codes of every token rotated (the weights' basis), then rounded as Q8_0."""
+    xr = np.empty_like(x)
+    _rotate_rows(xr, x)
+    q8_0_codes(xq, xd, xs, xm, xr)
+
+
+GEMM_SCHEMES[ROTATED_Q8_0] = rotated_q8_0_codes
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)

@@ -21,7 +21,8 @@ SHAPES = [(1, 1), (3, 2), (37, 9), (70, 3)]         # (rows, 64-blocks per row):
 
 def _lookup_x(x):
     """The rotated x as the lookup kernel multiplies it (x_int8_steps: int8 per block), back in float64 and in
-    value order; checks on the way that it is within half a step of the rotated x and that corr is -128 times its lane sums."""
+    value order; checks on the way that it is within half a step of the rotated x and that corr is -128 times its
+    lane sums."""
     cols = x.shape[0]
     xr, xs, xl, corr = higgs._lookup_scratch(cols)
     higgs.rotate(xr, x)
