@@ -7,10 +7,11 @@ fp16 d, then the 32 codes:
   HG3   64-point grid, 26 bytes (3.25): the low 4 bits as nibbles (byte j: code j low, code j + 16 high), then the
         top 2 bits as crumbs (byte j, bits 2k and 2k + 1: code j + 8k).
   HG2   16-point grid, 18 bytes (2.25): nibbles (byte j: code j low, code j + 16 high).
-The grids are higgs_grids' p = 2 grids (MSE-optimal for a standard Gaussian pair) rounded to multiples of 2^-5
-(GRID_STEP), so the integer kernels hold every coordinate exactly as an int8 (|q| <= 107; one byte table a coordinate,
-where the finer 2^-11 of version 1 needed int16 and two): the rounding raises a grid's mean squared error on
-Gaussian pairs by 0.46% (HG4), 0.15% (HG3), 0.02% (HG2), 400 000 pairs.
+The grids are higgs_grids' p = 2 grids (MSE-optimal for a standard Gaussian pair) rounded to multiples of their
+type's step, the largest coordinate / 127 (grid_step), so the integer kernels hold every coordinate exactly as an
+int8 q (grid_codes; |q| <= 127, one byte table a coordinate). Version 1 rounded to 2^-11 (int16 tables), version 2
+to 2^-5 for every type: SmolLM2's HG3 perplexity moves by tens of percent with the step and not monotonically
+(bench/RESULTS.md, HIGGS V3 ZEN4), the finest int8 step measured best of those tried.
 
 The ids lie outside ggml's range (llama.cpp refuses such a tensor: "invalid ggml type"). A file that holds one
 records `kvant.higgs.version` and the grid of each HIGGS type it uses under `kvant.higgs.grid.<TYPE>`; a reader
@@ -25,10 +26,10 @@ from numba import njit
 
 from . import higgs_grids
 
-VERSION = 2                     # 1: grids in multiples of 2^-11
+VERSION = 3                     # 1: grids in multiples of 2^-11; 2: of 2^-5
 BLOCK = 64                      # values per block: the Hadamard block and the scale group
 PAIRS = BLOCK // 2              # codes per block
-GRID_STEP = 2.0 ** -5          # every grid coordinate is an int8 times this
+Q_MAX = 127                     # the grid's largest coordinate in steps
 KEY_PREFIX = "kvant.higgs."
 KEY_VERSION = KEY_PREFIX + "version"
 KEY_GRID = KEY_PREFIX + "grid."  # + type name
@@ -49,12 +50,27 @@ def is_higgs(type_name: str) -> bool:
     return str(type_name).upper() in HIGGS_TYPES
 
 
+def _lloyd(type_name: str) -> np.ndarray:
+    return higgs_grids.grid(2, HIGGS_TYPES[type_name][1]).astype(np.float64)
+
+
+def grid_step(type_name: str) -> float:
+    """The type's step (a float32 value): its grid is int8 multiples of it, the largest Q_MAX."""
+    return float(np.float32(np.abs(_lloyd(type_name)).max() / Q_MAX))
+
+
+@lru_cache(maxsize=None)
+def grid_codes(type_name: str) -> np.ndarray:
+    """The type's (points, 2) grid in steps: int8 values q as int64 (for shifting and masking), read-only."""
+    q = np.round(_lloyd(type_name) / grid_step(type_name)).astype(np.int64)
+    q.setflags(write=False)
+    return q
+
+
 @lru_cache(maxsize=None)
 def grid(type_name: str) -> np.ndarray:
-    """The type's (points, 2) float32 grid, read-only."""
-    points = HIGGS_TYPES[type_name][1]
-    g = np.round(higgs_grids.grid(2, points).astype(np.float64) / GRID_STEP) * GRID_STEP
-    g = g.astype(np.float32)
+    """The type's (points, 2) float32 grid, q * step, read-only."""
+    g = (grid_codes(type_name) * grid_step(type_name)).astype(np.float32)
     g.setflags(write=False)
     return g
 

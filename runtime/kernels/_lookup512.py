@@ -1,6 +1,6 @@
 """HIGGS rows on AVX-512 VBMI: the grid as byte tables in registers, looked up 64 codes at a time by vpermi2b.
 
-A grid coordinate is an int8 q (a multiple of 2^-5: formats/higgs_types.py), held as the unsigned byte q + 128 in
+A grid coordinate is an int8 q (in steps of its type's grid: formats/higgs_types.py), held as the unsigned byte q + 128 in
 one byte table a coordinate; a table of 256 entries is four zmm (vpermi2b reads 128 bytes by the low 7 bits of an
 index, the top bit picks one of two such lookups), one of <= 64 entries is one zmm (vpermb). The activations are the
 rotated x in int8 per 64-block (as Q8_0's), split into the values each code's first and second coordinate meet;
@@ -19,7 +19,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from kvant.formats.higgs_types import GRID_STEP, code_in
+from kvant.formats.higgs_types import code_in
 
 from ._common import f16_at
 from ._gemm import _is_c, _row_pointers, _transpose16, _vstore
@@ -203,7 +203,7 @@ def _row_dot(points):
 ROW_DOT = {points: _row_dot(points) for points in POINTS}
 
 
-def _decode_codegen(points, step_size, context, builder, signature, args):
+def _decode_codegen(points, context, builder, signature, args):
     dst_p, c_p, d_p, t_p = (_data(context, builder, signature.args[k], args[k], elem)
                             for k, elem in enumerate((_F32, _I8, _F32, _I8)))
     nsteps = _as_i64(builder, args[4])
@@ -218,7 +218,7 @@ def _decode_codegen(points, step_size, context, builder, signature, args):
         coords = [b.sitofp(b.xor(t, flip), v64f) for t in _lookup_all(b, tables, idx)]
         values = b.shuffle_vector(coords[0], coords[1], interleave)        # value 2t, 2t + 1: code t's two
         dpair = b.load(b.bitcast(b.gep(d_p, [b.mul(s, _c64(2))]), ir.VectorType(_F32, 2).as_pointer()), align=4)
-        scale = b.fmul(b.shuffle_vector(dpair, dpair, block_of), ir.Constant(v128f, [step_size] * 128))
+        scale = b.shuffle_vector(dpair, dpair, block_of)
         dst = b.bitcast(b.gep(dst_p, [b.mul(s, _c64(2 * CODES))]), v128f.as_pointer())
         b.store(b.fmul(values, scale), dst, align=4)
         return []
@@ -227,19 +227,19 @@ def _decode_codegen(points, step_size, context, builder, signature, args):
     return context.get_dummy_value()
 
 
-def _row_decode(points, step_size):
+def _row_decode(points):
     def typer(typingctx, dst, c, d, tables, nsteps):
         ok = (isinstance(dst, types.Array) and dst.dtype == types.float32 and c.dtype == types.uint8
               and d.dtype == types.float32 and tables.dtype == types.uint8 and isinstance(nsteps, types.Integer))
-        codegen = lambda *a: _decode_codegen(points, step_size, *a)      # noqa: E731
+        codegen = lambda *a: _decode_codegen(points, *a)      # noqa: E731
         return (types.void(dst, c, d, tables, nsteps), codegen) if ok else None
     typer.__name__ = f"lookup_row_decode_{points}"
     return intrinsic(typer)
 
 
-# dst[: 128 nsteps] = the first 2 nsteps blocks of a row in the rotated basis: d of the block times the code's q
-# (both coordinates) times the grid's step, from the same tables as ROW_DOT
-ROW_DECODE = {points: _row_decode(points, GRID_STEP) for points in POINTS}
+# dst[: 128 nsteps] = the first 2 nsteps blocks of a row in the rotated basis: d of the block (the repack's, the
+# grid's step included) times the code's q (both coordinates), from the same tables as ROW_DOT
+ROW_DECODE = {points: _row_decode(points) for points in POINTS}
 
 
 def _value_order():

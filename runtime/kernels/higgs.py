@@ -2,15 +2,15 @@
 pair in a Hadamard-rotated basis, and (H w) . (H x) = w . x, so a matvec rotates x once (x's 64-blocks by the same
 orthonormal transform) and multiplies the codes' grid points by it: no inverse transform per weight.
 
-Repacked with an f32 d per block. The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x,
+Repacked with an f32 d per block, times the type's grid step (higgs_types.grid_step), so every kernel multiplies
+the codes' int8 grid points q (higgs_types.grid_codes; the float kernels hold them as floats) and needs no step. The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x,
 1.38x, 2.0x the file for HG4, HG3, HG2); the VBMI lookup takes the file's code bytes as they are and splits nibbles
 and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes
 two a byte (1.11x) and HG3's a byte each (1.38x), in their SLOTS order.
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
-- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates: the grids
-  are multiples of 2^-5) as two int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the
+- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates q) as two int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the
   rotated x is rounded to int16 per block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid
   needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid fits one 16-entry byte shuffle
   (vpshufb) a coordinate, HG3's 64 four and three vpblendvb: those look the int8 coordinates up from registers and
@@ -26,7 +26,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from kvant.formats.hadamard import fwht_row
-from kvant.formats.higgs_types import BLOCK, GRID_STEP, HIGGS_TYPES, PAIRS, code_at, grid
+from kvant.formats.higgs_types import BLOCK, HIGGS_TYPES, PAIRS, code_at, grid_codes, grid_step
 from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
@@ -39,7 +39,7 @@ from .registry import Layout, register
 
 GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
 LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
-X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units (a block's products, <= 2^6.8 * 2^14 each, sum in int32)
+X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units (a block's products, <= 2^7 * 2^14 each, sum in int32)
 
 
 IN_ORDER = np.arange(PAIRS)
@@ -62,26 +62,24 @@ def _repack(raw, c, d, type_size, points, slots, nibbles):
                     c[r, b * PAIRS + p] = code
 
 
-def _grid_steps(name: str):
-    """The grid in units of GRID_STEP: exact int8 values, |q| <= 107 (as int64, for shifting and masking)."""
-    return np.round(grid(name).astype(np.float64) / GRID_STEP).astype(np.int64)
-
-
 def _tables(name: str):
-    """The grid as two float columns (the float kernels) and as int16 pairs in int32 entries (the gather)."""
-    g, g16 = grid(name), _grid_steps(name)
-    packed = ((g16[:, 0] & 0xFFFF) | (g16[:, 1] << 16)).astype(np.uint32).view(np.int32)
+    """The grid's q as two float columns (the float kernels) and as int16 pairs in int32 entries (the gather)."""
+    q = grid_codes(name)
+    packed = ((q[:, 0] & 0xFFFF) | (q[:, 1] << 16)).astype(np.uint32).view(np.int32)
+    g = q.astype(np.float32)
     return np.ascontiguousarray(g[:, 0]), np.ascontiguousarray(g[:, 1]), packed
 
 
 def _repacker(name: str, gather: bool):
     _, points, type_size = HIGGS_TYPES[name]
     g0, g1, packed = _tables(name)
+    step = F32(grid_step(name))
 
     def repack(raw, cols):
         rows = raw.shape[0]
         c, d = np.empty((rows, cols // 2), np.uint8), np.empty((rows, cols // BLOCK), np.float32)
         _repack(raw, c, d, type_size, points, IN_ORDER, False)
+        d *= step
         return (c, d, packed) if gather else (c, d, g0, g1)
     return repack
 
@@ -205,7 +203,7 @@ def _mv_gather(out, x, c, d, table, xr, xq, xd):
     rotate(xr, x)
     x_int16(xq, xd, xr)
     for r in prange(out.shape[0]):
-        out[r] = F32(GRID_STEP) * gather_row_dot(c[r], d[r], table, xq, xd, xd.shape[0])
+        out[r] = gather_row_dot(c[r], d[r], table, xq, xd, xd.shape[0])
 
 
 @njit(cache=True, inline="always")
@@ -220,7 +218,7 @@ def _put_pair(dst, i, s, entry):
 def _dec_gather(dst, r, c, d, table):
     """Row r in the rotated basis, from the int16 table (the same values as the float grid)."""
     for t in range(c.shape[1]):
-        _put_pair(dst, 2 * t, d[r, t // PAIRS] * F32(GRID_STEP), table[c[r, t]])
+        _put_pair(dst, 2 * t, d[r, t // PAIRS], table[c[r, t]])
 
 
 # ---------------------------------------------------------------- AVX2: HG2's and HG3's grids looked up by vpshufb
@@ -239,7 +237,7 @@ SHUFFLED = ("HG2", "HG3")
 
 def _shuffle_tables(name: str):
     """(coordinate, 16-entry part) -> 32 bytes: the part of the int8 q in both lanes."""
-    parts = _grid_steps(name).T.astype(np.int8).view(np.uint8).reshape(2, -1, 16)
+    parts = grid_codes(name).T.astype(np.int8).view(np.uint8).reshape(2, -1, 16)
     return np.ascontiguousarray(np.concatenate([parts, parts], axis=2).reshape(-1))
 
 
@@ -247,11 +245,13 @@ def _shuffle_repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
     tables, (_, _, packed) = _shuffle_tables(name), _tables(name)
     per_block = 16 if points == 16 else 32
+    step = F32(grid_step(name))
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
         c, d = np.zeros((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
         _repack(raw, c, d, type_size, points, SLOTS, points == 16)
+        d *= step
         return c, d, tables, packed
     return repack
 
@@ -316,7 +316,7 @@ def _mv_shuffle(out, x, c, d, tables, packed, xr, xq, xd):
             s = _SHUFFLE_DOT_16(c[r], d[r], tables, xq, xd, xd.shape[0])
         else:
             s = _SHUFFLE_DOT_64(c[r], d[r], tables, xq, xd, xd.shape[0])
-        out[r] = F32(GRID_STEP) * s
+        out[r] = s
 
 
 @njit(cache=True, fastmath=FAST)
@@ -324,7 +324,7 @@ def _dec_shuffle(dst, r, c, d, tables, packed):
     """Row r in the rotated basis, from the int16 pairs (the same values as the float grid)."""
     nibbles = packed.shape[0] == 16
     for b in range(d.shape[1]):
-        s = d[r, b] * F32(GRID_STEP)
+        s = d[r, b]
         for p in range(32):
             if nibbles:
                 code = (np.int64(c[r, 16 * b + p % 16]) >> (4 * (p // 16))) & 15
@@ -342,7 +342,7 @@ def _mm_shuffle_rotated(out, xr, c, d, tables, packed):
 
 def _byte_tables(name: str):
     """_lookup512's two tables (q + 128 of each coordinate), each padded to whole zmm (pads: q = 0)."""
-    g8 = _grid_steps(name)
+    g8 = grid_codes(name)
     out = np.full((2, 64 * table_registers(len(g8))), 128, np.uint8)
     out[:, :len(g8)] = (g8 + 128).T
     return out.reshape(-1)
@@ -353,11 +353,13 @@ def _lookup_repacker(name: str):
     tables, (g0, g1, _) = _byte_tables(name), _tables(name)
     sizes, offsets = np.array(REGIONS[points]), region_offsets(points)
     assert sizes.sum() == type_size - 2
+    step = F32(grid_step(name))
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
         c, d = np.zeros((rows, row_bytes(points, blocks)), np.uint8), np.empty((rows, blocks), np.float32)
         pack_rows(raw, c, d, type_size, sizes, offsets, step_bytes(points))
+        d *= step
         return c, d, tables, g0, g1, offsets
     return repack
 
@@ -405,7 +407,7 @@ def _mv_lookup(out, x, c, d, tables, g0, g1, offsets, xr, xs, xl, corr):
             s = _DOT_64(c[r], d[r], tables, xs, xl, corr, d.shape[1])
         else:
             s = _DOT_16(c[r], d[r], tables, xs, xl, corr, d.shape[1])
-        out[r] = F32(GRID_STEP) * s
+        out[r] = s
 
 
 _DECODE_256, _DECODE_64, _DECODE_16 = (ROW_DECODE[p] for p in (256, 64, 16))
@@ -440,7 +442,7 @@ ROTATED_Q8_0 = "rotated_q8_0"
 
 @njit(cache=True, fastmath=FAST)
 def _lookup_tile(wt, ws, wm, r0, c, d, tables, g0):
-    """Rows r0..r0 + 15 in the integer GEMM's TILE order (q + 128) and their scales d * GRID_STEP per 32 (g0, the
+    """Rows r0..r0 + 15 in the integer GEMM's TILE order (q + 128) and their scales d per 32 (g0, the
     first coordinates' float table: only its length, the grid's size, is read)."""
     nb, points = d.shape[1], g0.shape[0]
     if points == 256:
@@ -450,7 +452,6 @@ def _lookup_tile(wt, ws, wm, r0, c, d, tables, g0):
     else:
         _TILE_16(wt, c, tables, r0, nb)
     _fill_scales(ws, d, r0, 1)
-    ws *= F32(GRID_STEP)
 
 
 @njit(cache=True, parallel=True)

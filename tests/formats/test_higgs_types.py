@@ -50,9 +50,11 @@ def test_registry_entry(name):
     assert t.id >= 4096 and t.block_size == 64 and ggml_type(t.id) is t
     assert 8 * t.type_size / t.block_size == BITS[name]
     assert higgs_types.grid(name).shape == (POINTS[name], 2)
-    steps = higgs_types.grid(name) / higgs_types.GRID_STEP
-    assert np.all(steps == np.round(steps)) and np.abs(steps).max() <= 127      # int8, as the lookup kernels hold it
-    assert len(np.unique(steps, axis=0)) == POINTS[name]                        # the rounding merged no points
+    q, step = higgs_types.grid_codes(name), higgs_types.grid_step(name)
+    assert np.abs(q).max() == 127                                   # int8, as the kernels hold it, the finest step
+    assert np.array_equal(higgs_types.grid(name), (q * step).astype(np.float32))
+    assert np.abs(higgs_types.grid(name) - higgs_grids.grid(2, POINTS[name])).max() <= step / 2 * 1.0001
+    assert len(np.unique(q, axis=0)) == POINTS[name]                # the rounding merged no points
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -114,7 +116,7 @@ def test_file_with_its_grid_opens(tmp_path):
 
 @pytest.mark.parametrize("case, match", [
     ("missing", "HIGGS version None"),
-    ("version", "HIGGS version 1"),          # a file of an older kvant: grids in multiples of 2^-11
+    ("version", "HIGGS version 2"),          # a file of an older kvant: grids in multiples of 2^-5
     ("grid", "HG4 grid in key kvant.higgs.grid.HG4 is not the one"),
     ("other grid", "HG4 grid in key kvant.higgs.grid.HG4 is not the one"),
 ])
@@ -123,7 +125,7 @@ def test_unknown_version_or_grid_is_refused(tmp_path, case, match):
     if case == "missing":
         meta = {}
     elif case == "version":
-        meta[higgs_types.KEY_VERSION] = 1
+        meta[higgs_types.KEY_VERSION] = 2
     elif case == "grid":
         meta[higgs_types.KEY_GRID + "HG4"] = meta[higgs_types.KEY_GRID + "HG4"] * 1.01
     else:

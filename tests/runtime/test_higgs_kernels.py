@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from kvant.formats import higgs_types
 from kvant.formats.host import host_features
 from kvant.formats.quant import quantize
 from kvant.runtime.kernels import _gemm, higgs
@@ -125,7 +126,7 @@ def test_integer_prefill_equals_the_numpy_reference(name):
 def test_register_tables_hold_the_int8_grid(name):
     """The lookup path's byte tables (q + 128, padded with q = 0) and the vpshufb path's (int8 q in both lanes of each
     16-entry part): checked on every CPU, since only one of them runs on a given one."""
-    q = higgs._grid_steps(name)
+    q = higgs_types.grid_codes(name)
     points = len(q)
     lookup = higgs._byte_tables(name).reshape(2, -1).astype(np.int64) - 128
     assert np.array_equal(lookup[:, :points], q.T) and not lookup[:, points:].any()
