@@ -1,7 +1,7 @@
 """HIGGS rows on AVX-512 VBMI: the grid as byte tables in registers, looked up 64 codes at a time by vpermi2b.
 
-A grid coordinate is an int8 q (in steps of its type's grid: formats/higgs_types.py), held as the unsigned byte q + 128 in
-one byte table a coordinate; a table of 256 entries is four zmm (vpermi2b reads 128 bytes by the low 7 bits of an
+A grid coordinate is an int8 q (in its type's grid steps: formats/higgs_types.py), held as the unsigned byte q + 128
+in one byte table a coordinate; a table of 256 entries is four zmm (vpermi2b reads 128 bytes by the low 7 bits of an
 index, the top bit picks one of two such lookups), one of <= 64 entries is one zmm (vpermb). The activations are the
 rotated x in int8 per 64-block (as Q8_0's), split into the values each code's first and second coordinate meet;
 vpdpbusd multiplies the unsigned table bytes by them:

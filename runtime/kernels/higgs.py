@@ -3,15 +3,16 @@ pair in a Hadamard-rotated basis, and (H w) . (H x) = w . x, so a matvec rotates
 orthonormal transform) and multiplies the codes' grid points by it: no inverse transform per weight.
 
 Repacked with an f32 d per block, times the type's grid step (higgs_types.grid_step), so every kernel multiplies
-the codes' int8 grid points q (higgs_types.grid_codes; the float kernels hold them as floats) and needs no step. The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x,
-1.38x, 2.0x the file for HG4, HG3, HG2); the VBMI lookup takes the file's code bytes as they are and splits nibbles
-and crumbs in registers (_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes
-two a byte (1.11x) and HG3's a byte each (1.38x), in their SLOTS order.
+the codes' int8 grid points q (higgs_types.grid_codes; the float kernels hold them as floats) and needs no step.
+The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x, 1.38x, 2.0x the file for HG4, HG3,
+HG2); the VBMI lookup takes the file's code bytes as they are and splits nibbles and crumbs in registers
+(_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes two a byte (1.11x) and
+HG3's a byte each (1.38x), in their SLOTS order.
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
-- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates q) as two int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the
-  rotated x is rounded to int16 per block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid
+- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates q) as two
+  int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid
   needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid fits one 16-entry byte shuffle
   (vpshufb) a coordinate, HG3's 64 four and three vpblendvb: those look the int8 coordinates up from registers and
   sign-extend them to the same int16 pairs.
