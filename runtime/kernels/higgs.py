@@ -12,10 +12,11 @@ HG3's a byte each (1.38x), in their SLOTS order.
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
 - On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates q) as two
-  int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid
-  needs the gather: about 16 weights per 8 cycles on Zen 3. HG2's 16-point grid fits one 16-entry byte shuffle
-  (vpshufb) a coordinate, HG3's 64 four and three vpblendvb: those look the int8 coordinates up from registers and
-  sign-extend them to the same int16 pairs.
+  int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per
+  block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid needs the gather: about 16 weights
+  per 8 cycles on Zen 3. HG2's 16-point grid fits one 16-entry byte shuffle (vpshufb) a coordinate, HG3's 64 four
+  and three vpblendvb: those look the int8 coordinates up from registers and sign-extend them to the same int16
+  pairs.
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the tokens rotated once; with VBMI, 16-row tiles decoded by the same table lookups to bytes q + 128 for the
 integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32; elsewhere the rows
