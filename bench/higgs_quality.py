@@ -1,4 +1,4 @@
-"""HIGGS against llama.cpp's data-free types on SmolLM2: perplexity and KL divergence of each variant, en and ru.
+"""HIGGS against llama.cpp's data-free types on SmolLM2 or gemma-3-270m: perplexity and KL divergence, en and ru.
 
 Each HIGGS variant (p, n, Hadamard block h, values per scale s) quantizes every matrix of the transformer blocks;
 token_embd (SmolLM2 ties it to the output) gets the ggml type that the compared llama.cpp preset gives it. The
@@ -9,6 +9,8 @@ and KL divergence against the F32 base, c=512, 8 chunks, first halves of ../shar
 
     python bench/higgs_quality.py [--variants 2:256:64:64,1:16:64:64] [--presets Q4_0,IQ4_XS] [--embd Q8_0]
     python bench/higgs_quality.py --report       # the HIGGS section of bench/RESULTS.md from the stored rows
+    python bench/higgs_quality.py --model gemma3 --section 'HIGGS GEMMA' ...
+                                                 # gemma-3-270m (base: its published Q4_K_M decoded to F32)
     python bench/higgs_quality.py --presets IQ4_XS --variants '' --section 'HIGGS V2'
                                                  # some rows only, into a section of their own (then --report
                                                  # with the same --section)
@@ -57,11 +59,16 @@ def base_f32():
     return path
 
 
-def smollm2_setup():
-    """SmolLM2's F32 base, the evaluation and calibration texts, and the base's KL-divergence files per language."""
-    base = base_f32()
+# model -> how the report names it and its base
+MODELS = {"smollm2": "SmolLM2-135M-Instruct, base: its F32 (the published Q4_1 decoded)",
+          "gemma3": "gemma-3-270m, base: its F32 (the published Q4_K_M decoded)"}
+
+
+def smollm2_setup(model="smollm2"):
+    """The model's F32 base, the evaluation and calibration texts, and the base's KL-divergence files per language."""
+    base = base_f32() if model == "smollm2" else quality.base_model(model)
     evaluation, calibration = quality.texts()
-    bases = {lang: quality.kl_base("smollm2", base, lang, evaluation[lang]) for lang in LANGS}
+    bases = {lang: quality.kl_base(model, base, lang, evaluation[lang]) for lang in LANGS}
     return base, calibration, bases
 
 
@@ -123,17 +130,20 @@ def main():
     ap.add_argument("--files", default=",".join(FILE_TYPES), help="kvant's HIGGS presets, as real files")
     ap.add_argument("--report", action="store_true", help="only write the section from the stored rows")
     ap.add_argument("--section", default="HIGGS", help="the RESULTS.md section, with its own store of rows")
+    ap.add_argument("--model", default="smollm2", choices=sorted(MODELS), help="one model a section")
     args = ap.parse_args()
     store_file = store_path(args.section)
     if args.report:
         return report(json.load(open(store_file)), args.section)
     from kvant.formats.quant_higgs import HiggsSpec
-    base, _, bases = smollm2_setup()
+    base, _, bases = smollm2_setup(args.model)
     store = json.load(open(store_file)) if os.path.exists(store_file) else {}
+    if any(r.get("model", "smollm2") != args.model for r in store.values()):
+        sys.exit(f"section {args.section!r} holds rows of another model: give this one a section of its own")
     total = n_weights(base)
 
     def record(key, path, size):
-        row = {"bpw": 8 * size / total, "MB": size / 1e6}
+        row = {"bpw": 8 * size / total, "MB": size / 1e6, "model": args.model}
         for lang in LANGS:
             row[lang] = quality.kvant_scores(path, bases[lang])
             row[lang]["ppl_increase_%"] = quality.increase(row, lang)
@@ -171,14 +181,16 @@ def main():
 
 
 def report(store, section):
-    lines = ["Command: `python bench/higgs_quality.py --variants ...` then `--report`. SmolLM2-135M-Instruct, base: its "
-             "F32 (the published Q4_1 decoded); every block matrix HIGGS-quantized (p values per grid point, n "
-             "points, Hadamard block h, one fp16 scale per s values), token_embd Q8_0 as in llama.cpp's presets for "
-             "this model (576-wide rows take no K-quant); llama.cpp's types by qconv (llama-quantize's bytes) "
+    model = {r.get("model", "smollm2") for r in store.values()}.pop()
+    lines = ["Command: `python bench/higgs_quality.py --variants ...` then `--report`. " + MODELS[model] + "; every "
+             "block matrix HIGGS-quantized (p values per grid point, n points, Hadamard block h, one fp16 scale per s "
+             "values), token_embd in the type of its column (the HIGGS rows: `--embd`, Q8_0 as llama.cpp's presets "
+             "give SmolLM2, whose 576-wide rows take no K-quant); llama.cpp's types by qconv (llama-quantize's bytes) "
              "without an importance matrix. Scored by kvant: c=512, 8 chunks of the first halves of "
              "../shared/corpora. The kvant-file rows are `qconv quantize F32 OUT HG4` (HG3, HG2: p=2 with 256, 64, "
              "16 points, h=s=64) run by the runtime's HIGGS kernels; the HIGGS rows are decoded into an F32 copy.", "",
-             "| file | bpw | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru |", "|---|---|---|---|---|---|"]
+             "| file | bpw | token_embd | PPL +% en | PPL +% ru | mean KLD en | mean KLD ru |",
+             "|---|---|---|---|---|---|---|"]
     rows = sorted(store.items(), key=lambda kv: -kv[1]["bpw"])
     for key, r in rows:
         parts = key.split("/")
@@ -187,8 +199,10 @@ def report(store, section):
         else:
             kernels = ", ".join(["kvant file, runtime kernels"] + parts[2:])     # older rows: no activation kind
             name = f"{parts[1]} ({kernels if parts[0] == 'kvant' else parts[0]})"
-        lines.append(f"| {name} | {r['bpw']:.3f} | {r['en']['ppl_increase_%']:+.2f} | {r['ru']['ppl_increase_%']:+.2f} "
-                     f"| {r['en']['kld_mean']:.4f} | {r['ru']['kld_mean']:.4f} |")
+        embd = parts[-1] if parts[0] == "higgs" else r.get("token_embd", "")
+        scores = ([f"{r[lang]['ppl_increase_%']:+.2f}" for lang in LANGS]
+                  + [f"{r[lang]['kld_mean']:.4f}" for lang in LANGS])
+        lines.append(f"| {name} | {r['bpw']:.3f} | {embd} | " + " | ".join(scores) + " |")
     publish(section, "\n".join(lines))
 
 
