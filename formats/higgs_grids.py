@@ -11,6 +11,11 @@ How they are made (deterministic: fixed seeds, serial sums):
   the product of two p = 1 grids when n is a square (4 x 4, 16 x 16) and from the first n samples sorted by radius
   otherwise; the nearest-point search runs in parallel, the centroid sums serially, so every run gives the same
   bits. Points are then sorted by angle and radius so the table reads in a stable order.
+- p = 2, n = 256 (SYMMETRIC): centrally symmetric, point c + n/2 is -(point c), so a kernel that looks the grid up
+  from registers holds half of it and negates by the code's top bit (runtime/kernels/_lookup512.py: HG4's lookup
+  halves). Lloyd on the same samples and their negations, from the product grid (symmetric), stays symmetric; the
+  points with angle in (-pi, 0] come first, in the order above, then their negations. Its mean squared error is
+  0.13% above the unconstrained grid's of version 2 (0.007760 against 0.007750 per dimension, seed 1).
 The mean squared error of each grid per dimension is checked on a fresh sample (seed 1) by tests.
 """
 from __future__ import annotations
@@ -24,6 +29,7 @@ from numba import njit, prange
 SAMPLES = 1 << 21
 ITERATIONS = 300
 SHAPES = ((1, 2), (1, 4), (1, 8), (1, 16), (2, 16), (2, 64), (2, 256))  # (p, n) the data module holds
+SYMMETRIC = ((2, 256),)                                                  # (p, n) made centrally symmetric
 
 
 def _pdf(x):
@@ -79,9 +85,12 @@ def _centroids(points, assign, grid):
             grid[j] = sums[j] / counts[j]
 
 
-def lloyd(p: int, n: int, samples: int = SAMPLES, iterations: int = ITERATIONS) -> np.ndarray:
-    """The n-point grid of N(0, I_p) by Lloyd's algorithm on a fixed sample (float64, (n, p))."""
+def lloyd(p: int, n: int, samples: int = SAMPLES, iterations: int = ITERATIONS, symmetric: bool = False) -> np.ndarray:
+    """The n-point grid of N(0, I_p) by Lloyd's algorithm on a fixed sample (float64, (n, p)); symmetric: the sample
+    with its negation (from a symmetric start, the grid stays centrally symmetric)."""
     points = np.random.default_rng(0).standard_normal((samples, p))
+    if symmetric:
+        points = np.concatenate([points, -points])
     side = math.isqrt(n) if p == 2 else 0
     if p == 2 and side * side == n:
         axis = lloyd_max(side)
@@ -89,7 +98,7 @@ def lloyd(p: int, n: int, samples: int = SAMPLES, iterations: int = ITERATIONS) 
     else:
         first = points[:n]
         grid = first[np.argsort(np.hypot(*first.T) if p == 2 else first[:, 0])].copy()
-    assign = np.empty(samples, np.int64)
+    assign = np.empty(len(points), np.int64)
     for _ in range(iterations):
         nearest(points, grid, assign)
         _centroids(points, assign, grid)
@@ -111,9 +120,19 @@ def _ordered(grid: np.ndarray) -> np.ndarray:
     return grid[key]
 
 
+def _symmetric_order(grid: np.ndarray) -> np.ndarray:
+    """The half with angle in (-pi, 0] in _ordered's order, then its exact negation."""
+    half = _ordered(grid[np.arctan2(grid[:, 1], grid[:, 0]) <= 0])
+    assert 2 * len(half) == len(grid), "the grid is not centrally symmetric"
+    return np.concatenate([half, -half])
+
+
 def make(p: int, n: int) -> np.ndarray:
-    grid = lloyd_max(n)[:, None] if p == 1 else lloyd(p, n)
-    return _ordered(grid).astype(np.float32)
+    if p == 1:
+        return _ordered(lloyd_max(n)[:, None]).astype(np.float32)
+    if (p, n) in SYMMETRIC:
+        return _symmetric_order(lloyd(p, n, symmetric=True)).astype(np.float32)
+    return _ordered(lloyd(p, n)).astype(np.float32)
 
 
 @lru_cache(maxsize=None)

@@ -26,7 +26,7 @@ from numba import njit
 
 from . import higgs_grids
 
-VERSION = 3                     # 1: grids in multiples of 2^-11; 2: of 2^-5
+VERSION = 3                     # 1: grids in multiples of 2^-11; 2: of 2^-5, HG4 asymmetric
 BLOCK = 64                      # values per block: the Hadamard block and the scale group
 PAIRS = BLOCK // 2              # codes per block
 Q_MAX = 127                     # the grid's largest coordinate in steps

@@ -1,8 +1,9 @@
 """HIGGS rows on AVX-512 VBMI: the grid as byte tables in registers, looked up 64 codes at a time by vpermi2b.
 
 A grid coordinate is an int8 q (in its type's grid steps: formats/higgs_types.py), held as the unsigned byte q + 128
-in one byte table a coordinate; a table of 256 entries is four zmm (vpermi2b reads 128 bytes by the low 7 bits of an
-index, the top bit picks one of two such lookups), one of <= 64 entries is one zmm (vpermb). The activations are the
+in one byte table a coordinate; the 256-point grid's table holds its first 128 points in two zmm (vpermi2b reads
+them by the low 7 bits of an index; the top bit negates the byte: the grid is centrally symmetric), one of <= 64
+entries is one zmm (vpermb). The activations are the
 rotated x in int8 per 64-block (as Q8_0's), split into the values each code's first and second coordinate meet;
 vpdpbusd multiplies the unsigned table bytes by them:
   sum q x = sum (q + 128) x - 128 sum x,
@@ -76,18 +77,21 @@ def code_of(c, t, points, offsets):
 
 
 def table_registers(points: int) -> int:
-    """zmm registers a table of `points` entries takes (a 16- or 64-point grid: one, padded to 64 bytes)."""
-    return 1 if points <= 64 else 4
+    """zmm registers a coordinate's table takes: a 16- or 64-point grid one (padded to 64 bytes); the 256-point grid
+    two, its first 128 points (the others are their negations: higgs_grids.SYMMETRIC)."""
+    return 1 if points <= 64 else 2
 
 
 def _lookup(b, table, idx, top):
-    """table[idx] per byte: vpermb from one register, or two vpermi2b over 128 bytes each and a select."""
+    """table[idx] per byte: vpermb from one register; or, 256 points, one vpermi2b over the first 128 entries by
+    the index's low 7 bits and, where its top bit is set, that byte negated: 256 - (q + 128) = -q + 128, the
+    point's negation (no q is -128)."""
     if len(table) == 1:
         fn = _declare(b.module, "llvm.x86.avx512.permvar.qi.512", _V64I8, [_V64I8, _V64I8])
         return b.call(fn, [table[0], idx])
     fn = _declare(b.module, "llvm.x86.avx512.vpermi2var.qi.512", _V64I8, [_V64I8, _V64I8, _V64I8])
-    low, high = (b.call(fn, [table[k], idx, table[k + 1]]) for k in (0, 2))
-    return b.select(top, high, low)
+    half = b.call(fn, [table[0], idx, table[1]])
+    return b.select(top, b.sub(ir.Constant(_V64I8, None), half), half)
 
 
 def _load_tables(builder, t_p, regs):

@@ -343,10 +343,13 @@ def _mm_shuffle_rotated(out, xr, c, d, tables, packed):
 # ---------------------------------------------------------------- AVX-512 VBMI: byte tables looked up by vpermi2b
 
 def _byte_tables(name: str):
-    """_lookup512's two tables (q + 128 of each coordinate), each padded to whole zmm (pads: q = 0)."""
+    """_lookup512's two tables (q + 128 of each coordinate), each padded to whole zmm (pads: q = 0); of the 256-point
+    grid its first half, the second being its negation."""
     g8 = grid_codes(name)
+    held = min(len(g8), 128)
+    assert held == len(g8) or np.array_equal(g8[held:], -g8[:held]), "the 256-point grid is not centrally symmetric"
     out = np.full((2, 64 * table_registers(len(g8))), 128, np.uint8)
-    out[:, :len(g8)] = (g8 + 128).T
+    out[:, :held] = (g8[:held] + 128).T
     return out.reshape(-1)
 
 

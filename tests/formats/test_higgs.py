@@ -35,6 +35,14 @@ def test_pair_grids_beat_the_scalar_grid_of_the_same_bits(n, scalar_n):
     assert np.abs(means - g).max() < {16: 0.01, 64: 0.02, 256: 0.08}[n]
 
 
+def test_the_256_point_grid_is_centrally_symmetric():
+    """Point c + 128 is point c negated, exactly (the VBMI kernels hold half the grid and negate by the top bit), at
+    little cost: its error is 0.13% above version 2's unconstrained grid (0.0077498 per dimension, seed 1)."""
+    g = higgs_grids.grid(2, 256)
+    assert np.array_equal(g[128:], -g[:128]) and (2, 256) in higgs_grids.SYMMETRIC
+    assert higgs_grids.mse(g) < 0.0077498 * 1.002
+
+
 def test_unknown_grid_is_refused():
     with pytest.raises(KeyError, match="p=3"):
         higgs_grids.grid(3, 512)
