@@ -63,6 +63,8 @@ def grid_step(type_name: str) -> float:
 def grid_codes(type_name: str) -> np.ndarray:
     """The type's (points, 2) grid in steps: int8 values q as int64 (for shifting and masking), read-only."""
     q = np.round(_lloyd(type_name) / grid_step(type_name)).astype(np.int64)
+    if np.abs(q).max() > Q_MAX:     # the kernels' bytes q + 128 and their negations need |q| <= 127
+        raise ValueError(f"the {type_name} grid does not fit int8 steps")
     q.setflags(write=False)
     return q
 

@@ -347,7 +347,8 @@ def _byte_tables(name: str):
     grid its first half, the second being its negation."""
     g8 = grid_codes(name)
     held = min(len(g8), 128)
-    assert held == len(g8) or np.array_equal(g8[held:], -g8[:held]), "the 256-point grid is not centrally symmetric"
+    if held < len(g8) and not np.array_equal(g8[held:], -g8[:held]):
+        raise ValueError(f"the {name} grid is not centrally symmetric: the lookup kernels' half table cannot hold it")
     out = np.full((2, 64 * table_registers(len(g8))), 128, np.uint8)
     out[:, :held] = (g8[:held] + 128).T
     return out.reshape(-1)

@@ -12,8 +12,8 @@ types each prefill GEMM was called with}, "higgs": {layout kind: {HIGGS type: it
 layout kind, which this process takes from the path and features it compiles for). Nothing is run here, so a
 CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object,
 {"matvec": {type: {mnemonic: count}}, "gemm": {module.function: {mnemonic: count}}}, for the mnemonics in
-MNEMONICS, with "zmm" and "ymm" counting the instructions that use such registers, and "{vex} vpdpbusd" AVX-VNNI's
-encoding of it; on AArch64 sdot, usdot, usmmla and tbl.
+MNEMONICS, with "zmm" and "ymm" counting the instructions that use such registers, "{vex} vpdpbusd" AVX-VNNI's
+encoding of it and "masked vpsubb" a vpsubb under an opmask; on AArch64 sdot, usdot, usmmla and tbl.
 
 KVANT_TARGET_TRIPLE compiles for another architecture than this process runs on: LLVM's targets are all registered
 and numba is told the triple is the process's own before it builds its code generator. The machine code is loaded
@@ -27,7 +27,7 @@ import sys
 import warnings
 
 MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b",
-             "vpgatherdd", "zmm", "ymm", "sdot", "usdot", "usmmla", "tbl")
+             "vpgatherdd", "masked vpsubb", "zmm", "ymm", "sdot", "usdot", "usmmla", "tbl")
 PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b", "vpgatherdd", "sdot",
          "usdot", "usmmla", "tbl")
 
@@ -41,6 +41,7 @@ def counts(asm):
         for name in PLAIN:
             found[name] += bool(re.match(rf"(\{{vex\}}\s*)?{name}\b", text))
         found["{vex} vpdpbusd"] += text.startswith("{vex}") and "vpdpbusd" in text
+        found["masked vpsubb"] += text.startswith("vpsubb") and "{%k" in text
         found["zmm"] += "%zmm" in text
         found["ymm"] += "%ymm" in text
     return found

@@ -74,10 +74,12 @@ HIGGS_GEMM = "kvant.runtime.kernels.higgs._gemm_lookup"       # the lookup path'
 
 def higgs_expectations(kind, name, found):
     """The HIGGS matvec's instructions for the layout kind in force."""
-    if kind == "lookup":            # 256 points: two vpermi2b (LLVM may write either operand order) and a select
+    if kind == "lookup":    # 256 points: a vpermi2b a coordinate (LLVM may write either operand order) over half the
+        # grid, and the byte negated by a masked vpsubb where the code's top bit is set (the grid is symmetric)
         permute = found["vpermi2b"] + found["vpermt2b"] if name == "HG4" else found["vpermb"]
+        negate = [("masked vpsubb", found["masked vpsubb"] > 0)] if name == "HG4" else []
         return [("vpermi2b / vpermb", permute > 0), ("vpdpbusd", found["vpdpbusd"] > 0),
-                ("no vpgatherdd", found["vpgatherdd"] == 0)]
+                ("no vpgatherdd", found["vpgatherdd"] == 0)] + negate
     if name in ("HG2", "HG3"):      # 16 or 64 points: vpshufb tables, no gather
         return [("vpshufb", found["vpshufb"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0),
                 ("no vpgatherdd", found["vpgatherdd"] == 0)]
