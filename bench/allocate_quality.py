@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from iq_reference import BIN, LANGS, WORK  # noqa: E402
 import quality  # noqa: E402
-from higgs_quality import smollm2_setup, tensor_types  # noqa: E402
+from higgs_quality import model_setup, tensor_types  # noqa: E402
 from results import publish  # noqa: E402
 
 STORE = os.path.join(WORK, "allocate.json")
@@ -62,7 +62,7 @@ def main():
     from kvant.convert.requantize import quantize_gguf
     from kvant.formats import higgs_types
     from kvant.formats.gguf_file import GGUFFile
-    base, calibration, bases = smollm2_setup()
+    base, calibration, bases = model_setup()
     with open(calibration["mixed"], encoding="utf-8") as f:
         cal_text = f.read()
     types = al.parse_types(args.types)

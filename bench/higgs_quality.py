@@ -64,7 +64,7 @@ MODELS = {"smollm2": "SmolLM2-135M-Instruct, base: its F32 (the published Q4_1 d
           "gemma3": "gemma-3-270m, base: its F32 (the published Q4_K_M decoded)"}
 
 
-def smollm2_setup(model="smollm2"):
+def model_setup(model="smollm2"):
     """The model's F32 base, the evaluation and calibration texts, and the base's KL-divergence files per language."""
     base = base_f32() if model == "smollm2" else quality.base_model(model)
     evaluation, calibration = quality.texts()
@@ -136,7 +136,7 @@ def main():
     if args.report:
         return report(json.load(open(store_file)), args.section)
     from kvant.formats.quant_higgs import HiggsSpec
-    base, _, bases = smollm2_setup(args.model)
+    base, _, bases = model_setup(args.model)
     store = json.load(open(store_file)) if os.path.exists(store_file) else {}
     if any(r.get("model", "smollm2") != args.model for r in store.values()):
         sys.exit(f"section {args.section!r} holds rows of another model: give this one a section of its own")

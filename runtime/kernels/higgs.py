@@ -72,18 +72,27 @@ def _tables(name: str):
     return np.ascontiguousarray(g[:, 0]), np.ascontiguousarray(g[:, 1]), packed
 
 
+def _step_folded(name: str, repack):
+    """repack, its d (the second array) multiplied by the type's grid step: no kernel multiplies by it."""
+    step = F32(grid_step(name))
+
+    def folded(raw, cols):
+        arrays = repack(raw, cols)
+        np.multiply(arrays[1], step, out=arrays[1])
+        return arrays
+    return folded
+
+
 def _repacker(name: str, gather: bool):
     _, points, type_size = HIGGS_TYPES[name]
     g0, g1, packed = _tables(name)
-    step = F32(grid_step(name))
 
     def repack(raw, cols):
         rows = raw.shape[0]
         c, d = np.empty((rows, cols // 2), np.uint8), np.empty((rows, cols // BLOCK), np.float32)
         _repack(raw, c, d, type_size, points, IN_ORDER, False)
-        d *= step
         return (c, d, packed) if gather else (c, d, g0, g1)
-    return repack
+    return _step_folded(name, repack)
 
 
 @njit(cache=True, fastmath=FAST)
@@ -247,15 +256,13 @@ def _shuffle_repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
     tables, (_, _, packed) = _shuffle_tables(name), _tables(name)
     per_block = 16 if points == 16 else 32
-    step = F32(grid_step(name))
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
         c, d = np.zeros((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
         _repack(raw, c, d, type_size, points, SLOTS, points == 16)
-        d *= step
         return c, d, tables, packed
-    return repack
+    return _step_folded(name, repack)
 
 
 def _interleave(b, lo, hi, half, width):
@@ -359,15 +366,13 @@ def _lookup_repacker(name: str):
     tables, (g0, g1, _) = _byte_tables(name), _tables(name)
     sizes, offsets = np.array(REGIONS[points]), region_offsets(points)
     assert sizes.sum() == type_size - 2
-    step = F32(grid_step(name))
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
         c, d = np.zeros((rows, row_bytes(points, blocks)), np.uint8), np.empty((rows, blocks), np.float32)
         pack_rows(raw, c, d, type_size, sizes, offsets, step_bytes(points))
-        d *= step
         return c, d, tables, g0, g1, offsets
-    return repack
+    return _step_folded(name, repack)
 
 
 def _lookup_scratch(cols):
