@@ -32,7 +32,8 @@ def path_section(name):
     forced = bool(os.environ.get("KVANT_CPU_PATH"))
     if host.CPU_PATH == "avx512vnni" and not forced:
         return name
-    return f"{name} {host.CPU_PATH.upper()}" + (" FORCED" if forced else "")
+    suffix = f"{host.CPU_PATH.upper()}" + (" FORCED" if forced else "")
+    return name if suffix in name else f"{name} {suffix}"  # a name that already says its path keeps it once
 
 
 def update_section(name, body):
