@@ -11,41 +11,16 @@ import numpy as np
 from numba import njit, prange
 
 from .blocks import block
-from .quant_common import f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
+from .quant_common import jit_variant, f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
 
 QK = 32
-Q40, Q41, Q50, Q51, Q80 = (block(name) for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
+Q80 = block("Q8_0")
 FLT_MAX = np.finfo(np.float32).max
 # the imatrix paths' searches (quantize_row_*_impl)
 Q4_0_SEARCH = qx_search(8)
 Q5_0_SEARCH = qx_search(16)
 Q4_1_SEARCH = qkx_search(15, -0.9, 0.05, 36, False, True)  # make_qkx3_quants
 Q5_1_SEARCH = qkx_search(31, -0.9, 0.05, 36, False, True)
-
-
-@njit(cache=True, error_model="numpy")
-def _absmax_signed(x, o, n):
-    """(amax, the element that has it): the first one of largest |x|."""
-    amax = f32(0.0)
-    mx = f32(0.0)
-    for j in range(o, o + n):
-        if amax < abs(x[j]):
-            amax = abs(x[j])
-            mx = x[j]
-    return amax, mx
-
-
-@njit(cache=True, error_model="numpy")
-def _min_max(x, o, n):
-    mn = FLT_MAX
-    mx = -mn
-    for j in range(o, o + n):
-        v = x[j]
-        if v < mn:
-            mn = v
-        if v > mx:
-            mx = v
-    return mn, mx
 
 
 @njit(cache=True, error_model="numpy")
@@ -57,9 +32,24 @@ def _row_sigma2(x):
 
 
 @njit(cache=True, error_model="numpy")
-def _block_weights(weight, x, o, qw, sigma2):
+def _block_weights(weight, x, qw, sigma2):
     for j in range(QK):
-        weight[j] = qw[o + j] * np.sqrt(sigma2 + x[o + j] * x[o + j])
+        weight[j] = qw[j] * np.sqrt(sigma2 + x[j] * x[j])
+
+
+@njit(cache=True, error_model="numpy")
+def _round_codes(L, x, m, d, offset, top):
+    """L[j] = the code of x[j] on the grid m + d * (code - offset + 1/2), as quantize_row_*_ref rounds."""
+    idd = f32(1.0) / d if d != 0 else f32(0.0)
+    for j in range(QK):
+        L[j] = min(top, np.int64((x[j] - m) * idd + offset))
+
+
+@njit(cache=True, error_model="numpy")
+def _pack_nibbles(dst, p, L):
+    """Q4_0's and Q4_1's qs: element j in the low nibble of byte j, element j + 16 in its high one."""
+    for j in range(16):
+        dst[p + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
 
 
 @njit(cache=True, error_model="numpy")
@@ -75,126 +65,77 @@ def _pack_q5_low_high(dst, p, L):
     put_u32(dst, p, qh)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def quant_q4_0(out, x, qw):
-    nb = x.shape[1] // QK
-    has_qw = qw.shape[0] > 0
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        dst = out[r]
-        L = np.empty(QK, np.int8)
-        weight = np.empty(QK, np.float32)
-        sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
-        for b in range(nb):
-            o = b * QK
-            p = b * Q40.size
-            if has_qw:
-                _block_weights(weight, xr, o, qw, sigma2)
-                d = Q4_0_SEARCH(QK, xr[o:o + QK], L, weight)
-                put_f16(dst, p + Q40.d, d)
-                for j in range(16):
-                    dst[p + Q40.qs + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
-                continue
-            _, mx = _absmax_signed(xr, o, QK)
-            d = mx / f32(-8.0)
-            idd = f32(1.0) / d if d != 0 else f32(0.0)
-            put_f16(dst, p + Q40.d, d)
-            for j in range(16):
-                x0 = xr[o + j] * idd
-                x1 = xr[o + 16 + j] * idd
-                q0 = min(15, np.int64(x0 + f32(8.5)))
-                q1 = min(15, np.int64(x1 + f32(8.5)))
-                dst[p + Q40.qs + j] = q0 | (q1 << 4)
+def _symmetric_block(name, bits, search):
+    """(d, m = 0) and the codes L of one block x: quantize_row_*_ref from the element of largest magnitude (the
+    grid's end -2^(bits-1) on it) or, with importance weights, make_qx_quants."""
+    half = f32(1 << (bits - 1))
+
+    def block_codes(x, weight, L, Laux, has_qw):
+        if has_qw:
+            return search(QK, x, L, weight), f32(0.0)
+        amax, mx = f32(0.0), f32(0.0)
+        for j in range(QK):
+            if amax < abs(x[j]):
+                amax, mx = abs(x[j]), x[j]
+        d = mx / -half
+        _round_codes(L, x, f32(0.0), d, half + f32(0.5), (1 << bits) - 1)
+        return d, f32(0.0)
+    return jit_variant(block_codes, name)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def quant_q4_1(out, x, qw):
-    nb = x.shape[1] // QK
-    has_qw = qw.shape[0] > 0
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        dst = out[r]
-        L = np.empty(QK, np.uint8)
-        Laux = np.empty(QK, np.uint8)
-        weight = np.empty(QK, np.float32)
-        sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
-        for b in range(nb):
-            o = b * QK
-            p = b * Q41.size
-            if has_qw:
-                _block_weights(weight, xr, o, qw, sigma2)
-                d, m = Q4_1_SEARCH(QK, xr[o:o + QK], weight, L, Laux)
-                put_f16(dst, p + Q41.d, d)
-                put_f16(dst, p + Q41.m, -m)
-                for j in range(16):
-                    dst[p + Q41.qs + j] = np.int64(L[j]) | (np.int64(L[j + 16]) << 4)
-                continue
-            mn, mx = _min_max(xr, o, QK)
-            d = (mx - mn) / f32(15.0)
-            idd = f32(1.0) / d if d != 0 else f32(0.0)
-            put_f16(dst, p + Q41.d, d)
-            put_f16(dst, p + Q41.m, mn)
-            for j in range(16):
-                x0 = (xr[o + j] - mn) * idd
-                x1 = (xr[o + 16 + j] - mn) * idd
-                q0 = min(15, np.int64(x0 + f32(0.5)))
-                q1 = min(15, np.int64(x1 + f32(0.5)))
-                dst[p + Q41.qs + j] = q0 | (q1 << 4)
+def _asymmetric_block(name, bits, search):
+    """(d, m) and the codes L of one block x: quantize_row_*_ref from the block's range or, with importance
+    weights, make_qkx3_quants."""
+    top = (1 << bits) - 1
+
+    def block_codes(x, weight, L, Laux, has_qw):
+        if has_qw:
+            d, neg_min = search(QK, x, weight, L, Laux)
+            return d, -neg_min
+        mn, mx = FLT_MAX, -FLT_MAX
+        for j in range(QK):
+            mn, mx = min(mn, x[j]), max(mx, x[j])
+        d = (mx - mn) / f32(top)
+        _round_codes(L, x, mn, d, f32(0.5), top)
+        return d, mn
+    return jit_variant(block_codes, name)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def quant_q5_0(out, x, qw):
-    nb = x.shape[1] // QK
-    has_qw = qw.shape[0] > 0
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        dst = out[r]
-        L = np.empty(QK, np.int8)
-        weight = np.empty(QK, np.float32)
-        sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
-        for b in range(nb):
-            o = b * QK
-            p = b * Q50.size
-            if has_qw:
-                _block_weights(weight, xr, o, qw, sigma2)
-                d = Q5_0_SEARCH(QK, xr[o:o + QK], L, weight)
-            else:
-                _, mx = _absmax_signed(xr, o, QK)
-                d = mx / f32(-16.0)
-                idd = f32(1.0) / d if d != 0 else f32(0.0)
-                for j in range(QK):
-                    L[j] = min(31, np.int64(xr[o + j] * idd + f32(16.5)))
-            put_f16(dst, p + Q50.d, d)
-            _pack_q5_low_high(dst, p + Q50.qh, L)
+def _quantizer(name, block_codes, pack):
+    """quantize_row_{name}_ref / _impl over rows (parallel): per 32-block its codes by block_codes, then fp16 d
+    (and m where the block has one) and the codes by pack."""
+    blk = block(name)
+    codes_at = blk.qh if hasattr(blk, "qh") else blk.qs
+    m_at = blk.m if hasattr(blk, "m") else -1
+
+    def quantize(out, x, qw):
+        nb = x.shape[1] // QK
+        has_qw = qw.shape[0] > 0
+        for r in prange(x.shape[0]):
+            xr = x[r]
+            dst = out[r]
+            L = np.empty(QK, np.uint8)
+            Laux = np.empty(QK, np.uint8)
+            weight = np.empty(QK, np.float32)
+            sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
+            for b in range(nb):
+                o = b * QK
+                p = b * blk.size
+                if has_qw:
+                    _block_weights(weight, xr[o:o + QK], qw[o:o + QK], sigma2)
+                d, m = block_codes(xr[o:o + QK], weight, L, Laux, has_qw)
+                put_f16(dst, p + blk.d, d)
+                if m_at >= 0:
+                    put_f16(dst, p + m_at, m)
+                pack(dst, p + codes_at, L)
+    quantize.__name__ = quantize.__qualname__ = f"quant_{name.lower()}"
+    return njit(parallel=True, cache=True, error_model="numpy")(quantize)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def quant_q5_1(out, x, qw):
-    nb = x.shape[1] // QK
-    has_qw = qw.shape[0] > 0
-    for r in prange(x.shape[0]):
-        xr = x[r]
-        dst = out[r]
-        L = np.empty(QK, np.uint8)
-        Laux = np.empty(QK, np.uint8)
-        weight = np.empty(QK, np.float32)
-        sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
-        for b in range(nb):
-            o = b * QK
-            p = b * Q51.size
-            if has_qw:
-                _block_weights(weight, xr, o, qw, sigma2)
-                d, m = Q5_1_SEARCH(QK, xr[o:o + QK], weight, L, Laux)
-                m = -m
-            else:
-                m, mx = _min_max(xr, o, QK)
-                d = (mx - m) / f32(31.0)
-                idd = f32(1.0) / d if d != 0 else f32(0.0)
-                for j in range(QK):
-                    L[j] = np.int64((xr[o + j] - m) * idd + f32(0.5))
-            put_f16(dst, p + Q51.d, d)
-            put_f16(dst, p + Q51.m, m)
-            _pack_q5_low_high(dst, p + Q51.qh, L)
+quant_q4_0 = _quantizer("Q4_0", _symmetric_block("Q4_0", 4, Q4_0_SEARCH), _pack_nibbles)
+quant_q4_1 = _quantizer("Q4_1", _asymmetric_block("Q4_1", 4, Q4_1_SEARCH), _pack_nibbles)
+quant_q5_0 = _quantizer("Q5_0", _symmetric_block("Q5_0", 5, Q5_0_SEARCH), _pack_q5_low_high)
+quant_q5_1 = _quantizer("Q5_1", _asymmetric_block("Q5_1", 5, Q5_1_SEARCH), _pack_q5_low_high)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
