@@ -4,19 +4,18 @@ orthonormal transform) and multiplies the codes' grid points by it: no inverse t
 
 Repacked with an f32 d per block, times the type's grid step (higgs_types.grid_step), so every kernel multiplies
 the codes' int8 grid points q (higgs_types.grid_codes; the float kernels hold them as floats) and needs no step.
-The float and gather kernels take one code byte a pair (32 bytes a block: 1.06x, 1.38x, 2.0x the file for HG4, HG3,
-HG2); the VBMI lookup takes the file's code bytes as they are and splits nibbles and crumbs in registers
-(_lookup512.REGIONS: 1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes two a byte (1.11x) and
-HG3's a byte each (1.38x), in their SLOTS order.
+The float kernels take one code byte a pair (32 bytes a block: 1.06x, 1.38x, 2.0x the file for HG4, HG3, HG2); the
+VBMI lookup takes the file's code bytes as they are and splits nibbles and crumbs in registers (_lookup512.REGIONS:
+1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes two a byte (1.11x) and HG3's and HG4's a byte
+each (1.38x, 1.06x), in their SLOTS order.
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
-  vpdpbusd, exact in int32 (_lookup512.py); about 5x the gather's speed on Zen 5 (bench/KERNELS.md).
-- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): a grid point (two int8 coordinates q) as two
-  int16 in one 32-bit table entry, looked up 8 codes at a time by vpgatherdd; the rotated x is rounded to int16 per
-  block (|x| <= 2^14) and vpmaddwd multiplies the pairs. HG4's 256-point grid needs the gather: about 16 weights
-  per 8 cycles on Zen 3. HG2's 16-point grid fits one 16-entry byte shuffle (vpshufb) a coordinate, HG3's 64 four
-  and three vpblendvb: those look the int8 coordinates up from registers and sign-extend them to the same int16
-  pairs.
+  vpdpbusd, exact in int32 (_lookup512.py).
+- On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): the int8 coordinates q looked up from registers
+  by 16-entry byte shuffles (vpshufb): HG2's 16-point grid one table a coordinate, HG3's 64 four and three
+  vpblendvb, HG4's 256 its symmetric half (eight tables, seven vpblendvb) and vpsignb for the other half; each
+  code's pair sign-extended to int16 in one int32 lane, the rotated x rounded to int16 per block (|x| <= 2^14), and
+  vpmaddwd multiplies the pairs. (A vpgatherdd of int16 pairs from a 256-entry table ran HG4 at half this speed.)
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the tokens rotated once; with VBMI, 16-row tiles decoded by the same table lookups to bytes q + 128 for the
 integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32; elsewhere the rows
@@ -39,7 +38,7 @@ from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, code_of,
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
 
-GATHER = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpgatherdd
+PSHUFB = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpshufb on ymm
 LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
 X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units (a block's products, <= 2^7 * 2^14 each, sum in int32)
 
@@ -65,7 +64,8 @@ def _repack(raw, c, d, type_size, points, slots, nibbles):
 
 
 def _tables(name: str):
-    """The grid's q as two float columns (the float kernels) and as int16 pairs in int32 entries (the gather)."""
+    """The grid's q as two float columns (the float kernels) and as int16 pairs in int32 entries (the vpshufb
+    layout's decode to floats)."""
     q = grid_codes(name)
     packed = ((q[:, 0] & 0xFFFF) | (q[:, 1] << 16)).astype(np.uint32).view(np.int32)
     g = q.astype(np.float32)
@@ -83,15 +83,15 @@ def _step_folded(name: str, repack):
     return folded
 
 
-def _repacker(name: str, gather: bool):
+def _repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
-    g0, g1, packed = _tables(name)
+    g0, g1, _ = _tables(name)
 
     def repack(raw, cols):
         rows = raw.shape[0]
         c, d = np.empty((rows, cols // 2), np.uint8), np.empty((rows, cols // BLOCK), np.float32)
         _repack(raw, c, d, type_size, points, IN_ORDER, False)
-        return (c, d, packed) if gather else (c, d, g0, g1)
+        return c, d, g0, g1
     return _step_folded(name, repack)
 
 
@@ -132,7 +132,7 @@ def _dec_float(dst, r, c, d, g0, g1):
         dst[2 * t + 1] = s * g1[k]
 
 
-# ---------------------------------------------------------------- x86: int16 grid points gathered
+# ---------------------------------------------------------------- x86: int16 grid points times int16 x
 
 _F32 = ir.FloatType()
 _V8I8, _V16I8, _V32I8 = (ir.VectorType(ir.IntType(8), n) for n in (8, 16, 32))
@@ -141,7 +141,7 @@ _V8I32, _V16I16, _V8F = ir.VectorType(ir.IntType(32), 8), ir.VectorType(ir.IntTy
 
 def _int16_row(block_points, table_dtype, name):
     """An intrinsic row_dot(c, d, table, xq, xd, nb): sum over nb blocks of d[b] * xd[b] * the int32 dot product of
-    block b's 32 grid points with its 64 int16 xq. block_points(builder, table pointer) prepares the table once and
+    block b's 32 grid points with its 64 int16 xq. block_points(builder, table pointer) prepares the tables once and
     gives points(b, c_p, i), block i's points as four v8i32 (an int16 pair a lane, codes 8k..8k + 7 in vector k),
     which vpmaddwd multiplies by the block's x."""
     def codegen(context, builder, signature, args):
@@ -171,23 +171,7 @@ def _int16_row(block_points, table_dtype, name):
     return intrinsic(typer)
 
 
-def _gathered_points(builder, t_p):
-    gather = _declare(builder.module, "llvm.x86.avx2.gather.d.d.256", _V8I32,
-                      [_V8I32, ir.IntType(8).as_pointer(), _V8I32, _V8I32, ir.IntType(8)])
-    all_lanes = ir.Constant(_V8I32, [-1] * 8)
-
-    def points(b, c_p, i):
-        for k in range(4):
-            codes = b.zext(_vec_load(b, c_p, b.add(b.mul(i, _c64(PAIRS)), _c64(8 * k)), _V8I8), _V8I32)
-            yield b.call(gather, [ir.Constant(_V8I32, None), t_p, codes, all_lanes, ir.Constant(ir.IntType(8), 4)])
-    return points
-
-
-# the grid points int16 pairs in the int32 table, gathered by the code bytes c
-gather_row_dot = _int16_row(_gathered_points, types.int32, "gather_row_dot")
-
-
-def _gather_scratch(cols):
+def _int16_scratch(cols):
     return np.empty(cols, np.float32), np.empty(cols, np.int16), np.empty(cols // BLOCK, np.float32)
 
 
@@ -209,14 +193,6 @@ def x_int16(xq, xd, xr):
             xq[j] = np.int16(np.rint(xr[j] * inv))
 
 
-@njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_gather(out, x, c, d, table, xr, xq, xd):
-    rotate(xr, x)
-    x_int16(xq, xd, xr)
-    for r in prange(out.shape[0]):
-        out[r] = gather_row_dot(c[r], d[r], table, xq, xd, xd.shape[0])
-
-
 @njit(cache=True, inline="always")
 def _put_pair(dst, i, s, entry):
     """dst[i], dst[i + 1] = s times the int16 pair in a 32-bit table entry (low half first)."""
@@ -225,30 +201,34 @@ def _put_pair(dst, i, s, entry):
     dst[i + 1] = s * F32(e >> 16)
 
 
-@njit(cache=True, fastmath=FAST)
-def _dec_gather(dst, r, c, d, table):
-    """Row r in the rotated basis, from the int16 table (the same values as the float grid)."""
-    for t in range(c.shape[1]):
-        _put_pair(dst, 2 * t, d[r, t // PAIRS], table[c[r, t]])
-
-
-# ---------------------------------------------------------------- AVX2: HG2's and HG3's grids looked up by vpshufb
+# ---------------------------------------------------------------- x86 without VBMI: the grids looked up by vpshufb
 
 # A 16-point grid fits a byte shuffle: two 16-byte tables (both coordinates' int8 q) in both lanes of a ymm. A 64-point
 # grid is four such tables a coordinate, looked up by the code's low 4 bits (vpshufb ignores bits 4-6) and chosen
-# between by its bits 4 and 5 (three vpblendvb). A block's 32 codes fill a ymm, the first lane's 16 codes and the
-# second's; two lookups give q0 and q1, a compare their sign bytes, and byte then word unpacks (within lanes) make each
-# code's pair (q0, q1), sign-extended to int16, one int32 lane, for vpmaddwd with the int16 x of the gather kernel. The
-# unpacks leave lane order (codes 4k..4k + 3 of each lane in vector k), so a block's codes are repacked in the order
-# that makes vector k codes 8k..8k + 7: slot p holds code SLOTS[p]. HG2 keeps two codes a byte (byte j: slot j low, slot
-# j + 16 high: the lanes' nibbles); HG3 a byte a code.
+# between by its bits 4 and 5 (three vpblendvb). HG4's 256-point grid is centrally symmetric: its first 128 points
+# are eight tables (bits 4-6 choose, seven vpblendvb), and a code's bit 7 (which would make vpshufb give 0, so it is
+# cleared first) negates both coordinates (vpsignb by the code with bit 0 set: negative where bit 7 is). A block's 32
+# codes fill a ymm, the first lane's 16 codes and the second's; two lookups give q0 and q1, a compare their sign
+# bytes, and byte then word unpacks (within lanes) make each code's pair (q0, q1), sign-extended to int16, one int32
+# lane, for vpmaddwd with the block's int16 x. The unpacks leave lane order (codes 4k..4k + 3 of each lane in vector
+# k), so a block's codes are repacked in the order that makes vector k codes 8k..8k + 7: slot p holds code SLOTS[p].
+# HG2 keeps two codes a byte (byte j: slot j low, slot j + 16 high: the lanes' nibbles); HG3 and HG4 a byte a code.
 SLOTS = np.array([8 * (j % 16 // 4) + j % 4 + 4 * (j // 16) for j in range(32)])
-SHUFFLED = ("HG2", "HG3")
+
+
+def held_points(name: str):
+    """The grid's int8 q that the lookup kernels' tables hold: all of a grid of up to 128 points; of a larger one
+    its first half, the second being its negation (raises where it is not)."""
+    q = grid_codes(name)
+    held = min(len(q), 128)
+    if held < len(q) and not np.array_equal(q[held:], -q[:held]):
+        raise ValueError(f"the {name} grid is not centrally symmetric: the lookup kernels' half table cannot hold it")
+    return q[:held]
 
 
 def _shuffle_tables(name: str):
     """(coordinate, 16-entry part) -> 32 bytes: the part of the int8 q in both lanes."""
-    parts = grid_codes(name).T.astype(np.int8).view(np.uint8).reshape(2, -1, 16)
+    parts = held_points(name).T.astype(np.int8).view(np.uint8).reshape(2, -1, 16)
     return np.ascontiguousarray(np.concatenate([parts, parts], axis=2).reshape(-1))
 
 
@@ -277,30 +257,39 @@ def _interleave(b, lo, hi, half, width):
 
 
 def _shuffled_points(points):
-    parts = points // 16
+    parts = min(points, 128) // 16
+    mirrored = points > 128         # bit 7 negates
 
     def prepare(builder, t_p):
         shuffle = _declare(builder.module, "llvm.x86.avx2.pshuf.b", _V32I8, [_V32I8, _V32I8])
         blend = _declare(builder.module, "llvm.x86.avx2.pblendvb", _V32I8, [_V32I8, _V32I8, _V32I8])
-        # HG3's 8 tables take half of AVX2's 16 ymm registers
+        sign = _declare(builder.module, "llvm.x86.avx2.psign.b", _V32I8, [_V32I8, _V32I8])
+        # HG3's 8 tables take half of AVX2's 16 ymm registers, HG4's 16 all of them (LLVM reloads some from L1)
         tables = [[_vec_load(builder, t_p, _c64(32 * (parts * k + q)), _V32I8) for q in range(parts)]
                   for k in range(2)]
 
         def codes(b, c_p, i):
-            if points == 64:
+            if points > 16:             # a byte a code; HG2's two a byte
                 return _vec_load(b, c_p, b.mul(i, _c64(32)), _V32I8)
             return fields(b, _vec_load(b, c_p, b.mul(i, _c64(16)), _V16I8), 2, 16, (0, 4), 15)
 
         def lookup(b, table, idx, selects):
             found = [b.call(shuffle, [part, idx]) for part in table]
-            for bit in selects:                 # parts 2m and 2m + 1 by bit 4, then by bit 5
+            for bit in selects:                 # parts 2m and 2m + 1 by bit 4, then by bit 5, then by bit 6
                 found = [b.call(blend, [found[m], found[m + 1], bit]) for m in range(0, len(found), 2)]
             return found[0]
 
+        def byte_splat(value):
+            return ir.Constant(_V32I8, [value] * 32)
+
         def at(b, c_p, i):
-            idx = codes(b, c_p, i)
-            selects = [b.shl(idx, ir.Constant(_V32I8, [7 - bit] * 32)) for bit in (4, 5)][:parts.bit_length() - 1]
+            code = codes(b, c_p, i)
+            idx = b.and_(code, byte_splat(0x7F)) if mirrored else code
+            selects = [b.shl(idx, byte_splat(7 - bit)) for bit in (4, 5, 6)][:parts.bit_length() - 1]
             l0, l1 = (lookup(b, t, idx, selects) for t in tables)
+            if mirrored:
+                negate = b.or_(code, byte_splat(1))
+                l0, l1 = (b.call(sign, [q, negate]) for q in (l0, l1))
             sign0, sign1 = (b.sext(b.icmp_signed("<", q, ir.Constant(_V32I8, None)), _V32I8) for q in (l0, l1))
             for half8 in range(2):
                 q0, q1 = _interleave(b, l0, sign0, half8, 8), _interleave(b, l1, sign1, half8, 8)
@@ -310,9 +299,10 @@ def _shuffled_points(points):
     return prepare
 
 
-# gather_row_dot for a 16- or 64-point grid's codes in SLOTS order, looked up by vpshufb in _shuffle_tables
-_SHUFFLE_DOT_16, _SHUFFLE_DOT_64 = (_int16_row(_shuffled_points(p), types.uint8, f"shuffle_row_dot_{p}")
-                                    for p in (16, 64))
+# the row dot product of a 16-, 64- or 256-point grid's codes in SLOTS order, looked up by vpshufb in
+# _shuffle_tables
+_SHUFFLE_DOT_16, _SHUFFLE_DOT_64, _SHUFFLE_DOT_256 = (
+    _int16_row(_shuffled_points(p), types.uint8, f"shuffle_row_dot_{p}") for p in (16, 64, 256))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
@@ -323,8 +313,10 @@ def _mv_shuffle(out, x, c, d, tables, packed, xr, xq, xd):
     for r in prange(out.shape[0]):
         if points == 16:
             s = _SHUFFLE_DOT_16(c[r], d[r], tables, xq, xd, xd.shape[0])
-        else:
+        elif points == 64:
             s = _SHUFFLE_DOT_64(c[r], d[r], tables, xq, xd, xd.shape[0])
+        else:
+            s = _SHUFFLE_DOT_256(c[r], d[r], tables, xq, xd, xd.shape[0])
         out[r] = s
 
 
@@ -352,12 +344,9 @@ def _mm_shuffle_rotated(out, xr, c, d, tables, packed):
 def _byte_tables(name: str):
     """_lookup512's two tables (q + 128 of each coordinate), each padded to whole zmm (pads: q = 0); of the 256-point
     grid its first half, the second being its negation."""
-    g8 = grid_codes(name)
-    held = min(len(g8), 128)
-    if held < len(g8) and not np.array_equal(g8[held:], -g8[:held]):
-        raise ValueError(f"the {name} grid is not centrally symmetric: the lookup kernels' half table cannot hold it")
-    out = np.full((2, 64 * table_registers(len(g8))), 128, np.uint8)
-    out[:, :held] = (g8[:held] + 128).T
+    held = held_points(name)
+    out = np.full((2, 64 * table_registers(len(grid_codes(name)))), 128, np.uint8)
+    out[:, :len(held)] = (held + 128).T
     return out.reshape(-1)
 
 
@@ -493,11 +482,6 @@ def _mm_float_rotated(out, xr, c, d, g0, g1):
     float_matmul(out, xr, _dec_float, (c, d, g0, g1))
 
 
-@njit(cache=True, fastmath=FAST, parallel=True)
-def _mm_gather_rotated(out, xr, c, d, table):
-    float_matmul(out, xr, _dec_gather, (c, d, table))
-
-
 def _rotated_first(matmul_rotated):
     def matmul(out, x, *arrays):
         xr = np.empty_like(x)
@@ -507,22 +491,18 @@ def _rotated_first(matmul_rotated):
 
 
 _NOTE = "codes + f32 d per 64, x rotated once a call"
-# the layouts of both kinds: the float one runs where the CPU has no gather (and in tests everywhere)
-FLOAT_LAYOUTS = {name: Layout(BLOCK, _repacker(name, False), _float_scratch, _mv_float,
+# the layouts of every kind: the float one runs on CPUs with none of the others (and in tests everywhere)
+FLOAT_LAYOUTS = {name: Layout(BLOCK, _repacker(name), _float_scratch, _mv_float,
                               _rotated_first(_mm_float_rotated), _NOTE + " (a byte a pair)") for name in HIGGS_TYPES}
-GATHER_LAYOUTS = {name: Layout(BLOCK, _repacker(name, True), _gather_scratch, _mv_gather,
-                               _rotated_first(_mm_gather_rotated),
-                               _NOTE + " (a byte a pair), int16 grid points gathered x int16 rotated x")
-                  for name in HIGGS_TYPES}
 LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _mv_lookup,
                                _rotated_first(_mm_lookup_rotated),
                                _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x",
                                gemm=spread_codes(_gemm_lookup), gemm_scheme=ROTATED_Q8_0)
                   for name in HIGGS_TYPES}
-SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _gather_scratch, _mv_shuffle,
+SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _int16_scratch, _mv_shuffle,
                                  _rotated_first(_mm_shuffle_rotated),
                                  _NOTE + " (SLOTS order), grid bytes looked up by vpshufb x int16 rotated x")
-                   for name in SHUFFLED}
-IN_FORCE = (LOOKUP_LAYOUTS if LOOKUP else {**GATHER_LAYOUTS, **SHUFFLE_LAYOUTS} if GATHER else FLOAT_LAYOUTS)
+                   for name in HIGGS_TYPES}
+IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else SHUFFLE_LAYOUTS if PSHUFB else FLOAT_LAYOUTS
 for _name in HIGGS_TYPES:
     register(_name, FLOAT_LAYOUTS[_name], None if IN_FORCE is FLOAT_LAYOUTS else IN_FORCE[_name])

@@ -26,10 +26,10 @@ import re
 import sys
 import warnings
 
-MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b",
-             "vpgatherdd", "masked vpsubb", "zmm", "ymm", "sdot", "usdot", "usmmla", "tbl")
-PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpermb", "vpermi2b", "vpermt2b", "vpgatherdd", "sdot",
-         "usdot", "usmmla", "tbl")
+MNEMONICS = ("vpdpbusd", "{vex} vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpsignb", "vpermb", "vpermi2b",
+             "vpermt2b", "vpgatherdd", "masked vpsubb", "zmm", "ymm", "sdot", "usdot", "usmmla", "tbl")
+PLAIN = ("vpdpbusd", "vpmaddubsw", "vpmaddwd", "vpshufb", "vpsignb", "vpermb", "vpermi2b", "vpermt2b", "vpgatherdd",
+         "sdot", "usdot", "usmmla", "tbl")
 
 
 def counts(asm):
@@ -63,7 +63,7 @@ def main(path):
     with open(path, "rb") as f:
         signatures = pickle.load(f)
     result = {"matvec": {}, "gemm": {}}
-    kind = "lookup" if higgs.LOOKUP else "gather" if higgs.GATHER else None
+    kind = "lookup" if higgs.LOOKUP else "shuffle" if higgs.PSHUFB else None
     matvecs = {**signatures["matvec"], **signatures["higgs"].get(kind, {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -12,8 +12,8 @@ instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, 
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
 prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86
-their grid points gathered (vpgatherdd; HG2's and HG3's looked up by vpshufb), except on the avx512vnni path of a
-CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd
+their grid points looked up by vpshufb (HG4's symmetric half, negated by vpsignb), except on the avx512vnni path
+of a CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd
 multiplies them.
 """
 import json
@@ -80,10 +80,10 @@ def higgs_expectations(kind, name, found):
         negate = [("masked vpsubb", found["masked vpsubb"] > 0)] if name == "HG4" else []
         return [("vpermi2b / vpermb", permute > 0), ("vpdpbusd", found["vpdpbusd"] > 0),
                 ("no vpgatherdd", found["vpgatherdd"] == 0)] + negate
-    if name in ("HG2", "HG3"):      # 16 or 64 points: vpshufb tables, no gather
-        return [("vpshufb", found["vpshufb"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0),
-                ("no vpgatherdd", found["vpgatherdd"] == 0)]
-    return [("vpgatherdd", found["vpgatherdd"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0)]
+    # vpshufb tables, no gather; 256 points: half the grid, negated by vpsignb where the code's top bit is set
+    negate = [("vpsignb", found["vpsignb"] > 0)] if name == "HG4" else []
+    return [("vpshufb", found["vpshufb"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0),
+            ("no vpgatherdd", found["vpgatherdd"] == 0)] + negate
 
 
 def gemm_expectations(path, where, found):
@@ -141,8 +141,7 @@ def signatures(tmp_path_factory):
     from kvant.runtime.kernels.registry import QMatrix
     from kvant.formats.quant import quantize
     higgs_sigs = {}
-    for kind, layouts in (("gather", {**higgs.GATHER_LAYOUTS, **higgs.SHUFFLE_LAYOUTS}),
-                          ("lookup", higgs.LOOKUP_LAYOUTS)):
+    for kind, layouts in (("shuffle", higgs.SHUFFLE_LAYOUTS), ("lookup", higgs.LOOKUP_LAYOUTS)):
         for name in HIGGS_TYPES:    # repacked on any CPU (the repack is the same numba code on every path)
             raw = quantize(rng.standard_normal((4, 128)).astype(np.float32), name)
             qm = QMatrix(name, (4, 128), tuple(layouts[name].repack(raw, 128)), layouts[name])
@@ -171,7 +170,7 @@ def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatur
     counts = json.loads(r.stdout)
     matvec, gemm = counts["matvec"], counts["gemm"]
     kind = counts["higgs_kind"]
-    assert kind == ({"avx512vnni": "lookup"}.get(path, "gather") if triple is None else None)
+    assert kind == ({"avx512vnni": "lookup"}.get(path, "shuffle") if triple is None else None)
     assert sorted(matvec) == sorted(INT_TYPES + (list(HIGGS_TYPES) if kind else []))
     assert len(gemm) >= 9, sorted(gemm)  # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's, Q2_K's, Q3_K's
     assert (HIGGS_GEMM in gemm) == (kind == "lookup")

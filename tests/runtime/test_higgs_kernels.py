@@ -48,11 +48,9 @@ def _rotated(w):
 
 # kind: (layouts, can this CPU run it, why not, tolerance, the x and weights the kernel multiplies exactly)
 KINDS = {"float": (higgs.FLOAT_LAYOUTS, True, "", 2e-6, lambda w, x: (w, x)),
-         # x rounded to int16 per block: |x| / 2^14 at most, relative to the row's sum of |w x| below
-         "gather": (higgs.GATHER_LAYOUTS, higgs.GATHER, "vpgatherdd: x86 kernel paths only", 2e-4,
-                    lambda w, x: (w, x)),
-         # the same int16 x, HG2's and HG3's grids from vpshufb tables
-         "shuffle": (higgs.SHUFFLE_LAYOUTS, higgs.GATHER, "vpshufb on ymm: x86 kernel paths only", 2e-4,
+         # x rounded to int16 per block: |x| / 2^14 at most, relative to the row's sum of |w x| below; the grids
+         # from vpshufb tables (HG4: its symmetric half)
+         "shuffle": (higgs.SHUFFLE_LAYOUTS, higgs.PSHUFB, "vpshufb on ymm: x86 kernel paths only", 2e-4,
                      lambda w, x: (w, x)),
          # the rotated x in int8: compared with exactly that x, in the rotated basis
          "lookup": (higgs.LOOKUP_LAYOUTS, higgs.LOOKUP, "vpermi2b: the avx512vnni path on a CPU with AVX-512 VBMI",
@@ -130,20 +128,24 @@ def test_register_tables_hold_the_int8_grid(name):
     points, held = len(q), min(len(q), 128)     # of the 256-point grid, the half whose negation is the other
     lookup = higgs._byte_tables(name).reshape(2, -1).astype(np.int64) - 128
     assert np.array_equal(lookup[:, :held], q[:held].T) and not lookup[:, held:].any()
-    if name in higgs.SHUFFLED:
-        parts = higgs._shuffle_tables(name).view(np.int8).reshape(2, points // 16, 32)
-        assert np.array_equal(parts[:, :, :16].reshape(2, points), q.T) and np.array_equal(parts[:, :, 16:],
-                                                                                           parts[:, :, :16])
+    parts = higgs._shuffle_tables(name).view(np.int8).reshape(2, held // 16, 32)
+    assert np.array_equal(parts[:, :, :16].reshape(2, held), q[:held].T)
+    assert np.array_equal(parts[:, :, 16:], parts[:, :, :16])
 
 
 def test_the_half_table_and_its_negation_give_every_hg4_point():
-    """_lookup512's rule for the 256-point grid, in numpy on every CPU: the byte at code c & 127 of the half table,
-    negated mod 256 where c's top bit is set, is q + 128 of point c, for all 256 codes and both coordinates."""
+    """The two kernels' rules for the 256-point grid, in numpy on every CPU, for all 256 codes and both
+    coordinates: _lookup512's (the byte at code c & 127 of the half table, negated mod 256 where c's top bit is set,
+    is q + 128 of point c) and the vpshufb kernel's (part (c >> 4) & 7, entry c & 15, then vpsignb by c | 1)."""
     q = higgs_types.grid_codes("HG4")
     tables = higgs._byte_tables("HG4").reshape(2, -1).astype(np.int64)
     codes = np.arange(256)
     looked = tables[:, codes & 127]
     assert np.array_equal(np.where(codes >= 128, (256 - looked) & 255, looked) - 128, q.T)
+    parts = higgs._shuffle_tables("HG4").view(np.int8).reshape(2, 8, 32).astype(np.int64)
+    shuffled = parts[:, (codes >> 4) & 7, codes & 15]
+    negate = (codes | 1).astype(np.uint8).view(np.int8) < 0
+    assert np.array_equal(np.where(negate, -shuffled, shuffled), q.T)
 
 
 def _pair(multiplied, w, xs):
@@ -153,8 +155,7 @@ def _pair(multiplied, w, xs):
 
 
 def test_the_registered_layout_is_this_cpus():
-    want = (higgs.LOOKUP_LAYOUTS if higgs.LOOKUP else {**higgs.GATHER_LAYOUTS, **higgs.SHUFFLE_LAYOUTS}
-            if higgs.GATHER else higgs.FLOAT_LAYOUTS)
+    want = higgs.LOOKUP_LAYOUTS if higgs.LOOKUP else higgs.SHUFFLE_LAYOUTS if higgs.PSHUFB else higgs.FLOAT_LAYOUTS
     assert all(layout_for(name) is want[name] and KERNELS[(name, FLOAT)] is higgs.FLOAT_LAYOUTS[name]
                for name in NAMES)
     assert higgs.LOOKUP == (higgs.CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features())
@@ -183,11 +184,10 @@ def test_the_packed_repacks_keep_every_code_on_any_cpu(name):
             got = [code_of(c[r], t, points, offsets) for t in range(32 * blocks)]
             want = [code_at(raw[r], (t // 32) * type_size + 2, t % 32, points) for t in range(32 * blocks)]
             assert got == want
-        if name in higgs.SHUFFLE_LAYOUTS:
-            floats = higgs.FLOAT_LAYOUTS[name].repack(raw, cols)
-            shuffled = higgs.SHUFFLE_LAYOUTS[name].repack(raw, cols)
-            for r in range(3):
-                want, got = np.empty(cols, np.float32), np.empty(cols, np.float32)
-                higgs._dec_float(want, r, *floats)
-                higgs._dec_shuffle(got, r, *shuffled)
-                assert np.allclose(got, want, rtol=1e-6, atol=0)
+        floats = higgs.FLOAT_LAYOUTS[name].repack(raw, cols)
+        shuffled = higgs.SHUFFLE_LAYOUTS[name].repack(raw, cols)
+        for r in range(3):
+            want, got = np.empty(cols, np.float32), np.empty(cols, np.float32)
+            higgs._dec_float(want, r, *floats)
+            higgs._dec_shuffle(got, r, *shuffled)
+            assert np.allclose(got, want, rtol=1e-6, atol=0)
