@@ -184,7 +184,7 @@ def _make_qx_quants(n, nmax, x, L, w):
     return scale
 
 
-def jit_variant(fn, *constants):
+def _jit_variant(fn, *constants):
     """njit of a factory-made search under a name of its own, from its constants: numba names the compiled
     function (and so the symbol in its on-disk cache) after the Python one, and two cached kernels that each call
     a variant of one name bound the second to the first one loaded in a process (a Q4_0 file quantized with Q5_0's
@@ -199,7 +199,7 @@ def qx_search(nmax):
     symmetric, weights w given (callers without importance weights pass x^2), L[i] = nmax + q in [0, 2 nmax)."""
     def qx_search(n, x, L, w):
         return _make_qx_quants(n, nmax, x, L, w)
-    return jit_variant(qx_search, nmax)
+    return _jit_variant(qx_search, nmax)
 
 
 @njit(inline="always", **_JIT)
@@ -249,7 +249,7 @@ def q3_search(nmax):
     then up to 5 rounds of single-element moves that improve the fit. L[i] in [0, 2 nmax)."""
     def q3_search(n, x, L):
         return _make_q3_quants(n, nmax, x, L)
-    return jit_variant(q3_search, nmax)
+    return _jit_variant(q3_search, nmax)
 
 
 @njit(inline="always", **_JIT)
@@ -327,7 +327,7 @@ def qkx_search(nmax, rmin, rdelta, nstep, use_mad, strict):
 
     def qkx_search(n, x, weights, L, Laux):
         return _make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, strict)
-    return jit_variant(qkx_search, *constants)
+    return _jit_variant(qkx_search, *constants)
 
 
 ROUND_MAGIC = f32(12582912.0)
@@ -448,7 +448,7 @@ def qkx_lanes_search(nmax, rmin, rdelta, nstep, use_mad, strict):
 
     def qkx_lanes_search(n, S, x, weights, L, scales, mins):
         _make_qkx_quants_lanes(n, S, nmax, x, weights, L, scales, mins, rmin, rdelta, nstep, use_mad, strict, one)
-    return jit_variant(qkx_lanes_search, *constants)
+    return _jit_variant(qkx_lanes_search, *constants)
 
 
 @njit(inline="always", **_JIT)
@@ -519,7 +519,7 @@ def qp_search(nmax):
     the C uint8_t array does (a negative code wraps)."""
     def qp_search(n, x, L, quant_weights):
         return _make_qp_quants(n, nmax, x, L, quant_weights)
-    return jit_variant(qp_search, nmax)
+    return _jit_variant(qp_search, nmax)
 
 
 # ------------------------------------------------------------------------------------------------ lattice (IQ) steps

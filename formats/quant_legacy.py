@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from .blocks import block
-from .quant_common import jit_variant, f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
+from .quant_common import f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
 
 QK = 32
 Q80 = block("Q8_0")
@@ -65,48 +65,53 @@ def _pack_q5_low_high(dst, p, L):
     put_u32(dst, p, qh)
 
 
-def _symmetric_block(name, bits, search):
-    """(d, m = 0) and the codes L of one block x: quantize_row_*_ref from the element of largest magnitude (the
-    grid's end -2^(bits-1) on it) or, with importance weights, make_qx_quants."""
+@njit(cache=True, error_model="numpy")
+def _by_absmax(x, L, bits):
+    """quantize_row_q{4,5}_0_ref's block: d puts the element of largest magnitude on the grid's end -2^(bits-1)."""
     half = f32(1 << (bits - 1))
-
-    def block_codes(x, weight, L, Laux, has_qw):
-        if has_qw:
-            return search(QK, x, L, weight), f32(0.0)
-        amax, mx = f32(0.0), f32(0.0)
-        for j in range(QK):
-            if amax < abs(x[j]):
-                amax, mx = abs(x[j]), x[j]
-        d = mx / -half
-        _round_codes(L, x, f32(0.0), d, half + f32(0.5), (1 << bits) - 1)
-        return d, f32(0.0)
-    return jit_variant(block_codes, name)
+    amax, mx = f32(0.0), f32(0.0)
+    for j in range(QK):
+        if amax < abs(x[j]):
+            amax, mx = abs(x[j]), x[j]
+    d = mx / -half
+    _round_codes(L, x, f32(0.0), d, half + f32(0.5), (1 << bits) - 1)
+    return d, f32(0.0)
 
 
-def _asymmetric_block(name, bits, search):
-    """(d, m) and the codes L of one block x: quantize_row_*_ref from the block's range or, with importance
-    weights, make_qkx3_quants."""
+@njit(cache=True, error_model="numpy")
+def _by_range(x, L, bits):
+    """quantize_row_q{4,5}_1_ref's block: (d, m) spanning the block's range."""
     top = (1 << bits) - 1
-
-    def block_codes(x, weight, L, Laux, has_qw):
-        if has_qw:
-            d, neg_min = search(QK, x, weight, L, Laux)
-            return d, -neg_min
-        mn, mx = FLT_MAX, -FLT_MAX
-        for j in range(QK):
-            mn, mx = min(mn, x[j]), max(mx, x[j])
-        d = (mx - mn) / f32(top)
-        _round_codes(L, x, mn, d, f32(0.5), top)
-        return d, mn
-    return jit_variant(block_codes, name)
+    mn, mx = FLT_MAX, -FLT_MAX
+    for j in range(QK):
+        mn, mx = min(mn, x[j]), max(mx, x[j])
+    d = (mx - mn) / f32(top)
+    _round_codes(L, x, mn, d, f32(0.5), top)
+    return d, mn
 
 
-def _quantizer(name, block_codes, pack):
-    """quantize_row_{name}_ref / _impl over rows (parallel): per 32-block its codes by block_codes, then fp16 d
-    (and m where the block has one) and the codes by pack."""
+@njit(cache=True, error_model="numpy")
+def _searched(x, weight, L, Laux, bits, asymmetric):
+    """quantize_row_*_impl's block, with importance weights: (d, m) by make_qx_quants or make_qkx3_quants."""
+    if asymmetric:
+        if bits == 5:
+            d, neg_min = Q5_1_SEARCH(QK, x, weight, L, Laux)
+        else:
+            d, neg_min = Q4_1_SEARCH(QK, x, weight, L, Laux)
+        return d, -neg_min
+    if bits == 5:
+        return Q5_0_SEARCH(QK, x, L, weight), f32(0.0)
+    return Q4_0_SEARCH(QK, x, L, weight), f32(0.0)
+
+
+def _quantizer(name, bits, asymmetric):
+    """quantize_row_{name}_ref / _impl over rows (parallel): per 32-block its codes, then fp16 d (and m where the
+    block has one) and the codes, packed as nibbles (Q4) or with the 5th bits in qh (Q5). The closure holds plain
+    ints only: numba keys its disk cache by a pickle of them, and a dispatcher pickles differently in every process."""
     blk = block(name)
-    codes_at = blk.qh if hasattr(blk, "qh") else blk.qs
-    m_at = blk.m if hasattr(blk, "m") else -1
+    size, d_at = blk.size, blk.d
+    m_at = blk.m if asymmetric else -1
+    codes_at = blk.qh if bits == 5 else blk.qs
 
     def quantize(out, x, qw):
         nb = x.shape[1] // QK
@@ -120,22 +125,30 @@ def _quantizer(name, block_codes, pack):
             sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
             for b in range(nb):
                 o = b * QK
-                p = b * blk.size
+                p = b * size
+                xb = xr[o:o + QK]
                 if has_qw:
-                    _block_weights(weight, xr[o:o + QK], qw[o:o + QK], sigma2)
-                d, m = block_codes(xr[o:o + QK], weight, L, Laux, has_qw)
-                put_f16(dst, p + blk.d, d)
-                if m_at >= 0:
+                    _block_weights(weight, xb, qw[o:o + QK], sigma2)
+                    d, m = _searched(xb, weight, L, Laux, bits, asymmetric)
+                elif asymmetric:
+                    d, m = _by_range(xb, L, bits)
+                else:
+                    d, m = _by_absmax(xb, L, bits)
+                put_f16(dst, p + d_at, d)
+                if asymmetric:
                     put_f16(dst, p + m_at, m)
-                pack(dst, p + codes_at, L)
+                if bits == 5:
+                    _pack_q5_low_high(dst, p + codes_at, L)
+                else:
+                    _pack_nibbles(dst, p + codes_at, L)
     quantize.__name__ = quantize.__qualname__ = f"quant_{name.lower()}"
     return njit(parallel=True, cache=True, error_model="numpy")(quantize)
 
 
-quant_q4_0 = _quantizer("Q4_0", _symmetric_block("Q4_0", 4, Q4_0_SEARCH), _pack_nibbles)
-quant_q4_1 = _quantizer("Q4_1", _asymmetric_block("Q4_1", 4, Q4_1_SEARCH), _pack_nibbles)
-quant_q5_0 = _quantizer("Q5_0", _symmetric_block("Q5_0", 5, Q5_0_SEARCH), _pack_q5_low_high)
-quant_q5_1 = _quantizer("Q5_1", _asymmetric_block("Q5_1", 5, Q5_1_SEARCH), _pack_q5_low_high)
+quant_q4_0 = _quantizer("Q4_0", 4, False)
+quant_q4_1 = _quantizer("Q4_1", 4, True)
+quant_q5_0 = _quantizer("Q5_0", 5, False)
+quant_q5_1 = _quantizer("Q5_1", 5, True)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

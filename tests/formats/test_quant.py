@@ -247,6 +247,22 @@ def test_every_search_variant_has_a_name_of_its_own():
     assert all(len(c) == 1 for c in constants.values()), {n: c for n, c in constants.items() if len(c) > 1}
 
 
+def test_quantizers_closures_pickle_the_same_in_every_process():
+    """numba keys a cached function's disk cache by a pickle of its closure's values: a dispatcher there (or a class
+    made at run time) pickles with an id of its own process, so the kernel would compile again in every process.
+    The kernels quant.quantize calls from Python may close over plain values only."""
+    from kvant.formats.quant import QUANTIZERS
+
+    def plain(value):
+        if isinstance(value, tuple):
+            return all(map(plain, value))
+        return value is None or isinstance(value, (bool, int, float, str, bytes, np.generic))
+    closures = {name: [c.cell_contents for c in k.py_func.__closure__ or ()]
+                for name, k in QUANTIZERS.items() if hasattr(k, "py_func")}
+    assert {name for name, cells in closures.items() if cells}, "no factory-made kernel found"
+    assert not [name for name, cells in closures.items() if not all(map(plain, cells))]
+
+
 @pytest.mark.parametrize("params, n, S", [((3, -0.9, 0.05, 36, False, True), 16, 16),
                                           ((3, -0.5, 0.1, 15, True, False), 16, 16),
                                           ((15, -0.9, 0.05, 36, False, True), 32, 8)])
