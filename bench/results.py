@@ -2,6 +2,7 @@
 import datetime
 import os
 import platform
+import re
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; all figures come from one run of that script.\n"
@@ -33,7 +34,9 @@ def path_section(name):
     if host.CPU_PATH == "avx512vnni" and not forced:
         return name
     suffix = f"{host.CPU_PATH.upper()}" + (" FORCED" if forced else "")
-    return name if suffix in name else f"{name} {suffix}"  # a name that already says its path keeps it once
+    # a name that already says its path (as whole words; an unforced run's not followed by FORCED) keeps it once
+    says_it = re.search(rf"(?<!\S){re.escape(suffix)}(?!\S)" + ("" if forced else "(?! FORCED)"), name, re.I)
+    return name if says_it else f"{name} {suffix}"
 
 
 def update_section(name, body):
