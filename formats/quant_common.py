@@ -136,7 +136,7 @@ QX_CANDIDATES = 24      # make_qx_quants' 19 inverse scales, padded to three 8-l
 
 
 @njit(inline="always", **_JIT)
-def _absmax_signed(x, n):
+def absmax_signed(x, n):
     """(amax, the first element of largest magnitude)."""
     mx = f32(0.0)
     amax = f32(0.0)
@@ -150,7 +150,7 @@ def _absmax_signed(x, n):
 
 @njit(inline="always", **_JIT)
 def _make_qx_quants(n, nmax, x, L, w):
-    amax, mx = _absmax_signed(x, n)
+    amax, mx = absmax_signed(x, n)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0
@@ -204,7 +204,7 @@ def qx_search(nmax):
 
 @njit(inline="always", **_JIT)
 def _make_q3_quants(n, nmax, x, L):
-    amax, mx = _absmax_signed(x, n)
+    amax, mx = absmax_signed(x, n)
     if amax < GROUP_MAX_EPS:
         for i in range(n):
             L[i] = 0

@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from .blocks import block
-from .quant_common import f32, fp32_to_fp16, put_f16, put_u16, put_u32, qkx_search, qx_search, roundf
+from .quant_common import (absmax_signed, f32, fp32_to_fp16, imatrix_weights, put_f16, put_u16, put_u32, qkx_search,
+                           qx_search, roundf, sum_of_squares)
 
 QK = 32
 Q80 = block("Q8_0")
@@ -21,20 +22,6 @@ Q4_0_SEARCH = qx_search(8)
 Q5_0_SEARCH = qx_search(16)
 Q4_1_SEARCH = qkx_search(15, -0.9, 0.05, 36, False, True)  # make_qkx3_quants
 Q5_1_SEARCH = qkx_search(31, -0.9, 0.05, 36, False, True)
-
-
-@njit(cache=True, error_model="numpy")
-def _row_sigma2(x):
-    s = f32(0.0)
-    for j in range(x.shape[0]):
-        s += x[j] * x[j]
-    return s / f32(x.shape[0])
-
-
-@njit(cache=True, error_model="numpy")
-def _block_weights(weight, x, qw, sigma2):
-    for j in range(QK):
-        weight[j] = qw[j] * np.sqrt(sigma2 + x[j] * x[j])
 
 
 @njit(cache=True, error_model="numpy")
@@ -69,10 +56,7 @@ def _pack_q5_low_high(dst, p, L):
 def _by_absmax(x, L, bits):
     """quantize_row_q{4,5}_0_ref's block: d puts the element of largest magnitude on the grid's end -2^(bits-1)."""
     half = f32(1 << (bits - 1))
-    amax, mx = f32(0.0), f32(0.0)
-    for j in range(QK):
-        if amax < abs(x[j]):
-            amax, mx = abs(x[j]), x[j]
+    _, mx = absmax_signed(x, QK)
     d = mx / -half
     _round_codes(L, x, f32(0.0), d, half + f32(0.5), (1 << bits) - 1)
     return d, f32(0.0)
@@ -122,13 +106,13 @@ def _quantizer(name, bits, asymmetric):
             L = np.empty(QK, np.uint8)
             Laux = np.empty(QK, np.uint8)
             weight = np.empty(QK, np.float32)
-            sigma2 = _row_sigma2(xr) if has_qw else f32(0.0)
+            sigma2 = sum_of_squares(xr, 0, xr.shape[0]) / f32(xr.shape[0]) if has_qw else f32(0.0)
             for b in range(nb):
                 o = b * QK
                 p = b * size
                 xb = xr[o:o + QK]
                 if has_qw:
-                    _block_weights(weight, xb, qw[o:o + QK], sigma2)
+                    imatrix_weights(weight, xr, o, QK, qw, sigma2)
                     d, m = _searched(xb, weight, L, Laux, bits, asymmetric)
                 elif asymmetric:
                     d, m = _by_range(xb, L, bits)

@@ -139,7 +139,7 @@ _V8I8, _V16I8, _V32I8 = (ir.VectorType(ir.IntType(8), n) for n in (8, 16, 32))
 _V8I32, _V16I16, _V8F = ir.VectorType(ir.IntType(32), 8), ir.VectorType(ir.IntType(16), 16), ir.VectorType(_F32, 8)
 
 
-def _int16_row(block_points, table_dtype, name):
+def _int16_row(block_points, name):
     """An intrinsic row_dot(c, d, table, xq, xd, nb): sum over nb blocks of d[b] * xd[b] * the int32 dot product of
     block b's 32 grid points with its 64 int16 xq. block_points(builder, table pointer) prepares the tables once and
     gives points(b, c_p, i), block i's points as four v8i32 (an int16 pair a lane, codes 8k..8k + 7 in vector k),
@@ -164,7 +164,7 @@ def _int16_row(block_points, table_dtype, name):
 
     def typer(typingctx, c, d, table, xq, xd, nb):
         ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(table, types.Array)
-              and table.dtype == table_dtype and isinstance(xq, types.Array) and xq.dtype == types.int16
+              and table.dtype == types.uint8 and isinstance(xq, types.Array) and xq.dtype == types.int16
               and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
         return (types.float32(c, d, table, xq, xd, nb), codegen) if ok else None
     typer.__name__ = name
@@ -302,7 +302,7 @@ def _shuffled_points(points):
 # the row dot product of a 16-, 64- or 256-point grid's codes in SLOTS order, looked up by vpshufb in
 # _shuffle_tables
 _SHUFFLE_DOT_16, _SHUFFLE_DOT_64, _SHUFFLE_DOT_256 = (
-    _int16_row(_shuffled_points(p), types.uint8, f"shuffle_row_dot_{p}") for p in (16, 64, 256))
+    _int16_row(_shuffled_points(p), f"shuffle_row_dot_{p}") for p in (16, 64, 256))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
