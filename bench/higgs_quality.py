@@ -113,7 +113,7 @@ def higgs_file(base, spec, embd_type, out):
 def activations():
     """How the HIGGS kernels of the kernel path in force (KVANT_CPU_PATH or the CPU's) round the rotated x."""
     from kvant.runtime.kernels import higgs
-    return "int8 x (VBMI lookup)" if higgs.LOOKUP else "int16 x (vpshufb)" if higgs.PSHUFB else "float x"
+    return "int8 x (VBMI lookup)" if higgs.LOOKUP else "int8 x (vpshufb)" if higgs.PSHUFB else "float x"
 
 
 def n_weights(path):

@@ -6,16 +6,17 @@ Repacked with an f32 d per block, times the type's grid step (higgs_types.grid_s
 the codes' int8 grid points q (higgs_types.grid_codes; the float kernels hold them as floats) and needs no step.
 The float kernels take one code byte a pair (32 bytes a block: 1.06x, 1.38x, 2.0x the file for HG4, HG3, HG2); the
 VBMI lookup takes the file's code bytes as they are and splits nibbles and crumbs in registers (_lookup512.REGIONS:
-1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes two a byte (1.11x) and HG3's and HG4's a byte
-each (1.38x, 1.06x), in their SLOTS order.
+1.06x, 1.08x, 1.11x the file); the vpshufb kernels take HG2's codes two a byte as the file has them (1.11x) and
+HG3's and HG4's a byte each (1.38x, 1.06x).
 - On the avx512vnni path of a CPU with AVX-512 VBMI (Ice Lake and later, Zen 4 and later): the grid as byte tables
   in zmm registers, 64 codes looked up at a time by vpermi2b / vpermb, times the rotated x in int8 per block by
   vpdpbusd, exact in int32 (_lookup512.py).
 - On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): the int8 coordinates q looked up from registers
   by 16-entry byte shuffles (vpshufb): HG2's 16-point grid one table a coordinate, HG3's 64 four and three
-  vpblendvb, HG4's 256 its symmetric half (eight tables, seven vpblendvb) and vpsignb for the other half; each
-  code's pair sign-extended to int16 in one int32 lane, the rotated x rounded to int16 per block (|x| <= 2^14), and
-  vpmaddwd multiplies the pairs. (A vpgatherdd of int16 pairs from a 256-entry table ran HG4 at half this speed.)
+  vpblendvb, HG4's 256 its symmetric half (eight tables, seven vpblendvb) and vpsignb for the other half; times the
+  same int8 x as the VBMI kernel's by vpmaddubsw (|q|, x with q's sign) and vpmaddwd, exact in int32. (A
+  vpgatherdd of int16 pairs from a 256-entry table ran HG4 at a quarter of this speed; int16 pairs times an int16 x
+  by vpmaddwd at half.)
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the tokens rotated once; with VBMI, 16-row tiles decoded by the same table lookups to bytes q + 128 for the
 integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32; elsewhere the rows
@@ -32,7 +33,7 @@ from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
 from ._gemm import GEMM_SCHEMES, _fill_scales, _offsets, q8_0_codes, spread_codes, tiles
-from ._isa import FAST, _declare, maddwd
+from ._isa import FAST, _declare, dot4_256, signed_pair
 from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, code_of, fields, pack_rows,
                          region_offsets, row_bytes, step_bytes, table_registers)
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
@@ -40,7 +41,6 @@ from .registry import Layout, register
 
 PSHUFB = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpshufb on ymm
 LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
-X_LIMIT = 2.0 ** 14        # |rotated x| in int16 units (a block's products, <= 2^7 * 2^14 each, sum in int32)
 
 
 IN_ORDER = np.arange(PAIRS)
@@ -64,12 +64,9 @@ def _repack(raw, c, d, type_size, points, slots, nibbles):
 
 
 def _tables(name: str):
-    """The grid's q as two float columns (the float kernels) and as int16 pairs in int32 entries (the vpshufb
-    layout's decode to floats)."""
-    q = grid_codes(name)
-    packed = ((q[:, 0] & 0xFFFF) | (q[:, 1] << 16)).astype(np.uint32).view(np.int32)
-    g = q.astype(np.float32)
-    return np.ascontiguousarray(g[:, 0]), np.ascontiguousarray(g[:, 1]), packed
+    """The grid's q as two float columns (the float kernels, and every layout's decode to floats)."""
+    g = grid_codes(name).astype(np.float32)
+    return np.ascontiguousarray(g[:, 0]), np.ascontiguousarray(g[:, 1])
 
 
 def _step_folded(name: str, repack):
@@ -85,7 +82,7 @@ def _step_folded(name: str, repack):
 
 def _repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
-    g0, g1, _ = _tables(name)
+    g0, g1 = _tables(name)
 
     def repack(raw, cols):
         rows = raw.shape[0]
@@ -124,81 +121,15 @@ def _mv_float(out, x, c, d, g0, g1, xr):
 
 @njit(cache=True, fastmath=FAST)
 def _dec_float(dst, r, c, d, g0, g1):
-    """Row r in the rotated basis."""
-    for t in range(c.shape[1]):
-        s = d[r, t // PAIRS]
-        k = c[r, t]
+    """Row r in the rotated basis, from its codes a byte each, or (16 bytes a block) two a byte (byte j of a block:
+    code j low, code j + 16 high)."""
+    nibbles = c.shape[1] == 16 * d.shape[1]
+    for t in range(d.shape[1] * PAIRS):
+        b, p = t // PAIRS, t % PAIRS
+        k = (c[r, 16 * b + p % 16] >> (4 * (p // 16))) & 15 if nibbles else c[r, t]
+        s = d[r, b]
         dst[2 * t] = s * g0[k]
         dst[2 * t + 1] = s * g1[k]
-
-
-# ---------------------------------------------------------------- x86: int16 grid points times int16 x
-
-_F32 = ir.FloatType()
-_V8I8, _V16I8, _V32I8 = (ir.VectorType(ir.IntType(8), n) for n in (8, 16, 32))
-_V8I32, _V16I16, _V8F = ir.VectorType(ir.IntType(32), 8), ir.VectorType(ir.IntType(16), 16), ir.VectorType(_F32, 8)
-
-
-def _int16_row(block_points, name):
-    """An intrinsic row_dot(c, d, table, xq, xd, nb): sum over nb blocks of d[b] * xd[b] * the int32 dot product of
-    block b's 32 grid points with its 64 int16 xq. block_points(builder, table pointer) prepares the tables once and
-    gives points(b, c_p, i), block i's points as four v8i32 (an int16 pair a lane, codes 8k..8k + 7 in vector k),
-    which vpmaddwd multiplies by the block's x."""
-    def codegen(context, builder, signature, args):
-        c_p, d_p, t_p, xq_p, xd_p = (_data(context, builder, signature.args[k], args[k], elem) for k, elem in
-                                     enumerate((ir.IntType(8), _F32, ir.IntType(8), ir.IntType(16), _F32)))
-        points = block_points(builder, t_p)
-
-        def block(b, i, state):
-            sums = ir.Constant(_V8I32, None)
-            for k, pairs in enumerate(points(b, c_p, i)):
-                x = _vec_load(b, xq_p, b.add(b.mul(i, _c64(BLOCK)), _c64(16 * k)), _V16I16)
-                sums = b.add(sums, maddwd(b, b.bitcast(pairs, _V16I16), x))
-            scale = b.fmul(b.load(b.gep(d_p, [i])), b.load(b.gep(xd_p, [i])))
-            product = b.fmul(b.sitofp(sums, _V8F), _splat(b, scale, _V8F), flags=("contract",))
-            return [b.fadd(state[0], product, flags=("contract",))]
-
-        acc, = ir_loop(builder, _as_i64(builder, args[5]), block, [ir.Constant(_V8F, None)])
-        fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
-        return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
-
-    def typer(typingctx, c, d, table, xq, xd, nb):
-        ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(table, types.Array)
-              and table.dtype == types.uint8 and isinstance(xq, types.Array) and xq.dtype == types.int16
-              and d.dtype == types.float32 and xd.dtype == types.float32 and isinstance(nb, types.Integer))
-        return (types.float32(c, d, table, xq, xd, nb), codegen) if ok else None
-    typer.__name__ = name
-    return intrinsic(typer)
-
-
-def _int16_scratch(cols):
-    return np.empty(cols, np.float32), np.empty(cols, np.int16), np.empty(cols // BLOCK, np.float32)
-
-
-@njit(cache=True, fastmath=FAST, inline="always")
-def _block_scale(xr, b, limit):
-    """(amax / limit, limit / amax or 0) of xr's 64-block b: the step of its codes and its inverse."""
-    amax = F32(0.0)
-    for j in range(b * BLOCK, (b + 1) * BLOCK):
-        amax = max(amax, abs(xr[j]))
-    return amax / limit, limit / amax if amax > 0 else F32(0.0)
-
-
-@njit(cache=True, fastmath=FAST)
-def x_int16(xq, xd, xr):
-    """Each 64-block of xr as int16 codes with |code| <= X_LIMIT and its scale: xr ~ xd[b] * xq."""
-    for b in range(xd.shape[0]):
-        xd[b], inv = _block_scale(xr, b, F32(X_LIMIT))
-        for j in range(b * BLOCK, (b + 1) * BLOCK):
-            xq[j] = np.int16(np.rint(xr[j] * inv))
-
-
-@njit(cache=True, inline="always")
-def _put_pair(dst, i, s, entry):
-    """dst[i], dst[i + 1] = s times the int16 pair in a 32-bit table entry (low half first)."""
-    e = np.int64(entry)
-    dst[i] = s * F32(np.int16(e & 0xFFFF))
-    dst[i + 1] = s * F32(e >> 16)
 
 
 # ---------------------------------------------------------------- x86 without VBMI: the grids looked up by vpshufb
@@ -208,12 +139,14 @@ def _put_pair(dst, i, s, entry):
 # between by its bits 4 and 5 (three vpblendvb). HG4's 256-point grid is centrally symmetric: its first 128 points
 # are eight tables (bits 4-6 choose, seven vpblendvb), and a code's bit 7 (which would make vpshufb give 0, so it is
 # cleared first) negates both coordinates (vpsignb by the code with bit 0 set: negative where bit 7 is). A block's 32
-# codes fill a ymm, the first lane's 16 codes and the second's; two lookups give q0 and q1, a compare their sign
-# bytes, and byte then word unpacks (within lanes) make each code's pair (q0, q1), sign-extended to int16, one int32
-# lane, for vpmaddwd with the block's int16 x. The unpacks leave lane order (codes 4k..4k + 3 of each lane in vector
-# k), so a block's codes are repacked in the order that makes vector k codes 8k..8k + 7: slot p holds code SLOTS[p].
-# HG2 keeps two codes a byte (byte j: slot j low, slot j + 16 high: the lanes' nibbles); HG3 and HG4 a byte a code.
-SLOTS = np.array([8 * (j % 16 // 4) + j % 4 + 4 * (j // 16) for j in range(32)])
+# codes fill a ymm in their own order (HG2's two a byte as the file has them: byte j code j low, code j + 16 high;
+# HG3's and HG4's a byte each), and two lookups give the 32 first and the 32 second coordinates. The activations are
+# x_int8_steps' (the rotated x in int8 a block, split into the values the codes' first and second coordinates meet,
+# as the VBMI kernel's), so each coordinate is llama.cpp's AVX2 step: vpmaddubsw of |q| and x with q's sign
+# (vpsignb), vpmaddwd by ones (a vpdpbusd on AVX-VNNI), exact in int32.
+_F32 = ir.FloatType()
+_V16I8, _V32I8 = ir.VectorType(ir.IntType(8), 16), ir.VectorType(ir.IntType(8), 32)
+_V8I32, _V8F = ir.VectorType(ir.IntType(32), 8), ir.VectorType(_F32, 8)
 
 
 def held_points(name: str):
@@ -234,29 +167,20 @@ def _shuffle_tables(name: str):
 
 def _shuffle_repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
-    tables, (_, _, packed) = _shuffle_tables(name), _tables(name)
+    tables, (g0, g1) = _shuffle_tables(name), _tables(name)
     per_block = 16 if points == 16 else 32
 
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
         c, d = np.zeros((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
-        _repack(raw, c, d, type_size, points, SLOTS, points == 16)
-        return c, d, tables, packed
+        _repack(raw, c, d, type_size, points, IN_ORDER, points == 16)
+        return c, d, tables, g0, g1
     return _step_folded(name, repack)
 
 
-def _interleave(b, lo, hi, half, width):
-    """vpunpckl* / vpunpckh* (half 0 / 1) of two ymm of `width`-bit elements: within each 128-bit lane, the
-    elements of that half of lo and hi alternately."""
-    n = 256 // width
-    per_lane = n // 2
-    order = [lane * per_lane + half * per_lane // 2 + i // 2 + (n if i % 2 else 0)
-             for lane in range(2) for i in range(per_lane)]
-    vt = ir.VectorType(ir.IntType(width), n)
-    return b.shuffle_vector(b.bitcast(lo, vt), b.bitcast(hi, vt), ir.Constant(ir.VectorType(ir.IntType(32), n), order))
-
-
 def _shuffled_points(points):
+    """lookup(builder, table pointer) -> at(b, c_p, i): block i's 32 first and 32 second coordinates (int8 q, code
+    order), the tables loaded once before the row's loop."""
     parts = min(points, 128) // 16
     mirrored = points > 128         # bit 7 negates
 
@@ -286,57 +210,76 @@ def _shuffled_points(points):
             code = codes(b, c_p, i)
             idx = b.and_(code, byte_splat(0x7F)) if mirrored else code
             selects = [b.shl(idx, byte_splat(7 - bit)) for bit in (4, 5, 6)][:parts.bit_length() - 1]
-            l0, l1 = (lookup(b, t, idx, selects) for t in tables)
+            found = [lookup(b, t, idx, selects) for t in tables]
             if mirrored:
                 negate = b.or_(code, byte_splat(1))
-                l0, l1 = (b.call(sign, [q, negate]) for q in (l0, l1))
-            sign0, sign1 = (b.sext(b.icmp_signed("<", q, ir.Constant(_V32I8, None)), _V32I8) for q in (l0, l1))
-            for half8 in range(2):
-                q0, q1 = _interleave(b, l0, sign0, half8, 8), _interleave(b, l1, sign1, half8, 8)
-                for half16 in range(2):             # vector 2 half8 + half16: codes 8k..8k + 7
-                    yield _interleave(b, q0, q1, half16, 16)
+                found = [b.call(sign, [q, negate]) for q in found]
+            return found
         return at
     return prepare
 
 
-# the row dot product of a 16-, 64- or 256-point grid's codes in SLOTS order, looked up by vpshufb in
-# _shuffle_tables
-_SHUFFLE_DOT_16, _SHUFFLE_DOT_64, _SHUFFLE_DOT_256 = (
-    _int16_row(_shuffled_points(p), f"shuffle_row_dot_{p}") for p in (16, 64, 256))
+def _shuffle_row(points, name):
+    """An intrinsic row_dot(c, d, tables, xs, xl, nb): sum over nb blocks of d[b] * x's scale * the int32 dot product
+    of block b's 32 grid points with its int8 x (x_int8_steps' layout: block b's first-coordinate bytes at
+    (b // 2) * 128 + (b % 2) * 32, its second ones 64 further, its scale at xl[8 b])."""
+    block_points = _shuffled_points(points)
+
+    def codegen(context, builder, signature, args):
+        c_p, d_p, t_p, xs_p, xl_p = (_data(context, builder, signature.args[k], args[k], elem) for k, elem in
+                                     enumerate((ir.IntType(8), _F32, ir.IntType(8), ir.IntType(8), _F32)))
+        at = block_points(builder, t_p)
+
+        def block(b, i, state):
+            first = b.add(b.mul(b.ashr(i, _c64(1)), _c64(2 * CODES)), b.mul(b.and_(i, _c64(1)), _c64(PAIRS)))
+            sums = ir.Constant(_V8I32, None)
+            for k, q in enumerate(at(b, c_p, i)):
+                x = _vec_load(b, xs_p, b.add(first, _c64(CODES * k)), _V32I8)
+                sums = dot4_256(b, sums, *signed_pair(b, q, x, biased=False))
+            scale = b.fmul(b.load(b.gep(d_p, [i])), b.load(b.gep(xl_p, [b.mul(i, _c64(8))])))
+            product = b.fmul(b.sitofp(sums, _V8F), _splat(b, scale, _V8F), flags=("contract",))
+            return [b.fadd(state[0], product, flags=("contract",))]
+
+        acc, = ir_loop(builder, _as_i64(builder, args[5]), block, [ir.Constant(_V8F, None)])
+        fsum = _declare(builder.module, "llvm.vector.reduce.fadd.v8f32", _F32, [_F32, _V8F])
+        return builder.call(fsum, [ir.Constant(_F32, 0.0), acc], fastmath=("reassoc",))
+
+    def typer(typingctx, c, d, tables, xs, xl, nb):
+        ok = (isinstance(c, types.Array) and c.dtype == types.uint8 and isinstance(tables, types.Array)
+              and tables.dtype == types.uint8 and isinstance(xs, types.Array) and xs.dtype == types.int8
+              and d.dtype == types.float32 and xl.dtype == types.float32 and isinstance(nb, types.Integer))
+        return (types.float32(c, d, tables, xs, xl, nb), codegen) if ok else None
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+# the row dot product of a 16-, 64- or 256-point grid's codes, looked up by vpshufb in _shuffle_tables
+_SHUFFLE_DOT_16, _SHUFFLE_DOT_64, _SHUFFLE_DOT_256 = (_shuffle_row(p, f"shuffle_row_dot_{p}") for p in (16, 64, 256))
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mv_shuffle(out, x, c, d, tables, packed, xr, xq, xd):
+def _mv_shuffle(out, x, c, d, tables, g0, g1, xr, xs, xl, corr):
     rotate(xr, x)
-    x_int16(xq, xd, xr)
-    points = packed.shape[0]
+    x_int8_steps(xs, xl, corr, xr)
+    points = g0.shape[0]
     for r in prange(out.shape[0]):
         if points == 16:
-            s = _SHUFFLE_DOT_16(c[r], d[r], tables, xq, xd, xd.shape[0])
+            s = _SHUFFLE_DOT_16(c[r], d[r], tables, xs, xl, d.shape[1])
         elif points == 64:
-            s = _SHUFFLE_DOT_64(c[r], d[r], tables, xq, xd, xd.shape[0])
+            s = _SHUFFLE_DOT_64(c[r], d[r], tables, xs, xl, d.shape[1])
         else:
-            s = _SHUFFLE_DOT_256(c[r], d[r], tables, xq, xd, xd.shape[0])
+            s = _SHUFFLE_DOT_256(c[r], d[r], tables, xs, xl, d.shape[1])
         out[r] = s
 
 
 @njit(cache=True, fastmath=FAST)
-def _dec_shuffle(dst, r, c, d, tables, packed):
-    """Row r in the rotated basis, from the int16 pairs (the same values as the float grid)."""
-    nibbles = packed.shape[0] == 16
-    for b in range(d.shape[1]):
-        s = d[r, b]
-        for p in range(32):
-            if nibbles:
-                code = (np.int64(c[r, 16 * b + p % 16]) >> (4 * (p // 16))) & 15
-            else:
-                code = np.int64(c[r, 32 * b + p])
-            _put_pair(dst, b * BLOCK + 2 * SLOTS[p], s, packed[code])
+def _dec_shuffle(dst, r, c, d, tables, g0, g1):
+    _dec_float(dst, r, c, d, g0, g1)
 
 
 @njit(cache=True, fastmath=FAST, parallel=True)
-def _mm_shuffle_rotated(out, xr, c, d, tables, packed):
-    float_matmul(out, xr, _dec_shuffle, (c, d, tables, packed))
+def _mm_shuffle_rotated(out, xr, c, d, tables, g0, g1):
+    float_matmul(out, xr, _dec_shuffle, (c, d, tables, g0, g1))
 
 
 # ---------------------------------------------------------------- AVX-512 VBMI: byte tables looked up by vpermi2b
@@ -352,7 +295,7 @@ def _byte_tables(name: str):
 
 def _lookup_repacker(name: str):
     _, points, type_size = HIGGS_TYPES[name]
-    tables, (g0, g1, _) = _byte_tables(name), _tables(name)
+    tables, (g0, g1) = _byte_tables(name), _tables(name)
     sizes, offsets = np.array(REGIONS[points]), region_offsets(points)
     assert sizes.sum() == type_size - 2
 
@@ -371,9 +314,19 @@ def _lookup_scratch(cols):
             np.zeros(steps * 16, np.int32))
 
 
+@njit(cache=True, fastmath=FAST, inline="always")
+def _block_scale(xr, b, limit):
+    """(amax / limit, limit / amax or 0) of xr's 64-block b: the step of its codes and its inverse."""
+    amax = F32(0.0)
+    for j in range(b * BLOCK, (b + 1) * BLOCK):
+        amax = max(amax, abs(xr[j]))
+    return amax / limit, limit / amax if amax > 0 else F32(0.0)
+
+
 @njit(cache=True, fastmath=FAST)
 def x_int8_steps(xs, xl, corr, xr):
-    """xr's 64-blocks in int8 (amax / 127 a block, as Q8_0) laid out for _lookup512: per step of two blocks the 64
+    """xr's 64-blocks in int8 (amax / 127 a block, as Q8_0) laid out for _lookup512 (the vpshufb kernels read it a
+    block at a time and leave corr): per step of two blocks the 64
     values the codes' first coordinates meet, then the 64 their second ones meet; per int32 lane (4 codes) its x
     scale xl and corr = -128 * the sum of its 8 values (the table bytes' offset)."""
     for b in range(xr.shape[0] // BLOCK):
@@ -499,9 +452,9 @@ LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _
                                _NOTE + " (the file's packing), grid bytes looked up by vpermi2b x int8 rotated x",
                                gemm=spread_codes(_gemm_lookup), gemm_scheme=ROTATED_Q8_0)
                   for name in HIGGS_TYPES}
-SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _int16_scratch, _mv_shuffle,
+SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _lookup_scratch, _mv_shuffle,
                                  _rotated_first(_mm_shuffle_rotated),
-                                 _NOTE + " (SLOTS order), grid bytes looked up by vpshufb x int16 rotated x")
+                                 _NOTE + " (code order), grid bytes looked up by vpshufb x int8 rotated x")
                    for name in HIGGS_TYPES}
 IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else SHUFFLE_LAYOUTS if PSHUFB else FLOAT_LAYOUTS
 for _name in HIGGS_TYPES:

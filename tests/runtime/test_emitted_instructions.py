@@ -12,7 +12,8 @@ instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, 
 paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
 every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
 prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86
-their grid points looked up by vpshufb (HG4's symmetric half, negated by vpsignb), except on the avx512vnni path
+their grid points looked up by vpshufb (HG4's symmetric half, negated by vpsignb) times int8 x by vpmaddubsw
+(AVX-VNNI: vpdpbusd), except on the avx512vnni path
 of a CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd
 multiplies them.
 """
@@ -80,10 +81,11 @@ def higgs_expectations(kind, name, found):
         negate = [("masked vpsubb", found["masked vpsubb"] > 0)] if name == "HG4" else []
         return [("vpermi2b / vpermb", permute > 0), ("vpdpbusd", found["vpdpbusd"] > 0),
                 ("no vpgatherdd", found["vpgatherdd"] == 0)] + negate
-    # vpshufb tables, no gather; 256 points: half the grid, negated by vpsignb where the code's top bit is set
-    negate = [("vpsignb", found["vpsignb"] > 0)] if name == "HG4" else []
-    return [("vpshufb", found["vpshufb"] > 0), ("vpmaddwd", found["vpmaddwd"] > 0),
-            ("no vpgatherdd", found["vpgatherdd"] == 0)] + negate
+    # vpshufb tables, no gather, times int8 x by llama.cpp's AVX2 step (vpsignb, vpmaddubsw; AVX-VNNI's vpdpbusd in
+    # its place); 256 points: half the grid, negated by a second vpsignb where the code's top bit is set
+    dot = found["vpmaddubsw"] + found["{vex} vpdpbusd"]
+    return [("vpshufb", found["vpshufb"] > 0), ("vpmaddubsw or {vex} vpdpbusd", dot > 0),
+            ("vpsignb", found["vpsignb"] > 0), ("no vpgatherdd", found["vpgatherdd"] == 0)]
 
 
 def gemm_expectations(path, where, found):

@@ -48,11 +48,10 @@ def _rotated(w):
 
 # kind: (layouts, can this CPU run it, why not, tolerance, the x and weights the kernel multiplies exactly)
 KINDS = {"float": (higgs.FLOAT_LAYOUTS, True, "", 2e-6, lambda w, x: (w, x)),
-         # x rounded to int16 per block: |x| / 2^14 at most, relative to the row's sum of |w x| below; the grids
-         # from vpshufb tables (HG4: its symmetric half)
-         "shuffle": (higgs.SHUFFLE_LAYOUTS, higgs.PSHUFB, "vpshufb on ymm: x86 kernel paths only", 2e-4,
-                     lambda w, x: (w, x)),
-         # the rotated x in int8: compared with exactly that x, in the rotated basis
+         # both integer kinds multiply the rotated x in int8: compared with exactly that x, in the rotated basis; the
+         # grids from vpshufb tables (HG4: its symmetric half) or vpermi2b ones
+         "shuffle": (higgs.SHUFFLE_LAYOUTS, higgs.PSHUFB, "vpshufb on ymm: x86 kernel paths only", 2e-6,
+                     lambda w, x: (_rotated(w), _lookup_x(x))),
          "lookup": (higgs.LOOKUP_LAYOUTS, higgs.LOOKUP, "vpermi2b: the avx512vnni path on a CPU with AVX-512 VBMI",
                     2e-6, lambda w, x: (_rotated(w), _lookup_x(x)))}
 
