@@ -18,9 +18,9 @@ HG3's and HG4's a byte each (1.38x, 1.06x).
   vpgatherdd of int16 pairs from a 256-entry table ran HG4 at a quarter of this speed; int16 pairs times an int16 x
   by vpmaddwd at half.)
 - Elsewhere: float, the grid's two coordinates as two float tables.
-Prefill: the tokens rotated once; with VBMI, 16-row tiles decoded by the same table lookups to bytes q + 128 for the
-integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32; elsewhere the rows
-decoded to floats in the rotated basis for the float GEMM.
+Prefill: the tokens rotated once; on x86, 16-row tiles decoded by the matvec's own table lookups (vpermi2b or vpshufb)
+to bytes q + 128 for the integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32;
+elsewhere the rows decoded to floats in the rotated basis for the float GEMM.
 """
 import numpy as np
 from llvmlite import ir
@@ -32,9 +32,10 @@ from kvant.formats.higgs_types import BLOCK, HIGGS_TYPES, PAIRS, code_at, grid_c
 from kvant.formats.host import CPU_PATH, host_features
 
 from ._common import F32, f16_at, float_matmul
-from ._gemm import GEMM_SCHEMES, _fill_scales, _offsets, q8_0_codes, spread_codes, tiles
+from ._gemm import (GEMM_SCHEMES, _fill_scales, _is_c, _offsets, _row_pointers, _transpose16, _vstore,
+                    q8_0_codes, spread_codes, tiles)
 from ._isa import FAST, _declare, dot4_256, signed_pair
-from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, code_of, fields, pack_rows,
+from ._lookup512 import (CODES, REGIONS, ROW_DECODE, ROW_DOT, ROW_TILE, _pick, code_of, fields, pack_rows,
                          region_offsets, row_bytes, step_bytes, table_registers)
 from ._vnni import _as_i64, _c64, _data, _splat, _vec_load, ir_loop
 from .registry import Layout, register
@@ -282,6 +283,71 @@ def _mm_shuffle_rotated(out, xr, c, d, tables, g0, g1):
     float_matmul(out, xr, _dec_shuffle, (c, d, tables, g0, g1))
 
 
+def _shuffle_tile(points):
+    """An intrinsic tile(wt, c, tables, r0, nb): wt in the integer GEMM's TILE order (kernels/_gemm.py) from rows
+    r0..r0 + 15 of c (rows past the end: the last again), each value q + 128 as a byte: per block and row its two
+    coordinates looked up as the matvec does, interleaved into value order (two 32-blocks of eight 4-byte groups),
+    and each 32-block of the 16 rows transposed 4 bytes at a time (as _lookup512's ROW_TILE)."""
+    block_points = _shuffled_points(points)
+    value_order = ir.Constant(ir.VectorType(ir.IntType(32), 64), [k // 2 + 32 * (k % 2) for k in range(64)])
+    flip = ir.Constant(ir.VectorType(ir.IntType(8), 64), [-128] * 64)
+    words = ir.VectorType(ir.IntType(32), 16)
+
+    def codegen(context, builder, signature, args):
+        wt_p, t_p = (_data(context, builder, signature.args[k], args[k], ir.IntType(8)) for k in (0, 2))
+        r0, nb = (_as_i64(builder, a) for a in args[3:5])
+        rows = _row_pointers(context, builder, signature.args[1], args[1], r0)
+        at = block_points(builder, t_p)
+
+        def block(b, i, _):
+            halves = []
+            for row_p in rows:
+                q0, q1 = at(b, row_p, i)
+                values = b.bitcast(b.xor(b.shuffle_vector(q0, q1, value_order), flip), words)
+                halves.append([_pick(b, values, list(range(8 * k, 8 * k + 8))) for k in (0, 1)])
+            for k in (0, 1):
+                cols = _transpose16(b, [h[k] for h in halves])
+                dst = b.mul(b.add(b.mul(i, _c64(2)), _c64(k)), _c64(512))
+                for g in range(8):
+                    _vstore(b, cols[g], wt_p, b.add(dst, _c64(64 * g)))
+            return []
+
+        ir_loop(builder, nb, block, [])
+        return context.get_dummy_value()
+
+    def typer(typingctx, wt, c, tables, r0, nb):
+        ok = (_is_c(wt, types.uint8) and isinstance(c, types.Array) and c.ndim == 2 and c.layout == "C"
+              and c.dtype == types.uint8 and tables.dtype == types.uint8 and isinstance(r0, types.Integer)
+              and isinstance(nb, types.Integer))
+        return (types.void(wt, c, tables, r0, nb), codegen) if ok else None
+    typer.__name__ = f"shuffle_tile_{points}"
+    return intrinsic(typer)
+
+
+_SHUFFLE_TILE_16, _SHUFFLE_TILE_64, _SHUFFLE_TILE_256 = (_shuffle_tile(p) for p in (16, 64, 256))
+
+
+@njit(cache=True, fastmath=FAST)
+def _shuffle_rows(wt, ws, wm, r0, c, d, tables, g0, g1):
+    """Rows r0..r0 + 15 in TILE order (q + 128) and their scales d per 32 (g0: only its length, the grid's size, is
+    read)."""
+    points = g0.shape[0]
+    if points == 256:
+        _SHUFFLE_TILE_256(wt, c, tables, r0, d.shape[1])
+    elif points == 64:
+        _SHUFFLE_TILE_64(wt, c, tables, r0, d.shape[1])
+    else:
+        _SHUFFLE_TILE_16(wt, c, tables, r0, d.shape[1])
+    _fill_scales(ws, d, r0, 1)
+
+
+@njit(cache=True, parallel=True)
+def _gemm_shuffle(out, xq, xd, xs, xm, c, d, tables, g0, g1):
+    """The prefill on x86 without VBMI: rows decoded by the vpshufb lookups to bytes q + 128, times the rotated
+    tokens' Q8_0 codes (kernels/_gemm.py), exact in int32 per 32-block."""
+    tiles(out, xq, xd, _offsets(xs, 128), xm, False, True, _shuffle_rows, (c, d, tables, g0, g1))
+
+
 # ---------------------------------------------------------------- AVX-512 VBMI: byte tables looked up by vpermi2b
 
 def _byte_tables(name: str):
@@ -454,7 +520,8 @@ LOOKUP_LAYOUTS = {name: Layout(BLOCK, _lookup_repacker(name), _lookup_scratch, _
                   for name in HIGGS_TYPES}
 SHUFFLE_LAYOUTS = {name: Layout(BLOCK, _shuffle_repacker(name), _lookup_scratch, _mv_shuffle,
                                  _rotated_first(_mm_shuffle_rotated),
-                                 _NOTE + " (code order), grid bytes looked up by vpshufb x int8 rotated x")
+                                 _NOTE + " (code order), grid bytes looked up by vpshufb x int8 rotated x",
+                                 gemm=spread_codes(_gemm_shuffle), gemm_scheme=ROTATED_Q8_0)
                    for name in HIGGS_TYPES}
 IN_FORCE = LOOKUP_LAYOUTS if LOOKUP else SHUFFLE_LAYOUTS if PSHUFB else FLOAT_LAYOUTS
 for _name in HIGGS_TYPES:

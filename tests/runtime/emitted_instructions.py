@@ -7,7 +7,7 @@
 
 SIGNATURES.pkl: {"matvec": {type name: numba argument types of its matvec}, "gemm": {module.function: the argument
 types each prefill GEMM was called with}, "higgs": {layout kind: {HIGGS type: its matvec's argument types}},
-"higgs_gemm": the argument types of the HIGGS lookup path's GEMM}, written by a process on the host's own path
+"higgs_gemm": {layout kind: the argument types of its HIGGS GEMM}}, written by a process on the host's own path
 (test_emitted_instructions.py; the repacked arrays are the same on every integer path; the HIGGS types' depend on the
 layout kind, which this process takes from the path and features it compiles for). Nothing is run here, so a
 CPU this machine is not can be named: the kernels are compiled and their assembly read. Prints one JSON object,
@@ -72,8 +72,8 @@ def main(path):
             kernel.compile(sig)
             result["matvec"][name] = counts(kernel.inspect_asm(sig))
         gemms = dict(signatures["gemm"])
-        if kind == "lookup":        # HIGGS's integer prefill: on the VBMI lookup path only
-            gemms["kvant.runtime.kernels.higgs._gemm_lookup"] = [signatures["higgs_gemm"]]
+        if kind:                    # HIGGS's integer prefill: the layout kind's own GEMM
+            gemms[f"kvant.runtime.kernels.higgs._gemm_{kind}"] = [signatures["higgs_gemm"][kind]]
         for where, sigs in gemms.items():
             module, name = where.rsplit(".", 1)
             kernel = getattr(importlib.import_module(module), name)

@@ -1,21 +1,19 @@
 """Each x86 kernel path, compiled for a named CPU that has it, emits the instructions it is written for.
 
 A machine runs the paths it can execute (test_paths.py); the others are compiled here for a CPU that has them
-(NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, in a child process: emitted_instructions.py) and their matvec kernels'
-assembly is read, never run. The avx512vnni path on Sapphire Rapids: vpdpbusd on zmm registers in every type but the
-IQ1-IQ2 lattice types, which run llama.cpp's AVX2 step on every x86 path (vpsignb, vpmaddubsw, vpmaddwd by the
-scales; the IQ3 types are repacked to codes of a 16-value codebook, as IQ4_XS). The
-avxvnni path on Alder Lake: AVX-VNNI's VEX-encoded vpdpbusd on ymm where the kernel's dot step is one (the 32-block
-types, IQ4_XS, the K-quant row kernels, the ternary types), and no zmm register anywhere (Alder Lake has no
-AVX-512); the kernels written for 256-bit registers with vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K) are AVX2
-instructions, which every AVX-VNNI CPU has. The avx2 path on Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64
-paths, compiled for that architecture from this one (emitted_instructions.py says how): i8mm on Apple M2 usdot in
-every type (sdot in the lattice types, whose weights are signed) and usmmla, the int8 matrix multiply, in every
-prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked up (IQ4 and IQ3) by tbl. The HIGGS types: on x86
-their grid points looked up by vpshufb (HG4's symmetric half, negated by vpsignb) times int8 x by vpmaddubsw
-(AVX-VNNI: vpdpbusd), except on the avx512vnni path
-of a CPU with AVX-512 VBMI (Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd
-multiplies them.
+(NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, in a child process: emitted_instructions.py) and their matvec kernels' assembly
+is read, never run. The avx512vnni path on Sapphire Rapids: vpdpbusd on zmm registers in every type but the IQ1-IQ2
+lattice types, which run llama.cpp's AVX2 step on every x86 path (vpsignb, vpmaddubsw, vpmaddwd by the scales; the IQ3
+types are repacked to codes of a 16-value codebook, as IQ4_XS). The avxvnni path on Alder Lake: AVX-VNNI's VEX-encoded
+vpdpbusd on ymm where the kernel's dot step is one (the 32-block types, IQ4_XS, the K-quant row kernels, the ternary
+types), and no zmm register anywhere (Alder Lake has no AVX-512); the kernels written for 256-bit registers with
+vpmaddubsw sums kept in i16 (_avx2.py: Q4_K, Q6_K) are AVX2 instructions, which every AVX-VNNI CPU has. The avx2 path on
+Zen 3: vpmaddubsw, no vpdpbusd, no zmm. The AArch64 paths, compiled for that architecture from this one
+(emitted_instructions.py says how): i8mm on Apple M2 usdot in every type (sdot in the lattice types, whose weights are
+signed) and usmmla, the int8 matrix multiply, in every prefill GEMM; dotprod on Apple M1 sdot; the IQ4 codebook looked
+up (IQ4 and IQ3) by tbl. The HIGGS types: on x86 their grid points looked up by vpshufb (HG4's symmetric half, negated
+by vpsignb) times int8 x by vpmaddubsw (AVX-VNNI: vpdpbusd), except on the avx512vnni path of a CPU with AVX-512 VBMI
+(Sapphire Rapids has it), where vpermi2b / vpermb look the grid's bytes up and vpdpbusd multiplies them.
 """
 import json
 import os
@@ -70,7 +68,7 @@ def expectations(path, name, found):
 
 
 HIGGS_TYPES = ("HG2", "HG3", "HG4")
-HIGGS_GEMM = "kvant.runtime.kernels.higgs._gemm_lookup"       # the lookup path's integer prefill
+HIGGS_GEMM = "kvant.runtime.kernels.higgs._gemm_"        # + the layout kind: its integer prefill
 
 
 def higgs_expectations(kind, name, found):
@@ -110,7 +108,7 @@ def _gemm_kernels():
     from numba.core.registry import CPUDispatcher
     found = {}
     for module_name, module in list(sys.modules.items()):
-        # HIGGS's GEMM runs on the VBMI lookup path only: the fixture gives its types (higgs_gemm)
+        # HIGGS's GEMMs depend on the layout kind: the fixture gives their types (higgs_gemm)
         if not module_name.startswith("kvant.runtime.kernels") or module is None or module_name.endswith(".higgs"):
             continue
         for name, value in vars(module).items():
@@ -150,9 +148,11 @@ def signatures(tmp_path_factory):
             out, x = np.empty(4, np.float32), np.empty(128, np.float32)
             higgs_sigs.setdefault(kind, {})[name] = tuple(numba.typeof(a) for a in (out, x, *qm.kernel_args))
     from kvant.runtime.kernels._gemm import quantize as gemm_codes
-    arrays = higgs.LOOKUP_LAYOUTS["HG4"].repack(quantize(rng.standard_normal((16, 128)).astype(np.float32), "HG4"), 128)
+    raw = quantize(rng.standard_normal((16, 128)).astype(np.float32), "HG4")
     codes = gemm_codes(np.ones((5, 128), np.float32), higgs.ROTATED_Q8_0)
-    higgs_gemm = tuple(numba.typeof(a) for a in (np.empty((5, 16), np.float32), *codes, *arrays))
+    higgs_gemm = {kind: tuple(numba.typeof(a) for a in (np.empty((5, 16), np.float32), *codes,
+                                                         *layouts["HG4"].repack(raw, 128)))
+                  for kind, layouts in (("shuffle", higgs.SHUFFLE_LAYOUTS), ("lookup", higgs.LOOKUP_LAYOUTS))}
     path = tmp_path_factory.mktemp("signatures") / "signatures.pkl"
     path.write_bytes(pickle.dumps({"matvec": matvec, "gemm": _gemm_kernels(), "higgs": higgs_sigs,
                                    "higgs_gemm": higgs_gemm}))
@@ -175,7 +175,7 @@ def test_each_path_emits_its_instructions_for_a_cpu_that_has_them(path, signatur
     assert kind == ({"avx512vnni": "lookup"}.get(path, "shuffle") if triple is None else None)
     assert sorted(matvec) == sorted(INT_TYPES + (list(HIGGS_TYPES) if kind else []))
     assert len(gemm) >= 9, sorted(gemm)  # blocks16's two, the lattices', TQ's, Q4_K's, Q5_K's, Q6_K's, Q2_K's, Q3_K's
-    assert (HIGGS_GEMM in gemm) == (kind == "lookup")
+    assert sorted(w for w in gemm if w.startswith(HIGGS_GEMM)) == ([HIGGS_GEMM + kind] if kind else [])
     failed = [f"{name}: {what} ({matvec[name]})" for name in INT_TYPES
               for what, holds in expectations(path, name, matvec[name]) if not holds]
     failed += [f"{name}: {what} ({matvec[name]})" for name in (HIGGS_TYPES if kind else ())

@@ -96,17 +96,20 @@ def test_matvec_and_matmul_equal_the_numpy_reference(name, kind):
                 _check(outs, w, xs, 2e-6)
 
 
-@pytest.mark.skipif(not higgs.LOOKUP, reason="the integer prefill runs on the avx512vnni path of a CPU with AVX-512 "
-                                               f"VBMI (this CPU runs the {higgs.CPU_PATH} path)")
+@pytest.mark.parametrize("kind", ["lookup", "shuffle"])
 @pytest.mark.parametrize("name", NAMES)
-def test_integer_prefill_equals_the_numpy_reference(name):
-    """The lookup layout's GEMM: rows decoded to q + 128 bytes in tiles of 16 (rows past a tile's end masked), times
-    the rotated tokens' Q8_0 codes, exact in int32: equal to those codes times the rotated weights."""
+def test_integer_prefill_equals_the_numpy_reference(name, kind):
+    """Each integer layout's GEMM: rows decoded to q + 128 bytes in tiles of 16 (rows past a tile's end masked) by its
+    own lookups, times the rotated tokens' Q8_0 codes, exact in int32: equal to those codes times the rotated
+    weights."""
+    layouts, runs_here, why_not = KINDS[kind][:3]
+    if not runs_here:
+        pytest.skip(why_not + f" (this CPU runs the {higgs.CPU_PATH} path)")
     rng = np.random.default_rng(len(name))
     for rows, blocks in SHAPES + [(16, 4)]:
         cols = 64 * blocks
         raw = quantize((rng.standard_normal((rows, cols)) * 0.1).astype(np.float32), name)
-        qm = _matrix(higgs.LOOKUP_LAYOUTS, name, raw, cols)
+        qm = _matrix(layouts, name, raw, cols)
         assert qm.gemm[0] == higgs.ROTATED_Q8_0
         for n in (6, 7, 9):     # whole groups of tokens and the leftovers
             xs = rng.standard_normal((n, cols)).astype(np.float32)
