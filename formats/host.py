@@ -91,6 +91,20 @@ def runnable_paths(features=None) -> tuple:
     return tuple(p for p, needed in PATH_FEATURES.items() if all(f in features for f in needed))
 
 
+# the features of better paths that a forced path lacks (LLVM drops with each what depends on it: avx512bw, ...)
+WITHOUT = {"avx2": ("avx512f", "avxvnni"), "avxvnni": ("avx512f",), "dotprod": ("i8mm",)}
+
+
+def forced_features(path: str, features) -> str | None:
+    """The LLVM feature string numba compiles with when `path` is forced on a CPU that has a better one: the host's
+    features less the better paths' own. Without it a forced AVX2 run on an AVX-512 CPU compiles with AVX-512VL's
+    32 ymm registers and opmask blends, and measures code that no AVX2 CPU runs. None: nothing to take away."""
+    drop = [f for f in WITHOUT.get(path, ()) if f in features]
+    if not drop:
+        return None
+    return ",".join([f"+{f}" for f in sorted(features) if f not in drop] + [f"-{f}" for f in drop])
+
+
 def choose_path(forced=None, features=None) -> str:
     """The best runnable path, or the forced one if the CPU can run it."""
     runnable = runnable_paths(features)
@@ -159,6 +173,9 @@ try:
 except HostPathError as e:          # reported by the CLIs in one line and raised by the kernels' import
     CPU_PATH, PATH_ERROR = "float", e
 
+# before numba's first compile builds its target machine; a user's own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES stand
+if config.CPU_NAME is None and config.CPU_FEATURES is None:
+    config.CPU_FEATURES = forced_features(CPU_PATH, host_features())
 # numba looks the directory up when a cached function is defined, so this must run before any kernel module
 CACHE_DIR = numba_cache_dir(CPU_PATH)
 config.CACHE_DIR = CACHE_DIR

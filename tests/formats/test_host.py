@@ -1,4 +1,8 @@
 """Which kernel path a CPU gets: the best its features allow, or the forced one if it can run it."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 from kvant.formats import host
@@ -44,3 +48,36 @@ def test_every_path_host_can_choose_has_its_kernel_steps():
     from kvant.runtime.kernels._isa import KERNEL_PATHS
     assert set(KERNEL_PATHS) == set(host.PATHS)
     assert KERNEL_PATHS["float"] is None and all(KERNEL_PATHS[p] for p in host.PATHS if p != "float")
+
+
+@pytest.mark.parametrize("path, features, dropped", [
+    ("avx2", SAPPHIRE_RAPIDS, ("avx512f", "avxvnni")),
+    ("avxvnni", SAPPHIRE_RAPIDS, ("avx512f",)),
+    ("dotprod", GRAVITON3, ("i8mm",)),
+    ("avx2", ZEN3, None),               # the host's own best path: its features as they are
+    ("avx512vnni", SAPPHIRE_RAPIDS, None),
+])
+def test_a_forced_path_compiles_without_the_better_paths_features(path, features, dropped):
+    """A forced AVX2 run on an AVX-512 CPU must not compile with AVX-512's registers and opmasks (LLVM drops with
+    avx512f every feature that depends on it)."""
+    got = host.forced_features(path, features)
+    if dropped is None:
+        assert got is None
+        return
+    flags = got.split(",")
+    assert flags[-len(dropped):] == [f"-{f}" for f in dropped]
+    assert set(flags[:-len(dropped)]) == {f"+{f}" for f in features if f not in dropped}
+
+
+def test_the_forced_features_are_what_numba_compiles_with():
+    """In a process forced to a lower path than this CPU's best, numba's target machine lacks the better paths'
+    features (the kernels' tests and benches run forced paths so)."""
+    below = [p for p in host.runnable_paths()[1:] if p != "float" and host.forced_features(p, host.host_features())]
+    if not below:
+        pytest.skip(f"this CPU's best path ({host.CPU_PATH}) has no lower integer path with fewer features")
+    code = ("import numba, kvant.formats.host as h; from numba.core.registry import cpu_target; "
+            "numba.njit(lambda: 0)(); print(cpu_target.target_context.codegen()._tm_features)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "KVANT_CPU_PATH": below[0]}, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    assert out == host.forced_features(below[0], host.host_features())
