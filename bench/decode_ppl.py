@@ -1,8 +1,8 @@
 """Perplexity through the decode step, one token at a time, on each kernel path: what a path's activation rounding
 costs where it is used (generation), which `qrun perplexity` (batched prefill: the GEMMs) never runs.
 
-The HIGGS matvecs round the rotated x differently per path (int8 per 64 on AVX-512 VBMI, int16 on the other x86
-paths, floats on the float path); the integer types' matvecs all round as llama.cpp (Q8_0 / Q8_K). Each path runs in
+The HIGGS matvecs round the rotated x differently per path (int8 per 64 on the x86 paths, floats on the float
+path); the integer types' matvecs all round as llama.cpp (Q8_0 / Q8_K). Each path runs in
 its own process (KVANT_CPU_PATH; "native" = the CPU's own): chunks of --ctx tokens of the text from its start, the
 cache cleared per chunk, every token through the decode step (Model.perplexity with n_batch 1: llama-perplexity's
 rule, each chunk's second half scored). Prints one line per path and language: PPL and its difference from the

@@ -23,9 +23,8 @@ def path_line():
     from kvant.formats import host
     features = " ".join(f for f in host.REPORTED_FEATURES if f in host.host_features())
     forced = " (forced by KVANT_CPU_PATH)" if os.environ.get("KVANT_CPU_PATH") else ""
-    dropped = [f[1:] for f in (host.config.CPU_FEATURES or "").split(",") if f.startswith("-")]
-    if dropped:         # host.forced_features: the code is what a CPU of that path runs
-        forced += f", compiled without {', '.join(dropped)}"
+    if host.FORCED_WITHOUT:         # host.forced_features: the code is what a CPU of that path runs
+        forced += f", compiled without {', '.join(host.FORCED_WITHOUT)}"
     return f"CPU: {host.cpu_model()}; features: {features}; kvant's kernel path: {host.CPU_PATH}{forced}"
 
 

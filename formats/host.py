@@ -91,18 +91,24 @@ def runnable_paths(features=None) -> tuple:
     return tuple(p for p, needed in PATH_FEATURES.items() if all(f in features for f in needed))
 
 
-# the features of better paths that a forced path lacks (LLVM drops with each what depends on it: avx512bw, ...)
-WITHOUT = {"avx2": ("avx512f", "avxvnni"), "avxvnni": ("avx512f",), "dotprod": ("i8mm",)}
+# what a forced path's code must do without: the features of the better paths (LLVM drops with each what depends on
+# it: avx512bw, ...), and for AVX2 those Haswell and Zen 3 lack that LLVM might pick for byte shifts and the like
+WITHOUT = {"avx2": ("avx512f", "avxvnni", "gfni", "vaes", "vpclmulqdq"), "avxvnni": ("avx512f",),
+           "dotprod": ("i8mm",)}
 
 
-def forced_features(path: str, features) -> str | None:
+def forced_features(path: str, host: dict) -> str | None:
     """The LLVM feature string numba compiles with when `path` is forced on a CPU that has a better one: the host's
-    features less the better paths' own. Without it a forced AVX2 run on an AVX-512 CPU compiles with AVX-512VL's
-    32 ymm registers and opmask blends, and measures code that no AVX2 CPU runs. None: nothing to take away."""
-    drop = [f for f in WITHOUT.get(path, ()) if f in features]
+    features ({name: present}, as LLVM reports them) less WITHOUT[path], every absent one named as such (as numba's
+    own string does, so that none the CPU's LLVM name implies comes back) and the dropped ones last (a later "+"
+    of a dependent would turn them on again). Without it a forced AVX2 run on an AVX-512 CPU compiles with
+    AVX-512VL's 32 ymm registers and opmask blends, and measures code that no AVX2 CPU runs. None: nothing to drop."""
+    drop = [f for f in WITHOUT.get(path, ()) if host.get(f)]
     if not drop:
         return None
-    return ",".join([f"+{f}" for f in sorted(features) if f not in drop] + [f"-{f}" for f in drop])
+    kept = sorted(f for f, present in host.items() if present and f not in drop)
+    absent = sorted(f for f, present in host.items() if not present)
+    return ",".join([f"+{f}" for f in kept] + [f"-{f}" for f in absent + drop])
 
 
 def choose_path(forced=None, features=None) -> str:
@@ -173,9 +179,17 @@ try:
 except HostPathError as e:          # reported by the CLIs in one line and raised by the kernels' import
     CPU_PATH, PATH_ERROR = "float", e
 
-# before numba's first compile builds its target machine; a user's own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES stand
-if config.CPU_NAME is None and config.CPU_FEATURES is None:
-    config.CPU_FEATURES = forced_features(CPU_PATH, host_features())
+# a forced path below the CPU's best compiles without the better paths' features (set before numba builds its target
+# machine, at its first jitted function); a user's own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES stand
+FORCED_WITHOUT = ()
+if (os.environ.get("KVANT_CPU_PATH") and PATH_ERROR is None and CPU_PATH != runnable_paths()[0]
+        and config.CPU_NAME is None and config.CPU_FEATURES is None):
+    try:
+        _host = {k: bool(v) for k, v in binding.get_host_cpu_features().items()}
+    except RuntimeError:            # LLVM cannot tell (Apple silicon with some LLVM versions): compile as it would
+        _host = {}
+    config.CPU_FEATURES = forced_features(CPU_PATH, _host)
+    FORCED_WITHOUT = tuple(f for f in WITHOUT.get(CPU_PATH, ()) if _host.get(f))
 # numba looks the directory up when a cached function is defined, so this must run before any kernel module
 CACHE_DIR = numba_cache_dir(CPU_PATH)
 config.CACHE_DIR = CACHE_DIR

@@ -14,9 +14,9 @@ HG3's and HG4's a byte each (1.38x, 1.06x).
 - On the other x86 paths (avx2, avxvnni, avx512vnni without VBMI): the int8 coordinates q looked up from registers
   by 16-entry byte shuffles (vpshufb): HG2's 16-point grid one table a coordinate, HG3's 64 four and three
   vpblendvb, HG4's 256 its symmetric half (eight tables, seven vpblendvb) and vpsignb for the other half; times the
-  same int8 x as the VBMI kernel's by vpmaddubsw (|q|, x with q's sign) and vpmaddwd, exact in int32. (A
-  vpgatherdd of int16 pairs from a 256-entry table ran HG4 at a quarter of this speed; int16 pairs times an int16 x
-  by vpmaddwd at half.)
+  same int8 x as the VBMI kernel's by vpmaddubsw (|q|, x with q's sign) and vpmaddwd, exact in int32. (Tried
+  before: a vpgatherdd of int16 pairs from a 256-entry table, half the speed; int16 pairs times an int16 x by
+  vpmaddwd, 7-32% slower: bench/KERNELS.md.)
 - Elsewhere: float, the grid's two coordinates as two float tables.
 Prefill: the tokens rotated once; on x86, 16-row tiles decoded by the matvec's own table lookups (vpermi2b or vpshufb)
 to bytes q + 128 for the integer GEMM of kernels/_gemm.py (tokens rounded as Q8_0: `rotated_q8_0`), exact in int32;
@@ -44,20 +44,17 @@ PSHUFB = CPU_PATH in ("avx2", "avxvnni", "avx512vnni")    # x86: vpshufb on ymm
 LOOKUP = CPU_PATH == "avx512vnni" and "avx512vbmi" in host_features()    # AVX-512 VBMI: vpermi2b tables
 
 
-IN_ORDER = np.arange(PAIRS)
-
-
 @njit(cache=True, parallel=True)
-def _repack(raw, c, d, type_size, points, slots, nibbles):
-    """d as f32 and a block's codes into its 32 slots of c: slot p holds code slots[p], a byte each or (nibbles;
-    c zeroed) slots p and p + 16 in byte p's low and high half."""
+def _repack(raw, c, d, type_size, points, nibbles):
+    """d as f32 and a block's 32 codes into c in their order, a byte each or (nibbles; c zeroed) codes p and p + 16
+    in byte p's low and high half."""
     for r in prange(raw.shape[0]):
         src = raw[r]
         for b in range(d.shape[1]):
             s = b * type_size
             d[r, b] = f16_at(src, s)
             for p in range(PAIRS):
-                code = code_at(src, s + 2, slots[p], points)
+                code = code_at(src, s + 2, p, points)
                 if nibbles:
                     c[r, 16 * b + p % 16] |= code << (4 * (p // 16))
                 else:
@@ -88,7 +85,7 @@ def _repacker(name: str):
     def repack(raw, cols):
         rows = raw.shape[0]
         c, d = np.empty((rows, cols // 2), np.uint8), np.empty((rows, cols // BLOCK), np.float32)
-        _repack(raw, c, d, type_size, points, IN_ORDER, False)
+        _repack(raw, c, d, type_size, points, False)
         return c, d, g0, g1
     return _step_folded(name, repack)
 
@@ -174,7 +171,7 @@ def _shuffle_repacker(name: str):
     def repack(raw, cols):
         rows, blocks = raw.shape[0], cols // BLOCK
         c, d = np.zeros((rows, per_block * blocks), np.uint8), np.empty((rows, blocks), np.float32)
-        _repack(raw, c, d, type_size, points, IN_ORDER, points == 16)
+        _repack(raw, c, d, type_size, points, points == 16)
         return c, d, tables, g0, g1
     return _step_folded(name, repack)
 
@@ -392,9 +389,9 @@ def _block_scale(xr, b, limit):
 @njit(cache=True, fastmath=FAST)
 def x_int8_steps(xs, xl, corr, xr):
     """xr's 64-blocks in int8 (amax / 127 a block, as Q8_0) laid out for _lookup512 (the vpshufb kernels read it a
-    block at a time and leave corr): per step of two blocks the 64
-    values the codes' first coordinates meet, then the 64 their second ones meet; per int32 lane (4 codes) its x
-    scale xl and corr = -128 * the sum of its 8 values (the table bytes' offset)."""
+    block at a time and leave corr): per step of two blocks the 64 values the codes' first coordinates meet, then
+    the 64 their second ones meet; per int32 lane (4 codes) its x scale xl and corr = -128 * the sum of its 8 values
+    (the table bytes' offset)."""
     for b in range(xr.shape[0] // BLOCK):
         scale, inv = _block_scale(xr, b, F32(127.0))
         first = (b // 2) * 2 * CODES + (b % 2) * PAIRS

@@ -57,9 +57,9 @@ def test_hg_file_written_inspected_run_and_turned_back(tmp_path, capsys, f32_fil
 
     tokens = np.load(os.path.join(HF, name, "ref_tokens.npy"))[:24]
     got, want = logits(hg, tokens), logits(back, tokens)
-    # on VBMI the prefill rounds the rotated tokens to int8 per 32 (as the Q8_0 types' GEMMs do): ~1% of the largest
-    # logit on these tiny random models, against float summation order elsewhere
-    tolerance = 3e-2 if higgs.LOOKUP else 1e-3
+    # on x86 the prefill rounds the rotated tokens to int8 per 32 (as the Q8_0 types' GEMMs do): ~1% of the largest
+    # logit on these tiny random models, against float summation order on the float path
+    tolerance = 3e-2 if higgs.LOOKUP or higgs.PSHUFB else 1e-3
     assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
 

@@ -54,30 +54,42 @@ def test_every_path_host_can_choose_has_its_kernel_steps():
     ("avx2", SAPPHIRE_RAPIDS, ("avx512f", "avxvnni")),
     ("avxvnni", SAPPHIRE_RAPIDS, ("avx512f",)),
     ("dotprod", GRAVITON3, ("i8mm",)),
-    ("avx2", ZEN3, None),               # the host's own best path: its features as they are
+    ("avx2", ZEN3, None),               # nothing of a better path to take away
     ("avx512vnni", SAPPHIRE_RAPIDS, None),
 ])
 def test_a_forced_path_compiles_without_the_better_paths_features(path, features, dropped):
-    """A forced AVX2 run on an AVX-512 CPU must not compile with AVX-512's registers and opmasks (LLVM drops with
-    avx512f every feature that depends on it)."""
-    got = host.forced_features(path, features)
+    """A forced AVX2 run on an AVX-512 CPU must not compile with AVX-512's registers and opmasks: the host's features
+    (absent ones named absent, as numba's own string does), the dropped ones last, where no later "+" of a feature
+    that depends on them turns them on again."""
+    host_map = {**dict.fromkeys(features, True), "amx-tile": False, "sse4a": False}
+    got = host.forced_features(path, host_map)
     if dropped is None:
         assert got is None
         return
     flags = got.split(",")
     assert flags[-len(dropped):] == [f"-{f}" for f in dropped]
-    assert set(flags[:-len(dropped)]) == {f"+{f}" for f in features if f not in dropped}
+    assert {f for f in flags if f.startswith("+")} == {f"+{f}" for f in features if f not in dropped}
+    assert {"-amx-tile", "-sse4a"} <= set(flags)
+    assert max(i for i, f in enumerate(flags) if f.startswith("+")) < min(i for i, f in enumerate(flags)
+                                                                          if f.startswith("-"))
 
 
 def test_the_forced_features_are_what_numba_compiles_with():
     """In a process forced to a lower path than this CPU's best, numba's target machine lacks the better paths'
-    features (the kernels' tests and benches run forced paths so)."""
-    below = [p for p in host.runnable_paths()[1:] if p != "float" and host.forced_features(p, host.host_features())]
+    features, also when the runtime is imported first (the kernels' tests and benches run forced paths so); the
+    CPU's own best path, forced or not, compiles with the host's features."""
+    below = [p for p in host.runnable_paths()[1:] if p != "float" and host.WITHOUT.get(p)
+             and any(f in host.host_features() for f in host.WITHOUT[p])]
     if not below:
-        pytest.skip(f"this CPU's best path ({host.CPU_PATH}) has no lower integer path with fewer features")
-    code = ("import numba, kvant.formats.host as h; from numba.core.registry import cpu_target; "
-            "numba.njit(lambda: 0)(); print(cpu_target.target_context.codegen()._tm_features)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "KVANT_CPU_PATH": below[0]}, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    assert out == host.forced_features(below[0], host.host_features())
+        pytest.skip(f"this CPU's best path ({host.runnable_paths()[0]}) has no lower path with fewer features")
+    code = ("import numba, kvant.runtime.model, kvant.formats.host as h; from numba.core.registry import cpu_target; "
+            "numba.njit(lambda: 0)(); print(cpu_target.target_context.codegen()._tm_features, h.FORCED_WITHOUT)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU", "KVANT_CPU_PATH"))}
+    forced = subprocess.run([sys.executable, "-c", code], env={**env, "KVANT_CPU_PATH": below[0]}, check=True,
+                            capture_output=True, text=True).stdout.split()
+    host_map = {k: bool(v) for k, v in host.binding.get_host_cpu_features().items()}
+    assert forced[0] == host.forced_features(below[0], host_map)
+    assert f"-{host.WITHOUT[below[0]][0]}" in forced[0].split(",") and forced[1] != "()"
+    best = subprocess.run([sys.executable, "-c", code], env={**env, "KVANT_CPU_PATH": host.runnable_paths()[0]},
+                          check=True, capture_output=True, text=True).stdout.split()
+    assert best[1] == "()" and f"+{host.WITHOUT[below[0]][0]}" in best[0].split(",")

@@ -28,8 +28,8 @@ SHAPES = [(1, 2), (3, 1), (37, 3), (611, 1), (40, 5)]     # (rows, blocks per ro
 @needs_vnni
 def test_registered_types():
     from kvant.runtime.kernels import higgs
-    lookup = sorted(higgs.HIGGS_TYPES) if higgs.LOOKUP else []      # HIGGS: the VBMI lookup path's integer prefill
-    assert sorted(name for name in SUPPORTED_TYPES if layout_for(name).gemm is not None) == sorted(INT_TYPES + lookup)
+    own = sorted(higgs.HIGGS_TYPES) if higgs.LOOKUP or higgs.PSHUFB else []     # HIGGS: the x86 paths' prefill
+    assert sorted(name for name in SUPPORTED_TYPES if layout_for(name).gemm is not None) == sorted(INT_TYPES + own)
 
 
 @needs_vnni
