@@ -97,18 +97,23 @@ WITHOUT = {"avx2": ("avx512f", "avxvnni", "gfni", "vaes", "vpclmulqdq"), "avxvnn
            "dotprod": ("i8mm",)}
 
 
+def dropped_features(path: str, host: dict) -> tuple:
+    """The features of WITHOUT[path] that the host has ({name: present})."""
+    return tuple(f for f in WITHOUT.get(path, ()) if host.get(f))
+
+
 def forced_features(path: str, host: dict) -> str | None:
     """The LLVM feature string numba compiles with when `path` is forced on a CPU that has a better one: the host's
     features ({name: present}, as LLVM reports them) less WITHOUT[path], every absent one named as such (as numba's
     own string does, so that none the CPU's LLVM name implies comes back) and the dropped ones last (a later "+"
     of a dependent would turn them on again). Without it a forced AVX2 run on an AVX-512 CPU compiles with
     AVX-512VL's 32 ymm registers and opmask blends, and measures code that no AVX2 CPU runs. None: nothing to drop."""
-    drop = [f for f in WITHOUT.get(path, ()) if host.get(f)]
+    drop = dropped_features(path, host)
     if not drop:
         return None
     kept = sorted(f for f, present in host.items() if present and f not in drop)
     absent = sorted(f for f, present in host.items() if not present)
-    return ",".join([f"+{f}" for f in kept] + [f"-{f}" for f in absent + drop])
+    return ",".join([f"+{f}" for f in kept] + [f"-{f}" for f in absent + list(drop)])
 
 
 def choose_path(forced=None, features=None) -> str:
@@ -189,7 +194,7 @@ if (os.environ.get("KVANT_CPU_PATH") and PATH_ERROR is None and CPU_PATH != runn
     except RuntimeError:            # LLVM cannot tell (Apple silicon with some LLVM versions): compile as it would
         _host = {}
     config.CPU_FEATURES = forced_features(CPU_PATH, _host)
-    FORCED_WITHOUT = tuple(f for f in WITHOUT.get(CPU_PATH, ()) if _host.get(f))
+    FORCED_WITHOUT = dropped_features(CPU_PATH, _host)
 # numba looks the directory up when a cached function is defined, so this must run before any kernel module
 CACHE_DIR = numba_cache_dir(CPU_PATH)
 config.CACHE_DIR = CACHE_DIR

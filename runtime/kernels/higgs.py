@@ -270,14 +270,10 @@ def _mv_shuffle(out, x, c, d, tables, g0, g1, xr, xs, xl, corr):
         out[r] = s
 
 
-@njit(cache=True, fastmath=FAST)
-def _dec_shuffle(dst, r, c, d, tables, g0, g1):
-    _dec_float(dst, r, c, d, g0, g1)
-
-
-@njit(cache=True, fastmath=FAST, parallel=True)
 def _mm_shuffle_rotated(out, xr, c, d, tables, g0, g1):
-    float_matmul(out, xr, _dec_shuffle, (c, d, tables, g0, g1))
+    """The float GEMM on rows decoded by _dec_float (which reads HG2's two codes a byte too): the vpshufb tables
+    are not needed."""
+    _mm_float_rotated(out, xr, c, d, g0, g1)
 
 
 def _shuffle_tile(points):
